@@ -1,0 +1,43 @@
+// How an op reaches its backend. Every op has one public entry in titan::ops with the
+// same signature on every device; each backend implements it once, in titan::ops::cpu
+// (ops/cpu/<op>.cpp) or titan::ops::cuda (ops/cuda/<op>.cu). The public entry picks the
+// backend from the device of its first tensor argument:
+//
+//   inline void rmsnorm_forward(const Tensor& x, ...) {
+//     TITAN_DISPATCH_CPU(x, rmsnorm_forward, x, ...);              // CPU kernel only
+//   }
+//   inline void matmul(const Tensor& a, ...) {
+//     TITAN_DISPATCH_CPU_CUDA(a, matmul, a, ...);                   // both backends
+//   }
+//
+// An op without a kernel for a device fails with a message naming both.
+#pragma once
+
+#include "titan/config.h"
+#include "titan/core/error.h"
+#include "titan/core/tensor.h"
+
+#define TITAN_DISPATCH_CPU(tensor, fn, ...)                                            \
+  do {                                                                                 \
+    if ((tensor).device().is_cpu()) return ::titan::ops::cpu::fn(__VA_ARGS__);         \
+    TITAN_FAIL() << #fn << " has no kernel for " << (tensor).device();                 \
+  } while (0)
+
+#if TITAN_HAVE_CUDA
+#define TITAN_DISPATCH_CPU_CUDA(tensor, fn, ...)                                       \
+  do {                                                                                 \
+    if ((tensor).device().is_cpu()) return ::titan::ops::cpu::fn(__VA_ARGS__);         \
+    if ((tensor).device().is_cuda()) return ::titan::ops::cuda::fn(__VA_ARGS__);       \
+    TITAN_FAIL() << #fn << " has no kernel for " << (tensor).device();                 \
+  } while (0)
+#else
+#define TITAN_DISPATCH_CPU_CUDA(tensor, fn, ...) TITAN_DISPATCH_CPU(tensor, fn, __VA_ARGS__)
+#endif
+
+namespace titan::ops {
+
+// Whether an op writes its output (`=`) or adds to it (`+=`). Parameter gradients always
+// accumulate; activation gradients overwrite unless they sit on the residual stream.
+enum class Accumulate { No, Yes };
+
+}  // namespace titan::ops

@@ -1,0 +1,43 @@
+// Device-independent parts of ops/matmul.h: shape checks and the linear layer.
+#include "titan/ops/matmul.h"
+
+namespace titan::ops {
+
+GemmShape gemm_shape(const Tensor& a, Transpose transpose_a, const Tensor& b,
+                     Transpose transpose_b, const Tensor& c) {
+  TITAN_CHECK(a.dim() == 2 && b.dim() == 2 && c.dim() == 2)
+      << "matmul: operands must be 2-D, got A " << shape_string(a.shape()) << ", B "
+      << shape_string(b.shape()) << ", C " << shape_string(c.shape());
+  const bool ta = transpose_a == Transpose::Yes, tb = transpose_b == Transpose::Yes;
+  const GemmShape s{ta ? a.size(1) : a.size(0), tb ? b.size(0) : b.size(1),
+                    ta ? a.size(0) : a.size(1)};
+  const int64_t kb = tb ? b.size(1) : b.size(0);
+  TITAN_CHECK(kb == s.k && c.size(0) == s.m && c.size(1) == s.n)
+      << "matmul: shapes do not fit: op(A) " << s.m << "x" << s.k << ", op(B) " << kb << "x" << s.n
+      << ", C " << shape_string(c.shape());
+  return s;
+}
+
+void linear_forward(const Tensor& x, const Tensor& weight, Tensor& y) {
+  Tensor y2 = y.flatten_to_2d();
+  matmul(x.flatten_to_2d(), Transpose::No, weight, Transpose::Yes, y2);
+}
+
+void linear_backward_input(const Tensor& dy, const Tensor& weight, Tensor& dx,
+                           Accumulate accumulate) {
+  Tensor dx2 = dx.flatten_to_2d();
+  matmul(dy.flatten_to_2d(), Transpose::No, weight, Transpose::No, dx2, 1.0f,
+         accumulate == Accumulate::Yes ? 1.0f : 0.0f);
+}
+
+void linear_backward_weight(const Tensor& dy, const Tensor& x, Tensor& dweight) {
+  matmul(dy.flatten_to_2d(), Transpose::Yes, x.flatten_to_2d(), Transpose::No, dweight, 1.0f, 1.0f);
+}
+
+void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, Tensor& dx,
+                     Tensor& dweight, Accumulate accumulate_dx) {
+  linear_backward_input(dy, weight, dx, accumulate_dx);
+  linear_backward_weight(dy, x, dweight);
+}
+
+}  // namespace titan::ops

@@ -1,0 +1,51 @@
+// Matrix products and the linear layer built on them.
+//
+//   matmul:  C[M, N] = alpha * op(A) * op(B) + beta * C,  op(X) = X or X^T
+//            (beta = 1 accumulates into C; beta = 0 overwrites, C's old contents unread)
+//   linear:  y[N, out] = x[N, in] * W[out, in]^T           (no bias in Llama)
+//     backward_input:   dx[N, in]   = dy * W     (= or += per Accumulate)
+//     backward_weight:  dW[out, in] += dy^T * x  (always +=, so microbatches accumulate)
+// Tensors with more than two dims are viewed as [rows, last dim]. f32 everywhere on the
+// CPU; the CUDA backend also takes bf16 A and B with f32 accumulation.
+#pragma once
+
+#include "titan/ops/dispatch.h"
+
+namespace titan::ops {
+
+enum class Transpose { No, Yes };
+
+namespace cpu {
+void matmul(const Tensor& a, Transpose transpose_a, const Tensor& b, Transpose transpose_b,
+            Tensor& c, float alpha, float beta);
+}  // namespace cpu
+#if TITAN_HAVE_CUDA
+namespace cuda {
+void matmul(const Tensor& a, Transpose transpose_a, const Tensor& b, Transpose transpose_b,
+            Tensor& c, float alpha, float beta);
+}  // namespace cuda
+#endif
+
+inline void matmul(const Tensor& a, Transpose transpose_a, const Tensor& b, Transpose transpose_b,
+                   Tensor& c, float alpha = 1.0f, float beta = 0.0f) {
+  TITAN_DISPATCH_CPU_CUDA(a, matmul, a, transpose_a, b, transpose_b, c, alpha, beta);
+}
+
+// GEMM shape bookkeeping shared by every backend: M, N, K of op(A) * op(B), checked
+// against C. Throws naming the op and the shapes when they do not fit.
+struct GemmShape {
+  int64_t m, n, k;
+};
+GemmShape gemm_shape(const Tensor& a, Transpose transpose_a, const Tensor& b,
+                     Transpose transpose_b, const Tensor& c);
+
+// The linear layer is the same three products on every device.
+void linear_forward(const Tensor& x, const Tensor& weight, Tensor& y);
+void linear_backward_input(const Tensor& dy, const Tensor& weight, Tensor& dx,
+                           Accumulate accumulate);
+void linear_backward_weight(const Tensor& dy, const Tensor& x, Tensor& dweight);
+// Both halves; a zero-bubble pipeline calls them apart.
+void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, Tensor& dx,
+                     Tensor& dweight, Accumulate accumulate_dx);
+
+}  // namespace titan::ops

@@ -1,0 +1,33 @@
+// RMSNorm (Llama's pre-norm), one row at a time:
+//   rstd = 1 / sqrt(mean(x^2) + eps)          y = x * rstd * weight
+// Shapes: x, y, dy, dx [N, D]; weight, dweight [D]; rstd [N], kept for the backward.
+// Backward:
+//   dx = rstd * (weight*dy) - rstd^3 / D * x * sum(weight*dy*x)   (= or += per Accumulate)
+//   dweight += sum over rows of dy * x * rstd                        (always +=)
+#pragma once
+
+#include "titan/ops/dispatch.h"
+
+namespace titan::ops {
+namespace cpu {
+void rmsnorm_forward(const Tensor& x, const Tensor& weight, float eps, Tensor& y, Tensor& rstd);
+void rmsnorm_backward_input(const Tensor& dy, const Tensor& x, const Tensor& weight,
+                            const Tensor& rstd, Tensor& dx, Accumulate accumulate);
+void rmsnorm_backward_weight(const Tensor& dy, const Tensor& x, const Tensor& rstd,
+                             Tensor& dweight);
+}  // namespace cpu
+
+inline void rmsnorm_forward(const Tensor& x, const Tensor& weight, float eps, Tensor& y,
+                            Tensor& rstd) {
+  TITAN_DISPATCH_CPU(x, rmsnorm_forward, x, weight, eps, y, rstd);
+}
+inline void rmsnorm_backward_input(const Tensor& dy, const Tensor& x, const Tensor& weight,
+                                   const Tensor& rstd, Tensor& dx, Accumulate accumulate) {
+  TITAN_DISPATCH_CPU(x, rmsnorm_backward_input, dy, x, weight, rstd, dx, accumulate);
+}
+inline void rmsnorm_backward_weight(const Tensor& dy, const Tensor& x, const Tensor& rstd,
+                                    Tensor& dweight) {
+  TITAN_DISPATCH_CPU(x, rmsnorm_backward_weight, dy, x, rstd, dweight);
+}
+
+}  // namespace titan::ops
