@@ -28,7 +28,9 @@ struct MiniFloat {
     if (std::isnan(f)) return sign | nan_bits();
     const double a = std::fabs(double(f));
     const uint32_t overflow = (has_inf && !saturate) ? inf_bits() : max_finite_bits();
-    if (std::isinf(a)) return sign | (has_inf ? inf_bits() : overflow);
+    // Saturating formats take infinities to their largest finite value too, as CUDA's
+    // __NV_SATFINITE conversion does, so the CPU and GPU backends agree bit for bit.
+    if (std::isinf(a)) return sign | overflow;
     const int min_exp = 1 - bias();
     int e = 0;
     std::frexp(a, &e);  // a = m * 2^e with m in [0.5, 1)

@@ -5,8 +5,9 @@
 //   f16     1-5-10, IEEE half
 //   f8e4m3  1-4-3,  "fn": no infinities, S.1111.111 is NaN, largest finite 448
 //   f8e5m2  1-5-2,  IEEE-like, largest finite 57344
-// Finite values beyond an fp8 format's range saturate to its largest finite value (the
-// "satfinite" convention of cuBLASLt and of float8 training recipes); f16 overflows to inf.
+// Values beyond an fp8 format's range, infinities included, saturate to its largest finite
+// value (the "satfinite" convention of cuBLASLt, of CUDA's __NV_SATFINITE conversions and
+// of float8 training recipes); f16 and bf16 overflow to inf. NaN stays NaN.
 #pragma once
 
 #include <cstdint>

@@ -1,0 +1,21 @@
+// Cast: dst = src, element by element, converted between float formats.
+//
+//   f32, bf16, f16, f8e4m3, f8e5m2  ->  any of the same
+// Shapes: src and dst have the same shape (any rank). Both on the same device.
+// Every value of a narrower format is exact in f32, so each pair converts through f32 with
+// one rounding at the end: round to nearest even; fp8 saturates finite values to its
+// largest finite one, f16 overflows to inf, NaN stays NaN (core/float_formats.h).
+// A cast to the same dtype is a copy of the bits. No backward: casts sit outside the
+// differentiated graph (mixed precision casts weights before use and gradients after).
+#pragma once
+
+#include "titan/ops/dispatch.h"
+
+namespace titan::ops {
+namespace cpu {
+void cast(const Tensor& src, Tensor& dst);
+}  // namespace cpu
+
+inline void cast(const Tensor& src, Tensor& dst) { TITAN_DISPATCH_CPU(src, cast, src, dst); }
+
+}  // namespace titan::ops
