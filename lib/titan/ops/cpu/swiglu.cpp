@@ -1,0 +1,45 @@
+#include <cmath>
+
+#include "titan/ops/swiglu.h"
+
+namespace titan::ops::cpu {
+
+void swiglu_forward(const Tensor& a, const Tensor& b, Tensor& y) {
+  check_dtype(a, DType::F32, "swiglu_forward", "a");
+  check_shape(b, a.shape(), "swiglu_forward", "b");
+  check_shape(y, a.shape(), "swiglu_forward", "y");
+  const int64_t n = a.numel();
+  const float* ap = a.data<float>();
+  const float* bp = b.data<float>();
+  float* yp = y.mutable_data<float>();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const float sigmoid = 1.0f / (1.0f + std::exp(-ap[i]));
+    yp[i] = ap[i] * sigmoid * bp[i];
+  }
+}
+
+void swiglu_backward(const Tensor& dy, const Tensor& a, const Tensor& b, Tensor& da, Tensor& db) {
+  check_dtype(a, DType::F32, "swiglu_backward", "a");
+  check_shape(b, a.shape(), "swiglu_backward", "b");
+  check_shape(dy, a.shape(), "swiglu_backward", "dy");
+  check_shape(da, a.shape(), "swiglu_backward", "da");
+  check_shape(db, a.shape(), "swiglu_backward", "db");
+  const int64_t n = a.numel();
+  const float* ap = a.data<float>();
+  const float* bp = b.data<float>();
+  const float* gp = dy.data<float>();
+  float* dap = da.mutable_data<float>();
+  float* dbp = db.mutable_data<float>();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = ap[i];
+    const float sigmoid = 1.0f / (1.0f + std::exp(-x));
+    const float silu = x * sigmoid;
+    const float g = gp[i];
+    dap[i] = g * bp[i] * sigmoid * (1.0f + x * (1.0f - sigmoid));
+    dbp[i] = g * silu;
+  }
+}
+
+}  // namespace titan::ops::cpu

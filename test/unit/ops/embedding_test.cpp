@@ -1,0 +1,62 @@
+#include <gtest/gtest.h>
+
+#include "op_harness.h"
+#include "titan/ops/embedding.h"
+
+namespace titan::testing {
+namespace {
+
+// Ids with repeats, so that the backward's scatter-add is exercised.
+Tensor repeating_ids(int64_t n, int64_t vocab, uint64_t seed) {
+  Tensor ids = Tensor::empty({n}, DType::I64);
+  for (int64_t i = 0; i < n; ++i) ids.mutable_data<int64_t>()[i] = int64_t((seed * 7 + i * i * 3) % uint64_t(vocab));
+  return ids;
+}
+
+// dims: {N tokens, V, D}. Inputs: ids [N], table [V, D]; the table is differentiable.
+const bool registered = register_op_harness("embedding", OpHarness{
+    .make_inputs = [](const OpCase& c, uint64_t seed) {
+      return std::vector<Tensor>{repeating_ids(c.dims[0], c.dims[1], seed),
+                                 random_tensor({c.dims[1], c.dims[2]}, seed + 1)};
+    },
+    .input_names = {"ids", "table"},
+    .differentiable = {false, true},
+    .reference = [](const OpCase& c, const std::vector<Values>& in) {
+      const int64_t N = c.dims[0], D = c.dims[2];
+      Values y(size_t(N * D));
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t d = 0; d < D; ++d) y[n * D + d] = in[1][int64_t(in[0][n]) * D + d];
+      return y;
+    },
+    .forward = [](const OpCase& c, const std::vector<Tensor>& in) {
+      Tensor y = Tensor::empty({c.dims[0], c.dims[2]}, DType::F32);
+      ops::embedding_forward(in[0], in[1], y);
+      return y;
+    },
+    .backward = [](const OpCase&, const std::vector<Tensor>& in, const Tensor& dy) {
+      Tensor dtable = Tensor::zeros(in[1].shape(), DType::F32);
+      ops::embedding_backward_weight(in[0], dy, dtable);
+      return std::vector<Tensor>{Tensor(), dtable};
+    },
+});
+
+TEST(Embedding, RejectsIdOutsideVocabulary) {
+  Tensor ids = Tensor::empty({2}, DType::I32);
+  ids.mutable_data<int32_t>()[0] = 1;
+  ids.mutable_data<int32_t>()[1] = 9;
+  const Tensor table = random_tensor({4, 3}, 1);
+  Tensor out = Tensor::empty({2, 3}, DType::F32);
+  EXPECT_THROW(ops::embedding_forward(ids, table, out), Error);
+}
+
+TEST(Embedding, AcceptsInt32Ids) {
+  Tensor ids = Tensor::empty({3}, DType::I32);
+  for (int i = 0; i < 3; ++i) ids.mutable_data<int32_t>()[i] = 2 - i;
+  const Tensor table = random_tensor({3, 4}, 1);
+  Tensor out = Tensor::empty({3, 4}, DType::F32);
+  ops::embedding_forward(ids, table, out);
+  for (int d = 0; d < 4; ++d) EXPECT_EQ(out.data<float>()[d], table.data<float>()[2 * 4 + d]);
+}
+
+}  // namespace
+}  // namespace titan::testing

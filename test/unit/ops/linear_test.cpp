@@ -1,0 +1,86 @@
+#include <gtest/gtest.h>
+
+#include "op_harness.h"
+#include "titan/ops/matmul.h"
+
+namespace titan::testing {
+namespace {
+
+// dims: {N, in, out}. Inputs: x [N, in], weight [out, in].
+const bool registered = register_op_harness("linear", OpHarness{
+    .make_inputs = [](const OpCase& c, uint64_t seed) {
+      return std::vector<Tensor>{random_tensor({c.dims[0], c.dims[1]}, seed),
+                                 random_tensor({c.dims[2], c.dims[1]}, seed + 1)};
+    },
+    .input_names = {"x", "weight"},
+    .differentiable = {true, true},
+    .reference = [](const OpCase& c, const std::vector<Values>& in) {
+      const int64_t N = c.dims[0], K = c.dims[1], M = c.dims[2];
+      Values y(size_t(N * M), 0.0);
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t k = 0; k < K; ++k) y[n * M + m] += in[0][n * K + k] * in[1][m * K + k];
+      return y;
+    },
+    .forward = [](const OpCase& c, const std::vector<Tensor>& in) {
+      Tensor y = Tensor::empty({c.dims[0], c.dims[2]}, DType::F32);
+      ops::linear_forward(in[0], in[1], y);
+      return y;
+    },
+    .backward = [](const OpCase&, const std::vector<Tensor>& in, const Tensor& dy) {
+      Tensor dx = Tensor::empty(in[0].shape(), DType::F32);
+      Tensor dw = Tensor::zeros(in[1].shape(), DType::F32);
+      ops::linear_backward(dy, in[0], in[1], dx, dw, ops::Accumulate::No);
+      return std::vector<Tensor>{dx, dw};
+    },
+});
+
+// Every transpose combination and beta, against a float64 triple loop.
+TEST(Matmul, AllTransposesAndBetaMatchReference) {
+  const int64_t M = 5, N = 3, K = 7;
+  for (auto ta : {ops::Transpose::No, ops::Transpose::Yes}) {
+    for (auto tb : {ops::Transpose::No, ops::Transpose::Yes}) {
+      for (float beta : {0.0f, 1.0f, 0.5f}) {
+        const bool tra = ta == ops::Transpose::Yes, trb = tb == ops::Transpose::Yes;
+        const Tensor a = random_tensor(tra ? Shape{K, M} : Shape{M, K}, 1);
+        const Tensor b = random_tensor(trb ? Shape{N, K} : Shape{K, N}, 2);
+        Tensor c = random_tensor({M, N}, 3);
+        const Values c0 = to_values(c), av = to_values(a), bv = to_values(b);
+        ops::matmul(a, ta, b, tb, c, 2.0f, beta);
+        Values expected(size_t(M * N));
+        for (int64_t i = 0; i < M; ++i)
+          for (int64_t j = 0; j < N; ++j) {
+            double s = 0;
+            for (int64_t k = 0; k < K; ++k)
+              s += av[tra ? k * M + i : i * K + k] * bv[trb ? j * K + k : k * N + j];
+            expected[i * N + j] = 2.0 * s + beta * c0[i * N + j];
+          }
+        expect_close(to_values(c), expected, 1e-5, "matmul");
+      }
+    }
+  }
+}
+
+TEST(Linear, SplitBackwardEqualsWholeAndWeightGradientAccumulates) {
+  const Tensor x = random_tensor({6, 5}, 1), w = random_tensor({4, 5}, 2), dy = random_tensor({6, 4}, 3);
+  Tensor dx_whole = Tensor::empty({6, 5}, DType::F32), dw_whole = Tensor::zeros({4, 5}, DType::F32);
+  ops::linear_backward(dy, x, w, dx_whole, dw_whole, ops::Accumulate::No);
+  Tensor dx = Tensor::empty({6, 5}, DType::F32), dw = Tensor::zeros({4, 5}, DType::F32);
+  ops::linear_backward_weight(dy, x, dw);
+  ops::linear_backward_input(dy, w, dx, ops::Accumulate::No);
+  EXPECT_EQ(to_values(dx), to_values(dx_whole));
+  EXPECT_EQ(to_values(dw), to_values(dw_whole));
+  ops::linear_backward_weight(dy, x, dw);
+  Values twice = to_values(dw_whole);
+  for (double& v : twice) v *= 2;
+  expect_close(to_values(dw), twice, 1e-6, "dW after two microbatches");
+}
+
+TEST(Linear, RejectsShapesThatDoNotFit) {
+  const Tensor x = random_tensor({2, 3}, 1), w = random_tensor({4, 5}, 2);
+  Tensor y = Tensor::empty({2, 4}, DType::F32);
+  EXPECT_THROW(ops::linear_forward(x, w, y), Error);
+}
+
+}  // namespace
+}  // namespace titan::testing

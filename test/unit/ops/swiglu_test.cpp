@@ -1,0 +1,48 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "op_harness.h"
+#include "titan/ops/swiglu.h"
+
+namespace titan::testing {
+namespace {
+
+// dims: {N, F}. Inputs: a = x w1^T, b = x w3^T, both [N, F].
+const bool registered = register_op_harness("swiglu", OpHarness{
+    .make_inputs = [](const OpCase& c, uint64_t seed) {
+      return std::vector<Tensor>{random_tensor({c.dims[0], c.dims[1]}, seed, 4.0f),
+                                 random_tensor({c.dims[0], c.dims[1]}, seed + 1)};
+    },
+    .input_names = {"a", "b"},
+    .differentiable = {true, true},
+    .reference = [](const OpCase&, const std::vector<Values>& in) {
+      Values y(in[0].size());
+      for (size_t i = 0; i < y.size(); ++i) y[i] = in[0][i] / (1 + std::exp(-in[0][i])) * in[1][i];
+      return y;
+    },
+    .forward = [](const OpCase&, const std::vector<Tensor>& in) {
+      Tensor y = Tensor::empty(in[0].shape(), DType::F32);
+      ops::swiglu_forward(in[0], in[1], y);
+      return y;
+    },
+    .backward = [](const OpCase&, const std::vector<Tensor>& in, const Tensor& dy) {
+      Tensor da = Tensor::empty(in[0].shape(), DType::F32), db = Tensor::empty(in[0].shape(), DType::F32);
+      ops::swiglu_backward(dy, in[0], in[1], da, db);
+      return std::vector<Tensor>{da, db};
+    },
+});
+
+TEST(SwiGlu, LargeNegativeGateGivesZeroNotNan) {
+  Tensor a = Tensor::empty({2}, DType::F32), b = Tensor::empty({2}, DType::F32);
+  a.mutable_data<float>()[0] = -1000.0f;
+  a.mutable_data<float>()[1] = 1000.0f;
+  b.mutable_data<float>()[0] = b.mutable_data<float>()[1] = 1.0f;
+  Tensor y = Tensor::empty({2}, DType::F32);
+  ops::swiglu_forward(a, b, y);
+  EXPECT_EQ(y.data<float>()[0], -0.0f);
+  EXPECT_EQ(y.data<float>()[1], 1000.0f);
+}
+
+}  // namespace
+}  // namespace titan::testing
