@@ -1,0 +1,97 @@
+// Scaled dot-product attention with grouped-query heads (GQA), causal or full, computed
+// block-wise with an online softmax (FlashAttention-2): memory linear in the sequence.
+//
+//   s[i, j]  = scale * q[b, i, h, :] . k[b, j, g(h), :]          g(h) = h / (Hq / Hkv)
+//   p[i, :]  = softmax over the allowed keys j of s[i, :]      Causal: j <= i;  None: all j
+//   out[b, i, h, :] = sum_j p[i, j] * v[b, j, g(h), :]
+//   lse[b, h, i]    = log sum_j exp(s[i, j])                     (natural log, s scaled)
+//
+// Shapes (glossary letters: B batch, T time, Hq query heads, Hkv key/value heads, hd head
+// dim; Tk the keys' time, equal to T when causal):
+//   q, out, dout, dq   [B, T,  Hq,  hd]      the Llama layout after wq / wk / wv
+//   k, v, dk, dv       [B, Tk, Hkv, hd]      Hq % Hkv == 0; Hq == Hkv is plain MHA
+//   lse                [B, Hq, T]  f32       kept for the backward (and for merging)
+// Query head h reads kv head h / (Hq / Hkv): PyTorch's enable_gqa / repeat_interleave.
+// All tensors f32 on the CPU. The scale is the caller's (the model passes 1 / sqrt(hd)).
+//
+// What forward keeps for backward: out and lse (B*Hq*T floats), never the T x Tk
+// probabilities. The backward recomputes p[i, j] = exp(s[i, j] - lse[i]) block by block:
+//   D[i]  = sum_d dout[i, d] * out[i, d]                    (a workspace row [B, Hq, T])
+//   dv[j] += sum_i p[i, j] dout[i]          dp[i, j] = dout[i] . v[j]
+//   ds[i, j] = p[i, j] * (dp[i, j] - D[i])
+//   dq[i] += scale * sum_j ds[i, j] k[j]    dk[j] += scale * sum_i ds[i, j] q[i]
+// Accumulation rule: dq, dk, dv are activation gradients: written (=), or added to (+=)
+// with Accumulate::Yes (ring attention sums the contributions of every KV chunk).
+//
+// Workspace. The ops never allocate: the caller allocates `*_workspace_bytes(...)` bytes
+// through the counted allocator (a u8 or f32 tensor) and passes it in; the op checks that
+// it is big enough. The CPU backend needs per-thread tiles (Bq x Bk scores, Bq x hd
+// accumulators, hd x Bk transposed keys and values: independent of T) plus, for the
+// backward, D [B, Hq, T]: linear in T, never T x T. The thread count is the one the op
+// will use, omp_get_max_threads() at the time of the call; size the workspace with the
+// same number (titan::thread_count()).
+//
+// Ring attention (context parallel) computes a query chunk against one KV chunk at a
+// time, causal on the diagonal chunk and None for chunks that lie wholly in the past,
+// and merges the partial results by their log-sum-exp. Two partials (out_a, lse_a) and
+// (out_b, lse_b) over disjoint key sets merge exactly into the attention over their union:
+//   lse = log(exp(lse_a) + exp(lse_b)) = max + log1p(exp(min - max))
+//   out = exp(lse_a - lse) * out_a + exp(lse_b - lse) * out_b
+// attention_merge does this in place. The backward of the whole is then, per KV chunk,
+// attention_backward with the merged out and lse (Accumulate::Yes into dq): D and p use
+// the final normalizer, so each chunk's contribution is exact.
+//
+// Determinism: the forward splits (b, h, query block), the backward (b, kv head), and
+// each result element is computed by one thread in one fixed order, so results are
+// bitwise identical for any thread count and schedule.
+#pragma once
+
+#include "titan/ops/dispatch.h"
+
+namespace titan::ops {
+
+enum class AttentionMask { Causal, None };
+
+namespace cpu {
+int64_t attention_forward_workspace_bytes(int64_t B, int64_t T, int64_t Hq, int64_t Hkv,
+                                          int64_t hd, int threads);
+int64_t attention_backward_workspace_bytes(int64_t B, int64_t T, int64_t Hq, int64_t Hkv,
+                                           int64_t hd, int threads);
+void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
+                       AttentionMask mask, Tensor& out, Tensor& lse, Tensor& workspace);
+void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                        const Tensor& out, const Tensor& lse, float scale, AttentionMask mask,
+                        Tensor& dq, Tensor& dk, Tensor& dv, Accumulate accumulate,
+                        Tensor& workspace);
+void attention_merge(Tensor& out, Tensor& lse, const Tensor& out_part, const Tensor& lse_part);
+}  // namespace cpu
+
+// Bytes of workspace the CPU kernels need with `threads` OpenMP threads; T is the query
+// time (the backward's D row). Constant in T for the forward, linear for the backward.
+inline int64_t attention_forward_workspace_bytes(int64_t B, int64_t T, int64_t Hq, int64_t Hkv,
+                                                 int64_t hd, int threads) {
+  return cpu::attention_forward_workspace_bytes(B, T, Hq, Hkv, hd, threads);
+}
+inline int64_t attention_backward_workspace_bytes(int64_t B, int64_t T, int64_t Hq, int64_t Hkv,
+                                                  int64_t hd, int threads) {
+  return cpu::attention_backward_workspace_bytes(B, T, Hq, Hkv, hd, threads);
+}
+
+inline void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
+                              AttentionMask mask, Tensor& out, Tensor& lse, Tensor& workspace) {
+  TITAN_DISPATCH_CPU(q, attention_forward, q, k, v, scale, mask, out, lse, workspace);
+}
+inline void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
+                               const Tensor& v, const Tensor& out, const Tensor& lse, float scale,
+                               AttentionMask mask, Tensor& dq, Tensor& dk, Tensor& dv,
+                               Accumulate accumulate, Tensor& workspace) {
+  TITAN_DISPATCH_CPU(q, attention_backward, dout, q, k, v, out, lse, scale, mask, dq, dk, dv,
+                     accumulate, workspace);
+}
+// (out, lse) <- the merge of (out, lse) and (out_part, lse_part), shapes as above.
+inline void attention_merge(Tensor& out, Tensor& lse, const Tensor& out_part,
+                            const Tensor& lse_part) {
+  TITAN_DISPATCH_CPU(out, attention_merge, out, lse, out_part, lse_part);
+}
+
+}  // namespace titan::ops
