@@ -1,0 +1,120 @@
+// Softmax cross-entropy over the vocabulary, fused with the output projection and chunked
+// over tokens, so that the [N, V] logits (2 GiB at N = 4096, V = 128,256) never exist: at
+// most one chunk of C tokens' logits is in memory, in a workspace the caller allocates.
+//
+//   logits[n, v] = sum_d h[n, d] * weight[v, d]          (the `output` linear, per chunk)
+//   lse[n]       = log sum_v exp(logits[n, v])           (max-shifted)
+//   loss_sum     = sum over valid n of lse[n] - logits[n, labels[n]]
+//
+// A token is valid unless its label is kIgnoreIndex (-100, torchtitan's and torch's
+// default): ignored tokens add nothing to the loss and get zero gradients. Like torchtitan
+// (reduction "sum"), the op returns the sum; the caller divides by the global count of
+// valid tokens, once, by passing grad_scale = 1 / that count to the backward.
+//
+// Shapes (N tokens, D model dim, V vocab, C tokens per chunk):
+//   h [N, D] f32 (final norm output), weight [V, D] f32, labels [N] i32 or i64,
+//   loss_sum [1] f32 (accumulated in double), lse [N] f32, kept for the backward,
+//   workspace [C, V] f32, C >= 1: one chunk of logits; its row count IS the chunk size.
+// Backward (recomputes each chunk's logits with one GEMM, softmax from the kept lse):
+//   dlogits = (softmax(logits) - onehot(label)) * grad_scale   (zero rows where ignored)
+//   dh       = dlogits * weight      [N, D]   (= or += per Accumulate)
+//   dweight += dlogits^T * h         [V, D]   (always +=, so microbatches accumulate)
+// backward_input and backward_weight each recompute the logits (two GEMMs per chunk);
+// backward does both from one recompute (three GEMMs per chunk).
+//
+// Workspace: the ops never allocate. The caller allocates cross_entropy_workspace_bytes()
+// through the counted allocator, as Tensor::empty(cross_entropy_workspace_shape(), F32),
+// and passes it last, as every op does. Unlike attention's flat byte workspace, its shape
+// is the chunk size: [C, V] with C = min(N, budget / (4 V)), at least 1. C does not depend
+// on N once N >= C, so the loss's memory is flat in the batch; tests pass small C. The
+// chunk size changes the order of dweight's float sums (the loss and dh are per token),
+// so a run keeps it fixed to stay bitwise reproducible.
+//
+// cross_entropy_logits_* is the same loss on logits the caller already has ([N, V], no
+// projection, no chunking): forward as above, backward writes dlogits (= or +=).
+#pragma once
+
+#include <algorithm>
+
+#include "titan/ops/dispatch.h"
+
+namespace titan::ops {
+
+inline constexpr int64_t kIgnoreIndex = -100;
+// Default logits budget: 32 MiB is 65 tokens at V = 128,256 and 262 at V = 32,000, enough
+// rows for the GEMMs to run near full rate while the chunk is small beside activations.
+inline constexpr int64_t kCrossEntropyChunkBudgetBytes = int64_t(32) << 20;
+
+// [C, V]: the workspace for N tokens within budget_bytes of logits. Pass it to
+// Tensor::empty(shape, DType::F32, device) and on to every cross_entropy_* call.
+inline Shape cross_entropy_workspace_shape(int64_t tokens, int64_t vocab,
+                                           int64_t budget_bytes = kCrossEntropyChunkBudgetBytes) {
+  TITAN_CHECK(tokens >= 0 && vocab >= 1 && budget_bytes >= 0)
+      << "cross_entropy_workspace_shape: tokens " << tokens << ", vocab " << vocab
+      << ", budget " << budget_bytes;
+  const int64_t chunk = budget_bytes / (vocab * int64_t(sizeof(float)));
+  return {std::max<int64_t>(1, std::min(tokens, chunk)), vocab};
+}
+inline int64_t cross_entropy_workspace_bytes(int64_t tokens, int64_t vocab,
+                                             int64_t budget_bytes = kCrossEntropyChunkBudgetBytes) {
+  return shape_numel(cross_entropy_workspace_shape(tokens, vocab, budget_bytes)) *
+         int64_t(sizeof(float));
+}
+
+// Labels that are not kIgnoreIndex; torchtitan sums this over the batch mesh to make
+// grad_scale. Reads host labels (the data loader's), so it has no device variants.
+int64_t cross_entropy_valid_tokens(const Tensor& labels);
+
+namespace cpu {
+void cross_entropy_forward(const Tensor& h, const Tensor& weight, const Tensor& labels,
+                           Tensor& loss_sum, Tensor& lse, Tensor& workspace);
+void cross_entropy_backward_input(const Tensor& h, const Tensor& weight, const Tensor& labels,
+                                  const Tensor& lse, float grad_scale, Tensor& dh,
+                                  Accumulate accumulate, Tensor& workspace);
+void cross_entropy_backward_weight(const Tensor& h, const Tensor& weight, const Tensor& labels,
+                                   const Tensor& lse, float grad_scale, Tensor& dweight,
+                                   Tensor& workspace);
+void cross_entropy_backward(const Tensor& h, const Tensor& weight, const Tensor& labels,
+                            const Tensor& lse, float grad_scale, Tensor& dh, Tensor& dweight,
+                            Accumulate accumulate_dh, Tensor& workspace);
+void cross_entropy_logits_forward(const Tensor& logits, const Tensor& labels, Tensor& loss_sum,
+                                  Tensor& lse);
+void cross_entropy_logits_backward(const Tensor& logits, const Tensor& labels, const Tensor& lse,
+                                   float grad_scale, Tensor& dlogits, Accumulate accumulate);
+}  // namespace cpu
+
+inline void cross_entropy_forward(const Tensor& h, const Tensor& weight, const Tensor& labels,
+                                  Tensor& loss_sum, Tensor& lse, Tensor& workspace) {
+  TITAN_DISPATCH_CPU(h, cross_entropy_forward, h, weight, labels, loss_sum, lse, workspace);
+}
+inline void cross_entropy_backward_input(const Tensor& h, const Tensor& weight,
+                                         const Tensor& labels, const Tensor& lse,
+                                         float grad_scale, Tensor& dh, Accumulate accumulate,
+                                         Tensor& workspace) {
+  TITAN_DISPATCH_CPU(h, cross_entropy_backward_input, h, weight, labels, lse, grad_scale, dh,
+                     accumulate, workspace);
+}
+inline void cross_entropy_backward_weight(const Tensor& h, const Tensor& weight,
+                                          const Tensor& labels, const Tensor& lse,
+                                          float grad_scale, Tensor& dweight, Tensor& workspace) {
+  TITAN_DISPATCH_CPU(h, cross_entropy_backward_weight, h, weight, labels, lse, grad_scale,
+                     dweight, workspace);
+}
+inline void cross_entropy_backward(const Tensor& h, const Tensor& weight, const Tensor& labels,
+                                   const Tensor& lse, float grad_scale, Tensor& dh,
+                                   Tensor& dweight, Accumulate accumulate_dh, Tensor& workspace) {
+  TITAN_DISPATCH_CPU(h, cross_entropy_backward, h, weight, labels, lse, grad_scale, dh, dweight,
+                     accumulate_dh, workspace);
+}
+inline void cross_entropy_logits_forward(const Tensor& logits, const Tensor& labels,
+                                         Tensor& loss_sum, Tensor& lse) {
+  TITAN_DISPATCH_CPU(logits, cross_entropy_logits_forward, logits, labels, loss_sum, lse);
+}
+inline void cross_entropy_logits_backward(const Tensor& logits, const Tensor& labels,
+                                          const Tensor& lse, float grad_scale, Tensor& dlogits,
+                                          Accumulate accumulate) {
+  TITAN_DISPATCH_CPU(logits, cross_entropy_logits_backward, logits, labels, lse, grad_scale,
+                     dlogits, accumulate);
+}
+
+}  // namespace titan::ops

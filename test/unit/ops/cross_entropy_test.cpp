@@ -1,0 +1,288 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "op_harness.h"
+#include "titan/core/allocator.h"
+#include "titan/ops/cross_entropy.h"
+#include "titan/ops/matmul.h"
+
+namespace titan::testing {
+namespace {
+
+using ops::Accumulate;
+
+// Flags of the cross_entropy and cross_entropy_logits rows.
+constexpr uint32_t kSomeIgnored = 1;  // every third token (n % 3 == 1) is kIgnoreIndex
+constexpr uint32_t kLabelsI64 = 2;    // labels are i64 (torch's dtype), else i32
+
+Tensor make_labels(int64_t tokens, int64_t vocab, uint32_t flags, uint64_t seed) {
+  Tensor labels = Tensor::empty({tokens}, (flags & kLabelsI64) ? DType::I64 : DType::I32);
+  for (int64_t n = 0; n < tokens; ++n) {
+    int64_t label = int64_t((seed * 7 + uint64_t(n) * 13) % uint64_t(vocab));
+    if ((flags & kSomeIgnored) && n % 3 == 1) label = ops::kIgnoreIndex;
+    if (labels.dtype() == DType::I64) {
+      labels.mutable_data<int64_t>()[n] = label;
+    } else {
+      labels.mutable_data<int32_t>()[n] = int32_t(label);
+    }
+  }
+  return labels;
+}
+
+// Float64 loss sum of logits rows [N, V] (row n at logits[n * V]) against labels.
+double reference_loss(const Values& logits, const Values& labels, int64_t N, int64_t V) {
+  double loss = 0;
+  for (int64_t n = 0; n < N; ++n) {
+    if (labels[n] == double(ops::kIgnoreIndex)) continue;
+    double max = -INFINITY;
+    for (int64_t v = 0; v < V; ++v) max = std::max(max, logits[n * V + v]);
+    double sum = 0;
+    for (int64_t v = 0; v < V; ++v) sum += std::exp(logits[n * V + v] - max);
+    loss += max + std::log(sum) - logits[n * V + int64_t(labels[n])];
+  }
+  return loss;
+}
+
+Values reference_logits(const Values& h, const Values& weight, int64_t N, int64_t D, int64_t V) {
+  Values logits(size_t(N * V));
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t v = 0; v < V; ++v) {
+      double dot = 0;
+      for (int64_t d = 0; d < D; ++d) dot += h[n * D + d] * weight[v * D + d];
+      logits[n * V + v] = dot;
+    }
+  }
+  return logits;
+}
+
+// The workspace a row asks for: dims[3] tokens per chunk when given, else the default budget.
+Tensor make_workspace(const OpCase& c) {
+  const int64_t N = c.dims[0], V = c.dims[2];
+  if (c.dims.size() > 3) return Tensor::empty({c.dims[3], V}, DType::F32);
+  return Tensor::empty(ops::cross_entropy_workspace_shape(N, V), DType::F32);
+}
+
+// dims: {N, D, V} or {N, D, V, C} (C tokens per chunk). Inputs: h [N, D], weight [V, D],
+// labels [N]. Output: the loss sum as [1]; dy [1] is the backward's grad_scale.
+const bool registered = register_op_harness("cross_entropy", OpHarness{
+    .make_inputs = [](const OpCase& c, uint64_t seed) {
+      const int64_t N = c.dims[0], D = c.dims[1], V = c.dims[2];
+      return std::vector<Tensor>{random_tensor({N, D}, seed), random_tensor({V, D}, seed + 1),
+                                 make_labels(N, V, c.flags, seed)};
+    },
+    .input_names = {"h", "weight", "labels"},
+    .differentiable = {true, true, false},
+    .reference = [](const OpCase& c, const std::vector<Values>& in) {
+      const int64_t N = c.dims[0], D = c.dims[1], V = c.dims[2];
+      return Values{reference_loss(reference_logits(in[0], in[1], N, D, V), in[2], N, V)};
+    },
+    .forward = [](const OpCase& c, const std::vector<Tensor>& in) {
+      Tensor loss = Tensor::empty({1}, DType::F32), lse = Tensor::empty({c.dims[0]}, DType::F32);
+      Tensor workspace = make_workspace(c);
+      ops::cross_entropy_forward(in[0], in[1], in[2], loss, lse, workspace);
+      return loss;
+    },
+    .backward = [](const OpCase& c, const std::vector<Tensor>& in, const Tensor& dy) {
+      Tensor loss = Tensor::empty({1}, DType::F32), lse = Tensor::empty({c.dims[0]}, DType::F32);
+      Tensor workspace = make_workspace(c);
+      ops::cross_entropy_forward(in[0], in[1], in[2], loss, lse, workspace);
+      Tensor dh = Tensor::empty(in[0].shape(), DType::F32);
+      Tensor dweight = Tensor::zeros(in[1].shape(), DType::F32);
+      ops::cross_entropy_backward(in[0], in[1], in[2], lse, dy.data<float>()[0], dh, dweight,
+                                  Accumulate::No, workspace);
+      return std::vector<Tensor>{dh, dweight, Tensor()};
+    },
+});
+
+// dims: {N, V}. Inputs: logits [N, V] (scaled up so that the softmax is not flat), labels.
+const bool registered_logits = register_op_harness("cross_entropy_logits", OpHarness{
+    .make_inputs = [](const OpCase& c, uint64_t seed) {
+      return std::vector<Tensor>{random_tensor({c.dims[0], c.dims[1]}, seed, 4.0f),
+                                 make_labels(c.dims[0], c.dims[1], c.flags, seed)};
+    },
+    .input_names = {"logits", "labels"},
+    .differentiable = {true, false},
+    .reference = [](const OpCase& c, const std::vector<Values>& in) {
+      return Values{reference_loss(in[0], in[1], c.dims[0], c.dims[1])};
+    },
+    .forward = [](const OpCase& c, const std::vector<Tensor>& in) {
+      Tensor loss = Tensor::empty({1}, DType::F32), lse = Tensor::empty({c.dims[0]}, DType::F32);
+      ops::cross_entropy_logits_forward(in[0], in[1], loss, lse);
+      return loss;
+    },
+    .backward = [](const OpCase& c, const std::vector<Tensor>& in, const Tensor& dy) {
+      Tensor loss = Tensor::empty({1}, DType::F32), lse = Tensor::empty({c.dims[0]}, DType::F32);
+      ops::cross_entropy_logits_forward(in[0], in[1], loss, lse);
+      Tensor dlogits = Tensor::empty(in[0].shape(), DType::F32);
+      ops::cross_entropy_logits_backward(in[0], in[1], lse, dy.data<float>()[0], dlogits,
+                                         Accumulate::No);
+      return std::vector<Tensor>{dlogits, Tensor()};
+    },
+});
+
+// Everything one fused forward + backward touches, for the tests below.
+struct Problem {
+  Tensor h, weight, labels, loss, lse, dh, dweight;
+  Problem(int64_t N, int64_t D, int64_t V, uint32_t flags, uint64_t seed = 5)
+      : h(random_tensor({N, D}, seed)),
+        weight(random_tensor({V, D}, seed + 1)),
+        labels(make_labels(N, V, flags, seed)),
+        loss(Tensor::empty({1}, DType::F32)),
+        lse(Tensor::empty({N}, DType::F32)),
+        dh(Tensor::empty({N, D}, DType::F32)),
+        dweight(Tensor::zeros({V, D}, DType::F32)) {}
+  void run(Tensor& workspace, float grad_scale) {
+    ops::cross_entropy_forward(h, weight, labels, loss, lse, workspace);
+    ops::cross_entropy_backward(h, weight, labels, lse, grad_scale, dh, dweight, Accumulate::No,
+                                workspace);
+  }
+};
+
+bool same_bits(const Tensor& a, const Tensor& b) {
+  return a.bytes() == b.bytes() && std::memcmp(a.raw_data(), b.raw_data(), size_t(a.bytes())) == 0;
+}
+
+TEST(CrossEntropy, WorkspaceStaysOneChunkAtLlama3Vocab) {
+  constexpr int64_t kVocab = 128256, kDim = 8;
+  // One chunk of logits: the same bytes for 1,024 and 4,096 tokens, within the budget,
+  // where the whole [4096, V] logits would be 2 GiB.
+  const int64_t workspace_bytes = ops::cross_entropy_workspace_bytes(4096, kVocab);
+  EXPECT_EQ(workspace_bytes, ops::cross_entropy_workspace_bytes(1024, kVocab));
+  EXPECT_LE(workspace_bytes, ops::kCrossEntropyChunkBudgetBytes);
+  const int64_t chunk = ops::cross_entropy_workspace_shape(4096, kVocab)[0];
+
+  // Forward + backward at two token counts, each several chunks and a short last one (at
+  // N = 4,096 the ops would compute 2 GiB of logits four times over, too slow for the
+  // suite; the memory story is the same). The allocator's peak while the ops run is what
+  // the caller holds: the ops allocate nothing, and the workspace does not grow with N.
+  Allocator& allocator = allocator_for(Device::cpu());
+  std::vector<int64_t> workspace_held;
+  for (int64_t tokens : {2 * chunk + 5, 4 * chunk + 5}) {
+    const int64_t before = allocator.stats().current_bytes;
+    Problem p(tokens, kDim, kVocab, kSomeIgnored);
+    const int64_t problem_held = allocator.stats().current_bytes - before;
+    Tensor workspace =
+        Tensor::empty(ops::cross_entropy_workspace_shape(tokens, kVocab), DType::F32);
+    EXPECT_EQ(workspace.bytes(), workspace_bytes);
+    workspace_held.push_back(allocator.stats().current_bytes - before - problem_held);
+    allocator.reset_peak();
+    p.run(workspace, 1.0f / float(ops::cross_entropy_valid_tokens(p.labels)));
+    EXPECT_EQ(allocator.stats().peak_bytes, before + problem_held + workspace_held.back())
+        << tokens << " tokens";
+    EXPECT_TRUE(std::isfinite(p.loss.data<float>()[0]));
+  }
+  EXPECT_EQ(workspace_held[0], workspace_held[1]);
+  EXPECT_LE(workspace_held[0], workspace_bytes + workspace_bytes / 8);  // allocator rounding
+}
+
+TEST(CrossEntropy, WorkspaceShapeFollowsBudget) {
+  EXPECT_EQ(ops::cross_entropy_workspace_shape(4096, 32000), (Shape{262, 32000}));
+  EXPECT_EQ(ops::cross_entropy_workspace_shape(100, 32000), (Shape{100, 32000}));
+  EXPECT_EQ(ops::cross_entropy_workspace_shape(0, 7), (Shape{1, 7}));
+  EXPECT_EQ(ops::cross_entropy_workspace_shape(50, 1000, 1), (Shape{1, 1000}));  // at least 1
+  EXPECT_EQ(ops::cross_entropy_workspace_bytes(50, 1000, 12000), 3 * 1000 * 4);
+}
+
+TEST(CrossEntropy, ChunkSizeDoesNotChangeResults) {
+  constexpr int64_t N = 11, D = 6, V = 37;
+  Problem whole(N, D, V, kSomeIgnored), chunked(N, D, V, kSomeIgnored);
+  Tensor one_chunk = Tensor::empty({N, V}, DType::F32);
+  Tensor chunks_of_4 = Tensor::empty({4, V}, DType::F32);
+  whole.run(one_chunk, 0.25f);
+  chunked.run(chunks_of_4, 0.25f);
+  // Each token's loss and dh come from its own logits row, so only the GEMM library's
+  // blocking could move their bits; dweight sums over chunks in another order.
+  expect_close(to_values(chunked.loss), to_values(whole.loss), 1e-7, "loss");
+  expect_close(to_values(chunked.lse), to_values(whole.lse), 1e-7, "lse");
+  expect_close(to_values(chunked.dh), to_values(whole.dh), 1e-7, "dh");
+  expect_close(to_values(chunked.dweight), to_values(whole.dweight), 1e-6, "dweight");
+}
+
+TEST(CrossEntropy, BackwardHalvesMatchCombinedBackward) {
+  constexpr int64_t N = 9, D = 5, V = 23;
+  Problem p(N, D, V, kSomeIgnored | kLabelsI64);
+  Tensor workspace = Tensor::empty({4, V}, DType::F32);
+  p.run(workspace, 0.5f);
+  Tensor dh = Tensor::empty({N, D}, DType::F32), dweight = Tensor::zeros({V, D}, DType::F32);
+  ops::cross_entropy_backward_input(p.h, p.weight, p.labels, p.lse, 0.5f, dh, Accumulate::No,
+                                    workspace);
+  ops::cross_entropy_backward_weight(p.h, p.weight, p.labels, p.lse, 0.5f, dweight, workspace);
+  EXPECT_TRUE(same_bits(dh, p.dh));
+  EXPECT_TRUE(same_bits(dweight, p.dweight));
+}
+
+TEST(CrossEntropy, GradientsAccumulateWhenAsked) {
+  constexpr int64_t N = 6, D = 4, V = 13;
+  Problem p(N, D, V, 0);
+  Tensor workspace = Tensor::empty({4, V}, DType::F32);
+  p.run(workspace, 1.0f);
+  Tensor dh = random_tensor({N, D}, 8);
+  Values expected_dh = to_values(dh);
+  for (size_t i = 0; i < expected_dh.size(); ++i) expected_dh[i] += to_values(p.dh)[i];
+  // dweight already holds one backward; a second adds the same again.
+  const Values once = to_values(p.dweight);
+  ops::cross_entropy_backward(p.h, p.weight, p.labels, p.lse, 1.0f, dh, p.dweight,
+                              Accumulate::Yes, workspace);
+  expect_close(to_values(dh), expected_dh, 1e-6, "dh += ");
+  Values twice = once;
+  for (double& v : twice) v *= 2;
+  expect_close(to_values(p.dweight), twice, 1e-6, "dweight after two calls");
+}
+
+TEST(CrossEntropy, IgnoredTokensContributeNothing) {
+  constexpr int64_t N = 4, D = 3, V = 5;
+  Problem p(N, D, V, 0);
+  for (int64_t n = 0; n < N; ++n) p.labels.mutable_data<int32_t>()[n] = int32_t(ops::kIgnoreIndex);
+  EXPECT_EQ(ops::cross_entropy_valid_tokens(p.labels), 0);
+  Tensor workspace = Tensor::empty({3, V}, DType::F32);
+  p.dh = random_tensor({N, D}, 3);  // must be overwritten with zeros
+  p.run(workspace, 1.0f);
+  EXPECT_EQ(p.loss.data<float>()[0], 0.0f);
+  for (double v : to_values(p.dh)) EXPECT_EQ(v, 0.0);
+  for (double v : to_values(p.dweight)) EXPECT_EQ(v, 0.0);
+}
+
+TEST(CrossEntropy, CountsValidTokens) {
+  EXPECT_EQ(ops::cross_entropy_valid_tokens(make_labels(10, 7, kSomeIgnored, 1)), 7);
+  EXPECT_EQ(ops::cross_entropy_valid_tokens(make_labels(10, 7, kSomeIgnored | kLabelsI64, 1)), 7);
+  EXPECT_EQ(ops::cross_entropy_valid_tokens(make_labels(10, 7, 0, 1)), 10);
+}
+
+TEST(CrossEntropy, FusedMatchesLossOnMaterializedLogits) {
+  constexpr int64_t N = 7, D = 8, V = 19;
+  Problem p(N, D, V, kSomeIgnored);
+  Tensor workspace = Tensor::empty({3, V}, DType::F32);
+  p.run(workspace, 0.125f);
+  Tensor logits = Tensor::empty({N, V}, DType::F32);
+  ops::linear_forward(p.h, p.weight, logits);
+  Tensor loss = Tensor::empty({1}, DType::F32), lse = Tensor::empty({N}, DType::F32);
+  ops::cross_entropy_logits_forward(logits, p.labels, loss, lse);
+  EXPECT_FLOAT_EQ(loss.data<float>()[0], p.loss.data<float>()[0]);
+  Tensor dlogits = Tensor::empty({N, V}, DType::F32), dh = Tensor::empty({N, D}, DType::F32);
+  ops::cross_entropy_logits_backward(logits, p.labels, lse, 0.125f, dlogits, Accumulate::No);
+  ops::linear_backward_input(dlogits, p.weight, dh, Accumulate::No);
+  expect_close(to_values(dh), to_values(p.dh), 1e-6, "dh through materialized logits");
+}
+
+TEST(CrossEntropy, RejectsBadLabelsAndWorkspace) {
+  constexpr int64_t N = 3, D = 2, V = 5;
+  Problem p(N, D, V, 0);
+  Tensor workspace = Tensor::empty({2, V}, DType::F32);
+  auto forward = [&](const Tensor& labels, Tensor& ws) {
+    ops::cross_entropy_forward(p.h, p.weight, labels, p.loss, p.lse, ws);
+  };
+  p.labels.mutable_data<int32_t>()[1] = int32_t(V);  // one past the vocabulary
+  EXPECT_THROW(forward(p.labels, workspace), Error);
+  p.labels.mutable_data<int32_t>()[1] = -1;  // negative, not the ignore index
+  EXPECT_THROW(forward(p.labels, workspace), Error);
+  p.labels.mutable_data<int32_t>()[1] = 0;
+  Tensor wrong_vocab = Tensor::empty({2, V + 1}, DType::F32);
+  EXPECT_THROW(forward(p.labels, wrong_vocab), Error);
+  EXPECT_THROW(forward(random_tensor({N}, 1), workspace), Error);  // f32 labels
+  EXPECT_NO_THROW(forward(p.labels, workspace));
+}
+
+}  // namespace
+}  // namespace titan::testing
