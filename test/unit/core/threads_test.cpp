@@ -41,7 +41,9 @@ TEST_F(ThreadRule, OmpNumThreadsWins) {
 TEST(Blas, ReportsItsCoreAndAPositiveSgemmRate) {
   EXPECT_FALSE(blas_core_name().empty());
   EXPECT_GT(measure_sgemm_gflops(256), 0.1);
-  if (!cpu_has_avx512()) EXPECT_EQ(blas_core_warning(), "");
+  if (!cpu_has_avx512()) {
+    EXPECT_EQ(blas_core_warning(), "");
+  }
 }
 
 }  // namespace

@@ -1,0 +1,58 @@
+#include "titan/config/features.h"
+
+#include "titan/core/error.h"
+
+namespace titan::config {
+
+// The one list of what is built. Today: single-rank CPU training only. A later issue that
+// lands a feature sets its `built` to true here (and the config tests follow on their own:
+// they derive the rejections they run from this list).
+const std::vector<FeatureInfo>& all_features() {
+  static const std::vector<FeatureInfo> features = {
+      {Feature::Checkpointing, "checkpointing", false, WhenMissing::Reject, ""},
+      {Feature::AsyncCheckpointing, "asynchronous checkpointing", false, WhenMissing::Reject, ""},
+      {Feature::SeedCheckpoint, "seed checkpoints", false, WhenMissing::Reject, ""},
+      {Feature::ReplicatedDataParallel, "replicated data parallelism (DDP/HSDP)", false,
+       WhenMissing::Reject, ""},
+      {Feature::ShardedDataParallel, "sharded data parallelism (FSDP)", false,
+       WhenMissing::Reject, ""},
+      {Feature::TensorParallel, "tensor parallelism", false, WhenMissing::Reject, ""},
+      {Feature::AsyncTensorParallel, "asynchronous tensor parallelism", false,
+       WhenMissing::Reject, ""},
+      {Feature::PipelineParallel, "pipeline parallelism", false, WhenMissing::Reject, ""},
+      {Feature::ContextParallel, "context parallelism", false, WhenMissing::Reject, ""},
+      {Feature::ExpertParallel, "expert parallelism", false, WhenMissing::Reject, ""},
+      {Feature::ExpertTensorParallel, "expert tensor parallelism", false, WhenMissing::Reject,
+       ""},
+      {Feature::ModelConverters, "model converters (Float8/MX quantization)", false,
+       WhenMissing::Reject, ""},
+      {Feature::Compile, "compilation", false, WhenMissing::Reject, ""},
+      {Feature::Validation, "validation", false, WhenMissing::Reject, ""},
+      {Feature::TensorBoard, "TensorBoard logging", false, WhenMissing::Reject, ""},
+      {Feature::Wandb, "Weights & Biases logging", false, WhenMissing::Reject, ""},
+      {Feature::Profiling, "profiling", false, WhenMissing::Reject, ""},
+      {Feature::MemorySnapshot, "memory snapshots", false, WhenMissing::Reject, ""},
+      {Feature::FaultTolerance, "fault tolerance", false, WhenMissing::Reject, ""},
+      {Feature::MemoryEstimation, "memory estimation", false, WhenMissing::Reject, ""},
+      {Feature::CpuOffload, "CPU offload", false, WhenMissing::Reject, ""},
+      {Feature::OptimizerInBackward, "optimizer steps inside backward", false,
+       WhenMissing::Reject, ""},
+      {Feature::CommunicationModes, "fake and local-tensor communication modes", false,
+       WhenMissing::Reject, ""},
+      // Recomputing activations changes memory, not results, so a job may run without it.
+      {Feature::ActivationCheckpointing, "activation checkpointing", false,
+       WhenMissing::RunWithoutIt,
+       "activation checkpointing is not built yet; running without it (same results, more "
+       "memory)"},
+  };
+  return features;
+}
+
+const FeatureInfo& feature_info(Feature feature) {
+  for (const FeatureInfo& info : all_features()) {
+    if (info.feature == feature) return info;
+  }
+  TITAN_FAIL() << "feature " << int(feature) << " is missing from all_features()";
+}
+
+}  // namespace titan::config

@@ -1,0 +1,58 @@
+// One validation pass over the merged config: every key's own rules first (so a typo in a
+// value is reported as such), then the features the values switch on.
+#include "titan/config/fields.h"
+#include "titan/config/load.h"
+#include "titan/core/error.h"
+
+namespace titan::config {
+namespace {
+
+bool switches_on_missing(const Field& field, const JobConfig& config, WhenMissing when_missing) {
+  if (!field.feature) return false;
+  const FeatureInfo& info = feature_info(*field.feature);
+  return !info.built && info.when_missing == when_missing &&
+         field.switches_on(field.get(config), field.default_value());
+}
+
+}  // namespace
+
+void validate(const JobConfig& config, const KeyOrigins* origins) {
+  auto label = [&](const Field& field) {
+    if (origins == nullptr) return field.name;
+    const auto found = origins->find(field.name);
+    return found == origins->end() ? field.name : found->second;
+  };
+  for (const Field& field : job_config_fields()) {
+    const std::string problem = check_value(field, field.get(config));
+    TITAN_CHECK_INPUT(problem.empty()) << label(field) << ": " << problem;
+  }
+  // One line for all of them, the first named in full: a user fixing a big preset learns
+  // every key to turn off in one run.
+  std::vector<const Field*> refused;
+  for (const Field& field : job_config_fields()) {
+    if (switches_on_missing(field, config, WhenMissing::Reject)) refused.push_back(&field);
+  }
+  if (refused.empty()) return;
+  const Field& first = *refused.front();
+  std::string others;
+  for (size_t i = 1; i < refused.size(); ++i) {
+    others += (i > 1 ? ", " : "") + refused[i]->name + " (" +
+              feature_info(*refused[i]->feature).name + ")";
+  }
+  TITAN_FAIL_INPUT() << label(first) << ": " << format_plain(first.get(config)) << " needs "
+                     << feature_info(*first.feature).name
+                     << ", which is not built yet in titan.cpp; allowed: " << first.feature_off
+                     << (others.empty() ? "" : "; also not built yet: " + others);
+}
+
+std::vector<std::string> config_warnings(const JobConfig& config) {
+  std::vector<std::string> warnings;
+  for (const Field& field : job_config_fields()) {
+    if (switches_on_missing(field, config, WhenMissing::RunWithoutIt)) {
+      warnings.push_back(feature_info(*field.feature).warning);
+    }
+  }
+  return warnings;
+}
+
+}  // namespace titan::config

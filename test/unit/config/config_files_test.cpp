@@ -1,0 +1,92 @@
+// The shipped configs/: the debug job loads and runs cleanly; the big presets carry
+// torchtitan's values and are refused today only for the features they need.
+#include <gtest/gtest.h>
+
+#include "titan/config/load.h"
+#include "titan/core/error.h"
+#include "train_process.h"
+
+namespace titan::testing {
+namespace {
+
+using namespace titan::config;
+
+TEST(ShippedConfigs, DebugLoadsCleanlyAndTrainsSmall) {
+  const std::string path = source_path("configs/llama3_debug.yaml");
+  const JobConfig config = load_job_config(path);
+  EXPECT_EQ(config.model.flavor, "debugmodel");
+  EXPECT_EQ(config.training.seq_len, 256);
+  EXPECT_EQ(config.training.local_batch_size, 8);
+  EXPECT_EQ(config.training.steps, 10);
+  EXPECT_EQ(config.training.dataset, "synthetic");
+  EXPECT_EQ(config.activation_checkpoint.mode, ActivationCheckpointMode::None);
+  EXPECT_EQ(config.lr_scheduler.warmup_steps, 2);
+  EXPECT_EQ(config.lr_scheduler.decay_ratio, 0.8);
+  EXPECT_EQ(config.parallelism.pipeline_parallel_schedule, PipelineSchedule::Interleaved1F1B);
+  EXPECT_TRUE(config_warnings(config).empty());
+
+  const ProcessResult run = run_titan_train({"--config", path});
+  EXPECT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_EQ(run.err.find("warning"), std::string::npos) << run.err;
+}
+
+TEST(ShippedConfigs, Llama8bIsRefusedNamingProfilingAndLoadsWithoutIt) {
+  const std::string path = source_path("configs/llama3_8b.yaml");
+  const ProcessResult run = run_titan_train({"--config", path, "--print-config"});
+  EXPECT_EQ(run.exit_code, 2);
+  EXPECT_NE(run.err.find("profiling.enable_profiling"), std::string::npos) << run.err;
+  EXPECT_NE(run.err.find("needs profiling, which is not built yet"), std::string::npos);
+  EXPECT_NE(run.err.find("metrics.enable_tensorboard (TensorBoard logging)"), std::string::npos);
+
+  const CommandLine cli = parse_command_line(std::vector<std::string>{
+      "--config", path, "--profiling.no_enable_profiling", "--metrics.no_enable_tensorboard"});
+  EXPECT_EQ(cli.config.model.flavor, "8B");
+  EXPECT_EQ(cli.config.optimizer.lr, 3e-4);
+  EXPECT_EQ(cli.config.training.seq_len, 8192);
+  EXPECT_EQ(cli.config.training.local_batch_size, 1);
+  EXPECT_EQ(cli.config.training.steps, 1000);
+  EXPECT_EQ(cli.config.activation_checkpoint.selective_ac_option, "op");
+  EXPECT_EQ(cli.config.validation.steps, 1200);
+}
+
+TEST(ShippedConfigs, Llama70bAnd405bAreRefusedForTensorParallelism) {
+  struct Preset {
+    const char* file;
+    const char* flavor;
+    double lr;
+    int64_t local_batch_size, steps, warmup_steps;
+    std::vector<std::string> extra_off;
+  };
+  const Preset presets[] = {
+      {"configs/llama3_70b.yaml", "70B", 1.5e-4, 8, 1000, 200, {}},
+      {"configs/llama3_405b.yaml", "405B", 8e-5, 2, 3000, 600, {"--model.converters", ""}},
+  };
+  for (const Preset& preset : presets) {
+    SCOPED_TRACE(preset.file);
+    const std::string path = source_path(preset.file);
+    const ProcessResult run = run_titan_train({"--config", path});
+    EXPECT_EQ(run.exit_code, 2);
+    EXPECT_NE(run.err.find("parallelism.tensor_parallel_degree (tensor parallelism)"),
+              std::string::npos) << run.err;
+
+    std::vector<std::string> arguments = {"--config", path, "--profiling.no_enable_profiling",
+                                          "--metrics.no_enable_tensorboard",
+                                          "--parallelism.tensor_parallel_degree", "1"};
+    arguments.insert(arguments.end(), preset.extra_off.begin(), preset.extra_off.end());
+    const CommandLine cli = parse_command_line(arguments);
+    EXPECT_EQ(cli.config.model.flavor, preset.flavor);
+    EXPECT_EQ(cli.config.optimizer.lr, preset.lr);
+    EXPECT_EQ(cli.config.training.local_batch_size, preset.local_batch_size);
+    EXPECT_EQ(cli.config.training.seq_len, 8192);
+    EXPECT_EQ(cli.config.training.steps, preset.steps);
+    EXPECT_EQ(cli.config.lr_scheduler.warmup_steps, preset.warmup_steps);
+    EXPECT_EQ(cli.config.activation_checkpoint.mode, ActivationCheckpointMode::Full);
+  }
+  JobConfig config;
+  apply_yaml_file(config, source_path("configs/llama3_405b.yaml"));
+  EXPECT_EQ(config.model.converters, StringList{"quantize.linear.float8"});
+  EXPECT_EQ(config.parallelism.tensor_parallel_degree, 8);
+}
+
+}  // namespace
+}  // namespace titan::testing

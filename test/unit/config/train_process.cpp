@@ -1,0 +1,96 @@
+#include "train_process.h"
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+extern char** environ;
+
+namespace titan::testing {
+namespace {
+
+// One folder per test process, removed when the process ends.
+struct TempFolder {
+  std::string path;
+  TempFolder() {
+    const char* base = std::getenv("TMPDIR");
+    path = std::string(base && *base ? base : "/tmp") + "/titan_config_XXXXXX";
+    if (mkdtemp(path.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+  }
+  ~TempFolder() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path, ignored);
+  }
+};
+
+const std::string& temp_folder() {
+  static const TempFolder folder;
+  return folder.path;
+}
+
+std::string read_all(const std::string& path) {
+  std::ifstream file(path);
+  std::stringstream text;
+  text << file.rdbuf();
+  return text.str();
+}
+
+}  // namespace
+
+std::vector<std::string> ProcessResult::err_lines() const {
+  std::vector<std::string> lines;
+  std::stringstream stream(err);
+  for (std::string line; std::getline(stream, line);) lines.push_back(line);
+  return lines;
+}
+
+std::string write_temp_file(const std::string& name, const std::string& text) {
+  const std::string path = temp_folder() + "/" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+std::string source_path(const std::string& relative) {
+  return std::string(TITAN_SOURCE_DIR) + "/" + relative;
+}
+
+ProcessResult run_titan_train(const std::vector<std::string>& arguments) {
+  static std::atomic<int> counter{0};
+  const std::string stem = temp_folder() + "/run" + std::to_string(counter++);
+  const std::string out_path = stem + ".out", err_path = stem + ".err";
+
+  std::vector<std::string> argv_text = {TITAN_TRAIN_EXE};
+  argv_text.insert(argv_text.end(), arguments.begin(), arguments.end());
+  std::vector<char*> argv;
+  for (std::string& text : argv_text) argv.push_back(text.data());
+  argv.push_back(nullptr);
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  const int flags = O_WRONLY | O_CREAT | O_TRUNC;
+  posix_spawn_file_actions_addopen(&actions, 1, out_path.c_str(), flags, 0644);
+  posix_spawn_file_actions_addopen(&actions, 2, err_path.c_str(), flags, 0644);
+  pid_t pid = 0;
+  const int spawned = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (spawned != 0) throw std::runtime_error(std::string("cannot start ") + TITAN_TRAIN_EXE);
+
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ProcessResult result;
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  result.out = read_all(out_path);
+  result.err = read_all(err_path);
+  return result;
+}
+
+}  // namespace titan::testing

@@ -1,0 +1,152 @@
+// bench_ops: GFLOP/s of the CPU ops that dominate a training step, for the shapes of a
+// dim-512 Llama (the CPU step benchmark's model: dim 512, 8 heads, 4 kv heads, ffn 1536,
+// vocab 32,000, batch 4 x seq 512), each beside the machine's sgemm rate measured in the
+// same run with the same threads. Every op is checked before it is timed.
+//
+// FLOPs are the useful ones, forward + backward (a multiply-add is 2):
+//   linear        6 N K M                        (y = x W^T, dx, dW)
+//   attention     6 B Hq T^2 hd  (causal: half of the 12 B Hq T^2 hd of full attention;
+//                                  the backward's recompute of the scores is not counted)
+//   cross-entropy 6 N D V                        (the output projection, its dx and dW;
+//                                  the backward's recompute of the logits is not counted)
+// so "vs sgemm" is the fraction of the BLAS rate the op achieves on work that must be done.
+//
+//   usage: bench_ops [--repeat R]
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+
+#include "titan/core/philox.h"
+#include "titan/core/tensor.h"
+#include "titan/core/threads.h"
+#include "titan/ops/attention.h"
+#include "titan/ops/cross_entropy.h"
+#include "titan/ops/matmul.h"
+
+using namespace titan;
+
+namespace {
+
+constexpr int64_t B = 4, T = 512, D = 512, Hq = 8, Hkv = 4, hd = 64, F = 1536, V = 32000;
+constexpr int64_t N = B * T;
+
+Tensor random(const Shape& shape, const char* name, float std) {
+  Tensor t = Tensor::empty(shape, DType::F32);
+  philox_fill_normal(t, 1234, philox_stream_key(name), 0, 0.0f, std);
+  return t;
+}
+
+// Best wall time of `repeat` runs after one warm-up run.
+double best_seconds(int repeat, const std::function<void()>& run) {
+  run();
+  double best = 1e30;
+  for (int r = 0; r < repeat; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    run();
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best;
+}
+
+void check(bool ok, const char* what) {
+  if (ok) return;
+  std::fprintf(stderr, "bench_ops: check failed: %s\n", what);
+  std::exit(1);
+}
+
+double sgemm_rate = 0;
+
+void report(const char* op, const std::string& shape, double flops, double seconds) {
+  const double gflops = flops / seconds / 1e9;
+  std::printf("%-14s %-34s %9.2f %9.1f %8.2f\n", op, shape.c_str(), seconds * 1e3, gflops,
+              gflops / sgemm_rate);
+}
+
+void bench_linear(const char* name, int64_t in, int64_t out, int repeat) {
+  const Tensor x = random({N, in}, "x", 1.0f), w = random({out, in}, "w", 0.02f);
+  const Tensor dy = random({N, out}, "dy", 1.0f);
+  Tensor y = Tensor::empty({N, out}, DType::F32), dx = Tensor::empty({N, in}, DType::F32);
+  Tensor dw = Tensor::zeros({out, in}, DType::F32);
+  ops::linear_forward(x, w, y);
+  double expected = 0;  // y[3, 5] in double
+  for (int64_t k = 0; k < in; ++k) expected += double(x.data<float>()[3 * in + k]) * w.data<float>()[5 * in + k];
+  check(std::fabs(y.data<float>()[3 * out + 5] - expected) < 1e-4 * std::max(1.0, std::fabs(expected)),
+        "linear forward element");
+  const double s = best_seconds(repeat, [&] {
+    ops::linear_forward(x, w, y);
+    ops::linear_backward(dy, x, w, dx, dw, ops::Accumulate::No);
+  });
+  report(name, std::to_string(N) + "x" + std::to_string(in) + " -> " + std::to_string(out),
+         6.0 * N * in * out, s);
+}
+
+void bench_attention(int repeat) {
+  const int threads = thread_count();
+  const Tensor q = random({B, T, Hq, hd}, "q", 1.0f), k = random({B, T, Hkv, hd}, "k", 1.0f);
+  const Tensor v = random({B, T, Hkv, hd}, "v", 1.0f), dout = random({B, T, Hq, hd}, "do", 1.0f);
+  Tensor out = Tensor::empty(q.shape(), DType::F32), lse = Tensor::empty({B, Hq, T}, DType::F32);
+  Tensor dq = Tensor::empty(q.shape(), DType::F32), dk = Tensor::empty(k.shape(), DType::F32);
+  Tensor dv = Tensor::empty(v.shape(), DType::F32);
+  const int64_t bytes = std::max(ops::attention_forward_workspace_bytes(B, T, Hq, Hkv, hd, threads),
+                                 ops::attention_backward_workspace_bytes(B, T, Hq, Hkv, hd, threads));
+  Tensor workspace = Tensor::empty({bytes}, DType::U8);
+  const float scale = 1.0f / std::sqrt(float(hd));
+  ops::attention_forward(q, k, v, scale, ops::AttentionMask::Causal, out, lse, workspace);
+  // The first query sees only the first key: its output is that key's value row.
+  for (int64_t d = 0; d < hd; ++d) {
+    check(std::fabs(out.data<float>()[d] - v.data<float>()[d]) < 1e-5, "attention row 0 = v row 0");
+  }
+  const double s = best_seconds(repeat, [&] {
+    ops::attention_forward(q, k, v, scale, ops::AttentionMask::Causal, out, lse, workspace);
+    ops::attention_backward(dout, q, k, v, out, lse, scale, ops::AttentionMask::Causal, dq, dk, dv,
+                            ops::Accumulate::No, workspace);
+  });
+  report("attention", "B4 T512 Hq8 Hkv4 hd64 causal", 6.0 * B * Hq * T * T * hd / 2, s);
+}
+
+void bench_cross_entropy(int repeat) {
+  const Tensor h = random({N, D}, "h", 1.0f), w = random({V, D}, "output", 0.02f);
+  Tensor labels = Tensor::empty({N}, DType::I64);
+  for (int64_t n = 0; n < N; ++n) labels.mutable_data<int64_t>()[n] = (n * 7919) % V;
+  Tensor loss = Tensor::empty({1}, DType::F32), lse = Tensor::empty({N}, DType::F32);
+  Tensor dh = Tensor::empty({N, D}, DType::F32), dw = Tensor::zeros({V, D}, DType::F32);
+  Tensor workspace = Tensor::empty(ops::cross_entropy_workspace_shape(N, V), DType::F32);
+  ops::cross_entropy_forward(h, w, labels, loss, lse, workspace);
+  // Logits of std ~0.45 (0.02 * sqrt(512)): the mean loss is near ln V + var / 2.
+  const double mean_loss = loss.data<float>()[0] / double(N);
+  check(std::fabs(mean_loss - std::log(double(V)) - 0.5 * 0.02 * 0.02 * D) < 0.05, "mean loss near ln V");
+  const double s = best_seconds(repeat, [&] {
+    ops::cross_entropy_forward(h, w, labels, loss, lse, workspace);
+    ops::cross_entropy_backward(h, w, labels, lse, 1.0f / float(N), dh, dw, ops::Accumulate::No,
+                                workspace);
+  });
+  report("cross-entropy", std::to_string(N) + "x" + std::to_string(D) + " vocab " + std::to_string(V),
+         6.0 * N * D * V, s);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int repeat = 3;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--repeat") == 0 && i + 1 < argc) repeat = std::max(1, std::atoi(argv[++i]));
+  }
+  const int threads = configure_threads(1);
+  const char* coretype = std::getenv("OPENBLAS_CORETYPE");
+  sgemm_rate = measure_sgemm_gflops(1024);
+  std::printf("threads %d, OpenBLAS core %s (OPENBLAS_CORETYPE=%s), sgemm 1024^3: %.1f GFLOP/s\n",
+              threads, blas_core_name().c_str(), coretype ? coretype : "unset", sgemm_rate);
+  if (const std::string warning = blas_core_warning(); !warning.empty()) std::printf("warning: %s\n", warning.c_str());
+  std::printf("%-14s %-34s %9s %9s %8s\n", "op (fwd+bwd)", "shape", "ms", "GFLOP/s", "vs sgemm");
+  bench_linear("linear wq", D, D, repeat);
+  bench_linear("linear w1", D, F, repeat);
+  bench_linear("linear w2", F, D, repeat);
+  bench_attention(repeat);
+  bench_cross_entropy(repeat);
+  return 0;
+}
