@@ -4,9 +4,27 @@ find_package(PkgConfig REQUIRED)
 find_package(OpenMP REQUIRED COMPONENTS CXX)
 pkg_check_modules(OPENBLAS REQUIRED IMPORTED_TARGET openblas)
 set(TITAN_OPENBLAS_VERSION ${OPENBLAS_VERSION})
+# TITAN_STATIC_DEPS links the small Debian libraries from their static archives, so the
+# GPU-check build's binaries run on a machine without them (tools/device/, notes in
+# docs/building.md). OpenBLAS stays shared: the bundle script carries its .so.
+option(TITAN_STATIC_DEPS "link yaml-cpp, Boost.Program_options and PCRE2 statically" OFF)
+if(TITAN_STATIC_DEPS)
+  set(Boost_USE_STATIC_LIBS ON)
+endif()
 find_package(yaml-cpp REQUIRED)
 find_package(Boost REQUIRED COMPONENTS program_options)
 pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
+if(TITAN_STATIC_DEPS)
+  find_library(TITAN_YAML_CPP_STATIC NAMES libyaml-cpp.a REQUIRED)
+  set_target_properties(yaml-cpp PROPERTIES IMPORTED_LOCATION ${TITAN_YAML_CPP_STATIC})
+  get_target_property(configs yaml-cpp IMPORTED_CONFIGURATIONS)
+  foreach(config IN LISTS configs)
+    set_target_properties(yaml-cpp PROPERTIES IMPORTED_LOCATION_${config} ${TITAN_YAML_CPP_STATIC})
+  endforeach()
+  find_library(TITAN_PCRE2_STATIC NAMES libpcre2-8.a HINTS ${PCRE2_LIBRARY_DIRS} REQUIRED)
+  set_target_properties(PkgConfig::PCRE2 PROPERTIES INTERFACE_LINK_LIBRARIES ${TITAN_PCRE2_STATIC})
+  message(STATUS "titan: static yaml-cpp (${TITAN_YAML_CPP_STATIC}), Boost, PCRE2 (${TITAN_PCRE2_STATIC})")
+endif()
 
 macro(titan_option_result opt found what)
   if(${opt} STREQUAL "ON" AND NOT ${found})
@@ -67,6 +85,10 @@ if(NOT TITAN_CUDA STREQUAL "OFF")
       set(CMAKE_CUDA_ARCHITECTURES 90)   # H100 / H200
     endif()
     set(CMAKE_CUDA_STANDARD 17)  # CMake 3.25 knows no CUDA20 flags for nvcc
+    # One CUDA runtime, the shared one that CUDA::cudart names too (nvcc's default is the
+    # static libcudart, which would give a binary two copies of the runtime's state). The
+    # GPU machine's toolkit serves it; the bundle script never carries it.
+    set(CMAKE_CUDA_RUNTIME_LIBRARY Shared)
     enable_language(CUDA)
     find_package(CUDAToolkit REQUIRED)
     set(TITAN_HAVE_CUDA 1)

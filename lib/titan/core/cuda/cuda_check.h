@@ -18,5 +18,5 @@
   do {                                                                            \
     const cublasStatus_t titan_cublas_status_ = (call);                           \
     TITAN_CHECK(titan_cublas_status_ == CUBLAS_STATUS_SUCCESS)                    \
-        << #call << ": " << cublasGetStatusString(titan_cublas_status_);          \
+        << #call << ": " << cublasLtGetStatusString(titan_cublas_status_);          \
   } while (0)

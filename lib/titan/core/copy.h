@@ -1,0 +1,32 @@
+// Moving tensor values between tensors and devices.
+//
+//   Tensor host = ...;                                  // f32 on the CPU
+//   Tensor dev = to_device(host, Device::cuda(0));      // a new CUDA tensor, same values
+//   copy_tensor(dev, host);                             // and back into an existing tensor
+//
+// Copies are bytes: same dtype and shape on both sides, no conversion. CPU <-> CPU works in
+// every build; anything that touches a CUDA tensor needs a build with CUDA (TITAN_HAVE_CUDA)
+// and fails with a message saying so otherwise. CUDA copies are ordered on the default
+// stream and return when the bytes are in place, so the host can read a copied-back tensor.
+#pragma once
+
+#include "titan/config.h"
+#include "titan/core/tensor.h"
+
+namespace titan {
+
+// dst = src, element for element. src and dst may be on different devices.
+void copy_tensor(const Tensor& src, Tensor& dst);
+
+// A new tensor on `device` holding src's values (a copy even when src is already there).
+Tensor to_device(const Tensor& src, Device device);
+
+#if TITAN_HAVE_CUDA
+namespace detail {
+// Byte copy where at least one side is a CUDA device (core/cuda/copy.cu).
+void copy_bytes_cuda(const void* src, Device src_device, void* dst, Device dst_device,
+                     int64_t bytes);
+}  // namespace detail
+#endif
+
+}  // namespace titan

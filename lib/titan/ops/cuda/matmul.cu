@@ -1,0 +1,215 @@
+// GEMM on the GPU through cuBLASLt (contract in ops/matmul.h):
+//
+//   C[M, N] = alpha * op(A)[M, K] * op(B)[K, N] + beta * C      (row-major, like the CPU)
+//
+// cuBLASLt is column-major. A row-major matrix X[r, c] is, byte for byte, the column-major
+// matrix X^T[c, r] with leading dimension c, so the row-major product C = op(A) op(B) is
+// computed as the column-major product C^T = op(B)^T op(A)^T: B's bytes go in cuBLASLt's
+// "A" slot with B's transpose flag, A's bytes in the "B" slot with A's flag, and m, n swap.
+//
+// Types (CUBLAS_COMPUTE_32F: f32 accumulation and f32 alpha/beta, never TF32):
+//   A, B f32  -> C f32
+//   A, B bf16 -> C f32 or bf16
+// cuBLASLt has no f32-inputs/bf16-output kernel; that combination is rejected by name.
+//
+// Each device gets one cuBLASLt handle and one 32 MiB workspace, made on first use and
+// kept for the life of the process (freeing them at exit would race the driver's own
+// teardown). The workspace is cudaMalloc'd directly, not through the counted allocator,
+// so that tests asserting on tensor memory do not see it. Work is queued on the default
+// stream, like every other CUDA op for now; a stream per rank comes with the trainer.
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include <cuda_bf16.h>
+
+#include "titan/core/cuda/cuda_check.h"
+#include "titan/ops/matmul.h"
+
+namespace titan::ops::cuda {
+namespace {
+
+constexpr size_t kWorkspaceBytes = size_t(32) << 20;
+
+struct DeviceContext {
+  cublasLtHandle_t handle = nullptr;
+  void* workspace = nullptr;
+};
+
+// The handle and workspace of the current device (cudaSetDevice has been called).
+const DeviceContext& device_context(int device_index) {
+  static std::mutex mutex;
+  static std::vector<std::unique_ptr<DeviceContext>> contexts;
+  std::lock_guard lock(mutex);
+  TITAN_CHECK(device_index >= 0 && device_index < 64) << "bad CUDA device " << device_index;
+  if (contexts.size() <= size_t(device_index)) contexts.resize(size_t(device_index) + 1);
+  if (!contexts[size_t(device_index)]) {
+    auto context = std::make_unique<DeviceContext>();
+    CUBLAS_CHECK(cublasLtCreate(&context->handle));
+    CUDA_CHECK(cudaMalloc(&context->workspace, kWorkspaceBytes));
+    contexts[size_t(device_index)] = std::move(context);
+  }
+  return *contexts[size_t(device_index)];
+}
+
+// Makes a device current for a scope and restores the previous one.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int index) {
+    CUDA_CHECK(cudaGetDevice(&previous_));
+    if (index != previous_) CUDA_CHECK(cudaSetDevice(index));
+  }
+  ~DeviceGuard() { cudaSetDevice(previous_); }  // best effort: never throw from a destructor
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = 0;
+};
+
+// cuBLASLt descriptors, destroyed on every path out (an error throws).
+struct MatmulDesc {
+  cublasLtMatmulDesc_t desc = nullptr;
+  ~MatmulDesc() { if (desc) cublasLtMatmulDescDestroy(desc); }
+};
+struct Layout {
+  cublasLtMatrixLayout_t layout = nullptr;
+  ~Layout() { if (layout) cublasLtMatrixLayoutDestroy(layout); }
+};
+struct Preference {
+  cublasLtMatmulPreference_t preference = nullptr;
+  ~Preference() { if (preference) cublasLtMatmulPreferenceDestroy(preference); }
+};
+
+cudaDataType_t cuda_data_type(DType dtype) {
+  TITAN_CHECK(dtype == DType::F32 || dtype == DType::BF16)
+      << "matmul (cuda): no cuBLASLt type for " << dtype_name(dtype);
+  return dtype == DType::F32 ? CUDA_R_32F : CUDA_R_16BF;
+}
+
+// The column-major layout of a row-major [rows, cols] tensor: cols x rows, leading dim cols.
+void make_layout(Layout& out, const Tensor& t) {
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&out.layout, cuda_data_type(t.dtype()),
+                                          uint64_t(t.size(1)), uint64_t(t.size(0)),
+                                          int64_t(t.size(1))));
+}
+
+// The largest power of two (at most 256) that divides the address. Views made by narrow()
+// can start anywhere, and cuBLASLt's heuristics assume 256-byte alignment unless told.
+uint32_t alignment_bytes(const void* ptr) {
+  const auto address = reinterpret_cast<uintptr_t>(ptr);
+  uint32_t alignment = 256;
+  while (alignment > 1 && address % alignment != 0) alignment /= 2;
+  return alignment;
+}
+
+template <class T>
+__global__ void scale_kernel(T* c, int64_t n, float beta);
+
+template <>
+__global__ void scale_kernel<float>(float* c, int64_t n, float beta) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) c[i] = beta == 0.0f ? 0.0f : beta * c[i];
+}
+
+template <>
+__global__ void scale_kernel<__nv_bfloat16>(__nv_bfloat16* c, int64_t n, float beta) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) c[i] = __float2bfloat16(beta == 0.0f ? 0.0f : beta * __bfloat162float(c[i]));
+}
+
+// K = 0: the product is an empty sum, so C = beta * C (and 0 when beta = 0, even over NaN).
+void scale_in_place(Tensor& c, float beta) {
+  if (beta == 1.0f) return;
+  const int64_t n = c.numel();
+  const int threads = 256;
+  const auto blocks = unsigned((n + threads - 1) / threads);
+  if (c.dtype() == DType::F32) {
+    scale_kernel<float><<<blocks, threads>>>(static_cast<float*>(c.raw_mutable_data()), n, beta);
+  } else {
+    scale_kernel<__nv_bfloat16><<<blocks, threads>>>(
+        static_cast<__nv_bfloat16*>(c.raw_mutable_data()), n, beta);
+  }
+  CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace
+
+void matmul(const Tensor& a, Transpose transpose_a, const Tensor& b, Transpose transpose_b,
+            Tensor& c, float alpha, float beta) {
+  // Every check that needs no device comes first, so bad calls fail the same way anywhere.
+  TITAN_CHECK(a.defined() && b.defined() && c.defined()) << "matmul: undefined operand";
+  TITAN_CHECK(a.dtype() == DType::F32 || a.dtype() == DType::BF16)
+      << "matmul (cuda): A is " << dtype_name(a.dtype()) << ", expected f32 or bf16";
+  TITAN_CHECK(b.dtype() == a.dtype())
+      << "matmul (cuda): A is " << dtype_name(a.dtype()) << " but B is " << dtype_name(b.dtype())
+      << "; A and B must have the same dtype";
+  TITAN_CHECK(c.dtype() == DType::F32 || (c.dtype() == DType::BF16 && a.dtype() == DType::BF16))
+      << "matmul (cuda): C is " << dtype_name(c.dtype()) << " for " << dtype_name(a.dtype())
+      << " inputs; supported: f32 x f32 -> f32, bf16 x bf16 -> f32 or bf16";
+  const GemmShape s = gemm_shape(a, transpose_a, b, transpose_b, c);
+  const Device device = a.device();
+  TITAN_CHECK(device.is_cuda() && b.device() == device && c.device() == device)
+      << "matmul (cuda): operands must be on one CUDA device, got A on " << a.device() << ", B on "
+      << b.device() << ", C on " << c.device();
+  if (s.m == 0 || s.n == 0) return;
+
+  DeviceGuard guard(device.index);
+  if (s.k == 0) {
+    scale_in_place(c, beta);
+    return;
+  }
+  const DeviceContext& context = device_context(device.index);
+
+  MatmulDesc op;
+  CUBLAS_CHECK(cublasLtMatmulDescCreate(&op.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  // Swapped operands (see the top of the file): cuBLASLt's A is our B, its B is our A.
+  const cublasOperation_t lt_transa = transpose_b == Transpose::Yes ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t lt_transb = transpose_a == Transpose::Yes ? CUBLAS_OP_T : CUBLAS_OP_N;
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op.desc, CUBLASLT_MATMUL_DESC_TRANSA, &lt_transa,
+                                              sizeof(lt_transa)));
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op.desc, CUBLASLT_MATMUL_DESC_TRANSB, &lt_transb,
+                                              sizeof(lt_transb)));
+  Layout lt_a, lt_b, lt_c;
+  make_layout(lt_a, b);
+  make_layout(lt_b, a);
+  make_layout(lt_c, c);
+
+  const void* lt_a_data = b.raw_data();
+  const void* lt_b_data = a.raw_data();
+  void* c_data = c.raw_mutable_data();
+  Preference preference;
+  CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&preference.preference));
+  const uint64_t workspace_bytes = kWorkspaceBytes;
+  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(preference.preference,
+                                                    CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                    &workspace_bytes, sizeof(workspace_bytes)));
+  const uint32_t align_a = alignment_bytes(lt_a_data), align_b = alignment_bytes(lt_b_data),
+                 align_c = alignment_bytes(c_data);
+  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      preference.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_a, sizeof(align_a)));
+  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      preference.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_b, sizeof(align_b)));
+  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      preference.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c, sizeof(align_c)));
+  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      preference.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c, sizeof(align_c)));
+
+  cublasLtMatmulHeuristicResult_t heuristic{};
+  int found = 0;
+  CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(context.handle, op.desc, lt_a.layout, lt_b.layout,
+                                              lt_c.layout, lt_c.layout, preference.preference, 1,
+                                              &heuristic, &found));
+  TITAN_CHECK(found > 0) << "matmul (cuda): cuBLASLt has no algorithm for " << s.m << "x" << s.n
+                         << "x" << s.k << " " << dtype_name(a.dtype()) << " -> "
+                         << dtype_name(c.dtype()) << " at alignments " << align_b << "/" << align_a
+                         << "/" << align_c << " bytes";
+  // D = C: cuBLASLt writes in place, and with beta = 0 it does not read C.
+  CUBLAS_CHECK(cublasLtMatmul(context.handle, op.desc, &alpha, lt_a_data, lt_a.layout, lt_b_data,
+                              lt_b.layout, &beta, c_data, lt_c.layout, c_data, lt_c.layout,
+                              &heuristic.algo, context.workspace, kWorkspaceBytes,
+                              /*stream=*/nullptr));
+}
+
+}  // namespace titan::ops::cuda
