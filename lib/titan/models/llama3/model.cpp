@@ -1,0 +1,181 @@
+#include "titan/models/llama3/model.h"
+
+#include <cmath>
+
+#include "titan/ops/cross_entropy.h"
+#include "titan/ops/embedding.h"
+#include "titan/ops/matmul.h"
+
+namespace titan::models::llama3 {
+namespace {
+
+constexpr double kWeightStd = 0.02;
+constexpr double kWeightCutoff = 2.0;  // torch's trunc_normal_ default: absolute +-2
+
+nn::InitRule truncated(double std, double cutoff) {
+  return nn::InitRule{nn::InitKind::TruncatedNormal, std, cutoff};
+}
+
+nn::InitRule output_rule(int64_t dim) {
+  const double std = 1.0 / std::sqrt(double(dim));
+  return truncated(std, 3 * std);
+}
+
+Tensor cross_entropy_workspace(int64_t tokens, int64_t vocab) {
+  return Tensor::empty(ops::cross_entropy_workspace_shape(tokens, vocab), DType::F32);
+}
+
+}  // namespace
+
+int64_t ModelRecord::bytes() const {
+  int64_t total = 0;
+  for (const Tensor& t : layer_inputs) total += t.defined() ? t.bytes() : 0;
+  for (const nn::BlockRecord& r : layers) total += r.bytes();
+  for (const Tensor* t : {&hn, &rstd_norm, &lse, &dhn, &dx0}) total += t->defined() ? t->bytes() : 0;
+  return total;
+}
+
+Llama3Model::Llama3Model(const ModelArgs& args) : args_(args) {
+  const int64_t D = args.dim, V = args.vocab_size;
+  tok_embeddings_ = std::make_unique<nn::Parameter>(
+      "tok_embeddings.weight", Shape{V, D},
+      args.weight_tying ? output_rule(D) : nn::InitRule{nn::InitKind::Normal, 1.0, 0.0});
+  const nn::BlockDims dims{D, args.n_heads, args.n_kv_heads, args.hidden_dim(), args.norm_eps};
+  layers_.reserve(size_t(args.n_layers));
+  for (int i = 0; i < int(args.n_layers); ++i) {
+    const double depth_std = kWeightStd / std::sqrt(2.0 * (i + 1));
+    layers_.emplace_back(i, dims, truncated(kWeightStd, kWeightCutoff),
+                         truncated(depth_std, kWeightCutoff));
+  }
+  norm_ = std::make_unique<nn::RmsNorm>("norm", D, args.norm_eps);
+  if (!args.weight_tying) {
+    output_ = std::make_unique<nn::Parameter>("output.weight", Shape{V, D}, output_rule(D));
+  }
+  freqs_ = Tensor::empty({args.max_seq_len, args.head_dim() / 2, 2}, DType::F32);
+  ops::rope_table(args.head_dim(), args.rope_theta, args.rope_scaling, 0, freqs_);
+}
+
+std::vector<nn::Parameter*> Llama3Model::parameters() {
+  std::vector<nn::Parameter*> params{tok_embeddings_.get()};
+  for (nn::TransformerBlock& layer : layers_) {
+    for (nn::Parameter* p : layer.parameters()) params.push_back(p);
+  }
+  params.push_back(&norm_->weight());
+  if (output_) params.push_back(output_.get());
+  return params;
+}
+
+nn::Parameter& Llama3Model::output_weight() { return output_ ? *output_ : *tok_embeddings_; }
+
+void Llama3Model::initialize(uint64_t seed) {
+  for (nn::Parameter* p : parameters()) p->initialize(seed);
+}
+
+void Llama3Model::zero_grads() {
+  for (nn::Parameter* p : parameters()) p->zero_grad();
+}
+
+double Llama3Model::forward(const Tensor& tokens, const Tensor& labels, ModelRecord& r) const {
+  TITAN_CHECK(tokens.dim() == 2 && labels.shape() == tokens.shape())
+      << "forward: tokens and labels must both be [B, T], got " << shape_string(tokens.shape())
+      << " and " << shape_string(labels.shape());
+  const int64_t B = tokens.size(0), T = tokens.size(1), D = args_.dim, N = B * T;
+  TITAN_CHECK(T <= args_.max_seq_len) << "forward: sequence of " << T << " tokens is longer than "
+                                      << args_.max_seq_len << " (training.seq_len)";
+  const Tensor freqs = freqs_.narrow(0, T);
+  r = ModelRecord{};
+  r.tokens = tokens;
+  r.labels = labels;
+  r.layer_inputs.push_back(Tensor::empty({B, T, D}, DType::F32));
+  Tensor x0 = r.layer_inputs[0].reshape({N, D});
+  ops::embedding_forward(tokens.reshape({N}), tok_embeddings_->value(), x0);
+  r.layers.resize(layers_.size());
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    Tensor out = Tensor::empty({B, T, D}, DType::F32);
+    layers_[i].forward(r.layer_inputs[i], freqs, out, r.layers[i]);
+    r.layer_inputs.push_back(out);
+  }
+  r.hn = Tensor::empty({N, D}, DType::F32);
+  r.rstd_norm = Tensor::empty({N}, DType::F32);
+  norm_->forward(r.layer_inputs.back().reshape({N, D}), r.hn, r.rstd_norm);
+  Tensor loss_sum = Tensor::empty({1}, DType::F32);
+  r.lse = Tensor::empty({N}, DType::F32);
+  Tensor workspace = cross_entropy_workspace(N, args_.vocab_size);
+  const nn::Parameter& w = output_ ? *output_ : *tok_embeddings_;
+  ops::cross_entropy_forward(r.hn, w.value(), labels.reshape({N}), loss_sum, r.lse, workspace);
+  return double(loss_sum.data<float>()[0]);
+}
+
+Tensor Llama3Model::logits(const ModelRecord& r) const {
+  const int64_t B = r.tokens.size(0), T = r.tokens.size(1);
+  Tensor out = Tensor::empty({B * T, args_.vocab_size}, DType::F32);
+  const nn::Parameter& w = output_ ? *output_ : *tok_embeddings_;
+  ops::linear_forward(r.hn, w.value(), out);
+  return out.reshape({B, T, args_.vocab_size});
+}
+
+void Llama3Model::output_backward_input(ModelRecord& r, float grad_scale, Tensor& dh) const {
+  const int64_t N = r.hn.size(0), D = r.hn.size(1);
+  const nn::Parameter& w = output_ ? *output_ : *tok_embeddings_;
+  r.dhn = Tensor::empty({N, D}, DType::F32);
+  Tensor workspace = cross_entropy_workspace(N, args_.vocab_size);
+  ops::cross_entropy_backward_input(r.hn, w.value(), r.labels.reshape({N}), r.lse, grad_scale,
+                                    r.dhn, ops::Accumulate::No, workspace);
+  norm_->backward_input(r.dhn, r.layer_inputs.back().reshape({N, D}), r.rstd_norm, dh,
+                        ops::Accumulate::No);
+}
+
+void Llama3Model::backward(ModelRecord& r, float grad_scale) {
+  const int64_t N = r.hn.size(0), D = r.hn.size(1);
+  nn::Parameter& w = output_weight();
+  // The output layer: one logits recompute for both of its gradients.
+  r.dhn = Tensor::empty({N, D}, DType::F32);
+  {
+    Tensor workspace = cross_entropy_workspace(N, args_.vocab_size);
+    ops::cross_entropy_backward(r.hn, w.value(), r.labels.reshape({N}), r.lse, grad_scale, r.dhn,
+                                w.grad(), ops::Accumulate::No, workspace);
+  }
+  Tensor dx = Tensor::empty({N, D}, DType::F32);
+  const Tensor x_last = r.layer_inputs.back().reshape({N, D});
+  norm_->backward_input(r.dhn, x_last, r.rstd_norm, dx, ops::Accumulate::No);
+  norm_->backward_weight(r.dhn, x_last, r.rstd_norm);
+  const Tensor freqs = freqs_.narrow(0, r.tokens.size(1));
+  for (size_t i = layers_.size(); i-- > 0;) {
+    Tensor dx_in = Tensor::empty({N, D}, DType::F32);
+    layers_[i].backward_input(dx, freqs, r.layers[i], dx_in);
+    layers_[i].backward_weight(r.layers[i]);
+    r.layer_inputs[i + 1] = Tensor();  // this layer's output is no longer needed
+    dx = dx_in;
+  }
+  ops::embedding_backward_weight(r.tokens.reshape({N}), dx, tok_embeddings_->grad());
+  r = ModelRecord{};
+}
+
+void Llama3Model::backward_input(ModelRecord& r, float grad_scale) {
+  const int64_t N = r.hn.size(0), D = r.hn.size(1);
+  Tensor dx = Tensor::empty({N, D}, DType::F32);
+  output_backward_input(r, grad_scale, dx);
+  const Tensor freqs = freqs_.narrow(0, r.tokens.size(1));
+  for (size_t i = layers_.size(); i-- > 0;) {
+    Tensor dx_in = Tensor::empty({N, D}, DType::F32);
+    layers_[i].backward_input(dx, freqs, r.layers[i], dx_in);
+    dx = dx_in;
+  }
+  r.dx0 = dx;
+}
+
+void Llama3Model::backward_weight(ModelRecord& r, float grad_scale) {
+  const int64_t N = r.hn.size(0), D = r.hn.size(1);
+  nn::Parameter& w = output_weight();
+  {
+    Tensor workspace = cross_entropy_workspace(N, args_.vocab_size);
+    ops::cross_entropy_backward_weight(r.hn, w.value(), r.labels.reshape({N}), r.lse, grad_scale,
+                                       w.grad(), workspace);
+  }
+  norm_->backward_weight(r.dhn, r.layer_inputs.back().reshape({N, D}), r.rstd_norm);
+  for (size_t i = layers_.size(); i-- > 0;) layers_[i].backward_weight(r.layers[i]);
+  ops::embedding_backward_weight(r.tokens.reshape({N}), r.dx0, tok_embeddings_->grad());
+  r = ModelRecord{};
+}
+
+}  // namespace titan::models::llama3

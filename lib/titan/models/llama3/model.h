@@ -1,0 +1,70 @@
+// The Llama 3 / 3.1 decoder (torchtitan's model, explicit forward and backward):
+//   x0 = tok_embeddings[tokens]                        [B, T, D]
+//   x_{i+1} = layers.i(x_i)                            (nn/transformer_block.h)
+//   hn = norm(x_L)
+//   loss_sum = sum over valid tokens of cross_entropy(hn output^T, labels)   (fused, chunked)
+// The output projection is `output.weight` [V, D], or the embedding itself when the
+// weights are tied; then one parameter receives both gradients.
+//
+// Initialization (torchtitan's init_weights): tok_embeddings normal(0, 1); wq, wk, wv, w1
+// trunc_normal(0, 0.02, +-2); wo, w2, w3 trunc_normal(0, 0.02 / sqrt(2 (layer + 1)), +-2);
+// norms 1; output trunc_normal(0, D^-1/2, +-3 D^-1/2). A tied embedding takes the output's
+// rule (torchtitan initializes the output last, over the shared tensor). Every value is a
+// Philox function of (seed, parameter name, index).
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "titan/models/llama3/args.h"
+#include "titan/nn/transformer_block.h"
+
+namespace titan::models::llama3 {
+
+// Everything one microbatch's forward keeps for its backward.
+struct ModelRecord {
+  Tensor tokens, labels;                 // [B, T]
+  std::vector<Tensor> layer_inputs;      // x_0 .. x_L, [B, T, D]
+  std::vector<nn::BlockRecord> layers;
+  Tensor hn, rstd_norm;                  // final norm output [N, D] and its rstd
+  Tensor lse;                            // cross-entropy's log-sum-exp per token
+  // Set by backward_input for backward_weight (the layers keep theirs in their records):
+  Tensor dhn;                            // gradient at the final norm's output
+  Tensor dx0;                            // gradient at the embedding's output
+  int64_t bytes() const;
+};
+
+class Llama3Model {
+ public:
+  explicit Llama3Model(const ModelArgs& args);
+
+  const ModelArgs& args() const { return args_; }
+  // Every parameter once, in torchtitan's order of definition.
+  std::vector<nn::Parameter*> parameters();
+  nn::Parameter& output_weight();
+  void initialize(uint64_t seed);
+  void zero_grads();
+
+  // Sum over valid tokens (labels != -100) of the token losses; keeps the record.
+  double forward(const Tensor& tokens, const Tensor& labels, ModelRecord& record) const;
+  // Logits [B, T, V] of a forward's record (tests, generation); not used in training.
+  Tensor logits(const ModelRecord& record) const;
+
+  // Gradients of grad_scale * loss_sum, added into every parameter's grad. backward does
+  // both halves layer by layer; backward_input then backward_weight do the same apart (the
+  // input gradients of the whole model first), as a zero-bubble schedule splits them.
+  void backward(ModelRecord& record, float grad_scale);
+  void backward_input(ModelRecord& record, float grad_scale);
+  void backward_weight(ModelRecord& record, float grad_scale);
+
+ private:
+  void output_backward_input(ModelRecord& record, float grad_scale, Tensor& dh) const;
+  ModelArgs args_;
+  std::unique_ptr<nn::Parameter> tok_embeddings_;
+  std::vector<nn::TransformerBlock> layers_;
+  std::unique_ptr<nn::RmsNorm> norm_;
+  std::unique_ptr<nn::Parameter> output_;  // null when tied
+  Tensor freqs_;                           // RoPE table [max_seq_len, hd/2, 2]
+};
+
+}  // namespace titan::models::llama3

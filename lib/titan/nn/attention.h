@@ -1,0 +1,44 @@
+// Grouped-query self-attention with RoPE, Llama's layer:
+//   q = RoPE(x wq^T)  k = RoPE(x wk^T)  v = x wv^T        (heads: Hq for q, Hkv for k and v)
+//   o = causal softmax(q k^T / sqrt(hd)) v                (ops/attention.h, GQA)
+//   y = o wo^T
+// Shapes: x, y [B, T, D]; q, o [B, T, Hq, hd]; k, v [B, T, Hkv, hd]; freqs [T, hd/2, 2].
+// Parameters "<prefix>.wq.weight" [Hq hd, D], wk and wv [Hkv hd, D], wo [D, Hq hd].
+#pragma once
+
+#include "titan/nn/linear.h"
+
+namespace titan::nn {
+
+// What forward keeps for backward, and what backward_input leaves for backward_weight.
+struct AttentionRecord {
+  Tensor q, k, v;  // after RoPE
+  Tensor out;      // attention output, wo's input
+  Tensor lse;      // [B, Hq, T]
+  // Set by backward_input, consumed and released by backward_weight:
+  Tensor dy;          // gradient at wo's output
+  Tensor dq, dk, dv;  // gradients at wq, wk, wv's outputs (RoPE undone)
+  int64_t bytes() const;
+};
+
+class Attention {
+ public:
+  // Init rules: wq, wk, wv get `init`, wo gets `output_init` (torchtitan's depth scaling).
+  Attention(const std::string& prefix, int64_t dim, int64_t n_heads, int64_t n_kv_heads,
+            InitRule init, InitRule output_init);
+
+  std::vector<Parameter*> parameters();
+
+  void forward(const Tensor& x, const Tensor& freqs, Tensor& y, AttentionRecord& record) const;
+  // dx (= or += per accumulate) from dy; keeps what backward_weight needs in the record.
+  void backward_input(const Tensor& dy, const Tensor& freqs, AttentionRecord& record, Tensor& dx,
+                      ops::Accumulate accumulate) const;
+  // Parameter gradients (+=) from the record; x is the forward's input.
+  void backward_weight(const Tensor& x, AttentionRecord& record);
+
+ private:
+  int64_t n_heads_, n_kv_heads_, head_dim_;
+  Linear wq_, wk_, wv_, wo_;
+};
+
+}  // namespace titan::nn

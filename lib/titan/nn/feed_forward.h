@@ -1,0 +1,34 @@
+// Llama's SwiGLU feed-forward: y = w2( silu(x w1^T) * (x w3^T) )
+// Shapes: x, y [N, D]; a = x w1^T, b = x w3^T, g = silu(a) * b [N, F].
+// Parameters "<prefix>.w1.weight" [F, D], w3 [F, D], w2 [D, F].
+#pragma once
+
+#include "titan/nn/linear.h"
+
+namespace titan::nn {
+
+struct FeedForwardRecord {
+  Tensor a, b, g;
+  // Set by backward_input, consumed and released by backward_weight:
+  Tensor dy, da, db;
+  int64_t bytes() const;
+};
+
+class FeedForward {
+ public:
+  // w1 gets `init`; w2 and w3 get `output_init` (torchtitan's depth-scaled std, w3 included).
+  FeedForward(const std::string& prefix, int64_t dim, int64_t hidden_dim, InitRule init,
+              InitRule output_init);
+
+  std::vector<Parameter*> parameters();
+
+  void forward(const Tensor& x, Tensor& y, FeedForwardRecord& record) const;
+  void backward_input(const Tensor& dy, FeedForwardRecord& record, Tensor& dx,
+                      ops::Accumulate accumulate) const;
+  void backward_weight(const Tensor& x, FeedForwardRecord& record);
+
+ private:
+  Linear w1_, w2_, w3_;
+};
+
+}  // namespace titan::nn

@@ -1,0 +1,79 @@
+#include "titan/nn/transformer_block.h"
+
+#include "titan/core/copy.h"
+#include "titan/ops/elementwise.h"
+
+namespace titan::nn {
+
+int64_t BlockRecord::bytes() const {
+  int64_t total = attention.bytes() + feed_forward.bytes();
+  for (const Tensor* t : {&xn, &rstd_attention, &h, &hn, &rstd_ffn, &dxn, &dhn}) {
+    if (t->defined()) total += t->bytes();
+  }
+  return total;  // x belongs to whoever produced it
+}
+
+TransformerBlock::TransformerBlock(int layer_id, const BlockDims& d, InitRule init,
+                                   InitRule output_init)
+    : attention_norm_("layers." + std::to_string(layer_id) + ".attention_norm", d.dim, d.norm_eps),
+      attention_("layers." + std::to_string(layer_id) + ".attention", d.dim, d.n_heads,
+                 d.n_kv_heads, init, output_init),
+      ffn_norm_("layers." + std::to_string(layer_id) + ".ffn_norm", d.dim, d.norm_eps),
+      feed_forward_("layers." + std::to_string(layer_id) + ".feed_forward", d.dim, d.hidden_dim,
+                    init, output_init) {}
+
+std::vector<Parameter*> TransformerBlock::parameters() {
+  std::vector<Parameter*> params = attention_.parameters();
+  for (Parameter* p : feed_forward_.parameters()) params.push_back(p);
+  params.push_back(&attention_norm_.weight());
+  params.push_back(&ffn_norm_.weight());
+  return params;
+}
+
+void TransformerBlock::forward(const Tensor& x, const Tensor& freqs, Tensor& out,
+                               BlockRecord& r) const {
+  const int64_t N = x.size(0) * x.size(1), D = x.size(2);
+  r.x = x;
+  const Tensor x2 = x.reshape({N, D});
+  r.xn = Tensor::empty({N, D}, DType::F32);
+  r.rstd_attention = Tensor::empty({N}, DType::F32);
+  attention_norm_.forward(x2, r.xn, r.rstd_attention);
+  r.h = Tensor::empty(x.shape(), DType::F32);
+  attention_.forward(r.xn.reshape(x.shape()), freqs, r.h, r.attention);
+  ops::accumulate(x, r.h);  // residual
+  r.hn = Tensor::empty({N, D}, DType::F32);
+  r.rstd_ffn = Tensor::empty({N}, DType::F32);
+  ffn_norm_.forward(r.h.reshape({N, D}), r.hn, r.rstd_ffn);
+  feed_forward_.forward(r.hn, out, r.feed_forward);
+  ops::accumulate(r.h, out);  // residual
+}
+
+void TransformerBlock::backward_input(const Tensor& dout, const Tensor& freqs, BlockRecord& r,
+                                      Tensor& dx) const {
+  const int64_t N = r.hn.size(0), D = r.hn.size(1);
+  const Tensor dout2 = dout.reshape({N, D});
+  // Through the feed-forward branch; the residual passes dout straight to dh.
+  r.dhn = Tensor::empty({N, D}, DType::F32);
+  feed_forward_.backward_input(dout2, r.feed_forward, r.dhn, ops::Accumulate::No);
+  Tensor dh = Tensor::empty({N, D}, DType::F32);
+  copy_tensor(dout2, dh);
+  ffn_norm_.backward_input(r.dhn, r.h.reshape({N, D}), r.rstd_ffn, dh, ops::Accumulate::Yes);
+  // Through attention; the residual passes dh straight to dx.
+  r.dxn = Tensor::empty({N, D}, DType::F32);
+  attention_.backward_input(dh, freqs, r.attention, r.dxn, ops::Accumulate::No);
+  Tensor dx2 = dx.reshape({N, D});
+  copy_tensor(dh, dx2);
+  attention_norm_.backward_input(r.dxn, r.x.reshape({N, D}), r.rstd_attention, dx2,
+                                 ops::Accumulate::Yes);
+}
+
+void TransformerBlock::backward_weight(BlockRecord& r) {
+  const int64_t N = r.hn.size(0), D = r.hn.size(1);
+  feed_forward_.backward_weight(r.hn, r.feed_forward);
+  ffn_norm_.backward_weight(r.dhn, r.h.reshape({N, D}), r.rstd_ffn);
+  attention_.backward_weight(r.xn, r.attention);
+  attention_norm_.backward_weight(r.dxn, r.x.reshape({N, D}), r.rstd_attention);
+  r = BlockRecord{};
+}
+
+}  // namespace titan::nn

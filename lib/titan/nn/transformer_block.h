@@ -1,0 +1,49 @@
+// One Llama decoder block, pre-norm with two residual adds:
+//   h   = x + attention(attention_norm(x))
+//   out = h + feed_forward(ffn_norm(h))
+// Shapes: x, h, out [B, T, D]. Parameters under "layers.<i>.": attention.{wq,wk,wv,wo},
+// feed_forward.{w1,w2,w3}, attention_norm, ffn_norm (torchtitan's names).
+#pragma once
+
+#include "titan/nn/attention.h"
+#include "titan/nn/feed_forward.h"
+
+namespace titan::nn {
+
+struct BlockRecord {
+  Tensor x;             // the block's input (the previous block's output; shared, not copied)
+  Tensor xn, rstd_attention;
+  AttentionRecord attention;
+  Tensor h, hn, rstd_ffn;
+  FeedForwardRecord feed_forward;
+  // Set by backward_input for backward_weight: gradients at the two norms' outputs.
+  Tensor dxn, dhn;
+  int64_t bytes() const;
+};
+
+struct BlockDims {
+  int64_t dim, n_heads, n_kv_heads, hidden_dim;
+  double norm_eps;
+};
+
+class TransformerBlock {
+ public:
+  // `init` for wq, wk, wv, w1; `output_init` for wo, w2, w3.
+  TransformerBlock(int layer_id, const BlockDims& dims, InitRule init, InitRule output_init);
+
+  std::vector<Parameter*> parameters();
+
+  void forward(const Tensor& x, const Tensor& freqs, Tensor& out, BlockRecord& record) const;
+  // dx = d(out)/dx^T dout (written); keeps the norms' output gradients for backward_weight.
+  void backward_input(const Tensor& dout, const Tensor& freqs, BlockRecord& record, Tensor& dx) const;
+  // Every parameter gradient of the block (+=); releases the record.
+  void backward_weight(BlockRecord& record);
+
+ private:
+  RmsNorm attention_norm_;
+  Attention attention_;
+  RmsNorm ffn_norm_;
+  FeedForward feed_forward_;
+};
+
+}  // namespace titan::nn
