@@ -8,6 +8,7 @@
 #include "titan/core/error.h"
 #include "titan/core/logging.h"
 #include "titan/core/threads.h"
+#include "titan/train/trainer.h"
 
 namespace {
 
@@ -33,11 +34,8 @@ int run(int argc, char** argv) {
     titan::log::warn_once(warning, warning);
   }
   if (config.job.print_config) titan::log::info("config:\n%s", to_yaml(config).c_str());
-  titan::log::info("would train %s %s for %lld steps, local batch %lld x seq_len %lld",
-                   config.model.name.c_str(), config.model.flavor.c_str(),
-                   (long long)config.training.steps, (long long)config.training.local_batch_size,
-                   (long long)config.training.seq_len);
-  titan::log::info("the trainer lands with the next issue");
+  titan::train::Trainer trainer(config);
+  trainer.train();
   return 0;
 }
 
@@ -46,6 +44,9 @@ int run(int argc, char** argv) {
 int main(int argc, char** argv) {
   try {
     return run(argc, argv);
+  } catch (const titan::DivergedError& error) {
+    std::fprintf(stderr, "error: %s\n", error.what());
+    return int(titan::ExitCode::Diverged);
   } catch (const titan::InputError& error) {
     std::fprintf(stderr, "error: %s\n", error.what());
     return int(titan::ExitCode::BadInput);

@@ -41,7 +41,8 @@ packages=(
   libopenmpi-dev openmpi-bin                 # MPI: rendezvous, CPU collectives, mpirun
   libhdf5-openmpi-dev hdf5-tools             # parallel HDF5 checkpoints, h5ls/h5dump
   libyaml-cpp-dev libboost-program-options-dev libpcre2-dev   # config, CLI, tokenizer
-  libopenblas-dev                            # CPU GEMM
+  nlohmann-json3-dev                         # JSON: safetensors headers
+  libopenblas-dev libopenblas-openmp-dev     # CPU GEMM; the OpenMP flavour shares our threads
   libgtest-dev googletest                    # tests
   python3
 )

@@ -90,7 +90,8 @@ std::string build_info_text() {
       << "NCCL: " << nccl_version() << "\n"
       << "MPI: " << mpi_library() << "\n"
       << "HDF5: " << hdf5_version() << "\n"
-      << "BLAS: OpenBLAS " << TITAN_OPENBLAS_VERSION << ", core " << blas_core_name()
+      << "BLAS: OpenBLAS " << TITAN_OPENBLAS_VERSION << " (" << TITAN_OPENBLAS_FLAVOUR
+      << " threads), core " << blas_core_name()
       << ", sgemm " << gflops << " GFLOP/s\n";
   if (const std::string warning = blas_core_warning(); !warning.empty()) {
     out << "BLAS warning: " << warning << "\n";

@@ -2,6 +2,8 @@
 // line on stderr for each kind of bad input (DESIGN.md, "Errors, exit codes, logs").
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include <algorithm>
 
 #include "titan/config/fields.h"
@@ -163,7 +165,11 @@ TEST(ConfigCommandLine, SwitchingAFeatureOffIsAccepted) {
 }
 
 TEST(ConfigCommandLine, ActivationCheckpointingRunsWithoutItAndSaysSoOnce) {
-  const ProcessResult result = run_titan_train({"--activation_checkpoint.mode", "full"});
+  const std::string dump = (std::filesystem::temp_directory_path() / "titan_cli_ac").string();
+  const ProcessResult result = run_titan_train(
+      {"--activation_checkpoint.mode", "full", "--model.flavor", "tiny", "--training.dataset",
+       "synthetic", "--training.steps", "1", "--training.seq_len", "8",
+       "--training.local_batch_size", "1", "--metrics.peak_tflops", "1", "--job.dump_folder", dump});
   EXPECT_EQ(result.exit_code, 0) << result.err;
   const std::string warning = "activation checkpointing is not built yet; running without it "
                               "(same results, more memory)";
@@ -174,14 +180,23 @@ TEST(ConfigCommandLine, ActivationCheckpointingRunsWithoutItAndSaysSoOnce) {
   EXPECT_EQ(quiet.err.find("activation checkpointing"), std::string::npos) << quiet.err;
 }
 
-TEST(ConfigCommandLine, TrainPathLogsWhatItWouldTrainOnStderr) {
-  const ProcessResult result =
-      run_titan_train({"--training.steps", "3", "--activation_checkpoint.mode", "none"});
-  EXPECT_EQ(result.exit_code, 0);
+TEST(ConfigCommandLine, TrainPathTrainsAndLogsOnStderrOnly) {
+  const std::string dump = (std::filesystem::temp_directory_path() / "titan_cli_train").string();
+  const ProcessResult result = run_titan_train(
+      {"--model.flavor", "tiny", "--training.dataset", "synthetic", "--training.steps", "2",
+       "--training.seq_len", "16", "--training.local_batch_size", "1", "--metrics.peak_tflops",
+       "1", "--metrics.log_freq", "1", "--activation_checkpoint.mode", "none",
+       "--job.dump_folder", dump});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
   EXPECT_TRUE(result.out.empty()) << result.out;
-  EXPECT_NE(result.err.find("debugmodel"), std::string::npos) << result.err;
-  EXPECT_NE(result.err.find("3 steps"), std::string::npos) << result.err;
-  EXPECT_NE(result.err.find("the trainer lands with the next issue"), std::string::npos);
+  EXPECT_NE(result.err.find("llama3 tiny"), std::string::npos) << result.err;
+  EXPECT_NE(result.err.find("step: 2 "), std::string::npos) << result.err;
+}
+
+TEST(ConfigCommandLine, DatasetWithoutItsPipelineIsRejected) {
+  const ProcessResult result = run_titan_train({"--training.steps", "3"});  // default c4_test
+  EXPECT_EQ(result.exit_code, 2);
+  EXPECT_NE(result.err.find("training.dataset"), std::string::npos) << result.err;
 }
 
 TEST(ConfigCommandLine, BooleansAreSwitchesOrTakeAValue) {

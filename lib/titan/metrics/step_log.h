@@ -1,0 +1,68 @@
+// The step log: what rank 0 says about a training step, to a person and to a file.
+//
+//   StepLogger logger(config.job.dump_folder);       // appends to <dump>/metrics.jsonl
+//   StepMetrics m{.step = 10, .loss = 7.1234, ...};
+//   m.tflops = achieved_tflops(flops_per_token, m.tokens_per_second);
+//   m.mfu_percent = mfu_percent(m.tflops, peak_tflops);
+//   logger.log(m);
+//
+// Person: one line through log::info, torchtitan's layout (with the rate added):
+//   step: 10  loss: 7.1234  grad_norm: 1.2345  lr: 8.0e-04  memory: 0.12GiB  tps: 1,234  tflops: 0.12  mfu: 3.45%
+// File: one JSON object per line (JSON Lines), keys step, loss, grad_norm, lr, tps,
+// tflops, mfu, memory_gib, tokens, elapsed_s. Doubles are written in the shortest form
+// that reads back to the same bits, so a plot or a test sees exactly what the trainer
+// had; a non-finite value (a diverged loss) is written as null, which keeps the line JSON.
+// The file is opened for append, so a resumed run continues the same record, and each
+// line is flushed as it is written: a run killed mid-way leaves every logged step on disk.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+namespace titan::metrics {
+
+struct StepMetrics {
+  int64_t step = 0;
+  double loss = 0.0;               // global token-mean loss of the step
+  double grad_norm = 0.0;          // global L2 norm before clipping
+  double lr = 0.0;                 // the rate this step used
+  double tokens_per_second = 0.0;  // per device, averaged since the previous line
+  double tflops = 0.0;             // per device: achieved_tflops()
+  double mfu_percent = 0.0;        // mfu_percent()
+  double memory_gib = 0.0;         // peak allocator bytes since the previous line, in GiB
+  int64_t tokens = 0;              // tokens trained on so far, all ranks
+  double elapsed_s = 0.0;          // wall time since training started
+};
+
+// TFLOP/s achieved per device: flops_per_token * tokens_per_second / 1e12.
+double achieved_tflops(double flops_per_token, double tokens_per_second);
+// Model FLOPs utilization in percent: 100 * tflops / peak_tflops (peak_tflops > 0).
+double mfu_percent(double tflops, double peak_tflops);
+
+// The human line and the JSON object (no newline) for one step.
+std::string step_log_line(const StepMetrics& metrics);
+std::string step_json_line(const StepMetrics& metrics);
+
+class StepLogger {
+ public:
+  static constexpr const char* kFileName = "metrics.jsonl";
+
+  // Creates dump_folder if needed and opens <dump_folder>/metrics.jsonl for append.
+  explicit StepLogger(const std::filesystem::path& dump_folder);
+
+  // Appends and flushes the JSON line, then logs the human line.
+  void log(const StepMetrics& metrics);
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  struct FileCloser {
+    void operator()(std::FILE* file) const { std::fclose(file); }
+  };
+  std::filesystem::path path_;
+  std::unique_ptr<std::FILE, FileCloser> file_;
+};
+
+}  // namespace titan::metrics

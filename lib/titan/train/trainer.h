@@ -1,0 +1,73 @@
+// The training loop on one rank, with torchtitan's semantics (notes/torchtitan-config.md §6):
+//
+//   for step = 1 .. training.steps:
+//     fetch the step's microbatches (global batch / (local batch x dp) of them)
+//     count their valid labels; each microbatch backpropagates loss_sum / count, so the
+//       gradients are those of the global token-mean loss
+//     grad_norm = global L2 norm (logged before clipping); stop with exit 3 when the loss or
+//       the norm is not finite, unless training.skip_nonfinite_steps
+//     clip to training.max_norm; AdamW at the scheduled lr
+//     at step 1 and every metrics.log_freq steps: one line on rank 0 and one JSON object
+//       appended to <dump_folder>/metrics.jsonl
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "titan/config/job_config.h"
+#include "titan/data/batch_source.h"
+#include "titan/metrics/step_log.h"
+#include "titan/models/llama3/model.h"
+#include "titan/train/lr_schedule.h"
+#include "titan/train/optimizer.h"
+
+namespace titan::train {
+
+struct StepResult {
+  int64_t step = 0;
+  double loss = 0;       // global token-mean loss
+  double grad_norm = 0;  // before clipping
+  double lr = 0;
+  bool skipped = false;  // non-finite and training.skip_nonfinite_steps
+};
+
+class Trainer {
+ public:
+  // Builds the model (initialized from debug.seed), optimizer, schedule and data source.
+  // Inconsistent settings (batch sizes, unknown dataset) throw InputError.
+  explicit Trainer(const config::JobConfig& config);
+  ~Trainer();
+
+  // Runs the remaining steps up to training.steps; returns every step's result.
+  std::vector<StepResult> train();
+  // One optimizer step (the next one); throws DivergedError on a non-finite loss or norm.
+  StepResult train_step();
+
+  models::llama3::Llama3Model& model() { return *model_; }
+  int64_t step() const { return step_; }
+  int64_t accumulation_steps() const { return accumulation_steps_; }
+
+ private:
+  void log_start() const;
+  void log_step(const StepResult& result);
+
+  const config::JobConfig config_;
+  models::llama3::ModelArgs args_;
+  std::unique_ptr<models::llama3::Llama3Model> model_;
+  std::vector<nn::Parameter*> parameters_;
+  std::unique_ptr<AdamW> optimizer_;
+  LrSchedule schedule_;
+  std::unique_ptr<data::BatchSource> data_;
+  std::unique_ptr<metrics::StepLogger> logger_;
+  int64_t accumulation_steps_ = 1;
+  int64_t step_ = 0;
+  int64_t tokens_seen_ = 0;
+  double flops_per_token_ = 0;
+  double peak_tflops_ = 0;
+  // For the step line: time and tokens at the previous line.
+  double started_s_ = 0;
+  double last_log_s_ = 0;
+  int64_t last_log_tokens_ = 0;
+};
+
+}  // namespace titan::train

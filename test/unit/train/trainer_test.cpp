@@ -1,0 +1,164 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "support/gradient_check.h"
+#include "titan/data/synthetic.h"
+#include "titan/train/trainer.h"
+
+namespace titan::train {
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path fresh_folder(const std::string& name) {
+  const fs::path dir = fs::temp_directory_path() / ("titan_trainer_test_" + name);
+  fs::remove_all(dir);
+  return dir;
+}
+
+config::JobConfig tiny_job(const std::string& name) {
+  config::JobConfig c;
+  c.job.dump_folder = fresh_folder(name).string();
+  c.model.flavor = "tiny";
+  c.training.dataset = "synthetic";
+  c.training.seq_len = 32;
+  c.training.local_batch_size = 2;
+  c.training.steps = 3;
+  c.lr_scheduler.warmup_steps = 2;
+  c.metrics.log_freq = 1;
+  c.metrics.peak_tflops = 1.0;  // skip the start-up sgemm measurement
+  c.activation_checkpoint.mode = config::ActivationCheckpointMode::None;
+  return c;
+}
+
+std::vector<testing::Values> weights_of(Trainer& trainer) {
+  std::vector<testing::Values> w;
+  for (nn::Parameter* p : trainer.model().parameters()) w.push_back(testing::to_values(p->value()));
+  return w;
+}
+
+TEST(Trainer, TwoRunsOfOneConfigAreBitwiseIdentical) {
+  std::vector<std::vector<StepResult>> results;
+  std::vector<std::vector<testing::Values>> weights;
+  for (int run = 0; run < 2; ++run) {
+    Trainer trainer(tiny_job("repeat" + std::to_string(run)));
+    results.push_back(trainer.train());
+    weights.push_back(weights_of(trainer));
+  }
+  ASSERT_EQ(results[0].size(), 3u);
+  for (size_t s = 0; s < 3; ++s) {
+    EXPECT_EQ(results[0][s].loss, results[1][s].loss) << "step " << s + 1;
+    EXPECT_EQ(results[0][s].grad_norm, results[1][s].grad_norm) << "step " << s + 1;
+  }
+  EXPECT_EQ(weights[0], weights[1]);
+}
+
+// Four microbatches of B sequences and one of 4B see the same tokens (the synthetic source
+// numbers sequences globally) and the same token-mean loss.
+TEST(Trainer, FourMicrobatchesOfBEqualOneBatchOf4B) {
+  config::JobConfig accumulated = tiny_job("accumulated");
+  accumulated.training.local_batch_size = 1;
+  accumulated.training.global_batch_size = 4;
+  config::JobConfig whole = tiny_job("whole");
+  whole.training.local_batch_size = 4;
+  Trainer a(accumulated), b(whole);
+  EXPECT_EQ(a.accumulation_steps(), 4);
+  EXPECT_EQ(b.accumulation_steps(), 1);
+  const std::vector<StepResult> ra = a.train(), rb = b.train();
+  for (size_t s = 0; s < ra.size(); ++s) {
+    EXPECT_NEAR(ra[s].loss, rb[s].loss, 1e-5 * rb[s].loss) << "step " << s + 1;
+    EXPECT_NEAR(ra[s].grad_norm, rb[s].grad_norm, 1e-5 * rb[s].grad_norm) << "step " << s + 1;
+  }
+  const auto wa = weights_of(a), wb = weights_of(b);
+  for (size_t i = 0; i < wa.size(); ++i) {
+    testing::expect_close(wa[i], wb[i], 1e-5, a.model().parameters()[i]->name());
+  }
+}
+
+// The pieces of a step (forward, backward, norm, clipping, AdamW) learn: one batch seen
+// again and again is memorised, its loss falling far below ln V (7.62).
+TEST(Trainer, ModelMemorisesOneBatch) {
+  config::JobConfig c = tiny_job("memorise");
+  c.optimizer.lr = 3e-3;
+  Trainer trainer(c);  // for its model and synthetic data; stepped by hand below
+  models::llama3::Llama3Model& model = trainer.model();
+  const std::vector<nn::Parameter*> params = model.parameters();
+  AdamW optimizer = AdamW::from_config(params, c);
+  data::SyntheticBatchSource source(0, 2048, 2, 32);
+  const data::TokenBatch batch = source.next();
+  std::vector<double> losses;
+  for (int step = 0; step < 25; ++step) {
+    zero_grads(params);
+    models::llama3::ModelRecord record;
+    losses.push_back(model.forward(batch.inputs, batch.labels, record) / 64.0);
+    model.backward(record, 1.0f / 64);
+    clip_grads(params, 1.0, grad_norm(params));
+    optimizer.step(c.optimizer.lr);
+  }
+  EXPECT_GT(losses.front(), 7.5);
+  EXPECT_LT(losses.back(), 4.0) << "no memorisation: " << losses.front() << " -> " << losses.back();
+}
+
+TEST(Trainer, GlobalBatchThatDoesNotDivideIsInputError) {
+  config::JobConfig c = tiny_job("bad_batch");
+  c.training.local_batch_size = 3;
+  c.training.global_batch_size = 8;
+  try {
+    Trainer trainer(c);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("training.global_batch_size"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Trainer, UnbuiltDatasetIsInputError) {
+  config::JobConfig c = tiny_job("dataset");
+  c.training.dataset = "c4_test";
+  EXPECT_THROW(Trainer trainer(c), InputError);
+}
+
+TEST(Trainer, NonFiniteStepThrowsDivergedOrIsSkippedWhenAsked) {
+  config::JobConfig c = tiny_job("diverge");
+  c.optimizer.lr = 1e30;
+  c.lr_scheduler.warmup_steps = 1;
+  c.training.steps = 6;
+  {
+    Trainer trainer(c);
+    try {
+      trainer.train();
+      FAIL() << "no divergence";
+    } catch (const DivergedError& e) {
+      EXPECT_NE(std::string(e.what()).find("diverged at step"), std::string::npos) << e.what();
+    }
+  }
+  c.training.skip_nonfinite_steps = true;
+  Trainer trainer(c);
+  const std::vector<StepResult> results = trainer.train();
+  ASSERT_EQ(results.size(), 6u);
+  EXPECT_TRUE(results.back().skipped);
+}
+
+TEST(Trainer, MetricsFileGetsOneJsonLinePerLoggedStepAndIsAppendedTo) {
+  const config::JobConfig c = tiny_job("metrics");
+  for (int run = 0; run < 2; ++run) {
+    Trainer trainer(c);
+    trainer.train();
+  }
+  std::ifstream in(fs::path(c.job.dump_folder) / "metrics.jsonl");
+  std::string line;
+  int lines = 0;
+  while (std::getline(in, line)) {
+    ++lines;
+    for (const char* key : {"\"step\"", "\"loss\"", "\"grad_norm\"", "\"lr\"", "\"tps\"", "\"tflops\"",
+                            "\"mfu\"", "\"memory_gib\"", "\"elapsed_s\""}) {
+      EXPECT_NE(line.find(key), std::string::npos) << key << " missing in " << line;
+    }
+  }
+  EXPECT_EQ(lines, 6);
+}
+
+}  // namespace
+}  // namespace titan::train

@@ -1,0 +1,733 @@
+#!/usr/bin/python3
+"""Independent PyTorch reference of torchtitan's Llama 3 training step (golden data).
+
+Written from notes/torchtitan-config.md §4 and §6, not from the C++ code, and run with
+Debian's python3-torch (1.13, CPU, float32) as /usr/bin/python3. No safetensors package is
+needed: the format is read and written here by hand. The folder contract is in README.md.
+
+  llama3_reference.py golden INPUT_DIR OUTPUT_DIR    init/batch/config -> golden*.safetensors
+  llama3_reference.py make-inputs DIR [options]      random inputs with torchtitan's init rules
+  llama3_reference.py check                          self-test of this file's pieces
+"""
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import struct
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+MAX_FILE_BYTES = 2_000_000  # golden files are committed: each one stays under 2 MB
+
+# ------------------------------------------------------------------------------------------
+# safetensors by hand: u64 LE header length N, N bytes of JSON (space-padded to a multiple
+# of 8), then the tensors' bytes, packed; data_offsets count from the end of the header.
+
+DTYPES = {
+    "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16,
+    "I64": torch.int64, "I32": torch.int32, "U8": torch.uint8,
+}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+
+
+def save_safetensors(path, tensors, metadata=None):
+    """tensors: list of (name, tensor) packed in that order; metadata: str -> str."""
+    header = {"__metadata__": {"format": "pt", **(metadata or {})}}
+    blobs, offset = [], 0
+    for name, t in tensors:
+        t = t.detach().contiguous().cpu()
+        if t.dtype not in DTYPE_NAMES:
+            raise ValueError(f"{path}: tensor {name} has dtype {t.dtype}, not writable here")
+        # bytes of the tensor's own storage, little-endian as the host (x86, arm64)
+        raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        header[name] = {"dtype": DTYPE_NAMES[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for raw in blobs:
+            f.write(raw)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_safetensors(path):
+    """Returns (dict name -> tensor, metadata dict), validating as the format requires."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 8:
+        raise ValueError(f"{path}: shorter than the 8-byte header length")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > 100_000_000 or 8 + n > len(data):
+        raise ValueError(f"{path}: header length {n} does not fit the file ({len(data)} bytes)")
+    header = json.loads(data[8:8 + n].decode("utf-8"))
+    metadata = header.pop("__metadata__", {})
+    body = memoryview(data)[8 + n:]
+    tensors, spans = {}, []
+    for name, e in header.items():
+        dtype = DTYPES.get(e["dtype"])
+        if dtype is None:
+            raise ValueError(f"{path}: tensor {name} has dtype {e['dtype']}, not readable here")
+        begin, end = e["data_offsets"]
+        shape = e["shape"]
+        numel = math.prod(shape)
+        if end - begin != numel * torch.tensor([], dtype=dtype).element_size():
+            raise ValueError(f"{path}: tensor {name}: data_offsets do not match its shape")
+        spans.append((begin, end, name))
+        if numel == 0:
+            tensors[name] = torch.empty(shape, dtype=dtype)
+        else:
+            # a copy, so the tensor does not alias the file's bytes
+            tensors[name] = torch.frombuffer(bytearray(body[begin:end]), dtype=dtype).reshape(shape)
+    expected = 0
+    for begin, end, name in sorted(spans):
+        if begin != expected:
+            raise ValueError(f"{path}: tensor {name} starts at {begin}, expected {expected}")
+        expected = end
+    if expected != len(body):
+        raise ValueError(f"{path}: tensors end at {expected}, data holds {len(body)} bytes")
+    return tensors, metadata
+
+
+# ------------------------------------------------------------------------------------------
+# Config (config.json of the input folder; README.md lists the keys)
+
+REQUIRED_KEYS = {
+    "dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "ffn_dim", "norm_eps",
+    "rope_theta", "rope_scaling", "weight_tying", "batch_size", "seq_len",
+    "accumulation_steps", "steps", "lr", "beta1", "beta2", "eps", "weight_decay",
+    "warmup_steps", "decay_ratio", "decay_type", "min_lr_factor", "max_norm",
+}
+OPTIONAL_KEYS = {"flavor", "seed", "source"}  # informational only
+ROPE_SCALING_KEYS = {"enabled", "factor", "low_freq_factor", "high_freq_factor",
+                     "original_max_positions"}
+
+
+def load_config(path):
+    with open(path) as f:
+        cfg = json.load(f)
+    missing = REQUIRED_KEYS - cfg.keys()
+    unknown = cfg.keys() - REQUIRED_KEYS - OPTIONAL_KEYS
+    if missing or unknown:
+        raise ValueError(f"{path}: missing keys {sorted(missing)}, unknown keys {sorted(unknown)}")
+    if set(cfg["rope_scaling"]) != ROPE_SCALING_KEYS:
+        raise ValueError(f"{path}: rope_scaling must have exactly {sorted(ROPE_SCALING_KEYS)}")
+    if cfg["dim"] % cfg["n_heads"] or cfg["n_heads"] % cfg["n_kv_heads"]:
+        raise ValueError(f"{path}: n_heads must divide dim and n_kv_heads must divide n_heads")
+    if cfg["decay_type"] not in ("linear", "sqrt", "cosine"):
+        raise ValueError(f"{path}: decay_type must be linear, sqrt or cosine")
+    return cfg
+
+
+def ffn_hidden_dim(dim, multiple_of, multiplier=None):
+    h = 4 * dim
+    h = int(2 * h / 3)
+    if multiplier is not None:
+        h = int(multiplier * h)
+    return multiple_of * ((h + multiple_of - 1) // multiple_of)
+
+
+# ------------------------------------------------------------------------------------------
+# Model: torchtitan's Llama 3 (pre-norm blocks, GQA attention with interleaved RoPE, SwiGLU)
+
+
+def compute_dtype(x):
+    """float32 for the model's run, float64 kept when the self-test runs the model in double."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
+def rope_frequencies(head_dim, theta, scaling):
+    """f_i = theta^(-2i/hd), then Llama 3.1's scaling; float32 as torchtitan computes it."""
+    freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2)[: head_dim // 2].float() / head_dim))
+    if not scaling["enabled"]:
+        return freqs
+    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    old = scaling["original_max_positions"]
+    wavelen = 2 * math.pi / freqs
+    freqs = torch.where(wavelen > old / low, freqs / factor, freqs)
+    smooth = (old / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * freqs / factor + smooth * freqs
+    medium = ~(wavelen < old / high) & ~(wavelen > old / low)
+    return torch.where(medium, smoothed, freqs)
+
+
+def rope_table(head_dim, theta, scaling, seq_len):
+    """Complex [T, hd/2]: e^{i t f_j} (torchtitan's precompute_freqs_cis)."""
+    freqs = rope_frequencies(head_dim, theta, scaling)
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32), freqs).float()
+    return torch.polar(torch.ones_like(angles), angles)
+
+
+def apply_rope(x, freqs_cis):
+    """x [B, T, H, hd]; pairs (2j, 2j+1) rotated as complex numbers."""
+    xc = torch.view_as_complex(compute_dtype(x).reshape(*x.shape[:-1], -1, 2))
+    out = torch.view_as_real(xc * freqs_cis[None, :, None, :]).flatten(3)
+    return out.type_as(x)
+
+
+def causal_attention(q, k, v):
+    """q [B, T, Hq, hd], k/v [B, T, Hkv, hd] -> [B, T, Hq, hd]. Query head h reads kv head
+    h // (Hq/Hkv); softmax(q k^T / sqrt(hd) + causal mask) v, written out (torch 1.13 has no
+    scaled_dot_product_attention)."""
+    n_rep = q.shape[2] // k.shape[2]
+    k = k.repeat_interleave(n_rep, dim=2)
+    v = v.repeat_interleave(n_rep, dim=2)
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, T, hd]
+    T = q.shape[2]
+    scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
+    mask = torch.ones(T, T, dtype=torch.bool).triu(1)
+    scores = scores.masked_fill(mask, float("-inf"))
+    probs = torch.softmax(compute_dtype(scores), dim=-1).type_as(q)
+    return (probs @ v).transpose(1, 2)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim, eps):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        xf = compute_dtype(x)
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.n_heads, self.n_kv_heads = cfg["n_heads"], cfg["n_kv_heads"]
+        self.head_dim = cfg["dim"] // cfg["n_heads"]
+        dim, hd = cfg["dim"], self.head_dim
+        self.wq = nn.Linear(dim, self.n_heads * hd, bias=False)
+        self.wk = nn.Linear(dim, self.n_kv_heads * hd, bias=False)
+        self.wv = nn.Linear(dim, self.n_kv_heads * hd, bias=False)
+        self.wo = nn.Linear(self.n_heads * hd, dim, bias=False)
+
+    def forward(self, x, freqs_cis):
+        B, T, _ = x.shape
+        q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
+        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)
+        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
+        q, k = apply_rope(q, freqs_cis), apply_rope(k, freqs_cis)
+        return self.wo(causal_attention(q, k, v).reshape(B, T, -1))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim, hidden):
+        super().__init__()
+        self.w1 = nn.Linear(dim, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, dim, bias=False)
+        self.w3 = nn.Linear(dim, hidden, bias=False)
+
+    def forward(self, x):
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.attention = Attention(cfg)
+        self.feed_forward = FeedForward(cfg["dim"], cfg["ffn_dim"])
+        self.attention_norm = RMSNorm(cfg["dim"], cfg["norm_eps"])
+        self.ffn_norm = RMSNorm(cfg["dim"], cfg["norm_eps"])
+
+    def forward(self, x, freqs_cis):
+        h = x + self.attention(self.attention_norm(x), freqs_cis)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.tok_embeddings = nn.Embedding(cfg["vocab_size"], cfg["dim"])
+        self.layers = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg["n_layers"]))
+        self.norm = RMSNorm(cfg["dim"], cfg["norm_eps"])
+        self.weight_tying = bool(cfg["weight_tying"])
+        if not self.weight_tying:
+            self.output = nn.Linear(cfg["dim"], cfg["vocab_size"], bias=False)
+        self.register_buffer("freqs_cis", rope_table(cfg["dim"] // cfg["n_heads"], cfg["rope_theta"],
+                                                     cfg["rope_scaling"], cfg["seq_len"]),
+                             persistent=False)
+
+    def forward(self, tokens):
+        h = self.tok_embeddings(tokens)
+        freqs_cis = self.freqs_cis[: tokens.shape[1]]
+        for layer in self.layers:
+            h = layer(h, freqs_cis)
+        h = self.norm(h)
+        weight = self.tok_embeddings.weight if self.weight_tying else self.output.weight
+        return compute_dtype(F.linear(h, weight))  # logits in fp32, as torchtitan casts them
+
+
+def init_weights(model, cfg):
+    """torchtitan's init_weights (depth_init true): embedding N(0, 1); wq wk wv w1 trunc
+    N(0, 0.02) cut at +-2 absolute; wo w2 w3 trunc N(0, 0.02/sqrt(2(l+1))); norms 1; output
+    trunc N(0, dim^-0.5) cut at +-3 sigma. Uses torch's global RNG in parameter order."""
+    with torch.no_grad():
+        nn.init.normal_(model.tok_embeddings.weight, std=1.0)
+        for layer_id, layer in enumerate(model.layers):
+            depth_std = 0.02 / math.sqrt(2 * (layer_id + 1))
+            a = layer.attention
+            for w in (a.wq, a.wk, a.wv):
+                nn.init.trunc_normal_(w.weight, mean=0.0, std=0.02)
+            nn.init.trunc_normal_(a.wo.weight, mean=0.0, std=depth_std)
+            ff = layer.feed_forward
+            nn.init.trunc_normal_(ff.w1.weight, mean=0.0, std=0.02)
+            for w in (ff.w2, ff.w3):
+                nn.init.trunc_normal_(w.weight, mean=0.0, std=depth_std)
+            layer.attention_norm.weight.fill_(1.0)
+            layer.ffn_norm.weight.fill_(1.0)
+        model.norm.weight.fill_(1.0)
+        if not model.weight_tying:
+            std = cfg["dim"] ** -0.5
+            nn.init.trunc_normal_(model.output.weight, mean=0.0, std=std, a=-3 * std, b=3 * std)
+
+
+def parameter_names(cfg):
+    """Every parameter's name, in the model's order (= torchtitan's named_parameters)."""
+    names = ["tok_embeddings.weight"]
+    for i in range(cfg["n_layers"]):
+        names += [f"layers.{i}.attention.{w}.weight" for w in ("wq", "wk", "wv", "wo")]
+        names += [f"layers.{i}.feed_forward.{w}.weight" for w in ("w1", "w2", "w3")]
+        names += [f"layers.{i}.attention_norm.weight", f"layers.{i}.ffn_norm.weight"]
+    names.append("norm.weight")
+    if not cfg["weight_tying"]:
+        names.append("output.weight")
+    return names
+
+
+# ------------------------------------------------------------------------------------------
+# Loss, LR schedule, training loop (notes §6)
+
+
+def cross_entropy_sum(logits, labels):
+    return F.cross_entropy(compute_dtype(logits.flatten(0, 1)), labels.flatten(0, 1),
+                           reduction="sum", ignore_index=IGNORE_INDEX)
+
+
+def lr_lambda_factory(cfg):
+    """torchtitan's linear_warmup_stable_decay; LambdaLR calls it with c = 0, 1, ..."""
+    total, warmup = cfg["steps"], min(cfg["warmup_steps"], cfg["steps"])
+    if cfg["decay_ratio"] is None:
+        decay = total - warmup
+    else:
+        decay = min(round(total * cfg["decay_ratio"]), total - warmup)
+    stable = total + 1 - warmup - decay  # +1: a virtual step so lr never reaches 0 in training
+    kind, floor = cfg["decay_type"], cfg["min_lr_factor"]
+
+    def lr_lambda(c):
+        if c < warmup:
+            return (c + 1) / warmup
+        if c < warmup + stable:
+            return 1.0
+        p = (c + 1 - warmup - stable) / decay
+        g = {"linear": 1 - p, "sqrt": 1 - math.sqrt(p), "cosine": 0.5 * (1 + math.cos(math.pi * p))}[kind]
+        return floor + (1 - floor) * g
+
+    return lr_lambda
+
+
+def load_inputs(input_dir):
+    cfg = load_config(os.path.join(input_dir, "config.json"))
+    init, _ = load_safetensors(os.path.join(input_dir, "init.safetensors"))
+    batch, _ = load_safetensors(os.path.join(input_dir, "batch.safetensors"))
+    names = parameter_names(cfg)
+    if set(init) != set(names):
+        raise ValueError(f"init.safetensors: missing {sorted(set(names) - set(init))}, "
+                         f"unexpected {sorted(set(init) - set(names))}")
+    shape = (cfg["steps"], cfg["accumulation_steps"], cfg["batch_size"], cfg["seq_len"])
+    for key in ("tokens", "labels"):
+        if key not in batch or tuple(batch[key].shape) != shape or batch[key].dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"batch.safetensors: {key} must be I64 (or I32) of shape {list(shape)}")
+    tokens, labels = batch["tokens"].long(), batch["labels"].long()
+    if tokens.min() < 0 or tokens.max() >= cfg["vocab_size"]:
+        raise ValueError("batch.safetensors: tokens outside [0, vocab_size)")
+    valid = labels != IGNORE_INDEX
+    if (labels[valid] < 0).any() or (labels[valid] >= cfg["vocab_size"]).any():
+        raise ValueError("batch.safetensors: labels outside [0, vocab_size) and not -100")
+    if (valid.flatten(1).sum(1) == 0).any():
+        raise ValueError("batch.safetensors: a step has no valid label (the mean loss is 0/0)")
+    return cfg, init, tokens, labels
+
+
+def train(cfg, init, tokens, labels, keep_first=True):
+    """Runs cfg['steps'] optimizer steps; returns a dict of golden tensors."""
+    model = Transformer(cfg)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, p in params.items():
+            if tuple(init[name].shape) != tuple(p.shape) or init[name].dtype != torch.float32:
+                raise ValueError(f"init.safetensors: {name} must be F32 {list(p.shape)}, "
+                                 f"got {init[name].dtype} {list(init[name].shape)}")
+            p.copy_(init[name])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=(cfg["beta1"], cfg["beta2"]),
+                                  eps=cfg["eps"], weight_decay=cfg["weight_decay"], foreach=False)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda_factory(cfg))
+    out = {}
+    losses, grad_norms, lrs = [], [], []
+    for s in range(cfg["steps"]):
+        optimizer.zero_grad()
+        # torchtitan: count the valid labels of all microbatches of the step first; each
+        # microbatch backpropagates its sum / that count; the logged loss is their sum.
+        count = (labels[s] != IGNORE_INDEX).sum()
+        step_loss = torch.zeros(())
+        for m in range(cfg["accumulation_steps"]):
+            logits = model(tokens[s, m])
+            loss = cross_entropy_sum(logits, labels[s, m]) / count
+            loss.backward()
+            step_loss += loss.detach()
+            if s == 0 and m == 0 and keep_first:
+                out["logits"] = logits.detach().clone()
+        if s == 0 and keep_first:
+            out["loss"] = step_loss.reshape(1).clone()
+            for name, p in params.items():
+                out["grad." + name] = p.grad.detach().clone()
+        grad_norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["max_norm"])))
+        lrs.append(optimizer.param_groups[0]["lr"])
+        losses.append(float(step_loss))
+        optimizer.step()
+        scheduler.step()
+    out["losses"] = torch.tensor(losses, dtype=torch.float32)
+    out["grad_norms"] = torch.tensor(grad_norms, dtype=torch.float32)
+    out["lrs"] = torch.tensor(lrs, dtype=torch.float32)
+    return out
+
+
+def fingerprint(tensors):
+    """name -> [numel, sum, sum |x|] in float64: lets a test see that its inputs are the ones
+    the golden data was made from without committing them."""
+    return {k: [t.numel(), float(t.double().sum()), float(t.double().abs().sum())]
+            for k, t in tensors.items()}
+
+
+def sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def file_bytes(tensors):
+    return sum(t.numel() * t.element_size() for _, t in tensors) + 4096  # + header, generously
+
+
+def command_golden(args):
+    setup_torch()
+    started = time.time()
+    cfg, init, tokens, labels = load_inputs(args.input_dir)
+    out = train(cfg, init, tokens, labels)
+    elapsed = time.time() - started
+    os.makedirs(args.output_dir, exist_ok=True)
+
+    # Gradients, in parameter order, packed into files of at most MAX_FILE_BYTES each.
+    grad_files, current = [], []
+    for name in parameter_names(cfg):
+        item = ("grad." + name, out["grad." + name])
+        if file_bytes([item]) > args.max_file_bytes:
+            raise ValueError(f"grad.{name} alone is over {args.max_file_bytes} bytes: use a smaller model")
+        if current and file_bytes(current + [item]) > args.max_file_bytes:
+            grad_files.append(current)
+            current = []
+        current.append(item)
+    grad_files.append(current)
+    grad_file_names = [f"golden_grads_{i}.safetensors" for i in range(len(grad_files))]
+
+    main = [(k, out[k]) for k in ("logits", "loss", "losses", "grad_norms", "lrs")]
+    if file_bytes(main) > args.max_file_bytes:
+        raise ValueError(f"logits [B, T, V] is over {args.max_file_bytes} bytes: use a smaller batch")
+    metadata = {
+        "generator": "tools/reference/llama3_reference.py",
+        "torch_version": torch.__version__,
+        "config": json.dumps(cfg, sort_keys=True),
+        "grad_files": ",".join(grad_file_names),
+        "init_fingerprint": json.dumps(fingerprint(init)),
+        "input_sha256": json.dumps({f: sha256(os.path.join(args.input_dir, f)) for f in
+                                    ("config.json", "init.safetensors", "batch.safetensors")}),
+        "elapsed_s": f"{elapsed:.3f}",
+    }
+    save_safetensors(os.path.join(args.output_dir, "golden.safetensors"), main, metadata)
+    for file_name, items in zip(grad_file_names, grad_files):
+        save_safetensors(os.path.join(args.output_dir, file_name), items,
+                         {"generator": metadata["generator"], "torch_version": torch.__version__})
+    for s in range(cfg["steps"]):
+        print(f"step {s + 1}: loss {out['losses'][s]:.6f}  grad_norm {out['grad_norms'][s]:.6f}  "
+              f"lr {out['lrs'][s]:.6g}")
+    print(f"golden: {args.output_dir}/golden.safetensors + {len(grad_file_names)} grad files; "
+          f"training took {elapsed:.2f} s on {torch.get_num_threads()} threads (torch {torch.__version__})")
+
+
+# ------------------------------------------------------------------------------------------
+# Random inputs, for running this script without the C++ exporter
+
+FLAVORS = {  # dim, n_layers, n_heads, n_kv_heads, vocab_size, multiple_of
+    "tiny": (64, 8, 4, 2, 2048, 64),
+    "debugmodel": (256, 6, 16, 16, 2048, 256),
+}
+
+
+def command_make_inputs(args):
+    setup_torch()
+    dim, n_layers, n_heads, n_kv_heads, vocab, multiple_of = FLAVORS[args.flavor]
+    cfg = {
+        "flavor": args.flavor, "seed": args.seed, "source": "llama3_reference.py make-inputs",
+        "dim": dim, "n_layers": n_layers, "n_heads": n_heads, "n_kv_heads": n_kv_heads,
+        "vocab_size": vocab, "ffn_dim": ffn_hidden_dim(dim, multiple_of), "norm_eps": 1e-5,
+        "rope_theta": 500000.0,
+        "rope_scaling": {"enabled": True, "factor": 8.0, "low_freq_factor": 1.0,
+                         "high_freq_factor": 4.0, "original_max_positions": 8192},
+        "weight_tying": args.weight_tying, "batch_size": args.batch_size, "seq_len": args.seq_len,
+        "accumulation_steps": args.accumulation_steps, "steps": args.steps,
+        "lr": 8e-4, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "weight_decay": 0.1,
+        "warmup_steps": 2, "decay_ratio": 0.8, "decay_type": "linear", "min_lr_factor": 0.0,
+        "max_norm": 1.0,
+    }
+    torch.manual_seed(args.seed)
+    model = Transformer(cfg)
+    init_weights(model, cfg)
+    init = [(name, p.detach()) for name, p in model.named_parameters()]
+    assert [n for n, _ in init] == parameter_names(cfg)
+    S, A, B, T = args.steps, args.accumulation_steps, args.batch_size, args.seq_len
+    windows = torch.randint(0, vocab, (S, A, B, T + 1), dtype=torch.int64)
+    tokens, labels = windows[..., :-1].clone(), windows[..., 1:].clone()
+    flat = labels.view(S * A, B * T)  # a few ignored labels per microbatch: exercises -100
+    for row in flat:
+        row[torch.randperm(B * T)[: args.ignored_labels]] = IGNORE_INDEX
+    os.makedirs(args.dir, exist_ok=True)
+    with open(os.path.join(args.dir, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+        f.write("\n")
+    save_safetensors(os.path.join(args.dir, "init.safetensors"), init, {"seed": str(args.seed)})
+    save_safetensors(os.path.join(args.dir, "batch.safetensors"), [("tokens", tokens), ("labels", labels)])
+    print(f"inputs: {args.dir} ({args.flavor}, B={B}, T={T}, steps={S}, accumulation={A})")
+
+
+# ------------------------------------------------------------------------------------------
+# Self-test: each piece against a naive version of itself
+
+
+def command_check(args):
+    setup_torch()
+    torch.manual_seed(1)
+    failures = []
+
+    def expect_close(what, got, want, tol):
+        err = (got.double() - want.double()).abs().max().item() if got.numel() else 0.0
+        status = "ok" if err <= tol else "FAIL"
+        print(f"  {status:4} {what}: max abs diff {err:.3g} (tolerance {tol:g})")
+        if err > tol:
+            failures.append(what)
+
+    scaling = {"enabled": True, "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_positions": 8192}
+    # RoPE frequencies: the scaling's three regions, by hand in float64.
+    hd, theta = 128, 500000.0
+    naive_f = []
+    for i in range(hd // 2):
+        f = theta ** (-2 * i / hd)
+        w = 2 * math.pi / f
+        if w < 8192 / 4:
+            naive_f.append(f)
+        elif w > 8192 / 1:
+            naive_f.append(f / 8)
+        else:
+            s = (8192 / w - 1) / (4 - 1)
+            naive_f.append((1 - s) * f / 8 + s * f)
+    f32 = rope_frequencies(hd, theta, scaling)
+    expect_close("rope frequencies (hd 128, theta 5e5, scaled)",
+                 f32 / torch.tensor(naive_f, dtype=torch.float64), torch.ones(hd // 2), 1e-6)
+    regions = sum(1 for a, b in zip(f32.tolist(), [theta ** (-2 * i / hd) for i in range(hd // 2)])
+                  if abs(a / b - 1) > 1e-3)
+    print(f"  info rope: {regions} of {hd // 2} frequencies changed by the scaling")
+
+    # RoPE rotation vs a loop over (b, t, h, j).
+    B, T, H, hd = 2, 7, 3, 8
+    x = torch.randn(B, T, H, hd)
+    freqs = rope_frequencies(hd, 10000.0, scaling).double()
+    y = apply_rope(x, rope_table(hd, 10000.0, scaling, T))
+    naive = torch.empty(B, T, H, hd, dtype=torch.float64)
+    for b in range(B):
+        for t in range(T):
+            for h in range(H):
+                for j in range(hd // 2):
+                    a = t * freqs[j].item()
+                    x0, x1 = x[b, t, h, 2 * j].item(), x[b, t, h, 2 * j + 1].item()
+                    naive[b, t, h, 2 * j] = x0 * math.cos(a) - x1 * math.sin(a)
+                    naive[b, t, h, 2 * j + 1] = x0 * math.sin(a) + x1 * math.cos(a)
+    expect_close("rope rotation vs loop", y, naive, 1e-5)
+
+    # Causal GQA attention vs a loop over (b, h, t) with kv head h // (Hq/Hkv).
+    B, T, Hq, Hkv, hd = 2, 6, 4, 2, 8
+    q, k, v = torch.randn(B, T, Hq, hd), torch.randn(B, T, Hkv, hd), torch.randn(B, T, Hkv, hd)
+    o = causal_attention(q, k, v)
+    naive = torch.empty(B, T, Hq, hd, dtype=torch.float64)
+    for b in range(B):
+        for h in range(Hq):
+            g = h // (Hq // Hkv)
+            for t in range(T):
+                s = [sum(q[b, t, h, d].item() * k[b, u, g, d].item() for d in range(hd)) / math.sqrt(hd)
+                     for u in range(t + 1)]
+                m = max(s)
+                e = [math.exp(z - m) for z in s]
+                z = sum(e)
+                for d in range(hd):
+                    naive[b, t, h, d] = sum(e[u] / z * v[b, u, g, d].item() for u in range(t + 1))
+    expect_close("causal GQA attention vs loop", o, naive, 1e-5)
+
+    # RMSNorm vs formula in float64.
+    norm = RMSNorm(8, 1e-5)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(8))
+    xn = torch.randn(3, 8)
+    xd = xn.double()
+    want = xd / torch.sqrt((xd * xd).mean(-1, keepdim=True) + 1e-5) * norm.weight.double()
+    expect_close("rmsnorm vs formula", norm(xn).detach(), want, 1e-5)
+
+    # Cross-entropy with ignored labels: sum of -log softmax over valid labels.
+    logits = torch.randn(2, 5, 11)
+    lab = torch.randint(0, 11, (2, 5))
+    lab[0, 1] = lab[1, 4] = IGNORE_INDEX
+    lsm = torch.log_softmax(logits.double(), -1)
+    want = -sum(lsm[b, t, lab[b, t]] for b in range(2) for t in range(5) if lab[b, t] != IGNORE_INDEX)
+    expect_close("cross-entropy sum, ignore -100", cross_entropy_sum(logits, lab).reshape(1),
+                 want.reshape(1), 1e-4)
+
+    # LR schedule: the values worked out in notes §6.
+    sched = lr_lambda_factory({"steps": 10, "warmup_steps": 2, "decay_ratio": 0.8,
+                               "decay_type": "linear", "min_lr_factor": 0.0})
+    expect_close("lr schedule, debug TOML (10 steps, W 2, ratio 0.8)",
+                 torch.tensor([sched(c) for c in range(10)]),
+                 torch.tensor([0.5, 1, 1, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125]), 1e-12)
+    sched = lr_lambda_factory({"steps": 1000, "warmup_steps": 200, "decay_ratio": None,
+                               "decay_type": "linear", "min_lr_factor": 0.0})
+    got = torch.tensor([sched(s - 1) for s in (1, 200, 201, 202, 1000)], dtype=torch.float64)
+    expect_close("lr schedule, 8B TOML (s/200, 1 at 201, 1 - (s-201)/800)", got,
+                 torch.tensor([1 / 200, 1.0, 1.0, 1 - 1 / 800, 1 / 800], dtype=torch.float64), 1e-12)
+
+    # clip_grad_norm_: pre-clip norm returned, scale max_norm / (norm + 1e-6).
+    p = nn.Parameter(torch.zeros(3))
+    p.grad = torch.tensor([3.0, 4.0, 0.0])
+    n = torch.nn.utils.clip_grad_norm_([p], 1.0)
+    expect_close("clip: returns the pre-clip norm", n.reshape(1), torch.tensor([5.0]), 1e-6)
+    expect_close("clip: scales by max_norm/(norm+1e-6)", p.grad,
+                 torch.tensor([3.0, 4.0, 0.0]) / (5.0 + 1e-6), 1e-7)
+
+    # The model end to end in float64 against a loop-free recomputation: GQA with 2 kv heads,
+    # tied and untied output, and the gradient of the loss against central differences.
+    for tying in (False, True):
+        cfg = {"dim": 16, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "vocab_size": 23,
+               "ffn_dim": 32, "norm_eps": 1e-5, "rope_theta": 10000.0, "rope_scaling": scaling,
+               "weight_tying": tying, "seq_len": 5}
+        model = Transformer(cfg).double()
+        init_weights(model, cfg)
+        assert [n for n, _ in model.named_parameters()] == parameter_names(cfg)
+        toks, labs = torch.randint(0, 23, (2, 5)), torch.randint(0, 23, (2, 5))
+        loss_fn = lambda: cross_entropy_sum(model(toks).double(), labs) / labs.numel()
+        model.zero_grad()
+        loss_fn().backward()
+        params = dict(model.named_parameters())
+        analytic, numeric = [], []
+        for name, index in (("layers.0.attention.wq.weight", (1, 2)), ("layers.1.attention.wk.weight", (3, 5)),
+                            ("layers.1.attention.wv.weight", (7, 0)), ("layers.0.feed_forward.w3.weight", (4, 9)),
+                            ("layers.1.ffn_norm.weight", (6,)), ("tok_embeddings.weight", (int(toks[0, 2]), 3)),
+                            ("norm.weight", (2,))):
+            w = params[name]
+            analytic.append(w.grad[index].item())
+            with torch.no_grad():
+                w[index] += 1e-4
+                up = loss_fn().item()
+                w[index] -= 2e-4
+                down = loss_fn().item()
+                w[index] += 1e-4
+            numeric.append((up - down) / 2e-4)
+        a, n = torch.tensor(analytic, dtype=torch.float64), torch.tensor(numeric, dtype=torch.float64)
+        print(f"  info gradients checked: {', '.join(f'{x:.3g}' for x in analytic)}")
+        expect_close(f"model gradients vs central differences, relative (tying={tying})",
+                     (a - n) / torch.maximum(a.abs(), n.abs()).clamp(min=1e-6), torch.zeros(len(a)), 1e-4)
+
+    # Gradient accumulation: 2 microbatches of 1 sequence = 1 microbatch of 2 sequences (the
+    # valid-label count is the step's, so both give the same token mean, loss and updates).
+    cfg = {"dim": 16, "n_layers": 2, "n_heads": 4, "n_kv_heads": 1, "vocab_size": 23, "ffn_dim": 32,
+           "norm_eps": 1e-5, "rope_theta": 10000.0, "rope_scaling": scaling, "weight_tying": False,
+           "batch_size": 2, "seq_len": 6, "accumulation_steps": 1, "steps": 3, "lr": 1e-2,
+           "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "weight_decay": 0.1, "warmup_steps": 1,
+           "decay_ratio": None, "decay_type": "cosine", "min_lr_factor": 0.1, "max_norm": 0.5}
+    model = Transformer(cfg)
+    init_weights(model, cfg)
+    init = {k: v.detach().clone() for k, v in model.named_parameters()}
+    toks, labs = torch.randint(0, 23, (3, 1, 2, 6)), torch.randint(0, 23, (3, 1, 2, 6))
+    labs[0, 0, 0, :4] = IGNORE_INDEX  # unequal valid counts per sequence
+    one = train(cfg, init, toks, labs)
+    two = train(dict(cfg, batch_size=1, accumulation_steps=2), init, toks.view(3, 2, 1, 6), labs.view(3, 2, 1, 6))
+    expect_close("accumulation 2 x B1 = 1 x B2: losses", two["losses"], one["losses"], 1e-5)
+    expect_close("accumulation 2 x B1 = 1 x B2: step-1 grads",
+                 torch.cat([two[k].flatten() for k in one if k.startswith("grad.")]),
+                 torch.cat([one[k].flatten() for k in one if k.startswith("grad.")]), 1e-6)
+
+    # safetensors: round trip and byte layout.
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "t.safetensors")
+        items = [("a", torch.randn(3, 2)), ("b", torch.arange(5)), ("s", torch.tensor(2.5)),
+                 ("e", torch.empty(0, 4)), ("h", torch.randn(3).bfloat16())]
+        save_safetensors(path, items, {"k": "v"})
+        back, meta = load_safetensors(path)
+        same = all(torch.equal(back[n], t) and back[n].dtype == t.dtype for n, t in items)
+        with open(path, "rb") as f:
+            raw = f.read()
+        (n,) = struct.unpack("<Q", raw[:8])
+        layout = n % 8 == 0 and raw[8:9] == b"{" and len(raw) == 8 + n + 24 + 40 + 4 + 0 + 6
+        ok = same and layout and meta == {"format": "pt", "k": "v"}
+        print(f"  {'ok' if ok else 'FAIL':4} safetensors round trip and layout")
+        if not ok:
+            failures.append("safetensors")
+
+    if failures:
+        print(f"check: {len(failures)} FAILED: {', '.join(failures)}")
+        sys.exit(1)
+    print("check: all passed")
+
+
+def setup_torch():
+    torch.set_num_threads(2)
+    torch.use_deterministic_algorithms(True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("golden", help="inputs folder -> golden*.safetensors")
+    g.add_argument("input_dir")
+    g.add_argument("output_dir")
+    g.add_argument("--max-file-bytes", type=int, default=MAX_FILE_BYTES)
+    g.set_defaults(func=command_golden)
+    m = sub.add_parser("make-inputs", help="random inputs with torchtitan's init rules")
+    m.add_argument("dir")
+    m.add_argument("--flavor", choices=sorted(FLAVORS), default="tiny")
+    m.add_argument("--batch-size", type=int, default=2)
+    m.add_argument("--seq-len", type=int, default=64)
+    m.add_argument("--steps", type=int, default=5)
+    m.add_argument("--accumulation-steps", type=int, default=1)
+    m.add_argument("--ignored-labels", type=int, default=3, help="labels set to -100 per microbatch")
+    m.add_argument("--weight-tying", action="store_true")
+    m.add_argument("--seed", type=int, default=0)
+    m.set_defaults(func=command_make_inputs)
+    c = sub.add_parser("check", help="self-test of the reference's pieces")
+    c.set_defaults(func=command_check)
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
