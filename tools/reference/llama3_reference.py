@@ -8,6 +8,7 @@ needed: the format is read and written here by hand. The folder contract is in R
   llama3_reference.py golden INPUT_DIR OUTPUT_DIR    init/batch/config -> golden*.safetensors
   llama3_reference.py make-inputs DIR [options]      random inputs with torchtitan's init rules
   llama3_reference.py check                          self-test of this file's pieces
+  llama3_reference.py bench [options]                PyTorch eager's training speed (tools/bench/cpu_step.sh)
 """
 
 import argparse
@@ -514,6 +515,91 @@ def command_make_inputs(args):
 
 
 # ------------------------------------------------------------------------------------------
+# Speed of PyTorch eager on the same model and batch, the peer of titan-train in
+# tools/bench/cpu_step.sh. Not part of the golden data: nothing here is compared.
+
+
+def blas_core_name():
+    """The core of the OpenBLAS that torch's sgemm runs on (Debian's torch calls the
+    libblas.so.3 alternative; BLAS_INFO=generic), or a line saying why it is unknown."""
+    import ctypes
+    for lib in ("libblas.so.3", "libopenblas.so.0"):
+        try:
+            handle = ctypes.CDLL(lib)  # already loaded by torch: the same copy
+            corename = handle.openblas_get_corename
+            corename.restype = ctypes.c_char_p
+            config = handle.openblas_get_config
+            config.restype = ctypes.c_char_p
+            return f"{corename().decode()} ({config().decode().strip()}, via {lib})"
+        except (OSError, AttributeError):
+            continue
+    return "unknown (libblas.so.3 is not OpenBLAS)"
+
+
+def torch_blas_path():
+    """Where libblas.so.3 resolves in this process (from /proc/self/maps)."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "blas" in line.split()[-1]}
+        return ", ".join(sorted(paths)) or "none mapped"
+    except OSError:
+        return "unknown"
+
+
+def command_bench(args):
+    torch.set_num_threads(args.threads)
+    if args.deterministic:
+        torch.use_deterministic_algorithms(True)
+    scaling = {"enabled": True, "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_positions": 8192}
+    cfg = {"dim": args.dim, "n_layers": args.n_layers, "n_heads": args.n_heads,
+           "n_kv_heads": args.n_kv_heads, "vocab_size": args.vocab_size, "ffn_dim": args.ffn_dim,
+           "norm_eps": 1e-5, "rope_theta": 500000.0, "rope_scaling": scaling,
+           "weight_tying": False, "seq_len": args.seq_len}
+    torch.manual_seed(args.seed)
+    model = Transformer(cfg)
+    init_weights(model, cfg)
+    n_params = sum(p.numel() for p in model.parameters())
+    # torchtitan's AdamW and clipping; the constant lr is torchtitan's after warm-up (the
+    # schedule is a scalar per step and costs nothing).
+    optimizer = torch.optim.AdamW(model.parameters(), lr=8e-4, betas=(0.9, 0.95), eps=1e-8,
+                                  weight_decay=0.1, foreach=args.foreach)
+    B, T, V = args.batch_size, args.seq_len, args.vocab_size
+    print(f"bench: torch {torch.__version__}, {torch.get_num_threads()} threads, BLAS "
+          f"{blas_core_name()}; mapped: {torch_blas_path()}")
+    print(f"bench: llama3 dim {args.dim}, {args.n_layers} layers, {args.n_heads} heads, "
+          f"{args.n_kv_heads} kv heads, ffn {args.ffn_dim}, vocab {V}: {n_params} parameters; "
+          f"batch {B} x {T}, fp32, AdamW foreach={args.foreach}, deterministic={args.deterministic}")
+    step_s, losses = [], []
+    for step in range(1, args.steps + 1):
+        windows = torch.randint(0, V, (B, T + 1), dtype=torch.int64)  # synthetic, like titan's
+        tokens, labels = windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
+        started = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        loss = cross_entropy_sum(model(tokens), labels) / labels.numel()
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        elapsed = time.perf_counter() - started
+        step_s.append(elapsed)
+        losses.append(float(loss))
+        print(f"step {step}: loss {float(loss):.4f}  grad_norm {float(norm):.4f}  "
+              f"{elapsed:.3f} s  {B * T / elapsed:.1f} tokens/s", flush=True)
+    timed = sorted(step_s[args.warmup:]) or sorted(step_s)
+    median_s = (timed[(len(timed) - 1) // 2] + timed[len(timed) // 2]) / 2
+    result = {"tokens_per_s": B * T / median_s, "step_s_median": median_s, "step_s": step_s,
+              "losses": losses, "warmup_steps": args.warmup, "threads": torch.get_num_threads(),
+              "parameters": n_params, "torch_version": torch.__version__,
+              "blas": blas_core_name(), "foreach": args.foreach}
+    print(f"bench: median of steps {args.warmup + 1}..{args.steps}: {median_s:.3f} s per step, "
+          f"{result['tokens_per_s']:.1f} tokens/s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f)
+            f.write("\n")
+
+
+# ------------------------------------------------------------------------------------------
 # Self-test: each piece against a naive version of itself
 
 
@@ -725,6 +811,25 @@ def main():
     m.set_defaults(func=command_make_inputs)
     c = sub.add_parser("check", help="self-test of the reference's pieces")
     c.set_defaults(func=command_check)
+    b = sub.add_parser("bench", help="time PyTorch eager training steps (tools/bench/cpu_step.sh)")
+    b.add_argument("--dim", type=int, default=512)
+    b.add_argument("--n-layers", type=int, default=8)
+    b.add_argument("--n-heads", type=int, default=8)
+    b.add_argument("--n-kv-heads", type=int, default=4)
+    b.add_argument("--ffn-dim", type=int, default=1536)
+    b.add_argument("--vocab-size", type=int, default=32000)
+    b.add_argument("--seq-len", type=int, default=512)
+    b.add_argument("--batch-size", type=int, default=4)
+    b.add_argument("--steps", type=int, default=6)
+    b.add_argument("--warmup", type=int, default=2, help="first steps left out of the median")
+    b.add_argument("--threads", type=int, default=2)
+    b.add_argument("--foreach", action=argparse.BooleanOptionalAction, default=False,
+                   help="AdamW's multi-tensor path (same arithmetic)")
+    b.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=False,
+                   help="torch.use_deterministic_algorithms(True), as golden runs")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--json", help="also write the figures to this file")
+    b.set_defaults(func=command_bench)
     args = parser.parse_args()
     args.func(args)
 

@@ -5,7 +5,8 @@
 
 #include "titan/core/logging.h"
 #include "titan/core/threads.h"
-#include "titan/data/synthetic.h"
+#include "titan/data/sources.h"
+#include "titan/ops/cross_entropy.h"
 
 namespace titan::train {
 namespace {
@@ -14,28 +15,9 @@ double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-int64_t count_valid_labels(const Tensor& labels) {
-  int64_t n = 0;
-  const int64_t* p = labels.data<int64_t>();
-  for (int64_t i = 0; i < labels.numel(); ++i) n += p[i] != -100;
-  return n;
-}
-
-std::unique_ptr<data::BatchSource> make_batch_source(const config::JobConfig& c,
-                                                     const models::llama3::ModelArgs& args) {
-  TITAN_CHECK_INPUT(c.training.dataset == "synthetic")
-      << "training.dataset: '" << c.training.dataset
-      << "' needs the text data pipeline, which is not built yet in titan.cpp; use synthetic";
-  return std::make_unique<data::SyntheticBatchSource>(
-      c.debug.effective_seed(), args.vocab_size, c.training.local_batch_size, c.training.seq_len);
-}
-
 }  // namespace
 
-Trainer::Trainer(const config::JobConfig& config)
-    : config_(config),
-      args_(models::llama3::model_args_from_config(config)),
-      schedule_(LrSchedule::from_config(config)) {
+int64_t accumulation_steps_for(const config::JobConfig& config) {
   const config::TrainingSection& t = config.training;
   const int64_t dp_degree = 1;  // data parallelism lands with the mesh
   const int64_t per_microbatch = t.local_batch_size * dp_degree;
@@ -44,15 +26,21 @@ Trainer::Trainer(const config::JobConfig& config)
       << "training.global_batch_size: " << global << " is not a multiple of "
       << "training.local_batch_size x data-parallel degree = " << t.local_batch_size << " x "
       << dp_degree << "; use a multiple of " << per_microbatch;
-  accumulation_steps_ = global / per_microbatch;
+  return global / per_microbatch;
+}
 
+Trainer::Trainer(const config::JobConfig& config)
+    : config_(config),
+      args_(models::llama3::model_args_from_config(config)),
+      schedule_(LrSchedule::from_config(config)) {
+  accumulation_steps_ = accumulation_steps_for(config);
   model_ = std::make_unique<models::llama3::Llama3Model>(args_);
   model_->initialize(config.debug.effective_seed());
   parameters_ = model_->parameters();
   optimizer_ = std::make_unique<AdamW>(AdamW::from_config(parameters_, config));
-  data_ = make_batch_source(config, args_);
+  data_ = data::make_batch_source(config, args_.vocab_size);
   logger_ = std::make_unique<metrics::StepLogger>(config.job.dump_folder);
-  flops_per_token_ = models::llama3::flops_per_token(args_, t.seq_len);
+  flops_per_token_ = models::llama3::flops_per_token(args_, config.training.seq_len);
   peak_tflops_ = config.metrics.peak_tflops ? *config.metrics.peak_tflops
                                             : measure_sgemm_gflops() / 1000.0;
   log_start();
@@ -95,7 +83,7 @@ StepResult Trainer::train_step() {
   int64_t valid = 0;
   for (int64_t i = 0; i < accumulation_steps_; ++i) {
     batches.push_back(data_->next());
-    valid += count_valid_labels(batches.back().labels);
+    valid += ops::cross_entropy_valid_tokens(batches.back().labels);
   }
   TITAN_CHECK_INPUT(valid > 0) << "step " << step_ << ": every label of the batch is ignored (-100)";
   const float grad_scale = float(1.0 / double(valid));

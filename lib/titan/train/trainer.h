@@ -23,6 +23,10 @@
 
 namespace titan::train {
 
+// Microbatches per optimizer step: global batch / (local batch x data-parallel degree);
+// a global batch that does not divide is an InputError.
+int64_t accumulation_steps_for(const config::JobConfig& config);
+
 struct StepResult {
   int64_t step = 0;
   double loss = 0;       // global token-mean loss

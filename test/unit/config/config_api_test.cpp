@@ -7,7 +7,7 @@
 #include "titan/config/fields.h"
 #include "titan/config/load.h"
 #include "titan/core/error.h"
-#include "train_process.h"
+#include "support/train_process.h"
 
 namespace titan::config {
 namespace {

@@ -7,7 +7,7 @@
 #include <algorithm>
 
 #include "titan/config/fields.h"
-#include "train_process.h"
+#include "support/train_process.h"
 
 namespace titan::testing {
 namespace {

@@ -8,7 +8,7 @@
 #include <sstream>
 
 #include "titan/config/fields.h"
-#include "train_process.h"
+#include "support/train_process.h"
 
 namespace titan::config {
 namespace {

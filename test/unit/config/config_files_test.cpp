@@ -4,7 +4,7 @@
 
 #include "titan/config/load.h"
 #include "titan/core/error.h"
-#include "train_process.h"
+#include "support/train_process.h"
 
 namespace titan::testing {
 namespace {

@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "support/gradient_check.h"
+#include "support/train_process.h"
 #include "titan/data/synthetic.h"
 #include "titan/train/trainer.h"
 
@@ -158,6 +159,27 @@ TEST(Trainer, MetricsFileGetsOneJsonLinePerLoggedStepAndIsAppendedTo) {
     }
   }
   EXPECT_EQ(lines, 6);
+}
+
+}  // namespace
+}  // namespace titan::train
+
+namespace titan::train {
+namespace {
+
+namespace fs = std::filesystem;
+
+// The real executable: a huge learning rate makes the weights overflow, and the run stops
+// with exit code 3 and one line naming the step.
+TEST(TrainerProcess, DivergedRunExitsThreeNamingTheStep) {
+  const std::string dump = (fs::temp_directory_path() / "titan_trainer_diverge").string();
+  const testing::ProcessResult result = testing::run_titan_train(
+      {"--model.flavor", "tiny", "--training.dataset", "synthetic", "--training.steps", "8",
+       "--training.seq_len", "16", "--training.local_batch_size", "1", "--optimizer.lr", "1e30",
+       "--lr_scheduler.warmup_steps", "1", "--metrics.peak_tflops", "1",
+       "--activation_checkpoint.mode", "none", "--job.dump_folder", dump});
+  EXPECT_EQ(result.exit_code, 3) << result.err;
+  EXPECT_NE(result.err.find("error: training diverged at step "), std::string::npos) << result.err;
 }
 
 }  // namespace

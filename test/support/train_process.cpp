@@ -1,4 +1,4 @@
-#include "train_process.h"
+#include "support/train_process.h"
 
 #include <fcntl.h>
 #include <spawn.h>

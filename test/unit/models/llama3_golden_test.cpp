@@ -1,0 +1,134 @@
+// The whole model against an independent PyTorch run (tools/reference/): logits, loss,
+// every parameter gradient, then the losses of 5 optimizer steps with clipping, warmup and
+// decay. Golden data: test/golden/llama3/<variant>/, made by
+// tools/reference/regenerate_golden.sh from titan.cpp's own initialization and batches.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "support/gradient_check.h"
+#include "titan/ckpt/safetensors.h"
+#include "titan/config/load.h"
+#include "titan/ops/cross_entropy.h"
+#include "titan/train/trainer.h"
+
+namespace titan::models::llama3 {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::Values;
+using testing::to_values;
+
+class Llama3Golden : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    dir_ = fs::path(TITAN_SOURCE_DIR) / "test/golden/llama3" / GetParam();
+    config_ = config::load_job_config((dir_ / "job.yaml").string());
+    config_.job.dump_folder = (fs::temp_directory_path() / ("titan_golden_" + GetParam())).string();
+    config_.metrics.peak_tflops = 1.0;
+    fs::remove_all(config_.job.dump_folder);
+    golden_ = std::make_unique<ckpt::SafetensorsFile>(ckpt::read_safetensors((dir_ / "golden.safetensors").string()));
+    batch_ = std::make_unique<ckpt::SafetensorsFile>(ckpt::read_safetensors((dir_ / "batch.safetensors").string()));
+  }
+
+  // Microbatch a of step s (0-based) from the committed batch file.
+  std::pair<Tensor, Tensor> microbatch(int64_t s, int64_t a) const {
+    const Shape& shape = batch_->shape("tokens");  // [S, A, B, T]
+    const int64_t index = s * shape[1] + a;
+    const Shape bt{shape[2], shape[3]};
+    Tensor tokens = batch_->tensor("tokens").reshape({-1, shape[2], shape[3]}).narrow(index, 1).reshape(bt);
+    Tensor labels = batch_->tensor("labels").reshape({-1, shape[2], shape[3]}).narrow(index, 1).reshape(bt);
+    return {tokens, labels};
+  }
+
+  Values golden(const std::string& name) const { return to_values(golden_->tensor(name)); }
+
+  fs::path dir_;
+  config::JobConfig config_;
+  std::unique_ptr<ckpt::SafetensorsFile> golden_, batch_;
+};
+
+// The golden data was made from this initialization; a change in init must regenerate it.
+TEST_P(Llama3Golden, InitializationIsTheOneTheGoldenDataWasMadeFrom) {
+  Llama3Model model(model_args_from_config(config_));
+  model.initialize(config_.debug.effective_seed());
+  const nlohmann::json fingerprint = nlohmann::json::parse(golden_->metadata().at("init_fingerprint"));
+  ASSERT_EQ(fingerprint.size(), model.parameters().size());
+  for (nn::Parameter* p : model.parameters()) {
+    const Values v = to_values(p->value());
+    double sum = 0, abs_sum = 0;
+    for (double x : v) {
+      sum += x;
+      abs_sum += std::fabs(x);
+    }
+    const nlohmann::json& f = fingerprint.at(p->name());
+    EXPECT_EQ(f[0].get<int64_t>(), int64_t(v.size())) << p->name();
+    EXPECT_NEAR(sum, f[1].get<double>(), 1e-9 * std::max(1.0, f[2].get<double>())) << p->name()
+        << ": the initialization changed; run tools/reference/regenerate_golden.sh";
+    EXPECT_NEAR(abs_sum, f[2].get<double>(), 1e-9 * f[2].get<double>()) << p->name();
+  }
+}
+
+TEST_P(Llama3Golden, LogitsLossAndEveryGradientMatchPyTorch) {
+  Llama3Model model(model_args_from_config(config_));
+  model.initialize(config_.debug.effective_seed());
+  const int64_t accumulation = batch_->shape("tokens")[1];
+
+  ModelRecord record;
+  const auto [tokens, labels] = microbatch(0, 0);
+  model.forward(tokens, labels, record);
+  testing::expect_close(to_values(model.logits(record)), golden("logits"), 1e-5, "logits");
+
+  // Step 1's loss and gradients over all of its microbatches, as the trainer computes them.
+  int64_t valid = 0;
+  for (int64_t a = 0; a < accumulation; ++a) valid += ops::cross_entropy_valid_tokens(microbatch(0, a).second);
+  model.zero_grads();
+  double loss_sum = 0;
+  for (int64_t a = 0; a < accumulation; ++a) {
+    const auto [t, l] = microbatch(0, a);
+    loss_sum += model.forward(t, l, record);
+    model.backward(record, float(1.0 / double(valid)));
+  }
+  const double loss = loss_sum / double(valid);
+  EXPECT_NEAR(loss, golden("loss")[0], 1e-5 * golden("loss")[0]);
+
+  std::map<std::string, Values> reference;
+  std::stringstream files(golden_->metadata().at("grad_files"));
+  for (std::string file; std::getline(files, file, ',');) {
+    const ckpt::SafetensorsFile grads = ckpt::read_safetensors((dir_ / file).string());
+    for (const std::string& name : grads.names()) reference[name] = to_values(grads.tensor(name));
+  }
+  ASSERT_EQ(reference.size(), model.parameters().size());
+  for (nn::Parameter* p : model.parameters()) {
+    const Values& expected = reference.at("grad." + p->name());
+    const Values actual = to_values(p->grad());
+    ASSERT_EQ(actual.size(), expected.size()) << p->name();
+    double diff = 0, norm = 0;
+    for (size_t i = 0; i < actual.size(); ++i) {
+      diff += (actual[i] - expected[i]) * (actual[i] - expected[i]);
+      norm += expected[i] * expected[i];
+    }
+    EXPECT_LE(std::sqrt(diff), 1e-4 * std::sqrt(norm))
+        << p->name() << ": |g - g_ref| / |g_ref| = " << std::sqrt(diff / norm);
+  }
+}
+
+TEST_P(Llama3Golden, FiveTrainingStepsMatchPyTorch) {
+  train::Trainer trainer(config_);
+  const std::vector<train::StepResult> steps = trainer.train();
+  const Values losses = golden("losses"), norms = golden("grad_norms"), lrs = golden("lrs");
+  ASSERT_EQ(steps.size(), losses.size());
+  for (size_t s = 0; s < steps.size(); ++s) {
+    EXPECT_NEAR(steps[s].loss, losses[s], 1e-4 * losses[s]) << "step " << s + 1;
+    EXPECT_NEAR(steps[s].grad_norm, norms[s], 1e-4 * norms[s]) << "step " << s + 1;
+    EXPECT_NEAR(steps[s].lr, lrs[s], 1e-7 * lrs[s]) << "step " << s + 1;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, Llama3Golden, ::testing::Values("tiny", "tiny_tied"));
+
+}  // namespace
+}  // namespace titan::models::llama3

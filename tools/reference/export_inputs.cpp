@@ -1,0 +1,111 @@
+// export_reference_inputs: writes the input folder of the PyTorch reference
+// (tools/reference/README.md, "Input folder") from a titan.cpp job config: the model's own
+// Philox initialization, the batches the trainer would read, and the settings, so that the
+// golden data describes exactly what titan-train does.
+//
+//   export_reference_inputs --config job.yaml --job.dump_folder OUT [--section.key value ...]
+//
+// OUT receives config.json, init.safetensors, batch.safetensors and job.yaml (the merged
+// config, which the golden test loads back).
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "titan/ckpt/safetensors.h"
+#include "titan/config/load.h"
+#include "titan/core/copy.h"
+#include "titan/data/sources.h"
+#include "titan/models/llama3/model.h"
+#include "titan/train/trainer.h"
+
+using namespace titan;
+
+namespace {
+
+nlohmann::json reference_config(const config::JobConfig& c, const models::llama3::ModelArgs& a,
+                                int64_t accumulation_steps) {
+  const config::LrSchedulerSection& lr = c.lr_scheduler;
+  nlohmann::json j;
+  j["dim"] = a.dim;
+  j["n_layers"] = a.n_layers;
+  j["n_heads"] = a.n_heads;
+  j["n_kv_heads"] = a.n_kv_heads;
+  j["vocab_size"] = a.vocab_size;
+  j["ffn_dim"] = a.hidden_dim();
+  j["norm_eps"] = a.norm_eps;
+  j["rope_theta"] = a.rope_theta;
+  j["rope_scaling"] = {{"enabled", a.rope_scaling.enabled},
+                       {"factor", a.rope_scaling.factor},
+                       {"low_freq_factor", a.rope_scaling.low_freq_factor},
+                       {"high_freq_factor", a.rope_scaling.high_freq_factor},
+                       {"original_max_positions", a.rope_scaling.original_max_positions}};
+  j["weight_tying"] = a.weight_tying;
+  j["batch_size"] = c.training.local_batch_size;
+  j["seq_len"] = c.training.seq_len;
+  j["accumulation_steps"] = accumulation_steps;
+  j["steps"] = c.training.steps;
+  j["lr"] = c.optimizer.lr;
+  j["beta1"] = c.optimizer.beta1;
+  j["beta2"] = c.optimizer.beta2;
+  j["eps"] = c.optimizer.eps;
+  j["weight_decay"] = c.optimizer.weight_decay;
+  j["warmup_steps"] = lr.warmup_steps;
+  j["decay_ratio"] = lr.decay_ratio ? nlohmann::json(*lr.decay_ratio) : nlohmann::json();
+  j["decay_type"] = std::string(config::choice_name(lr.decay_type));
+  j["min_lr_factor"] = lr.min_lr_factor;
+  j["max_norm"] = c.training.max_norm;
+  j["flavor"] = c.model.flavor;
+  j["seed"] = c.debug.effective_seed();
+  j["source"] = "titan.cpp tools/reference/export_inputs.cpp";
+  return j;
+}
+
+int run(int argc, char** argv) {
+  const config::CommandLine cli = config::parse_command_line(argc, argv);
+  const config::JobConfig& c = cli.config;
+  const int64_t accumulation = train::accumulation_steps_for(c);
+  const models::llama3::ModelArgs args = models::llama3::model_args_from_config(c);
+  models::llama3::Llama3Model model(args);
+  model.initialize(c.debug.effective_seed());
+
+  const std::filesystem::path out = c.job.dump_folder;
+  std::filesystem::create_directories(out);
+  std::vector<std::pair<std::string, Tensor>> init;
+  for (nn::Parameter* p : model.parameters()) init.emplace_back(p->name(), p->value());
+  ckpt::write_safetensors((out / "init.safetensors").string(), init);
+
+  // The batches, in the order the trainer reads them: step-major, then microbatch.
+  const int64_t S = c.training.steps, B = c.training.local_batch_size, T = c.training.seq_len;
+  std::unique_ptr<data::BatchSource> source = data::make_batch_source(c, args.vocab_size);
+  Tensor tokens = Tensor::empty({S, accumulation, B, T}, DType::I64);
+  Tensor labels = Tensor::empty({S, accumulation, B, T}, DType::I64);
+  for (int64_t i = 0; i < S * accumulation; ++i) {
+    const data::TokenBatch batch = source->next();
+    Tensor token_row = tokens.reshape({S * accumulation, B, T}).narrow(i, 1).reshape({B, T});
+    Tensor label_row = labels.reshape({S * accumulation, B, T}).narrow(i, 1).reshape({B, T});
+    copy_tensor(batch.inputs, token_row);
+    copy_tensor(batch.labels, label_row);
+  }
+  ckpt::write_safetensors((out / "batch.safetensors").string(), {{"tokens", tokens}, {"labels", labels}});
+
+  std::ofstream((out / "config.json")) << reference_config(c, args, accumulation).dump(2) << "\n";
+  std::ofstream((out / "job.yaml")) << config::to_yaml(c);
+  std::fprintf(stderr, "export_reference_inputs: wrote %s\n", out.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const InputError& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}

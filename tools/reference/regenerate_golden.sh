@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Regenerates the golden data of the Llama 3 tests (test/golden/llama3/<variant>/) from
+# titan.cpp's own initialization and batches (export_reference_inputs) and the independent
+# PyTorch reference (llama3_reference.py, Debian's torch: tools/setup.sh --with-torch).
+#   tools/reference/regenerate_golden.sh            all variants
+# Environment: TITAN_BUILD_DIR (default build).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+build=${TITAN_BUILD_DIR:-build}
+ninja -C "$build" export_reference_inputs >/dev/null
+[ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import torch' 2>/dev/null ||
+  { echo "regenerate_golden: needs Debian's python3-torch (tools/setup.sh --with-torch)" >&2; exit 2; }
+
+# Both variants: the tiny flavor, 5 steps of the debug job's schedule (warmup, then WSD
+# decay) on synthetic tokens, one sequence of 64 per microbatch.
+common=(--config configs/llama3_debug.yaml --model.flavor tiny --training.dataset synthetic
+        --training.seq_len 64 --training.local_batch_size 1 --training.steps 5
+        --lr_scheduler.warmup_steps 2 --optimizer.lr 1e-3)
+declare -A variants=(
+  # max_norm below the initial gradient norm, so that clipping acts
+  [tiny]="--training.max_norm 0.5"
+  # tied output, 2 accumulated microbatches, cosine decay to a floor; 2 layers keep it small
+  [tiny_tied]="--model.n_layers 2 --model.enable_weight_tying --training.global_batch_size 2
+               --lr_scheduler.decay_type cosine --lr_scheduler.min_lr_factor 0.1"
+)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+for variant in "${!variants[@]}"; do
+  read -r -a extra <<<"$(echo ${variants[$variant]})"
+  "$build/tools/reference/export_reference_inputs" "${common[@]}" "${extra[@]}" \
+      --job.dump_folder "$work/$variant/in"
+  /usr/bin/python3 tools/reference/llama3_reference.py golden "$work/$variant/in" "$work/$variant/out"
+  dest=test/golden/llama3/$variant
+  rm -rf "$dest" && mkdir -p "$dest"
+  cp "$work/$variant/in/config.json" "$work/$variant/in/batch.safetensors" "$work/$variant/in/job.yaml" "$dest/"
+  cp "$work/$variant/out/"golden*.safetensors "$dest/"
+  echo "regenerate_golden: $dest ($(du -sh "$dest" | cut -f1))"
+done
