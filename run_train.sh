@@ -3,9 +3,10 @@
 #   ./run_train.sh                                       the default config
 #   CONFIG_FILE=configs/llama3_8b.yaml ./run_train.sh    another config
 #   ./run_train.sh --training.steps 20                   any key overridden on the command line
-#   NGPU=4 ./run_train.sh                                4 ranks under mpirun (NPROC works too)
+#   NGPU=4 ./run_train.sh                                4 ranks under mpirun (NPROC works too;
+#                                                        refused until data parallelism lands)
 # Environment: CONFIG_FILE, NGPU or NPROC (ranks, default 1), TITAN_BUILD_DIR (default
-# build), TITAN_SKIP_SETUP=1 (skip setup), MPIRUN_ARGS (extra mpirun arguments).
+# build), TITAN_SKIP_SETUP=1 (skip setup), MPIRUN_ARGS (extra mpirun arguments, once ranks > 1 are allowed).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -24,13 +25,11 @@ if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -qw avx512f /proc/cpuinfo 2>/dev/null
   echo "run_train: OPENBLAS_CORETYPE=SKYLAKEX (AVX-512 CPU; set OPENBLAS_CORETYPE to override)"
 fi
 
+# Until data parallelism lands (the MPI issue), N processes would be N independent runs;
+# then this becomes `mpirun -np "$ranks" $MPIRUN_ARGS "$exe" ...`.
 if [ "$ranks" -gt 1 ]; then
-  if [ "$(id -u)" = 0 ]; then
-    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-  fi
-  read -r -a mpirun_args <<<"${MPIRUN_ARGS:-}"
-  set -x
-  exec mpirun -np "$ranks" "${mpirun_args[@]}" "$exe" --config "$config" "$@"
+  echo "run_train: NGPU/NPROC=$ranks needs data parallelism, which is not built yet; use 1" >&2
+  exit 2
 fi
 set -x
 exec "$exe" --config "$config" "$@"
