@@ -4,7 +4,9 @@
 #   ./run_tests.sh -R Matmul          only tests whose name matches
 #   ./run_tests.sh -L dist            only a label
 # Environment: TITAN_BUILD_DIR (default build), TITAN_TEST_JOBS (CTest's -j, default 1),
-# TITAN_SKIP_SETUP=1 (build folder already up to date), and setup.sh's own variables.
+# TITAN_SKIP_SETUP=1 (build folder already up to date), TITAN_SKIP_ASSETS=1 (do not run
+# tools/fetch_assets.sh; the tokenizer parity tests then fail if assets/ is empty), and
+# setup.sh's own variables.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -12,6 +14,10 @@ if [ "${TITAN_SKIP_SETUP:-0}" != 1 ]; then
   tools/setup.sh
 fi
 build_dir=${TITAN_BUILD_DIR:-build}
+# The tokenizers, the SOTU corpus and its shards (assets/, fetched once; ~1 s when present).
+if [ "${TITAN_SKIP_ASSETS:-0}" != 1 ]; then
+  TITAN_BUILD_DIR=$build_dir tools/fetch_assets.sh
+fi
 
 # Open MPI refuses to start as root unless told; containers and CI run as root.
 if [ "$(id -u)" = 0 ]; then

@@ -6,7 +6,8 @@
 #   NGPU=4 ./run_train.sh                                4 ranks under mpirun (NPROC works too;
 #                                                        refused until data parallelism lands)
 # Environment: CONFIG_FILE, NGPU or NPROC (ranks, default 1), TITAN_BUILD_DIR (default
-# build), TITAN_SKIP_SETUP=1 (skip setup), MPIRUN_ARGS (extra mpirun arguments, once ranks > 1 are allowed).
+# build), TITAN_SKIP_SETUP=1 (skip setup), TITAN_SKIP_ASSETS=1 (skip tools/fetch_assets.sh),
+# MPIRUN_ARGS (extra mpirun arguments, once ranks > 1 are allowed).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -14,6 +15,10 @@ if [ "${TITAN_SKIP_SETUP:-0}" != 1 ]; then
   tools/setup.sh
 fi
 build_dir=${TITAN_BUILD_DIR:-build}
+# The tokenizers, the SOTU corpus and its shards (assets/, fetched once; ~1 s when present).
+if [ "${TITAN_SKIP_ASSETS:-0}" != 1 ]; then
+  TITAN_BUILD_DIR=$build_dir tools/fetch_assets.sh
+fi
 config=${CONFIG_FILE:-configs/llama3_debug.yaml}
 ranks=${NPROC:-${NGPU:-1}}
 exe=$build_dir/apps/titan-train

@@ -38,7 +38,7 @@ const std::string& temp_folder() {
 }
 
 std::string read_all(const std::string& path) {
-  std::ifstream file(path);
+  std::ifstream file(path, std::ios::binary);
   std::stringstream text;
   text << file.rdbuf();
   return text.str();
@@ -63,12 +63,14 @@ std::string source_path(const std::string& relative) {
   return std::string(TITAN_SOURCE_DIR) + "/" + relative;
 }
 
-ProcessResult run_titan_train(const std::vector<std::string>& arguments) {
+ProcessResult run_process(const std::string& executable, const std::vector<std::string>& arguments,
+                          const std::optional<std::string>& stdin_bytes) {
   static std::atomic<int> counter{0};
   const std::string stem = temp_folder() + "/run" + std::to_string(counter++);
-  const std::string out_path = stem + ".out", err_path = stem + ".err";
+  const std::string out_path = stem + ".out", err_path = stem + ".err", in_path = stem + ".in";
+  if (stdin_bytes) std::ofstream(in_path, std::ios::binary) << *stdin_bytes;
 
-  std::vector<std::string> argv_text = {TITAN_TRAIN_EXE};
+  std::vector<std::string> argv_text = {executable};
   argv_text.insert(argv_text.end(), arguments.begin(), arguments.end());
   std::vector<char*> argv;
   for (std::string& text : argv_text) argv.push_back(text.data());
@@ -77,12 +79,13 @@ ProcessResult run_titan_train(const std::vector<std::string>& arguments) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   const int flags = O_WRONLY | O_CREAT | O_TRUNC;
+  posix_spawn_file_actions_addopen(&actions, 0, stdin_bytes ? in_path.c_str() : "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&actions, 1, out_path.c_str(), flags, 0644);
   posix_spawn_file_actions_addopen(&actions, 2, err_path.c_str(), flags, 0644);
   pid_t pid = 0;
   const int spawned = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
-  if (spawned != 0) throw std::runtime_error(std::string("cannot start ") + TITAN_TRAIN_EXE);
+  if (spawned != 0) throw std::runtime_error("cannot start " + executable);
 
   int status = 0;
   waitpid(pid, &status, 0);
@@ -91,6 +94,22 @@ ProcessResult run_titan_train(const std::vector<std::string>& arguments) {
   result.out = read_all(out_path);
   result.err = read_all(err_path);
   return result;
+}
+
+ProcessResult run_titan_train(const std::vector<std::string>& arguments) {
+  return run_process(TITAN_TRAIN_EXE, arguments);
+}
+
+ProcessResult run_titan_data(const std::vector<std::string>& arguments,
+                             const std::optional<std::string>& stdin_bytes) {
+  return run_process(TITAN_DATA_EXE, arguments, stdin_bytes);
+}
+
+std::string assets_path(const std::string& relative) {
+  const char* assets = std::getenv("TITAN_ASSETS_DIR");
+  std::string folder = assets && *assets ? assets : "assets";
+  if (folder[0] != '/') folder = source_path(folder);
+  return folder + "/" + relative;
 }
 
 }  // namespace titan::testing

@@ -1,7 +1,9 @@
-// Runs the real titan-train (TITAN_TRAIN_EXE) as a child process and captures its exit
-// status, stdout and stderr, so config tests check what a user sees.
+// Runs a real executable (titan-train: TITAN_TRAIN_EXE, titan-data: TITAN_DATA_EXE) as a
+// child process, optionally feeding bytes to its stdin (otherwise /dev/null), and captures
+// its exit status, stdout and stderr, so tests check what a user sees.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -14,10 +16,17 @@ struct ProcessResult {
   std::vector<std::string> err_lines() const;
 };
 
+ProcessResult run_process(const std::string& executable, const std::vector<std::string>& arguments,
+                          const std::optional<std::string>& stdin_bytes = std::nullopt);
 ProcessResult run_titan_train(const std::vector<std::string>& arguments);
+ProcessResult run_titan_data(const std::vector<std::string>& arguments,
+                             const std::optional<std::string>& stdin_bytes = std::nullopt);
 
 // A fresh file under the test's temporary folder holding `text`; returns its path.
 std::string write_temp_file(const std::string& name, const std::string& text);
 std::string source_path(const std::string& relative);  // under TITAN_SOURCE_DIR
+// Under the assets folder tools/fetch_assets.sh fills: $TITAN_ASSETS_DIR (relative to the
+// source folder unless absolute), default <source>/assets.
+std::string assets_path(const std::string& relative);
 
 }  // namespace titan::testing

@@ -95,7 +95,8 @@ void fill_as(Tensor& out, uint64_t seed, uint64_t stream, int64_t first_index, E
              Draw draw) {
   Storage* data = out.mutable_data<Storage>();
   const int64_t n = out.numel();
-#pragma omp parallel for schedule(static)
+  // Small fills stay on one thread: a parallel region costs more than a few thousand draws.
+#pragma omp parallel for schedule(static) if (n >= 4096)
   for (int64_t k = 0; k < n; ++k) {
     data[k] = encode(draw(philox_block(seed, stream, first_index + k)));
   }

@@ -1,15 +1,41 @@
-// The data source a job config names (training.dataset), for the trainer and for tools
-// that must see the same batches (the golden-data exporter).
+// The data source a job config names (training.dataset, training.dataset_path), for the
+// trainer and for tools that must see the same batches (the golden-data exporter).
+//
+//   training.dataset: synthetic        seeded random tokens (synthetic.h), no files
+//   training.dataset: sotu             the token shards in ./assets/data/sotu/ (relative to
+//                                      the current directory; tools/fetch_assets.sh makes them)
+//   training.dataset_path: /data/mine  any shard folder (titan-data tokenize); wins when set
 #pragma once
 
 #include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
 
 #include "titan/config/job_config.h"
 #include "titan/data/batch_source.h"
+#include "titan/data/shards.h"
 
 namespace titan::data {
 
-// `synthetic` today; a dataset whose pipeline is not built yet is an InputError (exit 2).
-std::unique_ptr<BatchSource> make_batch_source(const config::JobConfig& config, int64_t vocab_size);
+// Where the project's named datasets live, relative to the current directory.
+inline constexpr std::string_view kDatasetAssetsFolder = "assets/data";
+
+// The shard folder of (dataset, dataset_path): dataset_path when set, else
+// assets/data/<dataset>; empty for `synthetic` without a dataset_path.
+std::string dataset_folder(const std::string& dataset, const std::optional<std::string>& dataset_path);
+
+// Opens one split of a dataset's shards, checked against the model's vocab_size. `section`
+// ("training", "validation") names the config keys in errors. A missing folder is an
+// InputError naming it and the fix (tools/fetch_assets.sh, or <section>.dataset_path).
+std::shared_ptr<const ShardSet> open_dataset(std::string_view section, const std::string& dataset,
+                                             const std::optional<std::string>& dataset_path,
+                                             ShardSplit split, int64_t vocab_size);
+
+// The training source: synthetic tokens, or the training split of the dataset's shards,
+// seeded with debug.seed. Rank dp_rank of dp_degree reads its slice of every global batch
+// (the same rule for both sources: synthetic.h, shard_loader.h).
+std::unique_ptr<BatchSource> make_batch_source(const config::JobConfig& config, int64_t vocab_size,
+                                               int64_t dp_rank = 0, int64_t dp_degree = 1);
 
 }  // namespace titan::data

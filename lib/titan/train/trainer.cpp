@@ -34,11 +34,11 @@ Trainer::Trainer(const config::JobConfig& config)
       args_(models::llama3::model_args_from_config(config)),
       schedule_(LrSchedule::from_config(config)) {
   accumulation_steps_ = accumulation_steps_for(config);
+  data_ = data::make_batch_source(config, args_.vocab_size);  // bad data fails before the model
   model_ = std::make_unique<models::llama3::Llama3Model>(args_);
   model_->initialize(config.debug.effective_seed());
   parameters_ = model_->parameters();
   optimizer_ = std::make_unique<AdamW>(AdamW::from_config(parameters_, config));
-  data_ = data::make_batch_source(config, args_.vocab_size);
   logger_ = std::make_unique<metrics::StepLogger>(config.job.dump_folder);
   flops_per_token_ = models::llama3::flops_per_token(args_, config.training.seq_len);
   peak_tflops_ = config.metrics.peak_tflops ? *config.metrics.peak_tflops

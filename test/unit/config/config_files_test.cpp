@@ -18,16 +18,23 @@ TEST(ShippedConfigs, DebugLoadsCleanlyAndTrainsSmall) {
   EXPECT_EQ(config.training.seq_len, 256);
   EXPECT_EQ(config.training.local_batch_size, 8);
   EXPECT_EQ(config.training.steps, 10);
-  EXPECT_EQ(config.training.dataset, "synthetic");
+  EXPECT_EQ(config.training.dataset, "sotu");
+  EXPECT_EQ(config.model.hf_assets_path, "./assets/tokenizer/sotu-2k");
   EXPECT_EQ(config.activation_checkpoint.mode, ActivationCheckpointMode::None);
   EXPECT_EQ(config.lr_scheduler.warmup_steps, 2);
   EXPECT_EQ(config.lr_scheduler.decay_ratio, 0.8);
   EXPECT_EQ(config.parallelism.pipeline_parallel_schedule, PipelineSchedule::Interleaved1F1B);
   EXPECT_TRUE(config_warnings(config).empty());
 
-  const ProcessResult run = run_titan_train({"--config", path});
+  // The shards are named relative to the current directory (the repository root for a
+  // user); the test runs in the build folder, so it names the folder (fetched by
+  // tools/fetch_assets.sh, which run_tests.sh calls).
+  const ProcessResult run = run_titan_train(
+      {"--config", path, "--training.dataset_path", source_path("assets/data/sotu"),
+       "--training.steps", "5", "--lr_scheduler.warmup_steps", "1", "--training.local_batch_size", "2"});
   EXPECT_EQ(run.exit_code, 0) << run.err;
   EXPECT_EQ(run.err.find("warning"), std::string::npos) << run.err;
+  EXPECT_NE(run.err.find("token shards"), std::string::npos) << run.err;
 }
 
 TEST(ShippedConfigs, Llama8bIsRefusedNamingProfilingAndLoadsWithoutIt) {
