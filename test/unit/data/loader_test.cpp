@@ -295,7 +295,9 @@ TEST_F(Loader, MakeBatchSourceFindsNamedDatasetsUnderAssetsData) {
   config.training.dataset = "counting";
   std::unique_ptr<BatchSource> source;
   EXPECT_NO_THROW(source = make_batch_source(config, kVocab));
-  if (source) EXPECT_NE(source->describe().find("assets/data/counting"), std::string::npos);
+  if (source) {
+    EXPECT_NE(source->describe().find("assets/data/counting"), std::string::npos);
+  }
 
   config.training.dataset = "sotu_missing";
   try {
