@@ -1,60 +1,71 @@
-// titan-train: parse the command line and the config, then train. Only parsing and calls
-// live here (DESIGN.md); every behaviour is in libtitan where tests reach it.
+// titan-train: parse the command line and the config, then train, on one rank or on every
+// rank mpirun/srun started. Only parsing and calls live here (DESIGN.md); every behaviour,
+// exit codes included (dist/job.h), is in libtitan where tests reach it.
 #include <cstdio>
-#include <exception>
+#include <memory>
 
 #include "titan/config/load.h"
 #include "titan/core/build_info.h"
 #include "titan/core/error.h"
 #include "titan/core/logging.h"
-#include "titan/core/threads.h"
+#include "titan/dist/job.h"
+#include "titan/dist/mesh.h"
+#include "titan/dist/runtime.h"
 #include "titan/train/trainer.h"
 
 namespace {
 
-int run(int argc, char** argv) {
+int run(titan::dist::Runtime& runtime, int argc, char** argv) {
+  using namespace titan;
   using namespace titan::config;
-  titan::configure_threads(1);
-  const CommandLine cli = parse_command_line(argc, argv);
+  dist::Job job(runtime);
+  CommandLine cli;
+  if (!job.setup([&] { cli = parse_command_line(argc, argv); })) return job.exit_code();
+  const bool speaker = runtime.rank() == 0;
   switch (cli.action) {
     case Action::ShowHelp:
-      std::fputs(command_line_help().c_str(), stdout);
+      if (speaker) std::fputs(command_line_help().c_str(), stdout);
       return 0;
     case Action::ShowVersion:
-      std::fputs(titan::build_info_text().c_str(), stdout);
+      if (speaker) std::fputs(build_info_text().c_str(), stdout);
       return 0;
     case Action::PrintConfig:
-      std::fputs(to_yaml(cli.config).c_str(), stdout);
+      if (speaker) std::fputs(to_yaml(cli.config).c_str(), stdout);
       return 0;
     case Action::Train:
       break;
   }
   const JobConfig& config = cli.config;
-  for (const std::string& warning : config_warnings(config)) {
-    titan::log::warn_once(warning, warning);
+  dist::MeshShape shape;
+  if (!job.setup([&] { shape = dist::mesh_shape_from_config(config.parallelism, runtime.world_size()); })) {
+    return job.exit_code();
   }
-  if (config.job.print_config) titan::log::info("config:\n%s", to_yaml(config).c_str());
-  titan::train::Trainer trainer(config);
-  trainer.train();
+  for (const std::string& warning : config_warnings(config)) log::warn_once(warning, warning);
+  if (config.job.print_config) log::info("config:\n%s", to_yaml(config).c_str());
+  std::unique_ptr<dist::Mesh> mesh;
+  std::unique_ptr<train::Trainer> trainer;
+  if (!job.setup([&] {
+        mesh = std::make_unique<dist::Mesh>(shape, runtime.world());
+        trainer = std::make_unique<train::Trainer>(config, mesh.get());
+      })) {
+    return job.exit_code();
+  }
+  if (!job.train([&] { trainer->train(); })) return job.exit_code();
   return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::unique_ptr<titan::dist::Runtime> runtime;
   try {
-    return run(argc, argv);
-  } catch (const titan::DivergedError& error) {
-    std::fprintf(stderr, "error: %s\n", error.what());
-    return int(titan::ExitCode::Diverged);
-  } catch (const titan::InputError& error) {
+    runtime = std::make_unique<titan::dist::Runtime>(&argc, &argv);
+  } catch (const titan::InputError& error) {  // e.g. srun without --mpi=pmix
     std::fprintf(stderr, "error: %s\n", error.what());
     return int(titan::ExitCode::BadInput);
-  } catch (const titan::Error& error) {
-    std::fprintf(stderr, "error: %s\n", error.what());
-    return int(titan::ExitCode::Failure);
   } catch (const std::exception& error) {
     std::fprintf(stderr, "error: %s\n", error.what());
     return int(titan::ExitCode::Failure);
   }
+  return run(*runtime, argc, argv);
 }

@@ -100,6 +100,24 @@ ProcessResult run_titan_train(const std::vector<std::string>& arguments) {
   return run_process(TITAN_TRAIN_EXE, arguments);
 }
 
+ProcessResult run_titan_train_mpi(int ranks, const std::vector<std::string>& arguments,
+                                  const std::vector<std::string>& environment) {
+#ifdef TITAN_MPIEXEC
+  std::vector<std::string> mpirun = {"--oversubscribe", "--allow-run-as-root", "-np",
+                                     std::to_string(ranks), "-x", "OMP_NUM_THREADS=1"};
+  for (const std::string& variable : environment) {
+    mpirun.push_back("-x");
+    mpirun.push_back(variable);
+  }
+  mpirun.push_back(TITAN_TRAIN_EXE);
+  mpirun.insert(mpirun.end(), arguments.begin(), arguments.end());
+  return run_process(TITAN_MPIEXEC, mpirun);
+#else
+  (void)ranks, (void)arguments, (void)environment;
+  throw std::runtime_error("run_titan_train_mpi: this build has no MPI");
+#endif
+}
+
 ProcessResult run_titan_data(const std::vector<std::string>& arguments,
                              const std::optional<std::string>& stdin_bytes) {
   return run_process(TITAN_DATA_EXE, arguments, stdin_bytes);

@@ -19,6 +19,11 @@ struct ProcessResult {
 ProcessResult run_process(const std::string& executable, const std::vector<std::string>& arguments,
                           const std::optional<std::string>& stdin_bytes = std::nullopt);
 ProcessResult run_titan_train(const std::vector<std::string>& arguments);
+// titan-train on `ranks` MPI processes: `mpirun --oversubscribe -np <ranks>` with one
+// thread per rank and each `environment` entry ("NAME=value") exported to every rank.
+// Only in builds with MPI (TITAN_MPIEXEC is defined).
+ProcessResult run_titan_train_mpi(int ranks, const std::vector<std::string>& arguments,
+                                  const std::vector<std::string>& environment = {});
 ProcessResult run_titan_data(const std::vector<std::string>& arguments,
                              const std::optional<std::string>& stdin_bytes = std::nullopt);
 

@@ -4,7 +4,7 @@
 
 namespace titan::config {
 
-// The one list of what is built. Today: single-rank CPU training only. A later issue that
+// The one list of what is built. Today: CPU training with data parallelism (FSDP, HSDP, DDP). A later issue that
 // lands a feature sets its `built` to true here (and the config tests follow on their own:
 // they derive the rejections they run from this list).
 const std::vector<FeatureInfo>& all_features() {
@@ -12,9 +12,9 @@ const std::vector<FeatureInfo>& all_features() {
       {Feature::Checkpointing, "checkpointing", false, WhenMissing::Reject, ""},
       {Feature::AsyncCheckpointing, "asynchronous checkpointing", false, WhenMissing::Reject, ""},
       {Feature::SeedCheckpoint, "seed checkpoints", false, WhenMissing::Reject, ""},
-      {Feature::ReplicatedDataParallel, "replicated data parallelism (DDP/HSDP)", false,
+      {Feature::ReplicatedDataParallel, "replicated data parallelism (DDP/HSDP)", true,
        WhenMissing::Reject, ""},
-      {Feature::ShardedDataParallel, "sharded data parallelism (FSDP)", false,
+      {Feature::ShardedDataParallel, "sharded data parallelism (FSDP)", true,
        WhenMissing::Reject, ""},
       {Feature::TensorParallel, "tensor parallelism", false, WhenMissing::Reject, ""},
       {Feature::AsyncTensorParallel, "asynchronous tensor parallelism", false,

@@ -55,7 +55,12 @@ std::string step_log_line(const StepMetrics& m) {
                 "tflops: %.2f  mfu: %.2f%%",
                 (long long)m.step, m.loss, m.grad_norm, m.lr, m.memory_gib,
                 group_thousands(m.tokens_per_second).c_str(), m.tflops, m.mfu_percent);
-  return line;
+  std::string text = line;
+  if (m.comm_percent) {
+    std::snprintf(line, sizeof line, "  comm: %.1f%%", *m.comm_percent);
+    text += line;
+  }
+  return text;
 }
 
 std::string step_json_line(const StepMetrics& m) {
@@ -70,6 +75,7 @@ std::string step_json_line(const StepMetrics& m) {
   add("tflops", json_number(m.tflops));
   add("mfu", json_number(m.mfu_percent));
   add("memory_gib", json_number(m.memory_gib));
+  if (m.comm_percent) add("comm_percent", json_number(*m.comm_percent));
   add("tokens", std::to_string(m.tokens));
   add("elapsed_s", json_number(m.elapsed_s));
   json += "}";

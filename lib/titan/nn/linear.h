@@ -15,7 +15,8 @@ namespace titan::nn {
 
 class Linear {
  public:
-  Linear(const std::string& prefix, int64_t in_features, int64_t out_features, InitRule init);
+  Linear(const std::string& prefix, int64_t in_features, int64_t out_features, InitRule init,
+         const Placement& placement = {});
 
   Parameter& weight() { return weight_; }
   int64_t in_features() const { return weight_.global_shape()[1]; }
@@ -32,7 +33,7 @@ class Linear {
 // RMSNorm with a learned scale "<prefix>.weight" [D], initialized to ones.
 class RmsNorm {
  public:
-  RmsNorm(const std::string& prefix, int64_t dim, double eps);
+  RmsNorm(const std::string& prefix, int64_t dim, double eps, const Placement& placement = {});
   Parameter& weight() { return weight_; }
 
   void forward(const Tensor& x, Tensor& y, Tensor& rstd) const;          // rstd [N] is the record

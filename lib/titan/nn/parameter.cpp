@@ -1,32 +1,92 @@
 #include "titan/nn/parameter.h"
 
+#include <algorithm>
+
 #include "titan/core/philox.h"
 
 namespace titan::nn {
 
-Parameter::Parameter(std::string name, Shape global_shape, InitRule init)
-    : name_(std::move(name)), global_shape_(std::move(global_shape)), init_(init) {
-  const Box box = local_box();
-  value_ = Tensor::zeros(box.extent, DType::F32);
-  grad_ = Tensor::zeros(box.extent, DType::F32);
+int64_t rows_per_shard(int64_t rows, int64_t shards) { return (rows + shards - 1) / shards; }
+
+Box placement_box(const Shape& global_shape, const Placement& placement) {
+  TITAN_CHECK(!global_shape.empty()) << "placement_box: a scalar has no rows to shard";
+  TITAN_CHECK(placement.shard_count >= 1 && placement.shard_index >= 0 &&
+              placement.shard_index < placement.shard_count)
+      << "placement: shard " << placement.shard_index << " of " << placement.shard_count;
+  Box box{Shape(global_shape.size(), 0), global_shape};
+  const int64_t rows = global_shape[0];
+  const int64_t per = rows_per_shard(rows, placement.shard_count);
+  const int64_t first = std::min(rows, placement.shard_index * per);
+  box.offset[0] = first;
+  box.extent[0] = std::min(rows, first + per) - first;
+  return box;
 }
 
-Box Parameter::local_box() const { return Box{Shape(global_shape_.size(), 0), global_shape_}; }
+Parameter::Parameter(std::string name, Shape global_shape, InitRule init, Placement placement)
+    : name_(std::move(name)),
+      global_shape_(std::move(global_shape)),
+      init_(init),
+      placement_(placement) {
+  const Box box = local_box();
+  shard_ = Tensor::zeros(box.extent, DType::F32);
+  shard_grad_ = Tensor::zeros(box.extent, DType::F32);
+  if (!placement_.sharded()) {
+    value_ = shard_;
+    grad_ = shard_grad_;
+  }
+}
+
+const Tensor& Parameter::value() const {
+  TITAN_CHECK(value_.defined()) << name_ << " is sharded and not gathered: its unit's "
+                                << "gatherer must run before the module uses it";
+  return value_;
+}
+
+Tensor& Parameter::value() {
+  return const_cast<Tensor&>(static_cast<const Parameter*>(this)->value());
+}
+
+const Tensor& Parameter::grad() const {
+  TITAN_CHECK(grad_.defined()) << name_ << " is sharded and its whole gradient is not bound";
+  return grad_;
+}
+
+Tensor& Parameter::grad() { return const_cast<Tensor&>(static_cast<const Parameter*>(this)->grad()); }
+
+void Parameter::bind_full(Tensor value, Tensor grad) {
+  TITAN_CHECK(placement_.sharded()) << name_ << ": only a sharded parameter is bound";
+  TITAN_CHECK(!value.defined() || value.shape() == global_shape_)
+      << name_ << ": bound value " << shape_string(value.shape()) << ", expected "
+      << shape_string(global_shape_);
+  TITAN_CHECK(!grad.defined() || grad.shape() == global_shape_)
+      << name_ << ": bound gradient " << shape_string(grad.shape()) << ", expected "
+      << shape_string(global_shape_);
+  value_ = std::move(value);
+  grad_ = std::move(grad);
+}
+
+void Parameter::release_full() {
+  if (!placement_.sharded()) return;
+  value_ = Tensor();
+  grad_ = Tensor();
+}
 
 void Parameter::initialize(uint64_t seed) {
   const Box box = local_box();
   TITAN_CHECK(box.extent.size() >= 1 && box.extent.size() <= 2)
       << name_ << ": initialize handles 1-D and 2-D parameters, got " << shape_string(box.extent);
+  if (shard_.numel() == 0) return;  // an empty shard (more ranks than rows)
   const uint64_t stream = philox_stream_key(name_);
   // The box's elements are drawn at their global flat indices, which is what makes every
   // layout agree. A box of whole rows (every dim-0 split) is one contiguous run of them.
-  const int64_t rows = box.extent.size() == 2 ? box.extent[0] : 1;
-  const int64_t cols = box.extent.back();
-  const int64_t global_cols = global_shape_.back();
-  const int64_t row0 = box.extent.size() == 2 ? box.offset[0] : 0;
-  const int64_t col0 = box.offset.back();
+  const bool two_d = box.extent.size() == 2;
+  const int64_t rows = two_d ? box.extent[0] : 1;
+  const int64_t cols = two_d ? box.extent[1] : box.extent[0];
+  const int64_t global_cols = two_d ? global_shape_[1] : global_shape_[0];
+  const int64_t row0 = two_d ? box.offset[0] : 0;
+  const int64_t col0 = two_d ? box.offset[1] : box.offset[0];
   const bool whole_rows = cols == global_cols;
-  Tensor runs = whole_rows ? value_.reshape({1, rows * cols}) : value_.reshape({rows, cols});
+  Tensor runs = whole_rows ? shard_.reshape({1, rows * cols}) : shard_.reshape({rows, cols});
   for (int64_t r = 0; r < runs.size(0); ++r) {
     Tensor run = runs.narrow(r, 1);
     const int64_t first = (row0 + r) * global_cols + col0;

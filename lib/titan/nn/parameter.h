@@ -4,8 +4,14 @@
 //
 // Initialization is a pure function of (seed, name, global element index) through Philox
 // (core/philox.h), so a rank fills its box without seeing the rest and the model is the
-// same on every mesh (DESIGN.md, "Tensors and placements"). Until placements land with
-// the mesh, every rank holds the whole tensor: local_box() is the global shape.
+// same on every mesh (DESIGN.md, "Tensors and placements").
+//
+// Two views of a parameter:
+//   shard(), shard_grad()   this rank's box: the fp32 master weights and their gradient,
+//                           which the optimizer, the grad norm and checkpoints work on;
+//   value(), grad()         the whole tensor, which the modules compute with.
+// Unsharded (one rank, DDP) they are the same tensors. Sharded (FSDP), value() and grad()
+// exist only while whoever gathers the parameter (dist/fsdp.h) has bound them.
 #pragma once
 
 #include <cstdint>
@@ -31,30 +37,62 @@ struct Box {
   Shape extent;
 };
 
+// Where this rank's piece lies. Today: FSDP2's Shard(0) over the data-parallel shard group:
+// each of `shard_count` ranks owns ceil(rows / shard_count) rows (of dim 0; a 1-D tensor's
+// elements are its rows), the last ones fewer or none. Tensor parallelism will add its own
+// split here, applied before the FSDP one (torchtitan's strided order).
+struct Placement {
+  int64_t shard_index = 0;
+  int64_t shard_count = 1;
+  bool sharded() const { return shard_count > 1; }
+};
+
+// Rows per shard, ceil(rows / shards): the padded size every rank's piece takes in FSDP's
+// flat buffers.
+int64_t rows_per_shard(int64_t rows, int64_t shards);
+// The box of shard `placement.shard_index` of a tensor of `global_shape`.
+Box placement_box(const Shape& global_shape, const Placement& placement);
+
 class Parameter {
  public:
-  Parameter(std::string name, Shape global_shape, InitRule init);
+  // Allocates the local box (zeros) and its gradient; nothing of the size of the whole.
+  Parameter(std::string name, Shape global_shape, InitRule init, Placement placement = {});
 
   const std::string& name() const { return name_; }
   const Shape& global_shape() const { return global_shape_; }
   const InitRule& init_rule() const { return init_; }
-  Box local_box() const;
+  const Placement& placement() const { return placement_; }
+  Box local_box() const { return placement_box(global_shape_, placement_); }
 
-  const Tensor& value() const { return value_; }
-  Tensor& value() { return value_; }
-  const Tensor& grad() const { return grad_; }
-  Tensor& grad() { return grad_; }
+  Tensor& shard() { return shard_; }
+  const Tensor& shard() const { return shard_; }
+  Tensor& shard_grad() { return shard_grad_; }
+  const Tensor& shard_grad() const { return shard_grad_; }
+
+  // The whole tensor; a sharded parameter must be gathered (bound) first.
+  const Tensor& value() const;
+  Tensor& value();
+  const Tensor& grad() const;
+  Tensor& grad();
+  bool has_value() const { return value_.defined(); }
+  bool has_grad() const { return grad_.defined(); }
+
+  // For the gatherer of a sharded parameter: the whole tensor and its gradient (either may be
+  // undefined: a backward that needs no weights binds only the gradient), then release.
+  void bind_full(Tensor value, Tensor grad);
+  void release_full();
 
   // Fills the local box from Philox stream philox_stream_key(name) under `seed`.
   void initialize(uint64_t seed);
-  void zero_grad() { grad_.zero_(); }
+  void zero_grad() { shard_grad_.zero_(); }
 
  private:
   std::string name_;
   Shape global_shape_;
   InitRule init_;
-  Tensor value_;
-  Tensor grad_;
+  Placement placement_;
+  Tensor shard_, shard_grad_;
+  Tensor value_, grad_;
 };
 
 }  // namespace titan::nn

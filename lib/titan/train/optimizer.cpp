@@ -13,10 +13,11 @@
 namespace titan::train {
 namespace {
 
+// The gradients of this rank's shards (the whole gradients when unsharded).
 std::vector<Tensor> gradients_of(const std::vector<nn::Parameter*>& parameters) {
   std::vector<Tensor> grads;  // handles: they share the parameters' storage
   grads.reserve(parameters.size());
-  for (nn::Parameter* p : parameters) grads.push_back(p->grad());
+  for (nn::Parameter* p : parameters) grads.push_back(p->shard_grad());
   return grads;
 }
 
@@ -46,7 +47,7 @@ AdamW::AdamW(std::vector<nn::Parameter*> parameters, const AdamWSettings& settin
     TITAN_CHECK(p != nullptr) << "AdamW: null parameter";
     TITAN_CHECK(seen.insert(p).second)
         << "AdamW: parameter " << p->name() << " listed twice; it would be stepped twice";
-    const Tensor& value = p->value();
+    const Tensor& value = p->shard();
     exp_avg_.push_back(Tensor::zeros(value.shape(), DType::F32, value.device()));
     exp_avg_sq_.push_back(Tensor::zeros(value.shape(), DType::F32, value.device()));
   }
@@ -72,8 +73,8 @@ void AdamW::step(double lr) {
   const bool coupled = settings_.weight_decay_mode == WeightDecayMode::Coupled;
   options.weight_decay = coupled ? 0.0 : settings_.weight_decay;
   for (size_t i = 0; i < parameters_.size(); ++i) {
-    Tensor& value = parameters_[i]->value();
-    const Tensor& grad = parameters_[i]->grad();
+    Tensor& value = parameters_[i]->shard();
+    const Tensor& grad = parameters_[i]->shard_grad();
     if (!coupled || settings_.weight_decay == 0.0) {
       ops::adamw_step(value, grad, exp_avg_[i], exp_avg_sq_[i], options, steps_taken_);
       continue;
@@ -98,6 +99,12 @@ int64_t AdamW::state_bytes() const {
 double grad_norm(const std::vector<nn::Parameter*>& parameters) {
   const std::vector<Tensor> grads = gradients_of(parameters);
   return ops::grad_norm_total(grads);
+}
+
+double grad_sum_of_squares(const std::vector<nn::Parameter*>& parameters) {
+  double sum = 0;
+  for (nn::Parameter* p : parameters) sum += ops::sum_of_squares(p->shard_grad());
+  return sum;
 }
 
 void clip_grads(const std::vector<nn::Parameter*>& parameters, double max_norm,

@@ -16,8 +16,11 @@
 //          passes through the moments (the parameter's .grad itself is left as it was)
 // Both then run the same Adam update (ops/adamw.h) with torch's bias correction.
 //
-// State: exp_avg and exp_avg_sq per parameter, f32 zeros shaped like the parameter's local
-// value, allocated when the optimizer is built, and the count of steps taken (torch's
+// The optimizer, the norm and clipping work on each parameter's shard (nn/parameter.h):
+// under FSDP every rank steps its own rows, and the state exists only for them.
+//
+// State: exp_avg and exp_avg_sq per parameter, f32 zeros shaped like the parameter's
+// shard, allocated when the optimizer is built, and the count of steps taken (torch's
 // per-parameter `step`, the same for all). Checkpoints read and write them through the
 // accessors; the bytes are state_bytes().
 #pragma once
@@ -68,7 +71,7 @@ class AdamW {
   int64_t steps_taken() const { return steps_taken_; }
   void set_steps_taken(int64_t steps);  // a checkpoint restores it with the moments
 
-  // The moments of parameters()[index], shaped like its local value.
+  // The moments of parameters()[index], shaped like its shard.
   const Tensor& exp_avg(size_t index) const { return exp_avg_.at(index); }
   Tensor& exp_avg(size_t index) { return exp_avg_.at(index); }
   const Tensor& exp_avg_sq(size_t index) const { return exp_avg_sq_.at(index); }
@@ -85,8 +88,12 @@ class AdamW {
   int64_t steps_taken_ = 0;
 };
 
-// The global L2 norm of all gradients (ops::grad_norm_total): what torchtitan logs.
+// The L2 norm of the shard gradients (ops::grad_norm_total): what torchtitan logs when
+// nothing is sharded.
 double grad_norm(const std::vector<nn::Parameter*>& parameters);
+// Sum of squares of this rank's shard gradients; sharded callers all-reduce it over the
+// shard group and take the square root.
+double grad_sum_of_squares(const std::vector<nn::Parameter*>& parameters);
 // Scales every gradient by min(1, max_norm / (total_norm + 1e-6)), torch's
 // clip_grads_with_norm_; total_norm is grad_norm()'s result (all-reduced when sharded).
 void clip_grads(const std::vector<nn::Parameter*>& parameters, double max_norm,

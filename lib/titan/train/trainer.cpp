@@ -2,6 +2,8 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
+#include <thread>
 
 #include "titan/core/logging.h"
 #include "titan/core/threads.h"
@@ -17,9 +19,8 @@ double now_s() {
 
 }  // namespace
 
-int64_t accumulation_steps_for(const config::JobConfig& config) {
+int64_t accumulation_steps_for(const config::JobConfig& config, int64_t dp_degree) {
   const config::TrainingSection& t = config.training;
-  const int64_t dp_degree = 1;  // data parallelism lands with the mesh
   const int64_t per_microbatch = t.local_batch_size * dp_degree;
   const int64_t global = t.global_batch_size < 0 ? per_microbatch : t.global_batch_size;
   TITAN_CHECK_INPUT(global > 0 && global % per_microbatch == 0)
@@ -29,17 +30,31 @@ int64_t accumulation_steps_for(const config::JobConfig& config) {
   return global / per_microbatch;
 }
 
-Trainer::Trainer(const config::JobConfig& config)
+Trainer::Trainer(const config::JobConfig& config, dist::Mesh* mesh)
     : config_(config),
       args_(models::llama3::model_args_from_config(config)),
+      mesh_(mesh),
       schedule_(LrSchedule::from_config(config)) {
-  accumulation_steps_ = accumulation_steps_for(config);
-  data_ = data::make_batch_source(config, args_.vocab_size);  // bad data fails before the model
-  model_ = std::make_unique<models::llama3::Llama3Model>(args_);
+  dist::set_comm_timeout(double(config.comm.init_timeout_seconds));
+  if (!mesh_) {
+    own_world_ = std::make_unique<dist::SelfCommunicator>("world");
+    own_mesh_ = std::make_unique<dist::Mesh>(
+        dist::mesh_shape_from_config(config.parallelism, 1), *own_world_);
+    mesh_ = own_mesh_.get();
+  }
+  accumulation_steps_ = accumulation_steps_for(config, mesh_->dp_degree());
+  // Bad data fails before the model is built.
+  data_ = data::make_batch_source(config, args_.vocab_size, mesh_->dp_rank(), mesh_->dp_degree());
+  dist::Communicator& shard_group = mesh_->dp_shard_cp();
+  model_ = std::make_unique<models::llama3::Llama3Model>(
+      args_, nn::Placement{shard_group.rank(), shard_group.size()});
   model_->initialize(config.debug.effective_seed());
+  fsdp_ = std::make_unique<dist::FullyShardedDataParallel>(
+      model_->units(), shard_group, mesh_->dp_replicate(), config.parallelism.fsdp_reshard_after_forward);
+  model_->set_unit_hooks(fsdp_.get());
   parameters_ = model_->parameters();
   optimizer_ = std::make_unique<AdamW>(AdamW::from_config(parameters_, config));
-  logger_ = std::make_unique<metrics::StepLogger>(config.job.dump_folder);
+  if (mesh_->world().rank() == 0) logger_ = std::make_unique<metrics::StepLogger>(config.job.dump_folder);
   flops_per_token_ = models::llama3::flops_per_token(args_, config.training.seq_len);
   peak_tflops_ = config.metrics.peak_tflops ? *config.metrics.peak_tflops
                                             : measure_sgemm_gflops() / 1000.0;
@@ -59,6 +74,16 @@ void Trainer::log_start() const {
   log::info("batch: %lld x %lld tokens per microbatch, %lld accumulation steps; data: %s",
             (long long)config_.training.local_batch_size, (long long)config_.training.seq_len,
             (long long)accumulation_steps_, data_->describe().c_str());
+  if (mesh_->world().size() > 1) {
+    const char* mode = fsdp_->sharded() ? (mesh_->dp_replicate().size() > 1 ? "HSDP" : "FSDP")
+                                        : "DDP";
+    int64_t shard_bytes = 0;
+    for (int u = 0; u < fsdp_->unit_count(); ++u) shard_bytes += fsdp_->shard_buffer_bytes(u);
+    log::info("mesh: %s (%s); %d units, %.1f MiB of parameters per rank, reshard after forward: %s",
+              mesh_->shape().describe().c_str(), mode, fsdp_->unit_count(),
+              double(shard_bytes) / double(1 << 20),
+              std::string(config::choice_name(config_.parallelism.fsdp_reshard_after_forward)).c_str());
+  }
   log::info("threads %d, OpenBLAS core %s, peak for MFU %.3f TFLOP/s (%s), %.4g FLOPs per token",
             thread_count(), blas_core_name().c_str(), peak_tflops_,
             config_.metrics.peak_tflops ? "metrics.peak_tflops" : "measured sgemm",
@@ -77,14 +102,16 @@ StepResult Trainer::train_step() {
     started_s_ = last_log_s_ = now_s();
     allocator_for(Device::cpu()).reset_peak();
   }
+  inject_test_fault();
   // torchtitan fetches every microbatch first so that the loss is divided by the step's
-  // whole count of valid tokens.
+  // whole count of valid tokens, over every data-parallel rank.
   std::vector<data::TokenBatch> batches;
   int64_t valid = 0;
   for (int64_t i = 0; i < accumulation_steps_; ++i) {
     batches.push_back(data_->next());
     valid += ops::cross_entropy_valid_tokens(batches.back().labels);
   }
+  valid = dist::all_reduce_scalar(mesh_->dp(), valid);
   TITAN_CHECK_INPUT(valid > 0) << "step " << step_ << ": every label of the batch is ignored (-100)";
   const float grad_scale = float(1.0 / double(valid));
   zero_grads(parameters_);
@@ -93,10 +120,14 @@ StepResult Trainer::train_step() {
     models::llama3::ModelRecord record;
     loss_sum += model_->forward(batch.inputs, batch.labels, record);
     model_->backward(record, grad_scale);
-    tokens_seen_ += batch.inputs.numel();
+    tokens_seen_ += batch.inputs.numel() * mesh_->dp_degree();
   }
+  fsdp_->reduce_gradients();
+  loss_sum = dist::all_reduce_scalar(mesh_->dp(), loss_sum);
   result.loss = loss_sum / double(valid);
-  result.grad_norm = grad_norm(parameters_);
+  // Replicas hold equal shards: the norm sums over the shard group only.
+  result.grad_norm =
+      std::sqrt(dist::all_reduce_scalar(mesh_->dp_shard_cp(), grad_sum_of_squares(parameters_)));
   result.lr = schedule_.lr(step_);
   if (!std::isfinite(result.loss) || !std::isfinite(result.grad_norm)) {
     if (!config_.training.skip_nonfinite_steps) {
@@ -114,7 +145,26 @@ StepResult Trainer::train_step() {
     optimizer_->step(result.lr);
   }
   if (step_ == 1 || step_ % config_.metrics.log_freq == 0) log_step(result);
+  if (step_ == 1) dist::set_comm_timeout(double(config_.comm.train_timeout_seconds));
   return result;
+}
+
+// Test-only: TITAN_TEST_FAULT="<throw|hang>:<rank>:<step>" makes world rank <rank> throw, or
+// stop answering for an hour, at the start of step <step>, so that tests can show that the
+// other ranks fail with exit 1 instead of hanging.
+void Trainer::inject_test_fault() const {
+  const char* fault = std::getenv("TITAN_TEST_FAULT");
+  if (!fault) return;
+  char kind[16] = {};
+  int rank = -1;
+  long long step = -1;
+  TITAN_CHECK(std::sscanf(fault, "%15[a-z]:%d:%lld", kind, &rank, &step) == 3)
+      << "TITAN_TEST_FAULT=" << fault << ": expected <throw|hang>:<rank>:<step>";
+  if (rank != mesh_->world().rank() || step != step_) return;
+  if (std::string(kind) == "throw") {
+    TITAN_FAIL() << "test fault injected at step " << step_;
+  }
+  std::this_thread::sleep_for(std::chrono::hours(1));
 }
 
 void Trainer::log_step(const StepResult& result) {
@@ -125,15 +175,25 @@ void Trainer::log_step(const StepResult& result) {
   m.grad_norm = result.grad_norm;
   m.lr = result.lr;
   const double interval = std::max(now - last_log_s_, 1e-9);
-  m.tokens_per_second = double(tokens_seen_ - last_log_tokens_) / interval;
+  const int64_t devices = mesh_->world().size();
+  m.tokens_per_second = double(tokens_seen_ - last_log_tokens_) / double(devices) / interval;
   m.tflops = metrics::achieved_tflops(flops_per_token_, m.tokens_per_second);
   m.mfu_percent = metrics::mfu_percent(m.tflops, peak_tflops_);
   Allocator& allocator = allocator_for(Device::cpu());
-  m.memory_gib = double(allocator.stats().peak_bytes) / double(int64_t(1) << 30);
+  // Every rank takes part: the line shows the largest memory and communication share.
+  m.memory_gib = dist::all_reduce_scalar(mesh_->world(), double(allocator.stats().peak_bytes),
+                                         dist::ReduceOp::Max) /
+                 double(int64_t(1) << 30);
   allocator.reset_peak();
+  const double comm_wait_s = mesh_->total_stats().wait_seconds;
+  if (devices > 1) {
+    m.comm_percent = dist::all_reduce_scalar(
+        mesh_->world(), 100.0 * (comm_wait_s - last_log_comm_wait_s_) / interval, dist::ReduceOp::Max);
+  }
+  last_log_comm_wait_s_ = comm_wait_s;
   m.tokens = tokens_seen_;
   m.elapsed_s = now - started_s_;
-  logger_->log(m);
+  if (logger_) logger_->log(m);
   last_log_s_ = now;
   last_log_tokens_ = tokens_seen_;
 }

@@ -1,10 +1,14 @@
-// The training loop on one rank, with torchtitan's semantics (notes/torchtitan-config.md §6):
+// The training loop, with torchtitan's semantics (notes/torchtitan-config.md §6), on one rank
+// or on every rank of a mesh (dist/mesh.h; data parallelism: FSDP, HSDP, DDP):
 //
 //   for step = 1 .. training.steps:
-//     fetch the step's microbatches (global batch / (local batch x dp) of them)
-//     count their valid labels; each microbatch backpropagates loss_sum / count, so the
-//       gradients are those of the global token-mean loss
-//     grad_norm = global L2 norm (logged before clipping); stop with exit 3 when the loss or
+//     fetch this rank's slice of the step's microbatches (global batch / (local batch x dp)
+//       of them)
+//     count the valid labels over all dp ranks; each microbatch backpropagates
+//       loss_sum / count, so the gradients are those of the global token-mean loss
+//     FSDP gathers each unit's parameters around its use and reduce-scatters its gradients
+//       (dist/fsdp.h); replicas all-reduce their shard gradients once per step
+//     grad_norm = global L2 norm over every shard (logged before clipping); stop with exit 3 when the loss or
 //       the norm is not finite, unless training.skip_nonfinite_steps
 //     clip to training.max_norm; AdamW at the scheduled lr
 //     at step 1 and every metrics.log_freq steps: one line on rank 0 and one JSON object
@@ -16,6 +20,8 @@
 
 #include "titan/config/job_config.h"
 #include "titan/data/batch_source.h"
+#include "titan/dist/fsdp.h"
+#include "titan/dist/mesh.h"
 #include "titan/metrics/step_log.h"
 #include "titan/models/llama3/model.h"
 #include "titan/train/lr_schedule.h"
@@ -24,8 +30,9 @@
 namespace titan::train {
 
 // Microbatches per optimizer step: global batch / (local batch x data-parallel degree);
-// a global batch that does not divide is an InputError.
-int64_t accumulation_steps_for(const config::JobConfig& config);
+// a global batch that does not divide is an InputError. A global batch of -1 means one
+// microbatch on every dp rank.
+int64_t accumulation_steps_for(const config::JobConfig& config, int64_t dp_degree = 1);
 
 struct StepResult {
   int64_t step = 0;
@@ -37,9 +44,11 @@ struct StepResult {
 
 class Trainer {
  public:
-  // Builds the model (initialized from debug.seed), optimizer, schedule and data source.
-  // Inconsistent settings (batch sizes, unknown dataset) throw InputError.
-  explicit Trainer(const config::JobConfig& config);
+  // Builds the model (each rank initializes its shards from debug.seed), optimizer,
+  // schedule and data source. Without a mesh the trainer runs alone (a one-rank mesh of its
+  // own); with one, every rank of mesh->world() must construct and step its Trainer
+  // together. Inconsistent settings (batch sizes, mesh, unknown dataset) throw InputError.
+  explicit Trainer(const config::JobConfig& config, dist::Mesh* mesh = nullptr);
   ~Trainer();
 
   // Runs the remaining steps up to training.steps; returns every step's result.
@@ -48,16 +57,23 @@ class Trainer {
   StepResult train_step();
 
   models::llama3::Llama3Model& model() { return *model_; }
+  dist::Mesh& mesh() { return *mesh_; }
+  AdamW& optimizer() { return *optimizer_; }
   int64_t step() const { return step_; }
   int64_t accumulation_steps() const { return accumulation_steps_; }
 
  private:
   void log_start() const;
   void log_step(const StepResult& result);
+  void inject_test_fault() const;
 
   const config::JobConfig config_;
   models::llama3::ModelArgs args_;
+  std::unique_ptr<dist::Communicator> own_world_;  // when running alone
+  std::unique_ptr<dist::Mesh> own_mesh_;
+  dist::Mesh* mesh_ = nullptr;
   std::unique_ptr<models::llama3::Llama3Model> model_;
+  std::unique_ptr<dist::FullyShardedDataParallel> fsdp_;  // the model's unit hooks
   std::vector<nn::Parameter*> parameters_;
   std::unique_ptr<AdamW> optimizer_;
   LrSchedule schedule_;
@@ -72,6 +88,7 @@ class Trainer {
   double started_s_ = 0;
   double last_log_s_ = 0;
   int64_t last_log_tokens_ = 0;
+  double last_log_comm_wait_s_ = 0;
 };
 
 }  // namespace titan::train

@@ -35,21 +35,23 @@ int64_t ModelRecord::bytes() const {
   return total;
 }
 
-Llama3Model::Llama3Model(const ModelArgs& args) : args_(args) {
+Llama3Model::Llama3Model(const ModelArgs& args, const nn::Placement& placement) : args_(args) {
   const int64_t D = args.dim, V = args.vocab_size;
   tok_embeddings_ = std::make_unique<nn::Parameter>(
       "tok_embeddings.weight", Shape{V, D},
-      args.weight_tying ? output_rule(D) : nn::InitRule{nn::InitKind::Normal, 1.0, 0.0});
+      args.weight_tying ? output_rule(D) : nn::InitRule{nn::InitKind::Normal, 1.0, 0.0},
+      placement);
   const nn::BlockDims dims{D, args.n_heads, args.n_kv_heads, args.hidden_dim(), args.norm_eps};
   layers_.reserve(size_t(args.n_layers));
   for (int i = 0; i < int(args.n_layers); ++i) {
     const double depth_std = kWeightStd / std::sqrt(2.0 * (i + 1));
     layers_.emplace_back(i, dims, truncated(kWeightStd, kWeightCutoff),
-                         truncated(depth_std, kWeightCutoff));
+                         truncated(depth_std, kWeightCutoff), placement);
   }
-  norm_ = std::make_unique<nn::RmsNorm>("norm", D, args.norm_eps);
+  norm_ = std::make_unique<nn::RmsNorm>("norm", D, args.norm_eps, placement);
   if (!args.weight_tying) {
-    output_ = std::make_unique<nn::Parameter>("output.weight", Shape{V, D}, output_rule(D));
+    output_ = std::make_unique<nn::Parameter>("output.weight", Shape{V, D}, output_rule(D),
+                                              placement);
   }
   freqs_ = Tensor::empty({args.max_seq_len, args.head_dim() / 2, 2}, DType::F32);
   ops::rope_table(args.head_dim(), args.rope_theta, args.rope_scaling, 0, freqs_);
@@ -66,6 +68,31 @@ std::vector<nn::Parameter*> Llama3Model::parameters() {
 }
 
 nn::Parameter& Llama3Model::output_weight() { return output_ ? *output_ : *tok_embeddings_; }
+
+std::vector<nn::ParameterUnit> Llama3Model::units() {
+  std::vector<nn::ParameterUnit> units;
+  if (output_) {
+    units.push_back({"tok_embeddings", {tok_embeddings_.get()}, false, true});
+  } else {
+    units.push_back({"tok_embeddings, norm", {tok_embeddings_.get(), &norm_->weight()}, true,
+                     false});
+  }
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    units.push_back({"layers." + std::to_string(i), layers_[i].parameters(), true});
+  }
+  if (output_) units.push_back({"norm, output", {&norm_->weight(), output_.get()}, true, false});
+  return units;
+}
+
+void Llama3Model::hook(Hook hook, int unit) const {
+  if (!hooks_) return;
+  switch (hook) {
+    case Hook::BeforeForward: hooks_->before_forward(unit); break;
+    case Hook::AfterForward: hooks_->after_forward(unit); break;
+    case Hook::BeforeBackward: hooks_->before_backward(unit); break;
+    case Hook::AfterBackward: hooks_->after_backward(unit); break;
+  }
+}
 
 void Llama3Model::initialize(uint64_t seed) {
   for (nn::Parameter* p : parameters()) p->initialize(seed);
@@ -88,13 +115,18 @@ double Llama3Model::forward(const Tensor& tokens, const Tensor& labels, ModelRec
   r.labels = labels;
   r.layer_inputs.push_back(Tensor::empty({B, T, D}, DType::F32));
   Tensor x0 = r.layer_inputs[0].reshape({N, D});
+  hook(Hook::BeforeForward, kEmbeddingUnit);
   ops::embedding_forward(tokens.reshape({N}), tok_embeddings_->value(), x0);
+  if (head_unit() != kEmbeddingUnit) hook(Hook::AfterForward, kEmbeddingUnit);
   r.layers.resize(layers_.size());
   for (size_t i = 0; i < layers_.size(); ++i) {
     Tensor out = Tensor::empty({B, T, D}, DType::F32);
+    hook(Hook::BeforeForward, layer_unit(i));
     layers_[i].forward(r.layer_inputs[i], freqs, out, r.layers[i]);
+    hook(Hook::AfterForward, layer_unit(i));
     r.layer_inputs.push_back(out);
   }
+  if (head_unit() != kEmbeddingUnit) hook(Hook::BeforeForward, head_unit());
   r.hn = Tensor::empty({N, D}, DType::F32);
   r.rstd_norm = Tensor::empty({N}, DType::F32);
   norm_->forward(r.layer_inputs.back().reshape({N, D}), r.hn, r.rstd_norm);
@@ -103,6 +135,7 @@ double Llama3Model::forward(const Tensor& tokens, const Tensor& labels, ModelRec
   Tensor workspace = cross_entropy_workspace(N, args_.vocab_size);
   const nn::Parameter& w = output_ ? *output_ : *tok_embeddings_;
   ops::cross_entropy_forward(r.hn, w.value(), labels.reshape({N}), loss_sum, r.lse, workspace);
+  hook(Hook::AfterForward, head_unit());
   return double(loss_sum.data<float>()[0]);
 }
 
@@ -128,6 +161,7 @@ void Llama3Model::output_backward_input(ModelRecord& r, float grad_scale, Tensor
 void Llama3Model::backward(ModelRecord& r, float grad_scale) {
   const int64_t N = r.hn.size(0), D = r.hn.size(1);
   nn::Parameter& w = output_weight();
+  hook(Hook::BeforeBackward, head_unit());
   // The output layer: one logits recompute for both of its gradients.
   r.dhn = Tensor::empty({N, D}, DType::F32);
   {
@@ -139,28 +173,36 @@ void Llama3Model::backward(ModelRecord& r, float grad_scale) {
   const Tensor x_last = r.layer_inputs.back().reshape({N, D});
   norm_->backward_input(r.dhn, x_last, r.rstd_norm, dx, ops::Accumulate::No);
   norm_->backward_weight(r.dhn, x_last, r.rstd_norm);
+  if (head_unit() != kEmbeddingUnit) hook(Hook::AfterBackward, head_unit());
   const Tensor freqs = freqs_.narrow(0, r.tokens.size(1));
   for (size_t i = layers_.size(); i-- > 0;) {
     Tensor dx_in = Tensor::empty({N, D}, DType::F32);
+    hook(Hook::BeforeBackward, layer_unit(i));
     layers_[i].backward_input(dx, freqs, r.layers[i], dx_in);
     layers_[i].backward_weight(r.layers[i]);
+    hook(Hook::AfterBackward, layer_unit(i));
     r.layer_inputs[i + 1] = Tensor();  // this layer's output is no longer needed
     dx = dx_in;
   }
+  if (head_unit() != kEmbeddingUnit) hook(Hook::BeforeBackward, kEmbeddingUnit);
   ops::embedding_backward_weight(r.tokens.reshape({N}), dx, tok_embeddings_->grad());
+  hook(Hook::AfterBackward, kEmbeddingUnit);
   r = ModelRecord{};
 }
 
 void Llama3Model::backward_input(ModelRecord& r, float grad_scale) {
   const int64_t N = r.hn.size(0), D = r.hn.size(1);
   Tensor dx = Tensor::empty({N, D}, DType::F32);
+  hook(Hook::BeforeBackward, head_unit());
   output_backward_input(r, grad_scale, dx);
   const Tensor freqs = freqs_.narrow(0, r.tokens.size(1));
   for (size_t i = layers_.size(); i-- > 0;) {
     Tensor dx_in = Tensor::empty({N, D}, DType::F32);
+    hook(Hook::BeforeBackward, layer_unit(i));
     layers_[i].backward_input(dx, freqs, r.layers[i], dx_in);
     dx = dx_in;
   }
+  if (head_unit() != kEmbeddingUnit) hook(Hook::BeforeBackward, kEmbeddingUnit);
   r.dx0 = dx;
 }
 
@@ -173,8 +215,13 @@ void Llama3Model::backward_weight(ModelRecord& r, float grad_scale) {
                                        w.grad(), workspace);
   }
   norm_->backward_weight(r.dhn, r.layer_inputs.back().reshape({N, D}), r.rstd_norm);
-  for (size_t i = layers_.size(); i-- > 0;) layers_[i].backward_weight(r.layers[i]);
+  if (head_unit() != kEmbeddingUnit) hook(Hook::AfterBackward, head_unit());
+  for (size_t i = layers_.size(); i-- > 0;) {
+    layers_[i].backward_weight(r.layers[i]);
+    hook(Hook::AfterBackward, layer_unit(i));
+  }
   ops::embedding_backward_weight(r.tokens.reshape({N}), r.dx0, tok_embeddings_->grad());
+  hook(Hook::AfterBackward, kEmbeddingUnit);
   r = ModelRecord{};
 }
 

@@ -11,12 +11,18 @@
 // norms 1; output trunc_normal(0, D^-1/2, +-3 D^-1/2). A tied embedding takes the output's
 // rule (torchtitan initializes the output last, over the shared tensor). Every value is a
 // Philox function of (seed, parameter name, index).
+//
+// Parameter units (nn/parameter_unit.h), in forward order: "tok_embeddings", "layers.0" ..
+// "layers.<L-1>", "norm, output". With tied weights the embedding is also the output, so it
+// and the final norm form one unit, "tok_embeddings, norm", in use from the first forward
+// op to the last backward one (FSDP2's root unit).
 #pragma once
 
 #include <memory>
 #include <vector>
 
 #include "titan/models/llama3/args.h"
+#include "titan/nn/parameter_unit.h"
 #include "titan/nn/transformer_block.h"
 
 namespace titan::models::llama3 {
@@ -36,12 +42,16 @@ struct ModelRecord {
 
 class Llama3Model {
  public:
-  explicit Llama3Model(const ModelArgs& args);
+  // Every parameter holds only its box under `placement` (nothing of the whole tensor).
+  explicit Llama3Model(const ModelArgs& args, const nn::Placement& placement = {});
 
   const ModelArgs& args() const { return args_; }
   // Every parameter once, in torchtitan's order of definition.
   std::vector<nn::Parameter*> parameters();
   nn::Parameter& output_weight();
+  std::vector<nn::ParameterUnit> units();
+  // Called around every unit's use from now on; null for none. Not owned.
+  void set_unit_hooks(nn::UnitHooks* hooks) { hooks_ = hooks; }
   void initialize(uint64_t seed);
   void zero_grads();
 
@@ -59,12 +69,20 @@ class Llama3Model {
 
  private:
   void output_backward_input(ModelRecord& record, float grad_scale, Tensor& dh) const;
+  // Unit indices of units(): the embedding's, layer i's, and the final norm + output's
+  // (the embedding's own when tied).
+  static constexpr int kEmbeddingUnit = 0;
+  static int layer_unit(size_t layer) { return int(layer) + 1; }
+  int head_unit() const { return output_ ? int(layers_.size()) + 1 : kEmbeddingUnit; }
+  enum class Hook { BeforeForward, AfterForward, BeforeBackward, AfterBackward };
+  void hook(Hook hook, int unit) const;
   ModelArgs args_;
   std::unique_ptr<nn::Parameter> tok_embeddings_;
   std::vector<nn::TransformerBlock> layers_;
   std::unique_ptr<nn::RmsNorm> norm_;
   std::unique_ptr<nn::Parameter> output_;  // null when tied
   Tensor freqs_;                           // RoPE table [max_seq_len, hd/2, 2]
+  nn::UnitHooks* hooks_ = nullptr;
 };
 
 }  // namespace titan::models::llama3

@@ -1,0 +1,105 @@
+// titan-train under mpirun, as a user runs it: FSDP trains; a bad mesh is one line and
+// exit 2; a rank that throws or stops answering ends the job with exit 1, never a hang
+// (DESIGN.md, "Errors, exit codes, logs").
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "support/train_process.h"
+#include "titan/config.h"
+
+namespace titan {
+namespace {
+
+#if TITAN_HAVE_MPI
+using testing::ProcessResult;
+
+std::vector<std::string> tiny_run(const std::string& name, std::vector<std::string> extra = {}) {
+  const std::filesystem::path dump = std::filesystem::temp_directory_path() / ("titan_mpi_" + name);
+  std::filesystem::remove_all(dump);
+  std::vector<std::string> args = {"--model.flavor", "tiny",
+                                   "--training.dataset", "synthetic",
+                                   "--training.seq_len", "32",
+                                   "--training.local_batch_size", "2",
+                                   "--training.steps", "3",
+                                   "--metrics.log_freq", "1",
+                                   "--metrics.peak_tflops", "1",
+                                   "--job.dump_folder", dump.string()};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return args;
+}
+
+std::string describe(const ProcessResult& r) {
+  return "exit " + std::to_string(r.exit_code) + "\nstdout:\n" + r.out + "\nstderr:\n" + r.err;
+}
+
+int64_t count_of(const std::string& text, const std::string& needle) {
+  int64_t count = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++count;
+  return count;
+}
+
+TEST(DistributedProcess, TwoRanksTrainWithFsdpAndRankZeroSpeaks) {
+  const ProcessResult r = testing::run_titan_train_mpi(2, tiny_run("fsdp"));
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const std::string all = r.out + r.err;
+  EXPECT_NE(all.find("dp_shard 2"), std::string::npos) << describe(r);
+  EXPECT_NE(all.find("(FSDP)"), std::string::npos) << describe(r);
+  EXPECT_EQ(count_of(all, "step: 3 "), 1) << "one step line per step, from rank 0\n" << describe(r);
+  EXPECT_NE(all.find("comm: "), std::string::npos) << describe(r);
+}
+
+TEST(DistributedProcess, BadMeshesAreOneLineAndExitTwo) {
+  struct Case {
+    std::vector<std::string> args;
+    std::vector<std::string> expected;  // in the message
+  };
+  const Case cases[] = {
+      {{"--parallelism.data_parallel_shard_degree", "3"}, {"3", "2"}},
+      {{"--parallelism.data_parallel_replicate_degree", "4"}, {"4", "2"}},
+      {{"--parallelism.data_parallel_replicate_degree", "2", "--parallelism.data_parallel_shard_degree",
+        "2"},
+       {"2", "4"}},
+      {{"--parallelism.tensor_parallel_degree", "2"}, {"tensor"}},
+      {{"--parallelism.pipeline_parallel_degree", "2"}, {"pipeline"}},
+      {{"--parallelism.context_parallel_degree", "2"}, {"context"}},
+      // The global batch must divide by local batch x dp = 2 x 2.
+      {{"--training.global_batch_size", "6"}, {"global_batch_size", "4"}},
+  };
+  for (const Case& c : cases) {
+    const ProcessResult r = testing::run_titan_train_mpi(2, tiny_run("bad_mesh", c.args));
+    const std::string where = c.args[0] + " " + c.args[1];
+    EXPECT_EQ(r.exit_code, 2) << where << "\n" << describe(r);
+    const std::vector<std::string> lines = r.err_lines();
+    const auto errors = std::count_if(lines.begin(), lines.end(), [](const std::string& line) {
+      return line.find("error") != std::string::npos;
+    });
+    EXPECT_EQ(errors, 1) << where << ": one line, from rank 0\n" << describe(r);
+    for (const std::string& word : c.expected) {
+      EXPECT_NE(r.err.find(word), std::string::npos) << where << ": wants '" << word << "'\n" << describe(r);
+    }
+  }
+}
+
+TEST(DistributedProcess, ARankThatThrowsEndsTheJobWithExitOne) {
+  const ProcessResult r = testing::run_titan_train_mpi(2, tiny_run("throw"), {"TITAN_TEST_FAULT=throw:1:2"});
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_NE(r.err.find("[rank 1] error: "), std::string::npos) << describe(r);
+  EXPECT_NE(r.err.find("test fault injected at step 2"), std::string::npos) << describe(r);
+}
+
+// Rank 1 stops answering at step 2; rank 0 waits in the step's first collective (the
+// all-reduce of the valid-token count over dp) and gives up after the timeout.
+TEST(DistributedProcess, ARankThatStopsAnsweringMakesTheOthersFailAfterTheTimeout) {
+  const ProcessResult r = testing::run_titan_train_mpi(
+      2, tiny_run("hang", {"--comm.train_timeout_seconds", "2"}), {"TITAN_TEST_FAULT=hang:1:2"});
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_NE(r.err.find("[rank 0] error: all_reduce"), std::string::npos) << describe(r);
+  EXPECT_NE(r.err.find("on dp"), std::string::npos) << describe(r);
+  EXPECT_NE(r.err.find("2 s"), std::string::npos) << describe(r);
+}
+#endif
+
+}  // namespace
+}  // namespace titan

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# FSDP on this machine: the same training step on np ranks x 1 thread (model sharded over
+# them) against 1 rank x np threads, same global batch, in one run (docs/performance.md,
+# "FSDP on CPU ranks"). Target: ratio >= 0.9.
+#
+#   tools/bench/fsdp_step.sh             np 2; dim 512, 8 layers, 8 heads, 4 kv heads, ffn 1536,
+#                                        vocab 32,000, global batch 4 x seq 512 (58M parameters)
+#   STEPS=4 WARMUP=1 tools/bench/fsdp_step.sh
+#
+# Both sides report tokens/s per device in metrics.jsonl; the total is that times the rank
+# count. The median over steps WARMUP+1..STEPS is compared; the FSDP side's `comm_percent`
+# (share of step time its ranks spent blocked in communication, the largest over ranks) is
+# printed beside it. Environment: NP (2), STEPS (6), WARMUP (2), TITAN_BUILD_DIR (build),
+# KEEP=1 keeps the logs; DIM, LAYERS, HEADS, KV_HEADS, FFN, VOCAB, SEQ, BATCH (the global
+# batch) change the model. About 2-3 minutes on the 2-core machine.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+build_dir=${TITAN_BUILD_DIR:-$root/build}
+exe=$build_dir/apps/titan-train
+np=${NP:-2} steps=${STEPS:-6} warmup=${WARMUP:-2}
+dim=${DIM:-512} layers=${LAYERS:-8} heads=${HEADS:-8} kv_heads=${KV_HEADS:-4}
+ffn=${FFN:-1536} vocab=${VOCAB:-32000} seq=${SEQ:-512} batch=${BATCH:-4}
+
+if [ ! -x "$exe" ]; then
+  echo "fsdp_step: $exe not found: build first (cmake --build $build_dir)" >&2
+  exit 2
+fi
+if ! command -v mpirun >/dev/null; then
+  echo "fsdp_step: mpirun not found (tools/setup.sh installs Open MPI)" >&2
+  exit 2
+fi
+if [ $((batch % np)) -ne 0 ] || [ "$steps" -le "$warmup" ]; then
+  echo "fsdp_step: BATCH ($batch) must divide by NP ($np) and STEPS ($steps) exceed WARMUP ($warmup)" >&2
+  exit 2
+fi
+# OpenBLAS reads its core type when it loads (DESIGN.md, "Threads and BLAS").
+if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -qw avx512f /proc/cpuinfo 2>/dev/null; then
+  export OPENBLAS_CORETYPE=SKYLAKEX
+fi
+if [ "$(id -u)" = 0 ]; then
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+fi
+
+work=$(mktemp -d /tmp/fsdp_step.XXXXXX)
+if [ "${KEEP:-0}" = 1 ]; then
+  echo "logs kept in $work"
+else
+  trap 'rm -rf "$work"' EXIT
+fi
+
+model_args=(--model.flavor tiny --model.dim "$dim" --model.n_layers "$layers"
+  --model.n_heads "$heads" --model.n_kv_heads "$kv_heads" --model.ffn_dim "$ffn"
+  --model.vocab_size "$vocab" --training.seq_len "$seq" --training.global_batch_size "$batch"
+  --training.dataset synthetic --activation_checkpoint.mode none --training.steps "$steps"
+  --metrics.log_freq 1 --metrics.peak_tflops 1)
+
+echo "== FSDP step: $np ranks x 1 thread against 1 rank x $np threads"
+echo "machine:   $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores;" \
+     "load average $(cut -d' ' -f1-3 /proc/loadavg); OPENBLAS_CORETYPE ${OPENBLAS_CORETYPE:-unset}"
+echo "model:     llama3 dim $dim, $layers layers, $heads heads, $kv_heads kv heads, ffn $ffn," \
+     "vocab $vocab; global batch $batch x seq $seq; fp32, synthetic tokens"
+echo "steps:     $steps per side, median of steps $((warmup + 1))..$steps"
+
+echo "-- 1 rank x $np threads"
+OMP_NUM_THREADS=$np OPENBLAS_NUM_THREADS=$np "$exe" "${model_args[@]}" \
+  --training.local_batch_size "$batch" --job.dump_folder "$work/alone" > "$work/alone.log" 2>&1 ||
+  { cat "$work/alone.log" >&2; echo "fsdp_step: the one-rank run failed" >&2; exit 1; }
+grep -E 'step: ' "$work/alone.log" | sed 's/^\[titan [0-9:]*\] /   /'
+
+echo "-- $np ranks x 1 thread (mpirun, FSDP)"
+OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 mpirun --oversubscribe -np "$np" \
+  -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS "$exe" "${model_args[@]}" \
+  --training.local_batch_size $((batch / np)) --job.dump_folder "$work/fsdp" > "$work/fsdp.log" 2>&1 ||
+  { cat "$work/fsdp.log" >&2; echo "fsdp_step: the FSDP run failed" >&2; exit 1; }
+grep -E 'mesh: |step: ' "$work/fsdp.log" | sed 's/^\[titan [0-9:]*\] /   /'
+
+python3 - "$work/alone/metrics.jsonl" "$work/fsdp/metrics.jsonl" "$warmup" "$np" <<'PY'
+import json, statistics, sys
+alone_path, fsdp_path, warmup, np = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+def rows(path):
+    return [r for r in (json.loads(l) for l in open(path) if l.strip()) if r["step"] > warmup]
+alone, fsdp = rows(alone_path), rows(fsdp_path)
+alone_tps = statistics.median(r["tps"] for r in alone)
+fsdp_tps = np * statistics.median(r["tps"] for r in fsdp)
+comm = statistics.median(r.get("comm_percent", 0.0) for r in fsdp)
+loss_gap = max(abs(a["loss"] - b["loss"]) / abs(a["loss"]) for a, b in zip(alone, fsdp))
+print("== summary")
+print(f"1 rank x {np} threads:  {alone_tps:8.1f} tokens/s")
+print(f"{np} ranks x 1 thread:  {fsdp_tps:8.1f} tokens/s  (comm {comm:.1f}% of step time)")
+print(f"FSDP / one rank:      {fsdp_tps / alone_tps:.2f}x  (target >= 0.90)")
+print(f"largest loss gap:     {loss_gap:.1e} (relative; same global batch)")
+PY
