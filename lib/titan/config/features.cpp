@@ -1,5 +1,6 @@
 #include "titan/config/features.h"
 
+#include "titan/config.h"
 #include "titan/core/error.h"
 
 namespace titan::config {
@@ -9,7 +10,7 @@ namespace titan::config {
 // they derive the rejections they run from this list).
 const std::vector<FeatureInfo>& all_features() {
   static const std::vector<FeatureInfo> features = {
-      {Feature::Checkpointing, "checkpointing", false, WhenMissing::Reject, ""},
+      {Feature::Checkpointing, "checkpointing", TITAN_HAVE_HDF5 != 0, WhenMissing::Reject, ""},
       {Feature::AsyncCheckpointing, "asynchronous checkpointing", false, WhenMissing::Reject, ""},
       {Feature::SeedCheckpoint, "seed checkpoints", false, WhenMissing::Reject, ""},
       {Feature::ReplicatedDataParallel, "replicated data parallelism (DDP/HSDP)", true,

@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <thread>
 
+#include "titan/ckpt/checkpoint_folder.h"
+#include "titan/config/load.h"
 #include "titan/core/logging.h"
 #include "titan/core/threads.h"
 #include "titan/data/sources.h"
@@ -59,6 +61,10 @@ Trainer::Trainer(const config::JobConfig& config, dist::Mesh* mesh)
   peak_tflops_ = config.metrics.peak_tflops ? *config.metrics.peak_tflops
                                             : measure_sgemm_gflops() / 1000.0;
   log_start();
+  if (config.checkpoint.enable) {
+    checkpoint_io_ = mesh_->world().split(0, mesh_->world().rank(), "checkpoint");
+    load_at_start();
+  }
 }
 
 Trainer::~Trainer() = default;
@@ -98,8 +104,11 @@ StepResult Trainer::train_step() {
   ++step_;
   StepResult result;
   result.step = step_;
-  if (step_ == 1) {
+  // The first step of this run (a resumed run starts after the checkpoint's step).
+  const bool first_of_run = steps_this_run_++ == 0;
+  if (first_of_run) {
     started_s_ = last_log_s_ = now_s();
+    last_log_tokens_ = tokens_seen_;
     allocator_for(Device::cpu()).reset_peak();
   }
   inject_test_fault();
@@ -144,8 +153,9 @@ StepResult Trainer::train_step() {
     clip_grads(parameters_, config_.training.max_norm, result.grad_norm);
     optimizer_->step(result.lr);
   }
-  if (step_ == 1 || step_ % config_.metrics.log_freq == 0) log_step(result);
-  if (step_ == 1) dist::set_comm_timeout(double(config_.comm.train_timeout_seconds));
+  if (first_of_run || step_ % config_.metrics.log_freq == 0) log_step(result);
+  maybe_save_checkpoint();
+  if (first_of_run) dist::set_comm_timeout(double(config_.comm.train_timeout_seconds));
   return result;
 }
 
@@ -196,6 +206,124 @@ void Trainer::log_step(const StepResult& result) {
   if (logger_) logger_->log(m);
   last_log_s_ = now;
   last_log_tokens_ = tokens_seen_;
+}
+
+std::vector<ckpt::TensorPiece> Trainer::checkpoint_pieces(bool with_optimizer, DType model_dtype) {
+  // Replicas hold equal shards: the first one writes them (every rank reads its own).
+  const bool writes = mesh_->dp_replicate().rank() == 0;
+  std::vector<ckpt::TensorPiece> pieces;
+  for (nn::Parameter* p : parameters_) {
+    pieces.push_back({"model/" + p->name(), p->global_shape(), p->local_box(), p->shard(), writes,
+                      model_dtype});
+  }
+  if (!with_optimizer) return pieces;
+  for (size_t i = 0; i < parameters_.size(); ++i) {
+    const nn::Parameter& p = *parameters_[i];
+    pieces.push_back({"optimizer/exp_avg/" + p.name(), p.global_shape(), p.local_box(),
+                      optimizer_->exp_avg(i), writes, DType::F32});
+    pieces.push_back({"optimizer/exp_avg_sq/" + p.name(), p.global_shape(), p.local_box(),
+                      optimizer_->exp_avg_sq(i), writes, DType::F32});
+  }
+  return pieces;
+}
+
+namespace {
+
+// checkpoint.exclude_from_loading's names (torchtitan's state keys).
+bool excluded(const config::JobConfig& config, const std::string& state) {
+  for (const std::string& name : config.checkpoint.exclude_from_loading) {
+    TITAN_CHECK_INPUT(name == "model" || name == "optimizer" || name == "dataloader" ||
+                      name == "lr_scheduler" || name == "train_state")
+        << "checkpoint.exclude_from_loading: unknown state '" << name
+        << "'; use model, optimizer, dataloader, lr_scheduler or train_state";
+    if (name == state) return true;
+  }
+  return false;
+}
+
+// A step-<N>.h5 file, or the newest checkpoint in a folder.
+std::string resolve_checkpoint(const std::filesystem::path& path) {
+  if (!std::filesystem::is_directory(path)) return path.string();
+  const std::vector<int64_t> steps = ckpt::checkpoint_steps(path);
+  TITAN_CHECK_INPUT(!steps.empty()) << "checkpoint.initial_load_path: " << path.string()
+                                    << " holds no step-<N>.h5 checkpoint";
+  return ckpt::checkpoint_path(path, steps.back()).string();
+}
+
+}  // namespace
+
+void Trainer::load_at_start() {
+  const config::CheckpointSection& c = config_.checkpoint;
+  const std::filesystem::path folder = std::filesystem::path(config_.job.dump_folder) / c.folder;
+  const std::vector<int64_t> steps = ckpt::checkpoint_steps(folder);
+  if (c.load_step >= 0) {
+    TITAN_CHECK_INPUT(std::find(steps.begin(), steps.end(), c.load_step) != steps.end())
+        << "checkpoint.load_step " << c.load_step << ": no step-" << c.load_step << ".h5 in "
+        << folder.string() << (steps.empty() ? " (no checkpoints there)" : "");
+    load_checkpoint(ckpt::checkpoint_path(folder, c.load_step).string(), false);
+  } else if (!steps.empty()) {
+    load_checkpoint(ckpt::checkpoint_path(folder, steps.back()).string(), false);
+  } else if (c.initial_load_path && !c.initial_load_path->empty()) {
+    load_checkpoint(resolve_checkpoint(*c.initial_load_path), c.initial_load_model_only);
+  }
+}
+
+void Trainer::load_checkpoint(const std::string& path, bool model_only) {
+  const ckpt::CheckpointMeta meta = ckpt::read_checkpoint_meta(path, *checkpoint_io_);
+  if (meta.model_only && !model_only) {
+    log::warn("%s holds the model only: the optimizer, the data position and the step start "
+              "fresh", path.c_str());
+    model_only = true;
+  }
+  const bool with_optimizer = !model_only && !excluded(config_, "optimizer");
+  std::vector<ckpt::TensorPiece> pieces = checkpoint_pieces(with_optimizer, DType::F32);
+  if (excluded(config_, "model")) pieces.erase(pieces.begin(), pieces.begin() + long(parameters_.size()));
+  ckpt::read_checkpoint_tensors(path, *checkpoint_io_, pieces);
+  if (with_optimizer) optimizer_->set_steps_taken(meta.optimizer_steps);
+  if (!model_only && !excluded(config_, "train_state")) {
+    step_ = meta.step;
+    tokens_seen_ = meta.tokens_seen;
+  }
+  if (!model_only && !excluded(config_, "dataloader")) {
+    const int64_t per_batch = config_.training.local_batch_size * mesh_->dp_degree();
+    TITAN_CHECK_INPUT(meta.data_sequences % per_batch == 0)
+        << path << ": " << meta.data_sequences << " sequences consumed is not a whole number of "
+        << "local batches x dp = " << per_batch << "; resume with the same global batch";
+    data_->seek(meta.data_sequences / per_batch);
+  }
+  log::info("loaded %s (step %lld, written on %s)%s", path.c_str(), (long long)meta.step,
+            meta.mesh.c_str(), model_only ? ": model only" : "");
+}
+
+void Trainer::maybe_save_checkpoint() {
+  const config::CheckpointSection& c = config_.checkpoint;
+  if (!c.enable || c.load_only) return;
+  const bool last = step_ == config_.training.steps;
+  const bool due = step_ % c.interval == 0 || last || (step_ == 1 && c.enable_first_step_checkpoint);
+  if (!due) return;
+  const bool model_only = last && c.last_save_model_only;
+  const DType model_dtype =
+      model_only && c.export_dtype == config::Precision::Bfloat16 ? DType::BF16 : DType::F32;
+  TITAN_CHECK_INPUT(!model_only || c.export_dtype != config::Precision::Float16)
+      << "checkpoint.export_dtype: float16 exports are not supported; use bfloat16 or float32";
+  ckpt::CheckpointMeta meta;
+  meta.step = step_;
+  meta.tokens_seen = tokens_seen_;
+  meta.optimizer_steps = optimizer_->steps_taken();
+  meta.data_sequences = data_->batches_served() * config_.training.local_batch_size * mesh_->dp_degree();
+  meta.seed = int64_t(config_.debug.effective_seed());
+  meta.model_only = model_only;
+  meta.config_yaml = config::to_yaml(config_);
+  meta.mesh = mesh_->shape().describe();
+  meta.world_size = mesh_->world().size();
+  const std::filesystem::path folder = std::filesystem::path(config_.job.dump_folder) / c.folder;
+  if (checkpoint_io_->rank() == 0) std::filesystem::create_directories(folder);
+  checkpoint_io_->barrier().wait();
+  const double started = now_s();
+  const std::string path = ckpt::checkpoint_path(folder, step_).string();
+  ckpt::write_checkpoint_file(path, *checkpoint_io_, meta, checkpoint_pieces(!model_only, model_dtype));
+  if (checkpoint_io_->rank() == 0) ckpt::prune_checkpoints(folder, c.keep_latest_k);
+  log::info("saved %s in %.2f s%s", path.c_str(), now_s() - started, model_only ? " (model only)" : "");
 }
 
 std::vector<StepResult> Trainer::train() {

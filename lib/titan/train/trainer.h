@@ -18,6 +18,7 @@
 #include <memory>
 #include <vector>
 
+#include "titan/ckpt/checkpoint_file.h"
 #include "titan/config/job_config.h"
 #include "titan/data/batch_source.h"
 #include "titan/dist/fsdp.h"
@@ -66,6 +67,11 @@ class Trainer {
   void log_start() const;
   void log_step(const StepResult& result);
   void inject_test_fault() const;
+  // Checkpoints (docs/checkpoints.md): this rank's boxes of the model (and optimizer).
+  std::vector<ckpt::TensorPiece> checkpoint_pieces(bool with_optimizer, DType model_dtype);
+  void load_at_start();  // resume from the folder, or checkpoint.initial_load_path
+  void load_checkpoint(const std::string& path, bool model_only);
+  void maybe_save_checkpoint();
 
   const config::JobConfig config_;
   models::llama3::ModelArgs args_;
@@ -79,8 +85,10 @@ class Trainer {
   LrSchedule schedule_;
   std::unique_ptr<data::BatchSource> data_;
   std::unique_ptr<metrics::StepLogger> logger_;
+  std::unique_ptr<dist::Communicator> checkpoint_io_;  // a split of the world, for HDF5 only
   int64_t accumulation_steps_ = 1;
   int64_t step_ = 0;
+  int64_t steps_this_run_ = 0;
   int64_t tokens_seen_ = 0;
   double flops_per_token_ = 0;
   double peak_tflops_ = 0;

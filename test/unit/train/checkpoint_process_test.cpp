@@ -1,0 +1,189 @@
+// Checkpoints through titan-train, as a user runs it (docs/checkpoints.md): exact resume on
+// the same mesh, resume on other meshes, files that h5ls reads, keep_latest_k, and bad
+// checkpoints as one line with exit 2 that leaves them untouched.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <regex>
+
+#include "support/train_process.h"
+#include "titan/config.h"
+
+namespace titan {
+namespace {
+
+#if TITAN_HAVE_MPI && TITAN_HAVE_HDF5
+namespace fs = std::filesystem;
+using testing::ProcessResult;
+
+fs::path fresh(const std::string& name) {
+  const fs::path dir = fs::temp_directory_path() / ("titan_ckpt_process_" + name);
+  fs::remove_all(dir);
+  return dir;
+}
+
+// The tiny model on SOTU with a global batch of 4 sequences; the LR is constant after
+// warmup (decay_ratio 0), so a run of 10 steps is the first half of a run of 20.
+std::vector<std::string> job(const fs::path& dump, int ranks, int steps,
+                             std::vector<std::string> extra = {}) {
+  std::vector<std::string> args = {"--model.flavor", "tiny",
+                                   "--training.dataset_path", testing::assets_path("data/sotu"),
+                                   "--training.seq_len", "64",
+                                   "--training.global_batch_size", "4",
+                                   "--training.local_batch_size", std::to_string(4 / ranks),
+                                   "--training.steps", std::to_string(steps),
+                                   "--lr_scheduler.warmup_steps", "2",
+                                   "--lr_scheduler.decay_ratio", "0",
+                                   "--metrics.log_freq", "1",
+                                   "--metrics.peak_tflops", "1",
+                                   "--checkpoint.enable",
+                                   "--checkpoint.interval", "10",
+                                   "--checkpoint.no_last_save_model_only",
+                                   "--job.dump_folder", dump.string()};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return args;
+}
+
+ProcessResult train(int ranks, const std::vector<std::string>& args) {
+  return ranks == 1 ? testing::run_titan_train(args) : testing::run_titan_train_mpi(ranks, args);
+}
+
+std::string describe(const ProcessResult& r) {
+  return "exit " + std::to_string(r.exit_code) + "\nstdout:\n" + r.out + "\nstderr:\n" + r.err;
+}
+
+// Loss text per step from metrics.jsonl (the shortest round-trip form: equal text is
+// equal bits); the last line for a step wins.
+std::map<int, std::string> losses(const fs::path& dump) {
+  std::map<int, std::string> by_step;
+  std::ifstream in(dump / "metrics.jsonl");
+  static const std::regex line(R"re(\{"step": (\d+), "loss": ([^,]+),)re");
+  for (std::string text; std::getline(in, text);) {
+    std::smatch m;
+    if (std::regex_search(text, m, line)) by_step[std::stoi(m[1])] = m[2];
+  }
+  return by_step;
+}
+
+const std::map<int, std::string>& straight_run() {
+  static const std::map<int, std::string> reference = [] {
+    const fs::path dump = fresh("straight");
+    const ProcessResult r = train(2, job(dump, 2, 20, {"--checkpoint.no_enable"}));
+    EXPECT_EQ(r.exit_code, 0) << describe(r);
+    return losses(dump);
+  }();
+  return reference;
+}
+
+TEST(CheckpointProcess, ResumeOnTheSameMeshIsBitwiseIdentical) {
+  const fs::path dump = fresh("resume");
+  ProcessResult r = train(2, job(dump, 2, 10));
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  ASSERT_TRUE(fs::exists(dump / "checkpoint" / "step-10.h5"));
+  r = train(2, job(dump, 2, 20));
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE((r.out + r.err).find("loaded"), std::string::npos) << describe(r);
+  const std::map<int, std::string> resumed = losses(dump), reference = straight_run();
+  ASSERT_EQ(reference.size(), 20u);
+  for (int step = 11; step <= 20; ++step) {
+    ASSERT_TRUE(resumed.count(step)) << "step " << step;
+    EXPECT_EQ(resumed.at(step), reference.at(step)) << "step " << step;
+  }
+}
+
+// Saved by 4 FSDP ranks; resumed by 2 FSDP ranks, 1 rank and 2x2 HSDP: each rank reads its
+// own box of every tensor.
+TEST(CheckpointProcess, ACheckpointOfOneMeshResumesOnOthers) {
+  const fs::path saved = fresh("reshard_saved");
+  ProcessResult r = train(4, job(saved, 4, 10));
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  struct Target {
+    std::string name;
+    int ranks;
+    std::vector<std::string> extra;
+  };
+  for (const Target& t : {Target{"fsdp2", 2, {}}, Target{"alone", 1, {}},
+                          Target{"hsdp", 4, {"--parallelism.data_parallel_replicate_degree", "2"}}}) {
+    const fs::path dump = fresh("reshard_" + t.name);
+    fs::create_directories(dump / "checkpoint");
+    fs::copy_file(saved / "checkpoint" / "step-10.h5", dump / "checkpoint" / "step-10.h5");
+    r = train(t.ranks, job(dump, t.ranks, 20, t.extra));
+    ASSERT_EQ(r.exit_code, 0) << t.name << "\n" << describe(r);
+    const std::map<int, std::string> resumed = losses(dump), reference = straight_run();
+    for (int step = 11; step <= 20; ++step) {
+      ASSERT_TRUE(resumed.count(step)) << t.name << " step " << step;
+      const double a = std::stod(resumed.at(step)), b = std::stod(reference.at(step));
+      EXPECT_NEAR(a, b, 1e-5 * b) << t.name << " step " << step;
+    }
+  }
+}
+
+TEST(CheckpointProcess, H5lsListsEveryTensorAndBf16ExportsPrintAsFloats) {
+  const fs::path dump = fresh("h5ls");
+  const ProcessResult r = train(2, job(dump, 2, 10, {"--checkpoint.interval", "5",
+                                                    "--checkpoint.last_save_model_only",
+                                                    "--checkpoint.export_dtype", "bfloat16"}));
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const ProcessResult full = testing::run_process("/usr/bin/h5ls", {"-r", (dump / "checkpoint" / "step-5.h5").string()});
+  ASSERT_EQ(full.exit_code, 0) << describe(full);
+  for (const char* name : {"/model/tok_embeddings.weight", "/model/layers.7.feed_forward.w2.weight",
+                           "/optimizer/exp_avg/output.weight", "/optimizer/exp_avg_sq/norm.weight"}) {
+    EXPECT_NE(full.out.find(name), std::string::npos) << name << "\n" << full.out;
+  }
+  EXPECT_NE(full.out.find("Dataset {2048, 64}"), std::string::npos) << full.out;
+  const fs::path last = dump / "checkpoint" / "step-10.h5";
+  const ProcessResult exported = testing::run_process("/usr/bin/h5ls", {"-v", (last / "model" / "norm.weight").string()});
+  EXPECT_NE(exported.out.find("16-bit little-endian floating-point"), std::string::npos) << exported.out;
+  const ProcessResult only_model = testing::run_process("/usr/bin/h5ls", {"-r", last.string()});
+  EXPECT_EQ(only_model.out.find("/optimizer"), std::string::npos) << only_model.out;
+  // h5dump prints the norm weights (ones, then trained) as numbers near 1.
+  const ProcessResult dumped = testing::run_process(
+      "/usr/bin/h5dump", {"-d", "/model/norm.weight", "-s", "0", "-c", "2", last.string()});
+  EXPECT_TRUE(std::regex_search(dumped.out, std::regex(R"(\(0\): (0\.9|1)[0-9.]*, (0\.9|1))")))
+      << dumped.out;
+}
+
+TEST(CheckpointProcess, KeepLatestKDeletesOnlyOlderCompleteCheckpoints) {
+  const fs::path dump = fresh("keep");
+  const ProcessResult r = train(2, job(dump, 2, 10, {"--checkpoint.interval", "2",
+                                                    "--checkpoint.keep_latest_k", "2"}));
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  std::vector<std::string> files;
+  for (const auto& entry : fs::directory_iterator(dump / "checkpoint")) {
+    files.push_back(entry.path().filename().string());
+  }
+  std::sort(files.begin(), files.end());
+  EXPECT_EQ(files, (std::vector<std::string>{"step-10.h5", "step-8.h5"}));
+}
+
+TEST(CheckpointProcess, BadCheckpointsAreExitTwoAndLeftUntouched) {
+  const fs::path dump = fresh("bad");
+  ASSERT_EQ(train(2, job(dump, 2, 10)).exit_code, 0);
+  const fs::path folder = dump / "checkpoint";
+  // An interrupted save (.tmp) is passed over: the run resumes from step 10.
+  std::ofstream(folder / "step-15.h5.tmp") << "half a checkpoint";
+  ProcessResult r = train(2, job(dump, 2, 12));
+  EXPECT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE((r.out + r.err).find("step-10.h5 (step 10"), std::string::npos) << describe(r);
+  // A step file that is not HDF5 is exit 2 naming it, never skipped, and stays as it was.
+  std::ofstream(folder / "step-30.h5") << "not a checkpoint";
+  r = train(2, job(dump, 2, 40));
+  EXPECT_EQ(r.exit_code, 2) << describe(r);
+  EXPECT_NE(r.err.find("step-30.h5"), std::string::npos) << describe(r);
+  std::ifstream kept(folder / "step-30.h5");
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(kept), {}), "not a checkpoint");
+  fs::remove(folder / "step-30.h5");
+  // load_step that is not there.
+  r = train(2, job(dump, 2, 40, {"--checkpoint.load_step", "7"}));
+  EXPECT_EQ(r.exit_code, 2) << describe(r);
+  EXPECT_NE(r.err.find("checkpoint.load_step 7"), std::string::npos) << describe(r);
+  // Another model: the first mismatched tensor is named.
+  r = train(2, job(dump, 2, 40, {"--model.dim", "128"}));
+  EXPECT_EQ(r.exit_code, 2) << describe(r);
+  EXPECT_NE(r.err.find("tok_embeddings.weight is [2048, 64]"), std::string::npos) << describe(r);
+}
+#endif
+
+}  // namespace
+}  // namespace titan
