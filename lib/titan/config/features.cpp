@@ -11,7 +11,8 @@ namespace titan::config {
 const std::vector<FeatureInfo>& all_features() {
   static const std::vector<FeatureInfo> features = {
       {Feature::Checkpointing, "checkpointing", TITAN_HAVE_HDF5 != 0, WhenMissing::Reject, ""},
-      {Feature::AsyncCheckpointing, "asynchronous checkpointing", false, WhenMissing::Reject, ""},
+      {Feature::AsyncCheckpointing, "asynchronous checkpointing", TITAN_HAVE_HDF5 != 0,
+       WhenMissing::Reject, ""},
       {Feature::SeedCheckpoint, "seed checkpoints", false, WhenMissing::Reject, ""},
       {Feature::ReplicatedDataParallel, "replicated data parallelism (DDP/HSDP)", true,
        WhenMissing::Reject, ""},

@@ -110,16 +110,26 @@ void check_slurm_world(int world_size, const std::function<const char*(const cha
       << ": launch with `srun --mpi=pmix` (Debian's Open MPI has no PMI2 support)";
 }
 
+bool& threads_may_communicate() {
+  static bool allowed = true;  // one rank without MPI: nothing to coordinate
+  return allowed;
+}
+
 Runtime::Runtime(int* argc, char*** argv) {
 #if TITAN_HAVE_MPI
   if (started_by_launcher()) {
     int initialized = 0;
     MPI_CHECK(MPI_Initialized(&initialized));
+    int provided = MPI_THREAD_SINGLE;
     if (!initialized) {
-      int provided = 0;
-      MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
+      // MULTIPLE: an asynchronous checkpoint's I/O thread does collective MPI-IO on its own
+      // communicator while training goes on (notes/hdf5-formats-launch.md §2).
+      MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided));
       mpi_initialized_here_ = true;
+    } else {
+      MPI_CHECK(MPI_Query_thread(&provided));
     }
+    threads_may_communicate() = provided >= MPI_THREAD_MULTIPLE;
   }
 #else
   (void)argc;

@@ -43,9 +43,13 @@ struct Topology {
 void check_slurm_world(int world_size,
                        const std::function<const char*(const char*)>& getenv = nullptr);
 
+// Whether a second thread may use its own communicator while the main thread uses another
+// (MPI granted MPI_THREAD_MULTIPLE, or no MPI at all); set by Runtime.
+bool& threads_may_communicate();
+
 class Runtime {
  public:
-  // Initializes MPI when built with it (MPI_THREAD_FUNNELED), finds the topology, applies
+  // Initializes MPI when built with it (MPI_THREAD_MULTIPLE), finds the topology, applies
   // the thread rule (configure_threads(local_size)) and picks GPU local_rank % count.
   Runtime(int* argc, char*** argv);
   ~Runtime();  // MPI_Finalize, when this Runtime initialized MPI

@@ -7,7 +7,9 @@
 
 #include "titan/ckpt/checkpoint_folder.h"
 #include "titan/config/load.h"
+#include "titan/core/copy.h"
 #include "titan/core/logging.h"
+#include "titan/dist/runtime.h"
 #include "titan/core/threads.h"
 #include "titan/data/sources.h"
 #include "titan/ops/cross_entropy.h"
@@ -64,6 +66,12 @@ Trainer::Trainer(const config::JobConfig& config, dist::Mesh* mesh)
   if (config.checkpoint.enable) {
     checkpoint_io_ = mesh_->world().split(0, mesh_->world().rank(), "checkpoint");
     load_at_start();
+    if (config.checkpoint.async_mode != config::AsyncMode::Disabled) {
+      TITAN_CHECK_INPUT(dist::threads_may_communicate())
+          << "checkpoint.async_mode: " << config::choice_name(config.checkpoint.async_mode)
+          << " needs MPI_THREAD_MULTIPLE, which this MPI does not grant; use disabled";
+      async_writer_ = std::make_unique<ckpt::AsyncCheckpointWriter>();
+    }
   }
 }
 
@@ -321,14 +329,33 @@ void Trainer::maybe_save_checkpoint() {
   checkpoint_io_->barrier().wait();
   const double started = now_s();
   const std::string path = ckpt::checkpoint_path(folder, step_).string();
-  ckpt::write_checkpoint_file(path, *checkpoint_io_, meta, checkpoint_pieces(!model_only, model_dtype));
-  if (checkpoint_io_->rank() == 0) ckpt::prune_checkpoints(folder, c.keep_latest_k);
-  log::info("saved %s in %.2f s%s", path.c_str(), now_s() - started, model_only ? " (model only)" : "");
+  std::vector<ckpt::TensorPiece> pieces = checkpoint_pieces(!model_only, model_dtype);
+  const bool prunes = checkpoint_io_->rank() == 0;
+  const int64_t keep = c.keep_latest_k;
+  auto finish = [folder, path, started, model_only, prunes, keep] {
+    if (prunes) ckpt::prune_checkpoints(folder, keep);
+    log::info("saved %s in %.2f s%s", path.c_str(), now_s() - started,
+              model_only ? " (model only)" : "");
+  };
+  if (!async_writer_) {
+    ckpt::write_checkpoint_file(path, *checkpoint_io_, meta, pieces);
+    finish();
+    return;
+  }
+  // The I/O thread gets copies: training changes the parameters while it writes.
+  for (ckpt::TensorPiece& piece : pieces) {
+    Tensor copy = Tensor::empty(piece.local.shape(), DType::F32);
+    copy_tensor(piece.local, copy);
+    piece.local = copy;
+  }
+  async_writer_->start(path, *checkpoint_io_, std::move(meta), std::move(pieces), finish);
+  log::info("saving %s in the background (checkpoint.async_mode)", path.c_str());
 }
 
 std::vector<StepResult> Trainer::train() {
   std::vector<StepResult> results;
   while (step_ < config_.training.steps) results.push_back(train_step());
+  if (async_writer_) async_writer_->wait();
   log::info("training done: %lld steps, %lld tokens", (long long)step_, (long long)tokens_seen_);
   return results;
 }

@@ -18,6 +18,7 @@
 #include <memory>
 #include <vector>
 
+#include "titan/ckpt/async_writer.h"
 #include "titan/ckpt/checkpoint_file.h"
 #include "titan/config/job_config.h"
 #include "titan/data/batch_source.h"
@@ -52,7 +53,8 @@ class Trainer {
   explicit Trainer(const config::JobConfig& config, dist::Mesh* mesh = nullptr);
   ~Trainer();
 
-  // Runs the remaining steps up to training.steps; returns every step's result.
+  // Runs the remaining steps up to training.steps (and waits for an asynchronous
+  // checkpoint still being written); returns every step's result.
   std::vector<StepResult> train();
   // One optimizer step (the next one); throws DivergedError on a non-finite loss or norm.
   StepResult train_step();
@@ -86,6 +88,7 @@ class Trainer {
   std::unique_ptr<data::BatchSource> data_;
   std::unique_ptr<metrics::StepLogger> logger_;
   std::unique_ptr<dist::Communicator> checkpoint_io_;  // a split of the world, for HDF5 only
+  std::unique_ptr<ckpt::AsyncCheckpointWriter> async_writer_;  // checkpoint.async_mode: async
   int64_t accumulation_steps_ = 1;
   int64_t step_ = 0;
   int64_t steps_this_run_ = 0;

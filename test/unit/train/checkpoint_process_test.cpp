@@ -119,6 +119,25 @@ TEST(CheckpointProcess, ACheckpointOfOneMeshResumesOnOthers) {
   }
 }
 
+// HSDP writes each shard once (the first replica); one rank reads the whole back. A run
+// whose own folder is empty starts from checkpoint.initial_load_path (a folder: its newest).
+TEST(CheckpointProcess, HsdpSavesLoadAloneThroughInitialLoadPath) {
+  const fs::path saved = fresh("hsdp_saved");
+  ProcessResult r = train(4, job(saved, 4, 10, {"--parallelism.data_parallel_replicate_degree", "2"}));
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const fs::path dump = fresh("hsdp_alone");
+  r = train(1, job(dump, 1, 20, {"--checkpoint.initial_load_path", (saved / "checkpoint").string(),
+                                 "--checkpoint.no_initial_load_model_only"}));
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE((r.out + r.err).find("step-10.h5 (step 10"), std::string::npos) << describe(r);
+  const std::map<int, std::string> resumed = losses(dump), reference = straight_run();
+  for (int step = 11; step <= 20; ++step) {
+    ASSERT_TRUE(resumed.count(step)) << "step " << step;
+    EXPECT_NEAR(std::stod(resumed.at(step)), std::stod(reference.at(step)),
+                1e-5 * std::stod(reference.at(step))) << "step " << step;
+  }
+}
+
 TEST(CheckpointProcess, H5lsListsEveryTensorAndBf16ExportsPrintAsFloats) {
   const fs::path dump = fresh("h5ls");
   const ProcessResult r = train(2, job(dump, 2, 10, {"--checkpoint.interval", "5",
@@ -142,6 +161,37 @@ TEST(CheckpointProcess, H5lsListsEveryTensorAndBf16ExportsPrintAsFloats) {
       "/usr/bin/h5dump", {"-d", "/model/norm.weight", "-s", "0", "-c", "2", last.string()});
   EXPECT_TRUE(std::regex_search(dumped.out, std::regex(R"(\(0\): (0\.9|1)[0-9.]*, (0\.9|1))")))
       << dumped.out;
+}
+
+// async_mode: async writes on an I/O thread while training goes on. A test-only delay in
+// the writer holds each save back 2 s, so steps 3 and 4 finish while step 2's is written
+// whatever the machine's speed; the files equal those of synchronous saves (h5diff).
+TEST(CheckpointProcess, AsyncSavesOverlapTrainingAndEqualSynchronousOnes) {
+  const fs::path async_dump = fresh("async"), sync_dump = fresh("sync");
+  const std::vector<std::string> every_two = {"--checkpoint.interval", "2",
+                                              "--checkpoint.keep_latest_k", "0"};
+  std::vector<std::string> async_args = job(async_dump, 2, 6, every_two);
+  async_args.insert(async_args.end(), {"--checkpoint.async_mode", "async"});
+  const ProcessResult a = testing::run_titan_train_mpi(2, async_args,
+                                                       {"TITAN_TEST_CHECKPOINT_WRITE_DELAY_S=2"});
+  ASSERT_EQ(a.exit_code, 0) << describe(a);
+  const std::string log = a.out + a.err;
+  const size_t saved_2 = log.find("saved " + (async_dump / "checkpoint" / "step-2.h5").string());
+  const size_t step_4 = log.find("step: 4 ");
+  ASSERT_NE(saved_2, std::string::npos) << log;
+  ASSERT_NE(step_4, std::string::npos) << log;
+  EXPECT_LT(step_4, saved_2) << "step 4 should finish while step 2's checkpoint is written\n" << log;
+  const ProcessResult s = train(2, job(sync_dump, 2, 6, every_two));
+  ASSERT_EQ(s.exit_code, 0) << describe(s);
+  for (int step : {2, 4, 6}) {
+    const std::string name = "step-" + std::to_string(step) + ".h5";
+    for (const char* group : {"/model", "/optimizer"}) {
+      const ProcessResult d = testing::run_process(
+          "/usr/bin/h5diff", {(async_dump / "checkpoint" / name).string(),
+                              (sync_dump / "checkpoint" / name).string(), group, group});
+      EXPECT_EQ(d.exit_code, 0) << name << " " << group << "\n" << describe(d);
+    }
+  }
 }
 
 TEST(CheckpointProcess, KeepLatestKDeletesOnlyOlderCompleteCheckpoints) {
