@@ -123,6 +123,15 @@ ProcessResult run_titan_data(const std::vector<std::string>& arguments,
   return run_process(TITAN_DATA_EXE, arguments, stdin_bytes);
 }
 
+ProcessResult run_titan_ckpt(const std::vector<std::string>& arguments) {
+#ifdef TITAN_CKPT_EXE
+  return run_process(TITAN_CKPT_EXE, arguments);
+#else
+  (void)arguments;
+  throw std::runtime_error("run_titan_ckpt: this build has no HDF5, so no titan-ckpt");
+#endif
+}
+
 std::string assets_path(const std::string& relative) {
   const char* assets = std::getenv("TITAN_ASSETS_DIR");
   std::string folder = assets && *assets ? assets : "assets";

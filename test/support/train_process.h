@@ -1,6 +1,7 @@
-// Runs a real executable (titan-train: TITAN_TRAIN_EXE, titan-data: TITAN_DATA_EXE) as a
-// child process, optionally feeding bytes to its stdin (otherwise /dev/null), and captures
-// its exit status, stdout and stderr, so tests check what a user sees.
+// Runs a real executable (titan-train: TITAN_TRAIN_EXE, titan-data: TITAN_DATA_EXE,
+// titan-ckpt: TITAN_CKPT_EXE) as a child process, optionally feeding bytes to its stdin
+// (otherwise /dev/null), and captures its exit status, stdout and stderr, so tests check
+// what a user sees.
 #pragma once
 
 #include <optional>
@@ -26,6 +27,8 @@ ProcessResult run_titan_train_mpi(int ranks, const std::vector<std::string>& arg
                                   const std::vector<std::string>& environment = {});
 ProcessResult run_titan_data(const std::vector<std::string>& arguments,
                              const std::optional<std::string>& stdin_bytes = std::nullopt);
+// titan-ckpt (TITAN_CKPT_EXE): only in builds with HDF5.
+ProcessResult run_titan_ckpt(const std::vector<std::string>& arguments);
 
 // A fresh file under the test's temporary folder holding `text`; returns its path.
 std::string write_temp_file(const std::string& name, const std::string& text);

@@ -191,6 +191,10 @@ TEST(CheckpointProcess, AsyncSavesOverlapTrainingAndEqualSynchronousOnes) {
                               (sync_dump / "checkpoint" / name).string(), group, group});
       EXPECT_EQ(d.exit_code, 0) << name << " " << group << "\n" << describe(d);
     }
+    const ProcessResult diff = testing::run_titan_ckpt(
+        {"diff", (async_dump / "checkpoint" / name).string(), (sync_dump / "checkpoint" / name).string()});
+    EXPECT_EQ(diff.exit_code, 0) << describe(diff);
+    EXPECT_NE(diff.out.find("max abs diff: 0\n"), std::string::npos) << describe(diff);
   }
 }
 

@@ -2,9 +2,9 @@
 // the checkpoints store (notes/hdf5-formats-launch.md §1). HDF5 1.10 here is not
 // thread-safe: one thread makes every HDF5 call.
 //
-//   H5File file = H5File::create("step-10.h5.tmp", io_comm);   // collective with MPI
-//   write_string_attribute(file.id(), "config_yaml", yaml);
-//   H5Object set = create_dataset(file.id(), "model/norm.weight", H5Float::F32, {64});
+//   H5Object file(H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT)));
+//   int64_t step = read_int_attribute(file.id(), "step");
+//   H5Object bf16 = float_type(H5Float::BF16);                  // closed when it goes away
 #pragma once
 
 #include <hdf5.h>

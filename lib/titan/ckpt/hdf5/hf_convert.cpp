@@ -1,0 +1,275 @@
+#include "titan/ckpt/hdf5/hf_convert.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <set>
+#include <sstream>
+
+#include "titan/ckpt/hdf5/inspect.h"
+#include "titan/ckpt/hdf5/model_file.h"
+#include "titan/ckpt/hf_llama.h"
+#include "titan/ckpt/safetensors.h"
+#include "titan/config/load.h"
+#include "titan/ops/cast.h"
+
+namespace titan::ckpt {
+namespace {
+
+namespace fs = std::filesystem;
+using models::llama3::ModelArgs;
+
+constexpr const char* kSingleFile = "model.safetensors";
+constexpr const char* kIndexFile = "model.safetensors.index.json";
+
+// HF's shard names: model-00001-of-00003.safetensors.
+std::string shard_name(size_t index, size_t count) {
+  char name[64];
+  std::snprintf(name, sizeof(name), "model-%05zu-of-%05zu.safetensors", index + 1, count);
+  return name;
+}
+
+bool is_model_file(const std::string& name) {
+  static const std::regex shard(R"(model-\d{5}-of-\d{5}\.safetensors)");
+  return name == kSingleFile || name == kIndexFile || std::regex_match(name, shard);
+}
+
+// Writes text under its final name only once whole (tmp + rename), as the safetensors do.
+void write_text_file(const fs::path& path, const std::string& text) {
+  const fs::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.flush();
+    TITAN_CHECK(out.good()) << tmp.string() << ": cannot write it";
+  }
+  std::error_code error;
+  fs::rename(tmp, path, error);
+  TITAN_CHECK(!error) << path.string() << ": cannot rename " << tmp.string() << " to it: " << error.message();
+}
+
+nlohmann::json read_json_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  TITAN_CHECK_INPUT(in.good()) << path.string() << ": cannot be read (missing?)";
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& error) {
+    throw InputError(path.string() + ": not valid JSON: " + error.what());
+  }
+}
+
+Tensor converted(const Tensor& t, DType dtype) {
+  if (t.dtype() == dtype) return t;
+  Tensor out = Tensor::empty(t.shape(), dtype);
+  ops::cast(t, out);
+  return out;
+}
+
+// The model a checkpoint holds, from its config_yaml (the same parser as a job's YAML).
+ModelArgs model_args_of_checkpoint(const CheckpointInfo& info) {
+  const std::string origin = "checkpoint " + info.path + " config_yaml";
+  try {
+    config::JobConfig config;
+    config::apply_yaml_text(config, info.config_yaml, origin);
+    return models::llama3::model_args_from_config(config);
+  } catch (const InputError& error) {
+    const std::string message = error.what();
+    throw InputError(message.rfind(origin, 0) == 0 ? message : origin + ": " + message);
+  }
+}
+
+// Every model/ dataset is a parameter of `args` with its shape, and every parameter is there.
+void check_model_tensors(const CheckpointInfo& info,
+                         const std::vector<std::pair<std::string, Shape>>& parameters) {
+  std::set<std::string> expected;
+  for (const auto& [name, shape] : parameters) {
+    expected.insert("model/" + name);
+    const DatasetInfo* d = info.find("model/" + name);
+    TITAN_CHECK_INPUT(d != nullptr)
+        << "checkpoint " << info.path << ": lacks model/" << name
+        << ", a parameter of the model its config_yaml describes";
+    TITAN_CHECK_INPUT(d->shape == shape)
+        << "checkpoint " << info.path << ": model/" << name << " is " << shape_string(d->shape)
+        << ", the model its config_yaml describes has " << shape_string(shape);
+  }
+  for (const DatasetInfo& d : info.datasets) {
+    TITAN_CHECK_INPUT(d.path.rfind("model/", 0) != 0 || expected.count(d.path) > 0)
+        << "checkpoint " << info.path << ": " << d.path
+        << " is not a parameter of the model its config_yaml describes";
+  }
+}
+
+// Consecutive parameters per file, each file's bytes at most `limit` unless one tensor alone
+// is larger (it then gets a file of its own), as HF's shard_checkpoint splits.
+std::vector<std::vector<size_t>> plan_shards(const std::vector<int64_t>& bytes, int64_t limit) {
+  std::vector<std::vector<size_t>> shards(1);
+  int64_t in_shard = 0;
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    if (!shards.back().empty() && in_shard + bytes[i] > limit) {
+      shards.emplace_back();
+      in_shard = 0;
+    }
+    shards.back().push_back(i);
+    in_shard += bytes[i];
+  }
+  return shards;
+}
+
+// The safetensors files of an HF folder and which holds each tensor.
+struct HfFolder {
+  std::vector<std::unique_ptr<SafetensorsFile>> files;
+  std::map<std::string, const SafetensorsFile*> tensors;
+};
+
+HfFolder open_hf_folder(const fs::path& dir) {
+  std::vector<std::string> names;
+  std::map<std::string, std::string> weight_map;
+  if (fs::exists(dir / kIndexFile)) {
+    const nlohmann::json index = read_json_file(dir / kIndexFile);
+    TITAN_CHECK_INPUT(index.is_object() && index.contains("weight_map") && index["weight_map"].is_object())
+        << (dir / kIndexFile).string() << ": no \"weight_map\" object";
+    std::set<std::string> seen;
+    for (const auto& [tensor, file] : index["weight_map"].items()) {
+      TITAN_CHECK_INPUT(file.is_string())
+          << (dir / kIndexFile).string() << ": weight_map[\"" << tensor << "\"] is not a file name";
+      weight_map[tensor] = file.get<std::string>();
+      if (seen.insert(file.get<std::string>()).second) names.push_back(file.get<std::string>());
+    }
+  } else {
+    TITAN_CHECK_INPUT(fs::exists(dir / kSingleFile))
+        << dir.string() << ": holds neither " << kSingleFile << " nor " << kIndexFile;
+    names.push_back(kSingleFile);
+  }
+  HfFolder folder;
+  for (const std::string& name : names) {
+    folder.files.push_back(std::make_unique<SafetensorsFile>(read_safetensors((dir / name).string())));
+    const SafetensorsFile* file = folder.files.back().get();
+    for (const std::string& tensor : file->names()) {
+      TITAN_CHECK_INPUT(folder.tensors.emplace(tensor, file).second)
+          << dir.string() << ": " << tensor << " is in two files";
+    }
+  }
+  for (const auto& [tensor, name] : weight_map) {
+    const auto it = folder.tensors.find(tensor);
+    TITAN_CHECK_INPUT(it != folder.tensors.end() && fs::path(it->second->path()).filename() == name)
+        << (dir / kIndexFile).string() << ": " << tensor << " is not in " << name;
+  }
+  return folder;
+}
+
+}  // namespace
+
+HfExportReport export_hf_safetensors(const std::string& checkpoint_path, const HfExportOptions& options) {
+  TITAN_CHECK_INPUT(options.dtype == DType::F32 || options.dtype == DType::BF16)
+      << "--dtype: export writes float32 or bfloat16";
+  TITAN_CHECK_INPUT(options.max_shard_bytes > 0)
+      << "--max-shard-bytes: must be positive, got " << options.max_shard_bytes;
+  const CheckpointInfo info = read_checkpoint_info(checkpoint_path);
+  const ModelArgs args = model_args_of_checkpoint(info);
+  const auto parameters = llama3_parameter_shapes(args);
+  check_model_tensors(info, parameters);
+
+  std::vector<int64_t> bytes;
+  HfExportReport report;
+  for (const auto& [name, shape] : parameters) {
+    bytes.push_back(shape_numel(shape) * dtype_bytes(options.dtype));
+    report.total_bytes += bytes.back();
+  }
+  const std::vector<std::vector<size_t>> shards = plan_shards(bytes, options.max_shard_bytes);
+  const fs::path out = options.out_dir;
+  fs::create_directories(out);
+
+  const h5::H5Object file = open_checkpoint(checkpoint_path);
+  nlohmann::ordered_json weight_map = nlohmann::ordered_json::object();
+  for (size_t s = 0; s < shards.size(); ++s) {
+    const std::string name = shards.size() == 1 ? kSingleFile : shard_name(s, shards.size());
+    std::vector<std::pair<std::string, Tensor>> tensors;
+    for (size_t i : shards[s]) {
+      const std::string& fqn = parameters[i].first;
+      Tensor value = read_whole_dataset(file.id(), checkpoint_path, "model/" + fqn);
+      if (const auto heads = rope_permuted_heads(fqn, args)) value = rope_rows_to_hf(value, *heads);
+      const std::string hf_name = *hf_name_from_titan(fqn);
+      tensors.emplace_back(hf_name, converted(value, options.dtype));
+      weight_map[hf_name] = name;
+    }
+    write_safetensors((out / name).string(), tensors);
+    report.files.push_back(name);
+    report.tensors += int64_t(tensors.size());
+  }
+  if (shards.size() > 1) {
+    nlohmann::ordered_json index;
+    index["metadata"] = {{"total_size", report.total_bytes}};
+    index["weight_map"] = weight_map;
+    write_text_file(out / kIndexFile, index.dump(2) + "\n");
+    report.files.push_back(kIndexFile);
+  }
+  const std::string torch_dtype = options.dtype == DType::BF16 ? "bfloat16" : "float32";
+  write_text_file(out / "config.json", hf_config_from_model_args(args, torch_dtype).dump(2) + "\n");
+  report.files.push_back("config.json");
+
+  const std::set<std::string> written(report.files.begin(), report.files.end());
+  for (const fs::directory_entry& entry : fs::directory_iterator(out)) {
+    const std::string name = entry.path().filename().string();
+    if (is_model_file(name) && written.count(name) == 0) fs::remove(entry.path());
+  }
+  return report;
+}
+
+HfImportReport import_hf_safetensors(const HfImportOptions& options) {
+  const fs::path dir = options.hf_dir;
+  TITAN_CHECK_INPUT(fs::is_directory(dir)) << dir.string() << ": no such folder";
+  TITAN_CHECK_INPUT(!fs::exists(options.out))
+      << "--out " << options.out << ": exists; import never replaces a file, choose another path";
+  const fs::path config_path = dir / "config.json";
+  const ModelArgs args = model_args_from_hf_config(read_json_file(config_path), config_path.string());
+  HfImportReport report;
+  report.config = job_config_for_model_args(args, options.flavor);
+  // What training will build from the recorded config must be what config.json describes.
+  const auto parameters = llama3_parameter_shapes(models::llama3::model_args_from_config(report.config));
+  TITAN_CHECK(parameters == llama3_parameter_shapes(args))
+      << "import: the recorded config does not reproduce config.json's shapes";
+
+  const HfFolder folder = open_hf_folder(dir);
+  std::set<std::string> expected;
+  for (const auto& [name, shape] : parameters) {
+    const std::string hf_name = *hf_name_from_titan(name);
+    expected.insert(hf_name);
+    const auto it = folder.tensors.find(hf_name);
+    TITAN_CHECK_INPUT(it != folder.tensors.end())
+        << dir.string() << ": lacks " << hf_name << " (" << name << ")";
+    const SafetensorsEntry& entry = it->second->entry(hf_name);
+    TITAN_CHECK_INPUT(entry.shape == shape)
+        << it->second->path() << ": " << hf_name << " is " << shape_string(entry.shape)
+        << ", config.json's model has " << shape_string(shape);
+    TITAN_CHECK_INPUT(entry.dtype == DType::F32 || entry.dtype == DType::BF16 || entry.dtype == DType::F16)
+        << it->second->path() << ": " << hf_name << " is " << safetensors_dtype_name(entry.dtype)
+        << "; import reads F32, BF16 or F16";
+  }
+  for (const auto& [hf_name, file] : folder.tensors) {
+    // A tied model's lm_head, where an exporter kept it, is the embedding again: HF re-ties it.
+    const bool tied_head = args.weight_tying && hf_name == "lm_head.weight";
+    TITAN_CHECK_INPUT(expected.count(hf_name) > 0 || hf_name_is_buffer(hf_name) || tied_head)
+        << file->path() << ": " << hf_name << " is not a weight of the model config.json describes";
+  }
+
+  if (fs::path(options.out).has_parent_path()) fs::create_directories(fs::path(options.out).parent_path());
+  ModelFileAttributes attributes;
+  attributes.config_yaml = config::to_yaml(report.config);
+  attributes.seed = int64_t(report.config.debug.effective_seed());
+  ModelFileWriter writer(options.out, attributes);
+  for (const auto& [name, shape] : parameters) {
+    const std::string hf_name = *hf_name_from_titan(name);
+    Tensor value = converted(folder.tensors.at(hf_name)->tensor(hf_name), DType::F32);
+    if (const auto heads = rope_permuted_heads(name, args)) value = rope_rows_from_hf(value, *heads);
+    writer.add(name, value);
+    ++report.tensors;
+  }
+  writer.finish();
+  return report;
+}
+
+}  // namespace titan::ckpt
