@@ -6,6 +6,10 @@
 #include <thread>
 
 #include "titan/ckpt/checkpoint_folder.h"
+#include "titan/config.h"
+#if TITAN_HAVE_HDF5
+#include "titan/ckpt/hdf5/hf_convert.h"
+#endif
 #include "titan/config/load.h"
 #include "titan/core/copy.h"
 #include "titan/core/logging.h"
@@ -271,9 +275,48 @@ void Trainer::load_at_start() {
     load_checkpoint(ckpt::checkpoint_path(folder, c.load_step).string(), false);
   } else if (!steps.empty()) {
     load_checkpoint(ckpt::checkpoint_path(folder, steps.back()).string(), false);
+  } else if (c.initial_load_path && !c.initial_load_path->empty() && c.initial_load_in_hf) {
+    load_hf_folder(*c.initial_load_path, folder);
   } else if (c.initial_load_path && !c.initial_load_path->empty()) {
     load_checkpoint(resolve_checkpoint(*c.initial_load_path), c.initial_load_model_only);
   }
+}
+
+// checkpoint.initial_load_in_hf: rank 0 converts the Hugging Face folder into a model-only
+// checkpoint beside the job's own (not named step-<N>, so never taken for one), every rank
+// loads its boxes from it, and it is removed again.
+void Trainer::load_hf_folder(const std::string& hf_dir, const std::filesystem::path& folder) {
+#if TITAN_HAVE_HDF5
+  const std::filesystem::path converted = folder / "initial-load-from-hf.h5";
+  int64_t failed = 0;
+  std::string message;
+  if (checkpoint_io_->rank() == 0) {
+    try {
+      std::filesystem::create_directories(folder);
+      std::filesystem::remove(converted);
+      ckpt::HfImportOptions options;
+      options.hf_dir = hf_dir;
+      options.out = converted.string();
+      // No flavor: the import picks the one its shapes fit; loading then checks every shape
+      // against this model.
+      ckpt::import_hf_safetensors(options);
+    } catch (const InputError& error) {
+      failed = 1;
+      message = error.what();
+    }
+  }
+  // Bad input found by rank 0 is bad input for all: every rank throws it.
+  if (dist::all_reduce_scalar(*checkpoint_io_, failed) > 0) {
+    TITAN_CHECK_INPUT(false) << "checkpoint.initial_load_path (Hugging Face): "
+                             << (message.empty() ? "rank 0 could not convert " + hf_dir : message);
+  }
+  load_checkpoint(converted.string(), true);
+  checkpoint_io_->barrier().wait();
+  if (checkpoint_io_->rank() == 0) std::filesystem::remove(converted);
+#else
+  (void)hf_dir, (void)folder;
+  TITAN_FAIL() << "checkpoint.initial_load_in_hf needs a build with HDF5";
+#endif
 }
 
 void Trainer::load_checkpoint(const std::string& path, bool model_only) {
@@ -332,7 +375,21 @@ void Trainer::maybe_save_checkpoint() {
   std::vector<ckpt::TensorPiece> pieces = checkpoint_pieces(!model_only, model_dtype);
   const bool prunes = checkpoint_io_->rank() == 0;
   const int64_t keep = c.keep_latest_k;
-  auto finish = [folder, path, started, model_only, prunes, keep] {
+  // checkpoint.last_save_in_hf: the last save is also written as a Hugging Face folder,
+  // step-<N>-hf/, by rank 0 from the complete file.
+  const bool in_hf = last && c.last_save_in_hf && prunes;
+  auto finish = [folder, path, started, model_only, prunes, keep, in_hf, model_dtype, step = step_] {
+#if TITAN_HAVE_HDF5
+    if (in_hf) {
+      ckpt::HfExportOptions options;
+      options.out_dir = (folder / ("step-" + std::to_string(step) + "-hf")).string();
+      options.dtype = model_dtype;
+      ckpt::export_hf_safetensors(path, options);
+      log::info("exported %s", options.out_dir.c_str());
+    }
+#else
+    (void)in_hf, (void)model_dtype, (void)step;
+#endif
     if (prunes) ckpt::prune_checkpoints(folder, keep);
     log::info("saved %s in %.2f s%s", path.c_str(), now_s() - started,
               model_only ? " (model only)" : "");

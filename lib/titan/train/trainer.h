@@ -15,6 +15,7 @@
 //       appended to <dump_folder>/metrics.jsonl
 #pragma once
 
+#include <filesystem>
 #include <memory>
 #include <vector>
 
@@ -73,6 +74,7 @@ class Trainer {
   std::vector<ckpt::TensorPiece> checkpoint_pieces(bool with_optimizer, DType model_dtype);
   void load_at_start();  // resume from the folder, or checkpoint.initial_load_path
   void load_checkpoint(const std::string& path, bool model_only);
+  void load_hf_folder(const std::string& hf_dir, const std::filesystem::path& folder);
   void maybe_save_checkpoint();
 
   const config::JobConfig config_;

@@ -198,6 +198,31 @@ TEST(CheckpointProcess, AsyncSavesOverlapTrainingAndEqualSynchronousOnes) {
   }
 }
 
+// last_save_in_hf writes step-<N>-hf/ beside the last checkpoint; initial_load_in_hf starts
+// a new job from such a folder, with the same first loss as from the checkpoint itself.
+TEST(CheckpointProcess, LastSaveInHfAndInitialLoadInHf) {
+  const fs::path dump = fresh("hf_source");
+  ProcessResult r = train(2, job(dump, 2, 10, {"--checkpoint.last_save_model_only",
+                                               "--checkpoint.last_save_in_hf"}));
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const fs::path hf = dump / "checkpoint" / "step-10-hf";
+  EXPECT_TRUE(fs::exists(hf / "config.json")) << describe(r);
+  EXPECT_TRUE(fs::exists(hf / "model.safetensors")) << describe(r);
+  std::map<int, std::string> first_loss;
+  for (const bool from_hf : {false, true}) {
+    const fs::path started = fresh(from_hf ? "hf_start" : "h5_start");
+    std::vector<std::string> extra = {"--checkpoint.initial_load_path",
+                                      from_hf ? hf.string() : (dump / "checkpoint" / "step-10.h5").string()};
+    if (from_hf) extra.push_back("--checkpoint.initial_load_in_hf");
+    r = train(2, job(started, 2, 1, extra));
+    ASSERT_EQ(r.exit_code, 0) << describe(r);
+    first_loss[from_hf] = losses(started).at(1);
+    EXPECT_FALSE(fs::exists(started / "checkpoint" / "initial-load-from-hf.h5"));
+  }
+  EXPECT_EQ(first_loss[true], first_loss[false]);
+  EXPECT_NE(first_loss[true], straight_run().at(1)) << "the loaded weights are not the initial ones";
+}
+
 TEST(CheckpointProcess, KeepLatestKDeletesOnlyOlderCompleteCheckpoints) {
   const fs::path dump = fresh("keep");
   const ProcessResult r = train(2, job(dump, 2, 10, {"--checkpoint.interval", "2",
