@@ -122,6 +122,35 @@ TEST(Hsdp, TwoByTwoWithAccumulation) { check_layout(2, 2, 2, false, "hsdp_acc");
 
 TEST(Ddp, ReplicasEqualOneRank) { check_layout(test_world().size(), 1, 2, false, "ddp"); }
 
+// With the same global validation batch (local x dp), the mesh's validation loss is the
+// one rank's (validation reads the validation split of the same shards).
+TEST(Fsdp, ValidationEqualsOneRank) {
+  const int64_t n = test_world().size();
+  config::JobConfig config = tiny_job("validation", 1, n, 1);
+  config.training.steps = 2;
+  config.validation.enable = true;
+  config.validation.freq = 2;
+  config.validation.seq_len = 64;
+  config.validation.local_batch_size = global_batch() / n;
+  config.validation.steps = 3;
+  Mesh mesh(mesh_shape_from_config(config.parallelism, n), test_world());
+  train::Trainer sharded(config, &mesh);
+  const std::vector<train::StepResult> steps = sharded.train();
+  ASSERT_TRUE(steps.back().val_loss.has_value());
+  config::JobConfig alone_config = config;
+  alone_config.parallelism.data_parallel_shard_degree = 1;
+  alone_config.training.local_batch_size = global_batch();
+  alone_config.validation.local_batch_size = global_batch();
+  alone_config.job.dump_folder += "_alone";
+  train::Trainer alone(alone_config);
+  alone.train();
+  const train::ValidationResult a = alone.validate(), b = sharded.validate();
+  EXPECT_EQ(a.tokens, b.tokens);
+  EXPECT_NEAR(b.loss, a.loss, 1e-5 * a.loss);
+  EXPECT_NEAR(*steps.back().val_loss, a.loss, 1e-5 * a.loss);
+  EXPECT_NEAR(b.perplexity, std::exp(a.loss), 1e-4 * b.perplexity);
+}
+
 // Per-rank parameter and optimizer bytes are the total over n plus padding: the counter
 // of the allocator, before and after building the trainer.
 TEST(Fsdp, ParameterAndOptimizerBytesAreAShard) {

@@ -29,7 +29,7 @@ const std::vector<FeatureInfo>& all_features() {
       {Feature::ModelConverters, "model converters (Float8/MX quantization)", false,
        WhenMissing::Reject, ""},
       {Feature::Compile, "compilation", false, WhenMissing::Reject, ""},
-      {Feature::Validation, "validation", false, WhenMissing::Reject, ""},
+      {Feature::Validation, "validation", true, WhenMissing::Reject, ""},
       {Feature::TensorBoard, "TensorBoard logging", false, WhenMissing::Reject, ""},
       {Feature::Wandb, "Weights & Biases logging", false, WhenMissing::Reject, ""},
       {Feature::Profiling, "profiling", false, WhenMissing::Reject, ""},

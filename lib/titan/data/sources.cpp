@@ -54,4 +54,23 @@ std::unique_ptr<BatchSource> make_batch_source(const config::JobConfig& c, int64
                                             dp_rank, dp_degree);
 }
 
+std::unique_ptr<BatchSource> make_validation_source(const config::JobConfig& c, int64_t vocab_size,
+                                                    int64_t dp_rank, int64_t dp_degree,
+                                                    int64_t* windows) {
+  const config::ValidationSection& v = c.validation;
+  std::string dataset = v.dataset;
+  std::optional<std::string> path = v.dataset_path;
+  const std::string named = dataset_folder(v.dataset, std::nullopt);
+  if (!path && (named.empty() || !std::filesystem::is_directory(named))) {
+    dataset = c.training.dataset;  // the training shards' own validation split
+    path = c.training.dataset_path;
+  }
+  std::shared_ptr<const ShardSet> shards =
+      open_dataset("validation", dataset, path, ShardSplit::Validation, vocab_size);
+  auto source = std::make_unique<ShardBatchSource>(std::move(shards), /*seed=*/0, v.local_batch_size,
+                                                   v.seq_len, dp_rank, dp_degree);
+  if (windows) *windows = source->windows_per_epoch();
+  return source;
+}
+
 }  // namespace titan::data

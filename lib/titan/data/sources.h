@@ -38,4 +38,13 @@ std::shared_ptr<const ShardSet> open_dataset(std::string_view section, const std
 std::unique_ptr<BatchSource> make_batch_source(const config::JobConfig& config, int64_t vocab_size,
                                                int64_t dp_rank = 0, int64_t dp_degree = 1);
 
+// The validation source (validation.*): the validation split of validation.dataset_path
+// when set, else of assets/data/<validation.dataset> when that folder exists, else of the
+// training dataset's folder; batches of validation.local_batch_size x validation.seq_len,
+// rank dp_rank's slice of each global batch, in a fixed order (seed 0): every validation
+// pass reads the same windows. `windows` gets the split's window count.
+std::unique_ptr<BatchSource> make_validation_source(const config::JobConfig& config,
+                                                    int64_t vocab_size, int64_t dp_rank,
+                                                    int64_t dp_degree, int64_t* windows);
+
 }  // namespace titan::data

@@ -60,6 +60,10 @@ std::string step_log_line(const StepMetrics& m) {
     std::snprintf(line, sizeof line, "  comm: %.1f%%", *m.comm_percent);
     text += line;
   }
+  if (m.val_loss && m.val_perplexity) {
+    std::snprintf(line, sizeof line, "  val_loss: %.4f  val_ppl: %.1f", *m.val_loss, *m.val_perplexity);
+    text += line;
+  }
   return text;
 }
 
@@ -76,6 +80,8 @@ std::string step_json_line(const StepMetrics& m) {
   add("mfu", json_number(m.mfu_percent));
   add("memory_gib", json_number(m.memory_gib));
   if (m.comm_percent) add("comm_percent", json_number(*m.comm_percent));
+  if (m.val_loss) add("val_loss", json_number(*m.val_loss));
+  if (m.val_perplexity) add("val_perplexity", json_number(*m.val_perplexity));
   add("tokens", std::to_string(m.tokens));
   add("elapsed_s", json_number(m.elapsed_s));
   json += "}";

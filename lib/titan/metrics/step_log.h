@@ -8,8 +8,9 @@
 //
 // Person: one line through log::info, torchtitan's layout (with the rate added):
 //   step: 10  loss: 7.1234  grad_norm: 1.2345  lr: 8.0e-04  memory: 0.12GiB  tps: 1,234  tflops: 0.12  mfu: 3.45%  comm: 2.1%
-// (comm only with several ranks). File: one JSON object per line (JSON Lines), keys step,
-// loss, grad_norm, lr, tps, tflops, mfu, memory_gib, [comm_percent,] tokens, elapsed_s. Doubles are written in the shortest form
+// (comm only with several ranks; "val_loss: 7.01  val_ppl: 1108.2" at validation steps).
+// File: one JSON object per line (JSON Lines), keys step, loss, grad_norm, lr, tps, tflops,
+// mfu, memory_gib, [comm_percent,] [val_loss, val_perplexity,] tokens, elapsed_s. Doubles are written in the shortest form
 // that reads back to the same bits, so a plot or a test sees exactly what the trainer
 // had; a non-finite value (a diverged loss) is written as null, which keeps the line JSON.
 // The file is opened for append, so a resumed run continues the same record, and each
@@ -38,6 +39,8 @@ struct StepMetrics {
   // Share of the time since the previous line spent waiting on communication (the
   // largest over ranks); unset on one rank.
   std::optional<double> comm_percent;
+  // Validation loss and perplexity, at validation steps only.
+  std::optional<double> val_loss, val_perplexity;
   int64_t tokens = 0;              // tokens trained on so far, all ranks
   double elapsed_s = 0.0;          // wall time since training started
 };

@@ -53,6 +53,21 @@ Trainer::Trainer(const config::JobConfig& config, dist::Mesh* mesh)
   accumulation_steps_ = accumulation_steps_for(config, mesh_->dp_degree());
   // Bad data fails before the model is built.
   data_ = data::make_batch_source(config, args_.vocab_size, mesh_->dp_rank(), mesh_->dp_degree());
+  if (config.validation.enable) {
+    const config::ValidationSection& v = config.validation;
+    TITAN_CHECK_INPUT(v.seq_len <= config.training.seq_len)
+        << "validation.seq_len " << v.seq_len << " exceeds training.seq_len "
+        << config.training.seq_len << " (the model's RoPE table); use at most that";
+    int64_t windows = 0;
+    data::make_validation_source(config, args_.vocab_size, mesh_->dp_rank(), mesh_->dp_degree(),
+                                 &windows);
+    const int64_t per_batch = v.local_batch_size * mesh_->dp_degree();
+    validation_steps_ = v.steps > 0 ? v.steps : windows / per_batch;
+    TITAN_CHECK_INPUT(validation_steps_ > 0)
+        << "validation: the split has " << windows << " windows of " << v.seq_len + 1
+        << " tokens, fewer than one global batch of " << per_batch
+        << "; lower validation.local_batch_size or validation.seq_len";
+  }
   dist::Communicator& shard_group = mesh_->dp_shard_cp();
   model_ = std::make_unique<models::llama3::Llama3Model>(
       args_, nn::Placement{shard_group.rank(), shard_group.size()});
@@ -165,7 +180,12 @@ StepResult Trainer::train_step() {
     clip_grads(parameters_, config_.training.max_norm, result.grad_norm);
     optimizer_->step(result.lr);
   }
-  if (first_of_run || step_ % config_.metrics.log_freq == 0) log_step(result);
+  std::optional<ValidationResult> validation;
+  if (config_.validation.enable && step_ % config_.validation.freq == 0) {
+    validation = validate();
+    result.val_loss = validation->loss;
+  }
+  if (first_of_run || step_ % config_.metrics.log_freq == 0 || validation) log_step(result, validation);
   maybe_save_checkpoint();
   if (first_of_run) dist::set_comm_timeout(double(config_.comm.train_timeout_seconds));
   return result;
@@ -189,13 +209,36 @@ void Trainer::inject_test_fault() const {
   std::this_thread::sleep_for(std::chrono::hours(1));
 }
 
-void Trainer::log_step(const StepResult& result) {
+ValidationResult Trainer::validate() {
+  TITAN_CHECK(validation_steps_ > 0) << "validate: validation.enable is off";
+  std::unique_ptr<data::BatchSource> source = data::make_validation_source(
+      config_, args_.vocab_size, mesh_->dp_rank(), mesh_->dp_degree(), nullptr);
+  double loss_sum = 0;
+  int64_t valid = 0;
+  for (int64_t i = 0; i < validation_steps_; ++i) {
+    const data::TokenBatch batch = source->next();
+    models::llama3::ModelRecord record;  // forward only: dropped at once
+    loss_sum += model_->forward(batch.inputs, batch.labels, record);
+    valid += ops::cross_entropy_valid_tokens(batch.labels);
+  }
+  ValidationResult v;
+  v.tokens = dist::all_reduce_scalar(mesh_->dp(), valid);
+  v.loss = dist::all_reduce_scalar(mesh_->dp(), loss_sum) / double(std::max<int64_t>(v.tokens, 1));
+  v.perplexity = std::exp(v.loss);
+  return v;
+}
+
+void Trainer::log_step(const StepResult& result, const std::optional<ValidationResult>& validation) {
   const double now = now_s();
   metrics::StepMetrics m;
   m.step = result.step;
   m.loss = result.loss;
   m.grad_norm = result.grad_norm;
   m.lr = result.lr;
+  if (validation) {
+    m.val_loss = validation->loss;
+    m.val_perplexity = validation->perplexity;
+  }
   const double interval = std::max(now - last_log_s_, 1e-9);
   const int64_t devices = mesh_->world().size();
   m.tokens_per_second = double(tokens_seen_ - last_log_tokens_) / double(devices) / interval;

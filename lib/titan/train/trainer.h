@@ -17,6 +17,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "titan/ckpt/async_writer.h"
@@ -43,6 +44,13 @@ struct StepResult {
   double grad_norm = 0;  // before clipping
   double lr = 0;
   bool skipped = false;  // non-finite and training.skip_nonfinite_steps
+  std::optional<double> val_loss;  // at validation.freq steps
+};
+
+struct ValidationResult {
+  double loss = 0;        // token-mean over the validation batches of every dp rank
+  double perplexity = 0;  // exp(loss)
+  int64_t tokens = 0;     // valid tokens counted, all ranks
 };
 
 class Trainer {
@@ -60,6 +68,11 @@ class Trainer {
   // One optimizer step (the next one); throws DivergedError on a non-finite loss or norm.
   StepResult train_step();
 
+  // validation.steps batches (the whole split when -1) of the validation data, forward only
+  // (collective over the mesh). Every pass reads the same windows; a mesh with the same
+  // global validation batch (local x dp) gets the one-rank numbers.
+  ValidationResult validate();
+
   models::llama3::Llama3Model& model() { return *model_; }
   dist::Mesh& mesh() { return *mesh_; }
   AdamW& optimizer() { return *optimizer_; }
@@ -68,7 +81,7 @@ class Trainer {
 
  private:
   void log_start() const;
-  void log_step(const StepResult& result);
+  void log_step(const StepResult& result, const std::optional<ValidationResult>& validation);
   void inject_test_fault() const;
   // Checkpoints (docs/checkpoints.md): this rank's boxes of the model (and optimizer).
   std::vector<ckpt::TensorPiece> checkpoint_pieces(bool with_optimizer, DType model_dtype);
@@ -92,6 +105,7 @@ class Trainer {
   std::unique_ptr<dist::Communicator> checkpoint_io_;  // a split of the world, for HDF5 only
   std::unique_ptr<ckpt::AsyncCheckpointWriter> async_writer_;  // checkpoint.async_mode: async
   int64_t accumulation_steps_ = 1;
+  int64_t validation_steps_ = 0;  // batches per validation pass
   int64_t step_ = 0;
   int64_t steps_this_run_ = 0;
   int64_t tokens_seen_ = 0;

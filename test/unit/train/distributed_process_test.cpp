@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
+#include <fstream>
 
 #include "support/train_process.h"
 #include "titan/config.h"
@@ -48,6 +50,33 @@ TEST(DistributedProcess, TwoRanksTrainWithFsdpAndRankZeroSpeaks) {
   EXPECT_NE(all.find("(FSDP)"), std::string::npos) << describe(r);
   EXPECT_EQ(count_of(all, "step: 3 "), 1) << "one step line per step, from rank 0\n" << describe(r);
   EXPECT_NE(all.find("comm: "), std::string::npos) << describe(r);
+}
+
+// validation.freq steps carry val_loss and val_ppl in the step line and val_loss,
+// val_perplexity = exp(val_loss) in metrics.jsonl.
+TEST(DistributedProcess, ValidationLossIsInTheStepLineAndMetrics) {
+  const std::filesystem::path dump = std::filesystem::temp_directory_path() / "titan_mpi_validation";
+  // Synthetic training tokens; validation reads the SOTU shards' validation split.
+  const std::vector<std::string> args = tiny_run(
+      "validation", {"--validation.enable", "--validation.dataset_path", testing::assets_path("data/sotu"),
+                     "--validation.freq", "2", "--validation.seq_len", "32",
+                     "--validation.local_batch_size", "2", "--validation.steps", "2",
+                     "--training.steps", "4"});
+  const ProcessResult r = testing::run_titan_train_mpi(2, args);
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_EQ(count_of(r.out + r.err, "val_loss: "), 2) << describe(r);  // steps 2 and 4
+  std::ifstream metrics(dump / "metrics.jsonl");
+  int with_validation = 0;
+  for (std::string line; std::getline(metrics, line);) {
+    const size_t at = line.find("\"val_loss\": ");
+    if (at == std::string::npos) continue;
+    ++with_validation;
+    const double loss = std::stod(line.substr(at + 12));
+    const size_t p = line.find("\"val_perplexity\": ");
+    ASSERT_NE(p, std::string::npos) << line;
+    EXPECT_NEAR(std::stod(line.substr(p + 18)), std::exp(loss), 1e-9 * std::exp(loss)) << line;
+  }
+  EXPECT_EQ(with_validation, 2);
 }
 
 TEST(DistributedProcess, BadMeshesAreOneLineAndExitTwo) {
