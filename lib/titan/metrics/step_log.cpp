@@ -39,6 +39,20 @@ std::string group_thousands(double value) {
 
 }  // namespace
 
+std::string duration_text(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  const long long s = std::llround(seconds);
+  char text[32];
+  if (s < 60) {
+    std::snprintf(text, sizeof text, "%llds", s);
+  } else if (s < 3600) {
+    std::snprintf(text, sizeof text, "%lldm%02llds", s / 60, s % 60);
+  } else {
+    std::snprintf(text, sizeof text, "%lldh%02lldm", s / 3600, (s % 3600) / 60);
+  }
+  return text;
+}
+
 double achieved_tflops(double flops_per_token, double tokens_per_second) {
   return flops_per_token * tokens_per_second / 1e12;
 }
@@ -60,6 +74,7 @@ std::string step_log_line(const StepMetrics& m) {
     std::snprintf(line, sizeof line, "  comm: %.1f%%", *m.comm_percent);
     text += line;
   }
+  if (m.eta_s) text += "  eta: " + duration_text(*m.eta_s);
   if (m.val_loss && m.val_perplexity) {
     std::snprintf(line, sizeof line, "  val_loss: %.4f  val_ppl: %.1f", *m.val_loss, *m.val_perplexity);
     text += line;
@@ -80,6 +95,7 @@ std::string step_json_line(const StepMetrics& m) {
   add("mfu", json_number(m.mfu_percent));
   add("memory_gib", json_number(m.memory_gib));
   if (m.comm_percent) add("comm_percent", json_number(*m.comm_percent));
+  if (m.eta_s) add("eta_s", json_number(*m.eta_s));
   if (m.val_loss) add("val_loss", json_number(*m.val_loss));
   if (m.val_perplexity) add("val_perplexity", json_number(*m.val_perplexity));
   add("tokens", std::to_string(m.tokens));

@@ -8,7 +8,8 @@
 //
 // Person: one line through log::info, torchtitan's layout (with the rate added):
 //   step: 10  loss: 7.1234  grad_norm: 1.2345  lr: 8.0e-04  memory: 0.12GiB  tps: 1,234  tflops: 0.12  mfu: 3.45%  comm: 2.1%
-// (comm only with several ranks; "val_loss: 7.01  val_ppl: 1108.2" at validation steps).
+// (comm only with several ranks; "val_loss: 7.01  val_ppl: 1108.2" at validation steps;
+// "eta: 1h02m" to training.steps).
 // File: one JSON object per line (JSON Lines), keys step, loss, grad_norm, lr, tps, tflops,
 // mfu, memory_gib, [comm_percent,] [val_loss, val_perplexity,] tokens, elapsed_s. Doubles are written in the shortest form
 // that reads back to the same bits, so a plot or a test sees exactly what the trainer
@@ -39,6 +40,8 @@ struct StepMetrics {
   // Share of the time since the previous line spent waiting on communication (the
   // largest over ranks); unset on one rank.
   std::optional<double> comm_percent;
+  // Seconds to training.steps at the rate since the previous line; unset when unknown.
+  std::optional<double> eta_s;
   // Validation loss and perplexity, at validation steps only.
   std::optional<double> val_loss, val_perplexity;
   int64_t tokens = 0;              // tokens trained on so far, all ranks
@@ -49,6 +52,9 @@ struct StepMetrics {
 double achieved_tflops(double flops_per_token, double tokens_per_second);
 // Model FLOPs utilization in percent: 100 * tflops / peak_tflops (peak_tflops > 0).
 double mfu_percent(double tflops, double peak_tflops);
+
+// "42s", "7m05s", "3h12m" (rounded to the second).
+std::string duration_text(double seconds);
 
 // The human line and the JSON object (no newline) for one step.
 std::string step_log_line(const StepMetrics& metrics);

@@ -136,6 +136,7 @@ StepResult Trainer::train_step() {
   if (first_of_run) {
     started_s_ = last_log_s_ = now_s();
     last_log_tokens_ = tokens_seen_;
+    last_log_step_ = step_ - 1;
     allocator_for(Device::cpu()).reset_peak();
   }
   inject_test_fault();
@@ -257,6 +258,11 @@ void Trainer::log_step(const StepResult& result, const std::optional<ValidationR
   }
   last_log_comm_wait_s_ = comm_wait_s;
   m.tokens = tokens_seen_;
+  const int64_t steps_since = result.step - last_log_step_;
+  if (steps_since > 0 && result.step < config_.training.steps) {
+    m.eta_s = interval / double(steps_since) * double(config_.training.steps - result.step);
+  }
+  last_log_step_ = result.step;
   m.elapsed_s = now - started_s_;
   if (logger_) logger_->log(m);
   last_log_s_ = now;

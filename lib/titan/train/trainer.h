@@ -116,6 +116,7 @@ class Trainer {
   double last_log_s_ = 0;
   int64_t last_log_tokens_ = 0;
   double last_log_comm_wait_s_ = 0;
+  int64_t last_log_step_ = 0;
 };
 
 }  // namespace titan::train

@@ -233,3 +233,32 @@ TEST_F(StepLoggerTest, FailsWhenTheFolderCannotBeMade) {
 
 }  // namespace
 }  // namespace titan::metrics
+
+namespace titan::metrics {
+namespace {
+
+TEST(StepLogExtras, EtaCommAndValidationAppearOnlyWhenSet) {
+  StepMetrics m;
+  m.step = 3;
+  const std::string plain = step_log_line(m);
+  EXPECT_EQ(plain.find("eta:"), std::string::npos) << plain;
+  EXPECT_EQ(plain.find("comm:"), std::string::npos) << plain;
+  m.eta_s = 425;
+  m.comm_percent = 3.25;
+  m.val_loss = 2.0;
+  m.val_perplexity = 7.389;
+  const std::string line = step_log_line(m);
+  EXPECT_NE(line.find("  comm: 3.2%"), std::string::npos) << line;
+  EXPECT_NE(line.find("  eta: 7m05s"), std::string::npos) << line;
+  EXPECT_NE(line.find("  val_loss: 2.0000  val_ppl: 7.4"), std::string::npos) << line;
+  const std::string json = step_json_line(m);
+  for (const char* key : {"\"eta_s\": 425", "\"comm_percent\": 3.25", "\"val_loss\": 2",
+                          "\"val_perplexity\": 7.389"}) {
+    EXPECT_NE(json.find(key), std::string::npos) << key << " in " << json;
+  }
+  EXPECT_EQ(duration_text(42), "42s");
+  EXPECT_EQ(duration_text(3 * 3600 + 12 * 60 + 5), "3h12m");
+}
+
+}  // namespace
+}  // namespace titan::metrics
