@@ -22,6 +22,7 @@
 #include "titan/ckpt/hdf5/inspect.h"
 #include "titan/core/build_info.h"
 #include "titan/core/error.h"
+#include "titan/core/progress.h"
 
 namespace {
 
@@ -146,6 +147,7 @@ int export_model(const Arguments& args) {
   if (args.has("max-shard-bytes")) {
     options.max_shard_bytes = parse_integer(args.options.at("max-shard-bytes"), "--max-shard-bytes");
   }
+  options.progress = titan::progress_callback("export", "tensors");
   const titan::ckpt::HfExportReport report = titan::ckpt::export_hf_safetensors(args.positional[0], options);
   std::ostringstream files;
   for (const std::string& file : report.files) files << (files.tellp() > 0 ? ", " : "") << file;
@@ -161,6 +163,7 @@ int import_model(const Arguments& args) {
   options.hf_dir = args.positional[0];
   options.out = args.required("out");
   if (args.has("flavor")) options.flavor = args.options.at("flavor");
+  options.progress = titan::progress_callback("import", "tensors");
   const titan::ckpt::HfImportReport report = titan::ckpt::import_hf_safetensors(options);
   const titan::config::ModelSection& m = report.config.model;
   std::ostringstream overrides;

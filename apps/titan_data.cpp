@@ -24,6 +24,7 @@
 
 #include "titan/core/build_info.h"
 #include "titan/core/error.h"
+#include "titan/core/progress.h"
 #include "titan/data/bpe_trainer.h"
 #include "titan/data/shards.h"
 #include "titan/data/tokenizer.h"
@@ -178,9 +179,10 @@ int train_tokenizer(const Arguments& args) {
   TITAN_CHECK_INPUT(!args.positional.empty()) << "train-tokenizer: no input files";
   const auto start = std::chrono::steady_clock::now();
   titan::data::BpeTrainer trainer(options);
-  for (const std::string& file : args.positional) trainer.add_file(file);
+  trainer.add_files(args.positional, titan::progress_callback("train-tokenizer: counting", "B"));
   const double counted_s = seconds_since(start);
-  const titan::data::BpeTrainingResult result = trainer.train();
+  const titan::data::BpeTrainingResult result =
+      trainer.train(titan::progress_callback("train-tokenizer: merging", "merges"));
   const std::string path = titan::data::bpe_write_tokenizer(result, out);
   std::fprintf(stderr,
                "train-tokenizer: %zu files, %.1f MB, %lld pieces (%lld distinct) counted in %.1f s; "
@@ -216,6 +218,7 @@ int tokenize(const Arguments& args) {
   }
   if (args.has("seed")) input.seed = uint64_t(parse_integer(args.options.at("seed"), "--seed"));
   input.tokenizer_description = tokenizer.describe();
+  input.progress = titan::progress_callback("tokenize", "B");
   const auto start = std::chrono::steady_clock::now();
   const titan::data::TokenizeReport report = titan::data::tokenize_to_shards(input);
   const double elapsed_s = seconds_since(start);

@@ -7,6 +7,8 @@
 #   tools/setup.sh --with-torch    also install Debian's python3-torch (the PyTorch reference
 #                                  in tools/reference/, run as /usr/bin/python3; ~220 packages,
 #                                  so it is not part of the default setup or of the tests)
+#   tools/setup.sh --with-plots    also install Debian's python3-matplotlib (tools/plot_metrics.py,
+#                                  run as /usr/bin/python3; its test is skipped without it)
 #   tools/setup.sh --no-build      packages only
 #
 # Environment:
@@ -15,6 +17,7 @@
 #   TITAN_CMAKE_ARGS    extra CMake arguments, e.g. "-DTITAN_CUDA=OFF -DTITAN_SANITIZE=ON"
 #   TITAN_JOBS          parallel compile jobs (default: nproc)
 #   TITAN_WITH_TORCH=1  same as --with-torch
+#   TITAN_WITH_PLOTS=1  same as --with-plots
 #
 # CUDA is not a Debian package: when /usr/local/cuda/bin/nvcc exists the build finds it
 # (TITAN_CUDA=AUTO); without it the CPU build stands alone.
@@ -22,12 +25,14 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 with_torch=${TITAN_WITH_TORCH:-0}
+with_plots=${TITAN_WITH_PLOTS:-0}
 build=1
 for arg in "$@"; do
   case $arg in
     --with-torch) with_torch=1 ;;
+    --with-plots) with_plots=1 ;;
     --no-build) build=0 ;;
-    -h|--help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "setup: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -44,9 +49,11 @@ packages=(
   nlohmann-json3-dev                         # JSON: safetensors headers
   libopenblas-dev libopenblas-openmp-dev     # CPU GEMM; the OpenMP flavour shares our threads
   libgtest-dev googletest                    # tests
+  protobuf-compiler                          # tests: protoc --decode_raw reads TensorBoard events
   python3
 )
 [ "$with_torch" = 1 ] && packages+=(python3-torch)
+[ "$with_plots" = 1 ] && packages+=(python3-matplotlib)
 
 installed() { [ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null)" = "ii " ]; }
 

@@ -96,7 +96,26 @@ void BpeTrainer::add_file(const std::string& path) {
   add_text(text.str());
 }
 
-BpeTrainingResult BpeTrainer::train() const {
+void BpeTrainer::add_files(const std::vector<std::string>& paths, const ProgressCallback& progress) {
+  int64_t total = 0;
+  std::vector<int64_t> sizes;
+  for (const std::string& path : paths) {
+    std::error_code error;
+    const uintmax_t bytes = std::filesystem::file_size(path, error);
+    TITAN_CHECK_INPUT(!error && std::filesystem::is_regular_file(path))
+        << "train-tokenizer: cannot read " << path;
+    sizes.push_back(int64_t(bytes));
+    total += int64_t(bytes);
+  }
+  int64_t done = 0;
+  for (size_t i = 0; i < paths.size(); ++i) {
+    add_file(paths[i]);
+    done += sizes[i];
+    if (progress) progress(done, total);
+  }
+}
+
+BpeTrainingResult BpeTrainer::train(const ProgressCallback& progress) const {
   BpeTrainingResult result;
   result.pattern = options_.pattern;
   std::vector<int32_t> byte_ids(256);
@@ -152,6 +171,9 @@ BpeTrainingResult BpeTrainer::train() const {
     const int32_t merged = int32_t(result.token_bytes.size());
     const int64_t merge_index = int64_t(result.merges.size());
     result.merges.emplace_back(best.left, best.right);
+    if (progress && int64_t(result.merges.size()) < merges_wanted) {
+      progress(int64_t(result.merges.size()), merges_wanted);
+    }
     result.token_bytes.push_back(tokens[size_t(best.left)] + tokens[size_t(best.right)]);
 
     // Rewrite each word holding the pair, left to right, and net the pair counts.
@@ -192,6 +214,8 @@ BpeTrainingResult BpeTrainer::train() const {
       }
     }
   }
+
+  if (progress) progress(int64_t(result.merges.size()), int64_t(result.merges.size()));
 
   result.special_tokens = options_.special_tokens;
   // Out of pairs before the size asked for: pad with reserved tokens, as Llama 3 does.

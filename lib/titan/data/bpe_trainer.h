@@ -2,7 +2,7 @@
 //
 //   BpeTrainer trainer({.vocab_size = 2048});
 //   trainer.add_file("assets/text/sotu/1790_george_washington_n.txt");   // or add_text(...)
-//   BpeTrainingResult result = trainer.train();
+//   BpeTrainingResult result = trainer.train();   // train(progress_callback("merging", "merges"))
 //   bpe_write_tokenizer(result, "assets/tokenizer/sotu-2k");   // tokenizer.json
 //   Tokenizer tokenizer = Tokenizer::load("assets/tokenizer/sotu-2k");
 //
@@ -33,6 +33,7 @@
 #include <utility>
 #include <vector>
 
+#include "titan/core/progress.h"
 #include "titan/data/pretokenizer.h"
 #include "titan/data/tokenizer.h"
 
@@ -65,12 +66,17 @@ class BpeTrainer {
 
   void add_text(std::string_view text);
   void add_file(const std::string& path);  // the file's bytes as one text; InputError if unreadable
+  // add_file for each path, telling `progress` (bytes read, all the files' bytes) after each;
+  // every path is checked before the first is read.
+  void add_files(const std::vector<std::string>& paths, const ProgressCallback& progress = {});
 
   int64_t bytes() const { return bytes_; }
   int64_t pieces() const { return pieces_; }
   int64_t unique_pieces() const { return int64_t(piece_counts_.size()); }
 
-  BpeTrainingResult train() const;
+  // `progress` is told (merges made, merges wanted) after each merge and (made, made) at the
+  // end, which is early when the text runs out of pairs.
+  BpeTrainingResult train(const ProgressCallback& progress = {}) const;
 
  private:
   struct Hash {

@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <bit>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -204,41 +203,6 @@ double document_uniform(uint64_t seed, int64_t document) {
   return double(bits >> 11) * 0x1.0p-53;
 }
 
-// A one-line progress bar on stderr, redrawn at most ten times a second.
-class ProgressBar {
- public:
-  ProgressBar(bool enabled, int64_t total_bytes)
-      : enabled_(enabled && isatty(STDERR_FILENO) != 0), total_bytes_(total_bytes),
-        start_(std::chrono::steady_clock::now()) {}
-
-  void update(int64_t bytes, int64_t documents, int64_t tokens, bool force = false) {
-    if (!enabled_) return;
-    const auto now = std::chrono::steady_clock::now();
-    if (!force && now - last_ < std::chrono::milliseconds(100)) return;
-    last_ = now;
-    const double elapsed_s = std::chrono::duration<double>(now - start_).count();
-    const double fraction = total_bytes_ > 0 ? double(bytes) / double(total_bytes_) : 1.0;
-    constexpr int kWidth = 30;
-    const int filled = int(std::lround(fraction * kWidth));
-    std::fprintf(stderr, "\rtokenize [%.*s%*s] %5.1f%%  %.1f/%.1f MB  %.2f MB/s  %lld docs  %lld tokens",
-                 filled, "##############################", kWidth - filled, "", 100.0 * fraction,
-                 bytes / 1e6, total_bytes_ / 1e6, elapsed_s > 0 ? bytes / 1e6 / elapsed_s : 0.0,
-                 (long long)documents, (long long)tokens);
-    std::fflush(stderr);
-  }
-
-  void finish(int64_t bytes, int64_t documents, int64_t tokens) {
-    if (!enabled_) return;
-    update(bytes, documents, tokens, /*force=*/true);
-    std::fputc('\n', stderr);
-  }
-
- private:
-  bool enabled_;
-  int64_t total_bytes_;
-  std::chrono::steady_clock::time_point start_, last_{};
-};
-
 // Removes what an earlier run left in the folder, so no stale shard outlives a new manifest.
 void clear_old_shards(const fs::path& folder) {
   fs::remove(folder / kManifestName);
@@ -299,7 +263,7 @@ TokenizeReport tokenize_to_shards(const TokenizeInput& input) {
   TITAN_CHECK_INPUT(input.max_shard_tokens >= 1)
       << "tokenize: shard size " << input.max_shard_tokens << " tokens";
 
-  // Count documents (and bytes, for the progress bar) first: the validation split holds an
+  // Count documents (and bytes, for progress) first: the validation split holds an
   // exact number of documents, chosen in one streaming pass.
   TokenizeReport report;
   int64_t total_documents = 0;
@@ -326,7 +290,6 @@ TokenizeReport tokenize_to_shards(const TokenizeInput& input) {
 
   SplitWriter train(input.out_dir, ShardSplit::Train, input.max_shard_tokens);
   SplitWriter validation(input.out_dir, ShardSplit::Validation, input.max_shard_tokens);
-  ProgressBar progress(input.progress, report.input_bytes);
   std::vector<uint32_t> tokens;
   int64_t bytes_done = 0;
   for (const std::string& path : input.files) {
@@ -360,12 +323,12 @@ TokenizeReport tokenize_to_shards(const TokenizeInput& input) {
       }
       ++report.documents;
       bytes_done += int64_t(text.size());
-      progress.update(bytes_done, report.documents, report.train_tokens + report.validation_tokens);
+      // done == total is the last call, made below once the shards are complete.
+      if (input.progress && bytes_done < report.input_bytes) input.progress(bytes_done, report.input_bytes);
     });
   }
   train.finish();
   validation.finish();
-  progress.finish(report.input_bytes, report.documents, report.train_tokens + report.validation_tokens);
   TITAN_CHECK_INPUT(report.documents == total_documents)
       << "tokenize: an input file changed while it was read (" << total_documents
       << " documents counted, " << report.documents << " read)";
@@ -413,6 +376,7 @@ TokenizeReport tokenize_to_shards(const TokenizeInput& input) {
     TITAN_CHECK(out.good()) << "writing " << temporary << ": " << std::strerror(errno);
   }
   fs::rename(temporary, report.manifest_path);
+  if (input.progress) input.progress(report.input_bytes, report.input_bytes);
   return report;
 }
 

@@ -48,6 +48,8 @@
 #include <string_view>
 #include <vector>
 
+#include "titan/core/progress.h"
+
 namespace titan::data {
 
 inline constexpr char kShardMagic[8] = {'T', 'T', 'N', 'S', 'H', 'A', 'R', 'D'};
@@ -78,7 +80,9 @@ struct TokenizeInput {
   // which ones is a pure function of (seed, document number) (selection sampling).
   double validation_fraction = 0.01;
   uint64_t seed = 0;
-  bool progress = true;  // a progress bar on stderr, only when stderr is a terminal
+  // Told (input bytes read, all input bytes) after each document and (all, all) at the end;
+  // empty: nothing is told. titan-data passes progress_callback("tokenize", "B").
+  ProgressCallback progress;
   std::string tokenizer_description;  // recorded in the manifest (e.g. "sotu-2k (BPE, 2048)")
   int64_t max_shard_tokens = kDefaultShardTokens;
 };

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "titan/core/copy.h"
+#include "titan/metrics/trace.h"
 
 namespace titan::dist {
 namespace {
@@ -170,11 +171,15 @@ bool complete_abandoned_operations(double timeout_s) {
 
 // ---- Work ------------------------------------------------------------------------------
 
-Work::Work(std::unique_ptr<PendingOperation> operation, std::string what, CommStats* stats)
-    : operation_(std::move(operation)), what_(std::move(what)), stats_(stats) {}
+Work::Work(std::unique_ptr<PendingOperation> operation, std::string what, CommStats* stats,
+           int64_t bytes)
+    : operation_(std::move(operation)), what_(std::move(what)), stats_(stats), bytes_(bytes) {}
 
 Work::Work(Work&& other) noexcept
-    : operation_(std::move(other.operation_)), what_(std::move(other.what_)), stats_(other.stats_) {}
+    : operation_(std::move(other.operation_)),
+      what_(std::move(other.what_)),
+      stats_(other.stats_),
+      bytes_(other.bytes_) {}
 
 Work& Work::operator=(Work&& other) noexcept {
   if (this != &other) {
@@ -182,6 +187,7 @@ Work& Work::operator=(Work&& other) noexcept {
     operation_ = std::move(other.operation_);
     what_ = std::move(other.what_);
     stats_ = other.stats_;
+    bytes_ = other.bytes_;
   }
   return *this;
 }
@@ -205,6 +211,7 @@ void Work::settle() noexcept {
 
 void Work::wait() {
   if (!operation_) return;
+  metrics::TraceSpan span(what_, "bytes", bytes_);
   const Clock::time_point start = Clock::now();
   const double timeout_s = comm_timeout();
   Backoff backoff;
@@ -249,7 +256,7 @@ Work Communicator::make_work(Collective collective, int64_t bytes,
   if (collective != Collective::Barrier) what += " of " + format_bytes(bytes);
   if (!peer.empty()) what += " " + peer;
   what += " on " + name_ + " (" + std::to_string(size_) + (size_ == 1 ? " rank)" : " ranks)");
-  return Work(std::move(op), std::move(what), &stats_);
+  return Work(std::move(op), std::move(what), &stats_, bytes);
 }
 
 Work Communicator::all_reduce(Tensor& data, ReduceOp op) {

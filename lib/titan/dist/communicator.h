@@ -96,7 +96,9 @@ bool complete_abandoned_operations(double timeout_s);
 class Work {
  public:
   Work() = default;
-  Work(std::unique_ptr<PendingOperation> operation, std::string what, CommStats* stats);
+  // `bytes` goes into the trace span of the wait (metrics/trace.h).
+  Work(std::unique_ptr<PendingOperation> operation, std::string what, CommStats* stats,
+       int64_t bytes = 0);
   Work(Work&&) noexcept;
   Work& operator=(Work&&) noexcept;
   Work(const Work&) = delete;
@@ -114,6 +116,7 @@ class Work {
   std::unique_ptr<PendingOperation> operation_;
   std::string what_;  // "all_gather of 4.0 MiB on dp_shard (2 ranks)"
   CommStats* stats_ = nullptr;
+  int64_t bytes_ = 0;
 };
 
 class Communicator {

@@ -9,6 +9,7 @@
 #include <system_error>
 
 #include "titan/core/error.h"
+#include "titan/core/progress.h"
 #include "titan/core/logging.h"
 
 namespace titan::metrics {
@@ -39,20 +40,6 @@ std::string group_thousands(double value) {
 
 }  // namespace
 
-std::string duration_text(double seconds) {
-  if (!std::isfinite(seconds) || seconds < 0) return "?";
-  const long long s = std::llround(seconds);
-  char text[32];
-  if (s < 60) {
-    std::snprintf(text, sizeof text, "%llds", s);
-  } else if (s < 3600) {
-    std::snprintf(text, sizeof text, "%lldm%02llds", s / 60, s % 60);
-  } else {
-    std::snprintf(text, sizeof text, "%lldh%02lldm", s / 3600, (s % 3600) / 60);
-  }
-  return text;
-}
-
 double achieved_tflops(double flops_per_token, double tokens_per_second) {
   return flops_per_token * tokens_per_second / 1e12;
 }
@@ -74,7 +61,7 @@ std::string step_log_line(const StepMetrics& m) {
     std::snprintf(line, sizeof line, "  comm: %.1f%%", *m.comm_percent);
     text += line;
   }
-  if (m.eta_s) text += "  eta: " + duration_text(*m.eta_s);
+  if (m.eta_s) text += "  eta: " + progress_duration_text(*m.eta_s);
   if (m.val_loss && m.val_perplexity) {
     std::snprintf(line, sizeof line, "  val_loss: %.4f  val_ppl: %.1f", *m.val_loss, *m.val_perplexity);
     text += line;

@@ -53,9 +53,6 @@ double achieved_tflops(double flops_per_token, double tokens_per_second);
 // Model FLOPs utilization in percent: 100 * tflops / peak_tflops (peak_tflops > 0).
 double mfu_percent(double tflops, double peak_tflops);
 
-// "42s", "7m05s", "3h12m" (rounded to the second).
-std::string duration_text(double seconds);
-
 // The human line and the JSON object (no newline) for one step.
 std::string step_log_line(const StepMetrics& metrics);
 std::string step_json_line(const StepMetrics& metrics);

@@ -1,6 +1,7 @@
 #include "titan/nn/transformer_block.h"
 
 #include "titan/core/copy.h"
+#include "titan/metrics/trace.h"
 #include "titan/ops/elementwise.h"
 
 namespace titan::nn {
@@ -38,14 +39,26 @@ void TransformerBlock::forward(const Tensor& x, const Tensor& freqs, Tensor& out
   const Tensor x2 = x.reshape({N, D});
   r.xn = Tensor::empty({N, D}, DType::F32);
   r.rstd_attention = Tensor::empty({N}, DType::F32);
-  attention_norm_.forward(x2, r.xn, r.rstd_attention);
+  {
+    metrics::TraceSpan span("attention_norm");
+    attention_norm_.forward(x2, r.xn, r.rstd_attention);
+  }
   r.h = Tensor::empty(x.shape(), DType::F32);
-  attention_.forward(r.xn.reshape(x.shape()), freqs, r.h, r.attention);
+  {
+    metrics::TraceSpan span("attention");
+    attention_.forward(r.xn.reshape(x.shape()), freqs, r.h, r.attention);
+  }
   ops::accumulate(x, r.h);  // residual
   r.hn = Tensor::empty({N, D}, DType::F32);
   r.rstd_ffn = Tensor::empty({N}, DType::F32);
-  ffn_norm_.forward(r.h.reshape({N, D}), r.hn, r.rstd_ffn);
-  feed_forward_.forward(r.hn, out, r.feed_forward);
+  {
+    metrics::TraceSpan span("ffn_norm");
+    ffn_norm_.forward(r.h.reshape({N, D}), r.hn, r.rstd_ffn);
+  }
+  {
+    metrics::TraceSpan span("feed_forward");
+    feed_forward_.forward(r.hn, out, r.feed_forward);
+  }
   ops::accumulate(r.h, out);  // residual
 }
 

@@ -13,6 +13,7 @@
 #include "titan/config/load.h"
 #include "titan/core/copy.h"
 #include "titan/core/logging.h"
+#include "titan/metrics/trace.h"
 #include "titan/dist/runtime.h"
 #include "titan/core/threads.h"
 #include "titan/data/sources.h"
@@ -23,6 +24,23 @@ namespace {
 
 double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// One step's scalars under torchtitan's tag names (components/metrics.py); the comm share and
+// validation perplexity are titan.cpp's, placed in torchtitan's groups.
+void write_tensorboard(metrics::TensorBoardWriter& tensorboard, const metrics::StepMetrics& m) {
+  tensorboard.add_scalar("loss_metrics/global_avg_loss", m.loss, m.step);
+  tensorboard.add_scalar("grad_norm", m.grad_norm, m.step);
+  tensorboard.add_scalar("lr", m.lr, m.step);
+  tensorboard.add_scalar("n_tokens_seen", double(m.tokens), m.step);
+  tensorboard.add_scalar("throughput(tps)", m.tokens_per_second, m.step);
+  tensorboard.add_scalar("tflops", m.tflops, m.step);
+  tensorboard.add_scalar("mfu(%)", m.mfu_percent, m.step);
+  tensorboard.add_scalar("memory/max_active(GiB)", m.memory_gib, m.step);
+  if (m.comm_percent) tensorboard.add_scalar("time_metrics/comm_wait(%)", *m.comm_percent, m.step);
+  if (m.val_loss) tensorboard.add_scalar("validation_metrics/loss", *m.val_loss, m.step);
+  if (m.val_perplexity) tensorboard.add_scalar("validation_metrics/perplexity", *m.val_perplexity, m.step);
+  tensorboard.flush();
 }
 
 }  // namespace
@@ -53,6 +71,13 @@ Trainer::Trainer(const config::JobConfig& config, dist::Mesh* mesh)
   accumulation_steps_ = accumulation_steps_for(config, mesh_->dp_degree());
   // Bad data fails before the model is built.
   data_ = data::make_batch_source(config, args_.vocab_size, mesh_->dp_rank(), mesh_->dp_degree());
+  if (config.profiling.enable_profiling) {
+    const config::ProfilingSection& p = config.profiling;
+    TITAN_CHECK_INPUT(p.profiler_warmup + p.profiler_active <= p.profile_freq)
+        << "profiling: profiler_warmup " << p.profiler_warmup << " + profiler_active "
+        << p.profiler_active << " exceed profile_freq " << p.profile_freq
+        << "; raise profile_freq or lower the others";
+  }
   if (config.validation.enable) {
     const config::ValidationSection& v = config.validation;
     TITAN_CHECK_INPUT(v.seq_len <= config.training.seq_len)
@@ -78,6 +103,15 @@ Trainer::Trainer(const config::JobConfig& config, dist::Mesh* mesh)
   parameters_ = model_->parameters();
   optimizer_ = std::make_unique<AdamW>(AdamW::from_config(parameters_, config));
   if (mesh_->world().rank() == 0) logger_ = std::make_unique<metrics::StepLogger>(config.job.dump_folder);
+  if (config.metrics.enable_tensorboard &&
+      (mesh_->world().rank() == 0 || config.metrics.save_for_all_ranks)) {
+    // torchtitan's layout, less its per-launch date folder: a resumed run's new file
+    // continues the same curves.
+    std::filesystem::path folder =
+        std::filesystem::path(config.job.dump_folder) / config.metrics.save_tb_folder;
+    if (config.metrics.save_for_all_ranks) folder /= "rank_" + std::to_string(mesh_->world().rank());
+    tensorboard_ = std::make_unique<metrics::TensorBoardWriter>(folder);
+  }
   flops_per_token_ = models::llama3::flops_per_token(args_, config.training.seq_len);
   peak_tflops_ = config.metrics.peak_tflops ? *config.metrics.peak_tflops
                                             : measure_sgemm_gflops() / 1000.0;
@@ -127,7 +161,36 @@ void Trainer::log_start() const {
   }
 }
 
+// profiling.*: torchtitan's schedule. Each cycle of profile_freq steps waits, warms up
+// (profiler_warmup steps), then records profiler_active steps; the trace of those is written
+// to <dump>/<save_traces_folder>/iteration_<last recorded step>/rank<r>_trace.json.
+bool Trainer::profiled(int64_t step) const {
+  const config::ProfilingSection& p = config_.profiling;
+  return p.enable_profiling && (step - 1) % p.profile_freq >= p.profile_freq - p.profiler_active;
+}
+
 StepResult Trainer::train_step() {
+  const int64_t step = step_ + 1;
+  metrics::TraceRecorder& recorder = metrics::trace_recorder();
+  if (profiled(step) && !recorder.recording()) recorder.start();
+  StepResult result;
+  {
+    metrics::TraceSpan span("step " + std::to_string(step));
+    result = run_step();
+  }
+  if (recorder.recording() && !profiled(step + 1)) {
+    recorder.stop();
+    const std::filesystem::path file = std::filesystem::path(config_.job.dump_folder) /
+                                       config_.profiling.save_traces_folder /
+                                       ("iteration_" + std::to_string(step)) /
+                                       ("rank" + std::to_string(mesh_->world().rank()) + "_trace.json");
+    recorder.write(file.string(), mesh_->world().rank());
+    if (mesh_->world().rank() == 0) log::info("trace of step %lld in %s", (long long)step, file.c_str());
+  }
+  return result;
+}
+
+StepResult Trainer::run_step() {
   ++step_;
   StepResult result;
   result.step = step_;
@@ -155,11 +218,20 @@ StepResult Trainer::train_step() {
   double loss_sum = 0;
   for (data::TokenBatch& batch : batches) {
     models::llama3::ModelRecord record;
-    loss_sum += model_->forward(batch.inputs, batch.labels, record);
-    model_->backward(record, grad_scale);
+    {
+      metrics::TraceSpan span("forward");
+      loss_sum += model_->forward(batch.inputs, batch.labels, record);
+    }
+    {
+      metrics::TraceSpan span("backward");
+      model_->backward(record, grad_scale);
+    }
     tokens_seen_ += batch.inputs.numel() * mesh_->dp_degree();
   }
-  fsdp_->reduce_gradients();
+  {
+    metrics::TraceSpan span("reduce_gradients");
+    fsdp_->reduce_gradients();
+  }
   loss_sum = dist::all_reduce_scalar(mesh_->dp(), loss_sum);
   result.loss = loss_sum / double(valid);
   // Replicas hold equal shards: the norm sums over the shard group only.
@@ -178,6 +250,7 @@ StepResult Trainer::train_step() {
     result.skipped = true;
     zero_grads(parameters_);
   } else {
+    metrics::TraceSpan span("optimizer");
     clip_grads(parameters_, config_.training.max_norm, result.grad_norm);
     optimizer_->step(result.lr);
   }
@@ -265,6 +338,7 @@ void Trainer::log_step(const StepResult& result, const std::optional<ValidationR
   last_log_step_ = result.step;
   m.elapsed_s = now - started_s_;
   if (logger_) logger_->log(m);
+  if (tensorboard_) write_tensorboard(*tensorboard_, m);
   last_log_s_ = now;
   last_log_tokens_ = tokens_seen_;
 }

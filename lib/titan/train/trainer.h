@@ -12,7 +12,8 @@
 //       the norm is not finite, unless training.skip_nonfinite_steps
 //     clip to training.max_norm; AdamW at the scheduled lr
 //     at step 1 and every metrics.log_freq steps: one line on rank 0 and one JSON object
-//       appended to <dump_folder>/metrics.jsonl
+//       appended to <dump_folder>/metrics.jsonl (and, with metrics.enable_tensorboard, the
+//       step's scalars in <dump_folder>/<metrics.save_tb_folder>/events.out.tfevents.*)
 #pragma once
 
 #include <filesystem>
@@ -27,6 +28,7 @@
 #include "titan/dist/fsdp.h"
 #include "titan/dist/mesh.h"
 #include "titan/metrics/step_log.h"
+#include "titan/metrics/tensorboard.h"
 #include "titan/models/llama3/model.h"
 #include "titan/train/lr_schedule.h"
 #include "titan/train/optimizer.h"
@@ -83,6 +85,8 @@ class Trainer {
   void log_start() const;
   void log_step(const StepResult& result, const std::optional<ValidationResult>& validation);
   void inject_test_fault() const;
+  StepResult run_step();             // train_step without the profiling around it
+  bool profiled(int64_t step) const;  // whether profiling.* records this step
   // Checkpoints (docs/checkpoints.md): this rank's boxes of the model (and optimizer).
   std::vector<ckpt::TensorPiece> checkpoint_pieces(bool with_optimizer, DType model_dtype);
   void load_at_start();  // resume from the folder, or checkpoint.initial_load_path
@@ -102,6 +106,7 @@ class Trainer {
   LrSchedule schedule_;
   std::unique_ptr<data::BatchSource> data_;
   std::unique_ptr<metrics::StepLogger> logger_;
+  std::unique_ptr<metrics::TensorBoardWriter> tensorboard_;  // metrics.enable_tensorboard
   std::unique_ptr<dist::Communicator> checkpoint_io_;  // a split of the world, for HDF5 only
   std::unique_ptr<ckpt::AsyncCheckpointWriter> async_writer_;  // checkpoint.async_mode: async
   int64_t accumulation_steps_ = 1;

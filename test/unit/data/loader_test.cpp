@@ -78,7 +78,6 @@ class Loader : public ::testing::Test {
     input.files = {text_path};
     input.out_dir = folder_ / "shards";
     input.validation_fraction = 0;
-    input.progress = false;
     input.tokenizer_description = "counting (test)";
     input.max_shard_tokens = 37;
     tokenize_to_shards(input);

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "titan/core/error.h"
@@ -100,7 +101,6 @@ TokenizeInput byte_input(std::vector<std::string> files, std::string out_dir) {
   input.vocab_size = kByteVocab;
   input.files = std::move(files);
   input.out_dir = std::move(out_dir);
-  input.progress = false;
   input.tokenizer_description = "bytes (test)";
   return input;
 }
@@ -320,6 +320,24 @@ TEST(TokenizeToShards, TextFilesAreOneDocumentEachJoinedAsBosDocEos) {
   const ShardSet validation = ShardSet::open(folder / "out", ShardSplit::Validation, kByteVocab);
   EXPECT_EQ(validation.total_tokens(), 0);
   EXPECT_EQ(validation.shard_count(), 0);
+}
+
+// titan-data's progress: input bytes per document, below the total until one last call once
+// the shards and manifest are written.
+TEST(TokenizeToShards, ProgressIsToldBytesPerDocumentAndEndsOnceAtTheTotal) {
+  TempFolder folder;
+  write_bytes(folder / "a.txt", "first document\nwith two lines\n");
+  write_bytes(folder / "b.txt", "second");
+  std::vector<std::pair<int64_t, int64_t>> told;
+  TokenizeInput input = byte_input({folder / "a.txt", folder / "b.txt"}, folder / "out");
+  input.progress = [&](int64_t done, int64_t total) {
+    told.emplace_back(done, total);
+    if (done == total) {
+      EXPECT_TRUE(fs::exists(fs::path(folder / "out") / "manifest.json"));
+    }
+  };
+  tokenize_to_shards(input);
+  EXPECT_EQ(told, (std::vector<std::pair<int64_t, int64_t>>{{30, 36}, {36, 36}}));
 }
 
 TEST(TokenizeToShards, JsonlLinesAreDocumentsFromTheirTextField) {

@@ -120,6 +120,8 @@ TEST(TitanData, TokenizeWritesShardsWithTheTokenizersFraming) {
   const ProcessResult r = run_titan_data(
       {"tokenize", "--tokenizer", tok, "--out", out, "--validation-fraction", "0", a, b});
   EXPECT_EQ(r.exit_code, 0) << r.err;
+  // Progress: stderr is no terminal here, so a log line at the end (core/progress.h).
+  EXPECT_NE(r.err.find("tokenize: done, 29 B in "), std::string::npos) << r.err;
   const data::ShardManifest manifest = data::shard_manifest_read(out);
   EXPECT_EQ(manifest.vocab_size, 300);
   EXPECT_EQ(manifest.bos_id, 298);

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <map>
 #include <random>
+#include <utility>
+#include <vector>
 
 #include "support/train_process.h"
 #include "titan/core/error.h"
@@ -156,6 +158,40 @@ TEST(BpeTrainer, TooSmallAVocabIsAnInputError) {
   EXPECT_THROW(BpeTrainer({.vocab_size = 0}), InputError);
   BpeTrainer trainer({.vocab_size = 300});
   EXPECT_THROW(trainer.add_file("/nonexistent/corpus.txt"), InputError);
+}
+
+// What titan-data's progress is told: bytes per file, checked up front; merges one by one,
+// ending at what was made (early when the pairs run out).
+TEST(BpeTrainer, ProgressCountsFileBytesThenMerges) {
+  const std::string a = testing::write_temp_file("progress_a.txt", random_text(10, 200));
+  const std::string b = testing::write_temp_file("progress_b.txt", "ab ab");
+  std::vector<std::pair<int64_t, int64_t>> read;
+  BpeTrainer trainer({.vocab_size = 300});
+  EXPECT_THROW(trainer.add_files({a, "/nonexistent/corpus.txt"},
+                                 [&read](int64_t done, int64_t total) { read.emplace_back(done, total); }),
+               InputError);
+  EXPECT_TRUE(read.empty()) << "no file is read before every path is checked";
+  trainer.add_files({a, b}, [&read](int64_t done, int64_t total) { read.emplace_back(done, total); });
+  const int64_t total = trainer.bytes();
+  EXPECT_EQ(read, (std::vector<std::pair<int64_t, int64_t>>{{total - 5, total}, {total, total}}));
+
+  std::vector<std::pair<int64_t, int64_t>> merged;
+  const BpeTrainingResult result =
+      trainer.train([&merged](int64_t done, int64_t total) { merged.emplace_back(done, total); });
+  ASSERT_EQ(result.merges.size(), 300u - 256 - 2);
+  ASSERT_EQ(merged.size(), result.merges.size());
+  for (size_t i = 0; i + 1 < merged.size(); ++i) {
+    EXPECT_EQ(merged[i], std::make_pair(int64_t(i + 1), int64_t(42)));
+  }
+  EXPECT_EQ(merged.back(), std::make_pair(int64_t(42), int64_t(42)));
+
+  std::vector<std::pair<int64_t, int64_t>> short_of_pairs;
+  BpeTrainer few({.vocab_size = 300});
+  few.add_text("ab ab");
+  const BpeTrainingResult two =
+      few.train([&](int64_t done, int64_t total) { short_of_pairs.emplace_back(done, total); });
+  EXPECT_EQ(two.merges.size(), 2u);
+  EXPECT_EQ(short_of_pairs, (std::vector<std::pair<int64_t, int64_t>>{{1, 42}, {2, 42}, {2, 2}}));
 }
 
 TEST(BpeTrainer, WrittenFolderLoadsWithTheSameIds) {

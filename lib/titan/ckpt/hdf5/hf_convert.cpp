@@ -184,6 +184,8 @@ HfExportReport export_hf_safetensors(const std::string& checkpoint_path, const H
   fs::create_directories(out);
 
   const h5::H5Object file = open_checkpoint(checkpoint_path);
+  const int64_t tensor_count = int64_t(parameters.size());
+  int64_t converted_count = 0;
   nlohmann::ordered_json weight_map = nlohmann::ordered_json::object();
   for (size_t s = 0; s < shards.size(); ++s) {
     const std::string name = shards.size() == 1 ? kSingleFile : shard_name(s, shards.size());
@@ -195,6 +197,9 @@ HfExportReport export_hf_safetensors(const std::string& checkpoint_path, const H
       const std::string hf_name = *hf_name_from_titan(fqn);
       tensors.emplace_back(hf_name, converted(value, options.dtype));
       weight_map[hf_name] = name;
+      // done == total is the last call, made once every file is written.
+      ++converted_count;
+      if (options.progress && converted_count < tensor_count) options.progress(converted_count, tensor_count);
     }
     write_safetensors((out / name).string(), tensors);
     report.files.push_back(name);
@@ -216,6 +221,7 @@ HfExportReport export_hf_safetensors(const std::string& checkpoint_path, const H
     const std::string name = entry.path().filename().string();
     if (is_model_file(name) && written.count(name) == 0) fs::remove(entry.path());
   }
+  if (options.progress) options.progress(tensor_count, tensor_count);
   return report;
 }
 
@@ -267,8 +273,12 @@ HfImportReport import_hf_safetensors(const HfImportOptions& options) {
     if (const auto heads = rope_permuted_heads(name, args)) value = rope_rows_from_hf(value, *heads);
     writer.add(name, value);
     ++report.tensors;
+    if (options.progress && report.tensors < int64_t(parameters.size())) {
+      options.progress(report.tensors, int64_t(parameters.size()));
+    }
   }
   writer.finish();
+  if (options.progress) options.progress(report.tensors, report.tensors);
   return report;
 }
 

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "titan/config/job_config.h"
+#include "titan/core/progress.h"
 #include "titan/core/tensor.h"
 
 namespace titan::ckpt {
@@ -41,6 +42,9 @@ struct HfExportOptions {
   std::string out_dir;
   DType dtype = DType::F32;                      // F32 or BF16
   int64_t max_shard_bytes = 5'000'000'000;       // tensor bytes per file, as HF's "5GB"
+  // Told (tensors converted, all tensors) after each tensor; (all, all) once every file is
+  // written. titan-ckpt passes progress_callback("export", "tensors").
+  ProgressCallback progress;
 };
 
 struct HfExportReport {
@@ -55,6 +59,7 @@ struct HfImportOptions {
   std::string hf_dir;
   std::string out;
   std::optional<std::string> flavor;
+  ProgressCallback progress;  // as HfExportOptions::progress
 };
 
 struct HfImportReport {

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "titan/metrics/trace.h"
 #include "titan/ops/cross_entropy.h"
 #include "titan/ops/embedding.h"
 #include "titan/ops/matmul.h"
@@ -116,17 +117,24 @@ double Llama3Model::forward(const Tensor& tokens, const Tensor& labels, ModelRec
   r.layer_inputs.push_back(Tensor::empty({B, T, D}, DType::F32));
   Tensor x0 = r.layer_inputs[0].reshape({N, D});
   hook(Hook::BeforeForward, kEmbeddingUnit);
-  ops::embedding_forward(tokens.reshape({N}), tok_embeddings_->value(), x0);
+  {
+    metrics::TraceSpan span("tok_embeddings.forward");
+    ops::embedding_forward(tokens.reshape({N}), tok_embeddings_->value(), x0);
+  }
   if (head_unit() != kEmbeddingUnit) hook(Hook::AfterForward, kEmbeddingUnit);
   r.layers.resize(layers_.size());
   for (size_t i = 0; i < layers_.size(); ++i) {
     Tensor out = Tensor::empty({B, T, D}, DType::F32);
     hook(Hook::BeforeForward, layer_unit(i));
-    layers_[i].forward(r.layer_inputs[i], freqs, out, r.layers[i]);
+    {
+      metrics::TraceSpan span("layers." + std::to_string(i) + ".forward");
+      layers_[i].forward(r.layer_inputs[i], freqs, out, r.layers[i]);
+    }
     hook(Hook::AfterForward, layer_unit(i));
     r.layer_inputs.push_back(out);
   }
   if (head_unit() != kEmbeddingUnit) hook(Hook::BeforeForward, head_unit());
+  metrics::TraceSpan head_span("norm.output.loss.forward");
   r.hn = Tensor::empty({N, D}, DType::F32);
   r.rstd_norm = Tensor::empty({N}, DType::F32);
   norm_->forward(r.layer_inputs.back().reshape({N, D}), r.hn, r.rstd_norm);
@@ -165,6 +173,7 @@ void Llama3Model::backward(ModelRecord& r, float grad_scale) {
   // The output layer: one logits recompute for both of its gradients.
   r.dhn = Tensor::empty({N, D}, DType::F32);
   {
+    metrics::TraceSpan span("norm.output.loss.backward");
     Tensor workspace = cross_entropy_workspace(N, args_.vocab_size);
     ops::cross_entropy_backward(r.hn, w.value(), r.labels.reshape({N}), r.lse, grad_scale, r.dhn,
                                 w.grad(), ops::Accumulate::No, workspace);
@@ -178,14 +187,23 @@ void Llama3Model::backward(ModelRecord& r, float grad_scale) {
   for (size_t i = layers_.size(); i-- > 0;) {
     Tensor dx_in = Tensor::empty({N, D}, DType::F32);
     hook(Hook::BeforeBackward, layer_unit(i));
-    layers_[i].backward_input(dx, freqs, r.layers[i], dx_in);
-    layers_[i].backward_weight(r.layers[i]);
+    {
+      metrics::TraceSpan span("layers." + std::to_string(i) + ".backward_input");
+      layers_[i].backward_input(dx, freqs, r.layers[i], dx_in);
+    }
+    {
+      metrics::TraceSpan span("layers." + std::to_string(i) + ".backward_weight");
+      layers_[i].backward_weight(r.layers[i]);
+    }
     hook(Hook::AfterBackward, layer_unit(i));
     r.layer_inputs[i + 1] = Tensor();  // this layer's output is no longer needed
     dx = dx_in;
   }
   if (head_unit() != kEmbeddingUnit) hook(Hook::BeforeBackward, kEmbeddingUnit);
-  ops::embedding_backward_weight(r.tokens.reshape({N}), dx, tok_embeddings_->grad());
+  {
+    metrics::TraceSpan span("tok_embeddings.backward_weight");
+    ops::embedding_backward_weight(r.tokens.reshape({N}), dx, tok_embeddings_->grad());
+  }
   hook(Hook::AfterBackward, kEmbeddingUnit);
   r = ModelRecord{};
 }

@@ -5,6 +5,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <utility>
+#include <vector>
 
 #include "support/train_process.h"
 #include "titan/ckpt/hdf5/hf_convert.h"
@@ -189,6 +191,46 @@ TEST_F(HfConvert, ImportOfExportIsTheSameCheckpoint) {
     EXPECT_EQ(recorded.training.seq_len, 64);
     EXPECT_EQ(config::to_yaml(recorded), config::to_yaml(tiny_job(tied)));
   }
+}
+
+// Progress per tensor, ending once the files are written; titan-ckpt shows it (in a test its
+// stderr is no terminal: one end line each).
+TEST_F(HfConvert, ProgressCountsTensorsAndEndsOnceTheFilesAreWritten) {
+  write_tiny_checkpoint(file("step-7.h5"), tiny_job());
+  std::vector<std::pair<int64_t, int64_t>> exported, imported;
+  HfExportOptions out;
+  out.out_dir = file("hf");
+  out.max_shard_bytes = 300000;
+  out.progress = [&](int64_t done, int64_t total) {
+    exported.emplace_back(done, total);
+    if (done == total) {
+      EXPECT_TRUE(fs::exists(file("hf/config.json")));
+    }
+  };
+  export_hf_safetensors(file("step-7.h5"), out);
+  HfImportOptions in;
+  in.hf_dir = file("hf");
+  in.out = file("back.h5");
+  in.progress = [&](int64_t done, int64_t total) {
+    imported.emplace_back(done, total);
+    if (done == total) {
+      EXPECT_TRUE(fs::exists(file("back.h5")));
+    }
+  };
+  import_hf_safetensors(in);
+  for (const auto* told : {&exported, &imported}) {
+    ASSERT_EQ(told->size(), 75u);
+    for (size_t i = 0; i < told->size(); ++i) {
+      EXPECT_EQ((*told)[i], std::make_pair(int64_t(i + 1), int64_t(75)));
+    }
+  }
+
+  const ProcessResult r = export_to(file("step-7.h5"), file("hf2"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("export: done, 75 tensors in "), std::string::npos) << r.err;
+  const ProcessResult back = run_titan_ckpt({"import", file("hf2"), "--out", file("back2.h5")});
+  ASSERT_EQ(back.exit_code, 0) << back.err;
+  EXPECT_NE(back.err.find("import: done, 75 tensors in "), std::string::npos) << back.err;
 }
 
 TEST_F(HfConvert, ImportNamesTheFirstMismatchedTensor) {
