@@ -1,0 +1,209 @@
+// The trainer's checkpoints (docs/checkpoints.md): which boxes it saves and loads, resuming
+// from the folder or an initial load (an HDF5 checkpoint or a Hugging Face folder), and the
+// save policy (interval, last save, keep_latest_k, async).
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+
+#include "titan/ckpt/checkpoint_folder.h"
+#include "titan/config.h"
+#include "titan/config/load.h"
+#include "titan/core/copy.h"
+#include "titan/core/logging.h"
+#include "titan/train/trainer.h"
+#if TITAN_HAVE_HDF5
+#include "titan/ckpt/hdf5/hf_convert.h"
+#endif
+
+namespace titan::train {
+
+std::vector<ckpt::TensorPiece> Trainer::checkpoint_pieces(bool with_optimizer, DType model_dtype) {
+  // Replicas hold equal shards: the first one writes them (every rank reads its own).
+  const bool writes = mesh_->dp_replicate().rank() == 0;
+  std::vector<ckpt::TensorPiece> pieces;
+  for (nn::Parameter* p : parameters_) {
+    pieces.push_back({"model/" + p->name(), p->global_shape(), p->local_box(), p->shard(), writes,
+                      model_dtype});
+  }
+  if (!with_optimizer) return pieces;
+  for (size_t i = 0; i < parameters_.size(); ++i) {
+    const nn::Parameter& p = *parameters_[i];
+    pieces.push_back({"optimizer/exp_avg/" + p.name(), p.global_shape(), p.local_box(),
+                      optimizer_->exp_avg(i), writes, DType::F32});
+    pieces.push_back({"optimizer/exp_avg_sq/" + p.name(), p.global_shape(), p.local_box(),
+                      optimizer_->exp_avg_sq(i), writes, DType::F32});
+  }
+  return pieces;
+}
+
+namespace {
+
+// checkpoint.exclude_from_loading's names (torchtitan's state keys).
+bool excluded(const config::JobConfig& config, const std::string& state) {
+  for (const std::string& name : config.checkpoint.exclude_from_loading) {
+    TITAN_CHECK_INPUT(name == "model" || name == "optimizer" || name == "dataloader" ||
+                      name == "lr_scheduler" || name == "train_state")
+        << "checkpoint.exclude_from_loading: unknown state '" << name
+        << "'; use model, optimizer, dataloader, lr_scheduler or train_state";
+    if (name == state) return true;
+  }
+  return false;
+}
+
+// A step-<N>.h5 file, or the newest checkpoint in a folder.
+std::string resolve_checkpoint(const std::filesystem::path& path) {
+  if (!std::filesystem::is_directory(path)) return path.string();
+  const std::vector<int64_t> steps = ckpt::checkpoint_steps(path);
+  TITAN_CHECK_INPUT(!steps.empty()) << "checkpoint.initial_load_path: " << path.string()
+                                    << " holds no step-<N>.h5 checkpoint";
+  return ckpt::checkpoint_path(path, steps.back()).string();
+}
+
+}  // namespace
+
+void Trainer::load_at_start() {
+  const config::CheckpointSection& c = config_.checkpoint;
+  const std::filesystem::path folder = std::filesystem::path(config_.job.dump_folder) / c.folder;
+  const std::vector<int64_t> steps = ckpt::checkpoint_steps(folder);
+  if (c.load_step >= 0) {
+    TITAN_CHECK_INPUT(std::find(steps.begin(), steps.end(), c.load_step) != steps.end())
+        << "checkpoint.load_step " << c.load_step << ": no step-" << c.load_step << ".h5 in "
+        << folder.string() << (steps.empty() ? " (no checkpoints there)" : "");
+    load_checkpoint(ckpt::checkpoint_path(folder, c.load_step).string(), false);
+  } else if (!steps.empty()) {
+    load_checkpoint(ckpt::checkpoint_path(folder, steps.back()).string(), false);
+  } else if (c.initial_load_path && !c.initial_load_path->empty() && c.initial_load_in_hf) {
+    load_hf_folder(*c.initial_load_path, folder);
+  } else if (c.initial_load_path && !c.initial_load_path->empty()) {
+    load_checkpoint(resolve_checkpoint(*c.initial_load_path), c.initial_load_model_only);
+  }
+}
+
+// checkpoint.initial_load_in_hf: rank 0 converts the Hugging Face folder into a model-only
+// checkpoint beside the job's own (not named step-<N>, so never taken for one), every rank
+// loads its boxes from it, and it is removed again.
+void Trainer::load_hf_folder(const std::string& hf_dir, const std::filesystem::path& folder) {
+#if TITAN_HAVE_HDF5
+  const std::filesystem::path converted = folder / "initial-load-from-hf.h5";
+  int64_t failed = 0;
+  std::string message;
+  if (checkpoint_io_->rank() == 0) {
+    try {
+      std::filesystem::create_directories(folder);
+      std::filesystem::remove(converted);
+      ckpt::HfImportOptions options;
+      options.hf_dir = hf_dir;
+      options.out = converted.string();
+      // No flavor: the import picks the one its shapes fit; loading then checks every shape
+      // against this model.
+      ckpt::import_hf_safetensors(options);
+    } catch (const InputError& error) {
+      failed = 1;
+      message = error.what();
+    }
+  }
+  // Bad input found by rank 0 is bad input for all: every rank throws it.
+  if (dist::all_reduce_scalar(*checkpoint_io_, failed) > 0) {
+    TITAN_CHECK_INPUT(false) << "checkpoint.initial_load_path (Hugging Face): "
+                             << (message.empty() ? "rank 0 could not convert " + hf_dir : message);
+  }
+  load_checkpoint(converted.string(), true);
+  checkpoint_io_->barrier().wait();
+  if (checkpoint_io_->rank() == 0) std::filesystem::remove(converted);
+#else
+  (void)hf_dir, (void)folder;
+  TITAN_FAIL() << "checkpoint.initial_load_in_hf needs a build with HDF5";
+#endif
+}
+
+void Trainer::load_checkpoint(const std::string& path, bool model_only) {
+  const ckpt::CheckpointMeta meta = ckpt::read_checkpoint_meta(path, *checkpoint_io_);
+  if (meta.model_only && !model_only) {
+    log::warn("%s holds the model only: the optimizer, the data position and the step start "
+              "fresh", path.c_str());
+    model_only = true;
+  }
+  const bool with_optimizer = !model_only && !excluded(config_, "optimizer");
+  std::vector<ckpt::TensorPiece> pieces = checkpoint_pieces(with_optimizer, DType::F32);
+  if (excluded(config_, "model")) pieces.erase(pieces.begin(), pieces.begin() + long(parameters_.size()));
+  ckpt::read_checkpoint_tensors(path, *checkpoint_io_, pieces);
+  if (with_optimizer) optimizer_->set_steps_taken(meta.optimizer_steps);
+  if (!model_only && !excluded(config_, "train_state")) {
+    step_ = meta.step;
+    tokens_seen_ = meta.tokens_seen;
+  }
+  if (!model_only && !excluded(config_, "dataloader")) {
+    const int64_t per_batch = config_.training.local_batch_size * mesh_->dp_degree();
+    TITAN_CHECK_INPUT(meta.data_sequences % per_batch == 0)
+        << path << ": " << meta.data_sequences << " sequences consumed is not a whole number of "
+        << "local batches x dp = " << per_batch << "; resume with the same global batch";
+    data_->seek(meta.data_sequences / per_batch);
+  }
+  log::info("loaded %s (step %lld, written on %s)%s", path.c_str(), (long long)meta.step,
+            meta.mesh.c_str(), model_only ? ": model only" : "");
+}
+
+void Trainer::maybe_save_checkpoint() {
+  const config::CheckpointSection& c = config_.checkpoint;
+  if (!c.enable || c.load_only) return;
+  const bool last = step_ == config_.training.steps;
+  const bool due = step_ % c.interval == 0 || last || (step_ == 1 && c.enable_first_step_checkpoint);
+  if (!due) return;
+  const bool model_only = last && c.last_save_model_only;
+  const DType model_dtype =
+      model_only && c.export_dtype == config::Precision::Bfloat16 ? DType::BF16 : DType::F32;
+  TITAN_CHECK_INPUT(!model_only || c.export_dtype != config::Precision::Float16)
+      << "checkpoint.export_dtype: float16 exports are not supported; use bfloat16 or float32";
+  ckpt::CheckpointMeta meta;
+  meta.step = step_;
+  meta.tokens_seen = tokens_seen_;
+  meta.optimizer_steps = optimizer_->steps_taken();
+  meta.data_sequences = data_->batches_served() * config_.training.local_batch_size * mesh_->dp_degree();
+  meta.seed = int64_t(config_.debug.effective_seed());
+  meta.model_only = model_only;
+  meta.config_yaml = config::to_yaml(config_);
+  meta.mesh = mesh_->shape().describe();
+  meta.world_size = mesh_->world().size();
+  const std::filesystem::path folder = std::filesystem::path(config_.job.dump_folder) / c.folder;
+  if (checkpoint_io_->rank() == 0) std::filesystem::create_directories(folder);
+  checkpoint_io_->barrier().wait();
+  const auto started = std::chrono::steady_clock::now();
+  const std::string path = ckpt::checkpoint_path(folder, step_).string();
+  std::vector<ckpt::TensorPiece> pieces = checkpoint_pieces(!model_only, model_dtype);
+  const bool prunes = checkpoint_io_->rank() == 0;
+  const int64_t keep = c.keep_latest_k;
+  // checkpoint.last_save_in_hf: the last save is also written as a Hugging Face folder,
+  // step-<N>-hf/, by rank 0 from the complete file.
+  const bool in_hf = last && c.last_save_in_hf && prunes;
+  auto finish = [folder, path, started, model_only, prunes, keep, in_hf, model_dtype, step = step_] {
+#if TITAN_HAVE_HDF5
+    if (in_hf) {
+      ckpt::HfExportOptions options;
+      options.out_dir = (folder / ("step-" + std::to_string(step) + "-hf")).string();
+      options.dtype = model_dtype;
+      ckpt::export_hf_safetensors(path, options);
+      log::info("exported %s", options.out_dir.c_str());
+    }
+#else
+    (void)in_hf, (void)model_dtype, (void)step;
+#endif
+    if (prunes) ckpt::prune_checkpoints(folder, keep);
+    log::info("saved %s in %.2f s%s", path.c_str(), std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(),
+              model_only ? " (model only)" : "");
+  };
+  if (!async_writer_) {
+    ckpt::write_checkpoint_file(path, *checkpoint_io_, meta, pieces);
+    finish();
+    return;
+  }
+  // The I/O thread gets copies: training changes the parameters while it writes.
+  for (ckpt::TensorPiece& piece : pieces) {
+    Tensor copy = Tensor::empty(piece.local.shape(), DType::F32);
+    copy_tensor(piece.local, copy);
+    piece.local = copy;
+  }
+  async_writer_->start(path, *checkpoint_io_, std::move(meta), std::move(pieces), finish);
+  log::info("saving %s in the background (checkpoint.async_mode)", path.c_str());
+}
+
+}  // namespace titan::train
