@@ -164,7 +164,7 @@ TEST(CheckpointProcess, H5lsListsEveryTensorAndBf16ExportsPrintAsFloats) {
 }
 
 // async_mode: async writes on an I/O thread while training goes on. A test-only delay in
-// the writer holds each save back 2 s, so steps 3 and 4 finish while step 2's is written
+// the writer holds each save back 3 s, so steps 3 and 4 finish while step 2's is written
 // whatever the machine's speed; the files equal those of synchronous saves (h5diff).
 TEST(CheckpointProcess, AsyncSavesOverlapTrainingAndEqualSynchronousOnes) {
   const fs::path async_dump = fresh("async"), sync_dump = fresh("sync");
@@ -173,7 +173,7 @@ TEST(CheckpointProcess, AsyncSavesOverlapTrainingAndEqualSynchronousOnes) {
   std::vector<std::string> async_args = job(async_dump, 2, 6, every_two);
   async_args.insert(async_args.end(), {"--checkpoint.async_mode", "async"});
   const ProcessResult a = testing::run_titan_train_mpi(2, async_args,
-                                                       {"TITAN_TEST_CHECKPOINT_WRITE_DELAY_S=2"});
+                                                       {"TITAN_TEST_CHECKPOINT_WRITE_DELAY_S=3"});
   ASSERT_EQ(a.exit_code, 0) << describe(a);
   const std::string log = a.out + a.err;
   const size_t saved_2 = log.find("saved " + (async_dump / "checkpoint" / "step-2.h5").string());
