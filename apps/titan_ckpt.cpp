@@ -13,13 +13,13 @@
 // "error: ..."; 1 anything else.
 #include <cstdio>
 #include <exception>
-#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "titan/ckpt/hdf5/hf_convert.h"
 #include "titan/ckpt/hdf5/inspect.h"
+#include "titan/config/subcommand.h"
 #include "titan/core/build_info.h"
 #include "titan/core/error.h"
 #include "titan/core/progress.h"
@@ -51,62 +51,11 @@ constexpr const char* kHelp =
     "\n"
     "  --help, --version\n";
 
-// `--name value` options (and `--name=value`) before, between or after positional
-// arguments; every option takes a value.
-struct Arguments {
-  std::string command;
-  std::map<std::string, std::string> options;
-  std::vector<std::string> positional;
-
-  bool has(const std::string& name) const { return options.count(name) > 0; }
-  const std::string& required(const std::string& name) const {
-    const auto it = options.find(name);
-    TITAN_CHECK_INPUT(it != options.end()) << command << ": --" << name << " is required (see --help)";
-    return it->second;
-  }
-  // Exactly `count` positional arguments, described by `what` in the message.
-  void expect_positional(size_t count, const char* what) const {
-    TITAN_CHECK_INPUT(positional.size() == count)
-        << command << ": expected " << what << ", got " << positional.size() << " arguments (see --help)";
-  }
-};
+using Arguments = titan::config::SubcommandArguments;
+using titan::config::parse_integer;
 
 Arguments parse(int argc, char** argv, const std::vector<std::string>& known) {
-  Arguments args;
-  args.command = argv[1];
-  for (int i = 2; i < argc; ++i) {
-    std::string word = argv[i];
-    if (word.size() > 2 && word.rfind("--", 0) == 0) {
-      std::string name = word.substr(2), value;
-      const size_t equals = name.find('=');
-      if (equals != std::string::npos) {
-        value = name.substr(equals + 1);
-        name.resize(equals);
-      } else {
-        TITAN_CHECK_INPUT(i + 1 < argc) << args.command << ": --" << name << " needs a value";
-        value = argv[++i];
-      }
-      bool is_known = false;
-      for (const std::string& k : known) is_known = is_known || k == name;
-      TITAN_CHECK_INPUT(is_known) << args.command << ": unknown option --" << name << " (see --help)";
-      args.options[name] = value;
-    } else {
-      args.positional.push_back(word);
-    }
-  }
-  return args;
-}
-
-int64_t parse_integer(const std::string& text, const std::string& what) {
-  size_t used = 0;
-  long long value = 0;
-  try {
-    value = std::stoll(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  TITAN_CHECK_INPUT(used == text.size() && !text.empty()) << what << ": '" << text << "' is not an integer";
-  return value;
+  return titan::config::parse_subcommand(argc, argv, known);
 }
 
 int info(const Arguments& args) {
