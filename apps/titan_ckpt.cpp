@@ -12,7 +12,6 @@
 // missing, foreign or unfinished checkpoint, an HF folder of another model), one line
 // "error: ..."; 1 anything else.
 #include <cstdio>
-#include <exception>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -20,7 +19,6 @@
 #include "titan/ckpt/hdf5/hf_convert.h"
 #include "titan/ckpt/hdf5/inspect.h"
 #include "titan/config/subcommand.h"
-#include "titan/core/build_info.h"
 #include "titan/core/error.h"
 #include "titan/core/progress.h"
 
@@ -135,25 +133,7 @@ int import_model(const Arguments& args) {
 }
 
 int run(int argc, char** argv) {
-  if (argc < 2) {
-    std::fputs(kHelp, stderr);
-    return int(titan::ExitCode::BadInput);
-  }
   const std::string command = argv[1];
-  if (command == "--help" || command == "-h" || command == "help") {
-    std::fputs(kHelp, stdout);
-    return 0;
-  }
-  if (command == "--version") {
-    std::fputs(titan::build_info_text().c_str(), stdout);
-    return 0;
-  }
-  for (int i = 2; i < argc; ++i) {
-    if (std::string(argv[i]) == "--help") {
-      std::fputs(kHelp, stdout);
-      return 0;
-    }
-  }
   if (command == "info") return info(parse(argc, argv, {"config"}));
   if (command == "diff") return diff(parse(argc, argv, {}));
   if (command == "export") {
@@ -167,14 +147,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const titan::InputError& error) {
-    std::fprintf(stderr, "error: %s\n", error.what());
-    return int(titan::ExitCode::BadInput);
-  } catch (const std::exception& error) {
-    std::fprintf(stderr, "error: %s\n", error.what());
-    return int(titan::ExitCode::Failure);
-  }
-}
+int main(int argc, char** argv) { return titan::config::run_subcommand_tool(argc, argv, kHelp, run); }

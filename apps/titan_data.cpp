@@ -22,7 +22,6 @@
 #include <vector>
 
 #include "titan/config/subcommand.h"
-#include "titan/core/build_info.h"
 #include "titan/core/error.h"
 #include "titan/core/progress.h"
 #include "titan/data/bpe_trainer.h"
@@ -195,25 +194,7 @@ int info(const Arguments& args) {
 }
 
 int run(int argc, char** argv) {
-  if (argc < 2) {
-    std::fputs(kHelp, stderr);
-    return int(titan::ExitCode::BadInput);
-  }
   const std::string command = argv[1];
-  if (command == "--help" || command == "-h" || command == "help") {
-    std::fputs(kHelp, stdout);
-    return 0;
-  }
-  if (command == "--version") {
-    std::fputs(titan::build_info_text().c_str(), stdout);
-    return 0;
-  }
-  for (int i = 2; i < argc; ++i) {
-    if (std::string(argv[i]) == "--help") {
-      std::fputs(kHelp, stdout);
-      return 0;
-    }
-  }
   if (command == "encode") return encode(parse(argc, argv, {"tokenizer", "text"}));
   if (command == "decode") return decode(parse(argc, argv, {"tokenizer"}));
   if (command == "info") return info(parse(argc, argv, {"tokenizer"}));
@@ -228,14 +209,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const titan::InputError& error) {
-    std::fprintf(stderr, "error: %s\n", error.what());
-    return int(titan::ExitCode::BadInput);
-  } catch (const std::exception& error) {
-    std::fprintf(stderr, "error: %s\n", error.what());
-    return int(titan::ExitCode::Failure);
-  }
-}
+int main(int argc, char** argv) { return titan::config::run_subcommand_tool(argc, argv, kHelp, run); }

@@ -1,7 +1,10 @@
 #include "titan/config/subcommand.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <exception>
 
+#include "titan/core/build_info.h"
 #include "titan/core/error.h"
 
 namespace titan::config {
@@ -40,6 +43,34 @@ SubcommandArguments parse_subcommand(int argc, char** argv, const std::vector<st
     args.options[name] = value;
   }
   return args;
+}
+
+int run_subcommand_tool(int argc, char** argv, const char* help,
+                        const std::function<int(int, char**)>& dispatch) {
+  try {
+    if (argc < 2) {
+      std::fputs(help, stderr);
+      return int(ExitCode::BadInput);
+    }
+    const std::string command = argv[1];
+    if (command == "--version") {
+      std::fputs(build_info_text().c_str(), stdout);
+      return 0;
+    }
+    bool wants_help = command == "help" || command == "-h";
+    for (int i = 1; i < argc; ++i) wants_help = wants_help || std::string(argv[i]) == "--help";
+    if (wants_help) {
+      std::fputs(help, stdout);
+      return 0;
+    }
+    return dispatch(argc, argv);
+  } catch (const InputError& error) {
+    std::fprintf(stderr, "error: %s\n", error.what());
+    return int(ExitCode::BadInput);
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "error: %s\n", error.what());
+    return int(ExitCode::Failure);
+  }
 }
 
 int64_t parse_integer(const std::string& text, const std::string& what) {

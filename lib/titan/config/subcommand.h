@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -25,6 +26,13 @@ struct SubcommandArguments {
 
 // argv[1] is the subcommand; `known` the option names it takes (without "--").
 SubcommandArguments parse_subcommand(int argc, char** argv, const std::vector<std::string>& known);
+
+// The main of a subcommand tool: no arguments prints `help` to stderr (exit 2); `help`,
+// `-h` or `--help` anywhere prints it to stdout; `--version` prints the build; otherwise
+// `dispatch(argc, argv)` runs the subcommand. An InputError becomes "error: ..." and exit 2,
+// any other failure "error: ..." and exit 1.
+int run_subcommand_tool(int argc, char** argv, const char* help,
+                        const std::function<int(int, char**)>& dispatch);
 
 // A whole decimal integer, or an InputError naming `what`.
 int64_t parse_integer(const std::string& text, const std::string& what);
