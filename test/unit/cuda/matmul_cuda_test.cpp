@@ -28,6 +28,7 @@ TEST(CudaMatmul, NeedsACudaBuild) {
 #include <string>
 #include <vector>
 
+#include "support/cuda_device.h"
 #include "support/gradient_check.h"
 #include "titan/core/copy.h"
 #include "titan/core/float_formats.h"
@@ -38,17 +39,7 @@ namespace {
 
 using ops::Transpose;
 
-// Empty when a CUDA device can be used; otherwise why not (the runtime's own words).
-std::string cuda_unavailable_reason() {
-  int count = 0;
-  const cudaError_t status = cudaGetDeviceCount(&count);
-  if (status != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky error so later calls start clean
-    return std::string("cudaGetDeviceCount: ") + cudaGetErrorString(status);
-  }
-  if (count == 0) return "cudaGetDeviceCount found 0 devices";
-  return "";
-}
+using testing::cuda_unavailable_reason;
 
 #define SKIP_WITHOUT_CUDA_DEVICE()                                         \
   do {                                                                     \

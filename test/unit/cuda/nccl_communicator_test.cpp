@@ -25,6 +25,7 @@ TEST(NcclCommunicator, NeedsAnNcclBuild) {
 #include <memory>
 #include <string>
 
+#include "support/cuda_device.h"
 #include "titan/core/copy.h"
 #include "titan/core/float_formats.h"
 #include "titan/dist/communicator.h"
@@ -33,17 +34,7 @@ TEST(NcclCommunicator, NeedsAnNcclBuild) {
 namespace titan::dist {
 namespace {
 
-// Empty when a CUDA device can be used; otherwise why not (the runtime's own words).
-std::string cuda_unavailable_reason() {
-  int count = 0;
-  const cudaError_t status = cudaGetDeviceCount(&count);
-  if (status != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky error so later calls start clean
-    return std::string("cudaGetDeviceCount: ") + cudaGetErrorString(status);
-  }
-  if (count == 0) return "cudaGetDeviceCount found 0 devices";
-  return "";
-}
+using testing::cuda_unavailable_reason;
 
 const Device kGpu = Device::cuda(0);
 constexpr uint8_t kSentinel = 0x7f;  // 0x7f7f7f7f as f32 and 0x7f7f as bf16: ~3.4e38
