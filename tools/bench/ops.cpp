@@ -92,8 +92,9 @@ void bench_attention(int repeat) {
   Tensor out = Tensor::empty(q.shape(), DType::F32), lse = Tensor::empty({B, Hq, T}, DType::F32);
   Tensor dq = Tensor::empty(q.shape(), DType::F32), dk = Tensor::empty(k.shape(), DType::F32);
   Tensor dv = Tensor::empty(v.shape(), DType::F32);
-  const int64_t bytes = std::max(ops::attention_forward_workspace_bytes(B, T, Hq, Hkv, hd, threads),
-                                 ops::attention_backward_workspace_bytes(B, T, Hq, Hkv, hd, threads));
+  const int64_t bytes =
+      std::max(ops::attention_forward_workspace_bytes(q.device(), B, T, Hq, Hkv, hd, threads),
+               ops::attention_backward_workspace_bytes(q.device(), B, T, Hq, Hkv, hd, threads));
   Tensor workspace = Tensor::empty({bytes}, DType::U8);
   const float scale = 1.0f / std::sqrt(float(hd));
   ops::attention_forward(q, k, v, scale, ops::AttentionMask::Causal, out, lse, workspace);

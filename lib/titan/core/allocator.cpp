@@ -2,78 +2,169 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <new>
-
-#include "titan/config.h"
-#include "titan/core/error.h"
 
 namespace titan {
 namespace {
 
+// Tag names, interned: id 0 is the untagged bucket.
+class TagTable {
+ public:
+  int id(std::string_view name) {
+    std::lock_guard lock(mutex_);
+    for (size_t i = 0; i < names_.size(); ++i) {
+      if (names_[i] == name) return int(i);
+    }
+    names_.emplace_back(name);
+    return int(names_.size() - 1);
+  }
+  std::string name(int id) const {
+    std::lock_guard lock(mutex_);
+    return names_[size_t(id)];
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<std::string> names_{kUntaggedMemory};
+};
+
+TagTable& tag_table() {
+  static TagTable table;
+  return table;
+}
+
+thread_local int current_tag = 0;
+
+std::vector<TagUsage> usage_list(const std::vector<int64_t>& bytes,
+                                 const std::vector<int64_t>& allocations) {
+  std::vector<TagUsage> usage;
+  for (size_t id = 0; id < bytes.size(); ++id) {
+    if (bytes[id] != 0) usage.push_back({tag_table().name(int(id)), bytes[id], allocations[id]});
+  }
+  std::stable_sort(usage.begin(), usage.end(),
+                   [](const TagUsage& a, const TagUsage& b) { return a.bytes > b.bytes; });
+  return usage;
+}
+
+}  // namespace
+
+MemoryTagScope::MemoryTagScope(std::string_view tag) : previous_(current_tag) {
+  current_tag = tag_table().id(tag);
+}
+
+MemoryTagScope::~MemoryTagScope() { current_tag = previous_; }
+
+void* Allocator::allocate(int64_t bytes) {
+  TITAN_CHECK(bytes >= 0) << "negative allocation of " << bytes << " bytes";
+  const int64_t size = round_size(bytes);
+  const int tag = current_tag;
+  std::lock_guard lock(mutex_);
+  void* ptr = nullptr;
+  if (limit_ < 0 || stats_.current_bytes + size <= limit_) ptr = acquire(size);
+  if (ptr == nullptr) {
+    throw OutOfMemoryError("out of " + (device().is_cpu() ? std::string("host") : "device") +
+                           " memory allocating " + std::to_string(size) + " bytes (" +
+                           std::to_string(stats_.current_bytes) + " bytes in use)");
+  }
+  live_.emplace(ptr, Live{size, tag});
+  if (size_t(tag) >= tag_bytes_.size()) {
+    tag_bytes_.resize(size_t(tag) + 1, 0);
+    tag_allocations_.resize(size_t(tag) + 1, 0);
+  }
+  tag_bytes_[size_t(tag)] += size;
+  tag_allocations_[size_t(tag)] += 1;
+  stats_.current_bytes += size;
+  if (stats_.current_bytes > stats_.peak_bytes) {
+    stats_.peak_bytes = stats_.current_bytes;
+    peak_tag_bytes_ = tag_bytes_;  // a few dozen tags: cheap beside the allocation
+    peak_tag_allocations_ = tag_allocations_;
+  }
+  return ptr;
+}
+
+void Allocator::deallocate(void* ptr, int64_t /*bytes*/) {
+  if (ptr == nullptr) return;
+  std::lock_guard lock(mutex_);
+  const auto it = live_.find(ptr);
+  TITAN_CHECK(it != live_.end()) << "deallocate of a block this allocator does not hold";
+  const Live block = it->second;
+  live_.erase(it);
+  tag_bytes_[size_t(block.tag)] -= block.size;
+  tag_allocations_[size_t(block.tag)] -= 1;
+  stats_.current_bytes -= block.size;
+  release(ptr, block.size);
+}
+
+MemoryStats Allocator::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
+}
+
+void Allocator::reset_peak() {
+  std::lock_guard lock(mutex_);
+  stats_.peak_bytes = stats_.current_bytes;
+  peak_tag_bytes_ = tag_bytes_;
+  peak_tag_allocations_ = tag_allocations_;
+}
+
+void Allocator::release_cached() {
+  std::lock_guard lock(mutex_);
+  release_cache();
+}
+
+std::vector<TagUsage> Allocator::usage_now() const {
+  std::lock_guard lock(mutex_);
+  return usage_list(tag_bytes_, tag_allocations_);
+}
+
+std::vector<TagUsage> Allocator::usage_at_peak() const {
+  std::lock_guard lock(mutex_);
+  return usage_list(peak_tag_bytes_, peak_tag_allocations_);
+}
+
+void Allocator::set_limit_for_testing(int64_t bytes) {
+  std::lock_guard lock(mutex_);
+  limit_ = bytes;
+}
+
+// --- CPU --------------------------------------------------------------------------------
+
+CpuAllocator::~CpuAllocator() { release_cache(); }
+
 // Sizes are rounded up so that blocks of nearly equal size can be reused for each other:
 // to 64 bytes below 1 MiB, to 1/8 of the size's power of two above (at most 12.5% waste).
-int64_t rounded_size(int64_t bytes) {
+int64_t CpuAllocator::round_size(int64_t bytes) const {
   bytes = std::max<int64_t>(bytes, 1);
-  int64_t step = CpuAllocator::kAlignment;
+  int64_t step = kAlignment;
   if (bytes > (int64_t(1) << 20)) {
     step = int64_t(1) << (63 - __builtin_clzll(uint64_t(bytes)) - 3);
   }
   return (bytes + step - 1) / step * step;
 }
 
-}  // namespace
-
-CpuAllocator::~CpuAllocator() { release_cached(); }
-
-void* CpuAllocator::allocate(int64_t bytes) {
-  TITAN_CHECK(bytes >= 0) << "negative allocation of " << bytes << " bytes";
-  const int64_t size = rounded_size(bytes);
-  std::lock_guard lock(mutex_);
-  void* ptr = nullptr;
+void* CpuAllocator::acquire(int64_t size) {
   // Reuse a cached block of exactly this rounded size. Taking a bigger one would make
   // the counters depend on allocation history, which tests could not predict.
   if (auto it = free_blocks_.find(size); it != free_blocks_.end()) {
-    ptr = it->second;
+    void* ptr = it->second;
     free_blocks_.erase(it);
     stats_.cached_bytes -= size;
-  } else {
-    ptr = std::aligned_alloc(kAlignment, size_t(size));
-    if (ptr == nullptr) {  // give the cache back to the system and try once more
-      for (auto& [s, p] : free_blocks_) std::free(p);
-      free_blocks_.clear();
-      stats_.cached_bytes = 0;
-      ptr = std::aligned_alloc(kAlignment, size_t(size));
-    }
-    TITAN_CHECK(ptr != nullptr) << "out of host memory allocating " << size << " bytes ("
-                                << stats_.current_bytes << " bytes in use)";
-    ++stats_.system_allocations;
+    return ptr;
   }
-  stats_.current_bytes += size;
-  stats_.peak_bytes = std::max(stats_.peak_bytes, stats_.current_bytes);
+  void* ptr = std::aligned_alloc(kAlignment, size_t(size));
+  if (ptr == nullptr) {  // give the cache back to the system and try once more
+    release_cache();
+    ptr = std::aligned_alloc(kAlignment, size_t(size));
+  }
+  if (ptr != nullptr) ++stats_.system_allocations;
   return ptr;
 }
 
-void CpuAllocator::deallocate(void* ptr, int64_t bytes) {
-  if (ptr == nullptr) return;
-  const int64_t size = rounded_size(bytes);
-  std::lock_guard lock(mutex_);
-  stats_.current_bytes -= size;
+void CpuAllocator::release(void* ptr, int64_t size) {
   stats_.cached_bytes += size;
   free_blocks_.emplace(size, ptr);
 }
 
-MemoryStats CpuAllocator::stats() const {
-  std::lock_guard lock(mutex_);
-  return stats_;
-}
-
-void CpuAllocator::reset_peak() {
-  std::lock_guard lock(mutex_);
-  stats_.peak_bytes = stats_.current_bytes;
-}
-
-void CpuAllocator::release_cached() {
-  std::lock_guard lock(mutex_);
+void CpuAllocator::release_cache() {
   for (auto& [size, ptr] : free_blocks_) std::free(ptr);
   free_blocks_.clear();
   stats_.cached_bytes = 0;

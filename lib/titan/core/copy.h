@@ -6,8 +6,9 @@
 //
 // Copies are bytes: same dtype and shape on both sides, no conversion. CPU <-> CPU works in
 // every build; anything that touches a CUDA tensor needs a build with CUDA (TITAN_HAVE_CUDA)
-// and fails with a message saying so otherwise. CUDA copies are ordered on the default
-// stream and return when the bytes are in place, so the host can read a copied-back tensor.
+// and fails with a message saying so otherwise. CUDA copies are queued on the device's
+// compute stream (after the ops queued before them) and return when the bytes are in place,
+// so the host can read a copied-back tensor.
 #pragma once
 
 #include "titan/config.h"
@@ -26,6 +27,8 @@ namespace detail {
 // Byte copy where at least one side is a CUDA device (core/cuda/copy.cu).
 void copy_bytes_cuda(const void* src, Device src_device, void* dst, Device dst_device,
                      int64_t bytes);
+// Zero bytes on a CUDA device (Tensor::zero_ of a device tensor).
+void zero_bytes_cuda(void* dst, Device device, int64_t bytes);
 }  // namespace detail
 #endif
 

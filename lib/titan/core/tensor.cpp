@@ -1,5 +1,7 @@
 #include "titan/core/tensor.h"
 
+#include "titan/core/copy.h"
+
 #include <cstring>
 #include <sstream>
 
@@ -98,6 +100,12 @@ Tensor Tensor::flatten_to_2d() const {
 
 void Tensor::zero_() {
   if (numel() == 0) return;
+  if (device().is_cuda()) {
+#if TITAN_HAVE_CUDA
+    detail::zero_bytes_cuda(raw_mutable_data(), device(), bytes());
+    return;
+#endif
+  }
   TITAN_CHECK(device().is_cpu()) << "zero_ on " << device() << " needs the device backend";
   std::memset(raw_mutable_data(), 0, size_t(bytes()));
 }

@@ -48,6 +48,9 @@ double trace_now_us();  // microseconds on a steady clock
 class TraceSpan {
  public:
   explicit TraceSpan(std::string name, const char* arg_name = nullptr, int64_t arg_value = 0);
+  // A literal name (every op's span, ops/dispatch.h): no string is built unless recording.
+  explicit TraceSpan(const char* name)
+      : TraceSpan(trace_recorder().recording() ? std::string(name) : std::string()) {}
   ~TraceSpan();
   TraceSpan(const TraceSpan&) = delete;
   TraceSpan& operator=(const TraceSpan&) = delete;

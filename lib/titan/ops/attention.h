@@ -12,7 +12,10 @@
 //   k, v, dk, dv       [B, Tk, Hkv, hd]      Hq % Hkv == 0; Hq == Hkv is plain MHA
 //   lse                [B, Hq, T]  f32       kept for the backward (and for merging)
 // Query head h reads kv head h / (Hq / Hkv): PyTorch's enable_gqa / repeat_interleave.
-// All tensors f32 on the CPU. The scale is the caller's (the model passes 1 / sqrt(hd)).
+// All tensors f32 on the CPU. On a CUDA device q, k, v, out, dout, dq, dk, dv are all f32
+// or all bf16 (computed and accumulated in f32), lse stays f32, hd is 1 to 256, and every
+// tensor and the workspace sit on q's device. The scale is the caller's (the model passes
+// 1 / sqrt(hd)).
 //
 // What forward keeps for backward: out and lse (B*Hq*T floats), never the T x Tk
 // probabilities. The backward recomputes p[i, j] = exp(s[i, j] - lse[i]) block by block:
@@ -29,7 +32,9 @@
 // accumulators, hd x Bk transposed keys and values: independent of T) plus, for the
 // backward, D [B, Hq, T]: linear in T, never T x T. The thread count is the one the op
 // will use, omp_get_max_threads() at the time of the call; size the workspace with the
-// same number (titan::thread_count()).
+// same number (titan::thread_count()). The GPU's forward needs no workspace (its tiles
+// live in shared memory) and its backward only D; size a workspace for the device the op
+// runs on with the overloads that take a Device.
 //
 // Ring attention (context parallel) computes a query chunk against one KV chunk at a
 // time, causal on the diagonal chunk and None for chunks that lie wholly in the past,
@@ -44,6 +49,17 @@
 // Determinism: the forward splits (b, h, query block), the backward (b, kv head), and
 // each result element is computed by one thread in one fixed order, so results are
 // bitwise identical for any thread count and schedule.
+//
+// The GPU flash kernels (ops/cuda/attention.cu). bf16 with hd a multiple of 16 up to 128
+// (Llama's 64 and 128) runs on the tensor cores: 64 x 64 tiles, four warps of 16 rows,
+// every product (Q K^T, P V; in the backward dO V^T, dS K, P^T dO, dS^T Q) a WMMA bf16
+// 16x16x16 with f32 accumulators, P and dS rounded to bf16 for their products, the online
+// softmax and every accumulator in f32. f32, and bf16 with other head dims, take a SIMT
+// kernel on 16-row shared-memory tiles. The forward is one block per (b, h, query block);
+// the backward follows FlashAttention-2's split: D first (into the workspace), then one
+// block per (b, kv head, key block) that loops over the group's query heads and query
+// blocks for dk and dv, then one block per (b, h, query block) for dq. No atomics: each
+// element is summed by one thread in a fixed order, so GPU results are bitwise repeatable.
 #pragma once
 
 #include "titan/ops/dispatch.h"
@@ -65,6 +81,35 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
                         Tensor& workspace);
 void attention_merge(Tensor& out, Tensor& lse, const Tensor& out_part, const Tensor& lse_part);
 }  // namespace cpu
+#if TITAN_HAVE_CUDA
+namespace cuda {
+// GPU workspace: 0 bytes for the forward (its tiles live in shared memory), the D row
+// [B, Hq, T] f32 for the backward.
+int64_t attention_forward_workspace_bytes(int64_t B, int64_t T, int64_t Hq, int64_t Hkv,
+                                          int64_t hd);
+int64_t attention_backward_workspace_bytes(int64_t B, int64_t T, int64_t Hq, int64_t Hkv,
+                                           int64_t hd);
+void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
+                       AttentionMask mask, Tensor& out, Tensor& lse, Tensor& workspace);
+void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                        const Tensor& out, const Tensor& lse, float scale, AttentionMask mask,
+                        Tensor& dq, Tensor& dk, Tensor& dv, Accumulate accumulate,
+                        Tensor& workspace);
+void attention_merge(Tensor& out, Tensor& lse, const Tensor& out_part, const Tensor& lse_part);
+
+// Which kernel runs a (dtype, head dim), with its tiles and shared memory: host-side
+// bookkeeping, exposed so that it can be tested without a GPU. Throws, naming the op, for
+// a dtype other than f32 / bf16 or a head dim the GPU does not take (0 or > 256).
+enum class AttentionPath { TensorCore, Simt };
+struct AttentionPlan {
+  AttentionPath path;
+  int64_t block_q, block_k;  // forward and dq tiles (the dk/dv pass swaps their roles)
+  int64_t threads;           // per block
+  int64_t forward_shared_bytes, backward_dkdv_shared_bytes, backward_dq_shared_bytes;
+};
+AttentionPlan attention_plan(DType dtype, int64_t hd);
+}  // namespace cuda
+#endif
 
 // Bytes of workspace the CPU kernels need with `threads` OpenMP threads; T is the query
 // time (the backward's D row). Constant in T for the forward, linear for the backward.
@@ -76,22 +121,40 @@ inline int64_t attention_backward_workspace_bytes(int64_t B, int64_t T, int64_t 
                                                   int64_t hd, int threads) {
   return cpu::attention_backward_workspace_bytes(B, T, Hq, Hkv, hd, threads);
 }
+// The same for the device the op will run on (q's device): the CPU's sizes above, or the
+// GPU's (threads ignored there). Callers that may run on either device use these.
+inline int64_t attention_forward_workspace_bytes(Device device, int64_t B, int64_t T, int64_t Hq,
+                                                 int64_t Hkv, int64_t hd, int threads) {
+#if TITAN_HAVE_CUDA
+  if (device.is_cuda()) return cuda::attention_forward_workspace_bytes(B, T, Hq, Hkv, hd);
+#endif
+  TITAN_CHECK(device.is_cpu()) << "attention_forward_workspace_bytes: no kernel for " << device;
+  return cpu::attention_forward_workspace_bytes(B, T, Hq, Hkv, hd, threads);
+}
+inline int64_t attention_backward_workspace_bytes(Device device, int64_t B, int64_t T, int64_t Hq,
+                                                  int64_t Hkv, int64_t hd, int threads) {
+#if TITAN_HAVE_CUDA
+  if (device.is_cuda()) return cuda::attention_backward_workspace_bytes(B, T, Hq, Hkv, hd);
+#endif
+  TITAN_CHECK(device.is_cpu()) << "attention_backward_workspace_bytes: no kernel for " << device;
+  return cpu::attention_backward_workspace_bytes(B, T, Hq, Hkv, hd, threads);
+}
 
 inline void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
                               AttentionMask mask, Tensor& out, Tensor& lse, Tensor& workspace) {
-  TITAN_DISPATCH_CPU(q, attention_forward, q, k, v, scale, mask, out, lse, workspace);
+  TITAN_DISPATCH_CPU_CUDA(q, attention_forward, q, k, v, scale, mask, out, lse, workspace);
 }
 inline void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
                                const Tensor& v, const Tensor& out, const Tensor& lse, float scale,
                                AttentionMask mask, Tensor& dq, Tensor& dk, Tensor& dv,
                                Accumulate accumulate, Tensor& workspace) {
-  TITAN_DISPATCH_CPU(q, attention_backward, dout, q, k, v, out, lse, scale, mask, dq, dk, dv,
+  TITAN_DISPATCH_CPU_CUDA(q, attention_backward, dout, q, k, v, out, lse, scale, mask, dq, dk, dv,
                      accumulate, workspace);
 }
 // (out, lse) <- the merge of (out, lse) and (out_part, lse_part), shapes as above.
 inline void attention_merge(Tensor& out, Tensor& lse, const Tensor& out_part,
                             const Tensor& lse_part) {
-  TITAN_DISPATCH_CPU(out, attention_merge, out, lse, out_part, lse_part);
+  TITAN_DISPATCH_CPU_CUDA(out, attention_merge, out, lse, out_part, lse_part);
 }
 
 }  // namespace titan::ops

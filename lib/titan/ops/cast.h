@@ -7,6 +7,10 @@
 // largest finite one, f16 overflows to inf, NaN stays NaN (core/float_formats.h).
 // A cast to the same dtype is a copy of the bits. No backward: casts sit outside the
 // differentiated graph (mixed precision casts weights before use and gradients after).
+//
+// The CUDA backend takes every pair too and agrees with the CPU bit for bit (integer
+// arithmetic on the bits, not the hardware conversions, whose NaN bits differ); NaN
+// becomes the same canonical NaN of the destination format as on the CPU.
 #pragma once
 
 #include "titan/ops/dispatch.h"
@@ -15,7 +19,12 @@ namespace titan::ops {
 namespace cpu {
 void cast(const Tensor& src, Tensor& dst);
 }  // namespace cpu
+#if TITAN_HAVE_CUDA
+namespace cuda {
+void cast(const Tensor& src, Tensor& dst);
+}  // namespace cuda
+#endif
 
-inline void cast(const Tensor& src, Tensor& dst) { TITAN_DISPATCH_CPU(src, cast, src, dst); }
+inline void cast(const Tensor& src, Tensor& dst) { TITAN_DISPATCH_CPU_CUDA(src, cast, src, dst); }
 
 }  // namespace titan::ops

@@ -32,6 +32,14 @@
 //
 // cross_entropy_logits_* is the same loss on logits the caller already has ([N, V], no
 // projection, no chunking): forward as above, backward writes dlogits (= or +=).
+//
+// CUDA (ops/cuda/cross_entropy.cu): h and weight both f32 or both bf16 (the logits GEMM
+// computes in f32 into the f32 workspace either way), labels on the same device (copied
+// to the host once per call to check the ids), loss_sum and lse f32 on the device. dh and
+// dweight are f32, or bf16 when h is. With bf16 inputs the backward rounds dlogits to
+// bf16 for its two GEMMs (bf16 tensor-core GEMMs need both operands bf16). The loss is
+// summed as on the CPU: per row in double, rows added in token order. The logits variants
+// take f32 or bf16 logits and write f32 or bf16 dlogits.
 #pragma once
 
 #include <algorithm>
@@ -82,39 +90,59 @@ void cross_entropy_logits_forward(const Tensor& logits, const Tensor& labels, Te
 void cross_entropy_logits_backward(const Tensor& logits, const Tensor& labels, const Tensor& lse,
                                    float grad_scale, Tensor& dlogits, Accumulate accumulate);
 }  // namespace cpu
+#if TITAN_HAVE_CUDA
+namespace cuda {
+void cross_entropy_forward(const Tensor& h, const Tensor& weight, const Tensor& labels,
+                           Tensor& loss_sum, Tensor& lse, Tensor& workspace);
+void cross_entropy_backward_input(const Tensor& h, const Tensor& weight, const Tensor& labels,
+                                  const Tensor& lse, float grad_scale, Tensor& dh,
+                                  Accumulate accumulate, Tensor& workspace);
+void cross_entropy_backward_weight(const Tensor& h, const Tensor& weight, const Tensor& labels,
+                                   const Tensor& lse, float grad_scale, Tensor& dweight,
+                                   Tensor& workspace);
+void cross_entropy_backward(const Tensor& h, const Tensor& weight, const Tensor& labels,
+                            const Tensor& lse, float grad_scale, Tensor& dh, Tensor& dweight,
+                            Accumulate accumulate_dh, Tensor& workspace);
+void cross_entropy_logits_forward(const Tensor& logits, const Tensor& labels, Tensor& loss_sum,
+                                  Tensor& lse);
+void cross_entropy_logits_backward(const Tensor& logits, const Tensor& labels, const Tensor& lse,
+                                   float grad_scale, Tensor& dlogits, Accumulate accumulate);
+}  // namespace cuda
+#endif
 
 inline void cross_entropy_forward(const Tensor& h, const Tensor& weight, const Tensor& labels,
                                   Tensor& loss_sum, Tensor& lse, Tensor& workspace) {
-  TITAN_DISPATCH_CPU(h, cross_entropy_forward, h, weight, labels, loss_sum, lse, workspace);
+  TITAN_DISPATCH_CPU_CUDA(h, cross_entropy_forward, h, weight, labels, loss_sum, lse,
+                          workspace);
 }
 inline void cross_entropy_backward_input(const Tensor& h, const Tensor& weight,
                                          const Tensor& labels, const Tensor& lse,
                                          float grad_scale, Tensor& dh, Accumulate accumulate,
                                          Tensor& workspace) {
-  TITAN_DISPATCH_CPU(h, cross_entropy_backward_input, h, weight, labels, lse, grad_scale, dh,
-                     accumulate, workspace);
+  TITAN_DISPATCH_CPU_CUDA(h, cross_entropy_backward_input, h, weight, labels, lse, grad_scale,
+                          dh, accumulate, workspace);
 }
 inline void cross_entropy_backward_weight(const Tensor& h, const Tensor& weight,
                                           const Tensor& labels, const Tensor& lse,
                                           float grad_scale, Tensor& dweight, Tensor& workspace) {
-  TITAN_DISPATCH_CPU(h, cross_entropy_backward_weight, h, weight, labels, lse, grad_scale,
-                     dweight, workspace);
+  TITAN_DISPATCH_CPU_CUDA(h, cross_entropy_backward_weight, h, weight, labels, lse, grad_scale,
+                          dweight, workspace);
 }
 inline void cross_entropy_backward(const Tensor& h, const Tensor& weight, const Tensor& labels,
                                    const Tensor& lse, float grad_scale, Tensor& dh,
                                    Tensor& dweight, Accumulate accumulate_dh, Tensor& workspace) {
-  TITAN_DISPATCH_CPU(h, cross_entropy_backward, h, weight, labels, lse, grad_scale, dh, dweight,
-                     accumulate_dh, workspace);
+  TITAN_DISPATCH_CPU_CUDA(h, cross_entropy_backward, h, weight, labels, lse, grad_scale, dh,
+                          dweight, accumulate_dh, workspace);
 }
 inline void cross_entropy_logits_forward(const Tensor& logits, const Tensor& labels,
                                          Tensor& loss_sum, Tensor& lse) {
-  TITAN_DISPATCH_CPU(logits, cross_entropy_logits_forward, logits, labels, loss_sum, lse);
+  TITAN_DISPATCH_CPU_CUDA(logits, cross_entropy_logits_forward, logits, labels, loss_sum, lse);
 }
 inline void cross_entropy_logits_backward(const Tensor& logits, const Tensor& labels,
                                           const Tensor& lse, float grad_scale, Tensor& dlogits,
                                           Accumulate accumulate) {
-  TITAN_DISPATCH_CPU(logits, cross_entropy_logits_backward, logits, labels, lse, grad_scale,
-                     dlogits, accumulate);
+  TITAN_DISPATCH_CPU_CUDA(logits, cross_entropy_logits_backward, logits, labels, lse,
+                          grad_scale, dlogits, accumulate);
 }
 
 }  // namespace titan::ops

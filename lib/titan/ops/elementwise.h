@@ -10,6 +10,10 @@
 //
 // Shapes: any, all operands the same element count; f32. No backward. Copies are
 // titan::copy_tensor (core/copy.h), which also crosses devices.
+// The CUDA backend takes f32 or bf16 for each operand independently (a bf16 gradient
+// accumulated into an f32 one, say): it computes in f32, each operation rounded on its
+// own as on the CPU (no fused multiply-add), and rounds once to the output's dtype. All
+// operands on one device. On f32 operands it gives the CPU's bits.
 #pragma once
 
 #include "titan/ops/dispatch.h"
@@ -22,15 +26,26 @@ void add(const Tensor& a, const Tensor& b, Tensor& y);
 void accumulate(const Tensor& x, Tensor& y);
 void axpy(float alpha, const Tensor& x, Tensor& y);
 }  // namespace cpu
+#if TITAN_HAVE_CUDA
+namespace cuda {
+void fill(Tensor& y, float value);
+void scale(Tensor& y, float factor);
+void add(const Tensor& a, const Tensor& b, Tensor& y);
+void accumulate(const Tensor& x, Tensor& y);
+void axpy(float alpha, const Tensor& x, Tensor& y);
+}  // namespace cuda
+#endif
 
-inline void fill(Tensor& y, float value) { TITAN_DISPATCH_CPU(y, fill, y, value); }
-inline void scale(Tensor& y, float factor) { TITAN_DISPATCH_CPU(y, scale, y, factor); }
+inline void fill(Tensor& y, float value) { TITAN_DISPATCH_CPU_CUDA(y, fill, y, value); }
+inline void scale(Tensor& y, float factor) { TITAN_DISPATCH_CPU_CUDA(y, scale, y, factor); }
 inline void add(const Tensor& a, const Tensor& b, Tensor& y) {
-  TITAN_DISPATCH_CPU(y, add, a, b, y);
+  TITAN_DISPATCH_CPU_CUDA(y, add, a, b, y);
 }
-inline void accumulate(const Tensor& x, Tensor& y) { TITAN_DISPATCH_CPU(y, accumulate, x, y); }
+inline void accumulate(const Tensor& x, Tensor& y) {
+  TITAN_DISPATCH_CPU_CUDA(y, accumulate, x, y);
+}
 inline void axpy(float alpha, const Tensor& x, Tensor& y) {
-  TITAN_DISPATCH_CPU(y, axpy, alpha, x, y);
+  TITAN_DISPATCH_CPU_CUDA(y, axpy, alpha, x, y);
 }
 
 }  // namespace titan::ops

@@ -3,6 +3,13 @@
 //   backward_weight:  dtable[ids[n], :] += dout[n, :]   (always +=; no input gradient)
 // Shapes: ids [N] (i32 or i64, each in [0, V)); table, dtable [V, D]; out, dout [N, D].
 // Ids out of range are a bug here: the data loader rejects such tokens first.
+// The CPU takes an f32 table and checks every id (throwing on one out of range). The GPU
+// takes table and out both f32 or both bf16, dout f32 or bf16, dtable f32 or bf16 (f32
+// keeps long accumulations exact to f32), ids on the same device. It cannot check ids on
+// the host without copying them back and waiting, so it never reads or writes outside the
+// table instead: an out-of-range id gives a row of NaN in out (the loss then shows it)
+// and adds nothing to dtable. Its backward is deterministic without atomics: each table
+// row is summed by one thread block, token by token in order, as the CPU sums it.
 #pragma once
 
 #include "titan/ops/dispatch.h"
@@ -12,12 +19,18 @@ namespace cpu {
 void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out);
 void embedding_backward_weight(const Tensor& ids, const Tensor& dout, Tensor& dtable);
 }  // namespace cpu
+#if TITAN_HAVE_CUDA
+namespace cuda {
+void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out);
+void embedding_backward_weight(const Tensor& ids, const Tensor& dout, Tensor& dtable);
+}  // namespace cuda
+#endif
 
 inline void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out) {
-  TITAN_DISPATCH_CPU(table, embedding_forward, ids, table, out);
+  TITAN_DISPATCH_CPU_CUDA(table, embedding_forward, ids, table, out);
 }
 inline void embedding_backward_weight(const Tensor& ids, const Tensor& dout, Tensor& dtable) {
-  TITAN_DISPATCH_CPU(dtable, embedding_backward_weight, ids, dout, dtable);
+  TITAN_DISPATCH_CPU_CUDA(dtable, embedding_backward_weight, ids, dout, dtable);
 }
 
 }  // namespace titan::ops

@@ -16,13 +16,24 @@
 // from a float norm; here it is made in double and cast to float for the multiply.
 //
 // Shapes: any; f32 gradients. Nothing kept; no backward (clipping sits outside autograd).
+//
+// CUDA: sum_of_squares is a two-stage reduction in double over a fixed grid (its size a
+// function of the element count only), block sums added in a fixed tree, then one block
+// adds the block sums: the same bits on every run and every GPU, within a few units in
+// the last place of the CPU's double (another order of the same exact squares; bitwise
+// equality would need the CPU's sequential chains, thousands of times slower). It
+// returns to the host, so it waits for the queued work. Clipping multiplies through
+// ops::scale, which the CUDA backend has, so its result is the CPU's bit for bit.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
+#if __cplusplus >= 202002L
 #include <span>
+#endif
 
 #include "titan/ops/dispatch.h"
+#include "titan/ops/elementwise.h"
 
 namespace titan::ops {
 
@@ -31,10 +42,24 @@ inline constexpr double kGradClipEpsilon = 1e-6;
 
 namespace cpu {
 double sum_of_squares(const Tensor& x);
+}  // namespace cpu
+#if TITAN_HAVE_CUDA
+namespace cuda {
+double sum_of_squares(const Tensor& x);
+}  // namespace cuda
+#endif
+
+inline double sum_of_squares(const Tensor& x) {
+  TITAN_DISPATCH_CPU_CUDA(x, sum_of_squares, x);
+  return 0;  // not reached (the dispatch returns or throws); nvcc cannot tell
+}
+
+// The CUDA sources build as C++17 (cmake/dependencies.cmake) and have no std::span; they
+// need only sum_of_squares above.
+#if __cplusplus >= 202002L
+namespace cpu {
 void clip_grads_with_norm(std::span<Tensor> grads, double max_norm, double total_norm);
 }  // namespace cpu
-
-inline double sum_of_squares(const Tensor& x) { TITAN_DISPATCH_CPU(x, sum_of_squares, x); }
 
 // sqrt of the sum, tensor by tensor in order; 0 for no tensors.
 inline double grad_norm_total(std::span<const Tensor> grads) {
@@ -50,9 +75,20 @@ inline double grad_clip_coefficient(double max_norm, double total_norm) {
   return std::isnan(coefficient) ? coefficient : std::min(1.0, coefficient);
 }
 
+// CPU gradients take the CPU op; others are scaled tensor by tensor through ops::scale,
+// which dispatches on each tensor's device (the CUDA backend has it).
 inline void clip_grads_with_norm(std::span<Tensor> grads, double max_norm, double total_norm) {
   if (grads.empty()) return;
-  TITAN_DISPATCH_CPU(grads.front(), clip_grads_with_norm, grads, max_norm, total_norm);
+  if (grads.front().device().is_cpu()) {
+    return cpu::clip_grads_with_norm(grads, max_norm, total_norm);
+  }
+  const double coefficient = grad_clip_coefficient(max_norm, total_norm);
+  if (coefficient == 1.0) return;  // changes no bits, as on the CPU
+  for (Tensor& g : grads) {
+    check_dtype(g, DType::F32, "clip_grads_with_norm", "grad");
+    scale(g, float(coefficient));
+  }
 }
+#endif  // std::span
 
 }  // namespace titan::ops

@@ -4,6 +4,10 @@
 // Backward:
 //   dx = rstd * (weight*dy) - rstd^3 / D * x * sum(weight*dy*x)   (= or += per Accumulate)
 //   dweight += sum over rows of dy * x * rstd                        (always +=)
+// The CPU takes f32. The GPU takes x, weight, y, dy, dx all f32 or all bf16 (the storage
+// of activations), rstd f32, and dweight f32 or the activations' dtype; it sums in f32.
+// Its dweight is deterministic: each column is summed over rows in a fixed order, without
+// atomics, so the same inputs give the same bits on every run.
 #pragma once
 
 #include "titan/ops/dispatch.h"
@@ -16,18 +20,27 @@ void rmsnorm_backward_input(const Tensor& dy, const Tensor& x, const Tensor& wei
 void rmsnorm_backward_weight(const Tensor& dy, const Tensor& x, const Tensor& rstd,
                              Tensor& dweight);
 }  // namespace cpu
+#if TITAN_HAVE_CUDA
+namespace cuda {
+void rmsnorm_forward(const Tensor& x, const Tensor& weight, float eps, Tensor& y, Tensor& rstd);
+void rmsnorm_backward_input(const Tensor& dy, const Tensor& x, const Tensor& weight,
+                            const Tensor& rstd, Tensor& dx, Accumulate accumulate);
+void rmsnorm_backward_weight(const Tensor& dy, const Tensor& x, const Tensor& rstd,
+                             Tensor& dweight);
+}  // namespace cuda
+#endif
 
 inline void rmsnorm_forward(const Tensor& x, const Tensor& weight, float eps, Tensor& y,
                             Tensor& rstd) {
-  TITAN_DISPATCH_CPU(x, rmsnorm_forward, x, weight, eps, y, rstd);
+  TITAN_DISPATCH_CPU_CUDA(x, rmsnorm_forward, x, weight, eps, y, rstd);
 }
 inline void rmsnorm_backward_input(const Tensor& dy, const Tensor& x, const Tensor& weight,
                                    const Tensor& rstd, Tensor& dx, Accumulate accumulate) {
-  TITAN_DISPATCH_CPU(x, rmsnorm_backward_input, dy, x, weight, rstd, dx, accumulate);
+  TITAN_DISPATCH_CPU_CUDA(x, rmsnorm_backward_input, dy, x, weight, rstd, dx, accumulate);
 }
 inline void rmsnorm_backward_weight(const Tensor& dy, const Tensor& x, const Tensor& rstd,
                                     Tensor& dweight) {
-  TITAN_DISPATCH_CPU(x, rmsnorm_backward_weight, dy, x, rstd, dweight);
+  TITAN_DISPATCH_CPU_CUDA(x, rmsnorm_backward_weight, dy, x, rstd, dweight);
 }
 
 }  // namespace titan::ops

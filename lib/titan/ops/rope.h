@@ -14,6 +14,8 @@
 // Backward rotates by -angle:
 //   dx0 = dy0 cos + dy1 sin   dx1 = -dy0 sin + dy1 cos
 // Shapes: x, y, dy, dx [B, T, H, hd]; y may be x (in place). Keeps nothing.
+// The CPU takes f32. The GPU takes x and y (dy and dx) both f32 or both bf16, and the
+// table in f32 on the same device (rope_table fills a CPU tensor: copy it with to_device).
 #pragma once
 
 #include "titan/ops/dispatch.h"
@@ -36,12 +38,18 @@ namespace cpu {
 void rope_forward(const Tensor& x, const Tensor& freqs, Tensor& y);
 void rope_backward(const Tensor& dy, const Tensor& freqs, Tensor& dx);
 }  // namespace cpu
+#if TITAN_HAVE_CUDA
+namespace cuda {
+void rope_forward(const Tensor& x, const Tensor& freqs, Tensor& y);
+void rope_backward(const Tensor& dy, const Tensor& freqs, Tensor& dx);
+}  // namespace cuda
+#endif
 
 inline void rope_forward(const Tensor& x, const Tensor& freqs, Tensor& y) {
-  TITAN_DISPATCH_CPU(x, rope_forward, x, freqs, y);
+  TITAN_DISPATCH_CPU_CUDA(x, rope_forward, x, freqs, y);
 }
 inline void rope_backward(const Tensor& dy, const Tensor& freqs, Tensor& dx) {
-  TITAN_DISPATCH_CPU(dy, rope_backward, dy, freqs, dx);
+  TITAN_DISPATCH_CPU_CUDA(dy, rope_backward, dy, freqs, dx);
 }
 
 }  // namespace titan::ops

@@ -4,6 +4,7 @@
 //   da = dy * b * sigmoid(a) * (1 + a * (1 - sigmoid(a)))      db = dy * silu(a)
 // Shapes: a, b, y, dy, da, db [N, F] (any shape, all the same). Keeps nothing: the
 // backward reads a and b, which the caller keeps. Gradients are written (=).
+// The CPU takes f32; the GPU takes all five tensors f32 or all bf16, computing in f32.
 #pragma once
 
 #include "titan/ops/dispatch.h"
@@ -13,13 +14,19 @@ namespace cpu {
 void swiglu_forward(const Tensor& a, const Tensor& b, Tensor& y);
 void swiglu_backward(const Tensor& dy, const Tensor& a, const Tensor& b, Tensor& da, Tensor& db);
 }  // namespace cpu
+#if TITAN_HAVE_CUDA
+namespace cuda {
+void swiglu_forward(const Tensor& a, const Tensor& b, Tensor& y);
+void swiglu_backward(const Tensor& dy, const Tensor& a, const Tensor& b, Tensor& da, Tensor& db);
+}  // namespace cuda
+#endif
 
 inline void swiglu_forward(const Tensor& a, const Tensor& b, Tensor& y) {
-  TITAN_DISPATCH_CPU(a, swiglu_forward, a, b, y);
+  TITAN_DISPATCH_CPU_CUDA(a, swiglu_forward, a, b, y);
 }
 inline void swiglu_backward(const Tensor& dy, const Tensor& a, const Tensor& b, Tensor& da,
                             Tensor& db) {
-  TITAN_DISPATCH_CPU(a, swiglu_backward, dy, a, b, da, db);
+  TITAN_DISPATCH_CPU_CUDA(a, swiglu_backward, dy, a, b, da, db);
 }
 
 }  // namespace titan::ops

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "titan/core/allocator.h"
@@ -90,6 +91,80 @@ TEST(CpuAllocator, ReleaseCachedEmptiesTheCache) {
 }
 
 TEST(CpuAllocator, RejectsNegativeSizes) { EXPECT_THROW(cpu().allocate(-1), Error); }
+
+int64_t bytes_of(const std::vector<TagUsage>& usage, const std::string& tag) {
+  for (const TagUsage& u : usage) {
+    if (u.tag == tag) return u.bytes;
+  }
+  return 0;
+}
+
+int64_t sum_of(const std::vector<TagUsage>& usage) {
+  int64_t sum = 0;
+  for (const TagUsage& u : usage) sum += u.bytes;
+  return sum;
+}
+
+TEST(MemoryTags, InnermostScopeTagsEachAllocation) {
+  const int64_t before_outer = bytes_of(cpu().usage_now(), "test.outer");
+  MemoryTagScope outer("test.outer");
+  const Tensor a = Tensor::empty({256}, DType::F32);  // 1,024 bytes
+  Tensor b;
+  {
+    MemoryTagScope inner("test.inner");
+    b = Tensor::empty({100}, DType::U8);  // 128 bytes
+  }
+  const Tensor c = Tensor::empty({16}, DType::F32);  // back to outer: 64 bytes
+  const std::vector<TagUsage> now = cpu().usage_now();
+  EXPECT_EQ(bytes_of(now, "test.outer") - before_outer, 1024 + 64);
+  EXPECT_EQ(bytes_of(now, "test.inner"), 128);
+  EXPECT_EQ(sum_of(now), cpu().stats().current_bytes);
+  b = Tensor();  // freed blocks leave their tag
+  EXPECT_EQ(bytes_of(cpu().usage_now(), "test.inner"), 0);
+}
+
+TEST(MemoryTags, UsageAtPeakSumsToThePeakAndKeepsItsMakeup) {
+  cpu().reset_peak();
+  {
+    MemoryTagScope tag("test.activations");
+    const Tensor big = Tensor::empty({1 << 16}, DType::F32);  // 256 KiB, freed before the end
+  }
+  {
+    MemoryTagScope tag("test.small");
+    const Tensor small = Tensor::empty({16}, DType::F32);  // below the peak: no new copy
+    const std::vector<TagUsage> at_peak = cpu().usage_at_peak();
+    EXPECT_EQ(sum_of(at_peak), cpu().stats().peak_bytes);
+    EXPECT_EQ(bytes_of(at_peak, "test.activations"), int64_t(1) << 18);
+    EXPECT_EQ(bytes_of(at_peak, "test.small"), 0);
+    for (size_t i = 1; i < at_peak.size(); ++i) EXPECT_GE(at_peak[i - 1].bytes, at_peak[i].bytes);
+  }
+  cpu().reset_peak();
+  EXPECT_EQ(bytes_of(cpu().usage_at_peak(), "test.activations"), 0);
+  EXPECT_EQ(sum_of(cpu().usage_at_peak()), cpu().stats().current_bytes);
+}
+
+TEST(MemoryTags, UntaggedAllocationsCountAsOther) {
+  const int64_t before = bytes_of(cpu().usage_now(), kUntaggedMemory);
+  const Tensor t = Tensor::empty({1000}, DType::U8);
+  EXPECT_EQ(bytes_of(cpu().usage_now(), kUntaggedMemory), before + 1024);
+}
+
+TEST(CpuAllocator, LimitForTestingThrowsOutOfMemoryAndKeepsCounters) {
+  const MemoryStats before = cpu().stats();
+  cpu().set_limit_for_testing(before.current_bytes + 4096);
+  const Tensor fits = Tensor::empty({1024}, DType::F32);
+  try {
+    const Tensor too_big = Tensor::empty({2}, DType::F32);
+    ADD_FAILURE() << "allocation past the limit succeeded";
+  } catch (const OutOfMemoryError& e) {
+    EXPECT_NE(std::string(e.what()).find("out of host memory allocating 64 bytes"),
+              std::string::npos)
+        << e.what();
+  }
+  cpu().set_limit_for_testing(-1);
+  EXPECT_EQ(cpu().stats().current_bytes, before.current_bytes + 4096);
+  EXPECT_EQ(sum_of(cpu().usage_now()), cpu().stats().current_bytes);
+}
 
 }  // namespace
 }  // namespace titan

@@ -239,6 +239,20 @@ TEST(CudaCopy, RoundTripIsExact) {
   for (int64_t i = 0; i < host.numel(); ++i) ASSERT_EQ(x[i].bits, y[i].bits) << "element " << i;
 }
 
+// Tensor::zeros on the device: zero bits queued on the compute stream, seen by a copy back.
+TEST(CudaCopy, ZerosOnTheDeviceAreZero) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  Tensor dev = to_device(random_tensor({33, 7}, 6), Device::cuda(0));  // nonzero first
+  dev.zero_();
+  Tensor back = Tensor::empty({33, 7}, DType::F32);
+  copy_tensor(dev, back);
+  for (double v : to_values(back)) ASSERT_EQ(v, 0.0);
+  const Tensor fresh = Tensor::zeros({5, 3}, DType::BF16, Device::cuda(0));
+  Tensor fresh_back = Tensor::empty({5, 3}, DType::BF16);
+  copy_tensor(fresh, fresh_back);
+  for (double v : to_values(fresh_back)) ASSERT_EQ(v, 0.0);
+}
+
 // Input checks run before any device work, so they hold on every machine.
 TEST(CudaMatmulInput, RejectsUnsupportedDtypes) {
   const Tensor a32 = Tensor::zeros({2, 3}, DType::F32), b32 = Tensor::zeros({3, 4}, DType::F32);

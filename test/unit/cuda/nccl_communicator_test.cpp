@@ -19,14 +19,19 @@ TEST(NcclCommunicator, NeedsAnNcclBuild) {
 #else
 
 #include <cuda_runtime.h>
+#include <nccl.h>
 
+#include <chrono>
+#include <cstdio>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "support/cuda_device.h"
 #include "titan/core/copy.h"
+#include "titan/core/cuda/launch.h"
 #include "titan/core/float_formats.h"
 #include "titan/dist/communicator.h"
 #include "titan/dist/nccl/nccl_communicator.h"
@@ -87,6 +92,21 @@ std::string error_of(const std::function<void()>& call) {
   return "no error";
 }
 
+// The NCCL found at run time (on the GPU machine: PyTorch's nvidia-nccl-cu13 through
+// LD_LIBRARY_PATH; the binary asks for the soname libnccl.so.2) against the header built
+// with. Needs no GPU. An older library than the header may reject NCCL_CONFIG_INITIALIZER's
+// newer ncclConfig_t, so the versions go into the log.
+TEST(NcclLibrary, RuntimeVersionMatchesTheHeadersMajorVersion) {
+  int runtime = 0;
+  ASSERT_EQ(ncclGetVersion(&runtime), ncclSuccess);
+  std::printf("NCCL runtime %d, header %d\n", runtime, NCCL_VERSION_CODE);
+  EXPECT_EQ(runtime / 10000, NCCL_VERSION_CODE / 10000);
+  if (runtime < NCCL_VERSION_CODE) {
+    std::printf("warning: NCCL runtime %d is older than the header %d built against\n", runtime,
+                NCCL_VERSION_CODE);
+  }
+}
+
 class NcclCommunicatorTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -100,12 +120,13 @@ class NcclCommunicatorTest : public ::testing::Test {
   std::unique_ptr<NcclCommunicator> comm_;
 };
 
-TEST_F(NcclCommunicatorTest, IsOneRankWithItsOwnStreamOnTheCurrentDevice) {
+TEST_F(NcclCommunicatorTest, IsOneRankOnTheDevicesStreamsOfTheCurrentDevice) {
   EXPECT_EQ(comm_->rank(), 0);
   EXPECT_EQ(comm_->size(), 1);
   EXPECT_EQ(comm_->name(), "nccl_self");
   EXPECT_EQ(comm_->device(), 0);
-  EXPECT_NE(comm_->stream(), nullptr);
+  EXPECT_EQ(comm_->stream(), titan::cuda::communication_stream(0));
+  EXPECT_EQ(comm_->compute_stream(), titan::cuda::compute_stream(0));
   EXPECT_FALSE(comm_->aborted());
   // The bootstrap carried the 128-byte unique id.
   EXPECT_EQ(bootstrap_.stats()[Collective::Broadcast].calls, 1);
@@ -185,13 +206,14 @@ TEST_F(NcclCommunicatorTest, AllGatherInPlace) {
   expect_same_bytes(to_host(output), expected, "in-place all_gather");
 }
 
-// Inputs written on the compute (default) stream just before the call are what is sent,
-// with no synchronisation by the caller: the operation orders itself after that stream.
+// Inputs written on the compute stream just before the call are what is sent, with no
+// synchronisation by the caller: the operation orders itself after that stream.
 TEST_F(NcclCommunicatorTest, OrdersAfterWorkQueuedOnTheComputeStream) {
   const int64_t n = int64_t(1) << 24;  // 64 MiB: a memset long enough to race with
   Tensor input = Tensor::empty({n}, DType::F32, kGpu);
   Tensor output = device_sentinel(n, DType::F32);
-  ASSERT_EQ(cudaMemsetAsync(input.raw_mutable_data(), 0x3c, size_t(input.bytes()), nullptr),
+  ASSERT_EQ(cudaMemsetAsync(input.raw_mutable_data(), 0x3c, size_t(input.bytes()),
+                            titan::cuda::compute_stream(0)),
             cudaSuccess);
   comm_->all_gather(input, output).wait();
   const Tensor host = to_host(output);
@@ -206,13 +228,10 @@ TEST_F(NcclCommunicatorTest, MakeStreamWaitOrdersTheComputeStreamAfterTheOperati
   const Tensor expected = host_values(4099, DType::F32, 1);
   Tensor output = device_sentinel(4099, DType::F32);
   Work work = comm_->all_gather(to_device(expected, kGpu), output);
-  comm_->make_stream_wait(nullptr);
-  Tensor host = Tensor::empty({4099}, DType::F32);
-  // cudaMemcpy on the default stream: ordered after the gather by the event, not by wait().
-  ASSERT_EQ(cudaMemcpy(host.raw_mutable_data(), output.raw_data(), size_t(output.bytes()),
-                       cudaMemcpyDeviceToHost),
-            cudaSuccess);
-  expect_same_bytes(host, expected, "all_gather read on the compute stream");
+  comm_->make_stream_wait(comm_->compute_stream());
+  // copy_tensor runs on the compute stream: ordered after the gather by the event, not by
+  // wait().
+  expect_same_bytes(to_host(output), expected, "all_gather read on the compute stream");
   work.wait();
 }
 
@@ -263,6 +282,38 @@ TEST_F(NcclCommunicatorTest, SplitMakesAWorkingNcclCommunicator) {
   expect_same_bytes(to_host(output), expected, "all_gather on the split communicator");
   EXPECT_EQ(part->stats()[Collective::AllGather].calls, 1);
   EXPECT_EQ(comm_->stats()[Collective::AllGather].calls, 0);
+}
+
+// A receive nobody sends to waits forever on the device: the wait gives up after the
+// timeout naming the NCCL call and the group, and the communicator is aborted, which stops
+// the kernel (else the shared communication stream would stay blocked for the next tests).
+TEST_F(NcclCommunicatorTest, TimedOutOperationAbortsTheCommunicator) {
+  const double saved_timeout = comm_timeout();
+  set_comm_timeout(3.0);
+  Tensor data = device_sentinel(16, DType::F32);
+  const auto start = std::chrono::steady_clock::now();
+  const std::string error = error_of([&] { comm_->recv(data, 0).wait(); });
+  const double elapsed_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  set_comm_timeout(saved_timeout);
+  EXPECT_NE(error.find("ncclRecv"), std::string::npos) << error;
+  EXPECT_NE(error.find("nccl_self"), std::string::npos) << error;
+  EXPECT_LT(elapsed_s, 10.0);
+  if (error.find("did not complete within") != std::string::npos) {
+    EXPECT_TRUE(comm_->aborted());
+    EXPECT_NE(error.find("aborted"), std::string::npos) << error;
+  }
+  // Whatever NCCL did with the lone receive, the communication stream runs again.
+  // (Polled, not synchronized: a stream that stays blocked must fail this test, not hang.)
+  comm_->abort();
+  const auto drain_start = std::chrono::steady_clock::now();
+  cudaError_t status = cudaStreamQuery(titan::cuda::communication_stream(0));
+  while (status == cudaErrorNotReady &&
+         std::chrono::steady_clock::now() - drain_start < std::chrono::seconds(10)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    status = cudaStreamQuery(titan::cuda::communication_stream(0));
+  }
+  EXPECT_EQ(status, cudaSuccess) << cudaGetErrorString(status);
 }
 
 TEST_F(NcclCommunicatorTest, AbortMakesLaterOperationsThrow) {

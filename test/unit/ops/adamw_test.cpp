@@ -2,8 +2,11 @@
 
 #include <cmath>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 #include "op_harness.h"
+#include "titan/core/copy.h"
 #include "titan/ops/adamw.h"
 
 namespace titan::testing {
@@ -40,9 +43,10 @@ Tensor absolute(Tensor t) {
   return t;
 }
 
+// A copy on t's device.
 Tensor clone(const Tensor& t) {
-  Tensor c = Tensor::empty(t.shape(), t.dtype());
-  std::memcpy(c.raw_mutable_data(), t.raw_data(), size_t(t.bytes()));
+  Tensor c = empty_like_input(t, t.shape());
+  copy_tensor(t, c);
   return c;
 }
 
@@ -69,14 +73,51 @@ const bool registered = register_op_harness("adamw", OpHarness{
       Tensor p = clone(in[0]), m = clone(in[2]), v = clone(in[3]);
       ops::adamw_step(p, in[1], m, v, harness_options(c.flags), c.dims[2]);
       const int64_t n = p.numel();
-      Tensor out = Tensor::empty({3, n}, DType::F32);
-      std::memcpy(out.mutable_data<float>(), p.data<float>(), size_t(n) * 4);
-      std::memcpy(out.mutable_data<float>() + n, m.data<float>(), size_t(n) * 4);
-      std::memcpy(out.mutable_data<float>() + 2 * n, v.data<float>(), size_t(n) * 4);
+      Tensor out = f32_beside(in[0], {3, n});
+      int64_t row = 0;
+      for (const Tensor* t : {&p, &m, &v}) {
+        Tensor out_row = out.narrow(row++, 1);
+        copy_tensor(t->reshape({1, n}), out_row);
+      }
       return out;
     },
     .backward = {},
+    // The GPU kernel repeats the CPU's float operations in order (no fused multiply-add):
+    // the default 1e-5 holds with room (test/unit/cuda/optimizer_cuda_test.cpp checks the
+    // bits). It takes f32 only (master weights and states), so no bf16 pass.
 });
+
+TEST(AdamW, MultiTensorStepEqualsSingleStepsBitwise) {
+  ops::AdamWOptions o;
+  o.lr = 3e-3;
+  const std::vector<Shape> shapes = {{7, 5}, {1}, {0}, {129}, {3, 4, 5}};
+  std::vector<Tensor> p, g, m, v, p1, m1, v1;
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    p.push_back(random_tensor(shapes[i], 10 + i));
+    g.push_back(random_tensor(shapes[i], 20 + i));
+    m.push_back(random_tensor(shapes[i], 30 + i, 0.1f));
+    v.push_back(absolute(random_tensor(shapes[i], 40 + i, 0.01f)));
+    p1.push_back(clone(p.back()));
+    m1.push_back(clone(m.back()));
+    v1.push_back(clone(v.back()));
+  }
+  for (int64_t step = 1; step <= 3; ++step) {
+    ops::adamw_step_multi_tensor(p, g, m, v, o, step);
+    for (size_t i = 0; i < shapes.size(); ++i) ops::adamw_step(p1[i], g[i], m1[i], v1[i], o, step);
+  }
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    for (auto [a, b] : {std::pair{&p[i], &p1[i]}, std::pair{&m[i], &m1[i]},
+                        std::pair{&v[i], &v1[i]}}) {
+      ASSERT_EQ(a->bytes(), b->bytes());
+      EXPECT_EQ(std::memcmp(a->raw_data(), b->raw_data(), size_t(a->bytes())), 0)
+          << "tensor " << i;
+    }
+  }
+  std::vector<Tensor> none;
+  EXPECT_NO_THROW(ops::adamw_step_multi_tensor(none, none, none, none, o, 1));
+  std::vector<Tensor> short_g(g.begin(), g.end() - 1);
+  EXPECT_THROW(ops::adamw_step_multi_tensor(p, short_g, m, v, o, 4), Error);
+}
 
 TEST(AdamW, MatchesFloat64ReferenceOverTenSteps) {
   const Shape shape{37, 5};

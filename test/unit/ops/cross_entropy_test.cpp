@@ -5,6 +5,7 @@
 
 #include "op_harness.h"
 #include "titan/core/allocator.h"
+#include "titan/core/copy.h"
 #include "titan/ops/cross_entropy.h"
 #include "titan/ops/matmul.h"
 
@@ -57,11 +58,20 @@ Values reference_logits(const Values& h, const Values& weight, int64_t N, int64_
   return logits;
 }
 
-// The workspace a row asks for: dims[3] tokens per chunk when given, else the default budget.
-Tensor make_workspace(const OpCase& c) {
+// The workspace a row asks for, f32 beside h: dims[3] tokens per chunk when given, else the
+// default budget.
+Tensor make_workspace(const OpCase& c, const Tensor& h) {
   const int64_t N = c.dims[0], V = c.dims[2];
-  if (c.dims.size() > 3) return Tensor::empty({c.dims[3], V}, DType::F32);
-  return Tensor::empty(ops::cross_entropy_workspace_shape(N, V), DType::F32);
+  if (c.dims.size() > 3) return f32_beside(h, {c.dims[3], V});
+  return f32_beside(h, ops::cross_entropy_workspace_shape(N, V));
+}
+
+// The backward's grad_scale is the output gradient dy [1], wherever it lives.
+float host_scalar(const Tensor& dy) {
+  if (dy.device().is_cpu()) return float(to_values(dy)[0]);
+  Tensor host = Tensor::empty(dy.shape(), dy.dtype());
+  copy_tensor(dy, host);
+  return float(to_values(host)[0]);
 }
 
 // dims: {N, D, V} or {N, D, V, C} (C tokens per chunk). Inputs: h [N, D], weight [V, D],
@@ -79,21 +89,28 @@ const bool registered = register_op_harness("cross_entropy", OpHarness{
       return Values{reference_loss(reference_logits(in[0], in[1], N, D, V), in[2], N, V)};
     },
     .forward = [](const OpCase& c, const std::vector<Tensor>& in) {
-      Tensor loss = Tensor::empty({1}, DType::F32), lse = Tensor::empty({c.dims[0]}, DType::F32);
-      Tensor workspace = make_workspace(c);
+      Tensor loss = f32_beside(in[0], {1}), lse = f32_beside(in[0], {c.dims[0]});
+      Tensor workspace = make_workspace(c, in[0]);
       ops::cross_entropy_forward(in[0], in[1], in[2], loss, lse, workspace);
       return loss;
     },
     .backward = [](const OpCase& c, const std::vector<Tensor>& in, const Tensor& dy) {
-      Tensor loss = Tensor::empty({1}, DType::F32), lse = Tensor::empty({c.dims[0]}, DType::F32);
-      Tensor workspace = make_workspace(c);
+      Tensor loss = f32_beside(in[0], {1}), lse = f32_beside(in[0], {c.dims[0]});
+      Tensor workspace = make_workspace(c, in[0]);
       ops::cross_entropy_forward(in[0], in[1], in[2], loss, lse, workspace);
-      Tensor dh = Tensor::empty(in[0].shape(), DType::F32);
-      Tensor dweight = Tensor::zeros(in[1].shape(), DType::F32);
-      ops::cross_entropy_backward(in[0], in[1], in[2], lse, dy.data<float>()[0], dh, dweight,
+      // dh is an activation gradient (h's dtype); dweight a parameter gradient (f32).
+      Tensor dh = empty_like_input(in[0], in[0].shape());
+      Tensor dweight = f32_zeros_beside(in[1], in[1].shape());
+      ops::cross_entropy_backward(in[0], in[1], in[2], lse, host_scalar(dy), dh, dweight,
                                   Accumulate::No, workspace);
       return std::vector<Tensor>{dh, dweight, Tensor()};
     },
+    // bf16 on the GPU: the loss sees the CPU's logits up to GEMM summation order (f32
+    // accumulation of exact bf16 products), so it holds to ~1e-6; the backward rounds
+    // dlogits to bf16 (2^-9 relative) before its GEMMs and dh is stored in bf16 (another
+    // 2^-9), so dh and dweight move by up to ~2^-8 of sum |dlogits| |W| <= 2 |grad_scale|
+    // max |W|, about 1e-2 of max(|value|, 1) at the table's unit-scale inputs.
+    .cuda_bf16_tolerance = 1e-2,
 });
 
 // dims: {N, V}. Inputs: logits [N, V] (scaled up so that the softmax is not flat), labels.
@@ -108,18 +125,21 @@ const bool registered_logits = register_op_harness("cross_entropy_logits", OpHar
       return Values{reference_loss(in[0], in[1], c.dims[0], c.dims[1])};
     },
     .forward = [](const OpCase& c, const std::vector<Tensor>& in) {
-      Tensor loss = Tensor::empty({1}, DType::F32), lse = Tensor::empty({c.dims[0]}, DType::F32);
+      Tensor loss = f32_beside(in[0], {1}), lse = f32_beside(in[0], {c.dims[0]});
       ops::cross_entropy_logits_forward(in[0], in[1], loss, lse);
       return loss;
     },
     .backward = [](const OpCase& c, const std::vector<Tensor>& in, const Tensor& dy) {
-      Tensor loss = Tensor::empty({1}, DType::F32), lse = Tensor::empty({c.dims[0]}, DType::F32);
+      Tensor loss = f32_beside(in[0], {1}), lse = f32_beside(in[0], {c.dims[0]});
       ops::cross_entropy_logits_forward(in[0], in[1], loss, lse);
-      Tensor dlogits = Tensor::empty(in[0].shape(), DType::F32);
-      ops::cross_entropy_logits_backward(in[0], in[1], lse, dy.data<float>()[0], dlogits,
+      Tensor dlogits = empty_like_input(in[0], in[0].shape());
+      ops::cross_entropy_logits_backward(in[0], in[1], lse, host_scalar(dy), dlogits,
                                          Accumulate::No);
       return std::vector<Tensor>{dlogits, Tensor()};
     },
+    // bf16 on the GPU: the loss is the CPU's f32 arithmetic on the same (bf16) logits, and
+    // dlogits, |dlogits| <= |grad_scale|, is stored in bf16: 2^-9 relative, under 1e-2.
+    .cuda_bf16_tolerance = 1e-2,
 });
 
 // Everything one fused forward + backward touches, for the tests below.

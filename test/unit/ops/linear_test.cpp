@@ -23,16 +23,19 @@ const bool registered = register_op_harness("linear", OpHarness{
       return y;
     },
     .forward = [](const OpCase& c, const std::vector<Tensor>& in) {
-      Tensor y = Tensor::empty({c.dims[0], c.dims[2]}, DType::F32);
+      Tensor y = empty_like_input(in[0], {c.dims[0], c.dims[2]});
       ops::linear_forward(in[0], in[1], y);
       return y;
     },
     .backward = [](const OpCase&, const std::vector<Tensor>& in, const Tensor& dy) {
-      Tensor dx = Tensor::empty(in[0].shape(), DType::F32);
-      Tensor dw = Tensor::zeros(in[1].shape(), DType::F32);
+      Tensor dx = empty_like_input(in[0], in[0].shape());
+      Tensor dw = zeros_like_input(in[1], in[1].shape());
       ops::linear_backward(dy, in[0], in[1], dx, dw, ops::Accumulate::No);
       return std::vector<Tensor>{dx, dw};
     },
+    // bf16 on the GPU (cuBLASLt, f32 accumulation): each output is rounded to bf16 once
+    // (<= 2^-8 relative) after an f32 sum; 1e-2 of max(|y|, 1) leaves a 2.5x margin.
+    .cuda_bf16_tolerance = 1e-2,
 });
 
 // Every transpose combination and beta, against a float64 triple loop.

@@ -1,38 +1,9 @@
-// Runs every row of the op-case table on the CPU backend.
+// Runs every row of the op-case table on the CPU backend (the registry is op_harness.cpp).
 #include <gtest/gtest.h>
-
-#include <map>
-#include <sstream>
 
 #include "op_harness.h"
 
 namespace titan::testing {
-
-std::string OpCase::label() const {
-  std::ostringstream os;
-  os << op;
-  for (size_t i = 0; i < dims.size(); ++i) os << (i ? "x" : "_") << dims[i];
-  if (flags) os << "_f" << flags;
-  return os.str();
-}
-
-namespace {
-std::map<std::string, OpHarness>& registry() {
-  static std::map<std::string, OpHarness> harnesses;
-  return harnesses;
-}
-}  // namespace
-
-bool register_op_harness(const std::string& op, OpHarness harness) {
-  registry()[op] = std::move(harness);
-  return true;
-}
-
-const OpHarness& op_harness(const std::string& op) {
-  auto it = registry().find(op);
-  if (it == registry().end()) throw Error("no harness registered for op " + op);
-  return it->second;
-}
 
 namespace {
 

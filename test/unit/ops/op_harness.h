@@ -5,7 +5,9 @@
 // OpHarness: how to make inputs, a naive float64 reference of the forward, and how to run
 // the op's forward and backward. op_case_test.cpp runs every row: forward against the
 // reference, backward against central differences of the reference (support/gradient_check.h).
-// A new backend compares itself with the CPU through the same rows.
+// A new backend compares itself with the CPU through the same rows: the CUDA table is
+// test/unit/cuda/op_case_cuda_test.cpp. The registry lives in op_harness.cpp, which both
+// test binaries link.
 #pragma once
 
 #include <cstdint>
@@ -39,7 +41,29 @@ struct OpHarness {
       backward;  // empty: the op has no backward (optimizer steps, casts)
   double forward_tolerance = 1e-5;
   GradCheckOptions grad_check;
+  // The CUDA table (test/unit/cuda/op_case_cuda_test.cpp) runs each row on the GPU against
+  // the CPU op: in f32 within cuda_f32_tolerance, and, when cuda_bf16_tolerance > 0, again
+  // with the float inputs rounded to bf16 (the CPU running f32 on the rounded values),
+  // within cuda_bf16_tolerance. Both are relative to max(|cpu|, 1) per element.
+  double cuda_f32_tolerance = 1e-5;
+  double cuda_bf16_tolerance = 0;  // 0: the op takes no bf16 on the GPU
 };
+
+// Outputs of an op under test live where its inputs live, in their float dtype: the CPU
+// table passes f32 CPU tensors, the CUDA table the same rows as f32 or bf16 GPU tensors.
+// Statistics kept for a backward (rstd, lse) and losses are f32 on every path.
+inline Tensor empty_like_input(const Tensor& input, const Shape& shape) {
+  return Tensor::empty(shape, input.dtype(), input.device());
+}
+inline Tensor zeros_like_input(const Tensor& input, const Shape& shape) {
+  return Tensor::zeros(shape, input.dtype(), input.device());
+}
+inline Tensor f32_beside(const Tensor& input, const Shape& shape) {
+  return Tensor::empty(shape, DType::F32, input.device());
+}
+inline Tensor f32_zeros_beside(const Tensor& input, const Shape& shape) {
+  return Tensor::zeros(shape, DType::F32, input.device());
+}
 
 // Registration happens at static initialization; the table is read when tests are listed.
 bool register_op_harness(const std::string& op, OpHarness harness);

@@ -4,6 +4,7 @@
 #include <numbers>
 
 #include "op_harness.h"
+#include "titan/core/copy.h"
 #include "titan/ops/rope.h"
 
 namespace titan::testing {
@@ -15,6 +16,12 @@ Tensor table_for(int64_t T, int64_t hd, int64_t first_position = 0) {
   Tensor freqs = Tensor::empty({T, hd / 2, 2}, DType::F32);
   ops::rope_table(hd, kTheta, ops::RopeScaling{}, first_position, freqs);
   return freqs;
+}
+
+// The table on the device of x (rope_table fills a CPU tensor).
+Tensor table_beside(const Tensor& x, int64_t T, int64_t hd) {
+  const Tensor freqs = table_for(T, hd);
+  return x.device().is_cpu() ? freqs : to_device(freqs, x.device());
 }
 
 // The scaled frequency of pair i, in float64 from the formula in ops/rope.h.
@@ -50,17 +57,19 @@ const bool registered = register_op_harness("rope", OpHarness{
       return y;
     },
     .forward = [](const OpCase& c, const std::vector<Tensor>& in) {
-      Tensor y = Tensor::empty(in[0].shape(), DType::F32);
-      ops::rope_forward(in[0], table_for(c.dims[1], c.dims[3]), y);
+      Tensor y = empty_like_input(in[0], in[0].shape());
+      ops::rope_forward(in[0], table_beside(in[0], c.dims[1], c.dims[3]), y);
       return y;
     },
     .backward = [](const OpCase& c, const std::vector<Tensor>& in, const Tensor& dy) {
-      Tensor dx = Tensor::empty(in[0].shape(), DType::F32);
-      ops::rope_backward(dy, table_for(c.dims[1], c.dims[3]), dx);
+      Tensor dx = empty_like_input(in[0], in[0].shape());
+      ops::rope_backward(dy, table_beside(in[0], c.dims[1], c.dims[3]), dx);
       return std::vector<Tensor>{dx};
     },
     // Angles are float32 products, as in torchtitan; at position ~100 that is ~1e-5 off.
     .forward_tolerance = 2e-5,
+    // bf16 on the GPU: one rotation in f32, rounded to bf16 once (<= 2^-8 relative).
+    .cuda_bf16_tolerance = 1e-2,
 });
 
 TEST(Rope, ScalingKeepsHighFrequenciesAndStretchesLowOnes) {

@@ -64,7 +64,11 @@ TEST(ProfilingProcess, TracesPerRankWithNestedSpansNamedByWhatRan) {
                                      std::string("backward"), std::string("layers.3.forward"),
                                      std::string("layers.3.backward_input"),
                                      std::string("layers.3.backward_weight"), std::string("attention"),
-                                     std::string("feed_forward"), std::string("optimizer")}) {
+                                     std::string("feed_forward"), std::string("optimizer"),
+                                     // op spans (ops/dispatch.h)
+                                     std::string("matmul"), std::string("attention_forward"),
+                                     std::string("attention_backward"),
+                                     std::string("rmsnorm_forward"), std::string("adamw_step")}) {
         EXPECT_TRUE(has(name)) << name << " in " << file;
       }
       EXPECT_FALSE(has("step " + std::to_string(step - 1))) << "only the active step is recorded";

@@ -1,5 +1,5 @@
-// NcclCommunicator (nccl_communicator.h): nonblocking NCCL on a stream of its own, every
-// wait bounded by comm_timeout().
+// NcclCommunicator (nccl_communicator.h): nonblocking NCCL on the device's communication
+// stream, every wait bounded by comm_timeout().
 //
 // The build compiles nccl/ folders only when NCCL was found; the guard keeps this file empty
 // in a build that globs it anyway.
@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "titan/core/cuda/cuda_check.h"
+#include "titan/core/cuda/launch.h"
 #include "titan/dist/nccl/nccl_check.h"
 
 namespace titan::dist {
@@ -83,7 +84,7 @@ bool drain(cudaStream_t stream, double timeout_s) noexcept {
 
 struct NcclState {
   ncclComm_t comm = nullptr;
-  cudaStream_t stream = nullptr;
+  cudaStream_t stream = nullptr;      // the device's communication stream (not owned)
   cudaEvent_t input_event = nullptr;   // recorded on compute (or another) stream; stream waits
   cudaEvent_t output_event = nullptr;  // recorded on stream; make_stream_wait's stream waits
   int device = 0;
@@ -95,10 +96,11 @@ struct NcclState {
   NcclState(const NcclState&) = delete;
   NcclState& operator=(const NcclState&) = delete;
 
-  // Stream and events on the device current now.
-  void create_stream() {
+  // The communication stream and events of the device current now. The stream is shared by
+  // every communicator of the device (core/cuda/launch.h says why) and outlives them.
+  void use_current_device() {
     CUDA_CHECK(cudaGetDevice(&device));
-    CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    stream = titan::cuda::communication_stream(device);
     CUDA_CHECK(cudaEventCreateWithFlags(&input_event, cudaEventDisableTiming));
     CUDA_CHECK(cudaEventCreateWithFlags(&output_event, cudaEventDisableTiming));
   }
@@ -122,15 +124,19 @@ struct NcclState {
     }
   }
 
-  // Throws when NCCL reports an asynchronous error (a peer gone, a network failure).
+  // Throws when NCCL reports an asynchronous error (a peer gone, a network failure), after
+  // aborting the communicator: its kernels may be waiting for that peer, and NCCL's word
+  // for what to do after an asynchronous error is ncclCommAbort.
   void check_async(const std::string& what) {
     ncclResult_t state = ncclSuccess;
     const ncclResult_t status = ncclCommGetAsyncError(comm, &state);
     const ncclResult_t error = status != ncclSuccess ? status : state;
     if (error == ncclSuccess || error == ncclInProgress) return;
     broken = true;
+    const std::string last_error = nccl_last_error(comm);
+    abort();
     TITAN_FAIL() << what << ": asynchronous NCCL error: " << ncclGetErrorString(error)
-                 << nccl_last_error(comm);
+                 << last_error << "; the communicator was aborted";
   }
 
   void abort() noexcept {
@@ -173,7 +179,6 @@ struct NcclState {
     }
     if (output_event != nullptr) cudaEventDestroy(output_event);
     if (input_event != nullptr) cudaEventDestroy(input_event);
-    if (stream != nullptr) cudaStreamDestroy(stream);
     cudaGetLastError();  // a failed teardown call must not surface in the caller's next check
     if (switched) cudaSetDevice(previous);
   }
@@ -208,14 +213,23 @@ using detail::NcclState;
 
 // Complete when the event after the operation has been reached on the device. Holds the
 // tensors, so their memory is not handed to anyone else while NCCL still uses it.
+//
+// Timeout: an operation still running kAbortAfter * comm_timeout() seconds after it was
+// started aborts its communicator (ncclCommAbort stops its kernels, which may be waiting for
+// a rank that will never come) and finish() throws naming the operation and the group. The
+// fraction makes this happen before Work::wait's own limit (its clock starts later, at the
+// wait): without it the base would abandon the operation with the kernels still running.
 class NcclOperation final : public PendingOperation {
  public:
+  static constexpr double kAbortAfter = 0.99;
+
   NcclOperation(std::shared_ptr<NcclState> state, std::shared_ptr<NcclCompletion> completion,
                 std::string what, std::vector<Tensor> keep)
       : state_(std::move(state)),
         completion_(std::move(completion)),
         what_(std::move(what)),
-        keep_(std::move(keep)) {}
+        keep_(std::move(keep)),
+        started_(std::chrono::steady_clock::now()) {}
 
   // An aborted communicator, or a group that never launched, leaves nothing running on the
   // tensors: complete, and finish() reports the failure (so an abandoned operation can be
@@ -233,11 +247,23 @@ class NcclOperation final : public PendingOperation {
       TITAN_FAIL() << what_ << ": cudaEventQuery: " << cudaGetErrorString(status);
     }
     state_->check_async(what_);
+    const double limit_s = kAbortAfter * comm_timeout();
+    if (std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count() >
+        limit_s) {
+      timed_out_after_s_ = limit_s;
+      state_->broken = true;
+      state_->abort();
+      return true;  // nothing runs on the tensors any more; finish() reports
+    }
     return false;
   }
 
   void finish() override {
     keep_.clear();
+    TITAN_CHECK(timed_out_after_s_ == 0)
+        << what_ << " did not complete within " << timed_out_after_s_ << " s (comm_timeout): "
+        << "a rank of the group stopped answering or called a different collective; the NCCL "
+        << "communicator '" << state_->name << "' was aborted";
     TITAN_CHECK(!state_->aborted) << what_ << ": the communicator was aborted before it was "
                                   << "waited on; its result is undefined";
     TITAN_CHECK(completion_->failure.empty()) << what_ << ": " << completion_->failure;
@@ -248,6 +274,8 @@ class NcclOperation final : public PendingOperation {
   std::shared_ptr<NcclCompletion> completion_;
   std::string what_;
   std::vector<Tensor> keep_;
+  std::chrono::steady_clock::time_point started_;
+  double timed_out_after_s_ = 0;
 };
 
 ncclRedOp_t nccl_op(ReduceOp op) {
@@ -283,7 +311,8 @@ NcclCommunicator::NcclCommunicator(Communicator& bootstrap, std::string name, cu
       compute_(compute) {
   NcclState& s = *state_;
   s.name = this->name();
-  s.create_stream();
+  s.use_current_device();
+  if (compute_ == nullptr) compute_ = titan::cuda::compute_stream(s.device);
 
   // The unique id travels as 128 host bytes over the bootstrap group.
   ncclUniqueId id;
@@ -306,8 +335,10 @@ NcclCommunicator::NcclCommunicator(Communicator& bootstrap, std::string name, cu
   }
   s.settle(result, "ncclCommInitRankConfig");
 
+  // Zeroed on the compute stream, which the allocator hands blocks out for; barrier() orders
+  // after it as every operation does.
   barrier_buffer_ = Tensor::empty({1}, DType::F32, Device::cuda(s.device));
-  CUDA_CHECK(cudaMemsetAsync(barrier_buffer_.raw_mutable_data(), 0, sizeof(float), s.stream));
+  CUDA_CHECK(cudaMemsetAsync(barrier_buffer_.raw_mutable_data(), 0, sizeof(float), compute_));
 }
 
 NcclCommunicator::NcclCommunicator(std::shared_ptr<detail::NcclState> state, int rank, int size,
@@ -315,7 +346,7 @@ NcclCommunicator::NcclCommunicator(std::shared_ptr<detail::NcclState> state, int
     : Communicator(rank, size, std::move(name)), state_(std::move(state)), compute_(compute) {
   detail::DeviceGuard guard(state_->device);
   barrier_buffer_ = Tensor::empty({1}, DType::F32, Device::cuda(state_->device));
-  CUDA_CHECK(cudaMemsetAsync(barrier_buffer_.raw_mutable_data(), 0, sizeof(float), state_->stream));
+  CUDA_CHECK(cudaMemsetAsync(barrier_buffer_.raw_mutable_data(), 0, sizeof(float), compute_));
 }
 
 // Aborts when finalizing could wait on peers (see the header); otherwise the NCCL state is
@@ -345,7 +376,7 @@ std::unique_ptr<Communicator> NcclCommunicator::split(int color, int key, std::s
 
   auto child = std::make_shared<NcclState>();
   child->name = name;
-  child->create_stream();
+  child->use_current_device();
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
   config.blocking = 0;
   config.commName = child->name.c_str();

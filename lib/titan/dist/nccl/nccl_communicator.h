@@ -16,21 +16,30 @@
 // connections are set up) and ncclCommSplit are polled with ncclCommGetAsyncError until
 // they leave ncclInProgress, at most comm_timeout() seconds, then throw titan::Error.
 //
-// Streams and ordering. The communicator owns a communication stream (stream(), created
-// cudaStreamNonBlocking) on which every operation runs, so collectives overlap compute.
-//   - Inputs: each operation first makes the communication stream wait for the work queued
-//     so far on the compute stream given at construction (default: the default stream,
-//     where the CUDA ops and core/copy.h run today). So a tensor written by a kernel or a
-//     copy just before the call is what gets sent, with no call from the caller. Work on
-//     other streams: call wait_for(that_stream) before starting the operation.
+// Streams and ordering. Every operation runs on the device's communication stream
+// (stream(): titan::cuda::communication_stream(), core/cuda/launch.h, non-blocking and shared
+// by every communicator of the device, so collectives of different groups run in the order
+// this rank issued them and never wait on each other). Collectives overlap compute.
+//   - Inputs: each operation first makes the communication stream wait (an event) for the
+//     work queued so far on the compute stream given at construction (default: the device's
+//     compute stream, where the CUDA ops and core/copy.h run). So a tensor written by a
+//     kernel or a copy just before the call is what gets sent, with no call from the caller,
+//     and an output block that the allocator handed out again is no longer used by the
+//     kernels of its previous owner. Work on other streams: call wait_for(that_stream)
+//     before starting the operation.
 //   - Outputs: a Work is complete when the operation is complete on the device (an event
 //     recorded after it on the communication stream has been reached), so after wait() the
 //     host and every stream may use the results. To hand results to the compute stream
 //     without blocking the host, make_stream_wait(compute) makes that stream wait for the
-//     operations started so far; the Work must still be waited on (or dropped) later.
+//     operations started so far (an event on the shared stream, so those of the device's
+//     other communicators too); the Work must still be waited on (or dropped) later.
 // Errors: while a Work is pending its test() also polls ncclCommGetAsyncError; an
-// asynchronous NCCL error (a peer gone, a network failure) throws titan::Error naming the
-// result, NCCL's last error, the operation and the group.
+// asynchronous NCCL error (a peer gone, a network failure) aborts the communicator and
+// throws titan::Error naming the result, NCCL's last error, the operation and the group.
+// An operation still running 0.99 * comm_timeout() seconds after it was started aborts the
+// communicator (its kernels stop instead of waiting for a rank that will not come) and its
+// wait() throws naming the NCCL call and the group; the margin makes this come before the
+// base Work's own limit, which would abandon the operation with its kernels still running.
 //
 // Dtypes. all_reduce and reduce_scatter reduce f32, bf16, f16, i32 and i64 (as NCCL's
 // types of the same name); all_gather, broadcast, send and recv move bytes, so any dtype.
@@ -56,15 +65,15 @@
 // destructor never throws and never waits without a bound. It aborts when finalizing could
 // wait on peers that will not come: while the stack unwinds from an exception (a timed-out
 // Work, whose operation the base abandons, is the usual case), after an NCCL error or a
-// timeout seen here, or when its stream has not drained within comm_timeout() seconds (an
-// operation still waiting on peers). Otherwise it calls ncclCommFinalize (polled, at most
+// timeout seen here, or when the communication stream has not drained within
+// comm_timeout() seconds (an operation still waiting on peers). Otherwise it calls ncclCommFinalize (polled, at most
 // comm_timeout() seconds; abort if it does not settle) and ncclCommDestroy. Wait for a
 // communicator's Works before destroying it: a Work that outlives it holds the NCCL state
 // (so no freed memory is touched), but its wait() throws if the destructor had to abort.
 //
 // split(color, key, name) uses ncclCommSplit on this communicator (collective over it;
-// color >= 0); the result is another NcclCommunicator with the same compute stream and its
-// own communication stream. Mesh code normally builds one NcclCommunicator per group from
+// color >= 0); the result is another NcclCommunicator with the same compute and
+// communication streams. Mesh code normally builds one NcclCommunicator per group from
 // that group's host communicator instead.
 #pragma once
 
@@ -88,7 +97,8 @@ struct NcclCompletion;  // an event recorded after an operation (or a group) on 
 class NcclCommunicator final : public Communicator {
  public:
   // Collective over `bootstrap` (a host communicator of the same ranks, e.g. MPI). Uses the
-  // CUDA device current now; `compute` is the stream the operations order after (above).
+  // CUDA device current now; `compute` is the stream the operations order after (above;
+  // nullptr: the device's compute stream).
   NcclCommunicator(Communicator& bootstrap, std::string name, cudaStream_t compute = nullptr);
   ~NcclCommunicator() override;
 

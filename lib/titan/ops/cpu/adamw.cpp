@@ -18,19 +18,16 @@ void adamw_step(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_
   check_shape(exp_avg_sq, param.shape(), op, "exp_avg_sq");
   TITAN_CHECK(step >= 1) << op << ": step counts from 1 (incremented before the update), got "
                          << step;
-  // The scalars torch computes in Python (double) and hands to its kernels as float.
-  const double t = double(step);
-  const float decay = float(1.0 - options.lr * options.weight_decay);
-  const float one_minus_beta1 = float(1.0 - options.beta1);
-  const bool lerp_small_weight = std::fabs(one_minus_beta1) < 0.5f;
-  const float beta1_from_weight = 1.0f - one_minus_beta1;  // torch's opmath_t(1) - weight
-  const float beta2 = float(options.beta2);
-  const float one_minus_beta2 = float(1.0 - options.beta2);
-  const double bias_correction1 = 1.0 - std::pow(options.beta1, t);
-  const double bias_correction2 = 1.0 - std::pow(options.beta2, t);
-  const float neg_step_size = float(-(options.lr / bias_correction1));
-  const float bias_correction2_sqrt = float(std::sqrt(bias_correction2));
-  const float eps = float(options.eps);
+  const AdamWScalars s = adamw_scalars(options, step);
+  const float decay = s.decay;
+  const float one_minus_beta1 = s.one_minus_beta1;
+  const bool lerp_small_weight = s.lerp_small_weight;
+  const float beta1_from_weight = s.beta1_from_weight;
+  const float beta2 = s.beta2;
+  const float one_minus_beta2 = s.one_minus_beta2;
+  const float neg_step_size = s.neg_step_size;
+  const float bias_correction2_sqrt = s.bias_correction2_sqrt;
+  const float eps = s.eps;
 
   const int64_t n = param.numel();
   float* p = param.mutable_data<float>();
@@ -49,6 +46,18 @@ void adamw_step(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_
     p[i] = pi + neg_step_size * mi / denom;
     m[i] = mi;
     v[i] = vi;
+  }
+}
+
+void adamw_step_multi_tensor(std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                             std::vector<Tensor>& exp_avgs, std::vector<Tensor>& exp_avg_sqs,
+                             const AdamWOptions& options, int64_t step) {
+  TITAN_CHECK(grads.size() == params.size() && exp_avgs.size() == params.size() &&
+              exp_avg_sqs.size() == params.size())
+      << "adamw_step_multi_tensor: " << params.size() << " params, " << grads.size()
+      << " grads, " << exp_avgs.size() << " exp_avgs, " << exp_avg_sqs.size() << " exp_avg_sqs";
+  for (size_t i = 0; i < params.size(); ++i) {
+    cpu::adamw_step(params[i], grads[i], exp_avgs[i], exp_avg_sqs[i], options, step);
   }
 }
 

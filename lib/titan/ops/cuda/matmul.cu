@@ -15,8 +15,9 @@
 // Each device gets one cuBLASLt handle and one 32 MiB workspace, made on first use and
 // kept for the life of the process (freeing them at exit would race the driver's own
 // teardown). The workspace is cudaMalloc'd directly, not through the counted allocator,
-// so that tests asserting on tensor memory do not see it. Work is queued on the default
-// stream, like every other CUDA op for now; a stream per rank comes with the trainer.
+// so that tests asserting on tensor memory do not see it. Work is queued on the device's
+// compute stream (core/cuda/launch.h), like every other CUDA op; one workspace per device
+// is enough because only that stream uses it.
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -25,10 +26,13 @@
 #include <cuda_bf16.h>
 
 #include "titan/core/cuda/cuda_check.h"
+#include "titan/core/cuda/launch.h"
 #include "titan/ops/matmul.h"
 
 namespace titan::ops::cuda {
 namespace {
+
+using titan::cuda::DeviceGuard;
 
 constexpr size_t kWorkspaceBytes = size_t(32) << 20;
 
@@ -52,21 +56,6 @@ const DeviceContext& device_context(int device_index) {
   }
   return *contexts[size_t(device_index)];
 }
-
-// Makes a device current for a scope and restores the previous one.
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int index) {
-    CUDA_CHECK(cudaGetDevice(&previous_));
-    if (index != previous_) CUDA_CHECK(cudaSetDevice(index));
-  }
-  ~DeviceGuard() { cudaSetDevice(previous_); }  // best effort: never throw from a destructor
-  DeviceGuard(const DeviceGuard&) = delete;
-  DeviceGuard& operator=(const DeviceGuard&) = delete;
-
- private:
-  int previous_ = 0;
-};
 
 // cuBLASLt descriptors, destroyed on every path out (an error throws).
 struct MatmulDesc {
@@ -126,9 +115,10 @@ void scale_in_place(Tensor& c, float beta) {
   const int threads = 256;
   const auto blocks = unsigned((n + threads - 1) / threads);
   if (c.dtype() == DType::F32) {
-    scale_kernel<float><<<blocks, threads>>>(static_cast<float*>(c.raw_mutable_data()), n, beta);
+    scale_kernel<float><<<blocks, threads, 0, titan::cuda::compute_stream()>>>(
+        static_cast<float*>(c.raw_mutable_data()), n, beta);
   } else {
-    scale_kernel<__nv_bfloat16><<<blocks, threads>>>(
+    scale_kernel<__nv_bfloat16><<<blocks, threads, 0, titan::cuda::compute_stream()>>>(
         static_cast<__nv_bfloat16*>(c.raw_mutable_data()), n, beta);
   }
   CUDA_CHECK(cudaGetLastError());
@@ -209,7 +199,7 @@ void matmul(const Tensor& a, Transpose transpose_a, const Tensor& b, Transpose t
   CUBLAS_CHECK(cublasLtMatmul(context.handle, op.desc, &alpha, lt_a_data, lt_a.layout, lt_b_data,
                               lt_b.layout, &beta, c_data, lt_c.layout, c_data, lt_c.layout,
                               &heuristic.algo, context.workspace, kWorkspaceBytes,
-                              /*stream=*/nullptr));
+                              titan::cuda::compute_stream()));
 }
 
 }  // namespace titan::ops::cuda

@@ -1,0 +1,568 @@
+// Cross-entropy on the GPU (contract in ops/cross_entropy.h). Per chunk of C tokens:
+//   logits = h_chunk W^T      ops::cuda::matmul (cuBLASLt, f32 compute) into the f32 workspace
+//   forward: row_lse_kernel   one block per row: max, then sum of exp(z - max) in double
+//                             (expf per element, as the CPU's float exp), lse = max + log(sum)
+//            chunk_loss_kernel one block: lse - logit[label] per row in double, added in token
+//                             order by one thread into the chunk's sum, which is added to a
+//                             running double total (the CPU's order exactly), written to
+//                             loss_sum as f32 after every chunk
+//   backward: dlogits_kernel  (exp(z - lse) - [v == label]) * grad_scale, the CPU's float
+//                             operations in its order (no fused multiply-add), then the dh
+//                             (= or +=) and dweight (+=) GEMMs.
+// bf16 h and weight: the logits GEMM is bf16 x bf16 -> f32 (so lse and the loss see the
+// same logits as the CPU on the bf16 values, up to summation order), and the backward GEMMs
+// need bf16 dlogits: each row's dlogits are written as bf16 over the first half of that
+// row's own f32 logits (tile by tile, each tile read before it is written, so no thread
+// overwrites a logit another has yet to read), and the GEMMs read them with a leading
+// dimension of 2V through this file's own cuBLASLt call (a Tensor cannot view f32 bytes as
+// bf16). Rounding dlogits to bf16 is the one extra error of the bf16 path.
+// Labels live on the GPU beside h; they are copied to the host once per call to check
+// them before any kernel runs (a wait for the queued work: the check must not be skipped,
+// an id outside the vocabulary would read past a logits row). The running loss total is
+// this file's __device__ double (one per device), used in stream order on
+// compute_stream(): like cuBLASLt's workspace, two streams must not run this op at once.
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <initializer_list>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "titan/core/cuda/launch.h"
+#include "titan/ops/cuda/element.cuh"
+#include "titan/ops/cross_entropy.h"
+#include "titan/ops/matmul.h"
+
+namespace titan::ops::cuda {
+namespace {
+
+using titan::cuda::DeviceGuard;
+
+using titan::cuda::check_launch;
+using titan::cuda::compute_stream;
+using titan::cuda::grid_for;
+
+constexpr int kThreads = 256;  // per row; the reductions below assume a power of two
+constexpr int64_t kIgnore = kIgnoreIndex;
+
+__device__ double loss_total;  // the forward's running sum, carried across chunks
+
+// Block-wide max and sum in a fixed tree (same bits every run); every thread gets the result.
+__device__ float block_max(float v, float* shared) {
+  shared[threadIdx.x] = v;
+  __syncthreads();
+  for (int half = blockDim.x / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) shared[threadIdx.x] = fmaxf(shared[threadIdx.x], shared[threadIdx.x + half]);
+    __syncthreads();
+  }
+  const float result = shared[0];
+  __syncthreads();  // shared is reused by the next reduction
+  return result;
+}
+__device__ double block_sum(double v, double* shared) {
+  shared[threadIdx.x] = v;
+  __syncthreads();
+  for (int half = blockDim.x / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) shared[threadIdx.x] += shared[threadIdx.x + half];
+    __syncthreads();
+  }
+  const double result = shared[0];
+  __syncthreads();
+  return result;
+}
+
+// lse[r] = max + log(sum_v exp(z[r, v] - max)) for rows [0, rows) of logits [rows, V].
+template <class T>
+__global__ void row_lse_kernel(const T* logits, int64_t rows, int64_t V, float* lse) {
+  __shared__ float max_shared[kThreads];
+  __shared__ double sum_shared[kThreads];
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* z = logits + r * V;
+    float max = -INFINITY;
+    for (int64_t v = threadIdx.x; v < V; v += blockDim.x) max = fmaxf(max, load(z, v));
+    max = block_max(max, max_shared);
+    double sum = 0;
+    for (int64_t v = threadIdx.x; v < V; v += blockDim.x) sum += double(expf(__fsub_rn(load(z, v), max)));
+    sum = block_sum(sum, sum_shared);
+    if (threadIdx.x == 0) lse[r] = float(double(max) + log(sum));
+  }
+}
+
+// Sums lse[r] - logits[r, label[r]] over the valid rows of one chunk in row order, adds
+// that sum to the running total, and writes the total to loss_sum[0]. One block: its threads fetch a tile
+// of terms, thread 0 adds them one by one.
+template <class T, class L>
+__global__ void chunk_loss_kernel(const T* logits, int64_t rows, int64_t V, const L* labels,
+                                  const float* lse, bool first_chunk, float* loss_sum) {
+  __shared__ double terms[kThreads];
+  // The CPU sums each chunk from 0 and then adds the chunk's sum to the running total.
+  double total = 0.0;  // meaningful in thread 0 only
+  for (int64_t base = 0; base < rows; base += blockDim.x) {
+    const int64_t r = base + threadIdx.x;
+    double term = 0;  // ignored rows add nothing (the CPU skips them)
+    if (r < rows) {
+      const int64_t label = int64_t(labels[r]);
+      if (label != kIgnore) term = double(lse[r]) - double(load(logits, r * V + label));
+    }
+    terms[threadIdx.x] = term;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      const int64_t count = min(int64_t(blockDim.x), rows - base);
+      for (int64_t i = 0; i < count; ++i) total += terms[i];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    if (!first_chunk) total = loss_total + total;
+    loss_total = total;
+    loss_sum[0] = float(total);
+  }
+}
+
+// dlogits[r, v] = (exp(z[r, v] - lse[r]) * scale, += when add) then -= scale at the label;
+// ignored rows get 0 (or keep their values when add). Rows have leading dimensions ld_in
+// and ld_out (elements). The output may overlay the input row (in place, or bf16 over the
+// first half of an f32 row): each tile of the row is read, then the block waits, then
+// written, so a write never lands on a logit not yet read.
+template <class TIn, class TOut, class L>
+__global__ void dlogits_kernel(const TIn* logits, int64_t ld_in, TOut* dlogits, int64_t ld_out,
+                               int64_t rows, int64_t V, const L* labels, const float* lse,
+                               float scale, bool add) {
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const TIn* z = logits + r * ld_in;
+    TOut* dz = dlogits + r * ld_out;
+    const int64_t label = int64_t(labels[r]);
+    const bool ignored = label == kIgnore;
+    const float row_lse = lse[r];
+    for (int64_t base = 0; base < V; base += blockDim.x) {
+      const int64_t v = base + threadIdx.x;
+      float g = 0;
+      if (v < V && !ignored) g = __fmul_rn(expf(__fsub_rn(load(z, v), row_lse)), scale);
+      __syncthreads();  // the tile is read before any of it is written
+      if (v < V && !(ignored && add)) {
+        float out = add ? __fadd_rn(load(dz, v), g) : g;
+        if (v == label) out = __fsub_rn(out, scale);
+        store(dz, v, out);
+      }
+    }
+    __syncthreads();  // the next row's tiles never overlap this one's, but keep rows apart
+  }
+}
+
+// ---- this file's cuBLASLt call, for matrices with a leading dimension (bf16 dlogits) ----
+
+// A row-major matrix [rows, cols] whose rows start ld elements apart.
+struct Matrix {
+  const void* data;
+  cudaDataType_t type;
+  int64_t rows, cols, ld;
+};
+
+struct LtHandle {
+  cublasLtHandle_t handle = nullptr;
+};
+
+cublasLtHandle_t lt_handle(int device_index) {
+  static std::mutex mutex;
+  static std::vector<std::unique_ptr<LtHandle>> handles;  // kept for the process's life
+  std::lock_guard lock(mutex);
+  if (handles.size() <= size_t(device_index)) handles.resize(size_t(device_index) + 1);
+  if (!handles[size_t(device_index)]) {
+    auto h = std::make_unique<LtHandle>();
+    CUBLAS_CHECK(cublasLtCreate(&h->handle));
+    handles[size_t(device_index)] = std::move(h);
+  }
+  return handles[size_t(device_index)]->handle;
+}
+
+struct LtDesc {
+  cublasLtMatmulDesc_t desc = nullptr;
+  ~LtDesc() { if (desc) cublasLtMatmulDescDestroy(desc); }
+};
+struct LtLayout {
+  cublasLtMatrixLayout_t layout = nullptr;
+  ~LtLayout() { if (layout) cublasLtMatrixLayoutDestroy(layout); }
+};
+struct LtPreference {
+  cublasLtMatmulPreference_t preference = nullptr;
+  ~LtPreference() { if (preference) cublasLtMatmulPreferenceDestroy(preference); }
+};
+
+// C = alpha * op(A) op(B) + beta * C, row-major, as ops::cuda::matmul computes it (see the
+// top of matmul.cu: the column-major product C^T = op(B)^T op(A)^T), without workspace.
+void lt_matmul(int device_index, const Matrix& a, bool transpose_a, const Matrix& b,
+               bool transpose_b, const Matrix& c, float alpha, float beta) {
+  const int64_t m = transpose_a ? a.cols : a.rows;
+  const int64_t k = transpose_a ? a.rows : a.cols;
+  const int64_t n = transpose_b ? b.rows : b.cols;
+  TITAN_CHECK((transpose_b ? b.cols : b.rows) == k && c.rows == m && c.cols == n)
+      << "cross_entropy (cuda): internal GEMM shapes do not fit";
+  if (m == 0 || n == 0 || k == 0) return;  // k = 0 cannot happen: V >= 1 and rows >= 1
+  LtDesc op;
+  CUBLAS_CHECK(cublasLtMatmulDescCreate(&op.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t lt_transa = transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t lt_transb = transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op.desc, CUBLASLT_MATMUL_DESC_TRANSA, &lt_transa,
+                                              sizeof(lt_transa)));
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op.desc, CUBLASLT_MATMUL_DESC_TRANSB, &lt_transb,
+                                              sizeof(lt_transb)));
+  LtLayout lt_a, lt_b, lt_c;
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lt_a.layout, b.type, uint64_t(b.cols), uint64_t(b.rows), b.ld));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lt_b.layout, a.type, uint64_t(a.cols), uint64_t(a.rows), a.ld));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lt_c.layout, c.type, uint64_t(c.cols), uint64_t(c.rows), c.ld));
+  LtPreference preference;
+  CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&preference.preference));
+  const uint64_t workspace_bytes = 0;
+  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(preference.preference,
+                                                    CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                    &workspace_bytes, sizeof(workspace_bytes)));
+  // Every pointer here is a row start inside an allocation: tell cuBLASLt what it can assume.
+  auto alignment = [](const void* p) {
+    uint32_t al = 256;
+    while (al > 1 && reinterpret_cast<uintptr_t>(p) % al != 0) al /= 2;
+    return al;
+  };
+  const uint32_t align_a = alignment(b.data), align_b = alignment(a.data), align_c = alignment(c.data);
+  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      preference.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_a, sizeof(align_a)));
+  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      preference.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_b, sizeof(align_b)));
+  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      preference.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c, sizeof(align_c)));
+  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      preference.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c, sizeof(align_c)));
+  const cublasLtHandle_t handle = lt_handle(device_index);
+  cublasLtMatmulHeuristicResult_t heuristic{};
+  int found = 0;
+  CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle, op.desc, lt_a.layout, lt_b.layout,
+                                              lt_c.layout, lt_c.layout, preference.preference, 1,
+                                              &heuristic, &found));
+  TITAN_CHECK(found > 0) << "cross_entropy (cuda): cuBLASLt has no algorithm for the " << m << "x"
+                         << n << "x" << k << " bf16 dlogits GEMM";
+  void* c_data = const_cast<void*>(c.data);
+  CUBLAS_CHECK(cublasLtMatmul(handle, op.desc, &alpha, b.data, lt_a.layout, a.data, lt_b.layout,
+                              &beta, c_data, lt_c.layout, c_data, lt_c.layout, &heuristic.algo,
+                              nullptr, 0, compute_stream()));
+}
+
+cudaDataType_t lt_type(DType t) { return t == DType::F32 ? CUDA_R_32F : CUDA_R_16BF; }
+
+Matrix matrix_of(const Tensor& t) {  // a contiguous [rows, cols] tensor
+  return {t.raw_data(), lt_type(t.dtype()), t.size(0), t.size(1), t.size(1)};
+}
+
+// ---- checks (all before any device work) ----
+
+bool is_f32_or_bf16(DType t) { return t == DType::F32 || t == DType::BF16; }
+
+void check_on(const Tensor& t, Device device, const char* op, const char* arg) {
+  TITAN_CHECK(t.defined()) << op << ": " << arg << " is undefined";
+  TITAN_CHECK(t.device() == device && device.is_cuda())
+      << op << " (cuda): " << arg << " is on " << t.device() << ", expected " << device
+      << " (every tensor on one CUDA device)";
+}
+
+// Labels [N] i32 or i64.
+void check_labels_shape(const Tensor& labels, int64_t tokens, const char* op) {
+  TITAN_CHECK(labels.defined()) << op << ": labels is undefined";
+  TITAN_CHECK(labels.dtype() == DType::I32 || labels.dtype() == DType::I64)
+      << op << ": labels is " << dtype_name(labels.dtype()) << ", expected i32 or i64";
+  check_shape(labels, {tokens}, op, "labels");
+}
+
+// Labels on the device, each a vocabulary index or kIgnoreIndex: copied to the host to
+// check the ids, as the CPU does.
+void check_label_ids(const Tensor& labels, int64_t tokens, int64_t vocab, Device device,
+                     const char* op) {
+  TITAN_CHECK(labels.defined()) << op << ": labels is undefined";
+  check_on(labels, device, op, "labels");
+  if (tokens == 0) return;
+  std::vector<int64_t> ids(static_cast<size_t>(tokens));
+  if (labels.dtype() == DType::I64) {
+    CUDA_CHECK(cudaMemcpy(ids.data(), labels.raw_data(), size_t(labels.bytes()),
+                          cudaMemcpyDeviceToHost));
+  } else {
+    std::vector<int32_t> narrow(static_cast<size_t>(tokens));
+    CUDA_CHECK(cudaMemcpy(narrow.data(), labels.raw_data(), size_t(labels.bytes()),
+                          cudaMemcpyDeviceToHost));
+    for (int64_t n = 0; n < tokens; ++n) ids[size_t(n)] = narrow[size_t(n)];
+  }
+  for (int64_t n = 0; n < tokens; ++n) {
+    const int64_t label = ids[size_t(n)];
+    TITAN_CHECK((label >= 0 && label < vocab) || label == kIgnoreIndex)
+        << op << ": label " << label << " of token " << n << " is outside the vocabulary [0, "
+        << vocab << ") and is not the ignore index " << kIgnoreIndex;
+  }
+}
+
+struct Dims {
+  int64_t tokens, dim, vocab;
+};
+
+Dims check_fused(const Tensor& h, const Tensor& weight, const Tensor& workspace, const char* op) {
+  TITAN_CHECK(h.defined() && weight.defined() && workspace.defined())
+      << op << ": undefined h, weight or workspace";
+  TITAN_CHECK(is_f32_or_bf16(h.dtype()) && weight.dtype() == h.dtype())
+      << op << " (cuda): h is " << dtype_name(h.dtype()) << " and weight "
+      << dtype_name(weight.dtype()) << "; expected both f32 or both bf16";
+  check_dtype(workspace, DType::F32, op, "workspace");
+  TITAN_CHECK(h.dim() == 2) << op << ": h must be [N, D], got " << shape_string(h.shape());
+  TITAN_CHECK(weight.dim() == 2 && weight.size(1) == h.size(1))
+      << op << ": weight must be [V, D] with D = " << h.size(1) << ", got "
+      << shape_string(weight.shape());
+  const Dims d{h.size(0), h.size(1), weight.size(0)};
+  TITAN_CHECK(d.vocab >= 1) << op << ": empty vocabulary";
+  TITAN_CHECK(workspace.dim() == 2 && workspace.size(0) >= 1 && workspace.size(1) == d.vocab)
+      << op << ": workspace must be [C, V] with C >= 1 and V = " << d.vocab << ", got "
+      << shape_string(workspace.shape()) << " (see cross_entropy_workspace_shape)";
+  return d;
+}
+
+// A gradient output: its shape, on the device, f32 (or bf16 when the inputs are bf16).
+void check_gradient(const Tensor& g, const Tensor& like, DType input, const char* op,
+                    const char* arg) {
+  TITAN_CHECK(g.defined()) << op << ": " << arg << " is undefined";
+  TITAN_CHECK(g.dtype() == DType::F32 || (g.dtype() == DType::BF16 && input == DType::BF16))
+      << op << " (cuda): " << arg << " is " << dtype_name(g.dtype()) << " for "
+      << dtype_name(input) << " inputs; expected f32, or bf16 for bf16 inputs";
+  check_shape(g, like.shape(), op, arg);
+}
+
+void check_f32_vector(const Tensor& t, const Shape& shape, const char* op, const char* arg) {
+  TITAN_CHECK(t.defined()) << op << ": " << arg << " is undefined";
+  check_dtype(t, DType::F32, op, arg);
+  check_shape(t, shape, op, arg);
+}
+
+// Last of the checks, so that dtype and shape errors read the same on a machine without a
+// GPU: every tensor on the first one's CUDA device.
+struct Named {
+  const Tensor* tensor;
+  const char* name;
+};
+void check_devices(std::initializer_list<Named> tensors, const char* op) {
+  const Device device = tensors.begin()->tensor->device();
+  for (const Named& t : tensors) {
+    if (t.tensor != nullptr) check_on(*t.tensor, device, op, t.name);
+  }
+}
+
+// ---- launches ----
+
+template <class T>
+void launch_row_lse(const Tensor& logits, int64_t rows, int64_t V, float* lse) {
+  row_lse_kernel<T><<<grid_for(rows * kThreads, kThreads), kThreads, 0, compute_stream()>>>(
+      static_cast<const T*>(logits.raw_data()), rows, V, lse);
+  check_launch("row_lse_kernel");
+}
+
+template <class T>
+void launch_chunk_loss(const Tensor& logits, int64_t rows, int64_t V, const Tensor& labels,
+                       int64_t first, const float* lse, bool first_chunk, Tensor& loss_sum) {
+  const T* z = static_cast<const T*>(logits.raw_data());
+  float* out = loss_sum.mutable_data<float>();
+  if (labels.dtype() == DType::I32) {
+    chunk_loss_kernel<T, int32_t><<<1, kThreads, 0, compute_stream()>>>(
+        z, rows, V, labels.data<int32_t>() + first, lse, first_chunk, out);
+  } else {
+    chunk_loss_kernel<T, int64_t><<<1, kThreads, 0, compute_stream()>>>(
+        z, rows, V, labels.data<int64_t>() + first, lse, first_chunk, out);
+  }
+  check_launch("chunk_loss_kernel");
+}
+
+template <class TIn, class TOut>
+void launch_dlogits(const TIn* z, int64_t ld_in, TOut* dz, int64_t ld_out, int64_t rows,
+                    int64_t V, const Tensor& labels, int64_t first, const float* lse,
+                    float scale, bool add) {
+  const unsigned grid = grid_for(rows * kThreads, kThreads);
+  if (labels.dtype() == DType::I32) {
+    dlogits_kernel<TIn, TOut, int32_t><<<grid, kThreads, 0, compute_stream()>>>(
+        z, ld_in, dz, ld_out, rows, V, labels.data<int32_t>() + first, lse, scale, add);
+  } else {
+    dlogits_kernel<TIn, TOut, int64_t><<<grid, kThreads, 0, compute_stream()>>>(
+        z, ld_in, dz, ld_out, rows, V, labels.data<int64_t>() + first, lse, scale, add);
+  }
+  check_launch("dlogits_kernel");
+}
+
+// Per chunk: recompute the logits, dlogits over them, then the dh and/or dweight GEMMs (a
+// null output skips its GEMM).
+void fused_backward(const Tensor& h, const Tensor& weight, const Tensor& labels, const Tensor& lse,
+                    float grad_scale, Tensor* dh, Tensor* dweight, Accumulate accumulate_dh,
+                    Tensor& workspace, const char* op) {
+  const Dims d = check_fused(h, weight, workspace, op);
+  check_labels_shape(labels, d.tokens, op);
+  check_f32_vector(lse, {d.tokens}, op, "lse");
+  if (dh != nullptr) check_gradient(*dh, h, h.dtype(), op, "dh");
+  if (dweight != nullptr) check_gradient(*dweight, weight, h.dtype(), op, "dweight");
+  check_devices({{&h, "h"}, {&weight, "weight"}, {&workspace, "workspace"}, {&lse, "lse"},
+                 {&labels, "labels"}, {dh, "dh"}, {dweight, "dweight"}},
+                op);
+  const Device device = h.device();
+  DeviceGuard guard(device.index);
+  check_label_ids(labels, d.tokens, d.vocab, device, op);
+  const bool bf16 = h.dtype() == DType::BF16;
+  const int64_t chunk = workspace.size(0), V = d.vocab;
+  for (int64_t first = 0; first < d.tokens; first += chunk) {
+    const int64_t rows = std::min(chunk, d.tokens - first);
+    const Tensor h_chunk = h.narrow(first, rows);
+    Tensor logits = workspace.narrow(0, rows);
+    ops::cuda::matmul(h_chunk, Transpose::No, weight, Transpose::Yes, logits, 1.0f, 0.0f);
+    float* z = logits.mutable_data<float>();
+    const float* row_lse = lse.data<float>() + first;
+    const float dh_beta = accumulate_dh == Accumulate::Yes ? 1.0f : 0.0f;
+    if (!bf16) {
+      launch_dlogits<float, float>(z, V, z, V, rows, V, labels, first, row_lse, grad_scale, false);
+      if (dh != nullptr) {
+        Tensor dh_chunk = dh->narrow(first, rows);
+        ops::cuda::matmul(logits, Transpose::No, weight, Transpose::No, dh_chunk, 1.0f, dh_beta);
+      }
+      if (dweight != nullptr) {
+        ops::cuda::matmul(logits, Transpose::Yes, h_chunk, Transpose::No, *dweight, 1.0f, 1.0f);
+      }
+      continue;
+    }
+    // bf16 dlogits over the first half of each f32 row: [rows, V] with leading dim 2V.
+    auto* dz = reinterpret_cast<__nv_bfloat16*>(z);
+    launch_dlogits<float, __nv_bfloat16>(z, V, dz, 2 * V, rows, V, labels, first, row_lse,
+                                         grad_scale, false);
+    const Matrix dlogits{dz, CUDA_R_16BF, rows, V, 2 * V};
+    if (dh != nullptr) {
+      const Tensor dh_chunk = dh->narrow(first, rows);
+      lt_matmul(device.index, dlogits, false, matrix_of(weight), false, matrix_of(dh_chunk), 1.0f,
+                dh_beta);
+    }
+    if (dweight != nullptr) {
+      lt_matmul(device.index, dlogits, true, matrix_of(h_chunk), false, matrix_of(*dweight), 1.0f,
+                1.0f);
+    }
+  }
+}
+
+}  // namespace
+
+void cross_entropy_forward(const Tensor& h, const Tensor& weight, const Tensor& labels,
+                           Tensor& loss_sum, Tensor& lse, Tensor& workspace) {
+  const char* op = "cross_entropy_forward";
+  const Dims d = check_fused(h, weight, workspace, op);
+  check_labels_shape(labels, d.tokens, op);
+  check_f32_vector(loss_sum, {1}, op, "loss_sum");
+  check_f32_vector(lse, {d.tokens}, op, "lse");
+  check_devices({{&h, "h"}, {&weight, "weight"}, {&workspace, "workspace"},
+                 {&loss_sum, "loss_sum"}, {&lse, "lse"}, {&labels, "labels"}},
+                op);
+  const Device device = h.device();
+  DeviceGuard guard(device.index);
+  check_label_ids(labels, d.tokens, d.vocab, device, op);
+  if (d.tokens == 0) {
+    CUDA_CHECK(cudaMemsetAsync(loss_sum.raw_mutable_data(), 0, sizeof(float), compute_stream()));
+    return;
+  }
+  const int64_t chunk = workspace.size(0);
+  float* lse_data = lse.mutable_data<float>();
+  for (int64_t first = 0; first < d.tokens; first += chunk) {
+    const int64_t rows = std::min(chunk, d.tokens - first);
+    Tensor logits = workspace.narrow(0, rows);
+    ops::cuda::matmul(h.narrow(first, rows), Transpose::No, weight, Transpose::Yes, logits, 1.0f, 0.0f);
+    launch_row_lse<float>(logits, rows, d.vocab, lse_data + first);
+    launch_chunk_loss<float>(logits, rows, d.vocab, labels, first, lse_data + first, first == 0,
+                             loss_sum);
+  }
+}
+
+void cross_entropy_backward_input(const Tensor& h, const Tensor& weight, const Tensor& labels,
+                                  const Tensor& lse, float grad_scale, Tensor& dh,
+                                  Accumulate accumulate, Tensor& workspace) {
+  fused_backward(h, weight, labels, lse, grad_scale, &dh, nullptr, accumulate, workspace,
+                 "cross_entropy_backward_input");
+}
+
+void cross_entropy_backward_weight(const Tensor& h, const Tensor& weight, const Tensor& labels,
+                                   const Tensor& lse, float grad_scale, Tensor& dweight,
+                                   Tensor& workspace) {
+  fused_backward(h, weight, labels, lse, grad_scale, nullptr, &dweight, Accumulate::Yes, workspace,
+                 "cross_entropy_backward_weight");
+}
+
+void cross_entropy_backward(const Tensor& h, const Tensor& weight, const Tensor& labels,
+                            const Tensor& lse, float grad_scale, Tensor& dh, Tensor& dweight,
+                            Accumulate accumulate_dh, Tensor& workspace) {
+  fused_backward(h, weight, labels, lse, grad_scale, &dh, &dweight, accumulate_dh, workspace,
+                 "cross_entropy_backward");
+}
+
+void cross_entropy_logits_forward(const Tensor& logits, const Tensor& labels, Tensor& loss_sum,
+                                  Tensor& lse) {
+  const char* op = "cross_entropy_logits_forward";
+  TITAN_CHECK(logits.defined()) << op << ": logits is undefined";
+  TITAN_CHECK(is_f32_or_bf16(logits.dtype()))
+      << op << " (cuda): logits is " << dtype_name(logits.dtype()) << ", expected f32 or bf16";
+  TITAN_CHECK(logits.dim() == 2 && logits.size(1) >= 1)
+      << op << ": logits must be [N, V], got " << shape_string(logits.shape());
+  const int64_t tokens = logits.size(0), vocab = logits.size(1);
+  check_labels_shape(labels, tokens, op);
+  check_f32_vector(loss_sum, {1}, op, "loss_sum");
+  check_f32_vector(lse, {tokens}, op, "lse");
+  check_devices(
+      {{&logits, "logits"}, {&loss_sum, "loss_sum"}, {&lse, "lse"}, {&labels, "labels"}}, op);
+  const Device device = logits.device();
+  DeviceGuard guard(device.index);
+  check_label_ids(labels, tokens, vocab, device, op);
+  if (tokens == 0) {
+    CUDA_CHECK(cudaMemsetAsync(loss_sum.raw_mutable_data(), 0, sizeof(float), compute_stream()));
+    return;
+  }
+  float* lse_data = lse.mutable_data<float>();
+  if (logits.dtype() == DType::F32) {
+    launch_row_lse<float>(logits, tokens, vocab, lse_data);
+    launch_chunk_loss<float>(logits, tokens, vocab, labels, 0, lse_data, true, loss_sum);
+  } else {
+    launch_row_lse<__nv_bfloat16>(logits, tokens, vocab, lse_data);
+    launch_chunk_loss<__nv_bfloat16>(logits, tokens, vocab, labels, 0, lse_data, true, loss_sum);
+  }
+}
+
+void cross_entropy_logits_backward(const Tensor& logits, const Tensor& labels, const Tensor& lse,
+                                   float grad_scale, Tensor& dlogits, Accumulate accumulate) {
+  const char* op = "cross_entropy_logits_backward";
+  TITAN_CHECK(logits.defined()) << op << ": logits is undefined";
+  TITAN_CHECK(is_f32_or_bf16(logits.dtype()))
+      << op << " (cuda): logits is " << dtype_name(logits.dtype()) << ", expected f32 or bf16";
+  TITAN_CHECK(logits.dim() == 2 && logits.size(1) >= 1)
+      << op << ": logits must be [N, V], got " << shape_string(logits.shape());
+  const int64_t tokens = logits.size(0), vocab = logits.size(1);
+  check_labels_shape(labels, tokens, op);
+  check_f32_vector(lse, {tokens}, op, "lse");
+  TITAN_CHECK(dlogits.defined() && is_f32_or_bf16(dlogits.dtype()))
+      << op << " (cuda): dlogits must be f32 or bf16";
+  check_shape(dlogits, logits.shape(), op, "dlogits");
+  check_devices(
+      {{&logits, "logits"}, {&lse, "lse"}, {&dlogits, "dlogits"}, {&labels, "labels"}}, op);
+  const Device device = logits.device();
+  DeviceGuard guard(device.index);
+  check_label_ids(labels, tokens, vocab, device, op);
+  if (tokens == 0) return;
+  const bool add = accumulate == Accumulate::Yes;
+  const float* row_lse = lse.data<float>();
+  const bool in_f32 = logits.dtype() == DType::F32, out_f32 = dlogits.dtype() == DType::F32;
+  const void* z = logits.raw_data();
+  void* dz = dlogits.raw_mutable_data();
+  const int64_t V = vocab;
+  if (in_f32 && out_f32) {
+    launch_dlogits(static_cast<const float*>(z), V, static_cast<float*>(dz), V, tokens, V, labels,
+                   0, row_lse, grad_scale, add);
+  } else if (in_f32) {
+    launch_dlogits(static_cast<const float*>(z), V, static_cast<__nv_bfloat16*>(dz), V, tokens, V,
+                   labels, 0, row_lse, grad_scale, add);
+  } else if (out_f32) {
+    launch_dlogits(static_cast<const __nv_bfloat16*>(z), V, static_cast<float*>(dz), V, tokens, V,
+                   labels, 0, row_lse, grad_scale, add);
+  } else {
+    launch_dlogits(static_cast<const __nv_bfloat16*>(z), V, static_cast<__nv_bfloat16*>(dz), V,
+                   tokens, V, labels, 0, row_lse, grad_scale, add);
+  }
+}
+
+}  // namespace titan::ops::cuda

@@ -1,0 +1,82 @@
+// Sum of squares on the GPU (contract in ops/grad_norm.h), in two fixed stages:
+//   1. a grid of G blocks (G a function of n only), thread t of block b adding x[i]^2 in
+//      double for i = b*256 + t, stepping by G*256; each block adds its threads' sums in a
+//      fixed tree and writes partials[b];
+//   2. one block adds partials[0..G) in a fixed tree.
+// Every square of a float is exact in double, so only the order of additions matters, and
+// it is fixed: the same bits on every run and every GPU. The partials and the result live
+// in this file's __device__ arrays (one copy per device), used in stream order on
+// compute_stream(): like cuBLASLt's workspace, two streams must not run this at once.
+#include <algorithm>
+
+#include "titan/core/cuda/launch.h"
+#include "titan/ops/grad_norm.h"
+
+namespace titan::ops::cuda {
+namespace {
+
+using titan::cuda::DeviceGuard;
+
+using titan::cuda::check_launch;
+using titan::cuda::compute_stream;
+
+constexpr int kThreads = 256;
+constexpr int64_t kMaxBlocks = 1024;
+constexpr int64_t kElementsPerThread = 16;  // fewer blocks for small tensors
+
+__device__ double partials[kMaxBlocks];
+__device__ double result;
+
+// Sum of v over the block in a fixed tree; valid in thread 0. shared has blockDim.x slots.
+__device__ double block_sum(double v, double* shared) {
+  shared[threadIdx.x] = v;
+  __syncthreads();
+  for (int half = blockDim.x / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) shared[threadIdx.x] += shared[threadIdx.x + half];
+    __syncthreads();
+  }
+  return shared[0];
+}
+
+__global__ void sum_of_squares_blocks(const float* x, int64_t n) {
+  __shared__ double shared[kThreads];
+  double sum = 0;
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    const double v = x[i];
+    sum += v * v;  // exact square; a fused multiply-add rounds the same
+  }
+  const double total = block_sum(sum, shared);
+  if (threadIdx.x == 0) partials[blockIdx.x] = total;
+}
+
+__global__ void sum_of_squares_total(int blocks) {
+  __shared__ double shared[kThreads];
+  double sum = 0;
+  for (int b = threadIdx.x; b < blocks; b += blockDim.x) sum += partials[b];
+  const double total = block_sum(sum, shared);
+  if (threadIdx.x == 0) result = total;
+}
+
+}  // namespace
+
+double sum_of_squares(const Tensor& x) {
+  check_dtype(x, DType::F32, "sum_of_squares", "x");
+  TITAN_CHECK(x.device().is_cuda()) << "sum_of_squares (cuda): x is on " << x.device();
+  const int64_t n = x.numel();
+  if (n == 0) return 0.0;
+  DeviceGuard guard(x.device().index);
+  const int64_t per_block = kThreads * kElementsPerThread;
+  const int blocks = int(std::min(kMaxBlocks, (n + per_block - 1) / per_block));
+  sum_of_squares_blocks<<<blocks, kThreads, 0, compute_stream()>>>(x.data<float>(), n);
+  check_launch("sum_of_squares_blocks");
+  sum_of_squares_total<<<1, kThreads, 0, compute_stream()>>>(blocks);
+  check_launch("sum_of_squares_total");
+  double host = 0;
+  CUDA_CHECK(cudaMemcpyFromSymbolAsync(&host, result, sizeof(double), 0, cudaMemcpyDeviceToHost,
+                                       compute_stream()));
+  CUDA_CHECK(cudaStreamSynchronize(compute_stream()));
+  return host;
+}
+
+}  // namespace titan::ops::cuda

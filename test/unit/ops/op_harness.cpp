@@ -1,0 +1,37 @@
+// The harness registry of the op-case table (op_harness.h). Linked into ops_tests, which
+// runs the rows on the CPU (op_case_test.cpp), and into cuda_tests, which runs them on the
+// GPU against the CPU (test/unit/cuda/op_case_cuda_test.cpp).
+#include <map>
+#include <sstream>
+
+#include "op_harness.h"
+
+namespace titan::testing {
+
+std::string OpCase::label() const {
+  std::ostringstream os;
+  os << op;
+  for (size_t i = 0; i < dims.size(); ++i) os << (i ? "x" : "_") << dims[i];
+  if (flags) os << "_f" << flags;
+  return os.str();
+}
+
+namespace {
+std::map<std::string, OpHarness>& registry() {
+  static std::map<std::string, OpHarness> harnesses;
+  return harnesses;
+}
+}  // namespace
+
+bool register_op_harness(const std::string& op, OpHarness harness) {
+  registry()[op] = std::move(harness);
+  return true;
+}
+
+const OpHarness& op_harness(const std::string& op) {
+  auto it = registry().find(op);
+  if (it == registry().end()) throw Error("no harness registered for op " + op);
+  return it->second;
+}
+
+}  // namespace titan::testing
