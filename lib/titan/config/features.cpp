@@ -33,7 +33,7 @@ const std::vector<FeatureInfo>& all_features() {
       {Feature::TensorBoard, "TensorBoard logging", true, WhenMissing::Reject, ""},
       {Feature::Wandb, "Weights & Biases logging", false, WhenMissing::Reject, ""},
       {Feature::Profiling, "profiling", true, WhenMissing::Reject, ""},
-      {Feature::MemorySnapshot, "memory snapshots", false, WhenMissing::Reject, ""},
+      {Feature::MemorySnapshot, "memory snapshots", true, WhenMissing::Reject, ""},
       {Feature::FaultTolerance, "fault tolerance", false, WhenMissing::Reject, ""},
       {Feature::MemoryEstimation, "memory estimation", false, WhenMissing::Reject, ""},
       {Feature::CpuOffload, "CPU offload", false, WhenMissing::Reject, ""},

@@ -25,7 +25,8 @@ void copy_slice(const Tensor& src, int64_t src_offset, Tensor& dst, int64_t dst_
 
 void zero_slice(Tensor& t, int64_t offset, int64_t numel) {
   if (numel == 0) return;
-  slice(t, offset, numel).zero_();
+  Tensor part = slice(t, offset, numel);
+  part.zero_();  // on the tensor's device
 }
 
 }  // namespace
@@ -36,6 +37,7 @@ FullyShardedDataParallel::FullyShardedDataParallel(std::vector<nn::ParameterUnit
                                                    config::ReshardAfterForward policy)
     : shard_group_(shard_group), replicate_group_(replicate_group) {
   const int64_t n = shard_group.size();
+  bool have_device = false;
   for (nn::ParameterUnit& spec : units) {
     Unit unit;
     switch (policy) {
@@ -50,6 +52,10 @@ FullyShardedDataParallel::FullyShardedDataParallel(std::vector<nn::ParameterUnit
           << "FSDP over " << shard_group.name() << " (rank " << shard_group.rank() << " of " << n
           << "): " << p->name() << " is placed as shard " << p->placement().shard_index << " of "
           << p->placement().shard_count;
+      if (!have_device) device_ = p->device();
+      have_device = true;
+      TITAN_CHECK(p->device() == device_) << "FSDP: " << p->name() << " is on " << p->device()
+                                          << ", other parameters on " << device_;
       unit.segment_offsets.push_back(unit.segment_numel);
       unit.full_offsets.push_back(unit.full_numel);
       unit.segment_numel += nn::rows_per_shard(rows_of(*p), n) * row_numel(*p);
@@ -71,7 +77,8 @@ void FullyShardedDataParallel::record(std::vector<int>& order, int unit) {
 }
 
 void FullyShardedDataParallel::start_gather(Unit& unit) {
-  unit.gather_input = Tensor::empty({unit.segment_numel}, DType::F32);
+  MemoryTagScope tag("communication");
+  unit.gather_input = Tensor::empty({unit.segment_numel}, DType::F32, device_);
   const int64_t n = shard_group_.size();
   for (size_t k = 0; k < unit.spec.parameters.size(); ++k) {
     const nn::Parameter& p = *unit.spec.parameters[k];
@@ -80,7 +87,7 @@ void FullyShardedDataParallel::start_gather(Unit& unit) {
     copy_slice(p.shard(), 0, unit.gather_input, unit.segment_offsets[k], held);
     zero_slice(unit.gather_input, unit.segment_offsets[k] + held, padded - held);
   }
-  unit.gathered = Tensor::empty({n * unit.segment_numel}, DType::F32);
+  unit.gathered = Tensor::empty({n * unit.segment_numel}, DType::F32, device_);
   unit.gather = shard_group_.all_gather(unit.gather_input, unit.gathered);
   unit.status = Status::Gathering;
 }
@@ -88,7 +95,10 @@ void FullyShardedDataParallel::start_gather(Unit& unit) {
 void FullyShardedDataParallel::finish_gather(Unit& unit) {
   unit.gather.wait();
   const int64_t n = shard_group_.size();
-  unit.full = Tensor::empty({unit.full_numel}, DType::F32);
+  {
+    MemoryTagScope tag("parameters.unsharded");
+    unit.full = Tensor::empty({unit.full_numel}, DType::F32, device_);
+  }
   for (size_t k = 0; k < unit.spec.parameters.size(); ++k) {
     const nn::Parameter& p = *unit.spec.parameters[k];
     const int64_t cols = row_numel(p);
@@ -159,7 +169,10 @@ void FullyShardedDataParallel::before_backward(int u) {
   Unit& unit = units_.at(size_t(u));
   record(backward_order_, u);
   if (unit.spec.needs_values_in_backward) ensure_gathered(unit);
-  unit.full_grad = Tensor::zeros({unit.full_numel}, DType::F32);
+  {
+    MemoryTagScope tag("gradients.unsharded");
+    unit.full_grad = Tensor::zeros({unit.full_numel}, DType::F32, device_);
+  }
   bind(unit);
   prefetch_after(backward_order_, u, true);
 }
@@ -170,9 +183,10 @@ void FullyShardedDataParallel::after_backward(int u) {
   TITAN_CHECK(unit.full_grad.defined()) << "FSDP: after_backward(" << unit.spec.name
                                         << ") without before_backward";
   const int64_t n = shard_group_.size();
+  MemoryTagScope tag("communication");
   Reduction reduction;
   reduction.unit = u;
-  reduction.input = Tensor::empty({n * unit.segment_numel}, DType::F32);
+  reduction.input = Tensor::empty({n * unit.segment_numel}, DType::F32, device_);
   for (size_t k = 0; k < unit.spec.parameters.size(); ++k) {
     const nn::Parameter& p = *unit.spec.parameters[k];
     const int64_t cols = row_numel(p);
@@ -186,7 +200,7 @@ void FullyShardedDataParallel::after_backward(int u) {
       zero_slice(reduction.input, at + held, padded - held);
     }
   }
-  reduction.output = Tensor::empty({unit.segment_numel}, DType::F32);
+  reduction.output = Tensor::empty({unit.segment_numel}, DType::F32, device_);
   reduction.work = shard_group_.reduce_scatter(reduction.input, reduction.output);
   release(unit);
   reductions_.push_back(std::move(reduction));
@@ -216,12 +230,13 @@ void FullyShardedDataParallel::reduce_gradients() {
   }
   if (replicate_group_.size() == 1) return;
   // One all-reduce per unit over the replicas, of its shard gradients packed flat.
+  MemoryTagScope tag("communication");
   std::vector<Tensor> packed(units_.size());
   std::vector<Work> works(units_.size());
   for (size_t u = 0; u < units_.size(); ++u) {
     int64_t numel = 0;
     for (const nn::Parameter* p : units_[u].spec.parameters) numel += p->shard_grad().numel();
-    packed[u] = Tensor::empty({numel}, DType::F32);
+    packed[u] = Tensor::empty({numel}, DType::F32, device_);
     int64_t at = 0;
     for (const nn::Parameter* p : units_[u].spec.parameters) {
       copy_slice(p->shard_grad(), 0, packed[u], at, p->shard_grad().numel());
@@ -240,18 +255,20 @@ void FullyShardedDataParallel::reduce_gradients() {
 }
 
 Tensor gather_parameter(const nn::Parameter& p, Communicator& shard_group) {
+  MemoryTagScope tag("communication");
+  const Device device = p.device();
   if (!p.placement().sharded()) {
-    Tensor whole = Tensor::empty(p.global_shape(), DType::F32);
+    Tensor whole = Tensor::empty(p.global_shape(), DType::F32, device);
     copy_tensor(p.shard(), whole);
     return whole;
   }
   const int64_t n = shard_group.size(), cols = row_numel(p);
   const int64_t padded = nn::rows_per_shard(rows_of(p), n) * cols;
-  Tensor input = Tensor::zeros({padded}, DType::F32);
+  Tensor input = Tensor::zeros({padded}, DType::F32, device);
   copy_slice(p.shard(), 0, input, 0, p.shard().numel());
-  Tensor gathered = Tensor::empty({n * padded}, DType::F32);
+  Tensor gathered = Tensor::empty({n * padded}, DType::F32, device);
   shard_group.all_gather(input, gathered).wait();
-  Tensor whole = Tensor::empty(p.global_shape(), DType::F32);
+  Tensor whole = Tensor::empty(p.global_shape(), DType::F32, device);
   for (int64_t r = 0; r < n; ++r) {
     const nn::Box box = nn::placement_box(p.global_shape(), {r, n});
     copy_slice(gathered, r * padded, whole, box.offset[0] * cols, box.extent[0] * cols);

@@ -26,6 +26,10 @@
 // reduce_gradients(), once per step after the last microbatch's backward, waits for the
 // reduce-scatters and, when there are replicas (dp_replicate > 1), all-reduces each unit's
 // shard gradients across them once: HSDP, or DDP when the shard group is one rank.
+// Device: every buffer (gather input and output, whole values and gradients, reduce-scatter
+// buffers) is on the parameters' device (they must all share one); the communicators
+// take tensors on that device (MPI: the host, NCCL: the GPU).
+//
 // Collectives per microbatch on the shard group (n > 1): one reduce_scatter per unit;
 // all_gathers: one per unit in forward, plus one in backward for each unit that was freed
 // and whose backward reads weights. The gradients are sums: the trainer scales the loss.
@@ -57,6 +61,7 @@ class FullyShardedDataParallel final : public nn::UnitHooks {
   void reduce_gradients();
 
   bool sharded() const { return shard_group_.size() > 1; }
+  Device device() const { return device_; }
   int unit_count() const { return int(units_.size()); }
   // Bytes of one rank's flat shard buffer for unit u (padding included).
   int64_t shard_buffer_bytes(int unit) const;
@@ -93,13 +98,14 @@ class FullyShardedDataParallel final : public nn::UnitHooks {
   std::vector<Unit> units_;
   Communicator& shard_group_;
   Communicator& replicate_group_;
+  Device device_ = Device::cpu();  // the parameters' device
   // The orders units were used in during the first microbatch: what prefetching follows.
   std::vector<int> forward_order_, backward_order_;
   std::deque<Reduction> reductions_;  // reduce-scatters in flight, oldest first
 };
 
-// The whole value of a parameter sharded over `shard_group` (collective over the group):
-// for tests, generation and exports, not for training.
+// The whole value of a parameter sharded over `shard_group` (collective over the group), on
+// the parameter's device: for tests, generation and exports, not for training.
 Tensor gather_parameter(const nn::Parameter& parameter, Communicator& shard_group);
 
 }  // namespace titan::dist

@@ -32,7 +32,9 @@ std::vector<Parameter*> Attention::parameters() {
 
 namespace {
 
-Tensor workspace_for(int64_t bytes) { return Tensor::empty({bytes}, DType::U8); }
+Tensor workspace_for(int64_t bytes, Device device) {
+  return Tensor::empty({bytes}, DType::U8, device);
+}
 
 float attention_scale(int64_t head_dim) { return 1.0f / std::sqrt(float(head_dim)); }
 
@@ -40,10 +42,12 @@ float attention_scale(int64_t head_dim) { return 1.0f / std::sqrt(float(head_dim
 
 void Attention::forward(const Tensor& x, const Tensor& freqs, Tensor& y, AttentionRecord& r) const {
   const int64_t B = x.size(0), T = x.size(1), hd = head_dim_;
+  const Device dev = x.device();
+  const DType act = x.dtype();  // activations: the input's dtype and device
   const Tensor x2 = x.flatten_to_2d();
-  r.q = Tensor::empty({B, T, n_heads_, hd}, DType::F32);
-  r.k = Tensor::empty({B, T, n_kv_heads_, hd}, DType::F32);
-  r.v = Tensor::empty({B, T, n_kv_heads_, hd}, DType::F32);
+  r.q = Tensor::empty({B, T, n_heads_, hd}, act, dev);
+  r.k = Tensor::empty({B, T, n_kv_heads_, hd}, act, dev);
+  r.v = Tensor::empty({B, T, n_kv_heads_, hd}, act, dev);
   Tensor q2 = r.q.reshape({B * T, n_heads_ * hd}), k2 = r.k.reshape({B * T, n_kv_heads_ * hd});
   Tensor v2 = r.v.reshape({B * T, n_kv_heads_ * hd});
   wq_.forward(x2, q2);
@@ -51,10 +55,11 @@ void Attention::forward(const Tensor& x, const Tensor& freqs, Tensor& y, Attenti
   wv_.forward(x2, v2);
   ops::rope_forward(r.q, freqs, r.q);
   ops::rope_forward(r.k, freqs, r.k);
-  r.out = Tensor::empty(r.q.shape(), DType::F32);
-  r.lse = Tensor::empty({B, n_heads_, T}, DType::F32);
+  r.out = Tensor::empty(r.q.shape(), act, dev);
+  r.lse = Tensor::empty({B, n_heads_, T}, DType::F32, dev);
   Tensor workspace = workspace_for(
-      ops::attention_forward_workspace_bytes(B, T, n_heads_, n_kv_heads_, hd, thread_count()));
+      ops::attention_forward_workspace_bytes(r.q.device(), B, T, n_heads_, n_kv_heads_, hd,
+                                             thread_count()), r.q.device());
   ops::attention_forward(r.q, r.k, r.v, attention_scale(hd), ops::AttentionMask::Causal, r.out,
                          r.lse, workspace);
   Tensor y2 = y.flatten_to_2d();
@@ -64,15 +69,18 @@ void Attention::forward(const Tensor& x, const Tensor& freqs, Tensor& y, Attenti
 void Attention::backward_input(const Tensor& dy, const Tensor& freqs, AttentionRecord& r,
                                Tensor& dx, ops::Accumulate accumulate) const {
   const int64_t B = r.q.size(0), T = r.q.size(1), hd = head_dim_;
+  const Device dev = dy.device();
+  const DType act = dy.dtype();
   r.dy = dy.flatten_to_2d();
-  Tensor dout = Tensor::empty(r.out.shape(), DType::F32);
+  Tensor dout = Tensor::empty(r.out.shape(), act, dev);
   Tensor dout2 = dout.reshape({B * T, n_heads_ * hd});
   wo_.backward_input(r.dy, dout2, ops::Accumulate::No);
-  r.dq = Tensor::empty(r.q.shape(), DType::F32);
-  r.dk = Tensor::empty(r.k.shape(), DType::F32);
-  r.dv = Tensor::empty(r.v.shape(), DType::F32);
+  r.dq = Tensor::empty(r.q.shape(), act, dev);
+  r.dk = Tensor::empty(r.k.shape(), act, dev);
+  r.dv = Tensor::empty(r.v.shape(), act, dev);
   Tensor workspace = workspace_for(
-      ops::attention_backward_workspace_bytes(B, T, n_heads_, n_kv_heads_, hd, thread_count()));
+      ops::attention_backward_workspace_bytes(r.q.device(), B, T, n_heads_, n_kv_heads_, hd,
+                                              thread_count()), r.q.device());
   ops::attention_backward(dout, r.q, r.k, r.v, r.out, r.lse, attention_scale(hd),
                           ops::AttentionMask::Causal, r.dq, r.dk, r.dv, ops::Accumulate::No,
                           workspace);

@@ -25,9 +25,11 @@ std::vector<Parameter*> FeedForward::parameters() {
 void FeedForward::forward(const Tensor& x, Tensor& y, FeedForwardRecord& r) const {
   const Tensor x2 = x.flatten_to_2d();
   const int64_t N = x2.size(0), F = w1_.out_features();
-  r.a = Tensor::empty({N, F}, DType::F32);
-  r.b = Tensor::empty({N, F}, DType::F32);
-  r.g = Tensor::empty({N, F}, DType::F32);
+  const Device dev = x.device();
+  const DType act = x.dtype();  // activations: the input's dtype and device
+  r.a = Tensor::empty({N, F}, act, dev);
+  r.b = Tensor::empty({N, F}, act, dev);
+  r.g = Tensor::empty({N, F}, act, dev);
   w1_.forward(x2, r.a);
   w3_.forward(x2, r.b);
   ops::swiglu_forward(r.a, r.b, r.g);
@@ -37,11 +39,13 @@ void FeedForward::forward(const Tensor& x, Tensor& y, FeedForwardRecord& r) cons
 
 void FeedForward::backward_input(const Tensor& dy, FeedForwardRecord& r, Tensor& dx,
                                  ops::Accumulate accumulate) const {
+  const Device dev = dy.device();
+  const DType act = dy.dtype();
   r.dy = dy.flatten_to_2d();
-  Tensor dg = Tensor::empty(r.g.shape(), DType::F32);
+  Tensor dg = Tensor::empty(r.g.shape(), act, dev);
   w2_.backward_input(r.dy, dg, ops::Accumulate::No);
-  r.da = Tensor::empty(r.a.shape(), DType::F32);
-  r.db = Tensor::empty(r.b.shape(), DType::F32);
+  r.da = Tensor::empty(r.a.shape(), act, dev);
+  r.db = Tensor::empty(r.b.shape(), act, dev);
   ops::swiglu_backward(dg, r.a, r.b, r.da, r.db);
   Tensor dx2 = dx.flatten_to_2d();
   w1_.backward_input(r.da, dx2, accumulate);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "titan/core/copy.h"
 #include "titan/core/philox.h"
 
 namespace titan::nn {
@@ -28,8 +29,14 @@ Parameter::Parameter(std::string name, Shape global_shape, InitRule init, Placem
       init_(init),
       placement_(placement) {
   const Box box = local_box();
-  shard_ = Tensor::zeros(box.extent, DType::F32);
-  shard_grad_ = Tensor::zeros(box.extent, DType::F32);
+  {
+    MemoryTagScope tag("parameters");
+    shard_ = Tensor::zeros(box.extent, DType::F32, placement_.device);
+  }
+  {
+    MemoryTagScope tag("gradients");
+    shard_grad_ = Tensor::zeros(box.extent, DType::F32, placement_.device);
+  }
   if (!placement_.sharded()) {
     value_ = shard_;
     grad_ = shard_grad_;
@@ -61,6 +68,9 @@ void Parameter::bind_full(Tensor value, Tensor grad) {
   TITAN_CHECK(!grad.defined() || grad.shape() == global_shape_)
       << name_ << ": bound gradient " << shape_string(grad.shape()) << ", expected "
       << shape_string(global_shape_);
+  TITAN_CHECK((!value.defined() || value.device() == device()) &&
+              (!grad.defined() || grad.device() == device()))
+      << name_ << ": bound tensors must be on the parameter's device " << device();
   value_ = std::move(value);
   grad_ = std::move(grad);
 }
@@ -76,6 +86,12 @@ void Parameter::initialize(uint64_t seed) {
   TITAN_CHECK(box.extent.size() >= 1 && box.extent.size() <= 2)
       << name_ << ": initialize handles 1-D and 2-D parameters, got " << shape_string(box.extent);
   if (shard_.numel() == 0) return;  // an empty shard (more ranks than rows)
+  // Philox fills host memory; a device parameter is filled in a host copy, then copied over.
+  Tensor host = shard_;
+  if (!device().is_cpu()) {
+    MemoryTagScope tag("parameters");
+    host = Tensor::empty(shard_.shape(), DType::F32);
+  }
   const uint64_t stream = philox_stream_key(name_);
   // The box's elements are drawn at their global flat indices, which is what makes every
   // layout agree. A box of whole rows (every dim-0 split) is one contiguous run of them.
@@ -86,7 +102,7 @@ void Parameter::initialize(uint64_t seed) {
   const int64_t row0 = two_d ? box.offset[0] : 0;
   const int64_t col0 = two_d ? box.offset[1] : box.offset[0];
   const bool whole_rows = cols == global_cols;
-  Tensor runs = whole_rows ? shard_.reshape({1, rows * cols}) : shard_.reshape({rows, cols});
+  Tensor runs = whole_rows ? host.reshape({1, rows * cols}) : host.reshape({rows, cols});
   for (int64_t r = 0; r < runs.size(0); ++r) {
     Tensor run = runs.narrow(r, 1);
     const int64_t first = (row0 + r) * global_cols + col0;
@@ -103,6 +119,7 @@ void Parameter::initialize(uint64_t seed) {
         break;
     }
   }
+  if (!host.shares_storage_with(shard_)) copy_tensor(host, shard_);
 }
 
 }  // namespace titan::nn

@@ -12,6 +12,10 @@
 //   value(), grad()         the whole tensor, which the modules compute with.
 // Unsharded (one rank, DDP) they are the same tensors. Sharded (FSDP), value() and grad()
 // exist only while whoever gathers the parameter (dist/fsdp.h) has bound them.
+//
+// Device: a parameter lives on its placement's device (the training device), shard, gradient
+// and bound whole tensors alike. Modules allocate their activations on the device of their
+// input, so a model built with Placement::device = cuda:0 computes there from end to end.
 #pragma once
 
 #include <cstdint>
@@ -41,9 +45,11 @@ struct Box {
 // each of `shard_count` ranks owns ceil(rows / shard_count) rows (of dim 0; a 1-D tensor's
 // elements are its rows), the last ones fewer or none. Tensor parallelism will add its own
 // split here, applied before the FSDP one (torchtitan's strided order).
+// `device` is where the piece (and everything computed from it) lives.
 struct Placement {
   int64_t shard_index = 0;
   int64_t shard_count = 1;
+  Device device = Device::cpu();
   bool sharded() const { return shard_count > 1; }
 };
 
@@ -55,13 +61,15 @@ Box placement_box(const Shape& global_shape, const Placement& placement);
 
 class Parameter {
  public:
-  // Allocates the local box (zeros) and its gradient; nothing of the size of the whole.
+  // Allocates the local box (zeros) and its gradient on placement.device; nothing of the
+  // size of the whole.
   Parameter(std::string name, Shape global_shape, InitRule init, Placement placement = {});
 
   const std::string& name() const { return name_; }
   const Shape& global_shape() const { return global_shape_; }
   const InitRule& init_rule() const { return init_; }
   const Placement& placement() const { return placement_; }
+  Device device() const { return placement_.device; }
   Box local_box() const { return placement_box(global_shape_, placement_); }
 
   Tensor& shard() { return shard_; }
@@ -82,7 +90,8 @@ class Parameter {
   void bind_full(Tensor value, Tensor grad);
   void release_full();
 
-  // Fills the local box from Philox stream philox_stream_key(name) under `seed`.
+  // Fills the local box from Philox stream philox_stream_key(name) under `seed` (on the
+  // host; a device parameter gets the values copied over).
   void initialize(uint64_t seed);
   void zero_grad() { shard_grad_.zero_(); }
 

@@ -35,22 +35,24 @@ std::vector<Parameter*> TransformerBlock::parameters() {
 void TransformerBlock::forward(const Tensor& x, const Tensor& freqs, Tensor& out,
                                BlockRecord& r) const {
   const int64_t N = x.size(0) * x.size(1), D = x.size(2);
+  const Device dev = x.device();
+  const DType act = x.dtype();  // activations: the input's dtype; statistics f32
   r.x = x;
   const Tensor x2 = x.reshape({N, D});
-  r.xn = Tensor::empty({N, D}, DType::F32);
-  r.rstd_attention = Tensor::empty({N}, DType::F32);
+  r.xn = Tensor::empty({N, D}, act, dev);
+  r.rstd_attention = Tensor::empty({N}, DType::F32, dev);
   {
     metrics::TraceSpan span("attention_norm");
     attention_norm_.forward(x2, r.xn, r.rstd_attention);
   }
-  r.h = Tensor::empty(x.shape(), DType::F32);
+  r.h = Tensor::empty(x.shape(), act, dev);
   {
     metrics::TraceSpan span("attention");
     attention_.forward(r.xn.reshape(x.shape()), freqs, r.h, r.attention);
   }
   ops::accumulate(x, r.h);  // residual
-  r.hn = Tensor::empty({N, D}, DType::F32);
-  r.rstd_ffn = Tensor::empty({N}, DType::F32);
+  r.hn = Tensor::empty({N, D}, act, dev);
+  r.rstd_ffn = Tensor::empty({N}, DType::F32, dev);
   {
     metrics::TraceSpan span("ffn_norm");
     ffn_norm_.forward(r.h.reshape({N, D}), r.hn, r.rstd_ffn);
@@ -65,15 +67,17 @@ void TransformerBlock::forward(const Tensor& x, const Tensor& freqs, Tensor& out
 void TransformerBlock::backward_input(const Tensor& dout, const Tensor& freqs, BlockRecord& r,
                                       Tensor& dx) const {
   const int64_t N = r.hn.size(0), D = r.hn.size(1);
+  const Device dev = dout.device();
+  const DType act = dout.dtype();
   const Tensor dout2 = dout.reshape({N, D});
   // Through the feed-forward branch; the residual passes dout straight to dh.
-  r.dhn = Tensor::empty({N, D}, DType::F32);
+  r.dhn = Tensor::empty({N, D}, act, dev);
   feed_forward_.backward_input(dout2, r.feed_forward, r.dhn, ops::Accumulate::No);
-  Tensor dh = Tensor::empty({N, D}, DType::F32);
+  Tensor dh = Tensor::empty({N, D}, act, dev);
   copy_tensor(dout2, dh);
   ffn_norm_.backward_input(r.dhn, r.h.reshape({N, D}), r.rstd_ffn, dh, ops::Accumulate::Yes);
   // Through attention; the residual passes dh straight to dx.
-  r.dxn = Tensor::empty({N, D}, DType::F32);
+  r.dxn = Tensor::empty({N, D}, act, dev);
   attention_.backward_input(dh, freqs, r.attention, r.dxn, ops::Accumulate::No);
   Tensor dx2 = dx.reshape({N, D});
   copy_tensor(dh, dx2);

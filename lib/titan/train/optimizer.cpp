@@ -41,6 +41,7 @@ AdamWSettings AdamWSettings::from_config(const config::OptimizerSection& section
 AdamW::AdamW(std::vector<nn::Parameter*> parameters, const AdamWSettings& settings)
     : parameters_(std::move(parameters)), settings_(settings) {
   std::set<const nn::Parameter*> seen;
+  MemoryTagScope tag("optimizer");
   exp_avg_.reserve(parameters_.size());
   exp_avg_sq_.reserve(parameters_.size());
   for (nn::Parameter* p : parameters_) {
@@ -72,6 +73,7 @@ void AdamW::step(double lr) {
   options.eps = settings_.eps;
   const bool coupled = settings_.weight_decay_mode == WeightDecayMode::Coupled;
   options.weight_decay = coupled ? 0.0 : settings_.weight_decay;
+  MemoryTagScope tag("optimizer");
   for (size_t i = 0; i < parameters_.size(); ++i) {
     Tensor& value = parameters_[i]->shard();
     const Tensor& grad = parameters_[i]->shard_grad();

@@ -20,7 +20,7 @@
 // under FSDP every rank steps its own rows, and the state exists only for them.
 //
 // State: exp_avg and exp_avg_sq per parameter, f32 zeros shaped like the parameter's
-// shard, allocated when the optimizer is built, and the count of steps taken (torch's
+// shard and on its device, allocated when the optimizer is built, and the count of steps taken (torch's
 // per-parameter `step`, the same for all). Checkpoints read and write them through the
 // accessors; the bytes are state_bytes().
 #pragma once

@@ -3,12 +3,15 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <sstream>
 #include <thread>
 
+#include "titan/core/device_select.h"
 #include "titan/core/logging.h"
 #include "titan/core/threads.h"
 #include "titan/data/sources.h"
 #include "titan/dist/runtime.h"
+#include "titan/metrics/memory_snapshot.h"
 #include "titan/metrics/trace.h"
 #include "titan/ops/cross_entropy.h"
 
@@ -49,11 +52,13 @@ int64_t accumulation_steps_for(const config::JobConfig& config, int64_t dp_degre
   return global / per_microbatch;
 }
 
-Trainer::Trainer(const config::JobConfig& config, dist::Mesh* mesh)
+Trainer::Trainer(const config::JobConfig& config, dist::Mesh* mesh, std::optional<Device> device)
     : config_(config),
       args_(models::llama3::model_args_from_config(config)),
+      device_(device ? *device : default_training_device()),
       mesh_(mesh),
       schedule_(LrSchedule::from_config(config)) {
+  use_device(device_);  // ops launch on the current device
   dist::set_comm_timeout(double(config.comm.init_timeout_seconds));
   if (!mesh_) {
     own_world_ = std::make_unique<dist::SelfCommunicator>("world");
@@ -88,7 +93,7 @@ Trainer::Trainer(const config::JobConfig& config, dist::Mesh* mesh)
   }
   dist::Communicator& shard_group = mesh_->dp_shard_cp();
   model_ = std::make_unique<models::llama3::Llama3Model>(
-      args_, nn::Placement{shard_group.rank(), shard_group.size()});
+      args_, nn::Placement{shard_group.rank(), shard_group.size(), device_});
   model_->initialize(config.debug.effective_seed());
   fsdp_ = std::make_unique<dist::FullyShardedDataParallel>(
       model_->units(), shard_group, mesh_->dp_replicate(), config.parallelism.fsdp_reshard_after_forward);
@@ -106,8 +111,18 @@ Trainer::Trainer(const config::JobConfig& config, dist::Mesh* mesh)
     tensorboard_ = std::make_unique<metrics::TensorBoardWriter>(folder);
   }
   flops_per_token_ = models::llama3::flops_per_token(args_, config.training.seq_len);
-  peak_tflops_ = config.metrics.peak_tflops ? *config.metrics.peak_tflops
-                                            : measure_sgemm_gflops() / 1000.0;
+  // Without metrics.peak_tflops: on a GPU its datasheet bf16 peak when known, on the CPU the
+  // measured sgemm rate (the CPU's rate says nothing about a GPU).
+  if (config.metrics.peak_tflops) {
+    peak_tflops_ = *config.metrics.peak_tflops;
+  } else if (device_.is_cuda()) {
+    peak_tflops_ = known_bf16_peak_tflops(device_name(device_));
+    TITAN_CHECK_INPUT(peak_tflops_ > 0)
+        << "metrics.peak_tflops: no known bf16 peak for " << device_name(device_)
+        << "; set it to the GPU's dense bf16 TFLOP/s for MFU";
+  } else {
+    peak_tflops_ = measure_sgemm_gflops() / 1000.0;
+  }
   log_start();
   if (config.checkpoint.enable) {
     checkpoint_io_ = mesh_->world().split(0, mesh_->world().rank(), "checkpoint");
@@ -146,11 +161,22 @@ void Trainer::log_start() const {
   }
   log::info("threads %d, OpenBLAS core %s, peak for MFU %.3f TFLOP/s (%s), %.4g FLOPs per token",
             thread_count(), blas_core_name().c_str(), peak_tflops_,
-            config_.metrics.peak_tflops ? "metrics.peak_tflops" : "measured sgemm",
+            config_.metrics.peak_tflops ? "metrics.peak_tflops"
+            : device_.is_cuda()         ? "the GPU's datasheet"
+                                        : "measured sgemm",
             flops_per_token_);
   if (const std::string warning = blas_core_warning(); !warning.empty()) log::warn("%s", warning.c_str());
+  {
+    std::ostringstream where;
+    where << device_;
+    log::info("device: %s (%s)", where.str().c_str(), device_name(device_).c_str());
+  }
   if (config_.training.mixed_precision_param != config::Precision::Float32) {
-    log::info("the CPU backend computes in float32 (training.mixed_precision_param is for GPUs)");
+    if (device_.is_cpu()) {
+      log::info("the CPU backend computes in float32 (training.mixed_precision_param is for GPUs)");
+    } else {
+      log::info("training.mixed_precision_param is not implemented yet: computing in float32");
+    }
   }
 }
 
@@ -167,9 +193,15 @@ StepResult Trainer::train_step() {
   metrics::TraceRecorder& recorder = metrics::trace_recorder();
   if (profiled(step) && !recorder.recording()) recorder.start();
   StepResult result;
-  {
+  try {
     metrics::TraceSpan span("step " + std::to_string(step));
     result = run_step();
+  } catch (const OutOfMemoryError&) {
+    // torchtitan's name for the snapshot of a step that ran out of memory.
+    if (config_.profiling.enable_memory_snapshot) {
+      write_memory_snapshot(std::to_string(step - 1) + "_exit", "out_of_memory");
+    }
+    throw;
   }
   if (recorder.recording() && !profiled(step + 1)) {
     recorder.stop();
@@ -193,7 +225,7 @@ StepResult Trainer::run_step() {
     started_s_ = last_log_s_ = now_s();
     last_log_tokens_ = tokens_seen_;
     last_log_step_ = step_ - 1;
-    allocator_for(Device::cpu()).reset_peak();
+    allocator_for(device_).reset_peak();
   }
   inject_test_fault();
   // torchtitan fetches every microbatch first so that the loss is divided by the step's
@@ -201,6 +233,7 @@ StepResult Trainer::run_step() {
   std::vector<data::TokenBatch> batches;
   int64_t valid = 0;
   for (int64_t i = 0; i < accumulation_steps_; ++i) {
+    const MemoryTagScope tag("data");
     batches.push_back(data_->next());
     valid += ops::cross_entropy_valid_tokens(batches.back().labels);
   }
@@ -252,15 +285,20 @@ StepResult Trainer::run_step() {
     validation = validate();
     result.val_loss = validation->loss;
   }
+  // Before the step line, which starts a new peak window.
+  if (config_.profiling.enable_memory_snapshot && step_ % config_.profiling.profile_freq == 0) {
+    write_memory_snapshot(std::to_string(step_), "profile_freq");
+  }
   if (first_of_run || step_ % config_.metrics.log_freq == 0 || validation) log_step(result, validation);
   maybe_save_checkpoint();
   if (first_of_run) dist::set_comm_timeout(double(config_.comm.train_timeout_seconds));
   return result;
 }
 
-// Test-only: TITAN_TEST_FAULT="<throw|hang>:<rank>:<step>" makes world rank <rank> throw, or
-// stop answering for an hour, at the start of step <step>, so that tests can show that the
-// other ranks fail with exit 1 instead of hanging.
+// Test-only: TITAN_TEST_FAULT="<throw|hang|oom>:<rank>:<step>" makes world rank <rank> throw,
+// stop answering for an hour, or run out of memory (no allocation beyond what it holds), at
+// the start of step <step>, so that tests can show that the other ranks fail with exit 1
+// instead of hanging, and what an out-of-memory step leaves behind.
 void Trainer::inject_test_fault() const {
   const char* fault = std::getenv("TITAN_TEST_FAULT");
   if (!fault) return;
@@ -268,12 +306,34 @@ void Trainer::inject_test_fault() const {
   int rank = -1;
   long long step = -1;
   TITAN_CHECK(std::sscanf(fault, "%15[a-z]:%d:%lld", kind, &rank, &step) == 3)
-      << "TITAN_TEST_FAULT=" << fault << ": expected <throw|hang>:<rank>:<step>";
+      << "TITAN_TEST_FAULT=" << fault << ": expected <throw|hang|oom>:<rank>:<step>";
   if (rank != mesh_->world().rank() || step != step_) return;
   if (std::string(kind) == "throw") {
     TITAN_FAIL() << "test fault injected at step " << step_;
   }
+  if (std::string(kind) == "oom") {
+    Allocator& allocator = allocator_for(device_);
+    allocator.set_limit_for_testing(allocator.stats().current_bytes);
+    return;
+  }
   std::this_thread::sleep_for(std::chrono::hours(1));
+}
+
+// profiling.enable_memory_snapshot: <dump>/<folder>/iteration_<name>/rank<r>_memory_snapshot.json
+// (metrics/memory_snapshot.h), describing the peak since the last step line.
+void Trainer::write_memory_snapshot(const std::string& iteration, const std::string& reason) const {
+  metrics::MemorySnapshotInfo info;
+  info.rank = mesh_->world().rank();
+  info.step = step_;
+  info.reason = reason;
+  info.peak_first_step = last_log_step_ + 1;
+  info.peak_last_step = step_;
+  const std::filesystem::path file = std::filesystem::path(config_.job.dump_folder) /
+                                     config_.profiling.save_memory_snapshot_folder /
+                                     ("iteration_" + iteration) /
+                                     ("rank" + std::to_string(info.rank) + "_memory_snapshot.json");
+  metrics::write_memory_snapshot(file.string(), allocator_for(device_), info);
+  if (info.rank == 0) log::info("memory snapshot of step %lld in %s", (long long)step_, file.c_str());
 }
 
 ValidationResult Trainer::validate() {
@@ -311,7 +371,7 @@ void Trainer::log_step(const StepResult& result, const std::optional<ValidationR
   m.tokens_per_second = double(tokens_seen_ - last_log_tokens_) / double(devices) / interval;
   m.tflops = metrics::achieved_tflops(flops_per_token_, m.tokens_per_second);
   m.mfu_percent = metrics::mfu_percent(m.tflops, peak_tflops_);
-  Allocator& allocator = allocator_for(Device::cpu());
+  Allocator& allocator = allocator_for(device_);
   // Every rank takes part: the line shows the largest memory and communication share.
   m.memory_gib = dist::all_reduce_scalar(mesh_->world(), double(allocator.stats().peak_bytes),
                                          dist::ReduceOp::Max) /

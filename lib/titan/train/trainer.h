@@ -14,6 +14,13 @@
 //     at step 1 and every metrics.log_freq steps: one line on rank 0 and one JSON object
 //       appended to <dump_folder>/metrics.jsonl (and, with metrics.enable_tensorboard, the
 //       step's scalars in <dump_folder>/<metrics.save_tb_folder>/events.out.tfevents.*)
+//
+// Device: the model, its gradients, FSDP's buffers and the optimizer's state live on one
+// training device, given to the constructor or, when not, default_training_device()
+// (core/device_select.h: the GPU dist::Runtime picked on a CUDA build with one, else the
+// CPU; TITAN_DEVICE overrides). Batches come from the data loader on the host and are
+// copied over once per microbatch; the loss and the grad norm come back as host scalars.
+// The step line's memory is the training device's allocator.
 #pragma once
 
 #include <filesystem>
@@ -61,7 +68,9 @@ class Trainer {
   // schedule and data source. Without a mesh the trainer runs alone (a one-rank mesh of its
   // own); with one, every rank of mesh->world() must construct and step its Trainer
   // together. Inconsistent settings (batch sizes, mesh, unknown dataset) throw InputError.
-  explicit Trainer(const config::JobConfig& config, dist::Mesh* mesh = nullptr);
+  // `device`: where to train (see above); none: default_training_device().
+  explicit Trainer(const config::JobConfig& config, dist::Mesh* mesh = nullptr,
+                   std::optional<Device> device = std::nullopt);
   ~Trainer();
 
   // Runs the remaining steps up to training.steps (and waits for an asynchronous
@@ -79,6 +88,7 @@ class Trainer {
   dist::Mesh& mesh() { return *mesh_; }
   AdamW& optimizer() { return *optimizer_; }
   int64_t step() const { return step_; }
+  Device device() const { return device_; }
   int64_t accumulation_steps() const { return accumulation_steps_; }
 
  private:
@@ -87,8 +97,13 @@ class Trainer {
   void inject_test_fault() const;
   StepResult run_step();             // train_step without the profiling around it
   bool profiled(int64_t step) const;  // whether profiling.* records this step
-  // Checkpoints (docs/checkpoints.md): this rank's boxes of the model (and optimizer).
-  std::vector<ckpt::TensorPiece> checkpoint_pieces(bool with_optimizer, DType model_dtype);
+  void write_memory_snapshot(const std::string& iteration, const std::string& reason) const;
+  // Checkpoints (docs/checkpoints.md): this rank's boxes of the model (and optimizer), as
+  // host tensors: the training tensors themselves on the CPU, host copies of them when
+  // training on a device (`device_targets` then gets, piece by piece, the device tensor a
+  // loaded piece is copied back into; undefined where the piece is the tensor itself).
+  std::vector<ckpt::TensorPiece> checkpoint_pieces(bool with_optimizer, DType model_dtype,
+                                                   std::vector<Tensor>* device_targets = nullptr);
   void load_at_start();  // resume from the folder, or checkpoint.initial_load_path
   void load_checkpoint(const std::string& path, bool model_only);
   void load_hf_folder(const std::string& hf_dir, const std::filesystem::path& folder);
@@ -96,6 +111,7 @@ class Trainer {
 
   const config::JobConfig config_;
   models::llama3::ModelArgs args_;
+  Device device_;
   std::unique_ptr<dist::Communicator> own_world_;  // when running alone
   std::unique_ptr<dist::Mesh> own_mesh_;
   dist::Mesh* mesh_ = nullptr;

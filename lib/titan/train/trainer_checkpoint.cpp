@@ -17,21 +17,26 @@
 
 namespace titan::train {
 
-std::vector<ckpt::TensorPiece> Trainer::checkpoint_pieces(bool with_optimizer, DType model_dtype) {
+std::vector<ckpt::TensorPiece> Trainer::checkpoint_pieces(bool with_optimizer, DType model_dtype,
+                                                          std::vector<Tensor>* device_targets) {
   // Replicas hold equal shards: the first one writes them (every rank reads its own).
   const bool writes = mesh_->dp_replicate().rank() == 0;
   std::vector<ckpt::TensorPiece> pieces;
-  for (nn::Parameter* p : parameters_) {
-    pieces.push_back({"model/" + p->name(), p->global_shape(), p->local_box(), p->shard(), writes,
-                      model_dtype});
-  }
+  if (device_targets) device_targets->clear();
+  // HDF5 reads and writes host memory: a device tensor travels through a host copy.
+  const MemoryTagScope tag("checkpoint");
+  auto add = [&](std::string path, const nn::Parameter& p, const Tensor& tensor, DType stored) {
+    Tensor local = tensor;
+    if (!tensor.device().is_cpu()) local = to_device(tensor, Device::cpu());
+    pieces.push_back({std::move(path), p.global_shape(), p.local_box(), local, writes, stored});
+    if (device_targets) device_targets->push_back(tensor.device().is_cpu() ? Tensor() : tensor);
+  };
+  for (nn::Parameter* p : parameters_) add("model/" + p->name(), *p, p->shard(), model_dtype);
   if (!with_optimizer) return pieces;
   for (size_t i = 0; i < parameters_.size(); ++i) {
     const nn::Parameter& p = *parameters_[i];
-    pieces.push_back({"optimizer/exp_avg/" + p.name(), p.global_shape(), p.local_box(),
-                      optimizer_->exp_avg(i), writes, DType::F32});
-    pieces.push_back({"optimizer/exp_avg_sq/" + p.name(), p.global_shape(), p.local_box(),
-                      optimizer_->exp_avg_sq(i), writes, DType::F32});
+    add("optimizer/exp_avg/" + p.name(), p, optimizer_->exp_avg(i), DType::F32);
+    add("optimizer/exp_avg_sq/" + p.name(), p, optimizer_->exp_avg_sq(i), DType::F32);
   }
   return pieces;
 }
@@ -124,9 +129,18 @@ void Trainer::load_checkpoint(const std::string& path, bool model_only) {
     model_only = true;
   }
   const bool with_optimizer = !model_only && !excluded(config_, "optimizer");
-  std::vector<ckpt::TensorPiece> pieces = checkpoint_pieces(with_optimizer, DType::F32);
-  if (excluded(config_, "model")) pieces.erase(pieces.begin(), pieces.begin() + long(parameters_.size()));
+  std::vector<Tensor> device_targets;
+  std::vector<ckpt::TensorPiece> pieces =
+      checkpoint_pieces(with_optimizer, DType::F32, &device_targets);
+  if (excluded(config_, "model")) {
+    pieces.erase(pieces.begin(), pieces.begin() + long(parameters_.size()));
+    device_targets.erase(device_targets.begin(),
+                         device_targets.begin() + long(parameters_.size()));
+  }
   ckpt::read_checkpoint_tensors(path, *checkpoint_io_, pieces);
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    if (device_targets[i].defined()) copy_tensor(pieces[i].local, device_targets[i]);
+  }
   if (with_optimizer) optimizer_->set_steps_taken(meta.optimizer_steps);
   if (!model_only && !excluded(config_, "train_state")) {
     step_ = meta.step;
@@ -196,8 +210,11 @@ void Trainer::maybe_save_checkpoint() {
     finish();
     return;
   }
-  // The I/O thread gets copies: training changes the parameters while it writes.
+  // The I/O thread gets copies: training changes the parameters while it writes (pieces of
+  // a device run are host copies already).
+  const MemoryTagScope tag("checkpoint");
   for (ckpt::TensorPiece& piece : pieces) {
+    if (!device_.is_cpu()) break;
     Tensor copy = Tensor::empty(piece.local.shape(), DType::F32);
     copy_tensor(piece.local, copy);
     piece.local = copy;

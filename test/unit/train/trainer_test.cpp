@@ -6,6 +6,7 @@
 
 #include "support/gradient_check.h"
 #include "support/train_process.h"
+#include "titan/config.h"
 #include "titan/data/synthetic.h"
 #include "titan/train/trainer.h"
 
@@ -102,6 +103,37 @@ TEST(Trainer, ModelMemorisesOneBatch) {
   EXPECT_GT(losses.front(), 7.5);
   EXPECT_LT(losses.back(), 4.0) << "no memorisation: " << losses.front() << " -> " << losses.back();
 }
+
+// The device the constructor is given holds the model, its gradients and the optimizer
+// state; a CPU run given the CPU explicitly is the default run, bit for bit.
+TEST(Trainer, TrainsOnTheDeviceItIsGiven) {
+  Trainer explicit_cpu(tiny_job("device_cpu"), nullptr, Device::cpu());
+  EXPECT_EQ(explicit_cpu.device(), Device::cpu());
+  EXPECT_EQ(explicit_cpu.model().device(), Device::cpu());
+  for (nn::Parameter* p : explicit_cpu.model().parameters()) {
+    EXPECT_EQ(p->shard().device(), Device::cpu()) << p->name();
+    EXPECT_EQ(p->shard_grad().device(), Device::cpu()) << p->name();
+  }
+  for (size_t i = 0; i < explicit_cpu.model().parameters().size(); ++i) {
+    EXPECT_EQ(explicit_cpu.optimizer().exp_avg(i).device(), Device::cpu());
+  }
+  Trainer by_default(tiny_job("device_default"));
+  if (!by_default.device().is_cpu()) GTEST_SKIP() << "the default device here is a GPU";
+  const std::vector<StepResult> a = explicit_cpu.train(), b = by_default.train();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t s = 0; s < a.size(); ++s) EXPECT_EQ(a[s].loss, b[s].loss) << "step " << s + 1;
+}
+
+#if !TITAN_HAVE_CUDA
+TEST(Trainer, CudaDeviceWithoutCudaBuildIsInputError) {
+  try {
+    Trainer trainer(tiny_job("device_cuda"), nullptr, Device::cuda(0));
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("no CUDA"), std::string::npos) << e.what();
+  }
+}
+#endif
 
 TEST(Trainer, GlobalBatchThatDoesNotDivideIsInputError) {
   config::JobConfig c = tiny_job("bad_batch");

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "titan/core/copy.h"
 #include "titan/metrics/trace.h"
 #include "titan/ops/cross_entropy.h"
 #include "titan/ops/embedding.h"
@@ -22,8 +23,20 @@ nn::InitRule output_rule(int64_t dim) {
   return truncated(std, 3 * std);
 }
 
-Tensor cross_entropy_workspace(int64_t tokens, int64_t vocab) {
-  return Tensor::empty(ops::cross_entropy_workspace_shape(tokens, vocab), DType::F32);
+Tensor cross_entropy_workspace(int64_t tokens, int64_t vocab, Device device) {
+  return Tensor::empty(ops::cross_entropy_workspace_shape(tokens, vocab), DType::F32, device);
+}
+
+// `t` on `device`: itself when it is there already, else a copy.
+Tensor on_device(const Tensor& t, Device device) {
+  return t.device() == device ? t : to_device(t, device);
+}
+
+// Memory allocated while a module runs (its output, what it keeps for backward, its
+// backward's temporaries) is tagged with the module, so a memory snapshot shows the
+// activations of each layer.
+MemoryTagScope activations_of(const std::string& module) {
+  return MemoryTagScope("activations/" + module);
 }
 
 }  // namespace
@@ -36,7 +49,8 @@ int64_t ModelRecord::bytes() const {
   return total;
 }
 
-Llama3Model::Llama3Model(const ModelArgs& args, const nn::Placement& placement) : args_(args) {
+Llama3Model::Llama3Model(const ModelArgs& args, const nn::Placement& placement)
+    : args_(args), device_(placement.device) {
   const int64_t D = args.dim, V = args.vocab_size;
   tok_embeddings_ = std::make_unique<nn::Parameter>(
       "tok_embeddings.weight", Shape{V, D},
@@ -54,8 +68,10 @@ Llama3Model::Llama3Model(const ModelArgs& args, const nn::Placement& placement) 
     output_ = std::make_unique<nn::Parameter>("output.weight", Shape{V, D}, output_rule(D),
                                               placement);
   }
+  const MemoryTagScope tag("buffers");  // the RoPE table: state that is not a parameter
   freqs_ = Tensor::empty({args.max_seq_len, args.head_dim() / 2, 2}, DType::F32);
-  ops::rope_table(args.head_dim(), args.rope_theta, args.rope_scaling, 0, freqs_);
+  ops::rope_table(args.head_dim(), args.rope_theta, args.rope_scaling, 0, freqs_);  // host
+  freqs_ = on_device(freqs_, device_);
 }
 
 std::vector<nn::Parameter*> Llama3Model::parameters() {
@@ -112,20 +128,25 @@ double Llama3Model::forward(const Tensor& tokens, const Tensor& labels, ModelRec
                                       << args_.max_seq_len << " (training.seq_len)";
   const Tensor freqs = freqs_.narrow(0, T);
   r = ModelRecord{};
-  r.tokens = tokens;
-  r.labels = labels;
-  r.layer_inputs.push_back(Tensor::empty({B, T, D}, DType::F32));
-  Tensor x0 = r.layer_inputs[0].reshape({N, D});
+  {
+    const MemoryTagScope tag("data");
+    r.tokens = on_device(tokens, device_);  // the data loader's host batch: one copy
+    r.labels = on_device(labels, device_);
+  }
   hook(Hook::BeforeForward, kEmbeddingUnit);
   {
+    const MemoryTagScope tag = activations_of("tok_embeddings");
+    r.layer_inputs.push_back(Tensor::empty({B, T, D}, DType::F32, device_));
+    Tensor x0 = r.layer_inputs[0].reshape({N, D});
     metrics::TraceSpan span("tok_embeddings.forward");
-    ops::embedding_forward(tokens.reshape({N}), tok_embeddings_->value(), x0);
+    ops::embedding_forward(r.tokens.reshape({N}), tok_embeddings_->value(), x0);
   }
   if (head_unit() != kEmbeddingUnit) hook(Hook::AfterForward, kEmbeddingUnit);
   r.layers.resize(layers_.size());
   for (size_t i = 0; i < layers_.size(); ++i) {
-    Tensor out = Tensor::empty({B, T, D}, DType::F32);
     hook(Hook::BeforeForward, layer_unit(i));
+    const MemoryTagScope tag = activations_of("layers." + std::to_string(i));
+    Tensor out = Tensor::empty({B, T, D}, DType::F32, device_);
     {
       metrics::TraceSpan span("layers." + std::to_string(i) + ".forward");
       layers_[i].forward(r.layer_inputs[i], freqs, out, r.layers[i]);
@@ -134,22 +155,24 @@ double Llama3Model::forward(const Tensor& tokens, const Tensor& labels, ModelRec
     r.layer_inputs.push_back(out);
   }
   if (head_unit() != kEmbeddingUnit) hook(Hook::BeforeForward, head_unit());
+  const MemoryTagScope tag = activations_of("output");
   metrics::TraceSpan head_span("norm.output.loss.forward");
-  r.hn = Tensor::empty({N, D}, DType::F32);
-  r.rstd_norm = Tensor::empty({N}, DType::F32);
+  r.hn = Tensor::empty({N, D}, DType::F32, device_);
+  r.rstd_norm = Tensor::empty({N}, DType::F32, device_);
   norm_->forward(r.layer_inputs.back().reshape({N, D}), r.hn, r.rstd_norm);
-  Tensor loss_sum = Tensor::empty({1}, DType::F32);
-  r.lse = Tensor::empty({N}, DType::F32);
-  Tensor workspace = cross_entropy_workspace(N, args_.vocab_size);
+  Tensor loss_sum = Tensor::empty({1}, DType::F32, device_);
+  r.lse = Tensor::empty({N}, DType::F32, device_);
+  Tensor workspace = cross_entropy_workspace(N, args_.vocab_size, device_);
   const nn::Parameter& w = output_ ? *output_ : *tok_embeddings_;
-  ops::cross_entropy_forward(r.hn, w.value(), labels.reshape({N}), loss_sum, r.lse, workspace);
+  ops::cross_entropy_forward(r.hn, w.value(), r.labels.reshape({N}), loss_sum, r.lse, workspace);
   hook(Hook::AfterForward, head_unit());
-  return double(loss_sum.data<float>()[0]);
+  // The one value the host reads back per microbatch (a device copy waits for the forward).
+  return double(on_device(loss_sum, Device::cpu()).data<float>()[0]);
 }
 
 Tensor Llama3Model::logits(const ModelRecord& r) const {
   const int64_t B = r.tokens.size(0), T = r.tokens.size(1);
-  Tensor out = Tensor::empty({B * T, args_.vocab_size}, DType::F32);
+  Tensor out = Tensor::empty({B * T, args_.vocab_size}, DType::F32, device_);
   const nn::Parameter& w = output_ ? *output_ : *tok_embeddings_;
   ops::linear_forward(r.hn, w.value(), out);
   return out.reshape({B, T, args_.vocab_size});
@@ -158,8 +181,8 @@ Tensor Llama3Model::logits(const ModelRecord& r) const {
 void Llama3Model::output_backward_input(ModelRecord& r, float grad_scale, Tensor& dh) const {
   const int64_t N = r.hn.size(0), D = r.hn.size(1);
   const nn::Parameter& w = output_ ? *output_ : *tok_embeddings_;
-  r.dhn = Tensor::empty({N, D}, DType::F32);
-  Tensor workspace = cross_entropy_workspace(N, args_.vocab_size);
+  r.dhn = Tensor::empty({N, D}, DType::F32, device_);
+  Tensor workspace = cross_entropy_workspace(N, args_.vocab_size, device_);
   ops::cross_entropy_backward_input(r.hn, w.value(), r.labels.reshape({N}), r.lse, grad_scale,
                                     r.dhn, ops::Accumulate::No, workspace);
   norm_->backward_input(r.dhn, r.layer_inputs.back().reshape({N, D}), r.rstd_norm, dh,
@@ -170,23 +193,28 @@ void Llama3Model::backward(ModelRecord& r, float grad_scale) {
   const int64_t N = r.hn.size(0), D = r.hn.size(1);
   nn::Parameter& w = output_weight();
   hook(Hook::BeforeBackward, head_unit());
-  // The output layer: one logits recompute for both of its gradients.
-  r.dhn = Tensor::empty({N, D}, DType::F32);
+  Tensor dx;
   {
-    metrics::TraceSpan span("norm.output.loss.backward");
-    Tensor workspace = cross_entropy_workspace(N, args_.vocab_size);
-    ops::cross_entropy_backward(r.hn, w.value(), r.labels.reshape({N}), r.lse, grad_scale, r.dhn,
-                                w.grad(), ops::Accumulate::No, workspace);
+    // The output layer: one logits recompute for both of its gradients.
+    const MemoryTagScope tag = activations_of("output");
+    r.dhn = Tensor::empty({N, D}, DType::F32, device_);
+    {
+      metrics::TraceSpan span("norm.output.loss.backward");
+      Tensor workspace = cross_entropy_workspace(N, args_.vocab_size, device_);
+      ops::cross_entropy_backward(r.hn, w.value(), r.labels.reshape({N}), r.lse, grad_scale,
+                                  r.dhn, w.grad(), ops::Accumulate::No, workspace);
+    }
+    dx = Tensor::empty({N, D}, DType::F32, device_);
+    const Tensor x_last = r.layer_inputs.back().reshape({N, D});
+    norm_->backward_input(r.dhn, x_last, r.rstd_norm, dx, ops::Accumulate::No);
+    norm_->backward_weight(r.dhn, x_last, r.rstd_norm);
   }
-  Tensor dx = Tensor::empty({N, D}, DType::F32);
-  const Tensor x_last = r.layer_inputs.back().reshape({N, D});
-  norm_->backward_input(r.dhn, x_last, r.rstd_norm, dx, ops::Accumulate::No);
-  norm_->backward_weight(r.dhn, x_last, r.rstd_norm);
   if (head_unit() != kEmbeddingUnit) hook(Hook::AfterBackward, head_unit());
   const Tensor freqs = freqs_.narrow(0, r.tokens.size(1));
   for (size_t i = layers_.size(); i-- > 0;) {
-    Tensor dx_in = Tensor::empty({N, D}, DType::F32);
     hook(Hook::BeforeBackward, layer_unit(i));
+    const MemoryTagScope tag = activations_of("layers." + std::to_string(i));
+    Tensor dx_in = Tensor::empty({N, D}, DType::F32, device_);
     {
       metrics::TraceSpan span("layers." + std::to_string(i) + ".backward_input");
       layers_[i].backward_input(dx, freqs, r.layers[i], dx_in);
@@ -201,6 +229,7 @@ void Llama3Model::backward(ModelRecord& r, float grad_scale) {
   }
   if (head_unit() != kEmbeddingUnit) hook(Hook::BeforeBackward, kEmbeddingUnit);
   {
+    const MemoryTagScope tag = activations_of("tok_embeddings");
     metrics::TraceSpan span("tok_embeddings.backward_weight");
     ops::embedding_backward_weight(r.tokens.reshape({N}), dx, tok_embeddings_->grad());
   }
@@ -210,13 +239,18 @@ void Llama3Model::backward(ModelRecord& r, float grad_scale) {
 
 void Llama3Model::backward_input(ModelRecord& r, float grad_scale) {
   const int64_t N = r.hn.size(0), D = r.hn.size(1);
-  Tensor dx = Tensor::empty({N, D}, DType::F32);
   hook(Hook::BeforeBackward, head_unit());
-  output_backward_input(r, grad_scale, dx);
+  Tensor dx;
+  {
+    const MemoryTagScope tag = activations_of("output");
+    dx = Tensor::empty({N, D}, DType::F32, device_);
+    output_backward_input(r, grad_scale, dx);
+  }
   const Tensor freqs = freqs_.narrow(0, r.tokens.size(1));
   for (size_t i = layers_.size(); i-- > 0;) {
-    Tensor dx_in = Tensor::empty({N, D}, DType::F32);
     hook(Hook::BeforeBackward, layer_unit(i));
+    const MemoryTagScope tag = activations_of("layers." + std::to_string(i));
+    Tensor dx_in = Tensor::empty({N, D}, DType::F32, device_);
     layers_[i].backward_input(dx, freqs, r.layers[i], dx_in);
     dx = dx_in;
   }
@@ -228,14 +262,18 @@ void Llama3Model::backward_weight(ModelRecord& r, float grad_scale) {
   const int64_t N = r.hn.size(0), D = r.hn.size(1);
   nn::Parameter& w = output_weight();
   {
-    Tensor workspace = cross_entropy_workspace(N, args_.vocab_size);
+    const MemoryTagScope tag = activations_of("output");
+    Tensor workspace = cross_entropy_workspace(N, args_.vocab_size, device_);
     ops::cross_entropy_backward_weight(r.hn, w.value(), r.labels.reshape({N}), r.lse, grad_scale,
                                        w.grad(), workspace);
   }
   norm_->backward_weight(r.dhn, r.layer_inputs.back().reshape({N, D}), r.rstd_norm);
   if (head_unit() != kEmbeddingUnit) hook(Hook::AfterBackward, head_unit());
   for (size_t i = layers_.size(); i-- > 0;) {
-    layers_[i].backward_weight(r.layers[i]);
+    {
+      const MemoryTagScope tag = activations_of("layers." + std::to_string(i));
+      layers_[i].backward_weight(r.layers[i]);
+    }
     hook(Hook::AfterBackward, layer_unit(i));
   }
   ops::embedding_backward_weight(r.tokens.reshape({N}), r.dx0, tok_embeddings_->grad());

@@ -16,6 +16,11 @@
 // "layers.<L-1>", "norm, output". With tied weights the embedding is also the output, so it
 // and the final norm form one unit, "tok_embeddings, norm", in use from the first forward
 // op to the last backward one (FSDP2's root unit).
+//
+// Device: the model lives on its placement's device (nn/parameter.h): parameters, the RoPE
+// table, activations and workspaces. forward() takes tokens and labels on any device and
+// copies them to the model's once per microbatch (the data loader's batches are host
+// tensors); the loss sum is the one value it copies back to the host.
 #pragma once
 
 #include <memory>
@@ -42,10 +47,12 @@ struct ModelRecord {
 
 class Llama3Model {
  public:
-  // Every parameter holds only its box under `placement` (nothing of the whole tensor).
+  // Every parameter holds only its box under `placement` (nothing of the whole tensor), on
+  // placement.device.
   explicit Llama3Model(const ModelArgs& args, const nn::Placement& placement = {});
 
   const ModelArgs& args() const { return args_; }
+  Device device() const { return device_; }
   // Every parameter once, in torchtitan's order of definition.
   std::vector<nn::Parameter*> parameters();
   nn::Parameter& output_weight();
@@ -57,7 +64,8 @@ class Llama3Model {
 
   // Sum over valid tokens (labels != -100) of the token losses; keeps the record.
   double forward(const Tensor& tokens, const Tensor& labels, ModelRecord& record) const;
-  // Logits [B, T, V] of a forward's record (tests, generation); not used in training.
+  // Logits [B, T, V] of a forward's record (tests, generation), on the model's device; not
+  // used in training.
   Tensor logits(const ModelRecord& record) const;
 
   // Gradients of grad_scale * loss_sum, added into every parameter's grad. backward does
@@ -77,6 +85,7 @@ class Llama3Model {
   enum class Hook { BeforeForward, AfterForward, BeforeBackward, AfterBackward };
   void hook(Hook hook, int unit) const;
   ModelArgs args_;
+  Device device_;
   std::unique_ptr<nn::Parameter> tok_embeddings_;
   std::vector<nn::TransformerBlock> layers_;
   std::unique_ptr<nn::RmsNorm> norm_;
