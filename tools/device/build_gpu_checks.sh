@@ -7,14 +7,14 @@
 #
 #   tools/device/build_gpu_checks.sh            -> build-gpu/bundle/{bin,lib}
 # Environment: TITAN_GPU_BUILD_DIR (default build-gpu), TITAN_GPU_TARGETS (default
-# cuda_tests), TITAN_CMAKE_ARGS (extra CMake arguments), TITAN_JOBS (default nproc).
+# "cuda_tests titan-train"), TITAN_CMAKE_ARGS (extra CMake arguments), TITAN_JOBS (default nproc).
 # Then, with the device tool:  carry build-gpu/bundle, run
 #   tools/device/run_gpu_checks.sh tests "$OUT"
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 build_dir=${TITAN_GPU_BUILD_DIR:-build-gpu}
 [[ $build_dir = /* ]] || build_dir=$root/$build_dir
-read -r -a targets <<<"${TITAN_GPU_TARGETS:-cuda_tests}"
+read -r -a targets <<<"${TITAN_GPU_TARGETS:-cuda_tests titan-train}"
 read -r -a extra <<<"${TITAN_CMAKE_ARGS:-}"
 bundler=$root/../shared/tools/bundle-binaries.sh
 [ -f "$bundler" ] || { echo "build_gpu_checks: $bundler not found (../shared beside the repository)" >&2; exit 1; }

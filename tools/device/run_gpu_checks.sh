@@ -5,7 +5,8 @@
 # runs what it can (the CUDA tests then skip, saying why) and does not fail for that.
 #
 #   tools/device/run_gpu_checks.sh MODE OUT_DIR
-#   MODE: tests   cuda_tests: each CUDA op against the CPU op
+#   MODE: tests   cuda_tests: each CUDA op against the CPU op, NCCL, allocator, whole model
+#         bench   tools/bench/gpu_step.sh: titan-train vs PyTorch eager/compiled, GEMM rate
 #
 # OUT_DIR gets at most a handful of files (the device tool brings back 8):
 #   environment.txt   nvidia-smi, driver, the libraries the binaries resolve
@@ -15,11 +16,11 @@
 # missing bundle. Environment: TITAN_GPU_BUNDLE (default build-gpu/bundle).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-usage() { echo "usage: $0 tests OUT_DIR" >&2; exit 2; }
+usage() { echo "usage: $0 tests|bench OUT_DIR" >&2; exit 2; }
 [ $# -eq 2 ] || usage
 mode=$1
 out=$2
-case $mode in tests) ;; *) echo "run_gpu_checks: unknown mode '$mode' (modes: tests)" >&2; exit 2 ;; esac
+case $mode in tests|bench) ;; *) echo "run_gpu_checks: unknown mode '$mode' (modes: tests, bench)" >&2; exit 2 ;; esac
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 bundle=${TITAN_GPU_BUNDLE:-$root/build-gpu/bundle}
@@ -35,7 +36,12 @@ if [ ! -d "$bundle/bin" ]; then
 fi
 
 # --- environment ---------------------------------------------------------------------
-nccl_lib=$(timeout 20 python3 -c 'import nvidia.nccl, os; print(os.path.dirname(nvidia.nccl.__file__) + "/lib")' 2>/dev/null || true)
+# nvidia.nccl is a namespace package (no __file__): its folder is __path__[0].
+nccl_lib=$(timeout 20 python3 -c 'import nvidia.nccl; print(list(nvidia.nccl.__path__)[0] + "/lib")' 2>/dev/null || true)
+if [ -z "$nccl_lib" ] || [ ! -e "$nccl_lib/libnccl.so.2" ]; then  # any other copy (cuda_tests needs one to load)
+  nccl_so=$(timeout 30 find /usr /opt /root -name libnccl.so.2 2>/dev/null | head -n 1 || true)
+  nccl_lib=${nccl_so:+$(dirname "$nccl_so")}
+fi
 export LD_LIBRARY_PATH=$bundle/lib:/usr/local/cuda/lib64${nccl_lib:+:$nccl_lib}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 # The bundled OpenBLAS is Debian 12's, which may not know the host's AVX-512 CPU.
 if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -qw avx512f /proc/cpuinfo 2>/dev/null; then
@@ -90,7 +96,10 @@ run_tests() {  # name, timeout_s
     return
   fi
   local t0=$SECONDS
-  timeout -k 10 "$limit" "$exe" --gtest_output="xml:$out/$name.xml" >"$out/$name.log" 2>&1 || rc=$?
+  # Only the cuda room's suites: cuda_tests also holds the ops room's CPU tests (the
+  # harnesses its op-case table uses); test/CMakeLists.txt's TITAN_CUDA_ROOM_FILTER.
+  timeout -k 10 "$limit" "$exe" --gtest_filter='Cuda*:*/Cuda*:Nccl*:*/Nccl*' \
+    --gtest_output="xml:$out/$name.xml" >"$out/$name.log" 2>&1 || rc=$?
   local elapsed=$((SECONDS - t0))
   local passed skipped failed
   passed=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$out/$name.log" | tail -n 1)
@@ -112,6 +121,15 @@ run_tests() {  # name, timeout_s
 
 case $mode in
   tests) run_tests cuda_tests 200 ;;
+  bench)
+    if [ "$gpu" = 1 ]; then
+      TITAN_GPU_BUNDLE=$bundle timeout -k 10 280 bash "$root/tools/bench/gpu_step.sh" "$out" \
+        >/dev/null 2>&1 || status=1
+      tail -n 12 "$out/gpu_step.md" 2>/dev/null | tee -a "$summary"
+    else
+      note "bench: needs a GPU; skipped"
+    fi
+    ;;
 esac
 
 note "run_gpu_checks: $mode done in $((SECONDS - started)) s, exit $status$([ "$gpu" = 1 ] || echo ' (no GPU: CUDA tests skipped)')"
