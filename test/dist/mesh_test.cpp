@@ -1,8 +1,12 @@
 // The device mesh over a real MPI world (run at np 4): group sizes, members and ranks.
 #include <gtest/gtest.h>
 
+#include <memory>
+#include <string>
+
 #include "dist_test_main.h"
 #include "dist_test_util.h"
+#include "titan/config.h"
 #include "titan/dist/mesh.h"
 
 namespace titan::dist {
@@ -92,6 +96,48 @@ TEST(Mesh, DegreesThatDoNotFitTheWorldAreRejectedOnEveryRank) {
   too_big[MeshDim::dp_shard] = 2 * size;
   EXPECT_THROW(Mesh(too_big, world), Error);
   world.barrier().wait();
+}
+
+// A CPU mesh (the default device) hands FSDP its host groups: MPI carries host tensors.
+TEST(Mesh, TensorGroupsOfACpuMeshAreTheHostGroups) {
+  Communicator& world = test_world();
+  if (world.size() != 4) GTEST_SKIP() << "needs 4 ranks";
+  for (const bool default_device : {true, false}) {
+    std::unique_ptr<Mesh> mesh =
+        default_device ? std::make_unique<Mesh>(mesh_shape_from_config(parallelism(2, 2), 4), world)
+                       : std::make_unique<Mesh>(mesh_shape_from_config(parallelism(2, 2), 4), world,
+                                                Device::cpu(), /*nccl_for_one_rank_groups=*/true);
+    EXPECT_EQ(mesh->device(), Device::cpu());
+    EXPECT_EQ(&mesh->tensor_dp_shard(), &mesh->dp_shard());
+    EXPECT_EQ(&mesh->tensor_dp_replicate(), &mesh->dp_replicate());
+    EXPECT_EQ(&mesh->tensor_dp(), &mesh->dp());
+    EXPECT_EQ(&mesh->tensor_dp_shard_cp(), &mesh->dp_shard_cp());
+    for (MeshDim dim : {MeshDim::pp, MeshDim::dp_replicate, MeshDim::dp_shard, MeshDim::cp, MeshDim::tp}) {
+      EXPECT_EQ(&mesh->tensor_group(dim), &mesh->group(dim)) << mesh_dim_name(dim);
+    }
+    // Counted once: the tensor groups are the host groups.
+    mesh->reset_stats();
+    Tensor x = Tensor::zeros({2}, DType::F32);
+    mesh->tensor_dp_shard().all_reduce(x).wait();
+    EXPECT_EQ(mesh->total_stats()[Collective::AllReduce].calls, 1);
+  }
+}
+
+// Several ranks on a GPU need NCCL: without it every rank stops before any collective.
+TEST(Mesh, CudaMeshWithoutNcclIsAnInputErrorOnEveryRank) {
+#if TITAN_HAVE_NCCL
+  GTEST_SKIP() << "this build has NCCL";
+#else
+  Communicator& world = test_world();
+  const MeshShape shape = mesh_shape_from_config(parallelism(1, -1), world.size());
+  try {
+    Mesh mesh(shape, world, Device::cuda(0));
+    ADD_FAILURE() << "expected an InputError";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("NCCL"), std::string::npos) << e.what();
+  }
+  world.barrier().wait();
+#endif
 }
 
 }  // namespace

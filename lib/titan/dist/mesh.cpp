@@ -1,8 +1,14 @@
 #include "titan/dist/mesh.h"
 
+#include <map>
 #include <sstream>
 
+#include "titan/config.h"
+#include "titan/core/device_select.h"
 #include "titan/core/error.h"
+#if TITAN_HAVE_NCCL
+#include "titan/dist/nccl/nccl_communicator.h"
+#endif
 
 namespace titan::dist {
 namespace {
@@ -147,10 +153,17 @@ std::array<int64_t, kMeshDims> mesh_coordinates(const MeshShape& shape, int64_t 
   return coordinates;
 }
 
-Mesh::Mesh(const MeshShape& shape, Communicator& world) : shape_(shape), world_(world) {
+Mesh::Mesh(const MeshShape& shape, Communicator& world, Device device, bool nccl_for_one_rank_groups)
+    : shape_(shape), world_(world), device_(device) {
   TITAN_CHECK(shape.world_size() == world.size())
       << "mesh " << shape.describe() << " has " << shape.world_size() << " ranks, but the world "
       << "communicator has " << world.size();
+  // Before any collective, so that every rank fails the same way.
+  TITAN_CHECK_INPUT(TITAN_HAVE_NCCL || !device.is_cuda() || world.size() == 1)
+      << "training on " << device << " with " << world.size() << " ranks moves tensors between "
+      << "GPUs with NCCL, and this build has no NCCL (CMake found no nccl.h / libnccl beside "
+      << "the CUDA toolkit; its summary line says NCCL=0); rebuild with NCCL, run one rank, or "
+      << "train on the CPU (TITAN_DEVICE=cpu)";
   coordinates_ = mesh_coordinates(shape, world.rank());
   // Every rank splits in the same order: splits are collective over the world.
   for (MeshDim dim : kAllDims) {
@@ -159,6 +172,69 @@ Mesh::Mesh(const MeshShape& shape, Communicator& world) : shape_(shape), world_(
   dp_ = split_over(world, shape_, coordinates_, {MeshDim::dp_replicate, MeshDim::dp_shard}, "dp");
   dp_shard_cp_ = split_over(world, shape_, coordinates_, {MeshDim::dp_shard, MeshDim::cp},
                             "dp_shard_cp");
+  make_tensor_groups(nccl_for_one_rank_groups);
+}
+
+void Mesh::make_tensor_groups(bool nccl_for_one_rank_groups) {
+  // The dims of a group with a degree above 1, as bits: two groups with the same bits hold
+  // the same ranks in the same order (the other dims are 1, every rank's coordinate 0).
+  auto ranks_of = [&](std::initializer_list<MeshDim> dims) {
+    unsigned bits = 0;
+    for (MeshDim dim : dims) {
+      if (shape_[dim] > 1) bits |= 1u << unsigned(dim);
+    }
+    return bits;
+  };
+  struct Slot {
+    Communicator** tensor_group;
+    Communicator* host_group;
+    unsigned ranks;
+  };
+  auto dim_slot = [&](MeshDim dim) {
+    return Slot{&tensor_groups_[size_t(dim)], groups_[size_t(dim)].get(), ranks_of({dim})};
+  };
+  // The order of the header; the same on every rank (each NCCL construction is collective).
+  const Slot slots[] = {
+      dim_slot(MeshDim::dp_shard),
+      dim_slot(MeshDim::dp_replicate),
+      Slot{&tensor_dp_, dp_.get(), ranks_of({MeshDim::dp_replicate, MeshDim::dp_shard})},
+      Slot{&tensor_dp_shard_cp_, dp_shard_cp_.get(), ranks_of({MeshDim::dp_shard, MeshDim::cp})},
+      dim_slot(MeshDim::pp),
+      dim_slot(MeshDim::cp),
+      dim_slot(MeshDim::tp),
+  };
+  const bool nccl_for_one_rank = nccl_for_one_rank_groups && TITAN_HAVE_NCCL;
+  std::map<unsigned, Communicator*> nccl_by_ranks;
+  for (const Slot& slot : slots) {
+    if (device_.is_cpu()) {
+      *slot.tensor_group = slot.host_group;
+      continue;
+    }
+    if (slot.host_group->size() == 1 && !nccl_for_one_rank) {
+      if (auto* self = dynamic_cast<SelfCommunicator*>(slot.host_group)) {
+        *slot.tensor_group = self;
+      } else {  // a one-rank MPI group: MPI takes no device tensors
+        own_tensor_groups_.push_back(std::make_unique<SelfCommunicator>(slot.host_group->name()));
+        *slot.tensor_group = own_tensor_groups_.back().get();
+      }
+      continue;
+    }
+    if (auto made = nccl_by_ranks.find(slot.ranks); made != nccl_by_ranks.end()) {
+      *slot.tensor_group = made->second;
+      continue;
+    }
+#if TITAN_HAVE_NCCL
+    if (nccl_by_ranks.empty()) use_device(device_);  // NcclCommunicator takes the current device
+    own_tensor_groups_.push_back(
+        std::make_unique<NcclCommunicator>(*slot.host_group, slot.host_group->name()));
+    *slot.tensor_group = own_tensor_groups_.back().get();
+    nccl_by_ranks[slot.ranks] = *slot.tensor_group;
+#else
+    // The constructor's InputError covers this: without NCCL, a CUDA mesh has one rank.
+    TITAN_FAIL() << "mesh group " << slot.host_group->name() << " has "
+                 << slot.host_group->size() << " ranks on " << device_ << " without NCCL";
+#endif
+  }
 }
 
 Mesh::~Mesh() = default;
@@ -173,6 +249,7 @@ CommStats Mesh::total_stats() const {
   for (const auto& group : groups_) add_stats(total, group->stats());
   add_stats(total, dp_->stats());
   add_stats(total, dp_shard_cp_->stats());
+  for (const auto& group : own_tensor_groups_) add_stats(total, group->stats());
   return total;
 }
 
@@ -181,6 +258,7 @@ void Mesh::reset_stats() {
   for (auto& group : groups_) group->reset_stats();
   dp_->reset_stats();
   dp_shard_cp_->reset_stats();
+  for (auto& group : own_tensor_groups_) group->reset_stats();
 }
 
 }  // namespace titan::dist

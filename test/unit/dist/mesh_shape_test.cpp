@@ -1,8 +1,11 @@
 // Mesh shapes from the config, coordinates, and a mesh over a one-rank world (no MPI).
 #include <gtest/gtest.h>
 
+#include <cstddef>
+#include <memory>
 #include <string>
 
+#include "titan/config.h"
 #include "titan/dist/mesh.h"
 
 namespace titan::dist {
@@ -156,6 +159,80 @@ TEST(MeshOverOneRank, ShapeThatIsNotTheWorldIsAnError) {
   MeshShape shape;
   shape[MeshDim::dp_shard] = 2;
   EXPECT_THROW(Mesh(shape, world), Error);
+}
+
+// The tensor groups (mesh.h): on the CPU the host groups themselves, whatever the options.
+TEST(MeshOverOneRank, CpuTensorGroupsAreTheHostGroups) {
+  SelfCommunicator world("world");
+  for (const bool nccl_for_one_rank_groups : {false, true}) {
+    Mesh mesh(mesh_shape_from_config(parallelism(1, -1), 1), world, Device::cpu(),
+              nccl_for_one_rank_groups);
+    EXPECT_EQ(mesh.device(), Device::cpu());
+    EXPECT_EQ(&mesh.tensor_dp_shard(), &mesh.dp_shard());
+    EXPECT_EQ(&mesh.tensor_dp_replicate(), &mesh.dp_replicate());
+    EXPECT_EQ(&mesh.tensor_dp(), &mesh.dp());
+    EXPECT_EQ(&mesh.tensor_dp_shard_cp(), &mesh.dp_shard_cp());
+    for (MeshDim dim : {MeshDim::pp, MeshDim::dp_replicate, MeshDim::dp_shard, MeshDim::cp, MeshDim::tp}) {
+      EXPECT_EQ(&mesh.tensor_group(dim), &mesh.group(dim)) << mesh_dim_name(dim);
+    }
+  }
+  Mesh by_default(mesh_shape_from_config(parallelism(1, -1), 1), world);
+  EXPECT_EQ(by_default.device(), Device::cpu());
+  EXPECT_EQ(&by_default.tensor_dp_shard_cp(), &by_default.dp_shard_cp());
+}
+
+// A world of one on a GPU: every group is a SelfCommunicator, which copies device tensors,
+// so the host groups serve (no NCCL, no device call: this runs on any build).
+TEST(MeshOverOneRank, CudaTensorGroupsOfOneRankAreTheHostSelfGroups) {
+  SelfCommunicator world("world");
+  Mesh mesh(mesh_shape_from_config(parallelism(1, -1), 1), world, Device::cuda(0));
+  EXPECT_EQ(mesh.device(), Device::cuda(0));
+  EXPECT_EQ(&mesh.tensor_dp_shard(), &mesh.dp_shard());
+  EXPECT_EQ(&mesh.tensor_dp_replicate(), &mesh.dp_replicate());
+  EXPECT_EQ(&mesh.tensor_dp(), &mesh.dp());
+  EXPECT_EQ(&mesh.tensor_dp_shard_cp(), &mesh.dp_shard_cp());
+}
+
+// Rank 0 of a two-rank world whose collectives are never reached: the mesh must refuse a
+// GPU without NCCL before its first split.
+class TwoRankWorldThatMustNotBeUsed final : public Communicator {
+ public:
+  TwoRankWorldThatMustNotBeUsed() : Communicator(0, 2, "world") {}
+  std::unique_ptr<Communicator> split(int, int, std::string) override { return fail("split"); }
+
+ protected:
+  std::unique_ptr<PendingOperation> start_all_reduce(Tensor&, ReduceOp) override { return fail(); }
+  std::unique_ptr<PendingOperation> start_reduce_scatter(const Tensor&, Tensor&) override { return fail(); }
+  std::unique_ptr<PendingOperation> start_all_gather(const Tensor&, Tensor&) override { return fail(); }
+  std::unique_ptr<PendingOperation> start_broadcast(Tensor&, int) override { return fail(); }
+  std::unique_ptr<PendingOperation> start_send(const Tensor&, int, int) override { return fail(); }
+  std::unique_ptr<PendingOperation> start_recv(Tensor&, int, int) override { return fail(); }
+  std::unique_ptr<PendingOperation> start_barrier() override { return fail(); }
+
+ private:
+  static std::nullptr_t fail(const char* what = "a collective") {
+    ADD_FAILURE() << what << " on the world before the NCCL check";
+    return nullptr;
+  }
+};
+
+TEST(MeshOverTwoRanks, CudaDeviceWithoutNcclIsAnInputErrorBeforeAnyCollective) {
+#if TITAN_HAVE_NCCL
+  GTEST_SKIP() << "this build has NCCL";
+#else
+  TwoRankWorldThatMustNotBeUsed world;
+  MeshShape shape;
+  shape[MeshDim::dp_shard] = 2;
+  std::string message = "no error";
+  try {
+    Mesh mesh(shape, world, Device::cuda(0));
+  } catch (const InputError& e) {
+    message = e.what();
+  }
+  EXPECT_NE(message.find("cuda:0 with 2 ranks"), std::string::npos) << message;
+  EXPECT_NE(message.find("no NCCL"), std::string::npos) << message;
+  EXPECT_NE(message.find("TITAN_DEVICE=cpu"), std::string::npos) << message;
+#endif
 }
 
 }  // namespace
