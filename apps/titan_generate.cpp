@@ -1,7 +1,7 @@
 // titan-generate: sample text from a checkpoint, on one rank or sharded over the ranks
 // mpirun starts (infer/generate.h).
 //
-//   titan-generate --checkpoint out/checkpoint/step-100.h5 --prompt "Four score" \
+//   titan-generate --checkpoint out/checkpoint/step-100.h5 --prompt "Four score"
 //       --max-new-tokens 32 [--temperature 0] [--top-k 50] [--seed 1] [--stop-at-eos] [--ids]
 //       [--tokenizer PATH]
 // Prints the new text (or with --ids the new token ids on one line) on rank 0's stdout.

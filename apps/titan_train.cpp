@@ -6,6 +6,7 @@
 
 #include "titan/config/load.h"
 #include "titan/core/build_info.h"
+#include "titan/core/device_select.h"
 #include "titan/core/error.h"
 #include "titan/core/logging.h"
 #include "titan/dist/job.h"
@@ -45,7 +46,8 @@ int run(titan::dist::Runtime& runtime, int argc, char** argv) {
   std::unique_ptr<dist::Mesh> mesh;
   std::unique_ptr<train::Trainer> trainer;
   if (!job.setup([&] {
-        mesh = std::make_unique<dist::Mesh>(shape, runtime.world());
+        // The device the trainer picks too: the mesh's tensor groups are NCCL on a GPU.
+        mesh = std::make_unique<dist::Mesh>(shape, runtime.world(), default_training_device());
         trainer = std::make_unique<train::Trainer>(config, mesh.get());
       })) {
     return job.exit_code();

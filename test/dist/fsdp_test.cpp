@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 
 #include "dist_test_main.h"
@@ -13,6 +14,7 @@
 #include "titan/core/allocator.h"
 #include "titan/dist/fsdp.h"
 #include "titan/dist/mesh.h"
+#include "titan/ops/cast.h"
 #include "titan/train/trainer.h"
 
 namespace titan::dist {
@@ -221,6 +223,46 @@ TEST(Hsdp, OneReplicaAllReducePerUnitPerStep) {
     EXPECT_EQ(mesh.dp_replicate().stats()[Collective::AllReduce].calls, units) << replicas;
     const int64_t reduce_scatters = mesh.dp_shard_cp().stats()[Collective::ReduceScatter].calls;
     EXPECT_EQ(reduce_scatters, replicas == 4 ? 0 : units * 2) << replicas;
+  }
+}
+
+// Mixed precision (a bf16 compute dtype): the gather casts the f32 shards, so the bound whole
+// values are the whole f32 tensors rounded to bf16; the whole gradients and their
+// reduce-scatter stay f32.
+TEST(Fsdp, Bf16ComputeDtypeGathersBf16ValuesAndReducesF32Gradients) {
+  Communicator& world = test_world();
+  const int64_t n = world.size();
+  const nn::Placement placement{world.rank(), n, Device::cpu(), DType::BF16};
+  const nn::InitRule normal{nn::InitKind::Normal, 1.0, 0.0};
+  nn::Parameter a("a.weight", {7, 3}, normal, placement), b("b.weight", {5}, normal, placement);
+  a.initialize(11);
+  b.initialize(11);
+  SelfCommunicator replicas("replicate");
+  FullyShardedDataParallel fsdp({nn::ParameterUnit{"unit", {&a, &b}}}, world, replicas,
+                                config::ReshardAfterForward::Always);
+  fsdp.before_forward(0);
+  for (nn::Parameter* p : {&a, &b}) {
+    ASSERT_EQ(p->value().dtype(), DType::BF16) << p->name();
+    const Tensor whole = gather_parameter(*p, world);
+    Tensor expected = Tensor::empty(whole.shape(), DType::BF16);
+    ops::cast(whole, expected);
+    EXPECT_EQ(std::memcmp(expected.raw_data(), p->value().raw_data(), size_t(expected.bytes())), 0)
+        << p->name();
+  }
+  fsdp.after_forward(0);
+  fsdp.before_backward(0);
+  for (nn::Parameter* p : {&a, &b}) {
+    ASSERT_EQ(p->grad().dtype(), DType::F32) << p->name();
+    float* g = p->grad().mutable_data<float>();
+    for (int64_t i = 0; i < p->grad().numel(); ++i) g[i] = 0.5f;
+  }
+  fsdp.after_backward(0);
+  fsdp.reduce_gradients();
+  for (nn::Parameter* p : {&a, &b}) {
+    const float* g = p->shard_grad().data<float>();
+    for (int64_t i = 0; i < p->shard_grad().numel(); ++i) {
+      ASSERT_EQ(g[i], 0.5f * float(n)) << p->name() << " element " << i;
+    }
   }
 }
 

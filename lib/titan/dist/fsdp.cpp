@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "titan/core/copy.h"
+#include "titan/ops/cast.h"
 #include "titan/ops/elementwise.h"
 
 namespace titan::dist {
@@ -16,11 +17,16 @@ Tensor slice(const Tensor& t, int64_t offset, int64_t numel) {
   return t.reshape({t.numel()}).narrow(offset, numel);
 }
 
+// Converts to dst's dtype when the two differ (an f32 shard into a bf16 gather input).
 void copy_slice(const Tensor& src, int64_t src_offset, Tensor& dst, int64_t dst_offset,
                 int64_t numel) {
   if (numel == 0) return;
   Tensor to = slice(dst, dst_offset, numel);
-  copy_tensor(slice(src, src_offset, numel), to);
+  if (src.dtype() == dst.dtype()) {
+    copy_tensor(slice(src, src_offset, numel), to);
+  } else {
+    ops::cast(slice(src, src_offset, numel), to);
+  }
 }
 
 void zero_slice(Tensor& t, int64_t offset, int64_t numel) {
@@ -52,10 +58,16 @@ FullyShardedDataParallel::FullyShardedDataParallel(std::vector<nn::ParameterUnit
           << "FSDP over " << shard_group.name() << " (rank " << shard_group.rank() << " of " << n
           << "): " << p->name() << " is placed as shard " << p->placement().shard_index << " of "
           << p->placement().shard_count;
-      if (!have_device) device_ = p->device();
+      if (!have_device) {
+        device_ = p->device();
+        compute_dtype_ = p->compute_dtype();
+      }
       have_device = true;
       TITAN_CHECK(p->device() == device_) << "FSDP: " << p->name() << " is on " << p->device()
                                           << ", other parameters on " << device_;
+      TITAN_CHECK(p->compute_dtype() == compute_dtype_)
+          << "FSDP: " << p->name() << " computes in " << dtype_name(p->compute_dtype())
+          << ", other parameters in " << dtype_name(compute_dtype_);
       unit.segment_offsets.push_back(unit.segment_numel);
       unit.full_offsets.push_back(unit.full_numel);
       unit.segment_numel += nn::rows_per_shard(rows_of(*p), n) * row_numel(*p);
@@ -78,7 +90,7 @@ void FullyShardedDataParallel::record(std::vector<int>& order, int unit) {
 
 void FullyShardedDataParallel::start_gather(Unit& unit) {
   MemoryTagScope tag("communication");
-  unit.gather_input = Tensor::empty({unit.segment_numel}, DType::F32, device_);
+  unit.gather_input = Tensor::empty({unit.segment_numel}, compute_dtype_, device_);
   const int64_t n = shard_group_.size();
   for (size_t k = 0; k < unit.spec.parameters.size(); ++k) {
     const nn::Parameter& p = *unit.spec.parameters[k];
@@ -87,7 +99,7 @@ void FullyShardedDataParallel::start_gather(Unit& unit) {
     copy_slice(p.shard(), 0, unit.gather_input, unit.segment_offsets[k], held);
     zero_slice(unit.gather_input, unit.segment_offsets[k] + held, padded - held);
   }
-  unit.gathered = Tensor::empty({n * unit.segment_numel}, DType::F32, device_);
+  unit.gathered = Tensor::empty({n * unit.segment_numel}, compute_dtype_, device_);
   unit.gather = shard_group_.all_gather(unit.gather_input, unit.gathered);
   unit.status = Status::Gathering;
 }
@@ -97,7 +109,7 @@ void FullyShardedDataParallel::finish_gather(Unit& unit) {
   const int64_t n = shard_group_.size();
   {
     MemoryTagScope tag("parameters.unsharded");
-    unit.full = Tensor::empty({unit.full_numel}, DType::F32, device_);
+    unit.full = Tensor::empty({unit.full_numel}, compute_dtype_, device_);
   }
   for (size_t k = 0; k < unit.spec.parameters.size(); ++k) {
     const nn::Parameter& p = *unit.spec.parameters[k];

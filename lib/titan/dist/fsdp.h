@@ -29,6 +29,10 @@
 // Device: every buffer (gather input and output, whole values and gradients, reduce-scatter
 // buffers) is on the parameters' device (they must all share one); the communicators
 // take tensors on that device (MPI: the host, NCCL: the GPU).
+// Precision (training.mixed_precision_param, nn/parameter.h): the gather casts the f32
+// shards into a gather input of the parameters' compute dtype (they must all share one), so
+// the all-gather and the whole values are in it (bf16 on a GPU); whole gradients, the
+// reduce-scatter and the replicas' all-reduce stay f32 (training.mixed_precision_reduce).
 //
 // Collectives per microbatch on the shard group (n > 1): one reduce_scatter per unit;
 // all_gathers: one per unit in forward, plus one in backward for each unit that was freed
@@ -99,6 +103,7 @@ class FullyShardedDataParallel final : public nn::UnitHooks {
   Communicator& shard_group_;
   Communicator& replicate_group_;
   Device device_ = Device::cpu();  // the parameters' device
+  DType compute_dtype_ = DType::F32;  // and the dtype of their whole values
   // The orders units were used in during the first microbatch: what prefetching follows.
   std::vector<int> forward_order_, backward_order_;
   std::deque<Reduction> reductions_;  // reduce-scatters in flight, oldest first

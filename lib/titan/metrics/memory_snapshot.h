@@ -15,8 +15,9 @@
 //    "now":     [... the same, for the blocks live when the file was written]}
 //
 // Lists are biggest first; "at_peak" sums to peak_bytes, "now" to current_bytes. Tags:
-// parameters, gradients (the rank's shards), parameters.unsharded / gradients.unsharded
-// (FSDP's gathered copies), optimizer, activations/<module> (tok_embeddings, layers.<i>,
+// parameters, gradients (the rank's shards), parameters.compute (bf16 copies of unsharded
+// weights under mixed precision), parameters.unsharded / gradients.unsharded (FSDP's
+// gathered copies), optimizer, activations/<module> (tok_embeddings, layers.<i>,
 // output: what a module's forward keeps and its backward's temporaries), communication
 // (flat collective buffers), buffers (RoPE table), data, checkpoint, other (untagged).
 #pragma once

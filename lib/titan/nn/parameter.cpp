@@ -4,6 +4,7 @@
 
 #include "titan/core/copy.h"
 #include "titan/core/philox.h"
+#include "titan/ops/cast.h"
 
 namespace titan::nn {
 
@@ -38,9 +39,19 @@ Parameter::Parameter(std::string name, Shape global_shape, InitRule init, Placem
     shard_grad_ = Tensor::zeros(box.extent, DType::F32, placement_.device);
   }
   if (!placement_.sharded()) {
-    value_ = shard_;
     grad_ = shard_grad_;
+    if (compute_dtype() == DType::F32) {
+      value_ = shard_;
+    } else {
+      MemoryTagScope tag("parameters.compute");
+      value_ = Tensor::zeros(global_shape_, compute_dtype(), placement_.device);
+    }
   }
+}
+
+void Parameter::update_compute_copy() {
+  if (placement_.sharded() || value_.shares_storage_with(shard_)) return;
+  ops::cast(shard_, value_);
 }
 
 const Tensor& Parameter::value() const {
@@ -68,6 +79,10 @@ void Parameter::bind_full(Tensor value, Tensor grad) {
   TITAN_CHECK(!grad.defined() || grad.shape() == global_shape_)
       << name_ << ": bound gradient " << shape_string(grad.shape()) << ", expected "
       << shape_string(global_shape_);
+  TITAN_CHECK((!value.defined() || value.dtype() == compute_dtype()) &&
+              (!grad.defined() || grad.dtype() == DType::F32))
+      << name_ << ": bound value must be " << dtype_name(compute_dtype())
+      << " (the compute dtype) and gradient f32";
   TITAN_CHECK((!value.defined() || value.device() == device()) &&
               (!grad.defined() || grad.device() == device()))
       << name_ << ": bound tensors must be on the parameter's device " << device();
@@ -85,7 +100,7 @@ void Parameter::initialize(uint64_t seed) {
   const Box box = local_box();
   TITAN_CHECK(box.extent.size() >= 1 && box.extent.size() <= 2)
       << name_ << ": initialize handles 1-D and 2-D parameters, got " << shape_string(box.extent);
-  if (shard_.numel() == 0) return;  // an empty shard (more ranks than rows)
+  if (shard_.numel() == 0) return;  // an empty shard (more ranks than rows): no compute copy
   // Philox fills host memory; a device parameter is filled in a host copy, then copied over.
   Tensor host = shard_;
   if (!device().is_cpu()) {
@@ -120,6 +135,7 @@ void Parameter::initialize(uint64_t seed) {
     }
   }
   if (!host.shares_storage_with(shard_)) copy_tensor(host, shard_);
+  update_compute_copy();
 }
 
 }  // namespace titan::nn

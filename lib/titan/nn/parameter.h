@@ -13,6 +13,14 @@
 // Unsharded (one rank, DDP) they are the same tensors. Sharded (FSDP), value() and grad()
 // exist only while whoever gathers the parameter (dist/fsdp.h) has bound them.
 //
+// Mixed precision (training.mixed_precision_param): value() is in the placement's compute
+// dtype, shard() and every gradient stay f32. Unsharded with a compute dtype other than f32,
+// value() is a separate copy (memory tag "parameters.compute"), filled from shard() by
+// update_compute_copy() (initialize() does it; whoever changes shard() afterwards, the
+// optimizer step or a checkpoint load, calls it again). grad() stays the f32 shard gradient:
+// weight gradients accumulate in f32 from compute-dtype activations. Sharded, the gatherer
+// casts the shards as it gathers them.
+//
 // Device: a parameter lives on its placement's device (the training device), shard, gradient
 // and bound whole tensors alike. Modules allocate their activations on the device of their
 // input, so a model built with Placement::device = cuda:0 computes there from end to end.
@@ -45,11 +53,14 @@ struct Box {
 // each of `shard_count` ranks owns ceil(rows / shard_count) rows (of dim 0; a 1-D tensor's
 // elements are its rows), the last ones fewer or none. Tensor parallelism will add its own
 // split here, applied before the FSDP one (torchtitan's strided order).
-// `device` is where the piece (and everything computed from it) lives.
+// `device` is where the piece (and everything computed from it) lives; `compute_dtype` the
+// dtype of the whole value the modules compute with (f32, or bf16 on a GPU), chosen by the
+// trainer (train/trainer.h); the piece itself is always f32.
 struct Placement {
   int64_t shard_index = 0;
   int64_t shard_count = 1;
   Device device = Device::cpu();
+  DType compute_dtype = DType::F32;
   bool sharded() const { return shard_count > 1; }
 };
 
@@ -70,6 +81,7 @@ class Parameter {
   const InitRule& init_rule() const { return init_; }
   const Placement& placement() const { return placement_; }
   Device device() const { return placement_.device; }
+  DType compute_dtype() const { return placement_.compute_dtype; }
   Box local_box() const { return placement_box(global_shape_, placement_); }
 
   Tensor& shard() { return shard_; }
@@ -91,8 +103,11 @@ class Parameter {
   void release_full();
 
   // Fills the local box from Philox stream philox_stream_key(name) under `seed` (on the
-  // host; a device parameter gets the values copied over).
+  // host; a device parameter gets the values copied over), and the compute copy from it.
   void initialize(uint64_t seed);
+  // value() = shard() cast to the compute dtype, when value() is a copy of its own
+  // (unsharded, compute dtype not f32); nothing otherwise.
+  void update_compute_copy();
   void zero_grad() { shard_grad_.zero_(); }
 
  private:

@@ -39,6 +39,21 @@ void write_tensorboard(metrics::TensorBoardWriter& tensorboard, const metrics::S
   tensorboard.flush();
 }
 
+// The dtype the model computes in (the one place that decides it):
+// training.mixed_precision_param on a GPU; f32 on the CPU, whose ops take f32 only
+// (log_start says that the setting is ignored there). Master weights, gradients, their reduction and the
+// optimizer state are f32 everywhere.
+DType compute_dtype_for(const config::JobConfig& config, Device device) {
+  const config::TrainingSection& t = config.training;
+  TITAN_CHECK_INPUT(t.mixed_precision_reduce == config::Precision::Float32)
+      << "training.mixed_precision_reduce: " << config::choice_name(t.mixed_precision_reduce)
+      << " is not built; gradients are reduced in float32 (use float32)";
+  if (device.is_cpu()) return DType::F32;
+  TITAN_CHECK_INPUT(t.mixed_precision_param != config::Precision::Float16)
+      << "training.mixed_precision_param: float16 is not built; use bfloat16 or float32";
+  return t.mixed_precision_param == config::Precision::Bfloat16 ? DType::BF16 : DType::F32;
+}
+
 }  // namespace
 
 int64_t accumulation_steps_for(const config::JobConfig& config, int64_t dp_degree) {
@@ -63,9 +78,13 @@ Trainer::Trainer(const config::JobConfig& config, dist::Mesh* mesh, std::optiona
   if (!mesh_) {
     own_world_ = std::make_unique<dist::SelfCommunicator>("world");
     own_mesh_ = std::make_unique<dist::Mesh>(
-        dist::mesh_shape_from_config(config.parallelism, 1), *own_world_);
+        dist::mesh_shape_from_config(config.parallelism, 1), *own_world_, device_);
     mesh_ = own_mesh_.get();
   }
+  // FSDP's collectives carry tensors on the training device: the mesh's tensor groups
+  // (NCCL on a GPU) must be for that device.
+  TITAN_CHECK(mesh_->device() == device_ || mesh_->world().size() == 1)
+      << "the mesh was built for " << mesh_->device() << ", the trainer trains on " << device_;
   accumulation_steps_ = accumulation_steps_for(config, mesh_->dp_degree());
   // Bad data fails before the model is built.
   data_ = data::make_batch_source(config, args_.vocab_size, mesh_->dp_rank(), mesh_->dp_degree());
@@ -91,12 +110,14 @@ Trainer::Trainer(const config::JobConfig& config, dist::Mesh* mesh, std::optiona
         << " tokens, fewer than one global batch of " << per_batch
         << "; lower validation.local_batch_size or validation.seq_len";
   }
-  dist::Communicator& shard_group = mesh_->dp_shard_cp();
+  dist::Communicator& shard_group = mesh_->tensor_dp_shard_cp();
   model_ = std::make_unique<models::llama3::Llama3Model>(
-      args_, nn::Placement{shard_group.rank(), shard_group.size(), device_});
+      args_, nn::Placement{shard_group.rank(), shard_group.size(), device_,
+                           compute_dtype_for(config, device_)});
   model_->initialize(config.debug.effective_seed());
   fsdp_ = std::make_unique<dist::FullyShardedDataParallel>(
-      model_->units(), shard_group, mesh_->dp_replicate(), config.parallelism.fsdp_reshard_after_forward);
+      model_->units(), shard_group, mesh_->tensor_dp_replicate(),
+      config.parallelism.fsdp_reshard_after_forward);
   model_->set_unit_hooks(fsdp_.get());
   parameters_ = model_->parameters();
   optimizer_ = std::make_unique<AdamW>(AdamW::from_config(parameters_, config));
@@ -171,12 +192,12 @@ void Trainer::log_start() const {
     where << device_;
     log::info("device: %s (%s)", where.str().c_str(), device_name(device_).c_str());
   }
-  if (config_.training.mixed_precision_param != config::Precision::Float32) {
-    if (device_.is_cpu()) {
-      log::info("the CPU backend computes in float32 (training.mixed_precision_param is for GPUs)");
-    } else {
-      log::info("training.mixed_precision_param is not implemented yet: computing in float32");
-    }
+  if (model_->compute_dtype() != DType::F32) {
+    log::info("mixed precision: weights and activations in %s, float32 master weights, "
+              "gradients and optimizer state (training.mixed_precision_param)",
+              std::string(dtype_name(model_->compute_dtype())).c_str());
+  } else if (config_.training.mixed_precision_param != config::Precision::Float32) {
+    log::info("the CPU backend computes in float32 (training.mixed_precision_param is for GPUs)");
   }
 }
 
@@ -279,6 +300,7 @@ StepResult Trainer::run_step() {
     metrics::TraceSpan span("optimizer");
     clip_grads(parameters_, config_.training.max_norm, result.grad_norm);
     optimizer_->step(result.lr);
+    model_->update_compute_copies();
   }
   std::optional<ValidationResult> validation;
   if (config_.validation.enable && step_ % config_.validation.freq == 0) {

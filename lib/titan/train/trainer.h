@@ -21,6 +21,12 @@
 // CPU; TITAN_DEVICE overrides). Batches come from the data loader on the host and are
 // copied over once per microbatch; the loss and the grad norm come back as host scalars.
 // The step line's memory is the training device's allocator.
+//
+// Precision: on a GPU the model computes in training.mixed_precision_param (bfloat16: bf16
+// weights and activations) over f32 master weights, gradients and AdamW state, refreshing
+// the bf16 weights after each optimizer step and checkpoint load; the CPU computes in f32
+// whatever it says. training.mixed_precision_reduce must be float32 (gradients are reduced
+// in f32); anything else is an InputError.
 #pragma once
 
 #include <filesystem>

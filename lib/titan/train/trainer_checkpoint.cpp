@@ -141,6 +141,7 @@ void Trainer::load_checkpoint(const std::string& path, bool model_only) {
   for (size_t i = 0; i < pieces.size(); ++i) {
     if (device_targets[i].defined()) copy_tensor(pieces[i].local, device_targets[i]);
   }
+  model_->update_compute_copies();  // the weights the model computes with, from the masters
   if (with_optimizer) optimizer_->set_steps_taken(meta.optimizer_steps);
   if (!model_only && !excluded(config_, "train_state")) {
     step_ = meta.step;

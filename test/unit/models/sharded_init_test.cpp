@@ -3,11 +3,13 @@
 // "Tensors and placements").
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <memory>
 
 #include "support/gradient_check.h"
 #include "titan/core/allocator.h"
 #include "titan/models/llama3/model.h"
+#include "titan/ops/cast.h"
 
 namespace titan::models::llama3 {
 namespace {
@@ -34,6 +36,36 @@ TEST(PlacementBox, RowsSplitAsFsdp2WithTheLastShardsShorterOrEmpty) {
   EXPECT_EQ(nn::placement_box({3}, {3, 4}).extent, Shape{0});
   EXPECT_EQ(nn::placement_box({3}, {2, 4}).extent, Shape{1});
   EXPECT_EQ(nn::rows_per_shard(10, 4), 3);
+}
+
+// A compute dtype other than f32 (mixed precision): value() is a copy of its own in that
+// dtype, the f32 master cast (on the CPU too: the cast is the CPU's), refreshed on demand;
+// the gradient stays the f32 shard gradient. Sharded, bound values must be in it.
+TEST(ComputeCopy, Bf16ValueIsTheMasterCastAndFollowsItOnUpdate) {
+  nn::Parameter p("w.weight", {6, 5}, nn::InitRule{nn::InitKind::Normal, 1.0, 0.0},
+                  nn::Placement{0, 1, Device::cpu(), DType::BF16});
+  EXPECT_EQ(p.compute_dtype(), DType::BF16);
+  EXPECT_EQ(p.value().dtype(), DType::BF16);
+  EXPECT_EQ(p.shard().dtype(), DType::F32);
+  EXPECT_EQ(p.grad().dtype(), DType::F32);
+  EXPECT_TRUE(p.grad().shares_storage_with(p.shard_grad()));
+  EXPECT_FALSE(p.value().shares_storage_with(p.shard()));
+  const auto expect_cast = [&](const char* when) {
+    Tensor expected = Tensor::empty(p.shard().shape(), DType::BF16);
+    ops::cast(p.shard(), expected);
+    EXPECT_EQ(std::memcmp(expected.raw_data(), p.value().raw_data(), size_t(expected.bytes())), 0)
+        << when;
+  };
+  p.initialize(5);
+  expect_cast("after initialize");
+  p.shard().mutable_data<float>()[7] = 3.0f;
+  p.update_compute_copy();
+  expect_cast("after update_compute_copy");
+
+  nn::Parameter sharded("s.weight", {6, 5}, nn::InitRule{}, nn::Placement{1, 2, Device::cpu(), DType::BF16});
+  EXPECT_THROW(sharded.bind_full(Tensor::zeros({6, 5}, DType::F32), Tensor()), Error);
+  sharded.bind_full(Tensor::zeros({6, 5}, DType::BF16), Tensor::zeros({6, 5}, DType::F32));
+  EXPECT_EQ(sharded.value().dtype(), DType::BF16);
 }
 
 class ShardedInit : public ::testing::TestWithParam<int> {};

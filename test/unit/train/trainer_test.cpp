@@ -135,6 +135,32 @@ TEST(Trainer, CudaDeviceWithoutCudaBuildIsInputError) {
 }
 #endif
 
+// training.mixed_precision_param (bfloat16 by default) is for GPUs: the CPU's ops take f32,
+// so the CPU model computes with its f32 masters themselves.
+TEST(Trainer, CpuComputesInF32WhateverMixedPrecisionParamSays) {
+  config::JobConfig c = tiny_job("cpu_precision");
+  c.training.mixed_precision_param = config::Precision::Bfloat16;
+  Trainer trainer(c, nullptr, Device::cpu());
+  EXPECT_EQ(trainer.model().compute_dtype(), DType::F32);
+  for (nn::Parameter* p : trainer.model().parameters()) {
+    EXPECT_EQ(p->value().dtype(), DType::F32) << p->name();
+    EXPECT_TRUE(p->value().shares_storage_with(p->shard())) << p->name();
+  }
+}
+
+TEST(Trainer, ReduceInOtherThanFloat32IsInputError) {
+  config::JobConfig c = tiny_job("reduce_precision");
+  c.training.mixed_precision_reduce = config::Precision::Bfloat16;
+  try {
+    Trainer trainer(c, nullptr, Device::cpu());
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("training.mixed_precision_reduce"), std::string::npos) << message;
+    EXPECT_NE(message.find("not built"), std::string::npos) << message;
+  }
+}
+
 TEST(Trainer, GlobalBatchThatDoesNotDivideIsInputError) {
   config::JobConfig c = tiny_job("bad_batch");
   c.training.local_batch_size = 3;

@@ -50,7 +50,7 @@ int64_t ModelRecord::bytes() const {
 }
 
 Llama3Model::Llama3Model(const ModelArgs& args, const nn::Placement& placement)
-    : args_(args), device_(placement.device) {
+    : args_(args), device_(placement.device), compute_dtype_(placement.compute_dtype) {
   const int64_t D = args.dim, V = args.vocab_size;
   tok_embeddings_ = std::make_unique<nn::Parameter>(
       "tok_embeddings.weight", Shape{V, D},
@@ -119,6 +119,10 @@ void Llama3Model::zero_grads() {
   for (nn::Parameter* p : parameters()) p->zero_grad();
 }
 
+void Llama3Model::update_compute_copies() {
+  for (nn::Parameter* p : parameters()) p->update_compute_copy();
+}
+
 double Llama3Model::forward(const Tensor& tokens, const Tensor& labels, ModelRecord& r) const {
   TITAN_CHECK(tokens.dim() == 2 && labels.shape() == tokens.shape())
       << "forward: tokens and labels must both be [B, T], got " << shape_string(tokens.shape())
@@ -136,7 +140,7 @@ double Llama3Model::forward(const Tensor& tokens, const Tensor& labels, ModelRec
   hook(Hook::BeforeForward, kEmbeddingUnit);
   {
     const MemoryTagScope tag = activations_of("tok_embeddings");
-    r.layer_inputs.push_back(Tensor::empty({B, T, D}, DType::F32, device_));
+    r.layer_inputs.push_back(Tensor::empty({B, T, D}, compute_dtype_, device_));
     Tensor x0 = r.layer_inputs[0].reshape({N, D});
     metrics::TraceSpan span("tok_embeddings.forward");
     ops::embedding_forward(r.tokens.reshape({N}), tok_embeddings_->value(), x0);
@@ -146,7 +150,7 @@ double Llama3Model::forward(const Tensor& tokens, const Tensor& labels, ModelRec
   for (size_t i = 0; i < layers_.size(); ++i) {
     hook(Hook::BeforeForward, layer_unit(i));
     const MemoryTagScope tag = activations_of("layers." + std::to_string(i));
-    Tensor out = Tensor::empty({B, T, D}, DType::F32, device_);
+    Tensor out = Tensor::empty({B, T, D}, compute_dtype_, device_);
     {
       metrics::TraceSpan span("layers." + std::to_string(i) + ".forward");
       layers_[i].forward(r.layer_inputs[i], freqs, out, r.layers[i]);
@@ -157,7 +161,7 @@ double Llama3Model::forward(const Tensor& tokens, const Tensor& labels, ModelRec
   if (head_unit() != kEmbeddingUnit) hook(Hook::BeforeForward, head_unit());
   const MemoryTagScope tag = activations_of("output");
   metrics::TraceSpan head_span("norm.output.loss.forward");
-  r.hn = Tensor::empty({N, D}, DType::F32, device_);
+  r.hn = Tensor::empty({N, D}, compute_dtype_, device_);
   r.rstd_norm = Tensor::empty({N}, DType::F32, device_);
   norm_->forward(r.layer_inputs.back().reshape({N, D}), r.hn, r.rstd_norm);
   Tensor loss_sum = Tensor::empty({1}, DType::F32, device_);
@@ -181,7 +185,7 @@ Tensor Llama3Model::logits(const ModelRecord& r) const {
 void Llama3Model::output_backward_input(ModelRecord& r, float grad_scale, Tensor& dh) const {
   const int64_t N = r.hn.size(0), D = r.hn.size(1);
   const nn::Parameter& w = output_ ? *output_ : *tok_embeddings_;
-  r.dhn = Tensor::empty({N, D}, DType::F32, device_);
+  r.dhn = Tensor::empty({N, D}, compute_dtype_, device_);
   Tensor workspace = cross_entropy_workspace(N, args_.vocab_size, device_);
   ops::cross_entropy_backward_input(r.hn, w.value(), r.labels.reshape({N}), r.lse, grad_scale,
                                     r.dhn, ops::Accumulate::No, workspace);
@@ -197,14 +201,14 @@ void Llama3Model::backward(ModelRecord& r, float grad_scale) {
   {
     // The output layer: one logits recompute for both of its gradients.
     const MemoryTagScope tag = activations_of("output");
-    r.dhn = Tensor::empty({N, D}, DType::F32, device_);
+    r.dhn = Tensor::empty({N, D}, compute_dtype_, device_);
     {
       metrics::TraceSpan span("norm.output.loss.backward");
       Tensor workspace = cross_entropy_workspace(N, args_.vocab_size, device_);
       ops::cross_entropy_backward(r.hn, w.value(), r.labels.reshape({N}), r.lse, grad_scale,
                                   r.dhn, w.grad(), ops::Accumulate::No, workspace);
     }
-    dx = Tensor::empty({N, D}, DType::F32, device_);
+    dx = Tensor::empty({N, D}, compute_dtype_, device_);
     const Tensor x_last = r.layer_inputs.back().reshape({N, D});
     norm_->backward_input(r.dhn, x_last, r.rstd_norm, dx, ops::Accumulate::No);
     norm_->backward_weight(r.dhn, x_last, r.rstd_norm);
@@ -214,7 +218,7 @@ void Llama3Model::backward(ModelRecord& r, float grad_scale) {
   for (size_t i = layers_.size(); i-- > 0;) {
     hook(Hook::BeforeBackward, layer_unit(i));
     const MemoryTagScope tag = activations_of("layers." + std::to_string(i));
-    Tensor dx_in = Tensor::empty({N, D}, DType::F32, device_);
+    Tensor dx_in = Tensor::empty({N, D}, compute_dtype_, device_);
     {
       metrics::TraceSpan span("layers." + std::to_string(i) + ".backward_input");
       layers_[i].backward_input(dx, freqs, r.layers[i], dx_in);
@@ -243,14 +247,14 @@ void Llama3Model::backward_input(ModelRecord& r, float grad_scale) {
   Tensor dx;
   {
     const MemoryTagScope tag = activations_of("output");
-    dx = Tensor::empty({N, D}, DType::F32, device_);
+    dx = Tensor::empty({N, D}, compute_dtype_, device_);
     output_backward_input(r, grad_scale, dx);
   }
   const Tensor freqs = freqs_.narrow(0, r.tokens.size(1));
   for (size_t i = layers_.size(); i-- > 0;) {
     hook(Hook::BeforeBackward, layer_unit(i));
     const MemoryTagScope tag = activations_of("layers." + std::to_string(i));
-    Tensor dx_in = Tensor::empty({N, D}, DType::F32, device_);
+    Tensor dx_in = Tensor::empty({N, D}, compute_dtype_, device_);
     layers_[i].backward_input(dx, freqs, r.layers[i], dx_in);
     dx = dx_in;
   }

@@ -21,6 +21,11 @@
 // table, activations and workspaces. forward() takes tokens and labels on any device and
 // copies them to the model's once per microbatch (the data loader's batches are host
 // tensors); the loss sum is the one value it copies back to the host.
+//
+// Precision: activations (layer inputs and outputs, hn and every activation gradient) are
+// in the placement's compute dtype, as the parameters' whole values are (nn/parameter.h);
+// the norms' rstd, the log-sum-exp, the loss and the cross-entropy's logits stay f32, and
+// so do the master weights, their gradients and the optimizer state.
 #pragma once
 
 #include <memory>
@@ -53,6 +58,7 @@ class Llama3Model {
 
   const ModelArgs& args() const { return args_; }
   Device device() const { return device_; }
+  DType compute_dtype() const { return compute_dtype_; }
   // Every parameter once, in torchtitan's order of definition.
   std::vector<nn::Parameter*> parameters();
   nn::Parameter& output_weight();
@@ -61,6 +67,9 @@ class Llama3Model {
   void set_unit_hooks(nn::UnitHooks* hooks) { hooks_ = hooks; }
   void initialize(uint64_t seed);
   void zero_grads();
+  // Refreshes every parameter's compute copy from its master shard (after an optimizer step
+  // or a checkpoint load; nothing to do in f32).
+  void update_compute_copies();
 
   // Sum over valid tokens (labels != -100) of the token losses; keeps the record.
   double forward(const Tensor& tokens, const Tensor& labels, ModelRecord& record) const;
@@ -86,6 +95,7 @@ class Llama3Model {
   void hook(Hook hook, int unit) const;
   ModelArgs args_;
   Device device_;
+  DType compute_dtype_;                    // of the weights' whole values and activations
   std::unique_ptr<nn::Parameter> tok_embeddings_;
   std::vector<nn::TransformerBlock> layers_;
   std::unique_ptr<nn::RmsNorm> norm_;
