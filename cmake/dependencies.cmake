@@ -103,7 +103,7 @@ if(NOT TITAN_CUDA STREQUAL "OFF")
   titan_option_result(TITAN_CUDA CMAKE_CUDA_COMPILER "a CUDA compiler (/usr/local/cuda/bin/nvcc)")
   if(CMAKE_CUDA_COMPILER)
     if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
-      set(CMAKE_CUDA_ARCHITECTURES 90)   # H100 / H200
+      set(CMAKE_CUDA_ARCHITECTURES 80 90)   # A100; H100 / H200 (WMMA runs on both)
     endif()
     set(CMAKE_CUDA_STANDARD 17)  # CMake 3.25 knows no CUDA20 flags for nvcc
     # One CUDA runtime, the shared one that CUDA::cudart names too (nvcc's default is the

@@ -74,13 +74,20 @@ void AdamW::step(double lr) {
   const bool coupled = settings_.weight_decay_mode == WeightDecayMode::Coupled;
   options.weight_decay = coupled ? 0.0 : settings_.weight_decay;
   MemoryTagScope tag("optimizer");
+  if (parameters_.empty()) return;
+  if (!coupled || settings_.weight_decay == 0.0) {
+    // One call for every parameter: on a GPU a launch per 48 tensors instead of one each.
+    std::vector<Tensor> values, grads;
+    for (nn::Parameter* p : parameters_) {
+      values.push_back(p->shard());  // handles: the steps write through to the shards
+      grads.push_back(p->shard_grad());
+    }
+    ops::adamw_step_multi_tensor(values, grads, exp_avg_, exp_avg_sq_, options, steps_taken_);
+    return;
+  }
   for (size_t i = 0; i < parameters_.size(); ++i) {
     Tensor& value = parameters_[i]->shard();
     const Tensor& grad = parameters_[i]->shard_grad();
-    if (!coupled || settings_.weight_decay == 0.0) {
-      ops::adamw_step(value, grad, exp_avg_[i], exp_avg_sq_[i], options, steps_taken_);
-      continue;
-    }
     // torch.optim.Adam: grad = grad.add(param, alpha=weight_decay), out of place, so the
     // parameter's gradient is unchanged. The scratch comes back from the allocator's cache.
     Tensor decayed_grad = Tensor::empty(grad.shape(), DType::F32, grad.device());

@@ -68,7 +68,7 @@ TEST(ProfilingProcess, TracesPerRankWithNestedSpansNamedByWhatRan) {
                                      // op spans (ops/dispatch.h)
                                      std::string("matmul"), std::string("attention_forward"),
                                      std::string("attention_backward"),
-                                     std::string("rmsnorm_forward"), std::string("adamw_step")}) {
+                                     std::string("rmsnorm_forward"), std::string("adamw_step_multi_tensor")}) {
         EXPECT_TRUE(has(name)) << name << " in " << file;
       }
       EXPECT_FALSE(has("step " + std::to_string(step - 1))) << "only the active step is recorded";
