@@ -21,3 +21,10 @@ inline std::string cuda_unavailable_reason() {
 }
 
 }  // namespace titan::testing
+
+// First line of a GPU test: skips, giving the runtime's reason, where no device can be used.
+#define SKIP_WITHOUT_CUDA_DEVICE()                                                     \
+  do {                                                                                 \
+    const std::string titan_no_cuda_reason_ = ::titan::testing::cuda_unavailable_reason(); \
+    if (!titan_no_cuda_reason_.empty()) GTEST_SKIP() << "no CUDA device: " << titan_no_cuda_reason_; \
+  } while (0)

@@ -43,12 +43,6 @@ using ops::cuda::AttentionPath;
 using ops::cuda::AttentionPlan;
 using testing::cuda_unavailable_reason;
 
-#define SKIP_WITHOUT_CUDA_DEVICE()                                         \
-  do {                                                                     \
-    const std::string reason = cuda_unavailable_reason();                  \
-    if (!reason.empty()) GTEST_SKIP() << "no CUDA device: " << reason;     \
-  } while (0)
-
 // Runs f and expects a titan::Error whose message contains `words`.
 void expect_error(const std::function<void()>& f, const std::string& words) {
   try {

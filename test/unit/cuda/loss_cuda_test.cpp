@@ -33,12 +33,6 @@ namespace {
 
 using ops::Accumulate;
 
-#define SKIP_WITHOUT_CUDA_DEVICE()                                         \
-  do {                                                                     \
-    const std::string reason = cuda_unavailable_reason();                  \
-    if (!reason.empty()) GTEST_SKIP() << "no CUDA device: " << reason;     \
-  } while (0)
-
 const Device kGpu = Device::cuda(0);
 
 Tensor to_host(const Tensor& t) {

@@ -41,12 +41,6 @@ using ops::Transpose;
 
 using testing::cuda_unavailable_reason;
 
-#define SKIP_WITHOUT_CUDA_DEVICE()                                         \
-  do {                                                                     \
-    const std::string reason = cuda_unavailable_reason();                  \
-    if (!reason.empty()) GTEST_SKIP() << "no CUDA device: " << reason;     \
-  } while (0)
-
 struct MatmulCase {
   int64_t m, n, k;
   Transpose ta, tb;

@@ -43,12 +43,6 @@ namespace {
 namespace fs = std::filesystem;
 using testing::cuda_unavailable_reason;
 
-#define SKIP_WITHOUT_CUDA_DEVICE()                                         \
-  do {                                                                     \
-    const std::string reason = cuda_unavailable_reason();                  \
-    if (!reason.empty()) GTEST_SKIP() << "no CUDA device: " << reason;     \
-  } while (0)
-
 config::JobConfig job(const std::string& name, const std::string& flavor) {
   const fs::path dir = fs::temp_directory_path() / ("titan_model_cuda_test_" + name);
   fs::remove_all(dir);

@@ -35,12 +35,6 @@ TEST(CudaOptimizerOps, NeedsACudaBuild) {
 namespace titan::testing {
 namespace {
 
-#define SKIP_WITHOUT_CUDA_DEVICE()                                         \
-  do {                                                                     \
-    const std::string reason = cuda_unavailable_reason();                  \
-    if (!reason.empty()) GTEST_SKIP() << "no CUDA device: " << reason;     \
-  } while (0)
-
 const Device kGpu = Device::cuda(0);
 
 Tensor to_host(const Tensor& t) {

@@ -30,12 +30,6 @@ TEST(CudaSimpleOps, NeedsACudaBuild) {
 namespace titan::testing {
 namespace {
 
-#define SKIP_WITHOUT_CUDA_DEVICE()                                         \
-  do {                                                                     \
-    const std::string reason = cuda_unavailable_reason();                  \
-    if (!reason.empty()) GTEST_SKIP() << "no CUDA device: " << reason;     \
-  } while (0)
-
 // The error message of a call, or "no error".
 template <class F>
 std::string message(F&& call) {
