@@ -14,8 +14,8 @@
 // need bf16 dlogits: each row's dlogits are written as bf16 over the first half of that
 // row's own f32 logits (tile by tile, each tile read before it is written, so no thread
 // overwrites a logit another has yet to read), and the GEMMs read them with a leading
-// dimension of 2V through this file's own cuBLASLt call (a Tensor cannot view f32 bytes as
-// bf16). Rounding dlogits to bf16 is the one extra error of the bf16 path.
+// dimension of 2V through the backend's strided gemm (ops/cuda/gemm.h; a Tensor cannot view
+// f32 bytes as bf16). Rounding dlogits to bf16 is the one extra error of the bf16 path.
 // Labels live on the GPU beside h; they are copied to the host once per call to check
 // them before any kernel runs (a wait for the queued work: the check must not be skipped,
 // an id outside the vocabulary would read past a logits row). The running loss total is
@@ -25,12 +25,11 @@
 
 #include <algorithm>
 #include <initializer_list>
-#include <memory>
-#include <mutex>
 #include <vector>
 
 #include "titan/core/cuda/launch.h"
 #include "titan/ops/cuda/element.cuh"
+#include "titan/ops/cuda/gemm.h"
 #include "titan/ops/cross_entropy.h"
 #include "titan/ops/matmul.h"
 
@@ -148,108 +147,6 @@ __global__ void dlogits_kernel(const TIn* logits, int64_t ld_in, TOut* dlogits, 
     }
     __syncthreads();  // the next row's tiles never overlap this one's, but keep rows apart
   }
-}
-
-// ---- this file's cuBLASLt call, for matrices with a leading dimension (bf16 dlogits) ----
-
-// A row-major matrix [rows, cols] whose rows start ld elements apart.
-struct Matrix {
-  const void* data;
-  cudaDataType_t type;
-  int64_t rows, cols, ld;
-};
-
-struct LtHandle {
-  cublasLtHandle_t handle = nullptr;
-};
-
-cublasLtHandle_t lt_handle(int device_index) {
-  static std::mutex mutex;
-  static std::vector<std::unique_ptr<LtHandle>> handles;  // kept for the process's life
-  std::lock_guard lock(mutex);
-  if (handles.size() <= size_t(device_index)) handles.resize(size_t(device_index) + 1);
-  if (!handles[size_t(device_index)]) {
-    auto h = std::make_unique<LtHandle>();
-    CUBLAS_CHECK(cublasLtCreate(&h->handle));
-    handles[size_t(device_index)] = std::move(h);
-  }
-  return handles[size_t(device_index)]->handle;
-}
-
-struct LtDesc {
-  cublasLtMatmulDesc_t desc = nullptr;
-  ~LtDesc() { if (desc) cublasLtMatmulDescDestroy(desc); }
-};
-struct LtLayout {
-  cublasLtMatrixLayout_t layout = nullptr;
-  ~LtLayout() { if (layout) cublasLtMatrixLayoutDestroy(layout); }
-};
-struct LtPreference {
-  cublasLtMatmulPreference_t preference = nullptr;
-  ~LtPreference() { if (preference) cublasLtMatmulPreferenceDestroy(preference); }
-};
-
-// C = alpha * op(A) op(B) + beta * C, row-major, as ops::cuda::matmul computes it (see the
-// top of matmul.cu: the column-major product C^T = op(B)^T op(A)^T), without workspace.
-void lt_matmul(int device_index, const Matrix& a, bool transpose_a, const Matrix& b,
-               bool transpose_b, const Matrix& c, float alpha, float beta) {
-  const int64_t m = transpose_a ? a.cols : a.rows;
-  const int64_t k = transpose_a ? a.rows : a.cols;
-  const int64_t n = transpose_b ? b.rows : b.cols;
-  TITAN_CHECK((transpose_b ? b.cols : b.rows) == k && c.rows == m && c.cols == n)
-      << "cross_entropy (cuda): internal GEMM shapes do not fit";
-  if (m == 0 || n == 0 || k == 0) return;  // k = 0 cannot happen: V >= 1 and rows >= 1
-  LtDesc op;
-  CUBLAS_CHECK(cublasLtMatmulDescCreate(&op.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  const cublasOperation_t lt_transa = transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-  const cublasOperation_t lt_transb = transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op.desc, CUBLASLT_MATMUL_DESC_TRANSA, &lt_transa,
-                                              sizeof(lt_transa)));
-  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op.desc, CUBLASLT_MATMUL_DESC_TRANSB, &lt_transb,
-                                              sizeof(lt_transb)));
-  LtLayout lt_a, lt_b, lt_c;
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lt_a.layout, b.type, uint64_t(b.cols), uint64_t(b.rows), b.ld));
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lt_b.layout, a.type, uint64_t(a.cols), uint64_t(a.rows), a.ld));
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lt_c.layout, c.type, uint64_t(c.cols), uint64_t(c.rows), c.ld));
-  LtPreference preference;
-  CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&preference.preference));
-  const uint64_t workspace_bytes = 0;
-  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(preference.preference,
-                                                    CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                    &workspace_bytes, sizeof(workspace_bytes)));
-  // Every pointer here is a row start inside an allocation: tell cuBLASLt what it can assume.
-  auto alignment = [](const void* p) {
-    uint32_t al = 256;
-    while (al > 1 && reinterpret_cast<uintptr_t>(p) % al != 0) al /= 2;
-    return al;
-  };
-  const uint32_t align_a = alignment(b.data), align_b = alignment(a.data), align_c = alignment(c.data);
-  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-      preference.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_a, sizeof(align_a)));
-  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-      preference.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_b, sizeof(align_b)));
-  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-      preference.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c, sizeof(align_c)));
-  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-      preference.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c, sizeof(align_c)));
-  const cublasLtHandle_t handle = lt_handle(device_index);
-  cublasLtMatmulHeuristicResult_t heuristic{};
-  int found = 0;
-  CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle, op.desc, lt_a.layout, lt_b.layout,
-                                              lt_c.layout, lt_c.layout, preference.preference, 1,
-                                              &heuristic, &found));
-  TITAN_CHECK(found > 0) << "cross_entropy (cuda): cuBLASLt has no algorithm for the " << m << "x"
-                         << n << "x" << k << " bf16 dlogits GEMM";
-  void* c_data = const_cast<void*>(c.data);
-  CUBLAS_CHECK(cublasLtMatmul(handle, op.desc, &alpha, b.data, lt_a.layout, a.data, lt_b.layout,
-                              &beta, c_data, lt_c.layout, c_data, lt_c.layout, &heuristic.algo,
-                              nullptr, 0, compute_stream()));
-}
-
-cudaDataType_t lt_type(DType t) { return t == DType::F32 ? CUDA_R_32F : CUDA_R_16BF; }
-
-Matrix matrix_of(const Tensor& t) {  // a contiguous [rows, cols] tensor
-  return {t.raw_data(), lt_type(t.dtype()), t.size(0), t.size(1), t.size(1)};
 }
 
 // ---- checks (all before any device work) ----
@@ -428,15 +325,18 @@ void fused_backward(const Tensor& h, const Tensor& weight, const Tensor& labels,
     auto* dz = reinterpret_cast<__nv_bfloat16*>(z);
     launch_dlogits<float, __nv_bfloat16>(z, V, dz, 2 * V, rows, V, labels, first, row_lse,
                                          grad_scale, false);
-    const Matrix dlogits{dz, CUDA_R_16BF, rows, V, 2 * V};
+    const DeviceMatrix dlogits{dz, DType::BF16, rows, V, 2 * V};
+    const auto matrix = [](const Tensor& t) {  // a contiguous [rows, cols] tensor
+      return DeviceMatrix{t.raw_data(), t.dtype(), t.size(0), t.size(1), t.size(1)};
+    };
     if (dh != nullptr) {
       const Tensor dh_chunk = dh->narrow(first, rows);
-      lt_matmul(device.index, dlogits, false, matrix_of(weight), false, matrix_of(dh_chunk), 1.0f,
-                dh_beta);
+      gemm(device.index, dlogits, Transpose::No, matrix(weight), Transpose::No, matrix(dh_chunk),
+           1.0f, dh_beta, op);
     }
     if (dweight != nullptr) {
-      lt_matmul(device.index, dlogits, true, matrix_of(h_chunk), false, matrix_of(*dweight), 1.0f,
-                1.0f);
+      gemm(device.index, dlogits, Transpose::Yes, matrix(h_chunk), Transpose::No,
+           matrix(*dweight), 1.0f, 1.0f, op);
     }
   }
 }

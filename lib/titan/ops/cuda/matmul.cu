@@ -27,6 +27,7 @@
 
 #include "titan/core/cuda/cuda_check.h"
 #include "titan/core/cuda/launch.h"
+#include "titan/ops/cuda/gemm.h"
 #include "titan/ops/matmul.h"
 
 namespace titan::ops::cuda {
@@ -77,11 +78,10 @@ cudaDataType_t cuda_data_type(DType dtype) {
   return dtype == DType::F32 ? CUDA_R_32F : CUDA_R_16BF;
 }
 
-// The column-major layout of a row-major [rows, cols] tensor: cols x rows, leading dim cols.
-void make_layout(Layout& out, const Tensor& t) {
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&out.layout, cuda_data_type(t.dtype()),
-                                          uint64_t(t.size(1)), uint64_t(t.size(0)),
-                                          int64_t(t.size(1))));
+// The column-major layout of a row-major [rows, cols] matrix: cols x rows, leading dim ld.
+void make_layout(Layout& out, const DeviceMatrix& m) {
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&out.layout, cuda_data_type(m.dtype), uint64_t(m.cols),
+                                          uint64_t(m.rows), m.ld));
 }
 
 // The largest power of two (at most 256) that divides the address. Views made by narrow()
@@ -150,7 +150,25 @@ void matmul(const Tensor& a, Transpose transpose_a, const Tensor& b, Transpose t
     scale_in_place(c, beta);
     return;
   }
-  const DeviceContext& context = device_context(device.index);
+  const auto matrix = [](const Tensor& t) {
+    return DeviceMatrix{t.raw_data(), t.dtype(), t.size(0), t.size(1), t.size(1)};
+  };
+  gemm(device.index, matrix(a), transpose_a, matrix(b), transpose_b, matrix(c), alpha, beta,
+       "matmul");
+}
+
+void gemm(int device_index, const DeviceMatrix& a, Transpose transpose_a, const DeviceMatrix& b,
+          Transpose transpose_b, const DeviceMatrix& c, float alpha, float beta, const char* op_name) {
+  const int64_t m = transpose_a == Transpose::Yes ? a.cols : a.rows;
+  const int64_t k = transpose_a == Transpose::Yes ? a.rows : a.cols;
+  const int64_t n = transpose_b == Transpose::Yes ? b.rows : b.cols;
+  TITAN_CHECK(k >= 1 && (transpose_b == Transpose::Yes ? b.cols : b.rows) == k && c.rows == m &&
+              c.cols == n)
+      << op_name << " (cuda): GEMM operands do not fit: " << m << "x" << k << " times "
+      << (transpose_b == Transpose::Yes ? b.cols : b.rows) << "x" << n << " into " << c.rows
+      << "x" << c.cols;
+  if (m == 0 || n == 0) return;
+  const DeviceContext& context = device_context(device_index);
 
   MatmulDesc op;
   CUBLAS_CHECK(cublasLtMatmulDescCreate(&op.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -166,9 +184,9 @@ void matmul(const Tensor& a, Transpose transpose_a, const Tensor& b, Transpose t
   make_layout(lt_b, a);
   make_layout(lt_c, c);
 
-  const void* lt_a_data = b.raw_data();
-  const void* lt_b_data = a.raw_data();
-  void* c_data = c.raw_mutable_data();
+  const void* lt_a_data = b.data;
+  const void* lt_b_data = a.data;
+  void* c_data = const_cast<void*>(c.data);
   Preference preference;
   CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&preference.preference));
   const uint64_t workspace_bytes = kWorkspaceBytes;
@@ -191,10 +209,11 @@ void matmul(const Tensor& a, Transpose transpose_a, const Tensor& b, Transpose t
   CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(context.handle, op.desc, lt_a.layout, lt_b.layout,
                                               lt_c.layout, lt_c.layout, preference.preference, 1,
                                               &heuristic, &found));
-  TITAN_CHECK(found > 0) << "matmul (cuda): cuBLASLt has no algorithm for " << s.m << "x" << s.n
-                         << "x" << s.k << " " << dtype_name(a.dtype()) << " -> "
-                         << dtype_name(c.dtype()) << " at alignments " << align_b << "/" << align_a
-                         << "/" << align_c << " bytes";
+  TITAN_CHECK(found > 0) << op_name << " (cuda): cuBLASLt has no algorithm for " << m << "x" << n
+                         << "x" << k << " " << dtype_name(a.dtype) << " -> "
+                         << dtype_name(c.dtype) << " at alignments " << align_b << "/" << align_a
+                         << "/" << align_c << " bytes (leading dims " << a.ld << ", " << b.ld
+                         << ", " << c.ld << ")";
   // D = C: cuBLASLt writes in place, and with beta = 0 it does not read C.
   CUBLAS_CHECK(cublasLtMatmul(context.handle, op.desc, &alpha, lt_a_data, lt_a.layout, lt_b_data,
                               lt_b.layout, &beta, c_data, lt_c.layout, c_data, lt_c.layout,
