@@ -10,7 +10,8 @@
 #
 # OUT_DIR gets at most a handful of files (the device tool brings back 8):
 #   environment.txt   nvidia-smi, driver, the libraries the binaries resolve
-#   cuda_tests.log    the test output;  cuda_tests.xml  GoogleTest's XML report
+#   cuda_tests.log    the test output, group after group (a group is a suite, or one op of
+#                     the op-case table, run in its own process)
 #   summary.txt       what ran, what passed, failed and skipped (also printed)
 # Exit code: 0 when nothing failed, 1 when a test failed or timed out, 2 on bad usage or a
 # missing bundle. Environment: TITAN_GPU_BUNDLE (default build-gpu/bundle).
@@ -95,27 +96,68 @@ run_tests() {  # name, timeout_s
     status=1
     return
   fi
-  local t0=$SECONDS
-  # Only the cuda room's suites: cuda_tests also holds the ops room's CPU tests (the
-  # harnesses its op-case table uses); test/CMakeLists.txt's TITAN_CUDA_ROOM_FILTER.
-  timeout -k 10 "$limit" "$exe" --gtest_filter='Cuda*:*/Cuda*:Nccl*:*/Nccl*' \
-    --gtest_output="xml:$out/$name.xml" >"$out/$name.log" 2>&1 || rc=$?
-  local elapsed=$((SECONDS - t0))
+  # One process per group (a test suite; the op-case table per op), so that a kernel that
+  # faults (a sticky CUDA error poisons the whole process) costs its group only. Groups run
+  # until `limit` seconds are used; the rest are listed as not run. Only the cuda room's
+  # suites: cuda_tests also holds the ops room's CPU tests (the harnesses its op-case table
+  # uses); test/CMakeLists.txt's TITAN_CUDA_ROOM_FILTER.
+  local room='Cuda*:*/Cuda*:Nccl*:*/Nccl*' t0=$SECONDS groups=() listing
+  listing=$("$exe" --gtest_list_tests --gtest_filter="$room")
+  local suite op
+  local ops other negative
+  for suite in $(grep -E '^[^ ].*\.$' <<<"$listing" | sed 's/\.$//'); do
+    if [ "$suite" = Rows/CudaOpCase ]; then
+      ops=$(awk '/^Rows\/CudaOpCase\./ {on = 1; next} /^[^ ]/ {on = 0} on {print $1}' <<<"$listing" |
+            sed -n 's|^[A-Za-z]*/\([a-z_]*[a-z]\)_[0-9].*|\1|p' | sort -u)
+      for op in $ops; do
+        # GoogleTest filters have only * and ?: leave out the ops whose names extend this
+        # one's (cross_entropy_logits_* when running cross_entropy_*).
+        negative=""
+        for other in $ops; do
+          [[ $other == "${op}_"* ]] && negative+="${negative:+:}Rows/CudaOpCase.*/${other}_*"
+        done
+        groups+=("Rows/CudaOpCase.*/${op}_*${negative:+-$negative}")
+      done
+    else
+      groups+=("$suite.*")
+    fi
+  done
+  : >"$out/$name.log"
+  local group rc total_passed=0 total_skipped=0 total_failed=0 not_run=() log=$out/group.log
   local passed skipped failed
-  passed=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$out/$name.log" | tail -n 1)
-  skipped=$(sed -n 's/^\[  SKIPPED \] \([0-9]*\) test.*/\1/p' "$out/$name.log" | tail -n 1)
-  failed=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$out/$name.log" | tail -n 1)
-  note "$name: exit $rc in ${elapsed} s: passed ${passed:-0}, skipped ${skipped:-0}, failed ${failed:-0}"
-  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
-    note "$name: timed out after $limit s"
+  for group in "${groups[@]}"; do
+    if [ $((SECONDS - t0)) -ge "$limit" ]; then
+      not_run+=("$group")
+      continue
+    fi
+    rc=0
+    timeout -k 5 90 "$exe" --gtest_filter="$group" >"$log" 2>&1 || rc=$?
+    { echo "===== $group (exit $rc)"; cat "$log"; } >>"$out/$name.log"
+    passed=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -n 1)
+    skipped=$(sed -n 's/^\[  SKIPPED \] \([0-9]*\) test.*/\1/p' "$log" | tail -n 1)
+    failed=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -n 1)
+    total_passed=$((total_passed + ${passed:-0}))
+    total_skipped=$((total_skipped + ${skipped:-0}))
+    total_failed=$((total_failed + ${failed:-0}))
+    if [ "$rc" -ne 0 ]; then
+      status=1
+      if [ "$rc" -eq 1 ] && [ -n "$failed" ]; then
+        note "$group: ${failed} failed: $(grep '^\[  FAILED  \] [A-Za-z]' "$log" | sed 's/^\[  FAILED  \] //; s/ (.*//' | sort -u | head -n 8 | tr '\n' ' ')"
+      else  # a crash or a timeout: no summary line; the last lines say where
+        note "$group: exit $rc ($([ "$rc" -eq 124 ] || [ "$rc" -eq 137 ] && echo "timed out after 90 s" || echo crashed)); last lines:"
+        tail -n 6 "$log" | sed 's/^/    /' | tee -a "$summary"
+      fi
+    fi
+  done
+  rm -f "$log"
+  note "$name: ${#groups[@]} groups in $((SECONDS - t0)) s: passed $total_passed, skipped $total_skipped, failed $total_failed"
+  if [ "${#not_run[@]}" -gt 0 ]; then
+    status=1
+    note "$name: not run (over $limit s): ${not_run[*]}"
   fi
-  if [ "${skipped:-0}" != 0 ]; then
+  if [ "$total_skipped" != 0 ]; then
     # The reason of the first skip, e.g. "no CUDA device: ...".
     note "$name: first skip: $(grep -A1 ': Skipped$' "$out/$name.log" | sed -n 2p)"
-  fi
-  if [ "$rc" -ne 0 ]; then
-    status=1
-    grep '^\[  FAILED  \] [A-Za-z]' "$out/$name.log" | sort -u | head -n 40 | tee -a "$summary" || true
   fi
 }
 
