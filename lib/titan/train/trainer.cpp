@@ -41,8 +41,8 @@ void write_tensorboard(metrics::TensorBoardWriter& tensorboard, const metrics::S
 
 // The dtype the model computes in (the one place that decides it):
 // training.mixed_precision_param on a GPU; f32 on the CPU, whose ops take f32 only
-// (log_start says that the setting is ignored there). Master weights, gradients, their reduction and the
-// optimizer state are f32 everywhere.
+// (log_start says that the setting is ignored there). Master weights, gradients, their
+// reduction and the optimizer state are f32 everywhere.
 DType compute_dtype_for(const config::JobConfig& config, Device device) {
   const config::TrainingSection& t = config.training;
   TITAN_CHECK_INPUT(t.mixed_precision_reduce == config::Precision::Float32)
