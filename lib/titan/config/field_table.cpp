@@ -203,7 +203,8 @@ std::vector<Field> build_table() {
   t.push_back(FIELD(training.dtype, "dtype of stored parameters, gradients and optimizer state")
                   .only({"bfloat16", "float32"}));
   t.push_back(FIELD(training.mixed_precision_param,
-                    "compute dtype (CPU computes float32 whatever this says)")
+                    "compute dtype: on a GPU bf16 weight copies and activations over float32 "
+                    "masters; the CPU computes float32 whatever this says")
                   .only({"bfloat16", "float32"}));
   t.push_back(FIELD(training.mixed_precision_reduce, "gradient-reduction dtype").only({"float32"}));
   t.push_back(FIELD(training.gc_freq, "torchtitan: Python GC period; stored only").at_least(1));
