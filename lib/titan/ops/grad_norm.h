@@ -28,6 +28,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 #if __cplusplus >= 202002L
 #include <span>
 #endif
@@ -42,16 +43,27 @@ inline constexpr double kGradClipEpsilon = 1e-6;
 
 namespace cpu {
 double sum_of_squares(const Tensor& x);
+std::vector<double> sums_of_squares(const std::vector<Tensor>& xs);
 }  // namespace cpu
 #if TITAN_HAVE_CUDA
 namespace cuda {
 double sum_of_squares(const Tensor& x);
+std::vector<double> sums_of_squares(const std::vector<Tensor>& xs);
 }  // namespace cuda
 #endif
 
 inline double sum_of_squares(const Tensor& x) {
   TITAN_DISPATCH_CPU_CUDA(x, sum_of_squares, x);
   return 0;  // not reached (the dispatch returns or throws); nvcc cannot tell
+}
+
+// sum_of_squares of each tensor, the same bits as one call per tensor; on a GPU one wait
+// for all of them instead of one per tensor (the grad norm of a model's ~300 tensors).
+// The tensors share one device; an empty list gives an empty result.
+inline std::vector<double> sums_of_squares(const std::vector<Tensor>& xs) {
+  if (xs.empty()) return {};
+  TITAN_DISPATCH_CPU_CUDA(xs.front(), sums_of_squares, xs);
+  return {};  // not reached (the dispatch returns or throws); nvcc cannot tell
 }
 
 // The CUDA sources build as C++17 (cmake/dependencies.cmake) and have no std::span; they
@@ -64,7 +76,7 @@ void clip_grads_with_norm(std::span<Tensor> grads, double max_norm, double total
 // sqrt of the sum, tensor by tensor in order; 0 for no tensors.
 inline double grad_norm_total(std::span<const Tensor> grads) {
   double sum = 0;
-  for (const Tensor& g : grads) sum += sum_of_squares(g);
+  for (double s : sums_of_squares(std::vector<Tensor>(grads.begin(), grads.end()))) sum += s;
   return std::sqrt(sum);
 }
 

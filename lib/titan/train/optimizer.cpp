@@ -111,8 +111,8 @@ double grad_norm(const std::vector<nn::Parameter*>& parameters) {
 }
 
 double grad_sum_of_squares(const std::vector<nn::Parameter*>& parameters) {
-  double sum = 0;
-  for (nn::Parameter* p : parameters) sum += ops::sum_of_squares(p->shard_grad());
+  double sum = 0;  // in parameter order, whatever the device
+  for (double s : ops::sums_of_squares(gradients_of(parameters))) sum += s;
   return sum;
 }
 

@@ -222,6 +222,23 @@ TEST(CudaGradNorm, SumOfSquaresIsReproducibleAndWithin1e13OfTheCpu) {
   EXPECT_TRUE(std::isinf(ops::sum_of_squares(to_device(bad, kGpu))));
 }
 
+// One wait for many tensors: the same bits as one call each, across more tensors than one
+// copy back takes (1024), empty tensors included.
+TEST(CudaGradNorm, SumsOfSquaresEqualOneCallPerTensor) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  std::vector<Tensor> xs;
+  for (int64_t i = 0; i < 1100; ++i) {
+    const int64_t n = i % 97 == 5 ? 0 : 1 + (i * 37) % 5000;
+    xs.push_back(to_device(random_tensor({n}, uint64_t(i + 1), 0.1f), kGpu));
+  }
+  const std::vector<double> sums = ops::sums_of_squares(xs);
+  ASSERT_EQ(sums.size(), xs.size());
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const double one = ops::sum_of_squares(xs[i]);
+    ASSERT_EQ(std::memcmp(&sums[i], &one, sizeof(double)), 0) << i << ": " << sums[i] << " vs " << one;
+  }
+}
+
 TEST(CudaGradNorm, ClippingMatchesTheCpuBitForBit) {
   SKIP_WITHOUT_CUDA_DEVICE();
   std::vector<Tensor> cpu = {random_tensor({33, 7}, 1), random_tensor({1}, 2),

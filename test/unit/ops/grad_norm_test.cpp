@@ -41,6 +41,18 @@ TEST(GradNorm, SumOfSquaresMatchesFloat64Reference) {
   EXPECT_EQ(ops::sum_of_squares(Tensor::zeros({0}, DType::F32)), 0.0);
 }
 
+TEST(GradNorm, SumsOfSquaresAreEachTensorsSumBitForBit) {
+  std::vector<Tensor> grads = some_gradients();
+  grads.push_back(Tensor::zeros({0}, DType::F32));
+  const std::vector<double> sums = ops::sums_of_squares(grads);
+  ASSERT_EQ(sums.size(), grads.size());
+  for (size_t i = 0; i < grads.size(); ++i) {
+    const double one = ops::sum_of_squares(grads[i]);
+    EXPECT_EQ(std::memcmp(&sums[i], &one, sizeof(double)), 0) << i << ": " << sums[i] << " vs " << one;
+  }
+  EXPECT_TRUE(ops::sums_of_squares({}).empty());
+}
+
 TEST(GradNorm, TotalIsTheL2NormOverAllTensors) {
   const std::vector<Tensor> grads = some_gradients();
   double sum = 0;

@@ -45,6 +45,13 @@ double sum_of_squares(const Tensor& x) {
   return sum;
 }
 
+std::vector<double> sums_of_squares(const std::vector<Tensor>& xs) {
+  std::vector<double> sums;
+  sums.reserve(xs.size());
+  for (const Tensor& x : xs) sums.push_back(sum_of_squares(x));
+  return sums;
+}
+
 void clip_grads_with_norm(std::span<Tensor> grads, double max_norm, double total_norm) {
   const double coefficient = grad_clip_coefficient(max_norm, total_norm);
   // 1.0 changes no bits; skipping the pass saves a sweep over every gradient.

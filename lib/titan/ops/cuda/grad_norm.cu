@@ -7,7 +7,11 @@
 // it is fixed: the same bits on every run and every GPU. The partials and the result live
 // in this file's __device__ arrays (one copy per device), used in stream order on
 // compute_stream(): like cuBLASLt's workspace, two streams must not run this at once.
+// sums_of_squares queues both stages for up to kMaxResults tensors (each stage 1 after the
+// previous stage 2 on the stream, so the partials are free again), then copies all their
+// results back with one wait.
 #include <algorithm>
+#include <vector>
 
 #include "titan/core/cuda/launch.h"
 #include "titan/ops/grad_norm.h"
@@ -24,8 +28,10 @@ constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 1024;
 constexpr int64_t kElementsPerThread = 16;  // fewer blocks for small tensors
 
+constexpr int64_t kMaxResults = 1024;  // tensors per copy back
+
 __device__ double partials[kMaxBlocks];
-__device__ double result;
+__device__ double results[kMaxResults];
 
 // Sum of v over the block in a fixed tree; valid in thread 0. shared has blockDim.x slots.
 __device__ double block_sum(double v, double* shared) {
@@ -50,33 +56,53 @@ __global__ void sum_of_squares_blocks(const float* x, int64_t n) {
   if (threadIdx.x == 0) partials[blockIdx.x] = total;
 }
 
-__global__ void sum_of_squares_total(int blocks) {
+__global__ void sum_of_squares_total(int blocks, int slot) {
   __shared__ double shared[kThreads];
   double sum = 0;
   for (int b = threadIdx.x; b < blocks; b += blockDim.x) sum += partials[b];
   const double total = block_sum(sum, shared);
-  if (threadIdx.x == 0) result = total;
+  if (threadIdx.x == 0) results[slot] = total;
 }
 
-}  // namespace
-
-double sum_of_squares(const Tensor& x) {
-  check_dtype(x, DType::F32, "sum_of_squares", "x");
-  TITAN_CHECK(x.device().is_cuda()) << "sum_of_squares (cuda): x is on " << x.device();
+// Queues both stages for x (non-empty) with its result in results[slot].
+void queue_sum_of_squares(const Tensor& x, int slot) {
   const int64_t n = x.numel();
-  if (n == 0) return 0.0;
-  DeviceGuard guard(x.device().index);
   const int64_t per_block = kThreads * kElementsPerThread;
   const int blocks = int(std::min(kMaxBlocks, (n + per_block - 1) / per_block));
   sum_of_squares_blocks<<<blocks, kThreads, 0, compute_stream()>>>(x.data<float>(), n);
   check_launch("sum_of_squares_blocks");
-  sum_of_squares_total<<<1, kThreads, 0, compute_stream()>>>(blocks);
+  sum_of_squares_total<<<1, kThreads, 0, compute_stream()>>>(blocks, slot);
   check_launch("sum_of_squares_total");
-  double host = 0;
-  CUDA_CHECK(cudaMemcpyFromSymbolAsync(&host, result, sizeof(double), 0, cudaMemcpyDeviceToHost,
-                                       compute_stream()));
-  CUDA_CHECK(cudaStreamSynchronize(compute_stream()));
-  return host;
 }
+
+}  // namespace
+
+std::vector<double> sums_of_squares(const std::vector<Tensor>& xs) {
+  std::vector<double> sums(xs.size(), 0.0);
+  if (xs.empty()) return sums;
+  const Device device = xs.front().device();
+  for (const Tensor& x : xs) {  // every check before any device work
+    check_dtype(x, DType::F32, "sum_of_squares", "x");
+    TITAN_CHECK(x.device().is_cuda() && x.device() == device)
+        << "sum_of_squares (cuda): a tensor is on " << x.device() << ", the first on " << device;
+  }
+  DeviceGuard guard(device.index);
+  for (size_t first = 0; first < xs.size(); first += size_t(kMaxResults)) {
+    const size_t count = std::min(xs.size() - first, size_t(kMaxResults));
+    for (size_t k = 0; k < count; ++k) {
+      if (xs[first + k].numel() > 0) queue_sum_of_squares(xs[first + k], int(k));
+    }
+    std::vector<double> chunk(count);
+    CUDA_CHECK(cudaMemcpyFromSymbolAsync(chunk.data(), results, count * sizeof(double), 0,
+                                         cudaMemcpyDeviceToHost, compute_stream()));
+    CUDA_CHECK(cudaStreamSynchronize(compute_stream()));
+    for (size_t k = 0; k < count; ++k) {
+      if (xs[first + k].numel() > 0) sums[first + k] = chunk[k];  // empty: 0, slot not written
+    }
+  }
+  return sums;
+}
+
+double sum_of_squares(const Tensor& x) { return sums_of_squares({x}).front(); }
 
 }  // namespace titan::ops::cuda
