@@ -3,8 +3,13 @@
 #pragma once
 
 #include <cuda_runtime.h>
+#include <gtest/gtest.h>
 
+#include <cstdint>
 #include <string>
+
+#include "titan/core/copy.h"
+#include "titan/core/tensor.h"
 
 namespace titan::testing {
 
@@ -18,6 +23,23 @@ inline std::string cuda_unavailable_reason() {
   }
   if (count == 0) return "cudaGetDeviceCount found 0 devices";
   return "";
+}
+
+// A host copy of a (device) tensor, same dtype and shape.
+inline Tensor to_host(const Tensor& t) {
+  Tensor host = Tensor::empty(t.shape(), t.dtype());
+  copy_tensor(t, host);
+  return host;
+}
+
+// Bitwise comparison of two host tensors; names the first differing byte.
+inline void expect_same_bytes(const Tensor& actual, const Tensor& expected, const std::string& what) {
+  ASSERT_EQ(actual.bytes(), expected.bytes()) << what;
+  const auto* a = static_cast<const uint8_t*>(actual.raw_data());
+  const auto* e = static_cast<const uint8_t*>(expected.raw_data());
+  for (int64_t i = 0; i < actual.bytes(); ++i) {
+    ASSERT_EQ(a[i], e[i]) << what << ": first difference at byte " << i << " of " << actual.bytes();
+  }
 }
 
 }  // namespace titan::testing

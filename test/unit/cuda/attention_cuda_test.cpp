@@ -213,12 +213,6 @@ Tensor random_stored(const Shape& shape, DType dtype, uint64_t seed, float sprea
   return t;
 }
 Tensor host_f32(const Tensor& t) { return from_values(to_values(t), t.shape()); }
-Tensor to_host(const Tensor& dev) {
-  Tensor host = Tensor::empty(dev.shape(), dev.dtype());
-  copy_tensor(dev, host);
-  return host;
-}
-
 struct Results {
   Tensor out, lse, dq, dk, dv;  // host copies
 };

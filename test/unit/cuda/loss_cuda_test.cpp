@@ -35,12 +35,6 @@ using ops::Accumulate;
 
 const Device kGpu = Device::cuda(0);
 
-Tensor to_host(const Tensor& t) {
-  Tensor host = Tensor::empty(t.shape(), t.dtype());
-  copy_tensor(t, host);
-  return host;
-}
-
 std::string message_of(const std::function<void()>& call) {
   try {
     call();

@@ -34,6 +34,9 @@ TEST(CudaMesh, NeedsACudaBuild) {
 namespace titan::dist {
 namespace {
 
+using testing::to_host;
+using testing::expect_same_bytes;
+
 using testing::cuda_unavailable_reason;
 
 const Device kGpu = Device::cuda(0);
@@ -50,21 +53,6 @@ Tensor device_sentinel(int64_t n) {
   Tensor t = Tensor::empty({n}, DType::F32, kGpu);
   EXPECT_EQ(cudaMemset(t.raw_mutable_data(), 0x7f, size_t(t.bytes())), cudaSuccess);
   return t;
-}
-
-Tensor to_host(const Tensor& device) {
-  Tensor host = Tensor::empty(device.shape(), device.dtype());
-  copy_tensor(device, host);
-  return host;
-}
-
-void expect_same_bytes(const Tensor& actual, const Tensor& expected, const std::string& what) {
-  ASSERT_EQ(actual.bytes(), expected.bytes()) << what;
-  const auto* a = static_cast<const uint8_t*>(actual.raw_data());
-  const auto* e = static_cast<const uint8_t*>(expected.raw_data());
-  for (int64_t i = 0; i < actual.bytes(); ++i) {
-    ASSERT_EQ(a[i], e[i]) << what << ": first difference at byte " << i;
-  }
 }
 
 // An all_gather and a reduce_scatter of CUDA tensors through `group` (one rank: copies).

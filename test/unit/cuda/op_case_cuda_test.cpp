@@ -68,12 +68,6 @@ Tensor cpu_copy(const Tensor& host) {
   return host.dtype() == DType::BF16 ? from_values(to_values(host), host.shape()) : host;
 }
 
-Tensor to_host(const Tensor& t) {
-  Tensor host = Tensor::empty(t.shape(), t.dtype());
-  copy_tensor(t, host);
-  return host;
-}
-
 struct Inputs {
   std::vector<Tensor> cpu, gpu;
 };

@@ -37,12 +37,6 @@ namespace {
 
 const Device kGpu = Device::cuda(0);
 
-Tensor to_host(const Tensor& t) {
-  Tensor host = Tensor::empty(t.shape(), t.dtype());
-  copy_tensor(t, host);
-  return host;
-}
-
 // Index of the first differing byte-wise element, or -1.
 int64_t first_difference(const Tensor& a, const Tensor& b) {
   EXPECT_EQ(a.bytes(), b.bytes());

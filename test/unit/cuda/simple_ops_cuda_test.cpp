@@ -48,12 +48,6 @@ Tensor zeros(const Shape& shape, DType dtype = DType::F32) { return Tensor::zero
 
 Tensor gpu(const Tensor& host) { return to_device(host, Device::cuda(0)); }
 
-Tensor to_host(const Tensor& t) {
-  Tensor host = Tensor::empty(t.shape(), t.dtype());
-  copy_tensor(t, host);
-  return host;
-}
-
 Tensor bf16_of(const Tensor& f32) {
   Tensor t = Tensor::empty(f32.shape(), DType::BF16);
   for (int64_t i = 0; i < f32.numel(); ++i) {
