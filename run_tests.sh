@@ -2,7 +2,7 @@
 # Set up (tools/setup.sh: packages, configure, build), then run the whole test suite with
 # CTest. The exit code is CTest's. Arguments go to ctest, e.g.
 #   ./run_tests.sh -R Matmul          only tests whose name matches
-#   ./run_tests.sh -L dist            only a label
+#   ./run_tests.sh -L distributed         only a label
 # Environment: TITAN_BUILD_DIR (default build), TITAN_TEST_JOBS (CTest's -j, default 1),
 # TITAN_SKIP_SETUP=1 (build folder already up to date), TITAN_SKIP_ASSETS=1 (do not run
 # tools/fetch_assets.sh; the tokenizer parity tests then fail if assets/ is empty), and

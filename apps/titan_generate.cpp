@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "titan/core/error.h"
-#include "titan/dist/job.h"
-#include "titan/dist/runtime.h"
+#include "titan/distributed/job.h"
+#include "titan/distributed/runtime.h"
 #include "titan/infer/generate.h"
 
 namespace {
@@ -67,14 +67,14 @@ Arguments parse(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::unique_ptr<titan::dist::Runtime> runtime;
+  std::unique_ptr<titan::distributed::Runtime> runtime;
   try {
-    runtime = std::make_unique<titan::dist::Runtime>(&argc, &argv);
+    runtime = std::make_unique<titan::distributed::Runtime>(&argc, &argv);
   } catch (const std::exception& error) {
     std::fprintf(stderr, "error: %s\n", error.what());
     return dynamic_cast<const titan::InputError*>(&error) ? 2 : 1;
   }
-  titan::dist::Job job(*runtime);
+  titan::distributed::Job job(*runtime);
   Arguments arguments;
   if (!job.setup([&] { arguments = parse(argc, argv); })) return job.exit_code();
   titan::infer::GenerationModel model;

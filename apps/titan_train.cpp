@@ -1,6 +1,6 @@
 // titan-train: parse the command line and the config, then train, on one rank or on every
 // rank mpirun/srun started. Only parsing and calls live here (DESIGN.md); every behaviour,
-// exit codes included (dist/job.h), is in libtitan where tests reach it.
+// exit codes included (distributed/job.h), is in libtitan where tests reach it.
 #include <cstdio>
 #include <memory>
 
@@ -9,17 +9,17 @@
 #include "titan/core/device_select.h"
 #include "titan/core/error.h"
 #include "titan/core/logging.h"
-#include "titan/dist/job.h"
-#include "titan/dist/mesh.h"
-#include "titan/dist/runtime.h"
+#include "titan/distributed/job.h"
+#include "titan/distributed/mesh.h"
+#include "titan/distributed/runtime.h"
 #include "titan/train/trainer.h"
 
 namespace {
 
-int run(titan::dist::Runtime& runtime, int argc, char** argv) {
+int run(titan::distributed::Runtime& runtime, int argc, char** argv) {
   using namespace titan;
   using namespace titan::config;
-  dist::Job job(runtime);
+  distributed::Job job(runtime);
   CommandLine cli;
   if (!job.setup([&] { cli = parse_command_line(argc, argv); })) return job.exit_code();
   const bool speaker = runtime.rank() == 0;
@@ -37,17 +37,20 @@ int run(titan::dist::Runtime& runtime, int argc, char** argv) {
       break;
   }
   const JobConfig& config = cli.config;
-  dist::MeshShape shape;
-  if (!job.setup([&] { shape = dist::mesh_shape_from_config(config.parallelism, runtime.world_size()); })) {
+  distributed::MeshShape shape;
+  if (!job.setup([&] {
+        shape = distributed::mesh_shape_from_config(config.parallelism, runtime.world_size());
+      })) {
     return job.exit_code();
   }
   for (const std::string& warning : config_warnings(config)) log::warn_once(warning, warning);
   if (config.job.print_config) log::info("config:\n%s", to_yaml(config).c_str());
-  std::unique_ptr<dist::Mesh> mesh;
+  std::unique_ptr<distributed::Mesh> mesh;
   std::unique_ptr<train::Trainer> trainer;
   if (!job.setup([&] {
         // The device the trainer picks too: the mesh's tensor groups are NCCL on a GPU.
-        mesh = std::make_unique<dist::Mesh>(shape, runtime.world(), default_training_device());
+        mesh = std::make_unique<distributed::Mesh>(shape, runtime.world(),
+                                                   default_training_device());
         trainer = std::make_unique<train::Trainer>(config, mesh.get());
       })) {
     return job.exit_code();
@@ -59,9 +62,9 @@ int run(titan::dist::Runtime& runtime, int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::unique_ptr<titan::dist::Runtime> runtime;
+  std::unique_ptr<titan::distributed::Runtime> runtime;
   try {
-    runtime = std::make_unique<titan::dist::Runtime>(&argc, &argv);
+    runtime = std::make_unique<titan::distributed::Runtime>(&argc, &argv);
   } catch (const titan::InputError& error) {  // e.g. srun without --mpi=pmix
     std::fprintf(stderr, "error: %s\n", error.what());
     return int(titan::ExitCode::BadInput);

@@ -14,8 +14,9 @@ AsyncCheckpointWriter::~AsyncCheckpointWriter() {
   }
 }
 
-void AsyncCheckpointWriter::start(std::string path, dist::Communicator& io, CheckpointMeta meta,
-                                  std::vector<TensorPiece> pieces, std::function<void()> after) {
+void AsyncCheckpointWriter::start(std::string path, distributed::Communicator& io,
+                                  CheckpointMeta meta, std::vector<TensorPiece> pieces,
+                                  std::function<void()> after) {
   wait();
   thread_ = std::thread([this, path = std::move(path), &io, meta = std::move(meta),
                          pieces = std::move(pieces), after = std::move(after)] {

@@ -29,7 +29,7 @@ class AsyncCheckpointWriter {
 
   // Waits for the previous save, then writes on the I/O thread and calls `after` there
   // once the file is complete. `io` must outlive the save.
-  void start(std::string path, dist::Communicator& io, CheckpointMeta meta,
+  void start(std::string path, distributed::Communicator& io, CheckpointMeta meta,
              std::vector<TensorPiece> pieces, std::function<void()> after);
   void wait();
   bool in_flight() const { return thread_.joinable(); }

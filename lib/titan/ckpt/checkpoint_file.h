@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "titan/core/tensor.h"
-#include "titan/dist/communicator.h"
+#include "titan/distributed/communicator.h"
 #include "titan/nn/parameter.h"
 
 namespace titan::ckpt {
@@ -57,16 +57,16 @@ struct CheckpointIoCounters {
 CheckpointIoCounters& checkpoint_io_counters();
 
 // Writes <path>.tmp, sets `complete` last, closes, then renames it to <path> (rank 0).
-void write_checkpoint_file(const std::string& path, dist::Communicator& io,
+void write_checkpoint_file(const std::string& path, distributed::Communicator& io,
                            const CheckpointMeta& meta, const std::vector<TensorPiece>& pieces);
 
 // The root attributes; InputError naming the file when it is unreadable, not a titan.cpp
 // checkpoint, of an unknown version, or lacks `complete`.
-CheckpointMeta read_checkpoint_meta(const std::string& path, dist::Communicator& io);
+CheckpointMeta read_checkpoint_meta(const std::string& path, distributed::Communicator& io);
 
 // Reads each piece's box (piece.local must be allocated, F32, shaped box.extent). A
 // missing tensor or another global shape is an InputError naming the tensor and the file.
-void read_checkpoint_tensors(const std::string& path, dist::Communicator& io,
+void read_checkpoint_tensors(const std::string& path, distributed::Communicator& io,
                              std::vector<TensorPiece>& pieces);
 
 }  // namespace titan::ckpt

@@ -16,10 +16,11 @@ CheckpointIoCounters& checkpoint_io_counters() {
   static CheckpointIoCounters counters;
   return counters;
 }
-void write_checkpoint_file(const std::string&, dist::Communicator&, const CheckpointMeta&,
+void write_checkpoint_file(const std::string&, distributed::Communicator&, const CheckpointMeta&,
                            const std::vector<TensorPiece>&) { no_hdf5(); }
-CheckpointMeta read_checkpoint_meta(const std::string&, dist::Communicator&) { no_hdf5(); }
-void read_checkpoint_tensors(const std::string&, dist::Communicator&, std::vector<TensorPiece>&) {
+CheckpointMeta read_checkpoint_meta(const std::string&, distributed::Communicator&) { no_hdf5(); }
+void read_checkpoint_tensors(const std::string&, distributed::Communicator&,
+                             std::vector<TensorPiece>&) {
   no_hdf5();
 }
 }  // namespace titan::ckpt

@@ -2,7 +2,7 @@
 //
 // GPU: local rank modulo the devices it can see (launch notes, "Node discovery"). Under
 // `srun --gpus-per-task=1` each task sees one device, so this picks device 0 there.
-// dist::Runtime calls select_cuda_device at start-up; the trainer then asks
+// distributed::Runtime calls select_cuda_device at start-up; the trainer then asks
 // default_training_device(), which answers that device (or the CPU), unless the
 // environment overrides it:
 //

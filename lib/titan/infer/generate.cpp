@@ -50,7 +50,8 @@ std::vector<int64_t> GenerationModel::encode_prompt(const std::string& text) con
   return std::vector<int64_t>(ids.begin(), ids.end());
 }
 
-GenerationModel load_generation_model(const std::string& checkpoint, dist::Communicator& world,
+GenerationModel load_generation_model(const std::string& checkpoint,
+                                      distributed::Communicator& world,
                                       const std::string& tokenizer_path) {
   GenerationModel g;
   const ckpt::CheckpointMeta meta = ckpt::read_checkpoint_meta(checkpoint, world);
@@ -59,12 +60,13 @@ GenerationModel load_generation_model(const std::string& checkpoint, dist::Commu
   // Every rank holds a shard of the model and sees the whole sequence (no data split).
   config::ParallelismSection parallelism;
   parallelism.data_parallel_shard_degree = world.size();
-  g.mesh = std::make_unique<dist::Mesh>(dist::mesh_shape_from_config(parallelism, world.size()), world);
+  g.mesh = std::make_unique<distributed::Mesh>(
+      distributed::mesh_shape_from_config(parallelism, world.size()), world);
   const models::llama3::ModelArgs args = models::llama3::model_args_from_config(g.config);
   g.model = std::make_unique<models::llama3::Llama3Model>(
       args, nn::Placement{g.mesh->dp_shard().rank(), g.mesh->dp_shard().size()});
   // Default resharding keeps the head unit gathered after forward, which logits() reads.
-  g.fsdp = std::make_unique<dist::FullyShardedDataParallel>(
+  g.fsdp = std::make_unique<distributed::FullyShardedDataParallel>(
       g.model->units(), g.mesh->dp_shard(), g.mesh->dp_replicate(),
       config::ReshardAfterForward::Default);
   g.model->set_unit_hooks(g.fsdp.get());
@@ -91,7 +93,7 @@ std::vector<int64_t> generate(GenerationModel& g, std::vector<int64_t> tokens,
   TITAN_CHECK_INPUT(int64_t(tokens.size()) + options.max_new_tokens <= limit)
       << "prompt (" << tokens.size() << " tokens) + --max-new-tokens " << options.max_new_tokens
       << " exceeds the model's sequence length " << limit << " (training.seq_len)";
-  dist::Communicator& world = g.mesh->world();
+  distributed::Communicator& world = g.mesh->world();
   std::vector<int64_t> generated;
   for (int64_t n = 0; n < options.max_new_tokens; ++n) {
     const int64_t T = int64_t(tokens.size());

@@ -21,8 +21,8 @@
 
 #include "titan/config/job_config.h"
 #include "titan/data/tokenizer.h"
-#include "titan/dist/fsdp.h"
-#include "titan/dist/mesh.h"
+#include "titan/distributed/fsdp.h"
+#include "titan/distributed/mesh.h"
 #include "titan/models/llama3/model.h"
 
 namespace titan::infer {
@@ -41,9 +41,9 @@ int64_t sample_token(const float* logits, int64_t vocab, const SamplingOptions& 
 
 struct GenerationModel {
   config::JobConfig config;  // the checkpoint's
-  std::unique_ptr<dist::Mesh> mesh;
+  std::unique_ptr<distributed::Mesh> mesh;
   std::unique_ptr<models::llama3::Llama3Model> model;
-  std::unique_ptr<dist::FullyShardedDataParallel> fsdp;
+  std::unique_ptr<distributed::FullyShardedDataParallel> fsdp;
   std::unique_ptr<data::Tokenizer> tokenizer;
   int64_t step = 0;  // the checkpoint's
 
@@ -54,7 +54,8 @@ struct GenerationModel {
 // Collective over `world`. A missing or foreign checkpoint, or a tokenizer that is not
 // where the checkpoint's config says (model.hf_assets_path; `tokenizer_path` overrides),
 // is an InputError naming it.
-GenerationModel load_generation_model(const std::string& checkpoint, dist::Communicator& world,
+GenerationModel load_generation_model(const std::string& checkpoint,
+                                      distributed::Communicator& world,
                                       const std::string& tokenizer_path = "");
 
 // The new token ids (collective over the model's mesh).

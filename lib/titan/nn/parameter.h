@@ -11,7 +11,7 @@
 //                           which the optimizer, the grad norm and checkpoints work on;
 //   value(), grad()         the whole tensor, which the modules compute with.
 // Unsharded (one rank, DDP) they are the same tensors. Sharded (FSDP), value() and grad()
-// exist only while whoever gathers the parameter (dist/fsdp.h) has bound them.
+// exist only while whoever gathers the parameter (distributed/fsdp.h) has bound them.
 //
 // Mixed precision (training.mixed_precision_param): value() is in the placement's compute
 // dtype, shard() and every gradient stay f32. Unsharded with a compute dtype other than f32,

@@ -1,7 +1,7 @@
 // Parameter units: the groups of parameters that FSDP gathers, frees and reduces together
 // (FSDP2's fully_shard groups: each TransformerBlock, the embedding, the final norm and
 // output). A model names its units and calls UnitHooks around each unit's use; it knows
-// nothing of what the hooks do (dist/fsdp.h gathers and reduce-scatters; none at all on
+// nothing of what the hooks do (distributed/fsdp.h gathers and reduce-scatters; none at all on
 // one rank).
 //
 // Calls a model makes for one microbatch:

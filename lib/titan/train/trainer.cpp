@@ -10,7 +10,7 @@
 #include "titan/core/logging.h"
 #include "titan/core/threads.h"
 #include "titan/data/sources.h"
-#include "titan/dist/runtime.h"
+#include "titan/distributed/runtime.h"
 #include "titan/metrics/memory_snapshot.h"
 #include "titan/metrics/trace.h"
 #include "titan/ops/cross_entropy.h"
@@ -67,18 +67,19 @@ int64_t accumulation_steps_for(const config::JobConfig& config, int64_t dp_degre
   return global / per_microbatch;
 }
 
-Trainer::Trainer(const config::JobConfig& config, dist::Mesh* mesh, std::optional<Device> device)
+Trainer::Trainer(const config::JobConfig& config, distributed::Mesh* mesh,
+                 std::optional<Device> device)
     : config_(config),
       args_(models::llama3::model_args_from_config(config)),
       device_(device ? *device : default_training_device()),
       mesh_(mesh),
       schedule_(LrSchedule::from_config(config)) {
   use_device(device_);  // ops launch on the current device
-  dist::set_comm_timeout(double(config.comm.init_timeout_seconds));
+  distributed::set_comm_timeout(double(config.comm.init_timeout_seconds));
   if (!mesh_) {
-    own_world_ = std::make_unique<dist::SelfCommunicator>("world");
-    own_mesh_ = std::make_unique<dist::Mesh>(
-        dist::mesh_shape_from_config(config.parallelism, 1), *own_world_, device_);
+    own_world_ = std::make_unique<distributed::SelfCommunicator>("world");
+    own_mesh_ = std::make_unique<distributed::Mesh>(
+        distributed::mesh_shape_from_config(config.parallelism, 1), *own_world_, device_);
     mesh_ = own_mesh_.get();
   }
   // FSDP's collectives carry tensors on the training device: the mesh's tensor groups
@@ -110,12 +111,12 @@ Trainer::Trainer(const config::JobConfig& config, dist::Mesh* mesh, std::optiona
         << " tokens, fewer than one global batch of " << per_batch
         << "; lower validation.local_batch_size or validation.seq_len";
   }
-  dist::Communicator& shard_group = mesh_->tensor_dp_shard_cp();
+  distributed::Communicator& shard_group = mesh_->tensor_dp_shard_cp();
   model_ = std::make_unique<models::llama3::Llama3Model>(
       args_, nn::Placement{shard_group.rank(), shard_group.size(), device_,
                            compute_dtype_for(config, device_)});
   model_->initialize(config.debug.effective_seed());
-  fsdp_ = std::make_unique<dist::FullyShardedDataParallel>(
+  fsdp_ = std::make_unique<distributed::FullyShardedDataParallel>(
       model_->units(), shard_group, mesh_->tensor_dp_replicate(),
       config.parallelism.fsdp_reshard_after_forward);
   model_->set_unit_hooks(fsdp_.get());
@@ -149,7 +150,7 @@ Trainer::Trainer(const config::JobConfig& config, dist::Mesh* mesh, std::optiona
     checkpoint_io_ = mesh_->world().split(0, mesh_->world().rank(), "checkpoint");
     load_at_start();
     if (config.checkpoint.async_mode != config::AsyncMode::Disabled) {
-      TITAN_CHECK_INPUT(dist::threads_may_communicate())
+      TITAN_CHECK_INPUT(distributed::threads_may_communicate())
           << "checkpoint.async_mode: " << config::choice_name(config.checkpoint.async_mode)
           << " needs MPI_THREAD_MULTIPLE, which this MPI does not grant; use disabled";
       async_writer_ = std::make_unique<ckpt::AsyncCheckpointWriter>();
@@ -258,7 +259,7 @@ StepResult Trainer::run_step() {
     batches.push_back(data_->next());
     valid += ops::cross_entropy_valid_tokens(batches.back().labels);
   }
-  valid = dist::all_reduce_scalar(mesh_->dp(), valid);
+  valid = distributed::all_reduce_scalar(mesh_->dp(), valid);
   TITAN_CHECK_INPUT(valid > 0) << "step " << step_ << ": every label of the batch is ignored (-100)";
   const float grad_scale = float(1.0 / double(valid));
   zero_grads(parameters_);
@@ -279,11 +280,11 @@ StepResult Trainer::run_step() {
     metrics::TraceSpan span("reduce_gradients");
     fsdp_->reduce_gradients();
   }
-  loss_sum = dist::all_reduce_scalar(mesh_->dp(), loss_sum);
+  loss_sum = distributed::all_reduce_scalar(mesh_->dp(), loss_sum);
   result.loss = loss_sum / double(valid);
   // Replicas hold equal shards: the norm sums over the shard group only.
-  result.grad_norm =
-      std::sqrt(dist::all_reduce_scalar(mesh_->dp_shard_cp(), grad_sum_of_squares(parameters_)));
+  result.grad_norm = std::sqrt(
+      distributed::all_reduce_scalar(mesh_->dp_shard_cp(), grad_sum_of_squares(parameters_)));
   result.lr = schedule_.lr(step_);
   if (!std::isfinite(result.loss) || !std::isfinite(result.grad_norm)) {
     if (!config_.training.skip_nonfinite_steps) {
@@ -313,7 +314,7 @@ StepResult Trainer::run_step() {
   }
   if (first_of_run || step_ % config_.metrics.log_freq == 0 || validation) log_step(result, validation);
   maybe_save_checkpoint();
-  if (first_of_run) dist::set_comm_timeout(double(config_.comm.train_timeout_seconds));
+  if (first_of_run) distributed::set_comm_timeout(double(config_.comm.train_timeout_seconds));
   return result;
 }
 
@@ -371,8 +372,9 @@ ValidationResult Trainer::validate() {
     valid += ops::cross_entropy_valid_tokens(batch.labels);
   }
   ValidationResult v;
-  v.tokens = dist::all_reduce_scalar(mesh_->dp(), valid);
-  v.loss = dist::all_reduce_scalar(mesh_->dp(), loss_sum) / double(std::max<int64_t>(v.tokens, 1));
+  v.tokens = distributed::all_reduce_scalar(mesh_->dp(), valid);
+  v.loss = distributed::all_reduce_scalar(mesh_->dp(), loss_sum) /
+           double(std::max<int64_t>(v.tokens, 1));
   v.perplexity = std::exp(v.loss);
   return v;
 }
@@ -395,14 +397,16 @@ void Trainer::log_step(const StepResult& result, const std::optional<ValidationR
   m.mfu_percent = metrics::mfu_percent(m.tflops, peak_tflops_);
   Allocator& allocator = allocator_for(device_);
   // Every rank takes part: the line shows the largest memory and communication share.
-  m.memory_gib = dist::all_reduce_scalar(mesh_->world(), double(allocator.stats().peak_bytes),
-                                         dist::ReduceOp::Max) /
+  m.memory_gib = distributed::all_reduce_scalar(mesh_->world(),
+                                                double(allocator.stats().peak_bytes),
+                                                distributed::ReduceOp::Max) /
                  double(int64_t(1) << 30);
   allocator.reset_peak();
   const double comm_wait_s = mesh_->total_stats().wait_seconds;
   if (devices > 1) {
-    m.comm_percent = dist::all_reduce_scalar(
-        mesh_->world(), 100.0 * (comm_wait_s - last_log_comm_wait_s_) / interval, dist::ReduceOp::Max);
+    m.comm_percent = distributed::all_reduce_scalar(
+        mesh_->world(), 100.0 * (comm_wait_s - last_log_comm_wait_s_) / interval,
+        distributed::ReduceOp::Max);
   }
   last_log_comm_wait_s_ = comm_wait_s;
   m.tokens = tokens_seen_;

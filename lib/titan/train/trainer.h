@@ -1,5 +1,5 @@
 // The training loop, with torchtitan's semantics (notes/torchtitan-config.md §6), on one rank
-// or on every rank of a mesh (dist/mesh.h; data parallelism: FSDP, HSDP, DDP):
+// or on every rank of a mesh (distributed/mesh.h; data parallelism: FSDP, HSDP, DDP):
 //
 //   for step = 1 .. training.steps:
 //     fetch this rank's slice of the step's microbatches (global batch / (local batch x dp)
@@ -7,7 +7,7 @@
 //     count the valid labels over all dp ranks; each microbatch backpropagates
 //       loss_sum / count, so the gradients are those of the global token-mean loss
 //     FSDP gathers each unit's parameters around its use and reduce-scatters its gradients
-//       (dist/fsdp.h); replicas all-reduce their shard gradients once per step
+//       (distributed/fsdp.h); replicas all-reduce their shard gradients once per step
 //     grad_norm = global L2 norm over every shard (logged before clipping); stop with exit 3 when the loss or
 //       the norm is not finite, unless training.skip_nonfinite_steps
 //     clip to training.max_norm; AdamW at the scheduled lr
@@ -17,7 +17,7 @@
 //
 // Device: the model, its gradients, FSDP's buffers and the optimizer's state live on one
 // training device, given to the constructor or, when not, default_training_device()
-// (core/device_select.h: the GPU dist::Runtime picked on a CUDA build with one, else the
+// (core/device_select.h: the GPU distributed::Runtime picked on a CUDA build with one, else the
 // CPU; TITAN_DEVICE overrides). Batches come from the data loader on the host and are
 // copied over once per microbatch; the loss and the grad norm come back as host scalars.
 // The step line's memory is the training device's allocator.
@@ -38,8 +38,8 @@
 #include "titan/ckpt/checkpoint_file.h"
 #include "titan/config/job_config.h"
 #include "titan/data/batch_source.h"
-#include "titan/dist/fsdp.h"
-#include "titan/dist/mesh.h"
+#include "titan/distributed/fsdp.h"
+#include "titan/distributed/mesh.h"
 #include "titan/metrics/step_log.h"
 #include "titan/metrics/tensorboard.h"
 #include "titan/models/llama3/model.h"
@@ -75,7 +75,7 @@ class Trainer {
   // own); with one, every rank of mesh->world() must construct and step its Trainer
   // together. Inconsistent settings (batch sizes, mesh, unknown dataset) throw InputError.
   // `device`: where to train (see above); none: default_training_device().
-  explicit Trainer(const config::JobConfig& config, dist::Mesh* mesh = nullptr,
+  explicit Trainer(const config::JobConfig& config, distributed::Mesh* mesh = nullptr,
                    std::optional<Device> device = std::nullopt);
   ~Trainer();
 
@@ -91,7 +91,7 @@ class Trainer {
   ValidationResult validate();
 
   models::llama3::Llama3Model& model() { return *model_; }
-  dist::Mesh& mesh() { return *mesh_; }
+  distributed::Mesh& mesh() { return *mesh_; }
   AdamW& optimizer() { return *optimizer_; }
   int64_t step() const { return step_; }
   Device device() const { return device_; }
@@ -118,18 +118,18 @@ class Trainer {
   const config::JobConfig config_;
   models::llama3::ModelArgs args_;
   Device device_;
-  std::unique_ptr<dist::Communicator> own_world_;  // when running alone
-  std::unique_ptr<dist::Mesh> own_mesh_;
-  dist::Mesh* mesh_ = nullptr;
+  std::unique_ptr<distributed::Communicator> own_world_;  // when running alone
+  std::unique_ptr<distributed::Mesh> own_mesh_;
+  distributed::Mesh* mesh_ = nullptr;
   std::unique_ptr<models::llama3::Llama3Model> model_;
-  std::unique_ptr<dist::FullyShardedDataParallel> fsdp_;  // the model's unit hooks
+  std::unique_ptr<distributed::FullyShardedDataParallel> fsdp_;  // the model's unit hooks
   std::vector<nn::Parameter*> parameters_;
   std::unique_ptr<AdamW> optimizer_;
   LrSchedule schedule_;
   std::unique_ptr<data::BatchSource> data_;
   std::unique_ptr<metrics::StepLogger> logger_;
   std::unique_ptr<metrics::TensorBoardWriter> tensorboard_;  // metrics.enable_tensorboard
-  std::unique_ptr<dist::Communicator> checkpoint_io_;  // a split of the world, for HDF5 only
+  std::unique_ptr<distributed::Communicator> checkpoint_io_;  // a split of the world, for HDF5 only
   std::unique_ptr<ckpt::AsyncCheckpointWriter> async_writer_;  // checkpoint.async_mode: async
   int64_t accumulation_steps_ = 1;
   int64_t validation_steps_ = 0;  // batches per validation pass

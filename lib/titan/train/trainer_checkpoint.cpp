@@ -108,7 +108,7 @@ void Trainer::load_hf_folder(const std::string& hf_dir, const std::filesystem::p
     }
   }
   // Bad input found by rank 0 is bad input for all: every rank throws it.
-  if (dist::all_reduce_scalar(*checkpoint_io_, failed) > 0) {
+  if (distributed::all_reduce_scalar(*checkpoint_io_, failed) > 0) {
     TITAN_CHECK_INPUT(false) << "checkpoint.initial_load_path (Hugging Face): "
                              << (message.empty() ? "rank 0 could not convert " + hf_dir : message);
   }

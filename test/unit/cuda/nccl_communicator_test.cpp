@@ -33,10 +33,10 @@ TEST(NcclCommunicator, NeedsAnNcclBuild) {
 #include "titan/core/copy.h"
 #include "titan/core/cuda/launch.h"
 #include "titan/core/float_formats.h"
-#include "titan/dist/communicator.h"
-#include "titan/dist/nccl/nccl_communicator.h"
+#include "titan/distributed/communicator.h"
+#include "titan/distributed/nccl/nccl_communicator.h"
 
-namespace titan::dist {
+namespace titan::distributed {
 namespace {
 
 using testing::to_host;
@@ -310,6 +310,6 @@ TEST_F(NcclCommunicatorTest, AbortMakesLaterOperationsThrow) {
 }
 
 }  // namespace
-}  // namespace titan::dist
+}  // namespace titan::distributed
 
 #endif  // TITAN_HAVE_NCCL

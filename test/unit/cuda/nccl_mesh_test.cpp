@@ -1,4 +1,4 @@
-// The mesh's tensor groups on one GPU (dist/mesh.h): a one-rank mesh on cuda:0 moves CUDA
+// The mesh's tensor groups on one GPU (distributed/mesh.h): a one-rank mesh on cuda:0 moves CUDA
 // tensors through tensor_dp_shard() and the other tensor accessors. Two ways:
 //   - as built for training in a world of one: the tensor groups are the host
 //     SelfCommunicators, which copy device tensors on the device;
@@ -25,13 +25,13 @@ TEST(CudaMesh, NeedsACudaBuild) {
 
 #include "support/cuda_device.h"
 #include "titan/core/copy.h"
-#include "titan/dist/communicator.h"
-#include "titan/dist/mesh.h"
+#include "titan/distributed/communicator.h"
+#include "titan/distributed/mesh.h"
 #if TITAN_HAVE_NCCL
-#include "titan/dist/nccl/nccl_communicator.h"
+#include "titan/distributed/nccl/nccl_communicator.h"
 #endif
 
-namespace titan::dist {
+namespace titan::distributed {
 namespace {
 
 using testing::to_host;
@@ -131,6 +131,6 @@ TEST_F(CudaMesh, NcclForOneRankGroupsSharesOneNcclCommunicatorAndCountsIt) {
 #endif  // TITAN_HAVE_NCCL
 
 }  // namespace
-}  // namespace titan::dist
+}  // namespace titan::distributed
 
 #endif  // TITAN_HAVE_CUDA

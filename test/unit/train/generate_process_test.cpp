@@ -90,7 +90,7 @@ TEST(GenerateProcess, TextIsTheDecodedIds) {
 
 // The prompt is framed as torchtitan's generation script frames it: BOS, then the text.
 TEST(GenerateProcess, PromptsStartWithBos) {
-  dist::SelfCommunicator world("world");
+  distributed::SelfCommunicator world("world");
   const infer::GenerationModel model = infer::load_generation_model(
       trained_checkpoint(), world, testing::assets_path("tokenizer/sotu-2k"));
   const std::vector<int64_t> ids = model.encode_prompt("My fellow citizens");

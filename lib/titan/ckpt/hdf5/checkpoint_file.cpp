@@ -12,7 +12,7 @@
 #include "titan/core/float_formats.h"
 #include "titan/metrics/trace.h"
 #if TITAN_HAVE_MPI
-#include "titan/dist/mpi/mpi_communicator.h"
+#include "titan/distributed/mpi/mpi_communicator.h"
 #endif
 
 namespace titan::ckpt {
@@ -21,12 +21,12 @@ namespace {
 using h5::H5Object;
 
 // File access: MPI-IO over the I/O communicator when it is an MPI one, else serial.
-H5Object file_access(dist::Communicator& io) {
+H5Object file_access(distributed::Communicator& io) {
   H5Object fapl(H5_CHECK(H5Pcreate(H5P_FILE_ACCESS)));
   // V18 lower bound: attributes over 64 KiB (the config YAML) need it.
   H5_CHECK(H5Pset_libver_bounds(fapl.id(), H5F_LIBVER_V18, H5F_LIBVER_LATEST));
 #if TITAN_HAVE_MPI
-  if (auto* mpi = dynamic_cast<dist::MpiCommunicator*>(&io)) {
+  if (auto* mpi = dynamic_cast<distributed::MpiCommunicator*>(&io)) {
     H5_CHECK(H5Pset_fapl_mpio(fapl.id(), mpi->handle(), MPI_INFO_NULL));
     H5_CHECK(H5Pset_all_coll_metadata_ops(fapl.id(), true));
     H5_CHECK(H5Pset_coll_metadata_write(fapl.id(), true));
@@ -38,10 +38,10 @@ H5Object file_access(dist::Communicator& io) {
   return fapl;
 }
 
-H5Object collective_transfer(dist::Communicator& io) {
+H5Object collective_transfer(distributed::Communicator& io) {
   H5Object dxpl(H5_CHECK(H5Pcreate(H5P_DATASET_XFER)));
 #if TITAN_HAVE_MPI
-  if (dynamic_cast<dist::MpiCommunicator*>(&io)) {
+  if (dynamic_cast<distributed::MpiCommunicator*>(&io)) {
     H5_CHECK(H5Pset_dxpl_mpio(dxpl.id(), H5FD_MPIO_COLLECTIVE));
   }
 #else
@@ -96,7 +96,7 @@ void write_meta(hid_t file, const CheckpointMeta& m) {
 }
 
 // Opens a checkpoint for reading; InputError naming the file when HDF5 cannot.
-H5Object open_for_reading(const std::string& path, dist::Communicator& io) {
+H5Object open_for_reading(const std::string& path, distributed::Communicator& io) {
   h5::silence_error_stack();
   TITAN_CHECK_INPUT(std::filesystem::exists(path)) << "checkpoint " << path << " does not exist";
   H5Object fapl = file_access(io);
@@ -114,7 +114,7 @@ CheckpointIoCounters& checkpoint_io_counters() {
   return counters;
 }
 
-void write_checkpoint_file(const std::string& path, dist::Communicator& io,
+void write_checkpoint_file(const std::string& path, distributed::Communicator& io,
                            const CheckpointMeta& meta, const std::vector<TensorPiece>& pieces) {
   h5::silence_error_stack();
   metrics::TraceSpan span("checkpoint.write " + path);
@@ -169,7 +169,7 @@ void write_checkpoint_file(const std::string& path, dist::Communicator& io,
   io.barrier().wait();
 }
 
-CheckpointMeta read_checkpoint_meta(const std::string& path, dist::Communicator& io) {
+CheckpointMeta read_checkpoint_meta(const std::string& path, distributed::Communicator& io) {
   H5Object file = open_for_reading(path, io);
   const hid_t f = file.id();
   TITAN_CHECK_INPUT(h5::has_attribute(f, "format") &&
@@ -197,7 +197,7 @@ CheckpointMeta read_checkpoint_meta(const std::string& path, dist::Communicator&
   return m;
 }
 
-void read_checkpoint_tensors(const std::string& path, dist::Communicator& io,
+void read_checkpoint_tensors(const std::string& path, distributed::Communicator& io,
                              std::vector<TensorPiece>& pieces) {
   metrics::TraceSpan span("checkpoint.read " + path);
   H5Object file = open_for_reading(path, io);

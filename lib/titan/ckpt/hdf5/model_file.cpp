@@ -13,7 +13,7 @@
 namespace titan::ckpt {
 namespace {
 
-// dist::Mesh::describe() of a one-rank mesh: the writer is one process.
+// distributed::Mesh::describe() of a one-rank mesh: the writer is one process.
 constexpr const char* kOneRankMesh = "pp 1 x dp_replicate 1 x dp_shard 1 x cp 1 x tp 1";
 
 }  // namespace

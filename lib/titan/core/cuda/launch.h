@@ -14,7 +14,7 @@
 //     the kernels queued on it before, and kernels queued after wait for the copy. The
 //     allocator (cuda_allocator.h) hands out blocks for this stream.
 //   - communication_stream(): where every NCCL communicator of the device runs
-//     (dist/nccl/). Non-blocking, so a cudaMemcpy on stream 0 never waits for a collective
+//     (distributed/nccl/). Non-blocking, so a cudaMemcpy on stream 0 never waits for a collective
 //     that waits for a peer. One stream for all groups of a device: collectives of different
 //     groups run in the order the rank issued them (the same order on every rank), so two of
 //     them never hold the GPU waiting for each other.

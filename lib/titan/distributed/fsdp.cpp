@@ -1,0 +1,291 @@
+#include "titan/distributed/fsdp.h"
+
+#include <algorithm>
+
+#include "titan/core/copy.h"
+#include "titan/ops/cast.h"
+#include "titan/ops/elementwise.h"
+
+namespace titan::distributed {
+namespace {
+
+int64_t rows_of(const nn::Parameter& p) { return p.global_shape()[0]; }
+int64_t row_numel(const nn::Parameter& p) { return shape_numel(p.global_shape()) / rows_of(p); }
+
+// Elements [offset, offset + numel) of a tensor's flat view (no copy).
+Tensor slice(const Tensor& t, int64_t offset, int64_t numel) {
+  return t.reshape({t.numel()}).narrow(offset, numel);
+}
+
+// Converts to dst's dtype when the two differ (an f32 shard into a bf16 gather input).
+void copy_slice(const Tensor& src, int64_t src_offset, Tensor& dst, int64_t dst_offset,
+                int64_t numel) {
+  if (numel == 0) return;
+  Tensor to = slice(dst, dst_offset, numel);
+  if (src.dtype() == dst.dtype()) {
+    copy_tensor(slice(src, src_offset, numel), to);
+  } else {
+    ops::cast(slice(src, src_offset, numel), to);
+  }
+}
+
+void zero_slice(Tensor& t, int64_t offset, int64_t numel) {
+  if (numel == 0) return;
+  Tensor part = slice(t, offset, numel);
+  part.zero_();  // on the tensor's device
+}
+
+}  // namespace
+
+FullyShardedDataParallel::FullyShardedDataParallel(std::vector<nn::ParameterUnit> units,
+                                                   Communicator& shard_group,
+                                                   Communicator& replicate_group,
+                                                   config::ReshardAfterForward policy)
+    : shard_group_(shard_group), replicate_group_(replicate_group) {
+  const int64_t n = shard_group.size();
+  bool have_device = false;
+  for (nn::ParameterUnit& spec : units) {
+    Unit unit;
+    switch (policy) {
+      case config::ReshardAfterForward::Default:
+        unit.reshard_after_forward = spec.reshard_after_forward_by_default;
+        break;
+      case config::ReshardAfterForward::Always: unit.reshard_after_forward = true; break;
+      case config::ReshardAfterForward::Never: unit.reshard_after_forward = false; break;
+    }
+    for (const nn::Parameter* p : spec.parameters) {
+      TITAN_CHECK(p->placement().shard_count == n && p->placement().shard_index == shard_group.rank())
+          << "FSDP over " << shard_group.name() << " (rank " << shard_group.rank() << " of " << n
+          << "): " << p->name() << " is placed as shard " << p->placement().shard_index << " of "
+          << p->placement().shard_count;
+      if (!have_device) {
+        device_ = p->device();
+        compute_dtype_ = p->compute_dtype();
+      }
+      have_device = true;
+      TITAN_CHECK(p->device() == device_) << "FSDP: " << p->name() << " is on " << p->device()
+                                          << ", other parameters on " << device_;
+      TITAN_CHECK(p->compute_dtype() == compute_dtype_)
+          << "FSDP: " << p->name() << " computes in " << dtype_name(p->compute_dtype())
+          << ", other parameters in " << dtype_name(compute_dtype_);
+      unit.segment_offsets.push_back(unit.segment_numel);
+      unit.full_offsets.push_back(unit.full_numel);
+      unit.segment_numel += nn::rows_per_shard(rows_of(*p), n) * row_numel(*p);
+      unit.full_numel += shape_numel(p->global_shape());
+    }
+    unit.spec = std::move(spec);
+    units_.push_back(std::move(unit));
+  }
+}
+
+FullyShardedDataParallel::~FullyShardedDataParallel() = default;
+
+int64_t FullyShardedDataParallel::shard_buffer_bytes(int unit) const {
+  return units_.at(size_t(unit)).segment_numel * int64_t(sizeof(float));
+}
+
+void FullyShardedDataParallel::record(std::vector<int>& order, int unit) {
+  if (std::find(order.begin(), order.end(), unit) == order.end()) order.push_back(unit);
+}
+
+void FullyShardedDataParallel::start_gather(Unit& unit) {
+  MemoryTagScope tag("communication");
+  unit.gather_input = Tensor::empty({unit.segment_numel}, compute_dtype_, device_);
+  const int64_t n = shard_group_.size();
+  for (size_t k = 0; k < unit.spec.parameters.size(); ++k) {
+    const nn::Parameter& p = *unit.spec.parameters[k];
+    const int64_t padded = nn::rows_per_shard(rows_of(p), n) * row_numel(p);
+    const int64_t held = p.shard().numel();
+    copy_slice(p.shard(), 0, unit.gather_input, unit.segment_offsets[k], held);
+    zero_slice(unit.gather_input, unit.segment_offsets[k] + held, padded - held);
+  }
+  unit.gathered = Tensor::empty({n * unit.segment_numel}, compute_dtype_, device_);
+  unit.gather = shard_group_.all_gather(unit.gather_input, unit.gathered);
+  unit.status = Status::Gathering;
+}
+
+void FullyShardedDataParallel::finish_gather(Unit& unit) {
+  unit.gather.wait();
+  const int64_t n = shard_group_.size();
+  {
+    MemoryTagScope tag("parameters.unsharded");
+    unit.full = Tensor::empty({unit.full_numel}, compute_dtype_, device_);
+  }
+  for (size_t k = 0; k < unit.spec.parameters.size(); ++k) {
+    const nn::Parameter& p = *unit.spec.parameters[k];
+    const int64_t cols = row_numel(p);
+    for (int64_t r = 0; r < n; ++r) {
+      const nn::Box box = nn::placement_box(p.global_shape(), {r, n});
+      copy_slice(unit.gathered, r * unit.segment_numel + unit.segment_offsets[k], unit.full,
+                 unit.full_offsets[k] + box.offset[0] * cols, box.extent[0] * cols);
+    }
+  }
+  unit.gathered = Tensor();
+  unit.gather_input = Tensor();
+  unit.status = Status::Gathered;
+}
+
+void FullyShardedDataParallel::ensure_gathered(Unit& unit) {
+  if (unit.status == Status::Sharded) start_gather(unit);
+  if (unit.status == Status::Gathering) finish_gather(unit);
+}
+
+void FullyShardedDataParallel::bind(Unit& unit) {
+  for (size_t k = 0; k < unit.spec.parameters.size(); ++k) {
+    nn::Parameter& p = *unit.spec.parameters[k];
+    const int64_t numel = shape_numel(p.global_shape());
+    Tensor value, grad;
+    if (unit.full.defined()) value = slice(unit.full, unit.full_offsets[k], numel).reshape(p.global_shape());
+    if (unit.full_grad.defined()) {
+      grad = slice(unit.full_grad, unit.full_offsets[k], numel).reshape(p.global_shape());
+    }
+    p.bind_full(value, grad);
+  }
+}
+
+void FullyShardedDataParallel::release(Unit& unit) {
+  if (unit.status == Status::Gathering) finish_gather(unit);  // a prefetch nobody used
+  for (nn::Parameter* p : unit.spec.parameters) p->release_full();
+  unit.full = Tensor();
+  unit.full_grad = Tensor();
+  unit.status = Status::Sharded;
+}
+
+void FullyShardedDataParallel::prefetch_after(const std::vector<int>& order, int unit,
+                                              bool backward) {
+  const auto at = std::find(order.begin(), order.end(), unit);
+  if (at == order.end() || at + 1 == order.end()) return;
+  Unit& next = units_[size_t(*(at + 1))];
+  if (next.status != Status::Sharded) return;
+  if (backward && !next.spec.needs_values_in_backward) return;
+  start_gather(next);
+}
+
+void FullyShardedDataParallel::before_forward(int u) {
+  if (!sharded()) return;
+  Unit& unit = units_.at(size_t(u));
+  record(forward_order_, u);
+  ensure_gathered(unit);
+  bind(unit);
+  prefetch_after(forward_order_, u, false);
+}
+
+void FullyShardedDataParallel::after_forward(int u) {
+  if (!sharded()) return;
+  Unit& unit = units_.at(size_t(u));
+  if (unit.reshard_after_forward) release(unit);
+}
+
+void FullyShardedDataParallel::before_backward(int u) {
+  if (!sharded()) return;
+  Unit& unit = units_.at(size_t(u));
+  record(backward_order_, u);
+  if (unit.spec.needs_values_in_backward) ensure_gathered(unit);
+  {
+    MemoryTagScope tag("gradients.unsharded");
+    unit.full_grad = Tensor::zeros({unit.full_numel}, DType::F32, device_);
+  }
+  bind(unit);
+  prefetch_after(backward_order_, u, true);
+}
+
+void FullyShardedDataParallel::after_backward(int u) {
+  if (!sharded()) return;
+  Unit& unit = units_.at(size_t(u));
+  TITAN_CHECK(unit.full_grad.defined()) << "FSDP: after_backward(" << unit.spec.name
+                                        << ") without before_backward";
+  const int64_t n = shard_group_.size();
+  MemoryTagScope tag("communication");
+  Reduction reduction;
+  reduction.unit = u;
+  reduction.input = Tensor::empty({n * unit.segment_numel}, DType::F32, device_);
+  for (size_t k = 0; k < unit.spec.parameters.size(); ++k) {
+    const nn::Parameter& p = *unit.spec.parameters[k];
+    const int64_t cols = row_numel(p);
+    const int64_t padded = nn::rows_per_shard(rows_of(p), n) * cols;
+    for (int64_t r = 0; r < n; ++r) {
+      const nn::Box box = nn::placement_box(p.global_shape(), {r, n});
+      const int64_t at = r * unit.segment_numel + unit.segment_offsets[k];
+      const int64_t held = box.extent[0] * cols;
+      copy_slice(unit.full_grad, unit.full_offsets[k] + box.offset[0] * cols, reduction.input, at,
+                 held);
+      zero_slice(reduction.input, at + held, padded - held);
+    }
+  }
+  reduction.output = Tensor::empty({unit.segment_numel}, DType::F32, device_);
+  reduction.work = shard_group_.reduce_scatter(reduction.input, reduction.output);
+  release(unit);
+  reductions_.push_back(std::move(reduction));
+  // Two in flight at most: the newest overlaps the next unit's backward, and the buffers
+  // of older ones do not pile up.
+  while (reductions_.size() > 2) {
+    complete_reduction(reductions_.front());
+    reductions_.pop_front();
+  }
+}
+
+void FullyShardedDataParallel::complete_reduction(Reduction& reduction) {
+  reduction.work.wait();
+  const Unit& unit = units_[size_t(reduction.unit)];
+  for (size_t k = 0; k < unit.spec.parameters.size(); ++k) {
+    nn::Parameter& p = *unit.spec.parameters[k];
+    if (p.shard_grad().numel() == 0) continue;
+    Tensor grad = p.shard_grad().reshape({p.shard_grad().numel()});
+    ops::accumulate(slice(reduction.output, unit.segment_offsets[k], grad.numel()), grad);
+  }
+}
+
+void FullyShardedDataParallel::reduce_gradients() {
+  while (!reductions_.empty()) {
+    complete_reduction(reductions_.front());
+    reductions_.pop_front();
+  }
+  if (replicate_group_.size() == 1) return;
+  // One all-reduce per unit over the replicas, of its shard gradients packed flat.
+  MemoryTagScope tag("communication");
+  std::vector<Tensor> packed(units_.size());
+  std::vector<Work> works(units_.size());
+  for (size_t u = 0; u < units_.size(); ++u) {
+    int64_t numel = 0;
+    for (const nn::Parameter* p : units_[u].spec.parameters) numel += p->shard_grad().numel();
+    packed[u] = Tensor::empty({numel}, DType::F32, device_);
+    int64_t at = 0;
+    for (const nn::Parameter* p : units_[u].spec.parameters) {
+      copy_slice(p->shard_grad(), 0, packed[u], at, p->shard_grad().numel());
+      at += p->shard_grad().numel();
+    }
+    works[u] = replicate_group_.all_reduce(packed[u]);
+  }
+  for (size_t u = 0; u < units_.size(); ++u) {
+    works[u].wait();
+    int64_t at = 0;
+    for (nn::Parameter* p : units_[u].spec.parameters) {
+      copy_slice(packed[u], at, p->shard_grad(), 0, p->shard_grad().numel());
+      at += p->shard_grad().numel();
+    }
+  }
+}
+
+Tensor gather_parameter(const nn::Parameter& p, Communicator& shard_group) {
+  MemoryTagScope tag("communication");
+  const Device device = p.device();
+  if (!p.placement().sharded()) {
+    Tensor whole = Tensor::empty(p.global_shape(), DType::F32, device);
+    copy_tensor(p.shard(), whole);
+    return whole;
+  }
+  const int64_t n = shard_group.size(), cols = row_numel(p);
+  const int64_t padded = nn::rows_per_shard(rows_of(p), n) * cols;
+  Tensor input = Tensor::zeros({padded}, DType::F32, device);
+  copy_slice(p.shard(), 0, input, 0, p.shard().numel());
+  Tensor gathered = Tensor::empty({n * padded}, DType::F32, device);
+  shard_group.all_gather(input, gathered).wait();
+  Tensor whole = Tensor::empty(p.global_shape(), DType::F32, device);
+  for (int64_t r = 0; r < n; ++r) {
+    const nn::Box box = nn::placement_box(p.global_shape(), {r, n});
+    copy_slice(gathered, r * padded, whole, box.offset[0] * cols, box.extent[0] * cols);
+  }
+  return whole;
+}
+
+}  // namespace titan::distributed

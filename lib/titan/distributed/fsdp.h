@@ -1,0 +1,116 @@
+// Fully sharded data parallelism (ZeRO-3, FSDP2's layout) over a model's parameter units,
+// with HSDP/DDP replication on top (DESIGN.md, "Parallelism").
+//
+// Every parameter of a unit is split by rows over the shard group (nn::Placement); a rank
+// holds only its rows, their gradient, master weights and optimizer state. Per unit, per
+// microbatch:
+//
+//   before_forward    all_gather the unit's flat shard buffer (prefetched: the gather of
+//                     the next unit in forward order starts as soon as this one is done)
+//                     and bind each parameter's whole value to a view of it
+//   after_forward     free it, per parallelism.fsdp_reshard_after_forward:
+//                       default  every unit but the one whose backward comes first
+//                       always   every unit
+//                       never    none: gathered from forward until their backward is done
+//   before_backward   gather again if freed and its backward reads weights; bind a zeroed
+//                     whole gradient
+//   after_backward    reduce_scatter the whole gradient into the shard gradient (+=, so
+//                     microbatches accumulate) and free value and gradient: no unsharded
+//                     gradient outlives its unit
+//
+// Flat shard buffer of a unit: for each parameter in order, ceil(rows / n) rows; a rank's
+// last rows may be padding (zeros; never read back). The gathered buffer is these n buffers
+// one after the other, so each parameter's whole tensor is copied out of it (FSDP2's
+// copy-out) and each whole gradient is copied into the reduce-scatter's input (chunk_cat).
+//
+// reduce_gradients(), once per step after the last microbatch's backward, waits for the
+// reduce-scatters and, when there are replicas (dp_replicate > 1), all-reduces each unit's
+// shard gradients across them once: HSDP, or DDP when the shard group is one rank.
+// Device: every buffer (gather input and output, whole values and gradients, reduce-scatter
+// buffers) is on the parameters' device (they must all share one); the communicators
+// take tensors on that device (MPI: the host, NCCL: the GPU).
+// Precision (training.mixed_precision_param, nn/parameter.h): the gather casts the f32
+// shards into a gather input of the parameters' compute dtype (they must all share one), so
+// the all-gather and the whole values are in it (bf16 on a GPU); whole gradients, the
+// reduce-scatter and the replicas' all-reduce stay f32 (training.mixed_precision_reduce).
+//
+// Collectives per microbatch on the shard group (n > 1): one reduce_scatter per unit;
+// all_gathers: one per unit in forward, plus one in backward for each unit that was freed
+// and whose backward reads weights. The gradients are sums: the trainer scales the loss.
+#pragma once
+
+#include <deque>
+#include <vector>
+
+#include "titan/config/job_config.h"
+#include "titan/distributed/communicator.h"
+#include "titan/nn/parameter_unit.h"
+
+namespace titan::distributed {
+
+class FullyShardedDataParallel final : public nn::UnitHooks {
+ public:
+  // Every parameter must be placed as shard shard_group.rank() of shard_group.size(). The
+  // groups must outlive this object.
+  FullyShardedDataParallel(std::vector<nn::ParameterUnit> units, Communicator& shard_group,
+                           Communicator& replicate_group, config::ReshardAfterForward policy);
+  ~FullyShardedDataParallel() override;
+
+  void before_forward(int unit) override;
+  void after_forward(int unit) override;
+  void before_backward(int unit) override;
+  void after_backward(int unit) override;
+
+  // Completes every gradient reduction of the step (see above).
+  void reduce_gradients();
+
+  bool sharded() const { return shard_group_.size() > 1; }
+  Device device() const { return device_; }
+  int unit_count() const { return int(units_.size()); }
+  // Bytes of one rank's flat shard buffer for unit u (padding included).
+  int64_t shard_buffer_bytes(int unit) const;
+
+ private:
+  enum class Status { Sharded, Gathering, Gathered };
+  struct Unit {
+    nn::ParameterUnit spec;
+    bool reshard_after_forward = true;
+    std::vector<int64_t> segment_offsets;  // each parameter's start in a rank's flat shard
+    std::vector<int64_t> full_offsets;     // ... and in the whole flat buffer
+    int64_t segment_numel = 0;             // one rank's flat shard, padded
+    int64_t full_numel = 0;                // the whole unit, unpadded
+    Status status = Status::Sharded;
+    Tensor gather_input, gathered;         // [segment_numel], [n * segment_numel] while gathering
+    Work gather;
+    Tensor full, full_grad;                // whole values and gradients, flat
+  };
+  struct Reduction {
+    int unit = 0;
+    Tensor input, output;
+    Work work;
+  };
+
+  void start_gather(Unit& unit);
+  void finish_gather(Unit& unit);
+  void ensure_gathered(Unit& unit);
+  void bind(Unit& unit);
+  void release(Unit& unit);
+  void prefetch_after(const std::vector<int>& order, int unit, bool backward);
+  void complete_reduction(Reduction& reduction);
+  static void record(std::vector<int>& order, int unit);
+
+  std::vector<Unit> units_;
+  Communicator& shard_group_;
+  Communicator& replicate_group_;
+  Device device_ = Device::cpu();  // the parameters' device
+  DType compute_dtype_ = DType::F32;  // and the dtype of their whole values
+  // The orders units were used in during the first microbatch: what prefetching follows.
+  std::vector<int> forward_order_, backward_order_;
+  std::deque<Reduction> reductions_;  // reduce-scatters in flight, oldest first
+};
+
+// The whole value of a parameter sharded over `shard_group` (collective over the group), on
+// the parameter's device: for tests, generation and exports, not for training.
+Tensor gather_parameter(const nn::Parameter& parameter, Communicator& shard_group);
+
+}  // namespace titan::distributed

@@ -1,0 +1,264 @@
+#include "titan/distributed/mesh.h"
+
+#include <map>
+#include <sstream>
+
+#include "titan/config.h"
+#include "titan/core/device_select.h"
+#include "titan/core/error.h"
+#if TITAN_HAVE_NCCL
+#include "titan/distributed/nccl/nccl_communicator.h"
+#endif
+
+namespace titan::distributed {
+namespace {
+
+constexpr MeshDim kAllDims[kMeshDims] = {MeshDim::pp, MeshDim::dp_replicate, MeshDim::dp_shard,
+                                         MeshDim::cp, MeshDim::tp};
+
+// The config key that sets each dim's degree (section `parallelism`).
+const char* degree_key(MeshDim dim) {
+  switch (dim) {
+    case MeshDim::pp: return "pipeline_parallel_degree";
+    case MeshDim::dp_replicate: return "data_parallel_replicate_degree";
+    case MeshDim::dp_shard: return "data_parallel_shard_degree";
+    case MeshDim::cp: return "context_parallel_degree";
+    case MeshDim::tp: return "tensor_parallel_degree";
+  }
+  return "?";
+}
+
+// The parallelism a degree > 1 needs, where it is not built yet; nullptr where it is.
+const char* missing_parallelism(MeshDim dim) {
+  switch (dim) {
+    case MeshDim::pp: return "pipeline parallelism";
+    case MeshDim::cp: return "context parallelism";
+    case MeshDim::tp: return "tensor parallelism";
+    default: return nullptr;
+  }
+}
+
+// Every degree as the user wrote it, their product (none while dp_shard is -1) and the
+// world, for each error message: "pipeline_parallel_degree 1 x ... x tensor_parallel_degree
+// 1 = 8 for a world of 4 ranks".
+std::string degrees_line(const MeshShape& shape, int64_t world_size) {
+  std::ostringstream os;
+  bool all_set = true;
+  for (MeshDim dim : kAllDims) {
+    os << (dim == MeshDim::pp ? "" : " x ") << degree_key(dim) << " " << shape[dim];
+    all_set = all_set && shape[dim] >= 1;
+  }
+  if (all_set) os << " = " << shape.world_size();
+  os << " for a world of " << world_size << (world_size == 1 ? " rank" : " ranks");
+  return os.str();
+}
+
+// A sub-communicator of the ranks that differ only along `group_dims`: the color is the
+// rank's position along every other dim, the key its world rank (so group ranks follow
+// world order, row-major over the group's dims).
+std::unique_ptr<Communicator> split_over(Communicator& world, const MeshShape& shape,
+                                         const std::array<int64_t, kMeshDims>& coordinates,
+                                         std::initializer_list<MeshDim> group_dims,
+                                         std::string name) {
+  int64_t color = 0;
+  for (MeshDim dim : kAllDims) {
+    bool in_group = false;
+    for (MeshDim g : group_dims) in_group = in_group || g == dim;
+    if (!in_group) color = color * shape[dim] + coordinates[size_t(dim)];
+  }
+  return world.split(int(color), world.rank(), std::move(name));
+}
+
+void add_stats(CommStats& total, const CommStats& stats) {
+  for (int i = 0; i < kCollectiveCount; ++i) {
+    total.collectives[size_t(i)].calls += stats.collectives[size_t(i)].calls;
+    total.collectives[size_t(i)].bytes += stats.collectives[size_t(i)].bytes;
+  }
+  total.wait_seconds += stats.wait_seconds;
+}
+
+}  // namespace
+
+const char* mesh_dim_name(MeshDim dim) {
+  switch (dim) {
+    case MeshDim::pp: return "pp";
+    case MeshDim::dp_replicate: return "dp_replicate";
+    case MeshDim::dp_shard: return "dp_shard";
+    case MeshDim::cp: return "cp";
+    case MeshDim::tp: return "tp";
+  }
+  return "?";
+}
+
+int64_t MeshShape::world_size() const {
+  int64_t product = 1;
+  for (int64_t degree : degrees) product *= degree;
+  return product;
+}
+
+std::string MeshShape::describe() const {
+  std::ostringstream os;
+  for (MeshDim dim : kAllDims) {
+    os << (dim == MeshDim::pp ? "" : " x ") << mesh_dim_name(dim) << " " << (*this)[dim];
+  }
+  return os.str();
+}
+
+MeshShape mesh_shape_from_config(const config::ParallelismSection& parallelism, int64_t world_size) {
+  MeshShape shape;
+  shape[MeshDim::pp] = parallelism.pipeline_parallel_degree;
+  shape[MeshDim::dp_replicate] = parallelism.data_parallel_replicate_degree;
+  shape[MeshDim::dp_shard] = parallelism.data_parallel_shard_degree;
+  shape[MeshDim::cp] = parallelism.context_parallel_degree;
+  shape[MeshDim::tp] = parallelism.tensor_parallel_degree;
+
+  for (MeshDim dim : kAllDims) {
+    const bool fills_the_rest = dim == MeshDim::dp_shard && shape[dim] == -1;
+    TITAN_CHECK_INPUT(shape[dim] >= 1 || fills_the_rest)
+        << "parallelism." << degree_key(dim) << ": must be >= 1"
+        << (dim == MeshDim::dp_shard ? " or -1 (the rest of the world)" : "") << ", got "
+        << shape[dim] << " (" << degrees_line(shape, world_size) << ")";
+  }
+  // The config validator rejects these first; this guard keeps the mesh honest on its own.
+  for (MeshDim dim : kAllDims) {
+    const char* missing = missing_parallelism(dim);
+    TITAN_CHECK_INPUT(missing == nullptr || shape[dim] == 1)
+        << "parallelism." << degree_key(dim) << ": " << shape[dim] << " needs " << missing
+        << ", which is not built yet in titan.cpp; set it to 1";
+  }
+  if (shape[MeshDim::dp_shard] == -1) {
+    const int64_t others = -shape.world_size();  // the product with dp_shard = -1
+    TITAN_CHECK_INPUT(world_size % others == 0)
+        << "parallelism.data_parallel_shard_degree: -1 takes the ranks the other degrees leave, "
+        << "but they multiply to " << others << ", which does not divide the world of "
+        << world_size << " ranks (" << degrees_line(shape, world_size)
+        << "); launch a multiple of " << others << " ranks or change the other degrees";
+    shape[MeshDim::dp_shard] = world_size / others;
+  }
+  TITAN_CHECK_INPUT(shape.world_size() == world_size)
+      << "parallelism: the degrees multiply to " << shape.world_size() << ", not the world size ("
+      << degrees_line(shape, world_size) << "); make their product " << world_size
+      << ", or set data_parallel_shard_degree -1 to take the rest";
+  return shape;
+}
+
+std::array<int64_t, kMeshDims> mesh_coordinates(const MeshShape& shape, int64_t rank) {
+  TITAN_CHECK(rank >= 0 && rank < shape.world_size())
+      << "rank " << rank << " is not in the mesh " << shape.describe();
+  std::array<int64_t, kMeshDims> coordinates{};
+  for (int d = kMeshDims - 1; d >= 0; --d) {  // tp fastest
+    coordinates[size_t(d)] = rank % shape.degrees[size_t(d)];
+    rank /= shape.degrees[size_t(d)];
+  }
+  return coordinates;
+}
+
+Mesh::Mesh(const MeshShape& shape, Communicator& world, Device device, bool nccl_for_one_rank_groups)
+    : shape_(shape), world_(world), device_(device) {
+  TITAN_CHECK(shape.world_size() == world.size())
+      << "mesh " << shape.describe() << " has " << shape.world_size() << " ranks, but the world "
+      << "communicator has " << world.size();
+  // Before any collective, so that every rank fails the same way.
+  TITAN_CHECK_INPUT(TITAN_HAVE_NCCL || !device.is_cuda() || world.size() == 1)
+      << "training on " << device << " with " << world.size() << " ranks moves tensors between "
+      << "GPUs with NCCL, and this build has no NCCL (CMake found no nccl.h / libnccl beside "
+      << "the CUDA toolkit; its summary line says NCCL=0); rebuild with NCCL, run one rank, or "
+      << "train on the CPU (TITAN_DEVICE=cpu)";
+  coordinates_ = mesh_coordinates(shape, world.rank());
+  // Every rank splits in the same order: splits are collective over the world.
+  for (MeshDim dim : kAllDims) {
+    groups_[size_t(dim)] = split_over(world, shape_, coordinates_, {dim}, mesh_dim_name(dim));
+  }
+  dp_ = split_over(world, shape_, coordinates_, {MeshDim::dp_replicate, MeshDim::dp_shard}, "dp");
+  dp_shard_cp_ = split_over(world, shape_, coordinates_, {MeshDim::dp_shard, MeshDim::cp},
+                            "dp_shard_cp");
+  make_tensor_groups(nccl_for_one_rank_groups);
+}
+
+void Mesh::make_tensor_groups(bool nccl_for_one_rank_groups) {
+  // The dims of a group with a degree above 1, as bits: two groups with the same bits hold
+  // the same ranks in the same order (the other dims are 1, every rank's coordinate 0).
+  auto ranks_of = [&](std::initializer_list<MeshDim> dims) {
+    unsigned bits = 0;
+    for (MeshDim dim : dims) {
+      if (shape_[dim] > 1) bits |= 1u << unsigned(dim);
+    }
+    return bits;
+  };
+  struct Slot {
+    Communicator** tensor_group;
+    Communicator* host_group;
+    unsigned ranks;
+  };
+  auto dim_slot = [&](MeshDim dim) {
+    return Slot{&tensor_groups_[size_t(dim)], groups_[size_t(dim)].get(), ranks_of({dim})};
+  };
+  // The order of the header; the same on every rank (each NCCL construction is collective).
+  const Slot slots[] = {
+      dim_slot(MeshDim::dp_shard),
+      dim_slot(MeshDim::dp_replicate),
+      Slot{&tensor_dp_, dp_.get(), ranks_of({MeshDim::dp_replicate, MeshDim::dp_shard})},
+      Slot{&tensor_dp_shard_cp_, dp_shard_cp_.get(), ranks_of({MeshDim::dp_shard, MeshDim::cp})},
+      dim_slot(MeshDim::pp),
+      dim_slot(MeshDim::cp),
+      dim_slot(MeshDim::tp),
+  };
+  const bool nccl_for_one_rank = nccl_for_one_rank_groups && TITAN_HAVE_NCCL;
+  std::map<unsigned, Communicator*> nccl_by_ranks;
+  for (const Slot& slot : slots) {
+    if (device_.is_cpu()) {
+      *slot.tensor_group = slot.host_group;
+      continue;
+    }
+    if (slot.host_group->size() == 1 && !nccl_for_one_rank) {
+      if (auto* self = dynamic_cast<SelfCommunicator*>(slot.host_group)) {
+        *slot.tensor_group = self;
+      } else {  // a one-rank MPI group: MPI takes no device tensors
+        own_tensor_groups_.push_back(std::make_unique<SelfCommunicator>(slot.host_group->name()));
+        *slot.tensor_group = own_tensor_groups_.back().get();
+      }
+      continue;
+    }
+    if (auto made = nccl_by_ranks.find(slot.ranks); made != nccl_by_ranks.end()) {
+      *slot.tensor_group = made->second;
+      continue;
+    }
+#if TITAN_HAVE_NCCL
+    if (nccl_by_ranks.empty()) use_device(device_);  // NcclCommunicator takes the current device
+    own_tensor_groups_.push_back(
+        std::make_unique<NcclCommunicator>(*slot.host_group, slot.host_group->name()));
+    *slot.tensor_group = own_tensor_groups_.back().get();
+    nccl_by_ranks[slot.ranks] = *slot.tensor_group;
+#else
+    // The constructor's InputError covers this: without NCCL, a CUDA mesh has one rank.
+    TITAN_FAIL() << "mesh group " << slot.host_group->name() << " has "
+                 << slot.host_group->size() << " ranks on " << device_ << " without NCCL";
+#endif
+  }
+}
+
+Mesh::~Mesh() = default;
+
+int64_t Mesh::dp_rank() const {
+  return coordinate(MeshDim::dp_replicate) * shape_[MeshDim::dp_shard] + coordinate(MeshDim::dp_shard);
+}
+
+CommStats Mesh::total_stats() const {
+  CommStats total;
+  add_stats(total, world_.stats());
+  for (const auto& group : groups_) add_stats(total, group->stats());
+  add_stats(total, dp_->stats());
+  add_stats(total, dp_shard_cp_->stats());
+  for (const auto& group : own_tensor_groups_) add_stats(total, group->stats());
+  return total;
+}
+
+void Mesh::reset_stats() {
+  world_.reset_stats();
+  for (auto& group : groups_) group->reset_stats();
+  dp_->reset_stats();
+  dp_shard_cp_->reset_stats();
+  for (auto& group : own_tensor_groups_) group->reset_stats();
+}
+
+}  // namespace titan::distributed
