@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "titan/core/copy.h"
-#include "titan/metrics/trace.h"
+#include "titan/core/trace.h"
 
 namespace titan::distributed {
 namespace {
@@ -211,7 +211,7 @@ void Work::settle() noexcept {
 
 void Work::wait() {
   if (!operation_) return;
-  metrics::TraceSpan span(what_, "bytes", bytes_);
+  TraceSpan span(what_, "bytes", bytes_);
   const Clock::time_point start = Clock::now();
   const double timeout_s = comm_timeout();
   Backoff backoff;

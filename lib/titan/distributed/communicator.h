@@ -96,7 +96,7 @@ bool complete_abandoned_operations(double timeout_s);
 class Work {
  public:
   Work() = default;
-  // `bytes` goes into the trace span of the wait (metrics/trace.h).
+  // `bytes` goes into the trace span of the wait (core/trace.h).
   Work(std::unique_ptr<PendingOperation> operation, std::string what, CommStats* stats,
        int64_t bytes = 0);
   Work(Work&&) noexcept;

@@ -1,7 +1,7 @@
 #include "titan/nn/transformer_block.h"
 
 #include "titan/core/copy.h"
-#include "titan/metrics/trace.h"
+#include "titan/core/trace.h"
 #include "titan/ops/elementwise.h"
 
 namespace titan::nn {
@@ -42,23 +42,23 @@ void TransformerBlock::forward(const Tensor& x, const Tensor& freqs, Tensor& out
   r.xn = Tensor::empty({N, D}, act, dev);
   r.rstd_attention = Tensor::empty({N}, DType::F32, dev);
   {
-    metrics::TraceSpan span("attention_norm");
+    TraceSpan span("attention_norm");
     attention_norm_.forward(x2, r.xn, r.rstd_attention);
   }
   r.h = Tensor::empty(x.shape(), act, dev);
   {
-    metrics::TraceSpan span("attention");
+    TraceSpan span("attention");
     attention_.forward(r.xn.reshape(x.shape()), freqs, r.h, r.attention);
   }
   ops::accumulate(x, r.h);  // residual
   r.hn = Tensor::empty({N, D}, act, dev);
   r.rstd_ffn = Tensor::empty({N}, DType::F32, dev);
   {
-    metrics::TraceSpan span("ffn_norm");
+    TraceSpan span("ffn_norm");
     ffn_norm_.forward(r.h.reshape({N, D}), r.hn, r.rstd_ffn);
   }
   {
-    metrics::TraceSpan span("feed_forward");
+    TraceSpan span("feed_forward");
     feed_forward_.forward(r.hn, out, r.feed_forward);
   }
   ops::accumulate(r.h, out);  // residual

@@ -13,7 +13,7 @@
 // An op without a kernel for a device fails with a message naming both.
 //
 // Each dispatch is also a trace span named after the op (`matmul`, `rmsnorm_forward`, ...)
-// when profiling.* records the step (metrics/trace.h; a flag test otherwise). A CUDA op's
+// when profiling.* records the step (core/trace.h; a flag test otherwise). A CUDA op's
 // span covers its launch, not its run on the device: the GPU's own timeline is the
 // profiler's (nsys, ncu).
 #pragma once
@@ -21,11 +21,11 @@
 #include "titan/config.h"
 #include "titan/core/error.h"
 #include "titan/core/tensor.h"
-#include "titan/metrics/trace.h"
+#include "titan/core/trace.h"
 
 #define TITAN_DISPATCH_CPU(tensor, fn, ...)                                            \
   do {                                                                                 \
-    const ::titan::metrics::TraceSpan titan_op_span_(#fn);                             \
+    const ::titan::TraceSpan titan_op_span_(#fn);                             \
     if ((tensor).device().is_cpu()) return ::titan::ops::cpu::fn(__VA_ARGS__);         \
     TITAN_FAIL() << #fn << " has no kernel for " << (tensor).device();                 \
   } while (0)
@@ -33,7 +33,7 @@
 #if TITAN_HAVE_CUDA
 #define TITAN_DISPATCH_CPU_CUDA(tensor, fn, ...)                                       \
   do {                                                                                 \
-    const ::titan::metrics::TraceSpan titan_op_span_(#fn);                             \
+    const ::titan::TraceSpan titan_op_span_(#fn);                             \
     if ((tensor).device().is_cpu()) return ::titan::ops::cpu::fn(__VA_ARGS__);         \
     if ((tensor).device().is_cuda()) return ::titan::ops::cuda::fn(__VA_ARGS__);       \
     TITAN_FAIL() << #fn << " has no kernel for " << (tensor).device();                 \

@@ -9,10 +9,10 @@
 #include "titan/core/device_select.h"
 #include "titan/core/logging.h"
 #include "titan/core/threads.h"
+#include "titan/core/trace.h"
 #include "titan/data/sources.h"
 #include "titan/distributed/runtime.h"
 #include "titan/metrics/memory_snapshot.h"
-#include "titan/metrics/trace.h"
 #include "titan/ops/cross_entropy.h"
 
 namespace titan::train {
@@ -212,11 +212,11 @@ bool Trainer::profiled(int64_t step) const {
 
 StepResult Trainer::train_step() {
   const int64_t step = step_ + 1;
-  metrics::TraceRecorder& recorder = metrics::trace_recorder();
+  TraceRecorder& recorder = trace_recorder();
   if (profiled(step) && !recorder.recording()) recorder.start();
   StepResult result;
   try {
-    metrics::TraceSpan span("step " + std::to_string(step));
+    TraceSpan span("step " + std::to_string(step));
     result = run_step();
   } catch (const OutOfMemoryError&) {
     // torchtitan's name for the snapshot of a step that ran out of memory.
@@ -267,17 +267,17 @@ StepResult Trainer::run_step() {
   for (data::TokenBatch& batch : batches) {
     models::llama3::ModelRecord record;
     {
-      metrics::TraceSpan span("forward");
+      TraceSpan span("forward");
       loss_sum += model_->forward(batch.inputs, batch.labels, record);
     }
     {
-      metrics::TraceSpan span("backward");
+      TraceSpan span("backward");
       model_->backward(record, grad_scale);
     }
     tokens_seen_ += batch.inputs.numel() * mesh_->dp_degree();
   }
   {
-    metrics::TraceSpan span("reduce_gradients");
+    TraceSpan span("reduce_gradients");
     fsdp_->reduce_gradients();
   }
   loss_sum = distributed::all_reduce_scalar(mesh_->dp(), loss_sum);
@@ -298,7 +298,7 @@ StepResult Trainer::run_step() {
     result.skipped = true;
     zero_grads(parameters_);
   } else {
-    metrics::TraceSpan span("optimizer");
+    TraceSpan span("optimizer");
     clip_grads(parameters_, config_.training.max_norm, result.grad_norm);
     optimizer_->step(result.lr);
     model_->update_compute_copies();

@@ -1,6 +1,6 @@
 // profiling.*: Chrome trace-event JSON per rank at the end of each recorded window, with
 // spans named by what ran (layers, their split backward, ops, collectives with bytes,
-// checkpoint I/O), nested by time (metrics/trace.h).
+// checkpoint I/O), nested by time (core/trace.h).
 #include <gtest/gtest.h>
 
 #include <algorithm>

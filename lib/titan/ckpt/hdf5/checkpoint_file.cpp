@@ -10,7 +10,7 @@
 #include "titan/ckpt/hdf5/h5.h"
 #include "titan/config.h"
 #include "titan/core/float_formats.h"
-#include "titan/metrics/trace.h"
+#include "titan/core/trace.h"
 #if TITAN_HAVE_MPI
 #include "titan/distributed/mpi/mpi_communicator.h"
 #endif
@@ -117,7 +117,7 @@ CheckpointIoCounters& checkpoint_io_counters() {
 void write_checkpoint_file(const std::string& path, distributed::Communicator& io,
                            const CheckpointMeta& meta, const std::vector<TensorPiece>& pieces) {
   h5::silence_error_stack();
-  metrics::TraceSpan span("checkpoint.write " + path);
+  TraceSpan span("checkpoint.write " + path);
   const std::string temporary = path + ".tmp";
   {
     H5Object fapl = file_access(io);
@@ -199,7 +199,7 @@ CheckpointMeta read_checkpoint_meta(const std::string& path, distributed::Commun
 
 void read_checkpoint_tensors(const std::string& path, distributed::Communicator& io,
                              std::vector<TensorPiece>& pieces) {
-  metrics::TraceSpan span("checkpoint.read " + path);
+  TraceSpan span("checkpoint.read " + path);
   H5Object file = open_for_reading(path, io);
   H5Object dxpl = collective_transfer(io);
   const H5Object f32 = h5::float_type(h5::H5Float::F32), bf16 = h5::float_type(h5::H5Float::BF16);

@@ -3,7 +3,7 @@
 #include <cmath>
 
 #include "titan/core/copy.h"
-#include "titan/metrics/trace.h"
+#include "titan/core/trace.h"
 #include "titan/ops/cross_entropy.h"
 #include "titan/ops/embedding.h"
 #include "titan/ops/matmul.h"
@@ -142,7 +142,7 @@ double Llama3Model::forward(const Tensor& tokens, const Tensor& labels, ModelRec
     const MemoryTagScope tag = activations_of("tok_embeddings");
     r.layer_inputs.push_back(Tensor::empty({B, T, D}, compute_dtype_, device_));
     Tensor x0 = r.layer_inputs[0].reshape({N, D});
-    metrics::TraceSpan span("tok_embeddings.forward");
+    TraceSpan span("tok_embeddings.forward");
     ops::embedding_forward(r.tokens.reshape({N}), tok_embeddings_->value(), x0);
   }
   if (head_unit() != kEmbeddingUnit) hook(Hook::AfterForward, kEmbeddingUnit);
@@ -152,7 +152,7 @@ double Llama3Model::forward(const Tensor& tokens, const Tensor& labels, ModelRec
     const MemoryTagScope tag = activations_of("layers." + std::to_string(i));
     Tensor out = Tensor::empty({B, T, D}, compute_dtype_, device_);
     {
-      metrics::TraceSpan span("layers." + std::to_string(i) + ".forward");
+      TraceSpan span("layers." + std::to_string(i) + ".forward");
       layers_[i].forward(r.layer_inputs[i], freqs, out, r.layers[i]);
     }
     hook(Hook::AfterForward, layer_unit(i));
@@ -160,7 +160,7 @@ double Llama3Model::forward(const Tensor& tokens, const Tensor& labels, ModelRec
   }
   if (head_unit() != kEmbeddingUnit) hook(Hook::BeforeForward, head_unit());
   const MemoryTagScope tag = activations_of("output");
-  metrics::TraceSpan head_span("norm.output.loss.forward");
+  TraceSpan head_span("norm.output.loss.forward");
   r.hn = Tensor::empty({N, D}, compute_dtype_, device_);
   r.rstd_norm = Tensor::empty({N}, DType::F32, device_);
   norm_->forward(r.layer_inputs.back().reshape({N, D}), r.hn, r.rstd_norm);
@@ -203,7 +203,7 @@ void Llama3Model::backward(ModelRecord& r, float grad_scale) {
     const MemoryTagScope tag = activations_of("output");
     r.dhn = Tensor::empty({N, D}, compute_dtype_, device_);
     {
-      metrics::TraceSpan span("norm.output.loss.backward");
+      TraceSpan span("norm.output.loss.backward");
       Tensor workspace = cross_entropy_workspace(N, args_.vocab_size, device_);
       ops::cross_entropy_backward(r.hn, w.value(), r.labels.reshape({N}), r.lse, grad_scale,
                                   r.dhn, w.grad(), ops::Accumulate::No, workspace);
@@ -220,11 +220,11 @@ void Llama3Model::backward(ModelRecord& r, float grad_scale) {
     const MemoryTagScope tag = activations_of("layers." + std::to_string(i));
     Tensor dx_in = Tensor::empty({N, D}, compute_dtype_, device_);
     {
-      metrics::TraceSpan span("layers." + std::to_string(i) + ".backward_input");
+      TraceSpan span("layers." + std::to_string(i) + ".backward_input");
       layers_[i].backward_input(dx, freqs, r.layers[i], dx_in);
     }
     {
-      metrics::TraceSpan span("layers." + std::to_string(i) + ".backward_weight");
+      TraceSpan span("layers." + std::to_string(i) + ".backward_weight");
       layers_[i].backward_weight(r.layers[i]);
     }
     hook(Hook::AfterBackward, layer_unit(i));
@@ -234,7 +234,7 @@ void Llama3Model::backward(ModelRecord& r, float grad_scale) {
   if (head_unit() != kEmbeddingUnit) hook(Hook::BeforeBackward, kEmbeddingUnit);
   {
     const MemoryTagScope tag = activations_of("tok_embeddings");
-    metrics::TraceSpan span("tok_embeddings.backward_weight");
+    TraceSpan span("tok_embeddings.backward_weight");
     ops::embedding_backward_weight(r.tokens.reshape({N}), dx, tok_embeddings_->grad());
   }
   hook(Hook::AfterBackward, kEmbeddingUnit);

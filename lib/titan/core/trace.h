@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-namespace titan::metrics {
+namespace titan {
 
 struct TraceEvent {
   std::string name;
@@ -60,4 +60,4 @@ class TraceSpan {
   TraceEvent event_;
 };
 
-}  // namespace titan::metrics
+}  // namespace titan

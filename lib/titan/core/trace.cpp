@@ -1,4 +1,4 @@
-#include "titan/metrics/trace.h"
+#include "titan/core/trace.h"
 
 #include <chrono>
 #include <filesystem>
@@ -10,7 +10,7 @@
 
 #include "titan/core/error.h"
 
-namespace titan::metrics {
+namespace titan {
 
 TraceRecorder& trace_recorder() {
   static TraceRecorder recorder;
@@ -72,4 +72,4 @@ TraceSpan::~TraceSpan() {
   trace_recorder().add(std::move(event_));
 }
 
-}  // namespace titan::metrics
+}  // namespace titan
