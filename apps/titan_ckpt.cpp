@@ -16,9 +16,9 @@
 #include <string>
 #include <vector>
 
+#include "titan/app/subcommand.h"
 #include "titan/ckpt/hdf5/hf_convert.h"
 #include "titan/ckpt/hdf5/inspect.h"
-#include "titan/config/subcommand.h"
 #include "titan/core/error.h"
 #include "titan/core/progress.h"
 
@@ -49,11 +49,11 @@ constexpr const char* kHelp =
     "\n"
     "  --help, --version\n";
 
-using Arguments = titan::config::SubcommandArguments;
-using titan::config::parse_integer;
+using Arguments = titan::app::SubcommandArguments;
+using titan::app::parse_integer;
 
 Arguments parse(int argc, char** argv, const std::vector<std::string>& known) {
-  return titan::config::parse_subcommand(argc, argv, known);
+  return titan::app::parse_subcommand(argc, argv, known);
 }
 
 int info(const Arguments& args) {
@@ -147,4 +147,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) { return titan::config::run_subcommand_tool(argc, argv, kHelp, run); }
+int main(int argc, char** argv) { return titan::app::run_subcommand_tool(argc, argv, kHelp, run); }

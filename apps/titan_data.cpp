@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "titan/config/subcommand.h"
+#include "titan/app/subcommand.h"
 #include "titan/core/error.h"
 #include "titan/core/progress.h"
 #include "titan/data/bpe_trainer.h"
@@ -56,11 +56,11 @@ constexpr const char* kHelp =
     "(assets/tokenizer/llama3, assets/tokenizer/sotu-2k: tools/fetch_assets.sh).\n"
     "  --help, --version\n";
 
-using Arguments = titan::config::SubcommandArguments;
-using titan::config::parse_integer;
+using Arguments = titan::app::SubcommandArguments;
+using titan::app::parse_integer;
 
 Arguments parse(int argc, char** argv, const std::vector<std::string>& known) {
-  return titan::config::parse_subcommand(argc, argv, known);
+  return titan::app::parse_subcommand(argc, argv, known);
 }
 
 double parse_fraction(const std::string& text, const std::string& what) {
@@ -209,4 +209,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) { return titan::config::run_subcommand_tool(argc, argv, kHelp, run); }
+int main(int argc, char** argv) { return titan::app::run_subcommand_tool(argc, argv, kHelp, run); }

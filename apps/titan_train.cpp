@@ -4,8 +4,8 @@
 #include <cstdio>
 #include <memory>
 
+#include "titan/app/build_info.h"
 #include "titan/config/load.h"
-#include "titan/core/build_info.h"
 #include "titan/core/device_select.h"
 #include "titan/core/error.h"
 #include "titan/core/logging.h"
@@ -28,7 +28,7 @@ int run(titan::distributed::Runtime& runtime, int argc, char** argv) {
       if (speaker) std::fputs(command_line_help().c_str(), stdout);
       return 0;
     case Action::ShowVersion:
-      if (speaker) std::fputs(build_info_text().c_str(), stdout);
+      if (speaker) std::fputs(app::build_info_text().c_str(), stdout);
       return 0;
     case Action::PrintConfig:
       if (speaker) std::fputs(to_yaml(cli.config).c_str(), stdout);

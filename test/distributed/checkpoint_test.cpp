@@ -6,8 +6,8 @@
 #include <filesystem>
 
 #include "distributed_test_main.h"
+#include "titan/build_config.h"
 #include "titan/ckpt/checkpoint_file.h"
-#include "titan/config.h"
 
 namespace titan::ckpt {
 namespace {

@@ -6,7 +6,7 @@
 
 #include "distributed_test_main.h"
 #include "distributed_test_util.h"
-#include "titan/config.h"
+#include "titan/build_config.h"
 #include "titan/distributed/mesh.h"
 
 namespace titan::distributed {

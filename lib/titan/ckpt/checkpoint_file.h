@@ -56,6 +56,10 @@ struct CheckpointIoCounters {
 };
 CheckpointIoCounters& checkpoint_io_counters();
 
+// The checkpoint library's version for --version: "1.10.8 (parallel)"; a build without
+// HDF5 says that it has no checkpoints.
+std::string checkpoint_library_version();
+
 // Writes <path>.tmp, sets `complete` last, closes, then renames it to <path> (rank 0).
 void write_checkpoint_file(const std::string& path, distributed::Communicator& io,
                            const CheckpointMeta& meta, const std::vector<TensorPiece>& pieces);

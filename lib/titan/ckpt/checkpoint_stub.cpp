@@ -1,6 +1,6 @@
 // A build without HDF5 (TITAN_HDF5=OFF, the GPU-check build) has no checkpoints: the config
 // rejects checkpoint.enable there (config/features.cpp), and these say so if reached.
-#include "titan/config.h"
+#include "titan/build_config.h"
 
 #if !TITAN_HAVE_HDF5
 #include "titan/ckpt/checkpoint_file.h"
@@ -11,6 +11,8 @@ namespace {
   TITAN_FAIL() << "checkpoints need a build with parallel HDF5 (TITAN_HDF5=ON)";
 }
 }  // namespace
+
+std::string checkpoint_library_version() { return "no (checkpoints disabled)"; }
 
 CheckpointIoCounters& checkpoint_io_counters() {
   static CheckpointIoCounters counters;

@@ -1,6 +1,6 @@
 #include "titan/config/features.h"
 
-#include "titan/config.h"
+#include "titan/build_config.h"
 #include "titan/core/error.h"
 
 namespace titan::config {

@@ -25,7 +25,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "titan/config.h"
+#include "titan/build_config.h"
 #include "titan/core/device.h"
 #include "titan/core/error.h"
 

@@ -11,7 +11,7 @@
 // so the host can read a copied-back tensor.
 #pragma once
 
-#include "titan/config.h"
+#include "titan/build_config.h"
 #include "titan/core/tensor.h"
 
 namespace titan {

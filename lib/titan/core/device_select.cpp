@@ -3,7 +3,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "titan/config.h"
+#include "titan/build_config.h"
 #include "titan/core/error.h"
 
 #if TITAN_HAVE_CUDA
@@ -22,6 +22,18 @@ int cuda_device_count() {
   return count;
 #else
   return 0;
+#endif
+}
+
+std::string cuda_runtime_version() {
+#if TITAN_HAVE_CUDA
+  // CUDA encodes versions as integers: 12040 -> 12.4.
+  int version = 0;
+  if (cudaRuntimeGetVersion(&version) != cudaSuccess) return "built with CUDA (runtime unknown)";
+  return "yes, runtime " + std::to_string(version / 1000) + "." +
+         std::to_string(version % 1000 / 10);
+#else
+  return "no";
 #endif
 }
 

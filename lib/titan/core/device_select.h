@@ -24,6 +24,9 @@ namespace titan {
 // CUDA or a machine without a GPU (then nothing is set).
 int select_cuda_device(int local_rank);
 
+// "yes, runtime 13.0" on a CUDA build (--version), "no" on a build without CUDA.
+std::string cuda_runtime_version();
+
 // The CUDA devices this process sees: 0 on a build without CUDA or a machine without one.
 int cuda_device_count();
 

@@ -3,11 +3,11 @@
 #include <map>
 #include <sstream>
 
-#include "titan/config.h"
+#include "titan/build_config.h"
 #include "titan/core/device_select.h"
 #include "titan/core/error.h"
 #if TITAN_HAVE_NCCL
-#include "titan/distributed/nccl/nccl_communicator.h"
+#include "titan/distributed/nccl/nccl_backend.h"
 #endif
 
 namespace titan::distributed {
@@ -226,7 +226,7 @@ void Mesh::make_tensor_groups(bool nccl_for_one_rank_groups) {
 #if TITAN_HAVE_NCCL
     if (nccl_by_ranks.empty()) use_device(device_);  // NcclCommunicator takes the current device
     own_tensor_groups_.push_back(
-        std::make_unique<NcclCommunicator>(*slot.host_group, slot.host_group->name()));
+        nccl::make_communicator(*slot.host_group, slot.host_group->name()));
     *slot.tensor_group = own_tensor_groups_.back().get();
     nccl_by_ranks[slot.ranks] = *slot.tensor_group;
 #else

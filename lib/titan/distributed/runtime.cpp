@@ -7,17 +7,14 @@
 #include <cstring>
 #include <vector>
 
-#include "titan/config.h"
+#include "titan/build_config.h"
 #include "titan/core/device_select.h"
 #include "titan/core/error.h"
 #include "titan/core/logging.h"
 #include "titan/core/threads.h"
 
 #if TITAN_HAVE_MPI
-#include <mpi.h>
-
-#include "titan/distributed/mpi/mpi_check.h"
-#include "titan/distributed/mpi/mpi_communicator.h"
+#include "titan/distributed/mpi/mpi_runtime.h"
 #endif
 
 namespace titan::distributed {
@@ -32,54 +29,6 @@ std::string host_name() {
 std::string plural(int count, const char* noun) {
   return std::to_string(count) + " " + noun + (count == 1 ? "" : "s");
 }
-
-#if TITAN_HAVE_MPI
-// A launcher leaves one of these in each rank's environment; a process started alone has
-// none, and then skips MPI_Init (which costs a second or more) and runs as one rank.
-bool started_by_launcher() {
-  for (const char* variable :
-       {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "SLURM_STEP_NUM_TASKS"}) {
-    if (std::getenv(variable) != nullptr) return true;
-  }
-  return false;
-}
-
-// Ranks and hosts from MPI itself (the launcher's variables are for logs only): local rank
-// and size from the shared-memory split, hosts by processor name in order of first rank.
-Topology mpi_topology() {
-  Topology topology;
-  MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &topology.rank));
-  MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &topology.world_size));
-
-  MPI_Comm node = MPI_COMM_NULL;
-  MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, topology.rank,
-                                MPI_INFO_NULL, &node));
-  MPI_CHECK(MPI_Comm_rank(node, &topology.local_rank));
-  MPI_CHECK(MPI_Comm_size(node, &topology.local_size));
-  MPI_CHECK(MPI_Comm_free(&node));
-
-  char name[MPI_MAX_PROCESSOR_NAME] = {};
-  int length = 0;
-  MPI_CHECK(MPI_Get_processor_name(name, &length));
-  std::vector<char> names(size_t(topology.world_size) * MPI_MAX_PROCESSOR_NAME);
-  MPI_CHECK(MPI_Allgather(name, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, names.data(),
-                          MPI_MAX_PROCESSOR_NAME, MPI_CHAR, MPI_COMM_WORLD));
-  for (int rank = 0; rank < topology.world_size; ++rank) {
-    const char* begin = names.data() + size_t(rank) * MPI_MAX_PROCESSOR_NAME;
-    const std::string host(begin, strnlen(begin, MPI_MAX_PROCESSOR_NAME));
-    size_t node_index = 0;
-    while (node_index < topology.hosts.size() && topology.hosts[node_index] != host) ++node_index;
-    if (node_index == topology.hosts.size()) {
-      topology.hosts.push_back(host);
-      topology.ranks_per_host.push_back(0);
-    }
-    ++topology.ranks_per_host[node_index];
-    if (rank == topology.rank) topology.node_rank = int(node_index);
-  }
-  topology.node_count = int(topology.hosts.size());
-  return topology;
-}
-#endif
 
 }  // namespace
 
@@ -117,20 +66,8 @@ bool& threads_may_communicate() {
 
 Runtime::Runtime(int* argc, char*** argv) {
 #if TITAN_HAVE_MPI
-  if (started_by_launcher()) {
-    int initialized = 0;
-    MPI_CHECK(MPI_Initialized(&initialized));
-    int provided = MPI_THREAD_SINGLE;
-    if (!initialized) {
-      // MULTIPLE: an asynchronous checkpoint's I/O thread does collective MPI-IO on its own
-      // communicator while training goes on (notes/hdf5-formats-launch.md §2).
-      MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided));
-      mpi_initialized_here_ = true;
-    } else {
-      MPI_CHECK(MPI_Query_thread(&provided));
-    }
-    threads_may_communicate() = provided >= MPI_THREAD_MULTIPLE;
-  }
+  // Alone, MPI_Init (a second or more) is skipped: the many single-process runs stay fast.
+  if (mpi::started_by_launcher()) mpi_initialized_here_ = mpi::initialize(argc, argv);
 #else
   (void)argc;
   (void)argv;
@@ -139,13 +76,10 @@ Runtime::Runtime(int* argc, char*** argv) {
   // would look like a crash to the launcher.
   try {
 #if TITAN_HAVE_MPI
-    int initialized = 0, finalized = 0;
-    MPI_CHECK(MPI_Initialized(&initialized));
-    MPI_CHECK(MPI_Finalized(&finalized));
-    TITAN_CHECK(!finalized) << "MPI was finalized by an earlier Runtime: one per process under MPI";
-    if (initialized) {
-      world_ = MpiCommunicator::world();
-      topology_ = mpi_topology();
+    mpi::check_not_finalized();
+    if (mpi::running()) {
+      world_ = mpi::world();
+      topology_ = mpi::topology();
     }
 #endif
     if (!world_) {
@@ -168,7 +102,7 @@ Runtime::Runtime(int* argc, char*** argv) {
   } catch (...) {
     world_.reset();
 #if TITAN_HAVE_MPI
-    if (mpi_initialized_here_) MPI_Finalize();
+    if (mpi_initialized_here_) mpi::finalize();
 #endif
     throw;
   }
@@ -183,9 +117,7 @@ Runtime::~Runtime() {
   }
   world_.reset();  // MPI_Comm_free before MPI_Finalize
 #if TITAN_HAVE_MPI
-  int finalized = 0;
-  MPI_Finalized(&finalized);
-  if (mpi_initialized_here_ && !finalized) MPI_Finalize();
+  if (mpi_initialized_here_) mpi::finalize();
 #endif
 }
 
@@ -193,10 +125,7 @@ void Runtime::abort(int code) {
   std::fflush(stdout);
   std::fflush(stderr);
 #if TITAN_HAVE_MPI
-  int initialized = 0, finalized = 0;
-  MPI_Initialized(&initialized);
-  MPI_Finalized(&finalized);
-  if (initialized && !finalized) MPI_Abort(MPI_COMM_WORLD, code);
+  mpi::abort(code);
 #endif
   std::_Exit(code);
 }

@@ -18,7 +18,7 @@
 // profiler's (nsys, ncu).
 #pragma once
 
-#include "titan/config.h"
+#include "titan/build_config.h"
 #include "titan/core/error.h"
 #include "titan/core/tensor.h"
 #include "titan/core/trace.h"

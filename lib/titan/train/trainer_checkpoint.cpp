@@ -5,8 +5,8 @@
 #include <chrono>
 #include <filesystem>
 
+#include "titan/build_config.h"
 #include "titan/ckpt/checkpoint_folder.h"
-#include "titan/config.h"
 #include "titan/config/load.h"
 #include "titan/core/copy.h"
 #include "titan/core/logging.h"

@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "titan/config.h"
+#include "titan/build_config.h"
 #include "titan/core/device_select.h"
 #include "titan/core/error.h"
 

@@ -9,7 +9,7 @@
 // (op_case_cuda_test.cpp) covers the small and awkward shapes.
 #include <gtest/gtest.h>
 
-#include "titan/config.h"
+#include "titan/build_config.h"
 
 #if !TITAN_HAVE_CUDA
 

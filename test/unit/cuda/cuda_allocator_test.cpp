@@ -11,7 +11,7 @@
 // skipped test.
 #include <gtest/gtest.h>
 
-#include "titan/config.h"
+#include "titan/build_config.h"
 
 #if !TITAN_HAVE_CUDA
 

@@ -8,7 +8,7 @@
 // a GPU every test skips, saying why; without CUDA in the build the file is one skipped test.
 #include <gtest/gtest.h>
 
-#include "titan/config.h"
+#include "titan/build_config.h"
 
 #if !TITAN_HAVE_CUDA
 

@@ -17,7 +17,7 @@
 
 #include <string>
 
-#include "titan/config.h"
+#include "titan/build_config.h"
 
 #if !TITAN_HAVE_CUDA
 

@@ -5,7 +5,7 @@
 // machine; the device tests skip, saying why, without a GPU.
 #include <gtest/gtest.h>
 
-#include "titan/config.h"
+#include "titan/build_config.h"
 
 #if !TITAN_HAVE_CUDA
 

@@ -5,7 +5,7 @@
 // dweight from bf16 activations, RoPE in place. Device tests skip without a GPU.
 #include <gtest/gtest.h>
 
-#include "titan/config.h"
+#include "titan/build_config.h"
 
 #if !TITAN_HAVE_CUDA
 

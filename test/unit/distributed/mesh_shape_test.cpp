@@ -5,7 +5,7 @@
 #include <memory>
 #include <string>
 
-#include "titan/config.h"
+#include "titan/build_config.h"
 #include "titan/distributed/mesh.h"
 
 namespace titan::distributed {

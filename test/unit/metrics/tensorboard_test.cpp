@@ -26,7 +26,7 @@
 #include <unistd.h>
 
 #include "support/train_process.h"
-#include "titan/config.h"
+#include "titan/build_config.h"
 #include "titan/core/error.h"
 #include "titan/metrics/tensorboard.h"
 

@@ -8,7 +8,7 @@
 #include <regex>
 
 #include "support/train_process.h"
-#include "titan/config.h"
+#include "titan/build_config.h"
 
 namespace titan {
 namespace {

@@ -9,7 +9,7 @@
 #include <fstream>
 
 #include "support/train_process.h"
-#include "titan/config.h"
+#include "titan/build_config.h"
 
 namespace titan {
 namespace {

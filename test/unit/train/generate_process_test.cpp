@@ -7,7 +7,7 @@
 #include <sstream>
 
 #include "support/train_process.h"
-#include "titan/config.h"
+#include "titan/build_config.h"
 #include "titan/data/tokenizer.h"
 #include "titan/infer/generate.h"
 

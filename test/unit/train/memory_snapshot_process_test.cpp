@@ -10,7 +10,7 @@
 #include <string>
 
 #include "support/train_process.h"
-#include "titan/config.h"
+#include "titan/build_config.h"
 
 namespace titan {
 namespace {

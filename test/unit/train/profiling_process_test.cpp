@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "support/train_process.h"
-#include "titan/config.h"
+#include "titan/build_config.h"
 
 namespace titan {
 namespace {

@@ -6,7 +6,7 @@
 
 #include "support/gradient_check.h"
 #include "support/train_process.h"
-#include "titan/config.h"
+#include "titan/build_config.h"
 #include "titan/data/synthetic.h"
 #include "titan/train/trainer.h"
 

@@ -7,8 +7,8 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "titan/build_config.h"
 #include "titan/ckpt/hdf5/h5.h"
-#include "titan/config.h"
 #include "titan/core/float_formats.h"
 #include "titan/core/trace.h"
 #if TITAN_HAVE_MPI
@@ -108,6 +108,18 @@ H5Object open_for_reading(const std::string& path, distributed::Communicator& io
 }
 
 }  // namespace
+
+std::string checkpoint_library_version() {
+  unsigned major = 0, minor = 0, release = 0;
+  if (H5get_libversion(&major, &minor, &release) < 0) return "built (version unknown)";
+  const std::string text = std::to_string(major) + "." + std::to_string(minor) + "." +
+                           std::to_string(release);
+#ifdef H5_HAVE_PARALLEL
+  return text + " (parallel)";
+#else
+  return text + " (serial)";
+#endif
+}
 
 CheckpointIoCounters& checkpoint_io_counters() {
   static CheckpointIoCounters counters;

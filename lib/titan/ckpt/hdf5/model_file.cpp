@@ -7,8 +7,8 @@
 #include <cstring>
 #include <filesystem>
 
+#include "titan/build_config.h"
 #include "titan/ckpt/hdf5/inspect.h"
-#include "titan/config.h"
 
 namespace titan::ckpt {
 namespace {

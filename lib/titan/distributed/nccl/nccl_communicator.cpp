@@ -3,7 +3,7 @@
 //
 // The build compiles nccl/ folders only when NCCL was found; the guard keeps this file empty
 // in a build that globs it anyway.
-#include "titan/config.h"
+#include "titan/build_config.h"
 
 #if TITAN_HAVE_NCCL
 
@@ -17,6 +17,7 @@
 
 #include "titan/core/cuda/cuda_check.h"
 #include "titan/core/cuda/launch.h"
+#include "titan/distributed/nccl/nccl_backend.h"
 #include "titan/distributed/nccl/nccl_check.h"
 
 namespace titan::distributed {
@@ -569,5 +570,22 @@ std::unique_ptr<PendingOperation> NcclCommunicator::start_barrier() {
 }
 
 }  // namespace titan::distributed
+
+namespace titan::distributed::nccl {
+
+std::unique_ptr<Communicator> make_communicator(Communicator& bootstrap, std::string name) {
+  return std::make_unique<NcclCommunicator>(bootstrap, std::move(name));
+}
+
+std::string library_version() {
+  int version = 0;
+  if (ncclGetVersion(&version) != ncclSuccess) return "built (version unknown)";
+  // NCCL encodes versions as integers: 22105 -> 2.21.5 (before 2.9: 2804 -> 2.8.4).
+  const int major = version >= 10000 ? version / 10000 : version / 1000;
+  const int minor = version >= 10000 ? version / 100 % 100 : version / 100 % 10;
+  return std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(version % 100);
+}
+
+}  // namespace titan::distributed::nccl
 
 #endif  // TITAN_HAVE_NCCL

@@ -84,7 +84,7 @@
 #include <string>
 #include <vector>
 
-#include "titan/config.h"
+#include "titan/build_config.h"
 #include "titan/distributed/communicator.h"
 
 namespace titan::distributed {

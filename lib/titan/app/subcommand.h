@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-namespace titan::config {
+namespace titan::app {
 
 struct SubcommandArguments {
   std::string command;
@@ -37,4 +37,4 @@ int run_subcommand_tool(int argc, char** argv, const char* help,
 // A whole decimal integer, or an InputError naming `what`.
 int64_t parse_integer(const std::string& text, const std::string& what);
 
-}  // namespace titan::config
+}  // namespace titan::app

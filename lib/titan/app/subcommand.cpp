@@ -1,13 +1,13 @@
-#include "titan/config/subcommand.h"
+#include "titan/app/subcommand.h"
 
 #include <algorithm>
 #include <cstdio>
 #include <exception>
 
-#include "titan/core/build_info.h"
+#include "titan/app/build_info.h"
 #include "titan/core/error.h"
 
-namespace titan::config {
+namespace titan::app {
 
 const std::string& SubcommandArguments::required(const std::string& name) const {
   const auto it = options.find(name);
@@ -85,4 +85,4 @@ int64_t parse_integer(const std::string& text, const std::string& what) {
   return value;
 }
 
-}  // namespace titan::config
+}  // namespace titan::app
