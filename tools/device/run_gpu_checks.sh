@@ -98,9 +98,9 @@ run_tests() {  # name, timeout_s
   fi
   # One process per group (a test suite; the op-case table per op), so that a kernel that
   # faults (a sticky CUDA error poisons the whole process) costs its group only. Groups run
-  # until `limit` seconds are used; the rest are listed as not run. Only the cuda room's
-  # suites: cuda_tests also holds the ops room's CPU tests (the harnesses its op-case table
-  # uses); test/CMakeLists.txt's TITAN_CUDA_ROOM_FILTER.
+  # until `limit` seconds are used; the rest are listed as not run. Only the suites of the
+  # cuda/ and nccl/ test folders: cuda_tests also holds the ops room's CPU tests (the
+  # harnesses its op-case table uses); test/CMakeLists.txt's TITAN_CUDA_TESTS_FILTER.
   local room='Cuda*:*/Cuda*:Nccl*:*/Nccl*' t0=$SECONDS groups=() listing
   listing=$("$exe" --gtest_list_tests --gtest_filter="$room")
   local suite op

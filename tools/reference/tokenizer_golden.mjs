@@ -7,7 +7,7 @@
 //
 // Arguments (optional): --package DIR (default assets/npm/tokenizer-llama3), --out FILE.
 // The strings are written into the golden file with their ids, so the C++ test
-// (test/unit/tokenizer/parity_test.cpp) reads both from it. Encoding adds no BOS/EOS
+// (test/unit/data/tokenizer_parity_test.cpp) reads both from it. Encoding adds no BOS/EOS
 // (add_special_tokens: false); special tokens written in the text are matched.
 import fs from "node:fs";
 import path from "node:path";

@@ -83,7 +83,7 @@ const bool registered = register_op_harness("adamw", OpHarness{
     },
     .backward = {},
     // The GPU kernel repeats the CPU's float operations in order (no fused multiply-add):
-    // the default 1e-5 holds with room (test/unit/cuda/optimizer_cuda_test.cpp checks the
+    // the default 1e-5 holds with room (test/unit/ops/cuda/optimizer_cuda_test.cpp checks the
     // bits). It takes f32 only (master weights and states), so no bf16 pass.
 });
 

@@ -1,6 +1,6 @@
 // The harness registry of the op-case table (op_harness.h). Linked into ops_tests, which
 // runs the rows on the CPU (op_case_test.cpp), and into cuda_tests, which runs them on the
-// GPU against the CPU (test/unit/cuda/op_case_cuda_test.cpp).
+// GPU against the CPU (test/unit/ops/cuda/op_case_cuda_test.cpp).
 #include <map>
 #include <sstream>
 

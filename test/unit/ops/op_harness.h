@@ -6,7 +6,7 @@
 // the op's forward and backward. op_case_test.cpp runs every row: forward against the
 // reference, backward against central differences of the reference (support/gradient_check.h).
 // A new backend compares itself with the CPU through the same rows: the CUDA table is
-// test/unit/cuda/op_case_cuda_test.cpp. The registry lives in op_harness.cpp, which both
+// test/unit/ops/cuda/op_case_cuda_test.cpp. The registry lives in op_harness.cpp, which both
 // test binaries link.
 #pragma once
 
@@ -41,7 +41,7 @@ struct OpHarness {
       backward;  // empty: the op has no backward (optimizer steps, casts)
   double forward_tolerance = 1e-5;
   GradCheckOptions grad_check;
-  // The CUDA table (test/unit/cuda/op_case_cuda_test.cpp) runs each row on the GPU against
+  // The CUDA table (test/unit/ops/cuda/op_case_cuda_test.cpp) runs each row on the GPU against
   // the CPU op: in f32 within cuda_f32_tolerance, and, when cuda_bf16_tolerance > 0, again
   // with the float inputs rounded to bf16 (the CPU running f32 on the rounded values),
   // within cuda_bf16_tolerance. Both are relative to max(|cpu|, 1) per element.

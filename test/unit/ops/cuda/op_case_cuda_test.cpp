@@ -15,6 +15,7 @@
 // skipped test.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 
 #include "titan/build_config.h"
@@ -156,9 +157,9 @@ INSTANTIATE_TEST_SUITE_P(Rows, CudaOpCase, ::testing::ValuesIn(cuda_rows()),
 #endif  // TITAN_HAVE_CUDA
 
 // cuda_tests also holds the ops room's harness files and, with them, their CPU tests
-// (test/CMakeLists.txt). CTest lists from it only the tests that TITAN_CUDA_ROOM_FILTER
-// selects; this checks that the filter selects exactly the tests defined in test/unit/cuda,
-// so none is lost and none of the ops room's runs twice.
+// (test/CMakeLists.txt). CTest lists from it only the tests that TITAN_CUDA_TESTS_FILTER
+// selects; this checks that the filter selects exactly the tests defined in the cuda/ and
+// nccl/ folders of test/unit, so none is lost and none of the ops room's runs twice.
 namespace {
 
 bool glob_matches(const char* pattern, const char* name) {
@@ -179,21 +180,24 @@ bool filter_selects(const std::string& filter, const std::string& name) {
   }
 }
 
-TEST(CudaRoom, CtestFilterSelectsExactlyThisRoomsTests) {
+TEST(CudaTests, CtestFilterSelectsExactlyTheGpuFoldersTests) {
   const ::testing::UnitTest& unit = *::testing::UnitTest::GetInstance();
-  int in_room = 0;
+  int in_gpu_folders = 0;
   for (int s = 0; s < unit.total_test_suite_count(); ++s) {
     const ::testing::TestSuite& suite = *unit.GetTestSuite(s);
     for (int t = 0; t < suite.total_test_count(); ++t) {
       const ::testing::TestInfo& info = *suite.GetTestInfo(t);
       const std::string name = std::string(suite.name()) + "." + info.name();
-      const bool here = std::string(info.file()).find("unit/cuda/") != std::string::npos;
-      in_room += here;
-      EXPECT_EQ(filter_selects(TITAN_CUDA_ROOM_FILTER, name), here)
-          << name << " (" << info.file() << ") against the filter " << TITAN_CUDA_ROOM_FILTER;
+      const std::string file = info.file();
+      const std::string in_unit = file.substr(std::min(file.rfind("unit/"), file.size()));
+      const bool here = in_unit.find("/cuda/") != std::string::npos ||
+                        in_unit.find("/nccl/") != std::string::npos;
+      in_gpu_folders += here;
+      EXPECT_EQ(filter_selects(TITAN_CUDA_TESTS_FILTER, name), here)
+          << name << " (" << info.file() << ") against the filter " << TITAN_CUDA_TESTS_FILTER;
     }
   }
-  EXPECT_GT(in_room, 0);
+  EXPECT_GT(in_gpu_folders, 0);
 }
 
 }  // namespace
