@@ -1,5 +1,5 @@
 // titan-ckpt: look into checkpoints and convert them to and from Hugging Face's layout.
-// Only argument parsing and calls live here (DESIGN.md); the behaviour is in libtitan
+// Only argument parsing and calls live here (docs/architecture.md); the behaviour is in libtitan
 // (ckpt/hdf5/inspect.h, ckpt/hdf5/hf_convert.h) where tests reach it.
 //
 //   titan-ckpt info FILE [--config model|all|none]   attributes, config, every tensor

@@ -1,5 +1,5 @@
 // titan-data: tokenizers and token shards from the command line. Only argument parsing and
-// calls live here (DESIGN.md); the behaviour is in libtitan (data/tokenizer.h,
+// calls live here (docs/architecture.md); the behaviour is in libtitan (data/tokenizer.h,
 // data/bpe_trainer.h, data/shards.h) where tests reach it.
 //
 //   titan-data encode --tokenizer T [--text S]       ids of stdin (or S) on one line

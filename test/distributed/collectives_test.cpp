@@ -1,5 +1,5 @@
 // Every collective of the world communicator against a serial computation, with inputs
-// whose sums are exact in any order (STYLE.md, "From nccl-tests"), at the sizes FSDP meets:
+// whose sums are exact in any order (docs/design.md, "Tests"), at the sizes FSDP meets:
 // empty shards, one element, odd sizes and a few MiB. Run at np 2, 3 and 4.
 #include <gtest/gtest.h>
 

@@ -232,7 +232,7 @@ TEST(Hsdp, OneReplicaAllReducePerUnitPerStep) {
 TEST(Fsdp, Bf16ComputeDtypeGathersBf16ValuesAndReducesF32Gradients) {
   Communicator& world = test_world();
   const int64_t n = world.size();
-  const nn::Placement placement{world.rank(), n, Device::cpu(), DType::BF16};
+  const nn::Placement placement = nn::fsdp_placement(world.rank(), n, Device::cpu(), DType::BF16);
   const nn::InitRule normal{nn::InitKind::Normal, 1.0, 0.0};
   nn::Parameter a("a.weight", {7, 3}, normal, placement), b("b.weight", {5}, normal, placement);
   a.initialize(11);

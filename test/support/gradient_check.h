@@ -1,4 +1,4 @@
-// The one gradient checker (STYLE.md, "From Caffe and Kokkos").
+// The one gradient checker (docs/design.md, "Tests").
 //
 // An op's backward is checked against central differences of a float64 reference of its
 // forward, on a random-projection loss L(x) = sum_k r_k * f_k(x): the analytic gradient

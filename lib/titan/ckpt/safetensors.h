@@ -1,6 +1,6 @@
 // safetensors files: Hugging Face's flat tensor format, read and written.
 //
-// Layout (safetensors/src/tensor.rs; notes/hdf5-formats-launch.md §3):
+// Layout (safetensors/src/tensor.rs):
 //   [0, 8)        N, a little-endian u64: the header's length in bytes
 //   [8, 8+N)      UTF-8 JSON object, padded with spaces so the data starts 8-byte aligned:
 //                   {"__metadata__": {"format": "pt", ...},            string -> string

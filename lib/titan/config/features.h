@@ -1,7 +1,7 @@
 // Features a config value can switch on, and which of them this codebase has built.
 //
-// DESIGN.md: a value that would switch on a feature not built yet is rejected, saying which
-// feature is missing; every other value is stored and printed. The field table
+// A value that would switch on a feature not built yet is rejected, saying which feature is
+// missing; every other value is stored and printed (docs/config.md). The field table
 // (fields.cpp) says which feature each key needs; features.cpp holds the one list of what
 // is built. When a feature lands, its row there flips to built and nothing else changes.
 #pragma once
@@ -35,6 +35,7 @@ enum class Feature {
   CpuOffload,
   OptimizerInBackward,
   CommunicationModes,
+  ReducedPrecisionReduction,
   ActivationCheckpointing,
 };
 

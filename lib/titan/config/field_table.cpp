@@ -206,7 +206,9 @@ std::vector<Field> build_table() {
                     "compute dtype: on a GPU bf16 weight copies and activations over float32 "
                     "masters; the CPU computes float32 whatever this says")
                   .only({"bfloat16", "float32"}));
-  t.push_back(FIELD(training.mixed_precision_reduce, "gradient-reduction dtype").only({"float32"}));
+  t.push_back(FIELD(training.mixed_precision_reduce, "gradient-reduction dtype")
+                  .only({"bfloat16", "float32"})
+                  .needs(Feature::ReducedPrecisionReduction));
   t.push_back(FIELD(training.gc_freq, "torchtitan: Python GC period; stored only").at_least(1));
   t.push_back(FIELD(training.gc_debug, "torchtitan: GC every step; stored only"));
   t.push_back(FIELD(training.skip_nonfinite_steps,

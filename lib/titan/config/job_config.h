@@ -1,5 +1,5 @@
 // JobConfig: every setting of a training job, typed, with torchtitan's TOML-era section
-// and key names and defaults (notes/torchtitan-config.md, docs/config.md).
+// and key names and defaults (torchtitan's config/job_config.py; docs/config.md).
 //
 // Other modules read it as plain data:
 //
@@ -329,7 +329,7 @@ struct DebugSection {
   bool deterministic_warn_only = false;
   bool moe_force_load_balance = false;
 
-  // DESIGN.md: an unset seed means 0, so two runs of one config are the same run.
+  // docs/design.md: an unset seed means 0, so two runs of one config are the same run.
   uint64_t effective_seed() const { return uint64_t(seed.value_or(0)); }
 };
 

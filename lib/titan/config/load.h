@@ -36,8 +36,10 @@ JobConfig load_job_config(const std::string& path);
 // config, and printing that gives the same bytes.
 std::string to_yaml(const JobConfig& config);
 
-// Ranges, choices and rules of every key, then features: a value that switches on a feature
-// not built is rejected naming it. Throws InputError, naming the key by its origin if known.
+// Ranges, choices and rules of every key, then features (a value that switches on a feature
+// not built is rejected naming it), then the rules between keys (profiling's window within
+// profile_freq, validation.seq_len within training.seq_len, ...). Throws InputError, naming
+// the key by its origin if known. The trainer validates the config it is given as well.
 void validate(const JobConfig& config, const KeyOrigins* origins = nullptr);
 
 // What the job says once before running: features it asked for that are missing but whose

@@ -1,5 +1,6 @@
 // One validation pass over the merged config: every key's own rules first (so a typo in a
-// value is reported as such), then the features the values switch on.
+// value is reported as such), then the features the values switch on, then the rules
+// between keys.
 #include "titan/config/fields.h"
 #include "titan/config/load.h"
 #include "titan/core/error.h"
@@ -12,6 +13,23 @@ bool switches_on_missing(const Field& field, const JobConfig& config, WhenMissin
   const FeatureInfo& info = feature_info(*field.feature);
   return !info.built && info.when_missing == when_missing &&
          field.switches_on(field.get(config), field.default_value());
+}
+
+// Rules between keys, each naming the keys and the fix. Every cross-key check of the config
+// lives here, so a bad combination fails before anything runs, on every path to a job.
+void check_key_combinations(const JobConfig& config) {
+  const ProfilingSection& p = config.profiling;
+  TITAN_CHECK_INPUT(!p.enable_profiling || p.profiler_warmup + p.profiler_active <= p.profile_freq)
+      << "profiling: profiler_warmup " << p.profiler_warmup << " + profiler_active "
+      << p.profiler_active << " exceed profile_freq " << p.profile_freq
+      << "; raise profile_freq or lower the others";
+  const ValidationSection& v = config.validation;
+  TITAN_CHECK_INPUT(!v.enable || v.seq_len <= config.training.seq_len)
+      << "validation.seq_len " << v.seq_len << " exceeds training.seq_len "
+      << config.training.seq_len << " (the model's RoPE table); use at most that";
+  const CheckpointSection& c = config.checkpoint;
+  TITAN_CHECK_INPUT(!c.enable || !c.last_save_model_only || c.export_dtype != Precision::Float16)
+      << "checkpoint.export_dtype: float16 exports are not supported; use bfloat16 or float32";
 }
 
 }  // namespace
@@ -32,7 +50,10 @@ void validate(const JobConfig& config, const KeyOrigins* origins) {
   for (const Field& field : job_config_fields()) {
     if (switches_on_missing(field, config, WhenMissing::Reject)) refused.push_back(&field);
   }
-  if (refused.empty()) return;
+  if (refused.empty()) {
+    check_key_combinations(config);
+    return;
+  }
   const Field& first = *refused.front();
   std::string others;
   for (size_t i = 1; i < refused.size(); ++i) {

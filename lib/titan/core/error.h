@@ -1,6 +1,6 @@
 // Errors and check macros.
 //
-// Two failure classes, on purpose (DESIGN.md, "Errors, exit codes, logs"):
+// Two failure classes, on purpose (docs/design.md, "Errors, exit codes, logs"):
 //   InputError    bad input found the same way on every rank (config, CLI, mesh, data,
 //                 checkpoint): the app prints one line and exits 2.
 //   Error         anything else (a bug, I/O, a device or communicator failure): exit 1.
@@ -33,7 +33,7 @@ class DivergedError : public Error {
   using Error::Error;
 };
 
-// Exit codes of DESIGN.md's table.
+// Exit codes of docs/design.md's table.
 enum class ExitCode : int { Success = 0, Failure = 1, BadInput = 2, Diverged = 3 };
 
 namespace detail {

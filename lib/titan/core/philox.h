@@ -1,7 +1,7 @@
 // Counter-based random numbers: Philox 4x32-10 (Salmon, Moraes, Dror, Shaw, "Parallel
 // random numbers: as easy as 1, 2, 3", SC'11; the Random123 library).
 //
-// Why counter-based: DESIGN.md ("Tensors and placements") makes every initial weight a
+// Why counter-based: docs/design.md ("Placements") makes every initial weight a
 // pure function of (seed, parameter name, global element index). A rank that holds rows
 // [r0, r1) of a sharded parameter fills exactly those elements, and gets the same bits the
 // one-rank run puts there, without generating or seeing the rest. No generator state is

@@ -1,4 +1,4 @@
-// The thread rule (DESIGN.md, "Threads and BLAS") and what the BLAS library is doing.
+// The thread rule (docs/design.md, "Threads and BLAS") and what the BLAS library is doing.
 //
 // Each rank uses max(1, cores / ranks on its node) threads for OpenMP and OpenBLAS unless
 // OMP_NUM_THREADS is set, so that oversubscribed test runs do not fight over cores.

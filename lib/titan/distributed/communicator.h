@@ -1,4 +1,4 @@
-// Communicator: the only way tensors move between ranks (DESIGN.md, "Parallelism").
+// Communicator: the only way tensors move between ranks (docs/design.md, "Parallelism").
 //
 //   Communicator& group = mesh.dp_shard();
 //   Work gather = group.all_gather(shard, full);   // starts it

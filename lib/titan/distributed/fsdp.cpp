@@ -9,8 +9,35 @@
 namespace titan::distributed {
 namespace {
 
-int64_t rows_of(const nn::Parameter& p) { return p.global_shape()[0]; }
-int64_t row_numel(const nn::Parameter& p) { return shape_numel(p.global_shape()) / rows_of(p); }
+// FSDP splits the rows of each parameter's compute piece (its value(): the whole tensor, or
+// its tensor-parallel piece), the last split of its placement.
+int64_t rows_of(const nn::Parameter& p) { return p.value_shape()[0]; }
+int64_t row_numel(const nn::Parameter& p) { return shape_numel(p.value_shape()) / rows_of(p); }
+
+// Rank r's rows of p's compute piece.
+nn::Box rows_of_rank(const nn::Parameter& p, int64_t r, int64_t n) {
+  return nn::placement_box(p.value_shape(), nn::fsdp_placement(r, n));
+}
+
+// p is placed as shard group.rank() of group.size() by FSDP: its Storage split is Shard(0)
+// over the group, and no split it computes with comes after it.
+void check_placed_for(const nn::Parameter& p, const Communicator& group) {
+  const nn::Placement& placement = p.placement();
+  const nn::MeshDimPlacement* split = placement.storage_split();
+  const auto after_split = split ? placement.dims.begin() + (split - placement.dims.data()) + 1
+                                 : placement.dims.end();
+  const bool ordered = std::none_of(after_split, placement.dims.end(), [](const auto& d) {
+    return d.shard_dim && d.use == nn::SplitUse::Compute;
+  });
+  const bool placed = group.size() == 1
+                          ? split == nullptr
+                          : split != nullptr && split->size == group.size() &&
+                                split->index == group.rank() && split->shard_dim == 0 &&
+                                split->replicas == 1 && ordered;
+  TITAN_CHECK(placed) << "FSDP over " << group.name() << " (rank " << group.rank() << " of "
+                      << group.size() << "): " << p.name() << " is placed as "
+                      << placement.describe();
+}
 
 // Elements [offset, offset + numel) of a tensor's flat view (no copy).
 Tensor slice(const Tensor& t, int64_t offset, int64_t numel) {
@@ -54,10 +81,7 @@ FullyShardedDataParallel::FullyShardedDataParallel(std::vector<nn::ParameterUnit
       case config::ReshardAfterForward::Never: unit.reshard_after_forward = false; break;
     }
     for (const nn::Parameter* p : spec.parameters) {
-      TITAN_CHECK(p->placement().shard_count == n && p->placement().shard_index == shard_group.rank())
-          << "FSDP over " << shard_group.name() << " (rank " << shard_group.rank() << " of " << n
-          << "): " << p->name() << " is placed as shard " << p->placement().shard_index << " of "
-          << p->placement().shard_count;
+      check_placed_for(*p, shard_group);
       if (!have_device) {
         device_ = p->device();
         compute_dtype_ = p->compute_dtype();
@@ -71,7 +95,7 @@ FullyShardedDataParallel::FullyShardedDataParallel(std::vector<nn::ParameterUnit
       unit.segment_offsets.push_back(unit.segment_numel);
       unit.full_offsets.push_back(unit.full_numel);
       unit.segment_numel += nn::rows_per_shard(rows_of(*p), n) * row_numel(*p);
-      unit.full_numel += shape_numel(p->global_shape());
+      unit.full_numel += shape_numel(p->value_shape());
     }
     unit.spec = std::move(spec);
     units_.push_back(std::move(unit));
@@ -115,7 +139,7 @@ void FullyShardedDataParallel::finish_gather(Unit& unit) {
     const nn::Parameter& p = *unit.spec.parameters[k];
     const int64_t cols = row_numel(p);
     for (int64_t r = 0; r < n; ++r) {
-      const nn::Box box = nn::placement_box(p.global_shape(), {r, n});
+      const nn::Box box = rows_of_rank(p, r, n);
       copy_slice(unit.gathered, r * unit.segment_numel + unit.segment_offsets[k], unit.full,
                  unit.full_offsets[k] + box.offset[0] * cols, box.extent[0] * cols);
     }
@@ -133,11 +157,13 @@ void FullyShardedDataParallel::ensure_gathered(Unit& unit) {
 void FullyShardedDataParallel::bind(Unit& unit) {
   for (size_t k = 0; k < unit.spec.parameters.size(); ++k) {
     nn::Parameter& p = *unit.spec.parameters[k];
-    const int64_t numel = shape_numel(p.global_shape());
+    const int64_t numel = shape_numel(p.value_shape());
     Tensor value, grad;
-    if (unit.full.defined()) value = slice(unit.full, unit.full_offsets[k], numel).reshape(p.global_shape());
+    if (unit.full.defined()) {
+      value = slice(unit.full, unit.full_offsets[k], numel).reshape(p.value_shape());
+    }
     if (unit.full_grad.defined()) {
-      grad = slice(unit.full_grad, unit.full_offsets[k], numel).reshape(p.global_shape());
+      grad = slice(unit.full_grad, unit.full_offsets[k], numel).reshape(p.value_shape());
     }
     p.bind_full(value, grad);
   }
@@ -204,7 +230,7 @@ void FullyShardedDataParallel::after_backward(int u) {
     const int64_t cols = row_numel(p);
     const int64_t padded = nn::rows_per_shard(rows_of(p), n) * cols;
     for (int64_t r = 0; r < n; ++r) {
-      const nn::Box box = nn::placement_box(p.global_shape(), {r, n});
+      const nn::Box box = rows_of_rank(p, r, n);
       const int64_t at = r * unit.segment_numel + unit.segment_offsets[k];
       const int64_t held = box.extent[0] * cols;
       copy_slice(unit.full_grad, unit.full_offsets[k] + box.offset[0] * cols, reduction.input, at,
@@ -270,7 +296,7 @@ Tensor gather_parameter(const nn::Parameter& p, Communicator& shard_group) {
   MemoryTagScope tag("communication");
   const Device device = p.device();
   if (!p.placement().sharded()) {
-    Tensor whole = Tensor::empty(p.global_shape(), DType::F32, device);
+    Tensor whole = Tensor::empty(p.value_shape(), DType::F32, device);
     copy_tensor(p.shard(), whole);
     return whole;
   }
@@ -280,9 +306,9 @@ Tensor gather_parameter(const nn::Parameter& p, Communicator& shard_group) {
   copy_slice(p.shard(), 0, input, 0, p.shard().numel());
   Tensor gathered = Tensor::empty({n * padded}, DType::F32, device);
   shard_group.all_gather(input, gathered).wait();
-  Tensor whole = Tensor::empty(p.global_shape(), DType::F32, device);
+  Tensor whole = Tensor::empty(p.value_shape(), DType::F32, device);
   for (int64_t r = 0; r < n; ++r) {
-    const nn::Box box = nn::placement_box(p.global_shape(), {r, n});
+    const nn::Box box = rows_of_rank(p, r, n);
     copy_slice(gathered, r * padded, whole, box.offset[0] * cols, box.extent[0] * cols);
   }
   return whole;

@@ -1,5 +1,5 @@
 // Fully sharded data parallelism (ZeRO-3, FSDP2's layout) over a model's parameter units,
-// with HSDP/DDP replication on top (DESIGN.md, "Parallelism").
+// with HSDP/DDP replication on top (docs/design.md, "Parallelism").
 //
 // Every parameter of a unit is split by rows over the shard group (nn::Placement); a rank
 // holds only its rows, their gradient, master weights and optimizer state. Per unit, per

@@ -1,4 +1,4 @@
-// How every rank of a job ends, on success or on an error (DESIGN.md, "Errors, exit codes,
+// How every rank of a job ends, on success or on an error (docs/design.md, "Errors, exit codes,
 // logs"): the ranks go through setup phases and then training, and a failure anywhere ends
 // all of them with the table's exit code, never a hang.
 //

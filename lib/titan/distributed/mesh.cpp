@@ -239,6 +239,19 @@ void Mesh::make_tensor_groups(bool nccl_for_one_rank_groups) {
 
 Mesh::~Mesh() = default;
 
+nn::ParameterLayout Mesh::parameter_layout(Device device, DType compute_dtype) const {
+  nn::ParameterLayout layout;
+  const auto place = [](const Communicator& group) {
+    return nn::GroupPlace{group.size(), group.rank()};
+  };
+  layout.tp = place(*groups_[size_t(MeshDim::tp)]);
+  layout.fsdp = place(*dp_shard_cp_);
+  layout.dp_replicate = place(*groups_[size_t(MeshDim::dp_replicate)]);
+  layout.device = device;
+  layout.compute_dtype = compute_dtype;
+  return layout;
+}
+
 int64_t Mesh::dp_rank() const {
   return coordinate(MeshDim::dp_replicate) * shape_[MeshDim::dp_shard] + coordinate(MeshDim::dp_shard);
 }

@@ -1,6 +1,6 @@
 // The device mesh: the world's ranks arranged as pp x dp_replicate x dp_shard x cp x tp
 // (slowest to fastest; tp innermost so a tensor-parallel group shares a node), with one
-// communicator per dim and the flattened groups the parallelisms use (DESIGN.md,
+// communicator per dim and the flattened groups the parallelisms use (docs/design.md,
 // "Parallelism").
 //
 //   MeshShape shape = mesh_shape_from_config(config.parallelism, world.size());  // exit 2 if bad
@@ -43,6 +43,7 @@
 #include "titan/config/job_config.h"
 #include "titan/core/device.h"
 #include "titan/distributed/communicator.h"
+#include "titan/nn/placement.h"
 
 namespace titan::distributed {
 
@@ -98,6 +99,10 @@ class Mesh {
   Communicator& tensor_dp_shard() { return tensor_group(MeshDim::dp_shard); }
   Communicator& tensor_dp() { return *tensor_dp_; }
   Communicator& tensor_dp_shard_cp() { return *tensor_dp_shard_cp_; }
+
+  // This rank's place in each group that places parameters (nn/placement.h): tp, FSDP's
+  // dp_shard x cp, dp_replicate; the expert groups are one rank until expert parallelism.
+  nn::ParameterLayout parameter_layout(Device device, DType compute_dtype) const;
 
   // This rank's place among the data-parallel ranks (which slice of each global batch).
   int64_t dp_rank() const;

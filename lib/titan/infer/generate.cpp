@@ -8,6 +8,7 @@
 #include "titan/config/load.h"
 #include "titan/core/logging.h"
 #include "titan/core/philox.h"
+#include "titan/models/registry.h"
 
 namespace titan::infer {
 namespace {
@@ -62,9 +63,8 @@ GenerationModel load_generation_model(const std::string& checkpoint,
   parallelism.data_parallel_shard_degree = world.size();
   g.mesh = std::make_unique<distributed::Mesh>(
       distributed::mesh_shape_from_config(parallelism, world.size()), world);
-  const models::llama3::ModelArgs args = models::llama3::model_args_from_config(g.config);
-  g.model = std::make_unique<models::llama3::Llama3Model>(
-      args, nn::Placement{g.mesh->dp_shard().rank(), g.mesh->dp_shard().size()});
+  g.model = models::model_family(g.config.model.name)
+                .build(g.config, g.mesh->parameter_layout(Device::cpu(), DType::F32));
   // Default resharding keeps the head unit gathered after forward, which logits() reads.
   g.fsdp = std::make_unique<distributed::FullyShardedDataParallel>(
       g.model->units(), g.mesh->dp_shard(), g.mesh->dp_replicate(),
@@ -79,9 +79,9 @@ GenerationModel load_generation_model(const std::string& checkpoint,
       !tokenizer_path.empty() ? tokenizer_path
                               : g.config.model.tokenizer_path.value_or(g.config.model.hf_assets_path);
   g.tokenizer = std::make_unique<data::Tokenizer>(data::Tokenizer::load(tokenizer_source));
-  TITAN_CHECK_INPUT(g.tokenizer->vocab_size() <= args.vocab_size)
+  TITAN_CHECK_INPUT(g.tokenizer->vocab_size() <= g.model->vocab_size())
       << "tokenizer " << tokenizer_source << " has " << g.tokenizer->vocab_size()
-      << " tokens, more than the model's vocab_size " << args.vocab_size
+      << " tokens, more than the model's vocab_size " << g.model->vocab_size()
       << "; pass the tokenizer the checkpoint was trained with (--tokenizer)";
   return g;
 }
@@ -89,7 +89,7 @@ GenerationModel load_generation_model(const std::string& checkpoint,
 std::vector<int64_t> generate(GenerationModel& g, std::vector<int64_t> tokens,
                               const SamplingOptions& options) {
   TITAN_CHECK_INPUT(!tokens.empty()) << "titan-generate: the prompt has no tokens";
-  const int64_t vocab = g.model->args().vocab_size, limit = g.model->args().max_seq_len;
+  const int64_t vocab = g.model->vocab_size(), limit = g.config.training.seq_len;
   TITAN_CHECK_INPUT(int64_t(tokens.size()) + options.max_new_tokens <= limit)
       << "prompt (" << tokens.size() << " tokens) + --max-new-tokens " << options.max_new_tokens
       << " exceeds the model's sequence length " << limit << " (training.seq_len)";
@@ -100,9 +100,9 @@ std::vector<int64_t> generate(GenerationModel& g, std::vector<int64_t> tokens,
     Tensor input = Tensor::empty({1, T}, DType::I64), labels = Tensor::empty({1, T}, DType::I64);
     std::copy(tokens.begin(), tokens.end(), input.mutable_data<int64_t>());
     std::fill_n(labels.mutable_data<int64_t>(), T, int64_t(-100));  // no loss wanted
-    models::llama3::ModelRecord record;
-    g.model->forward(input, labels, record);
-    const Tensor logits = g.model->logits(record);  // [1, T, V]
+    std::unique_ptr<models::ActivationRecord> record = g.model->new_record();
+    g.model->forward(input, labels, *record);
+    const Tensor logits = g.model->logits(*record);  // [1, T, V]
     Tensor next = Tensor::empty({1}, DType::I64);
     if (world.rank() == 0) {
       next.mutable_data<int64_t>()[0] =

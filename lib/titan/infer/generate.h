@@ -1,5 +1,5 @@
 // Text generation from a checkpoint (titan-generate): the model is rebuilt from the
-// checkpoint's own config, sharded over the ranks it runs on (FSDP, as in training, so a
+// checkpoint's own config (its family, by model.name), sharded over the ranks it runs on (FSDP, as in training, so a
 // model too large for one rank still samples), loaded box by box, and run one token at a
 // time: each step a full forward over the sequence so far (no KV cache: simple, and cheap
 // at the lengths this is for), then the next token from the last position's logits.
@@ -23,7 +23,7 @@
 #include "titan/data/tokenizer.h"
 #include "titan/distributed/fsdp.h"
 #include "titan/distributed/mesh.h"
-#include "titan/models/llama3/model.h"
+#include "titan/models/model.h"
 
 namespace titan::infer {
 
@@ -42,7 +42,7 @@ int64_t sample_token(const float* logits, int64_t vocab, const SamplingOptions& 
 struct GenerationModel {
   config::JobConfig config;  // the checkpoint's
   std::unique_ptr<distributed::Mesh> mesh;
-  std::unique_ptr<models::llama3::Llama3Model> model;
+  std::unique_ptr<models::Model> model;  // of the checkpoint's model.name family
   std::unique_ptr<distributed::FullyShardedDataParallel> fsdp;
   std::unique_ptr<data::Tokenizer> tokenizer;
   int64_t step = 0;  // the checkpoint's

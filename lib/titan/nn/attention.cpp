@@ -17,14 +17,14 @@ int64_t AttentionRecord::bytes() const {
 }
 
 Attention::Attention(const std::string& prefix, int64_t dim, int64_t n_heads, int64_t n_kv_heads,
-                     InitRule init, InitRule output_init, const Placement& placement)
+                     InitRule init, InitRule output_init, const Placer& placer)
     : n_heads_(n_heads),
       n_kv_heads_(n_kv_heads),
       head_dim_(dim / n_heads),
-      wq_(prefix + ".wq", dim, n_heads * (dim / n_heads), init, placement),
-      wk_(prefix + ".wk", dim, n_kv_heads * (dim / n_heads), init, placement),
-      wv_(prefix + ".wv", dim, n_kv_heads * (dim / n_heads), init, placement),
-      wo_(prefix + ".wo", n_heads * (dim / n_heads), dim, output_init, placement) {}
+      wq_(prefix + ".wq", dim, n_heads * (dim / n_heads), init, placer),
+      wk_(prefix + ".wk", dim, n_kv_heads * (dim / n_heads), init, placer),
+      wv_(prefix + ".wv", dim, n_kv_heads * (dim / n_heads), init, placer),
+      wo_(prefix + ".wo", n_heads * (dim / n_heads), dim, output_init, placer) {}
 
 std::vector<Parameter*> Attention::parameters() {
   return {&wq_.weight(), &wk_.weight(), &wv_.weight(), &wo_.weight()};

@@ -25,7 +25,7 @@ class Attention {
  public:
   // Init rules: wq, wk, wv get `init`, wo gets `output_init` (torchtitan's depth scaling).
   Attention(const std::string& prefix, int64_t dim, int64_t n_heads, int64_t n_kv_heads,
-            InitRule init, InitRule output_init, const Placement& placement = {});
+            InitRule init, InitRule output_init, const Placer& placer = {});
 
   std::vector<Parameter*> parameters();
 

@@ -13,10 +13,10 @@ int64_t FeedForwardRecord::bytes() const {
 }
 
 FeedForward::FeedForward(const std::string& prefix, int64_t dim, int64_t hidden_dim, InitRule init,
-                         InitRule output_init, const Placement& placement)
-    : w1_(prefix + ".w1", dim, hidden_dim, init, placement),
-      w2_(prefix + ".w2", hidden_dim, dim, output_init, placement),
-      w3_(prefix + ".w3", dim, hidden_dim, output_init, placement) {}
+                         InitRule output_init, const Placer& placer)
+    : w1_(prefix + ".w1", dim, hidden_dim, init, placer),
+      w2_(prefix + ".w2", hidden_dim, dim, output_init, placer),
+      w3_(prefix + ".w3", dim, hidden_dim, output_init, placer) {}
 
 std::vector<Parameter*> FeedForward::parameters() {
   return {&w1_.weight(), &w2_.weight(), &w3_.weight()};

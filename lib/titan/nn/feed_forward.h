@@ -18,7 +18,7 @@ class FeedForward {
  public:
   // w1 gets `init`; w2 and w3 get `output_init` (torchtitan's depth-scaled std, w3 included).
   FeedForward(const std::string& prefix, int64_t dim, int64_t hidden_dim, InitRule init,
-              InitRule output_init, const Placement& placement = {});
+              InitRule output_init, const Placer& placer = {});
 
   std::vector<Parameter*> parameters();
 

@@ -6,8 +6,9 @@
 namespace titan::nn {
 
 Linear::Linear(const std::string& prefix, int64_t in_features, int64_t out_features, InitRule init,
-               const Placement& placement)
-    : weight_(prefix + ".weight", {out_features, in_features}, init, placement) {}
+               const Placer& placer)
+    : weight_(prefix + ".weight", {out_features, in_features}, init,
+              placer(prefix + ".weight")) {}
 
 void Linear::forward(const Tensor& x, Tensor& y) const { ops::linear_forward(x, weight_.value(), y); }
 
@@ -19,8 +20,9 @@ void Linear::backward_weight(const Tensor& dy, const Tensor& x) {
   ops::linear_backward_weight(dy, x, weight_.grad());
 }
 
-RmsNorm::RmsNorm(const std::string& prefix, int64_t dim, double eps, const Placement& placement)
-    : weight_(prefix + ".weight", {dim}, InitRule{InitKind::Ones}, placement), eps_(float(eps)) {}
+RmsNorm::RmsNorm(const std::string& prefix, int64_t dim, double eps, const Placer& placer)
+    : weight_(prefix + ".weight", {dim}, InitRule{InitKind::Ones}, placer(prefix + ".weight")),
+      eps_(float(eps)) {}
 
 void RmsNorm::forward(const Tensor& x, Tensor& y, Tensor& rstd) const {
   ops::rmsnorm_forward(x, weight_.value(), eps_, y, rstd);

@@ -1,5 +1,6 @@
-// Modules: the layers of a transformer as explicit forward and split backward (DESIGN.md,
-// "Execution model"). A module owns its Parameters and knows nothing of meshes; what its
+// Modules: the layers of a transformer as explicit forward and split backward (docs/design.md,
+// "Execution model"). A module owns its Parameters and knows nothing of meshes beyond the
+// Placer it is given, which places each parameter it makes (nn/placement.h); what its
 // forward keeps for the backward lives in a record the caller owns, one per microbatch.
 //
 // Linear: y = x W^T, W [out, in] named "<prefix>.weight". Its record is its input x, which
@@ -16,7 +17,7 @@ namespace titan::nn {
 class Linear {
  public:
   Linear(const std::string& prefix, int64_t in_features, int64_t out_features, InitRule init,
-         const Placement& placement = {});
+         const Placer& placer = {});
 
   Parameter& weight() { return weight_; }
   int64_t in_features() const { return weight_.global_shape()[1]; }
@@ -33,7 +34,7 @@ class Linear {
 // RMSNorm with a learned scale "<prefix>.weight" [D], initialized to ones.
 class RmsNorm {
  public:
-  RmsNorm(const std::string& prefix, int64_t dim, double eps, const Placement& placement = {});
+  RmsNorm(const std::string& prefix, int64_t dim, double eps, const Placer& placer = {});
   Parameter& weight() { return weight_; }
 
   void forward(const Tensor& x, Tensor& y, Tensor& rstd) const;          // rstd [N] is the record

@@ -1,16 +1,18 @@
 // Parameter: a trainable tensor with a fully qualified name in torchtitan's spelling
 // ("layers.3.attention.wq.weight"), its global shape, how it is initialized, and this
-// rank's piece of it (its local box) with the matching gradient.
+// rank's piece of it (its local box, nn/placement.h) with the matching gradient.
 //
 // Initialization is a pure function of (seed, name, global element index) through Philox
 // (core/philox.h), so a rank fills its box without seeing the rest and the model is the
-// same on every mesh (DESIGN.md, "Tensors and placements").
+// same on every mesh (docs/design.md, "Placements").
 //
 // Two views of a parameter:
-//   shard(), shard_grad()   this rank's box: the fp32 master weights and their gradient,
-//                           which the optimizer, the grad norm and checkpoints work on;
-//   value(), grad()         the whole tensor, which the modules compute with.
-// Unsharded (one rank, DDP) they are the same tensors. Sharded (FSDP), value() and grad()
+//   shard(), shard_grad()   this rank's box (placement_box): the fp32 master weights and
+//                           their gradient, which the optimizer, the grad norm and
+//                           checkpoints work on;
+//   value(), grad()         the piece the modules compute with (compute_box: the whole
+//                           tensor, or its tensor-parallel piece).
+// Unsharded (no FSDP split) they are the same tensors. Sharded (FSDP), value() and grad()
 // exist only while whoever gathers the parameter (distributed/fsdp.h) has bound them.
 //
 // Mixed precision (training.mixed_precision_param): value() is in the placement's compute
@@ -30,6 +32,7 @@
 #include <string>
 
 #include "titan/core/tensor.h"
+#include "titan/nn/placement.h"
 
 namespace titan::nn {
 
@@ -42,33 +45,6 @@ struct InitRule {
   double std = 0.0;
   double cutoff = 0.0;
 };
-
-// This rank's piece of a global tensor: offset and extent per dim.
-struct Box {
-  Shape offset;
-  Shape extent;
-};
-
-// Where this rank's piece lies. Today: FSDP2's Shard(0) over the data-parallel shard group:
-// each of `shard_count` ranks owns ceil(rows / shard_count) rows (of dim 0; a 1-D tensor's
-// elements are its rows), the last ones fewer or none. Tensor parallelism will add its own
-// split here, applied before the FSDP one (torchtitan's strided order).
-// `device` is where the piece (and everything computed from it) lives; `compute_dtype` the
-// dtype of the whole value the modules compute with (f32, or bf16 on a GPU), chosen by the
-// trainer (train/trainer.h); the piece itself is always f32.
-struct Placement {
-  int64_t shard_index = 0;
-  int64_t shard_count = 1;
-  Device device = Device::cpu();
-  DType compute_dtype = DType::F32;
-  bool sharded() const { return shard_count > 1; }
-};
-
-// Rows per shard, ceil(rows / shards): the padded size every rank's piece takes in FSDP's
-// flat buffers.
-int64_t rows_per_shard(int64_t rows, int64_t shards);
-// The box of shard `placement.shard_index` of a tensor of `global_shape`.
-Box placement_box(const Shape& global_shape, const Placement& placement);
 
 class Parameter {
  public:
@@ -83,13 +59,15 @@ class Parameter {
   Device device() const { return placement_.device; }
   DType compute_dtype() const { return placement_.compute_dtype; }
   Box local_box() const { return placement_box(global_shape_, placement_); }
+  // The shape of value() and grad(): the compute piece (compute_box) of the global shape.
+  const Shape& value_shape() const { return value_shape_; }
 
   Tensor& shard() { return shard_; }
   const Tensor& shard() const { return shard_; }
   Tensor& shard_grad() { return shard_grad_; }
   const Tensor& shard_grad() const { return shard_grad_; }
 
-  // The whole tensor; a sharded parameter must be gathered (bound) first.
+  // The compute piece; a sharded parameter must be gathered (bound) first.
   const Tensor& value() const;
   Tensor& value();
   const Tensor& grad() const;
@@ -97,7 +75,7 @@ class Parameter {
   bool has_value() const { return value_.defined(); }
   bool has_grad() const { return grad_.defined(); }
 
-  // For the gatherer of a sharded parameter: the whole tensor and its gradient (either may be
+  // For the gatherer of a sharded parameter: the compute piece and its gradient (either may be
   // undefined: a backward that needs no weights binds only the gradient), then release.
   void bind_full(Tensor value, Tensor grad);
   void release_full();
@@ -113,6 +91,7 @@ class Parameter {
  private:
   std::string name_;
   Shape global_shape_;
+  Shape value_shape_;
   InitRule init_;
   Placement placement_;
   Tensor shard_, shard_grad_;

@@ -15,14 +15,14 @@ int64_t BlockRecord::bytes() const {
 }
 
 TransformerBlock::TransformerBlock(int layer_id, const BlockDims& d, InitRule init,
-                                   InitRule output_init, const Placement& placement)
+                                   InitRule output_init, const Placer& placer)
     : attention_norm_("layers." + std::to_string(layer_id) + ".attention_norm", d.dim, d.norm_eps,
-                      placement),
+                      placer),
       attention_("layers." + std::to_string(layer_id) + ".attention", d.dim, d.n_heads,
-                 d.n_kv_heads, init, output_init, placement),
-      ffn_norm_("layers." + std::to_string(layer_id) + ".ffn_norm", d.dim, d.norm_eps, placement),
+                 d.n_kv_heads, init, output_init, placer),
+      ffn_norm_("layers." + std::to_string(layer_id) + ".ffn_norm", d.dim, d.norm_eps, placer),
       feed_forward_("layers." + std::to_string(layer_id) + ".feed_forward", d.dim, d.hidden_dim,
-                    init, output_init, placement) {}
+                    init, output_init, placer) {}
 
 std::vector<Parameter*> TransformerBlock::parameters() {
   std::vector<Parameter*> params = attention_.parameters();

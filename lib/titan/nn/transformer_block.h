@@ -30,7 +30,7 @@ class TransformerBlock {
  public:
   // `init` for wq, wk, wv, w1; `output_init` for wo, w2, w3.
   TransformerBlock(int layer_id, const BlockDims& dims, InitRule init, InitRule output_init,
-                   const Placement& placement = {});
+                   const Placer& placer = {});
 
   std::vector<Parameter*> parameters();
 

@@ -37,7 +37,7 @@
 
 namespace titan::ops {
 
-// torchtitan's defaults (notes/torchtitan-config.md, section 6).
+// torchtitan's defaults (components/optimizer.py and its job config).
 struct AdamWOptions {
   double lr = 8e-4;  // the scheduled rate for this step
   double beta1 = 0.9;

@@ -1,5 +1,5 @@
 // The learning-rate schedule: torchtitan's warmup-stable-decay LambdaLR factor
-// (components/lr_scheduler.py, notes/torchtitan-config.md §6), so that a job file gives
+// (components/lr_scheduler.py), so that a job file gives
 // the same learning rate at every step here as there.
 //
 //   LrSchedule schedule = LrSchedule::from_config(config);

@@ -1,5 +1,6 @@
-// The training loop, with torchtitan's semantics (notes/torchtitan-config.md §6), on one rank
-// or on every rank of a mesh (distributed/mesh.h; data parallelism: FSDP, HSDP, DDP):
+// The training loop, with torchtitan's semantics, on one rank or on every rank of a mesh
+// (distributed/mesh.h; data parallelism: FSDP, HSDP, DDP), for any model family
+// (models/family.h: model.name picks it):
 //
 //   for step = 1 .. training.steps:
 //     fetch this rank's slice of the step's microbatches (global batch / (local batch x dp)
@@ -8,25 +9,28 @@
 //       loss_sum / count, so the gradients are those of the global token-mean loss
 //     FSDP gathers each unit's parameters around its use and reduce-scatters its gradients
 //       (distributed/fsdp.h); replicas all-reduce their shard gradients once per step
-//     grad_norm = global L2 norm over every shard (logged before clipping); stop with exit 3 when the loss or
-//       the norm is not finite, unless training.skip_nonfinite_steps
+//     grad_norm = global L2 norm over every shard (logged before clipping); stop with exit 3
+//       when the loss or the norm is not finite, unless training.skip_nonfinite_steps
 //     clip to training.max_norm; AdamW at the scheduled lr
-//     at step 1 and every metrics.log_freq steps: one line on rank 0 and one JSON object
-//       appended to <dump_folder>/metrics.jsonl (and, with metrics.enable_tensorboard, the
-//       step's scalars in <dump_folder>/<metrics.save_tb_folder>/events.out.tfevents.*)
+//     validate at step 1 and every validation.freq steps (validation.enable)
+//     report: the step line, metrics.jsonl, TensorBoard, memory snapshots and traces, each
+//       when due (metrics/metrics_processor.h)
+//     save a checkpoint when due (docs/checkpoints.md)
+//
+// The config is validated again here (config::validate: every key's rules and the rules
+// between keys), so a Trainer built by a test or a tool meets the same checks as a job.
 //
 // Device: the model, its gradients, FSDP's buffers and the optimizer's state live on one
 // training device, given to the constructor or, when not, default_training_device()
-// (core/device_select.h: the GPU distributed::Runtime picked on a CUDA build with one, else the
-// CPU; TITAN_DEVICE overrides). Batches come from the data loader on the host and are
+// (core/device_select.h: the GPU distributed::Runtime picked on a CUDA build with one, else
+// the CPU; TITAN_DEVICE overrides). Batches come from the data loader on the host and are
 // copied over once per microbatch; the loss and the grad norm come back as host scalars.
 // The step line's memory is the training device's allocator.
 //
 // Precision: on a GPU the model computes in training.mixed_precision_param (bfloat16: bf16
 // weights and activations) over f32 master weights, gradients and AdamW state, refreshing
 // the bf16 weights after each optimizer step and checkpoint load; the CPU computes in f32
-// whatever it says. training.mixed_precision_reduce must be float32 (gradients are reduced
-// in f32); anything else is an InputError.
+// whatever it says. Gradients are reduced in f32 (training.mixed_precision_reduce).
 #pragma once
 
 #include <filesystem>
@@ -40,9 +44,8 @@
 #include "titan/data/batch_source.h"
 #include "titan/distributed/fsdp.h"
 #include "titan/distributed/mesh.h"
-#include "titan/metrics/step_log.h"
-#include "titan/metrics/tensorboard.h"
-#include "titan/models/llama3/model.h"
+#include "titan/metrics/metrics_processor.h"
+#include "titan/models/family.h"
 #include "titan/train/lr_schedule.h"
 #include "titan/train/optimizer.h"
 
@@ -59,7 +62,7 @@ struct StepResult {
   double grad_norm = 0;  // before clipping
   double lr = 0;
   bool skipped = false;  // non-finite and training.skip_nonfinite_steps
-  std::optional<double> val_loss;  // at validation.freq steps
+  std::optional<double> val_loss;  // at validation steps
 };
 
 struct ValidationResult {
@@ -70,10 +73,11 @@ struct ValidationResult {
 
 class Trainer {
  public:
-  // Builds the model (each rank initializes its shards from debug.seed), optimizer,
-  // schedule and data source. Without a mesh the trainer runs alone (a one-rank mesh of its
-  // own); with one, every rank of mesh->world() must construct and step its Trainer
-  // together. Inconsistent settings (batch sizes, mesh, unknown dataset) throw InputError.
+  // Builds the model of model.name's family (each rank initializes its shards from
+  // debug.seed), optimizer, schedule and data sources. Without a mesh the trainer runs
+  // alone (a one-rank mesh of its own); with one, every rank of mesh->world() must construct
+  // and step its Trainer together. Bad input (a config that fails validation, an unknown
+  // model, batch sizes that do not divide, missing data) throws InputError.
   // `device`: where to train (see above); none: default_training_device().
   explicit Trainer(const config::JobConfig& config, distributed::Mesh* mesh = nullptr,
                    std::optional<Device> device = std::nullopt);
@@ -90,7 +94,7 @@ class Trainer {
   // global validation batch (local x dp) gets the one-rank numbers.
   ValidationResult validate();
 
-  models::llama3::Llama3Model& model() { return *model_; }
+  models::Model& model() { return *model_; }
   distributed::Mesh& mesh() { return *mesh_; }
   AdamW& optimizer() { return *optimizer_; }
   int64_t step() const { return step_; }
@@ -99,11 +103,10 @@ class Trainer {
 
  private:
   void log_start() const;
-  void log_step(const StepResult& result, const std::optional<ValidationResult>& validation);
   void inject_test_fault() const;
-  StepResult run_step();             // train_step without the profiling around it
-  bool profiled(int64_t step) const;  // whether profiling.* records this step
-  void write_memory_snapshot(const std::string& iteration, const std::string& reason) const;
+  StepResult run_step();  // train_step without the per-step reporting around it
+  // This step's microbatches for this rank; `valid` gets the valid labels over every dp rank.
+  std::vector<data::TokenBatch> fetch_microbatches(int64_t& valid);
   // Checkpoints (docs/checkpoints.md): this rank's boxes of the model (and optimizer), as
   // host tensors: the training tensors themselves on the CPU, host copies of them when
   // training on a device (`device_targets` then gets, piece by piece, the device tensor a
@@ -115,35 +118,29 @@ class Trainer {
   void load_hf_folder(const std::string& hf_dir, const std::filesystem::path& folder);
   void maybe_save_checkpoint();
 
-  const config::JobConfig config_;
-  models::llama3::ModelArgs args_;
+  const config::JobConfig config_;  // validated
+  const models::ModelFamily& family_;
+  const models::ModelSummary summary_;
   Device device_;
   std::unique_ptr<distributed::Communicator> own_world_;  // when running alone
   std::unique_ptr<distributed::Mesh> own_mesh_;
   distributed::Mesh* mesh_ = nullptr;
-  std::unique_ptr<models::llama3::Llama3Model> model_;
+  std::unique_ptr<models::Model> model_;
   std::unique_ptr<distributed::FullyShardedDataParallel> fsdp_;  // the model's unit hooks
   std::vector<nn::Parameter*> parameters_;
   std::unique_ptr<AdamW> optimizer_;
   LrSchedule schedule_;
   std::unique_ptr<data::BatchSource> data_;
-  std::unique_ptr<metrics::StepLogger> logger_;
-  std::unique_ptr<metrics::TensorBoardWriter> tensorboard_;  // metrics.enable_tensorboard
-  std::unique_ptr<distributed::Communicator> checkpoint_io_;  // a split of the world, for HDF5 only
+  std::unique_ptr<data::BatchSource> validation_data_;  // validation.enable; rewound per pass
+  std::unique_ptr<metrics::MetricsProcessor> metrics_;
+  std::unique_ptr<distributed::Communicator> checkpoint_io_;  // a split of the world, for HDF5
   std::unique_ptr<ckpt::AsyncCheckpointWriter> async_writer_;  // checkpoint.async_mode: async
   int64_t accumulation_steps_ = 1;
   int64_t validation_steps_ = 0;  // batches per validation pass
   int64_t step_ = 0;
   int64_t steps_this_run_ = 0;
   int64_t tokens_seen_ = 0;
-  double flops_per_token_ = 0;
-  double peak_tflops_ = 0;
-  // For the step line: time and tokens at the previous line.
-  double started_s_ = 0;
-  double last_log_s_ = 0;
-  int64_t last_log_tokens_ = 0;
-  double last_log_comm_wait_s_ = 0;
-  int64_t last_log_step_ = 0;
+  double peak_tflops_ = 0;        // the MFU denominator
 };
 
 }  // namespace titan::train

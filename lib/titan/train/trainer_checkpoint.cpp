@@ -19,8 +19,6 @@ namespace titan::train {
 
 std::vector<ckpt::TensorPiece> Trainer::checkpoint_pieces(bool with_optimizer, DType model_dtype,
                                                           std::vector<Tensor>* device_targets) {
-  // Replicas hold equal shards: the first one writes them (every rank reads its own).
-  const bool writes = mesh_->dp_replicate().rank() == 0;
   std::vector<ckpt::TensorPiece> pieces;
   if (device_targets) device_targets->clear();
   // HDF5 reads and writes host memory: a device tensor travels through a host copy.
@@ -28,7 +26,9 @@ std::vector<ckpt::TensorPiece> Trainer::checkpoint_pieces(bool with_optimizer, D
   auto add = [&](std::string path, const nn::Parameter& p, const Tensor& tensor, DType stored) {
     Tensor local = tensor;
     if (!tensor.device().is_cpu()) local = to_device(tensor, Device::cpu());
-    pieces.push_back({std::move(path), p.global_shape(), p.local_box(), local, writes, stored});
+    // Of the ranks holding the same box, the first writes it (every rank reads its own).
+    pieces.push_back({std::move(path), p.global_shape(), p.local_box(), local,
+                      p.placement().writes_checkpoint(), stored});
     if (device_targets) device_targets->push_back(tensor.device().is_cpu() ? Tensor() : tensor);
   };
   for (nn::Parameter* p : parameters_) add("model/" + p->name(), *p, p->shard(), model_dtype);
@@ -43,16 +43,10 @@ std::vector<ckpt::TensorPiece> Trainer::checkpoint_pieces(bool with_optimizer, D
 
 namespace {
 
-// checkpoint.exclude_from_loading's names (torchtitan's state keys).
+// checkpoint.exclude_from_loading names torchtitan's state keys (the config checks them).
 bool excluded(const config::JobConfig& config, const std::string& state) {
-  for (const std::string& name : config.checkpoint.exclude_from_loading) {
-    TITAN_CHECK_INPUT(name == "model" || name == "optimizer" || name == "dataloader" ||
-                      name == "lr_scheduler" || name == "train_state")
-        << "checkpoint.exclude_from_loading: unknown state '" << name
-        << "'; use model, optimizer, dataloader, lr_scheduler or train_state";
-    if (name == state) return true;
-  }
-  return false;
+  const std::vector<std::string>& names = config.checkpoint.exclude_from_loading;
+  return std::find(names.begin(), names.end(), state) != names.end();
 }
 
 // A step-<N>.h5 file, or the newest checkpoint in a folder.
@@ -165,10 +159,9 @@ void Trainer::maybe_save_checkpoint() {
   const bool due = step_ % c.interval == 0 || last || (step_ == 1 && c.enable_first_step_checkpoint);
   if (!due) return;
   const bool model_only = last && c.last_save_model_only;
+  // float16 exports are refused by the config's validation.
   const DType model_dtype =
       model_only && c.export_dtype == config::Precision::Bfloat16 ? DType::BF16 : DType::F32;
-  TITAN_CHECK_INPUT(!model_only || c.export_dtype != config::Precision::Float16)
-      << "checkpoint.export_dtype: float16 exports are not supported; use bfloat16 or float32";
   ckpt::CheckpointMeta meta;
   meta.step = step_;
   meta.tokens_seen = tokens_seen_;

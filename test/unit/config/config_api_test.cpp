@@ -78,7 +78,7 @@ TEST(JobConfigDefaults, AreTorchtitansAndValidate) {
   EXPECT_EQ(config.activation_checkpoint.mode, ActivationCheckpointMode::Selective);
   EXPECT_EQ(config.checkpoint.keep_latest_k, 10);
   EXPECT_FALSE(config.debug.seed.has_value());
-  EXPECT_EQ(config.debug.effective_seed(), 0u);  // DESIGN.md: unset means 0
+  EXPECT_EQ(config.debug.effective_seed(), 0u);  // docs/design.md: unset means 0
   EXPECT_FALSE(config.model.dim.has_value());
   EXPECT_FALSE(config.metrics.peak_tflops.has_value());
   EXPECT_EQ(config.quantize.linear.mx.filter_fqns, StringList{"output"});

@@ -1,5 +1,5 @@
 // The command line as a user meets it: the real titan-train, its exit status and its one
-// line on stderr for each kind of bad input (DESIGN.md, "Errors, exit codes, logs").
+// line on stderr for each kind of bad input (docs/design.md, "Errors, exit codes, logs").
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -293,6 +293,22 @@ TEST(ConfigCommandLine, HelpListsEveryKey) {
   for (const Field& field : config::job_config_fields()) {
     EXPECT_NE(result.out.find("--" + field.name + " "), std::string::npos) << field.name;
   }
+}
+
+// Rules between keys live in the config's validation: each combination is one line and
+// exit 2 before anything runs, naming the keys and the fix.
+TEST(ConfigCommandLine, RejectsCombinationsOfKeysThatCannotRun) {
+  expect_rejected({"--profiling.enable_profiling", "--profiling.profile_freq", "3",
+                   "--profiling.profiler_warmup", "3", "--profiling.profiler_active", "1"},
+                  {"profiler_warmup 3", "profiler_active 1", "profile_freq 3"});
+  expect_rejected({"--validation.enable", "--validation.seq_len", "4096", "--training.seq_len",
+                   "2048"},
+                  {"validation.seq_len 4096", "training.seq_len 2048"});
+  expect_rejected({"--checkpoint.enable", "--checkpoint.last_save_model_only",
+                   "--checkpoint.export_dtype", "float16"},
+                  {"checkpoint.export_dtype", "float16"});
+  expect_rejected({"--training.mixed_precision_reduce", "bfloat16"},
+                  {"training.mixed_precision_reduce", "not built"});
 }
 
 }  // namespace

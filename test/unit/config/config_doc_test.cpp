@@ -1,4 +1,4 @@
-// docs/config.md is the project's one list of keys (DESIGN.md): its tables must say what
+// docs/config.md is the project's one list of keys (docs/design.md): its tables must say what
 // the program says, key by key: name, type, default and allowed values, and which features
 // are missing. A failure prints the row the program expects.
 #include <gtest/gtest.h>

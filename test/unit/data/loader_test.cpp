@@ -322,7 +322,7 @@ TEST_F(Loader, MakeBatchSourceFindsNamedDatasetsUnderAssetsData) {
 }
 
 
-// The whole path through titan-train: it trains on shards, and the exit codes of DESIGN.md's
+// The whole path through titan-train: it trains on shards, and the exit codes of docs/design.md's
 // table hold for a shard that does not fit the model (2) and one whose header lies (1).
 TEST_F(Loader, TitanTrainTrainsOnShardsWithTheDocumentedExitCodes) {
   auto train = [&](const std::vector<std::string>& extra) {

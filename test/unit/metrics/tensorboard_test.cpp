@@ -528,7 +528,8 @@ TEST(TensorBoardProcess, TitanTrainWritesEveryScalarOfEveryStep) {
   const std::string protoc = find_protoc();
   SKIP_WITHOUT_PROTOC(protoc);
   const fs::path dump = fresh_folder("train");
-  // Synthetic training tokens; validation at step 2 reads the SOTU shards' validation split.
+  // Synthetic training tokens; validation at steps 1 and 2 (step 1 and every validation.freq
+  // steps) reads the SOTU shards' validation split.
   const testing::ProcessResult r = testing::run_titan_train(tiny_run(
       dump, {"--validation.enable", "--validation.dataset_path", testing::assets_path("data/sotu"),
              "--validation.freq", "2", "--validation.seq_len", "32", "--validation.local_batch_size", "2",
@@ -536,9 +537,11 @@ TEST(TensorBoardProcess, TitanTrainWritesEveryScalarOfEveryStep) {
   ASSERT_EQ(r.exit_code, 0) << describe(r);
   const auto scalars = scalars_in(protoc, dump / "board");
   expect_scalars_match_metrics(scalars, dump / "metrics.jsonl", kTrainingTags, 3);
-  ASSERT_TRUE(scalars.count(2));
-  EXPECT_TRUE(scalars.at(2).count("validation_metrics/loss"));  // and not at steps 1 and 3
+  ASSERT_TRUE(scalars.count(1) && scalars.count(2) && scalars.count(3));
+  EXPECT_TRUE(scalars.at(1).count("validation_metrics/loss"));
+  EXPECT_TRUE(scalars.at(2).count("validation_metrics/loss"));
   EXPECT_TRUE(scalars.at(2).count("validation_metrics/perplexity"));
+  EXPECT_FALSE(scalars.at(3).count("validation_metrics/loss"));
 }
 
 #if TITAN_HAVE_MPI

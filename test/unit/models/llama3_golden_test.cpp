@@ -12,6 +12,7 @@
 #include "support/gradient_check.h"
 #include "titan/ckpt/safetensors.h"
 #include "titan/config/load.h"
+#include "titan/models/llama3/model.h"
 #include "titan/ops/cross_entropy.h"
 #include "titan/train/trainer.h"
 

@@ -1,4 +1,4 @@
-// The op-case table and what each op plugs into it (STYLE.md, "From ggml").
+// The op-case table and what each op plugs into it (docs/design.md, "Tests").
 //
 // op_cases.cpp holds one table of cases: op name, the op's dimensions (their meaning is
 // the op's, documented beside its harness), and flags. Each <op>_test.cpp registers an

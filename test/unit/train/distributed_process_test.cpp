@@ -1,6 +1,6 @@
 // titan-train under mpirun, as a user runs it: FSDP trains; a bad mesh is one line and
 // exit 2; a rank that throws or stops answering ends the job with exit 1, never a hang
-// (DESIGN.md, "Errors, exit codes, logs").
+// (docs/design.md, "Errors, exit codes, logs").
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -52,8 +52,9 @@ TEST(DistributedProcess, TwoRanksTrainWithFsdpAndRankZeroSpeaks) {
   EXPECT_NE(all.find("comm: "), std::string::npos) << describe(r);
 }
 
-// validation.freq steps carry val_loss and val_ppl in the step line and val_loss,
-// val_perplexity = exp(val_loss) in metrics.jsonl.
+// Validation steps (step 1 and every validation.freq steps, torchtitan's rule) carry
+// val_loss and val_ppl in the step line and val_loss, val_perplexity = exp(val_loss) in
+// metrics.jsonl.
 TEST(DistributedProcess, ValidationLossIsInTheStepLineAndMetrics) {
   const std::filesystem::path dump = std::filesystem::temp_directory_path() / "titan_mpi_validation";
   // Synthetic training tokens; validation reads the SOTU shards' validation split.
@@ -64,7 +65,7 @@ TEST(DistributedProcess, ValidationLossIsInTheStepLineAndMetrics) {
                      "--training.steps", "4"});
   const ProcessResult r = testing::run_titan_train_mpi(2, args);
   ASSERT_EQ(r.exit_code, 0) << describe(r);
-  EXPECT_EQ(count_of(r.out + r.err, "val_loss: "), 2) << describe(r);  // steps 2 and 4
+  EXPECT_EQ(count_of(r.out + r.err, "val_loss: "), 3) << describe(r);  // steps 1, 2 and 4
   std::ifstream metrics(dump / "metrics.jsonl");
   int with_validation = 0;
   for (std::string line; std::getline(metrics, line);) {
@@ -76,7 +77,7 @@ TEST(DistributedProcess, ValidationLossIsInTheStepLineAndMetrics) {
     ASSERT_NE(p, std::string::npos) << line;
     EXPECT_NEAR(std::stod(line.substr(p + 18)), std::exp(loss), 1e-9 * std::exp(loss)) << line;
   }
-  EXPECT_EQ(with_validation, 2);
+  EXPECT_EQ(with_validation, 3);
 }
 
 TEST(DistributedProcess, BadMeshesAreOneLineAndExitTwo) {

@@ -1,5 +1,5 @@
-// The learning-rate schedule against torchtitan's worked examples (notes/torchtitan-config.md
-// §6) and each branch: warmup, stable, linear / sqrt / cosine decay, the floor, WSD, and
+// The learning-rate schedule against torchtitan's worked examples (its
+// components/lr_scheduler.py) and each branch: warmup, stable, linear / sqrt / cosine decay, the floor, WSD, and
 // the edge cases lr_schedule.h decides.
 #include <gtest/gtest.h>
 

@@ -86,7 +86,7 @@ TEST(Trainer, ModelMemorisesOneBatch) {
   config::JobConfig c = tiny_job("memorise");
   c.optimizer.lr = 3e-3;
   Trainer trainer(c);  // for its model and synthetic data; stepped by hand below
-  models::llama3::Llama3Model& model = trainer.model();
+  models::Model& model = trainer.model();
   const std::vector<nn::Parameter*> params = model.parameters();
   AdamW optimizer = AdamW::from_config(params, c);
   data::SyntheticBatchSource source(0, 2048, 2, 32);
@@ -94,9 +94,9 @@ TEST(Trainer, ModelMemorisesOneBatch) {
   std::vector<double> losses;
   for (int step = 0; step < 25; ++step) {
     zero_grads(params);
-    models::llama3::ModelRecord record;
-    losses.push_back(model.forward(batch.inputs, batch.labels, record) / 64.0);
-    model.backward(record, 1.0f / 64);
+    std::unique_ptr<models::ActivationRecord> record = model.new_record();
+    losses.push_back(model.forward(batch.inputs, batch.labels, *record) / 64.0);
+    model.backward(*record, 1.0f / 64);
     clip_grads(params, 1.0, grad_norm(params));
     optimizer.step(c.optimizer.lr);
   }
@@ -159,6 +159,51 @@ TEST(Trainer, ReduceInOtherThanFloat32IsInputError) {
     EXPECT_NE(message.find("training.mixed_precision_reduce"), std::string::npos) << message;
     EXPECT_NE(message.find("not built"), std::string::npos) << message;
   }
+}
+
+// torchtitan's should_validate: step 1 and every validation.freq steps; every pass reads
+// the same windows (the validation source is opened once and rewound), so a pass without a
+// step between gives the same loss.
+TEST(Trainer, ValidatesAtStepOneAndEveryFreqSteps) {
+  config::JobConfig c = tiny_job("validation_steps");
+  c.training.steps = 7;
+  c.validation.enable = true;
+  c.validation.dataset_path = testing::assets_path("data/sotu");
+  c.validation.freq = 3;
+  c.validation.seq_len = 32;
+  c.validation.local_batch_size = 2;
+  c.validation.steps = 2;
+  Trainer trainer(c);
+  std::vector<int64_t> validated;
+  for (const StepResult& r : trainer.train()) {
+    if (r.val_loss) validated.push_back(r.step);
+  }
+  EXPECT_EQ(validated, (std::vector<int64_t>{1, 3, 6}));
+  const ValidationResult a = trainer.validate(), b = trainer.validate();
+  EXPECT_EQ(a.loss, b.loss);
+  EXPECT_EQ(a.tokens, 2 * 2 * 32);
+}
+
+TEST(Trainer, UnknownModelNameIsInputErrorListingTheKnownOnes) {
+  config::JobConfig c = tiny_job("unknown_model");
+  c.model.name = "gpt2";
+  try {
+    Trainer trainer(c);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_EQ(std::string(e.what()), "model.name: 'gpt2' is not a known model; known: llama3");
+  }
+}
+
+// The config is validated again by the trainer: a combination of keys that no job may run
+// with (here profiling's window longer than its cycle) fails before anything is built.
+TEST(Trainer, ConfigRulesBetweenKeysAreInputErrors) {
+  config::JobConfig c = tiny_job("cross_keys");
+  c.profiling.enable_profiling = true;
+  c.profiling.profile_freq = 2;
+  c.profiling.profiler_warmup = 2;
+  c.profiling.profiler_active = 1;
+  EXPECT_THROW(Trainer trainer(c), InputError);
 }
 
 TEST(Trainer, GlobalBatchThatDoesNotDivideIsInputError) {

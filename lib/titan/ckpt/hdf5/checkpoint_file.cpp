@@ -1,4 +1,4 @@
-// The HDF5 side of ckpt/checkpoint_file.h (notes/hdf5-formats-launch.md §1.2-1.6): one
+// The HDF5 side of ckpt/checkpoint_file.h (docs/checkpoints.md): one
 // contiguous dataset per tensor with its global shape, every rank moving its box as a
 // hyperslab in collective transfers, memory type equal to file type so MPI-IO stays
 // collective (bf16 is converted here, not by HDF5).

@@ -1,5 +1,5 @@
 // A thin layer over the HDF5 C API: owning handles, the error check, and the float types
-// the checkpoints store (notes/hdf5-formats-launch.md §1). HDF5 1.10 here is not
+// the checkpoints store (docs/checkpoints.md). HDF5 1.10 here is not
 // thread-safe: one thread makes every HDF5 call.
 //
 //   H5Object file(H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT)));

@@ -12,16 +12,16 @@
 
 #include "titan/ckpt/hdf5/inspect.h"
 #include "titan/ckpt/hdf5/model_file.h"
-#include "titan/ckpt/hf_llama.h"
+#include "titan/ckpt/hdf5/open_checkpoint.h"
 #include "titan/ckpt/safetensors.h"
 #include "titan/config/load.h"
+#include "titan/models/registry.h"
 #include "titan/ops/cast.h"
 
 namespace titan::ckpt {
 namespace {
 
 namespace fs = std::filesystem;
-using models::llama3::ModelArgs;
 
 constexpr const char* kSingleFile = "model.safetensors";
 constexpr const char* kIndexFile = "model.safetensors.index.json";
@@ -69,22 +69,25 @@ Tensor converted(const Tensor& t, DType dtype) {
   return out;
 }
 
-// The model a checkpoint holds, from its config_yaml (the same parser as a job's YAML).
-ModelArgs model_args_of_checkpoint(const CheckpointInfo& info) {
+// The job config a checkpoint records (config_yaml, the same parser as a job's YAML), its
+// model checked by the model's family.
+config::JobConfig config_of_checkpoint(const CheckpointInfo& info) {
   const std::string origin = "checkpoint " + info.path + " config_yaml";
   try {
     config::JobConfig config;
     config::apply_yaml_text(config, info.config_yaml, origin);
-    return models::llama3::model_args_from_config(config);
+    models::model_family(config.model.name).summarize(config);
+    return config;
   } catch (const InputError& error) {
     const std::string message = error.what();
     throw InputError(message.rfind(origin, 0) == 0 ? message : origin + ": " + message);
   }
 }
 
-// Every model/ dataset is a parameter of `args` with its shape, and every parameter is there.
+// Every model/ dataset is a parameter of the model with its shape, and every parameter is
+// there.
 void check_model_tensors(const CheckpointInfo& info,
-                         const std::vector<std::pair<std::string, Shape>>& parameters) {
+                         const std::vector<models::ParameterShape>& parameters) {
   std::set<std::string> expected;
   for (const auto& [name, shape] : parameters) {
     expected.insert("model/" + name);
@@ -169,8 +172,10 @@ HfExportReport export_hf_safetensors(const std::string& checkpoint_path, const H
   TITAN_CHECK_INPUT(options.max_shard_bytes > 0)
       << "--max-shard-bytes: must be positive, got " << options.max_shard_bytes;
   const CheckpointInfo info = read_checkpoint_info(checkpoint_path);
-  const ModelArgs args = model_args_of_checkpoint(info);
-  const auto parameters = llama3_parameter_shapes(args);
+  const config::JobConfig config = config_of_checkpoint(info);
+  const models::ModelFamily& family = models::model_family(config.model.name);
+  const models::HfStateDictAdapter& adapter = family.hf_adapter();
+  const std::vector<models::ParameterShape> parameters = family.parameter_shapes(config);
   check_model_tensors(info, parameters);
 
   std::vector<int64_t> bytes;
@@ -191,10 +196,10 @@ HfExportReport export_hf_safetensors(const std::string& checkpoint_path, const H
     const std::string name = shards.size() == 1 ? kSingleFile : shard_name(s, shards.size());
     std::vector<std::pair<std::string, Tensor>> tensors;
     for (size_t i : shards[s]) {
-      const std::string& fqn = parameters[i].first;
-      Tensor value = read_whole_dataset(file.id(), checkpoint_path, "model/" + fqn);
-      if (const auto heads = rope_permuted_heads(fqn, args)) value = rope_rows_to_hf(value, *heads);
-      const std::string hf_name = *hf_name_from_titan(fqn);
+      const std::string& fqn = parameters[i].name;
+      const Tensor stored = read_whole_dataset(file.id(), checkpoint_path, "model/" + fqn);
+      const Tensor value = adapter.to_hf(fqn, stored, config);
+      const std::string hf_name = *adapter.to_hf_name(fqn);
       tensors.emplace_back(hf_name, converted(value, options.dtype));
       weight_map[hf_name] = name;
       // done == total is the last call, made once every file is written.
@@ -213,7 +218,7 @@ HfExportReport export_hf_safetensors(const std::string& checkpoint_path, const H
     report.files.push_back(kIndexFile);
   }
   const std::string torch_dtype = options.dtype == DType::BF16 ? "bfloat16" : "float32";
-  write_text_file(out / "config.json", hf_config_from_model_args(args, torch_dtype).dump(2) + "\n");
+  write_text_file(out / "config.json", adapter.hf_config(config, torch_dtype).dump(2) + "\n");
   report.files.push_back("config.json");
 
   const std::set<std::string> written(report.files.begin(), report.files.end());
@@ -231,18 +236,18 @@ HfImportReport import_hf_safetensors(const HfImportOptions& options) {
   TITAN_CHECK_INPUT(!fs::exists(options.out))
       << "--out " << options.out << ": exists; import never replaces a file, choose another path";
   const fs::path config_path = dir / "config.json";
-  const ModelArgs args = model_args_from_hf_config(read_json_file(config_path), config_path.string());
+  const nlohmann::json config_json = read_json_file(config_path);
+  const models::ModelFamily& family =
+      models::model_family_for_hf(config_json, config_path.string());
+  const models::HfStateDictAdapter& adapter = family.hf_adapter();
   HfImportReport report;
-  report.config = job_config_for_model_args(args, options.flavor);
-  // What training will build from the recorded config must be what config.json describes.
-  const auto parameters = llama3_parameter_shapes(models::llama3::model_args_from_config(report.config));
-  TITAN_CHECK(parameters == llama3_parameter_shapes(args))
-      << "import: the recorded config does not reproduce config.json's shapes";
+  report.config = adapter.job_config_from_hf(config_json, config_path.string(), options.flavor);
+  const std::vector<models::ParameterShape> parameters = family.parameter_shapes(report.config);
 
   const HfFolder folder = open_hf_folder(dir);
   std::set<std::string> expected;
   for (const auto& [name, shape] : parameters) {
-    const std::string hf_name = *hf_name_from_titan(name);
+    const std::string hf_name = *adapter.to_hf_name(name);
     expected.insert(hf_name);
     const auto it = folder.tensors.find(hf_name);
     TITAN_CHECK_INPUT(it != folder.tensors.end())
@@ -256,9 +261,8 @@ HfImportReport import_hf_safetensors(const HfImportOptions& options) {
         << "; import reads F32, BF16 or F16";
   }
   for (const auto& [hf_name, file] : folder.tensors) {
-    // A tied model's lm_head, where an exporter kept it, is the embedding again: HF re-ties it.
-    const bool tied_head = args.weight_tying && hf_name == "lm_head.weight";
-    TITAN_CHECK_INPUT(expected.count(hf_name) > 0 || hf_name_is_buffer(hf_name) || tied_head)
+    TITAN_CHECK_INPUT(expected.count(hf_name) > 0 ||
+                      adapter.skipped_on_import(hf_name, report.config))
         << file->path() << ": " << hf_name << " is not a weight of the model config.json describes";
   }
 
@@ -268,9 +272,9 @@ HfImportReport import_hf_safetensors(const HfImportOptions& options) {
   attributes.seed = int64_t(report.config.debug.effective_seed());
   ModelFileWriter writer(options.out, attributes);
   for (const auto& [name, shape] : parameters) {
-    const std::string hf_name = *hf_name_from_titan(name);
-    Tensor value = converted(folder.tensors.at(hf_name)->tensor(hf_name), DType::F32);
-    if (const auto heads = rope_permuted_heads(name, args)) value = rope_rows_from_hf(value, *heads);
+    const std::string hf_name = *adapter.to_hf_name(name);
+    const Tensor value = adapter.from_hf(
+        name, converted(folder.tensors.at(hf_name)->tensor(hf_name), DType::F32), report.config);
     writer.add(name, value);
     ++report.tensors;
     if (options.progress && report.tensors < int64_t(parameters.size())) {

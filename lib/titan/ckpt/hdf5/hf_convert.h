@@ -1,6 +1,7 @@
-// Checkpoint <-> Hugging Face Llama folder (safetensors + config.json), as `titan-ckpt
-// export` and `titan-ckpt import` do it. Names, RoPE row order and config.json come from
-// ckpt/hf_llama.h; the file formats from ckpt/safetensors.h and docs/checkpoints.md.
+// Checkpoint <-> Hugging Face folder (safetensors + config.json), as `titan-ckpt export` and
+// `titan-ckpt import` do it, for any model family: names, value layouts (Llama's RoPE row
+// order) and config.json come from the family's HfStateDictAdapter (models/family.h); the
+// file formats from ckpt/safetensors.h and docs/checkpoints.md.
 //
 //   HfExportOptions options;
 //   options.out_dir = "hf/";
@@ -17,14 +18,15 @@
 // max_shard_bytes, model-0000K-of-0000N.safetensors plus model.safetensors.index.json
 // ({"metadata": {"total_size": bytes}, "weight_map": {name: file}}). A tied model has no
 // lm_head.weight. Model files of an earlier export in the folder that this one did not write
-// are removed, so the folder never mixes two exports. The model's dimensions come from the
-// checkpoint's config_yaml (model.* and training.seq_len); every model/ tensor must be one of
+// are removed, so the folder never mixes two exports. The model comes from the checkpoint's
+// config_yaml (model.name, model.* and training.seq_len); every model/ tensor must be one of
 // that model's parameters with its shape, or InputError names the first that is not.
 //
-// Import reads config.json and the safetensors (F32, BF16 or F16) and writes a step-0
-// model-only checkpoint in float32 whose config_yaml records the flavor and overrides
-// (hf_llama.h, job_config_for_model_args). Every tensor must be there with the shape
-// config.json implies, or InputError names the first that is not. The output must not exist.
+// Import reads config.json (its model_type picks the family) and the safetensors (F32, BF16
+// or F16) and writes a step-0 model-only checkpoint in float32 whose config_yaml records the
+// flavor and overrides (the adapter's job_config_from_hf). Every tensor must be there with
+// the shape config.json implies, or InputError names the first that is not. The output must
+// not exist.
 #pragma once
 
 #include <cstdint>

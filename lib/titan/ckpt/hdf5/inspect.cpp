@@ -9,6 +9,7 @@
 #include <map>
 #include <sstream>
 
+#include "titan/ckpt/hdf5/open_checkpoint.h"
 #include "titan/core/float_formats.h"
 
 namespace titan::ckpt {

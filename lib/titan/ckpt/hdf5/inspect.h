@@ -10,7 +10,8 @@
 //
 // A file that is missing, not HDF5, without `format` == "titan.cpp checkpoint", with a
 // format_version other than 1, without `complete` == 1 or without one of version 1's root
-// attributes throws InputError naming the file and the problem (exit 2).
+// attributes throws InputError naming the file and the problem (exit 2). The header names
+// no HDF5 type (tools include it); open_checkpoint.h has the forms on an open file.
 #pragma once
 
 #include <cstdint>
@@ -18,7 +19,6 @@
 #include <vector>
 
 #include "titan/ckpt/checkpoint_file.h"  // kFormatName, kFormatVersion
-#include "titan/ckpt/hdf5/h5.h"
 #include "titan/core/tensor.h"
 
 namespace titan::ckpt {
@@ -47,14 +47,11 @@ struct CheckpointInfo {
   const DatasetInfo* find(const std::string& dataset_path) const;  // null if absent
 };
 
-// Opens `path` read-only after checking that it is a complete checkpoint of a known version.
-h5::H5Object open_checkpoint(const std::string& path);
 CheckpointInfo read_checkpoint_info(const std::string& path);
 
 // The whole dataset as a new F32 CPU tensor of its global shape (bf16 widened exactly).
 // InputError naming the file and dataset if it is absent or not a float tensor.
 Tensor read_whole_dataset(const std::string& path, const std::string& dataset);
-Tensor read_whole_dataset(hid_t file, const std::string& file_name, const std::string& dataset);
 
 // How two checkpoints differ: their tensors compared element by element, in A's order.
 struct TensorDifference {

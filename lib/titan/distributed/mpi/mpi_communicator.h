@@ -1,4 +1,4 @@
-// MpiCommunicator: host tensors over MPI's nonblocking collectives (DESIGN.md,
+// MpiCommunicator: host tensors over MPI's nonblocking collectives (docs/design.md,
 // "Parallelism"). Debian's Open MPI is not CUDA-aware, so every tensor must be on the CPU;
 // device tensors go through NcclCommunicator.
 //

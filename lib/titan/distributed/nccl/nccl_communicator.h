@@ -1,4 +1,4 @@
-// NcclCommunicator: the Communicator for CUDA tensors (DESIGN.md, "Parallelism").
+// NcclCommunicator: the Communicator for CUDA tensors (docs/design.md, "Parallelism").
 //
 //   distributed::Communicator& dp_shard_host = mesh.dp_shard();            // MPI, same ranks
 //   distributed::NcclCommunicator dp_shard(dp_shard_host, "dp_shard");     // collective: unique id

@@ -57,8 +57,7 @@ const std::vector<Flavor>& llama3_flavors() {
 
 ModelArgs model_args_from_config(const config::JobConfig& config) {
   const config::ModelSection& m = config.model;
-  TITAN_CHECK_INPUT(m.name == "llama3")
-      << "model.name: '" << m.name << "' is not a known model; known: llama3";
+  TITAN_CHECK(m.name == "llama3") << "llama3 model arguments for model.name '" << m.name << "'";
   const Flavor* found = nullptr;
   std::ostringstream known;
   for (const Flavor& f : llama3_flavors()) {

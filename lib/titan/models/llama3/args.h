@@ -1,9 +1,9 @@
 // Llama 3 model dimensions: the flavor table, the FFN size rule, overrides from the job
-// config, parameter and FLOP counts as torchtitan computes them
-// (notes/torchtitan-config.md §4).
+// config, parameter and FLOP counts as torchtitan computes them.
 //
 // Flavors are rows of one table, never code paths:
-//   tiny        the test model (DESIGN.md): dim 64, 8 layers, 4 heads, 2 kv heads, vocab 2048
+//   tiny        the test model (docs/design.md): dim 64, 8 layers, 4 heads, 2 kv heads,
+//               vocab 2048
 //   debugmodel  torchtitan's debug model: dim 256, 6 layers, 16 heads, vocab 2048
 //   1B, 3B      Llama 3.2's published configs: output tied to the embedding, RoPE factor 32
 //   8B, 70B, 405B  torchtitan's Llama 3.1 flavors

@@ -4,6 +4,7 @@
 
 #include "titan/core/copy.h"
 #include "titan/core/trace.h"
+#include "titan/models/llama3/parallelize.h"
 #include "titan/ops/cross_entropy.h"
 #include "titan/ops/embedding.h"
 #include "titan/ops/matmul.h"
@@ -41,6 +42,27 @@ MemoryTagScope activations_of(const std::string& module) {
 
 }  // namespace
 
+std::vector<ParameterShape> parameter_shapes(const ModelArgs& a) {
+  const int64_t D = a.dim, hd = a.head_dim(), F = a.hidden_dim();
+  std::vector<ParameterShape> shapes = {{"tok_embeddings.weight", {a.vocab_size, D}}};
+  for (int64_t i = 0; i < a.n_layers; ++i) {
+    const std::string p = "layers." + std::to_string(i) + ".";
+    // torchtitan's TransformerBlock defines attention, feed_forward, then the two norms.
+    shapes.insert(shapes.end(), {{p + "attention.wq.weight", {a.n_heads * hd, D}},
+                                 {p + "attention.wk.weight", {a.n_kv_heads * hd, D}},
+                                 {p + "attention.wv.weight", {a.n_kv_heads * hd, D}},
+                                 {p + "attention.wo.weight", {D, a.n_heads * hd}},
+                                 {p + "feed_forward.w1.weight", {F, D}},
+                                 {p + "feed_forward.w2.weight", {D, F}},
+                                 {p + "feed_forward.w3.weight", {F, D}},
+                                 {p + "attention_norm.weight", {D}},
+                                 {p + "ffn_norm.weight", {D}}});
+  }
+  shapes.push_back({"norm.weight", {D}});
+  if (!a.weight_tying) shapes.push_back({"output.weight", {a.vocab_size, D}});
+  return shapes;
+}
+
 int64_t ModelRecord::bytes() const {
   int64_t total = 0;
   for (const Tensor& t : layer_inputs) total += t.defined() ? t.bytes() : 0;
@@ -49,24 +71,25 @@ int64_t ModelRecord::bytes() const {
   return total;
 }
 
-Llama3Model::Llama3Model(const ModelArgs& args, const nn::Placement& placement)
-    : args_(args), device_(placement.device), compute_dtype_(placement.compute_dtype) {
+Llama3Model::Llama3Model(const ModelArgs& args, const nn::ParameterLayout& layout)
+    : args_(args), device_(layout.device), compute_dtype_(layout.compute_dtype) {
   const int64_t D = args.dim, V = args.vocab_size;
+  const nn::Placer placer(layout, parallel_plan(args, layout.tp.size));
   tok_embeddings_ = std::make_unique<nn::Parameter>(
       "tok_embeddings.weight", Shape{V, D},
       args.weight_tying ? output_rule(D) : nn::InitRule{nn::InitKind::Normal, 1.0, 0.0},
-      placement);
+      placer("tok_embeddings.weight"));
   const nn::BlockDims dims{D, args.n_heads, args.n_kv_heads, args.hidden_dim(), args.norm_eps};
   layers_.reserve(size_t(args.n_layers));
   for (int i = 0; i < int(args.n_layers); ++i) {
     const double depth_std = kWeightStd / std::sqrt(2.0 * (i + 1));
     layers_.emplace_back(i, dims, truncated(kWeightStd, kWeightCutoff),
-                         truncated(depth_std, kWeightCutoff), placement);
+                         truncated(depth_std, kWeightCutoff), placer);
   }
-  norm_ = std::make_unique<nn::RmsNorm>("norm", D, args.norm_eps, placement);
+  norm_ = std::make_unique<nn::RmsNorm>("norm", D, args.norm_eps, placer);
   if (!args.weight_tying) {
     output_ = std::make_unique<nn::Parameter>("output.weight", Shape{V, D}, output_rule(D),
-                                              placement);
+                                              placer("output.weight"));
   }
   const MemoryTagScope tag("buffers");  // the RoPE table: state that is not a parameter
   freqs_ = Tensor::empty({args.max_seq_len, args.head_dim() / 2, 2}, DType::F32);
@@ -111,19 +134,13 @@ void Llama3Model::hook(Hook hook, int unit) const {
   }
 }
 
-void Llama3Model::initialize(uint64_t seed) {
-  for (nn::Parameter* p : parameters()) p->initialize(seed);
+std::unique_ptr<ActivationRecord> Llama3Model::new_record() const {
+  return std::make_unique<ModelRecord>();
 }
 
-void Llama3Model::zero_grads() {
-  for (nn::Parameter* p : parameters()) p->zero_grad();
-}
-
-void Llama3Model::update_compute_copies() {
-  for (nn::Parameter* p : parameters()) p->update_compute_copy();
-}
-
-double Llama3Model::forward(const Tensor& tokens, const Tensor& labels, ModelRecord& r) const {
+double Llama3Model::forward(const Tensor& tokens, const Tensor& labels,
+                            ActivationRecord& record) const {
+  ModelRecord& r = record_as<ModelRecord>(record);
   TITAN_CHECK(tokens.dim() == 2 && labels.shape() == tokens.shape())
       << "forward: tokens and labels must both be [B, T], got " << shape_string(tokens.shape())
       << " and " << shape_string(labels.shape());
@@ -174,7 +191,8 @@ double Llama3Model::forward(const Tensor& tokens, const Tensor& labels, ModelRec
   return double(on_device(loss_sum, Device::cpu()).data<float>()[0]);
 }
 
-Tensor Llama3Model::logits(const ModelRecord& r) const {
+Tensor Llama3Model::logits(const ActivationRecord& record) const {
+  const ModelRecord& r = record_as<ModelRecord>(record);
   const int64_t B = r.tokens.size(0), T = r.tokens.size(1);
   Tensor out = Tensor::empty({B * T, args_.vocab_size}, DType::F32, device_);
   const nn::Parameter& w = output_ ? *output_ : *tok_embeddings_;
@@ -193,7 +211,8 @@ void Llama3Model::output_backward_input(ModelRecord& r, float grad_scale, Tensor
                         ops::Accumulate::No);
 }
 
-void Llama3Model::backward(ModelRecord& r, float grad_scale) {
+void Llama3Model::backward(ActivationRecord& record, float grad_scale) {
+  ModelRecord& r = record_as<ModelRecord>(record);
   const int64_t N = r.hn.size(0), D = r.hn.size(1);
   nn::Parameter& w = output_weight();
   hook(Hook::BeforeBackward, head_unit());
@@ -241,7 +260,8 @@ void Llama3Model::backward(ModelRecord& r, float grad_scale) {
   r = ModelRecord{};
 }
 
-void Llama3Model::backward_input(ModelRecord& r, float grad_scale) {
+void Llama3Model::backward_input(ActivationRecord& record, float grad_scale) {
+  ModelRecord& r = record_as<ModelRecord>(record);
   const int64_t N = r.hn.size(0), D = r.hn.size(1);
   hook(Hook::BeforeBackward, head_unit());
   Tensor dx;
@@ -262,7 +282,8 @@ void Llama3Model::backward_input(ModelRecord& r, float grad_scale) {
   r.dx0 = dx;
 }
 
-void Llama3Model::backward_weight(ModelRecord& r, float grad_scale) {
+void Llama3Model::backward_weight(ActivationRecord& record, float grad_scale) {
+  ModelRecord& r = record_as<ModelRecord>(record);
   const int64_t N = r.hn.size(0), D = r.hn.size(1);
   nn::Parameter& w = output_weight();
   {

@@ -17,7 +17,10 @@
 // and the final norm form one unit, "tok_embeddings, norm", in use from the first forward
 // op to the last backward one (FSDP2's root unit).
 //
-// Device: the model lives on its placement's device (nn/parameter.h): parameters, the RoPE
+// Placement: each parameter takes the placement its parallelization plan (parallelize.h)
+// gives on the layout the model is built with (nn/placement.h).
+//
+// Device: the model lives on its layout's device (nn/parameter.h): parameters, the RoPE
 // table, activations and workspaces. forward() takes tokens and labels on any device and
 // copies them to the model's once per microbatch (the data loader's batches are host
 // tensors); the loss sum is the one value it copies back to the host.
@@ -32,13 +35,14 @@
 #include <vector>
 
 #include "titan/models/llama3/args.h"
+#include "titan/models/model.h"
 #include "titan/nn/parameter_unit.h"
 #include "titan/nn/transformer_block.h"
 
 namespace titan::models::llama3 {
 
 // Everything one microbatch's forward keeps for its backward.
-struct ModelRecord {
+struct ModelRecord final : ActivationRecord {
   Tensor tokens, labels;                 // [B, T]
   std::vector<Tensor> layer_inputs;      // x_0 .. x_L, [B, T, D]
   std::vector<nn::BlockRecord> layers;
@@ -47,42 +51,44 @@ struct ModelRecord {
   // Set by backward_input for backward_weight (the layers keep theirs in their records):
   Tensor dhn;                            // gradient at the final norm's output
   Tensor dx0;                            // gradient at the embedding's output
-  int64_t bytes() const;
+  int64_t bytes() const override;
 };
 
-class Llama3Model {
+// Every parameter with its global shape, in Llama3Model::parameters() order (a test holds
+// the two together): what a checkpoint holds under model/ and an HF export writes.
+std::vector<ParameterShape> parameter_shapes(const ModelArgs& args);
+
+class Llama3Model final : public Model {
  public:
-  // Every parameter holds only its box under `placement` (nothing of the whole tensor), on
-  // placement.device.
-  explicit Llama3Model(const ModelArgs& args, const nn::Placement& placement = {});
+  // Every parameter holds only its box under the placement the plan gives it on `layout`
+  // (nothing of the whole tensor), on layout.device.
+  explicit Llama3Model(const ModelArgs& args, const nn::ParameterLayout& layout = {});
 
   const ModelArgs& args() const { return args_; }
-  Device device() const { return device_; }
-  DType compute_dtype() const { return compute_dtype_; }
+  Device device() const override { return device_; }
+  DType compute_dtype() const override { return compute_dtype_; }
+  int64_t vocab_size() const override { return args_.vocab_size; }
   // Every parameter once, in torchtitan's order of definition.
-  std::vector<nn::Parameter*> parameters();
+  std::vector<nn::Parameter*> parameters() override;
   nn::Parameter& output_weight();
-  std::vector<nn::ParameterUnit> units();
-  // Called around every unit's use from now on; null for none. Not owned.
-  void set_unit_hooks(nn::UnitHooks* hooks) { hooks_ = hooks; }
-  void initialize(uint64_t seed);
-  void zero_grads();
-  // Refreshes every parameter's compute copy from its master shard (after an optimizer step
-  // or a checkpoint load; nothing to do in f32).
-  void update_compute_copies();
+  std::vector<nn::ParameterUnit> units() override;
+  void set_unit_hooks(nn::UnitHooks* hooks) override { hooks_ = hooks; }
 
-  // Sum over valid tokens (labels != -100) of the token losses; keeps the record.
-  double forward(const Tensor& tokens, const Tensor& labels, ModelRecord& record) const;
+  std::unique_ptr<ActivationRecord> new_record() const override;
+  // Sum over valid tokens (labels != -100) of the token losses; keeps the record (a
+  // ModelRecord).
+  double forward(const Tensor& tokens, const Tensor& labels,
+                 ActivationRecord& record) const override;
   // Logits [B, T, V] of a forward's record (tests, generation), on the model's device; not
   // used in training.
-  Tensor logits(const ModelRecord& record) const;
+  Tensor logits(const ActivationRecord& record) const override;
 
   // Gradients of grad_scale * loss_sum, added into every parameter's grad. backward does
   // both halves layer by layer; backward_input then backward_weight do the same apart (the
   // input gradients of the whole model first), as a zero-bubble schedule splits them.
-  void backward(ModelRecord& record, float grad_scale);
-  void backward_input(ModelRecord& record, float grad_scale);
-  void backward_weight(ModelRecord& record, float grad_scale);
+  void backward(ActivationRecord& record, float grad_scale) override;
+  void backward_input(ActivationRecord& record, float grad_scale) override;
+  void backward_weight(ActivationRecord& record, float grad_scale) override;
 
  private:
   void output_backward_input(ModelRecord& record, float grad_scale, Tensor& dh) const;

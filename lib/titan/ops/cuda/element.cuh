@@ -1,5 +1,5 @@
 // Element access for kernels templated on the storage type: f32 or bf16 in memory, f32 in
-// registers (DESIGN.md's numerics: bf16 storage, fp32 arithmetic).
+// registers (docs/design.md, "Numerics contract": bf16 storage, fp32 arithmetic).
 #pragma once
 
 #include <cuda_bf16.h>

@@ -12,6 +12,7 @@
 #include "titan/ckpt/hdf5/hf_convert.h"
 #include "titan/ckpt/hdf5/inspect.h"
 #include "titan/ckpt/safetensors.h"
+#include "titan/models/llama3/hf_adapter.h"
 #include "unit/ckpt/hdf5/tiny_checkpoint.h"
 
 namespace titan::ckpt {
@@ -20,6 +21,9 @@ namespace {
 using titan::testing::ProcessResult;
 using titan::testing::run_titan_ckpt;
 using namespace titan::ckpt::testing;
+using models::llama3::hf_name_from_titan;
+using models::llama3::rope_permuted_heads;
+using models::llama3::rope_rows_to_hf;
 
 class HfConvert : public CheckpointFolder {
  protected:

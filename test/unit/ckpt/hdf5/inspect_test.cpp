@@ -205,7 +205,7 @@ TEST_F(TitanCkpt, BadArgumentsExitTwoWithOneLine) {
   for (const auto& [arguments, what] : cases) expect_one_line_error(run_titan_ckpt(arguments), "", what);
 }
 
-// DESIGN.md: `h5ls -r` shows every tensor. Only where hdf5-tools is installed.
+// docs/checkpoints.md: `h5ls -r` shows every tensor. Only where hdf5-tools is installed.
 TEST_F(TitanCkpt, H5lsListsEveryTensorWithItsShape) {
   if (!fs::exists("/usr/bin/h5ls")) GTEST_SKIP() << "no /usr/bin/h5ls (hdf5-tools)";
   write_tiny_checkpoint(file("a.h5"), tiny_job(), 1, DType::BF16);

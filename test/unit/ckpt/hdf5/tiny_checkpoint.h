@@ -14,10 +14,10 @@
 #include <string>
 
 #include "titan/ckpt/hdf5/model_file.h"
-#include "titan/ckpt/hf_llama.h"
 #include "titan/config/load.h"
 #include "titan/core/float_formats.h"
 #include "titan/models/llama3/args.h"
+#include "titan/models/llama3/model.h"
 
 namespace titan::ckpt::testing {
 
@@ -38,7 +38,7 @@ class CheckpointFolder : public ::testing::Test {
   fs::path dir_;
 };
 
-// The job a tiny test checkpoint records (DESIGN.md's test model, seq 64).
+// The job a tiny test checkpoint records (docs/design.md's test model, seq 64).
 inline config::JobConfig tiny_job(bool tied = false) {
   config::JobConfig job;
   job.model.flavor = "tiny";
@@ -62,11 +62,11 @@ inline TensorMap write_tiny_checkpoint(const std::string& path, const config::Jo
   attributes.config_yaml = config::to_yaml(job);
   ModelFileWriter writer(path, attributes);
   TensorMap written;
-  const auto shapes = llama3_parameter_shapes(models::llama3::model_args_from_config(job));
+  const auto shapes = models::llama3::parameter_shapes(models::llama3::model_args_from_config(job));
   for (size_t i = 0; i < shapes.size(); ++i) {
     std::mt19937 rng(uint32_t(seed * 1000 + int64_t(i)));
     std::normal_distribution<float> normal;
-    Tensor t = Tensor::empty(shapes[i].second, dtype);
+    Tensor t = Tensor::empty(shapes[i].shape, dtype);
     for (int64_t k = 0; k < t.numel(); ++k) {
       if (dtype == DType::BF16) {
         t.mutable_data<bf16_t>()[k] = bf16_from_f32(normal(rng));
@@ -74,9 +74,9 @@ inline TensorMap write_tiny_checkpoint(const std::string& path, const config::Jo
         t.mutable_data<float>()[k] = normal(rng);
       }
     }
-    if (edit) edit(shapes[i].first, t);
-    writer.add(shapes[i].first, t);
-    written[shapes[i].first] = t;
+    if (edit) edit(shapes[i].name, t);
+    writer.add(shapes[i].name, t);
+    written[shapes[i].name] = t;
   }
   writer.finish();
   return written;

@@ -1,4 +1,4 @@
-// The op-case table on the GPU (STYLE.md, "From ggml"): every row of op_cases() runs
+// The op-case table on the GPU (docs/design.md, "Tests"): every row of op_cases() runs
 // through its op's harness (test/unit/ops/op_harness.h) on CUDA tensors and on the CPU,
 // and the two are compared element by element, relative to max(|cpu|, 1). Each row runs
 // twice, as Rows/CudaOpCase.<Forward|Backward>/<row>_<f32|bf16>:

@@ -34,6 +34,7 @@ TEST(CudaModel, NeedsACudaBuild) {
 #include "support/cuda_device.h"
 #include "titan/core/copy.h"
 #include "titan/data/synthetic.h"
+#include "titan/models/llama3/model.h"
 #include "titan/ops/cast.h"
 #include "titan/train/trainer.h"
 
@@ -217,8 +218,8 @@ TEST(CudaModel, DeviceParametersStartWithTheCpuValues) {
   SKIP_WITHOUT_CUDA_DEVICE();
   const models::llama3::ModelArgs args =
       models::llama3::model_args_from_config(job("init", "tiny"));
-  models::llama3::Llama3Model cpu(args, nn::Placement{0, 1, Device::cpu()});
-  models::llama3::Llama3Model gpu(args, nn::Placement{0, 1, Device::cuda(0)});
+  models::llama3::Llama3Model cpu(args, nn::ParameterLayout{});
+  models::llama3::Llama3Model gpu(args, nn::ParameterLayout::fsdp_only(0, 1, Device::cuda(0)));
   cpu.initialize(7);
   gpu.initialize(7);
   const std::vector<nn::Parameter*> pc = cpu.parameters(), pg = gpu.parameters();
@@ -243,7 +244,7 @@ TEST(CudaModel, SplitBackwardOnTheDeviceGivesTheGradientsOfBackward) {
   std::vector<std::vector<Tensor>> grads(2);
   std::vector<double> losses(2);
   for (int split = 0; split < 2; ++split) {
-    models::llama3::Llama3Model model(args, nn::Placement{0, 1, Device::cuda(0)});
+    models::llama3::Llama3Model model(args, nn::ParameterLayout::fsdp_only(0, 1, Device::cuda(0)));
     model.initialize(3);
     models::llama3::ModelRecord record;
     losses[size_t(split)] = model.forward(batch.inputs, batch.labels, record);

@@ -1,15 +1,14 @@
-#include "titan/ckpt/hf_llama.h"
+#include "titan/models/llama3/hf_adapter.h"
 
 #include <cstring>
 #include <map>
 #include <sstream>
 
 #include "titan/core/error.h"
+#include "titan/models/llama3/model.h"
 
-namespace titan::ckpt {
+namespace titan::models::llama3 {
 namespace {
-
-using models::llama3::ModelArgs;
 
 // Per-layer suffixes, titan <-> HF (after "layers.N." and "model.layers.N.").
 constexpr std::pair<const char*, const char*> kLayerNames[] = {
@@ -135,27 +134,6 @@ bool hf_name_is_buffer(const std::string& hf_name) {
   return split_layer(hf_name, "model.layers.", layer, rest) && rest == "self_attn.rotary_emb.inv_freq";
 }
 
-std::vector<std::pair<std::string, Shape>> llama3_parameter_shapes(const ModelArgs& a) {
-  const int64_t D = a.dim, hd = a.head_dim(), F = a.hidden_dim();
-  std::vector<std::pair<std::string, Shape>> shapes = {{"tok_embeddings.weight", {a.vocab_size, D}}};
-  for (int64_t i = 0; i < a.n_layers; ++i) {
-    const std::string p = "layers." + std::to_string(i) + ".";
-    // torchtitan's TransformerBlock defines attention, feed_forward, then the two norms.
-    shapes.insert(shapes.end(), {{p + "attention.wq.weight", {a.n_heads * hd, D}},
-                                 {p + "attention.wk.weight", {a.n_kv_heads * hd, D}},
-                                 {p + "attention.wv.weight", {a.n_kv_heads * hd, D}},
-                                 {p + "attention.wo.weight", {D, a.n_heads * hd}},
-                                 {p + "feed_forward.w1.weight", {F, D}},
-                                 {p + "feed_forward.w2.weight", {D, F}},
-                                 {p + "feed_forward.w3.weight", {F, D}},
-                                 {p + "attention_norm.weight", {D}},
-                                 {p + "ffn_norm.weight", {D}}});
-  }
-  shapes.push_back({"norm.weight", {D}});
-  if (!a.weight_tying) shapes.push_back({"output.weight", {a.vocab_size, D}});
-  return shapes;
-}
-
 std::optional<int64_t> rope_permuted_heads(const std::string& fqn, const ModelArgs& args) {
   std::string layer, rest;
   if (!split_layer(fqn, "layers.", layer, rest)) return std::nullopt;
@@ -278,10 +256,10 @@ ModelArgs model_args_from_hf_config(const nlohmann::json& c, const std::string& 
 
 config::JobConfig job_config_for_model_args(const ModelArgs& args,
                                             const std::optional<std::string>& flavor) {
-  const models::llama3::Flavor* chosen = nullptr;
+  const Flavor* chosen = nullptr;
   Overrides best;
   std::ostringstream known;
-  for (const models::llama3::Flavor& f : models::llama3::llama3_flavors()) {
+  for (const Flavor& f : llama3_flavors()) {
     known << (known.tellp() > 0 ? ", " : "") << f.name;
     if (flavor && f.name != *flavor) continue;
     if (!flavor && (!same_rope_scaling(f.args.rope_scaling, args.rope_scaling) ||
@@ -308,8 +286,8 @@ config::JobConfig job_config_for_model_args(const ModelArgs& args,
     ModelArgs expected = chosen->args;
     expected.weight_tying = args.weight_tying;
     std::map<std::string, Shape> want;
-    for (auto& [name, shape] : llama3_parameter_shapes(expected)) want[name] = shape;
-    for (const auto& [name, shape] : llama3_parameter_shapes(args)) {
+    for (auto& [name, shape] : parameter_shapes(expected)) want[name] = shape;
+    for (const auto& [name, shape] : parameter_shapes(args)) {
       const auto it = want.find(name);
       TITAN_CHECK_INPUT(it != want.end())
           << "flavor " << chosen->name << " has no " << name << " (" << *hf_name_from_titan(name)
@@ -341,4 +319,47 @@ config::JobConfig job_config_for_model_args(const ModelArgs& args,
   return job;
 }
 
-}  // namespace titan::ckpt
+std::optional<std::string> HfAdapter::to_hf_name(const std::string& name) const {
+  return hf_name_from_titan(name);
+}
+
+std::optional<std::string> HfAdapter::from_hf_name(const std::string& hf_name) const {
+  return titan_name_from_hf(hf_name);
+}
+
+bool HfAdapter::skipped_on_import(const std::string& hf_name,
+                                  const config::JobConfig& config) const {
+  // A tied model's lm_head, where an exporter kept it, is the embedding again: HF re-ties it.
+  return hf_name_is_buffer(hf_name) ||
+         (hf_name == "lm_head.weight" && model_args_from_config(config).weight_tying);
+}
+
+Tensor HfAdapter::to_hf(const std::string& name, const Tensor& value,
+                        const config::JobConfig& config) const {
+  const auto heads = rope_permuted_heads(name, model_args_from_config(config));
+  return heads ? rope_rows_to_hf(value, *heads) : value;
+}
+
+Tensor HfAdapter::from_hf(const std::string& name, const Tensor& value,
+                          const config::JobConfig& config) const {
+  const auto heads = rope_permuted_heads(name, model_args_from_config(config));
+  return heads ? rope_rows_from_hf(value, *heads) : value;
+}
+
+nlohmann::ordered_json HfAdapter::hf_config(const config::JobConfig& config,
+                                            const std::string& torch_dtype) const {
+  return hf_config_from_model_args(model_args_from_config(config), torch_dtype);
+}
+
+config::JobConfig HfAdapter::job_config_from_hf(const nlohmann::json& config_json,
+                                                const std::string& origin,
+                                                const std::optional<std::string>& flavor) const {
+  const ModelArgs args = model_args_from_hf_config(config_json, origin);
+  config::JobConfig job = job_config_for_model_args(args, flavor);
+  // What training will build from the recorded config must be what config.json describes.
+  TITAN_CHECK(parameter_shapes(model_args_from_config(job)) == parameter_shapes(args))
+      << origin << ": the recorded config does not reproduce config.json's shapes";
+  return job;
+}
+
+}  // namespace titan::models::llama3

@@ -1,4 +1,4 @@
-// HF Llama mapping (ckpt/hf_llama.h): names both ways for every parameter of the model, the
+// HF Llama mapping (models/llama3/hf_adapter.h): names both ways for every parameter of the model, the
 // parameter table against Llama3Model itself, the RoPE row order (by hand, round trip, and
 // as the rotation it stands for), config.json both ways, and the flavor an import records.
 #include <gtest/gtest.h>
@@ -7,18 +7,16 @@
 #include <set>
 #include <string>
 
-#include "titan/ckpt/hf_llama.h"
 #include "titan/core/float_formats.h"
+#include "titan/models/llama3/hf_adapter.h"
 #include "titan/models/llama3/model.h"
 #include "titan/ops/rope.h"
 
-namespace titan::ckpt {
+namespace titan::models::llama3 {
 namespace {
 
-using models::llama3::ModelArgs;
-
 ModelArgs flavor(const std::string& name, bool tied = false) {
-  for (const models::llama3::Flavor& f : models::llama3::llama3_flavors()) {
+  for (const Flavor& f : llama3_flavors()) {
     if (f.name == name) {
       ModelArgs a = f.args;
       a.weight_tying = a.weight_tying || tied;
@@ -55,7 +53,7 @@ std::vector<float> values(const Tensor& t) {
 
 TEST(HfLlamaNames, MapEveryTinyParameterBothWays) {
   for (bool tied : {false, true}) {
-    models::llama3::Llama3Model model(flavor("tiny", tied));
+    Llama3Model model(flavor("tiny", tied));
     std::set<std::string> hf_names;
     for (nn::Parameter* p : model.parameters()) {
       const std::optional<std::string> hf = hf_name_from_titan(p->name());
@@ -109,13 +107,13 @@ TEST(HfLlamaShapes, MatchTheModelsParametersInOrder) {
   uneven.n_kv_heads = 1;
   uneven.ffn_dim = 100;
   for (const ModelArgs& args : {flavor("tiny"), flavor("tiny", true), uneven}) {
-    models::llama3::Llama3Model model(args);
-    const auto shapes = llama3_parameter_shapes(args);
+    Llama3Model model(args);
+    const auto shapes = parameter_shapes(args);
     const auto parameters = model.parameters();
     ASSERT_EQ(shapes.size(), parameters.size());
     for (size_t i = 0; i < shapes.size(); ++i) {
-      ASSERT_EQ(shapes[i].first, parameters[i]->name()) << "parameter " << i;
-      ASSERT_EQ(shapes[i].second, parameters[i]->global_shape()) << shapes[i].first;
+      ASSERT_EQ(shapes[i].name, parameters[i]->name()) << "parameter " << i;
+      ASSERT_EQ(shapes[i].shape, parameters[i]->global_shape()) << shapes[i].name;
     }
   }
 }
@@ -218,7 +216,7 @@ TEST(HfLlamaConfig, ModelArgsRoundTripThroughConfigJson) {
   for (const char* name : {"tiny", "debugmodel", "1B", "8B", "405B"}) {
     const ModelArgs a = flavor(name);
     const ModelArgs b = model_args_from_hf_config(nlohmann::json::parse(hf_config_from_model_args(a, "float32").dump()), "c");
-    EXPECT_EQ(llama3_parameter_shapes(b), llama3_parameter_shapes(a)) << name;
+    EXPECT_EQ(parameter_shapes(b), parameter_shapes(a)) << name;
     EXPECT_EQ(b.rope_theta, a.rope_theta);
     EXPECT_EQ(b.norm_eps, a.norm_eps);
     EXPECT_EQ(b.weight_tying, a.weight_tying);
@@ -273,8 +271,8 @@ TEST(HfLlamaImportConfig, OverridesMakeTheClosestFlavorMatch) {
   EXPECT_EQ(job.model.ffn_dim, 320);
   EXPECT_EQ(job.model.rope_theta, 10000.0);
   EXPECT_TRUE(job.model.enable_weight_tying);
-  const ModelArgs back = models::llama3::model_args_from_config(job);
-  EXPECT_EQ(llama3_parameter_shapes(back), llama3_parameter_shapes(a));
+  const ModelArgs back = model_args_from_config(job);
+  EXPECT_EQ(parameter_shapes(back), parameter_shapes(a));
   EXPECT_EQ(back.rope_theta, 10000.0);
 }
 
@@ -308,4 +306,4 @@ TEST(HfLlamaImportConfig, AnExplicitFlavorNamesTheFirstMismatchedTensor) {
 }
 
 }  // namespace
-}  // namespace titan::ckpt
+}  // namespace titan::models::llama3

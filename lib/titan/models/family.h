@@ -1,0 +1,88 @@
+// Model families: what `model.name` selects (torchtitan's TrainSpec). A family knows its
+// flavors, how its config keys make a model, how it builds on a mesh (its parallelization
+// plan applied to the rank's layout), its parameters' names and shapes, its FLOPs per
+// token, and how its state dict maps to Hugging Face's. The trainer, generation and the
+// checkpoint tools reach a model only through these and models/model.h.
+//
+//   const ModelFamily& family = model_family(config.model.name);   // InputError if unknown
+//   ModelSummary summary = family.summarize(config);              // InputError naming a key
+//   std::unique_ptr<Model> model = family.build(config, mesh.parameter_layout(device, dtype));
+//
+// Adding a family is adding a folder models/<family>/ that implements ModelFamily and
+// Model, and one line in models/registry.cpp (docs/architecture.md, "Model families").
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "titan/config/job_config.h"
+#include "titan/core/tensor.h"
+#include "titan/models/model.h"
+#include "titan/nn/placement.h"
+
+namespace titan::models {
+
+// What the trainer logs and measures of a model before building it.
+struct ModelSummary {
+  std::string description;      // "llama3 tiny, 1,234 parameters (dim 64, 8 layers, ...)"
+  int64_t parameters = 0;       // unique parameters (a tied output counts once)
+  int64_t vocab_size = 0;
+  double flops_per_token = 0;   // training FLOPs per token at training.seq_len
+};
+
+// A family's state dict against Hugging Face's (torchtitan's StateDictAdapter): tensor
+// names, value layouts that differ, and config.json.
+class HfStateDictAdapter {
+ public:
+  virtual ~HfStateDictAdapter() = default;
+  // config.json's model_type this family reads and writes ("llama").
+  virtual std::string hf_model_type() const = 0;
+  // The HF name of a parameter, and back; nullopt for a name that is not one.
+  virtual std::optional<std::string> to_hf_name(const std::string& name) const = 0;
+  virtual std::optional<std::string> from_hf_name(const std::string& hf_name) const = 0;
+  // An HF tensor that is no parameter of `config`'s model and that an import may skip
+  // (buffers some exports carry, a tied model's lm_head).
+  virtual bool skipped_on_import(const std::string& hf_name,
+                                 const config::JobConfig& config) const = 0;
+  // A parameter's value in HF's layout, and back (each the other's inverse); the value
+  // itself where the layouts agree.
+  virtual Tensor to_hf(const std::string& name, const Tensor& value,
+                       const config::JobConfig& config) const = 0;
+  virtual Tensor from_hf(const std::string& name, const Tensor& value,
+                         const config::JobConfig& config) const = 0;
+  // config.json for `config`'s model, its weights written in torch_dtype ("float32",
+  // "bfloat16").
+  virtual nlohmann::ordered_json hf_config(const config::JobConfig& config,
+                                           const std::string& torch_dtype) const = 0;
+  // The job config (model.name, the flavor `flavor` names or else the closest one,
+  // model.* overrides, training.seq_len) whose model config.json describes. InputError
+  // naming `origin` and the key for what the family cannot represent.
+  virtual config::JobConfig job_config_from_hf(const nlohmann::json& config_json,
+                                               const std::string& origin,
+                                               const std::optional<std::string>& flavor) const = 0;
+};
+
+class ModelFamily {
+ public:
+  virtual ~ModelFamily() = default;
+  virtual std::string name() const = 0;                  // model.name: "llama3"
+  virtual std::vector<std::string> flavors() const = 0;  // model.flavor's values
+  // Checks model.* and training.seq_len (InputError naming the key) and summarizes.
+  virtual ModelSummary summarize(const config::JobConfig& config) const = 0;
+  // Every parameter with its global shape, in Model::parameters() order: what a checkpoint
+  // of this model holds under model/, and what an HF export writes.
+  virtual std::vector<ParameterShape> parameter_shapes(const config::JobConfig& config) const = 0;
+  // The parallelization plan: each parameter's placement rule (nn/placement.h).
+  virtual nn::ParallelPlan parallel_plan(const config::JobConfig& config,
+                                         const nn::ParameterLayout& layout) const = 0;
+  // The model, every parameter holding its box under the plan on `layout`, uninitialized.
+  virtual std::unique_ptr<Model> build(const config::JobConfig& config,
+                                       const nn::ParameterLayout& layout) const = 0;
+  virtual const HfStateDictAdapter& hf_adapter() const = 0;
+};
+
+}  // namespace titan::models

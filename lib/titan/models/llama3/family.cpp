@@ -1,0 +1,69 @@
+#include "titan/models/llama3/family.h"
+
+#include <cstdio>
+
+#include "titan/models/llama3/args.h"
+#include "titan/models/llama3/hf_adapter.h"
+#include "titan/models/llama3/model.h"
+#include "titan/models/llama3/parallelize.h"
+
+namespace titan::models::llama3 {
+namespace {
+
+class Llama3Family final : public ModelFamily {
+ public:
+  std::string name() const override { return "llama3"; }
+
+  std::vector<std::string> flavors() const override {
+    std::vector<std::string> names;
+    for (const Flavor& f : llama3_flavors()) names.push_back(f.name);
+    return names;
+  }
+
+  ModelSummary summarize(const config::JobConfig& config) const override {
+    const ModelArgs a = model_args_from_config(config);
+    const ParameterCounts counts = count_parameters(a);
+    char text[256];
+    std::snprintf(text, sizeof text,
+                  "llama3 %s, %lld parameters (dim %lld, %lld layers, %lld heads, %lld kv heads, "
+                  "ffn %lld, vocab %lld%s)",
+                  config.model.flavor.c_str(), (long long)counts.total, (long long)a.dim,
+                  (long long)a.n_layers, (long long)a.n_heads, (long long)a.n_kv_heads,
+                  (long long)a.hidden_dim(), (long long)a.vocab_size,
+                  a.weight_tying ? ", output tied to the embedding" : "");
+    ModelSummary summary;
+    summary.description = text;
+    summary.parameters = counts.total;
+    summary.vocab_size = a.vocab_size;
+    summary.flops_per_token = flops_per_token(a, config.training.seq_len);
+    return summary;
+  }
+
+  std::vector<ParameterShape> parameter_shapes(const config::JobConfig& config) const override {
+    return llama3::parameter_shapes(model_args_from_config(config));
+  }
+
+  nn::ParallelPlan parallel_plan(const config::JobConfig& config,
+                                 const nn::ParameterLayout& layout) const override {
+    return llama3::parallel_plan(model_args_from_config(config), layout.tp.size);
+  }
+
+  std::unique_ptr<Model> build(const config::JobConfig& config,
+                               const nn::ParameterLayout& layout) const override {
+    return std::make_unique<Llama3Model>(model_args_from_config(config), layout);
+  }
+
+  const HfStateDictAdapter& hf_adapter() const override { return adapter_; }
+
+ private:
+  HfAdapter adapter_;
+};
+
+}  // namespace
+
+const ModelFamily& family() {
+  static const Llama3Family llama3;
+  return llama3;
+}
+
+}  // namespace titan::models::llama3

@@ -1,0 +1,92 @@
+// The model seam: what the trainer, generation and checkpoints need of a built model,
+// whatever its family (torchtitan's model protocol). A family (models/<family>/) implements
+// Model and ModelFamily (models/family.h); nothing outside models/ names a family.
+//
+//   std::unique_ptr<Model> model = model_family(config.model.name).build(config, layout);
+//   model->initialize(seed);
+//   std::unique_ptr<ActivationRecord> record = model->new_record();
+//   double loss_sum = model->forward(tokens, labels, *record);     // [B, T] each
+//   model->backward(*record, 1.0f / valid_tokens);                 // grads +=
+//
+// Explicit forward and split backward (no autograd): forward fills an activation record the
+// caller owns (one per microbatch in flight); backward_input computes the input gradients
+// of the whole model and leaves in the record what backward_weight needs; backward does both
+// halves unit by unit (least memory) and gives bitwise the same gradients. Around each
+// parameter unit's use the model calls the UnitHooks it was given (FSDP's gathers and
+// reductions, nn/parameter_unit.h).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "titan/core/error.h"
+#include "titan/core/tensor.h"
+#include "titan/nn/parameter_unit.h"
+
+namespace titan::models {
+
+// A parameter's name (torchtitan's fully qualified one) and global shape.
+struct ParameterShape {
+  std::string name;
+  Shape shape;
+  bool operator==(const ParameterShape&) const = default;
+};
+
+// What one microbatch's forward keeps for its backward; each family's record derives from
+// it and knows its bytes.
+struct ActivationRecord {
+  virtual ~ActivationRecord() = default;
+  virtual int64_t bytes() const = 0;
+};
+
+// `record` as the family's own record type (a record of another family is a bug).
+template <class Record>
+Record& record_as(ActivationRecord& record) {
+  auto* own = dynamic_cast<Record*>(&record);
+  TITAN_CHECK(own != nullptr) << "activation record of another model family";
+  return *own;
+}
+template <class Record>
+const Record& record_as(const ActivationRecord& record) {
+  return record_as<Record>(const_cast<ActivationRecord&>(record));
+}
+
+class Model {
+ public:
+  virtual ~Model() = default;
+
+  // Every parameter once, in the family's order of definition (checkpoints, the optimizer).
+  virtual std::vector<nn::Parameter*> parameters() = 0;
+  // The groups FSDP gathers and reduces together, in forward order.
+  virtual std::vector<nn::ParameterUnit> units() = 0;
+  // Called around every unit's use from now on; null for none. Not owned.
+  virtual void set_unit_hooks(nn::UnitHooks* hooks) = 0;
+
+  virtual Device device() const = 0;
+  virtual DType compute_dtype() const = 0;  // of the weights' values and the activations
+  virtual int64_t vocab_size() const = 0;
+
+  virtual std::unique_ptr<ActivationRecord> new_record() const = 0;
+  // Sum over valid tokens (labels != -100) of the token losses; fills the record. Tokens
+  // and labels may be on any device (the data loader's are host tensors).
+  virtual double forward(const Tensor& tokens, const Tensor& labels,
+                         ActivationRecord& record) const = 0;
+  // Logits [B, T, V] of a forward's record, on the model's device (generation, tests).
+  virtual Tensor logits(const ActivationRecord& record) const = 0;
+  // Gradients of grad_scale * loss_sum, added into every parameter's grad(); each releases
+  // the record when it is done with it.
+  virtual void backward(ActivationRecord& record, float grad_scale) = 0;
+  virtual void backward_input(ActivationRecord& record, float grad_scale) = 0;
+  virtual void backward_weight(ActivationRecord& record, float grad_scale) = 0;
+
+  // Over parameters(): each fills its box from Philox under `seed` (the same model on every
+  // mesh); gradients to zero; compute copies refreshed from the master shards (after an
+  // optimizer step or a checkpoint load; nothing to do in f32).
+  void initialize(uint64_t seed);
+  void zero_grads();
+  void update_compute_copies();
+};
+
+}  // namespace titan::models

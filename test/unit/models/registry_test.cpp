@@ -1,0 +1,99 @@
+// The model seam (models/family.h, models/registry.h): model.name finds its family, an
+// unknown name lists the known ones, and a family's description of a model (parameter
+// shapes, summary, plan, HF adapter) is what it builds.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "titan/models/llama3/args.h"
+#include "titan/models/registry.h"
+
+namespace titan::models {
+namespace {
+
+config::JobConfig job(const std::string& flavor, bool tied = false) {
+  config::JobConfig c;
+  c.model.flavor = flavor;
+  c.model.enable_weight_tying = tied;
+  c.training.seq_len = 64;
+  return c;
+}
+
+TEST(ModelRegistry, ModelNameFindsItsFamilyAndUnknownNamesListTheKnown) {
+  EXPECT_EQ(model_family("llama3").name(), "llama3");
+  ASSERT_FALSE(model_families().empty());
+  for (const ModelFamily* family : model_families()) {
+    EXPECT_EQ(&model_family(family->name()), family);
+  }
+  try {
+    model_family("gpt2");
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_EQ(std::string(e.what()), "model.name: 'gpt2' is not a known model; known: llama3");
+  }
+}
+
+TEST(ModelRegistry, HfModelTypeFindsTheFamilyThatReadsIt) {
+  EXPECT_EQ(model_family_for_hf({{"model_type", "llama"}}, "config.json").name(), "llama3");
+  EXPECT_EQ(model_family_for_hf(nlohmann::json::object(), "config.json").name(), "llama3");
+  try {
+    model_family_for_hf({{"model_type", "mistral"}}, "dir/config.json");
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("dir/config.json: model_type \"mistral\""), std::string::npos)
+        << message;
+    EXPECT_NE(message.find("\"llama\""), std::string::npos) << message;
+  }
+}
+
+// What a family says of a model before building it is what it builds: the parameters'
+// names and shapes in order, their count, and the vocabulary.
+TEST(ModelFamily, DescribesTheModelItBuilds) {
+  for (const ModelFamily* family : model_families()) {
+    for (bool tied : {false, true}) {
+      const config::JobConfig config = job("tiny", tied);
+      const std::vector<ParameterShape> shapes = family->parameter_shapes(config);
+      const ModelSummary summary = family->summarize(config);
+      std::unique_ptr<Model> model = family->build(config, nn::ParameterLayout{});
+      const std::vector<nn::Parameter*> parameters = model->parameters();
+      ASSERT_EQ(shapes.size(), parameters.size());
+      int64_t count = 0;
+      for (size_t i = 0; i < shapes.size(); ++i) {
+        EXPECT_EQ(shapes[i].name, parameters[i]->name());
+        EXPECT_EQ(shapes[i].shape, parameters[i]->global_shape()) << shapes[i].name;
+        count += shape_numel(shapes[i].shape);
+      }
+      EXPECT_EQ(summary.parameters, count) << family->name() << (tied ? " tied" : "");
+      EXPECT_EQ(summary.vocab_size, model->vocab_size());
+      EXPECT_GT(summary.flops_per_token, 6.0 * double(count - summary.vocab_size * 64));
+      EXPECT_NE(summary.description.find(family->name() + " tiny"), std::string::npos);
+      // Every parameter has a rule in the plan, and an HF name that maps back.
+      const nn::ParallelPlan plan = family->parallel_plan(config, nn::ParameterLayout{});
+      const HfStateDictAdapter& hf = family->hf_adapter();
+      for (const ParameterShape& p : shapes) {
+        EXPECT_NO_THROW(plan(p.name)) << p.name;
+        const std::optional<std::string> hf_name = hf.to_hf_name(p.name);
+        ASSERT_TRUE(hf_name.has_value()) << p.name;
+        EXPECT_EQ(hf.from_hf_name(*hf_name), p.name);
+      }
+    }
+  }
+}
+
+TEST(ModelFamily, BadModelKeysAreInputErrorsNamingTheKey) {
+  config::JobConfig config = job("tiny");
+  config.model.flavor = "huge";
+  EXPECT_THROW(model_family("llama3").summarize(config), InputError);
+  config = job("tiny");
+  config.model.n_kv_heads = 3;
+  try {
+    model_family("llama3").summarize(config);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("model.n_kv_heads"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace titan::models
