@@ -23,7 +23,7 @@ fi
 if [ "$(id -u)" = 0 ]; then
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
-# Debian 12's OpenBLAS runs generic kernels on AVX-512 CPUs it does not know (DESIGN.md,
+# Debian 12's OpenBLAS runs generic kernels on AVX-512 CPUs it does not know (docs/design.md,
 # "Threads and BLAS"); same results, several times faster.
 if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -qw avx512f /proc/cpuinfo 2>/dev/null; then
   export OPENBLAS_CORETYPE=SKYLAKEX

@@ -40,7 +40,7 @@ if [ "$steps" -le "$warmup" ]; then
   exit 2
 fi
 
-# Debian 12's OpenBLAS runs generic kernels on AVX-512 CPUs it does not know (DESIGN.md,
+# Debian 12's OpenBLAS runs generic kernels on AVX-512 CPUs it does not know (docs/design.md,
 # "Threads and BLAS"). OpenBLAS reads this when it loads, so it is set here, for both sides.
 coretype_note="unset"
 if [ -n "${OPENBLAS_CORETYPE:-}" ]; then

@@ -33,7 +33,7 @@ if [ $((batch % np)) -ne 0 ] || [ "$steps" -le "$warmup" ]; then
   echo "fsdp_step: BATCH ($batch) must divide by NP ($np) and STEPS ($steps) exceed WARMUP ($warmup)" >&2
   exit 2
 fi
-# OpenBLAS reads its core type when it loads (DESIGN.md, "Threads and BLAS").
+# OpenBLAS reads its core type when it loads (docs/design.md, "Threads and BLAS").
 if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -qw avx512f /proc/cpuinfo 2>/dev/null; then
   export OPENBLAS_CORETYPE=SKYLAKEX
 fi

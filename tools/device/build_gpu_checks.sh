@@ -16,8 +16,7 @@ build_dir=${TITAN_GPU_BUILD_DIR:-build-gpu}
 [[ $build_dir = /* ]] || build_dir=$root/$build_dir
 read -r -a targets <<<"${TITAN_GPU_TARGETS:-cuda_tests titan-train}"
 read -r -a extra <<<"${TITAN_CMAKE_ARGS:-}"
-bundler=$root/../shared/tools/bundle-binaries.sh
-[ -f "$bundler" ] || { echo "build_gpu_checks: $bundler not found (../shared beside the repository)" >&2; exit 1; }
+bundler=$root/tools/device/bundle_binaries.sh
 [ -x /usr/local/cuda/bin/nvcc ] || { echo "build_gpu_checks: needs /usr/local/cuda/bin/nvcc" >&2; exit 1; }
 
 started=$SECONDS

@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """Independent PyTorch reference of torchtitan's Llama 3 training step (golden data).
 
-Written from notes/torchtitan-config.md §4 and §6, not from the C++ code, and run with
+Written from torchtitan's description of the model (models/llama3: args, model, RoPE with
+Llama 3.1 scaling, init) and of the step (loss, LR schedule, AdamW, clipping), not from the
+C++ code, and run with
 Debian's python3-torch (1.13, CPU, float32) as /usr/bin/python3. No safetensors package is
 needed: the format is read and written here by hand. The folder contract is in README.md.
 
