@@ -26,7 +26,8 @@ ranks=${NPROC:-${NGPU:-2}}
 exe=$build_dir/apps/titan-train
 
 # Debian 12's OpenBLAS runs generic kernels on AVX-512 CPUs it does not know; OpenBLAS
-# reads this when it loads, so it is set here, never by the program (docs/design.md, "Threads and BLAS").
+# reads this when it loads, so it is set here, never by the program (docs/design.md,
+# "Threads and BLAS").
 if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -qw avx512f /proc/cpuinfo 2>/dev/null; then
   export OPENBLAS_CORETYPE=SKYLAKEX
   echo "run_train: OPENBLAS_CORETYPE=SKYLAKEX (AVX-512 CPU; set OPENBLAS_CORETYPE to override)"

@@ -1,6 +1,6 @@
 // titan-train: parse the command line and the config, then train, on one rank or on every
-// rank mpirun/srun started. Only parsing and calls live here (docs/architecture.md); every behaviour,
-// exit codes included (distributed/job.h), is in libtitan where tests reach it.
+// rank mpirun/srun started. Only parsing and calls live here (docs/architecture.md); every
+// behaviour, exit codes included (distributed/job.h), is in libtitan where tests reach it.
 #include <cstdio>
 #include <memory>
 

@@ -25,7 +25,9 @@ Tensor numbered_box(const Shape& global, const nn::Box& box) {
   const int64_t row_numel = box.extent.size() == 2 ? box.extent[1] : 1;
   float* p = t.mutable_data<float>();
   for (int64_t r = 0; r < box.extent[0]; ++r) {
-    for (int64_t c = 0; c < row_numel; ++c) p[r * row_numel + c] = float((box.offset[0] + r) * cols + c);
+    for (int64_t c = 0; c < row_numel; ++c) {
+      p[r * row_numel + c] = float((box.offset[0] + r) * cols + c);
+    }
   }
   return t;
 }

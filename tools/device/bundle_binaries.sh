@@ -17,7 +17,8 @@ shift
 mkdir -p "$out/bin" "$out/lib"
 
 # Present on the GPU machine, or part of the C/C++ runtime: never carried.
-provided='^(linux-vdso|ld-linux|libc\.|libm\.|libdl\.|libpthread\.|librt\.|libgcc_s|libstdc\+\+|libcuda\.|libnvidia|libcudart|libcublas|libnccl|libnvrtc|libnvJitLink)'
+provided='^(linux-vdso|ld-linux|libc\.|libm\.|libdl\.|libpthread\.|librt\.|libgcc_s|libstdc\+\+'
+provided+='|libcuda\.|libnvidia|libcudart|libcublas|libnccl|libnvrtc|libnvJitLink)'
 
 for exe in "$@"; do
   [ -x "$exe" ] || { echo "bundle_binaries: $exe is not an executable" >&2; exit 1; }
@@ -27,7 +28,8 @@ for exe in "$@"; do
     [[ $name =~ $provided ]] && continue
     case $name in
       libmpi* | libopen-* | libhdf5*)
-        echo "bundle_binaries: warning: $(basename "$exe") links $name, whose plug-ins do not travel" >&2 ;;
+        echo "bundle_binaries: warning: $(basename "$exe") links $name," \
+             "whose plug-ins do not travel" >&2 ;;
     esac
     [ -e "$out/lib/$name" ] || cp -L "$path" "$out/lib/$name"
   done < <(ldd "$exe" | awk '$2 == "=>" && $3 ~ /^\// { print $1, $3 }')

@@ -33,10 +33,11 @@
 // Each document is written as BOS doc EOS; documents run on across shard boundaries (the
 // loader sees one token stream per split).
 //
-// Failure classes (docs/design.md, "Errors, exit codes, logs"): a missing, truncated or foreign file, an unknown version
-// or a header whose largest id is ≥ the model's vocab is the same on every rank:
-// InputError (exit 2) naming the file and the fix. A token ≥ the vocab found while reading
-// (a header that lies) is titan::Error (exit 1) naming the file and the token position.
+// Failure classes (docs/design.md, "Errors, exit codes, logs"): a missing, truncated or
+// foreign file, an unknown version or a header whose largest id is ≥ the model's vocab is
+// the same on every rank: InputError (exit 2) naming the file and the fix. A token ≥ the
+// vocab found while reading (a header that lies) is titan::Error (exit 1) naming the file
+// and the token position.
 #pragma once
 
 #include <array>

@@ -1,8 +1,9 @@
 // Text generation from a checkpoint (titan-generate): the model is rebuilt from the
-// checkpoint's own config (its family, by model.name), sharded over the ranks it runs on (FSDP, as in training, so a
-// model too large for one rank still samples), loaded box by box, and run one token at a
-// time: each step a full forward over the sequence so far (no KV cache: simple, and cheap
-// at the lengths this is for), then the next token from the last position's logits.
+// checkpoint's own config (its family, by model.name), sharded over the ranks it runs on
+// (FSDP, as in training, so a model too large for one rank still samples), loaded box by
+// box, and run one token at a time: each step a full forward over the sequence so far (no
+// KV cache: simple, and cheap at the lengths this is for), then the next token from the
+// last position's logits.
 //
 //   GenerationModel model = load_generation_model("out/checkpoint/step-100.h5", world);
 //   std::vector<int64_t> prompt = model.encode_prompt("Four score");   // BOS first

@@ -45,7 +45,10 @@ std::filesystem::path rank_file(const config::JobConfig& config, const std::stri
 
 MetricsProcessor::MetricsProcessor(const config::JobConfig& config, const RunInfo& run,
                                    Allocator& allocator, MaxOverRanks max_over_ranks)
-    : config_(config), run_(run), allocator_(allocator), max_over_ranks_(std::move(max_over_ranks)) {
+    : config_(config),
+      run_(run),
+      allocator_(allocator),
+      max_over_ranks_(std::move(max_over_ranks)) {
   if (run.rank == 0) logger_ = std::make_unique<StepLogger>(config.job.dump_folder);
   if (config.metrics.enable_tensorboard && (run.rank == 0 || config.metrics.save_for_all_ranks)) {
     // torchtitan's layout, less its per-launch date folder: a resumed run's new file
@@ -119,7 +122,9 @@ void MetricsProcessor::write_memory_snapshot(int64_t step, const std::string& it
       rank_file(config_, config_.profiling.save_memory_snapshot_folder, iteration, run_.rank,
                 "_memory_snapshot.json");
   metrics::write_memory_snapshot(file.string(), allocator_, info);
-  if (info.rank == 0) log::info("memory snapshot of step %lld in %s", (long long)step, file.c_str());
+  if (info.rank == 0) {
+    log::info("memory snapshot of step %lld in %s", (long long)step, file.c_str());
+  }
 }
 
 void MetricsProcessor::log_step(const StepValues& v) {
@@ -132,7 +137,8 @@ void MetricsProcessor::log_step(const StepValues& v) {
   m.val_loss = v.val_loss;
   m.val_perplexity = v.val_perplexity;
   const double interval = std::max(now - last_log_s_, 1e-9);
-  m.tokens_per_second = double(v.tokens_seen - last_log_tokens_) / double(run_.world_size) / interval;
+  m.tokens_per_second =
+      double(v.tokens_seen - last_log_tokens_) / double(run_.world_size) / interval;
   m.tflops = achieved_tflops(run_.flops_per_token, m.tokens_per_second);
   m.mfu_percent = mfu_percent(m.tflops, run_.peak_tflops);
   // Every rank takes part: the line shows the largest memory and communication share.

@@ -10,9 +10,10 @@
 //   Replicate   every rank of the dim holds the piece so far whole
 // Tensor parallelism splits first, then FSDP's Shard(0) splits the tensor-parallel piece
 // (torchtitan's strided order). Examples, [rows, cols] offsets on a dp_shard 2 x tp 2 mesh:
-//   wq [8, 4]    tp Shard(0), dp_shard_cp Shard(0)  tp rank 1, fsdp rank 0: rows [4, 6)
-//   wo [4, 8]    tp Shard(1), dp_shard_cp Shard(0)  tp rank 1, fsdp rank 0: rows [0, 2), cols [4, 8)
-//   norm [4]     dp_shard_cp Shard(0)               (Replicate on tp: no tp entry needed)
+//   wq [8, 4]  tp Shard(0), dp_shard_cp Shard(0)  tp rank 1, fsdp rank 0: rows [4, 6)
+//   wo [4, 8]  tp Shard(1), dp_shard_cp Shard(0)  tp rank 1, fsdp rank 0: rows [0, 2),
+//                                                 cols [4, 8)
+//   norm [4]   tp Replicate, dp_shard_cp Shard(0) tp rank 1, fsdp rank 0: [0, 2)
 //   wk [2 hd, D] with 2 kv heads on tp 4: tp Shard(0) with 2 replicas: tp ranks 0, 1 hold
 //                head 0, ranks 2, 3 head 1 (Megatron's GQA rule when tp exceeds the kv heads)
 //   experts [E, F, D] on ep 4 x efsdp 2: ep Shard(0) gives E/4 experts, efsdp Shard(0)

@@ -15,7 +15,8 @@ ModelArgs flavor(const std::string& name) {
   return {};
 }
 
-// Counts computed by hand from torchtitan's shapes (models/llama3/model/args.py's get_nparams_and_flops).
+// Counts computed by hand from torchtitan's shapes (its models/llama3 args,
+// get_nparams_and_flops).
 TEST(Llama3Args, ParameterCountsMatchTorchtitan) {
   EXPECT_EQ(count_parameters(flavor("debugmodel")).total, 6'163'712);
   EXPECT_EQ(count_parameters(flavor("8B")).total, 8'030'261'248);

@@ -1,6 +1,7 @@
-// HF Llama mapping (models/llama3/hf_adapter.h): names both ways for every parameter of the model, the
-// parameter table against Llama3Model itself, the RoPE row order (by hand, round trip, and
-// as the rotation it stands for), config.json both ways, and the flavor an import records.
+// HF Llama mapping (models/llama3/hf_adapter.h): names both ways for every parameter of the
+// model, the parameter table against Llama3Model itself, the RoPE row order (by hand, round
+// trip, and as the rotation it stands for), config.json both ways, and the flavor an import
+// records.
 #include <gtest/gtest.h>
 
 #include <random>

@@ -66,7 +66,8 @@ TEST_P(ShardedInit, ShardsPutTogetherAreTheOneRankModel) {
       for (int64_t r = 0; r < n; ++r) {
         const nn::Parameter& p = *shards[size_t(r)]->parameters()[k];
         EXPECT_EQ(p.local_box().extent, p.shard().shape());
-        EXPECT_FALSE(p.has_value()) << p.name() << ": a sharded parameter is not whole until gathered";
+        EXPECT_FALSE(p.has_value())
+            << p.name() << ": a sharded parameter is not whole until gathered";
         const testing::Values part = testing::to_values(p.shard());
         joined.insert(joined.end(), part.begin(), part.end());
       }

@@ -1,6 +1,6 @@
 // The learning-rate schedule against torchtitan's worked examples (its
-// components/lr_scheduler.py) and each branch: warmup, stable, linear / sqrt / cosine decay, the floor, WSD, and
-// the edge cases lr_schedule.h decides.
+// components/lr_scheduler.py) and each branch: warmup, stable, linear / sqrt / cosine
+// decay, the floor, WSD, and the edge cases lr_schedule.h decides.
 #include <gtest/gtest.h>
 
 #include <cmath>
