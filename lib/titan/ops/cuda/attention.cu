@@ -30,19 +30,13 @@
 #include <initializer_list>
 #include <limits>
 #include <type_traits>
-#include <utility>
 
-#include "titan/core/cuda/launch.h"
 #include "titan/ops/attention.h"
+#include "titan/ops/cuda/common.cuh"
 
 namespace titan::ops::cuda {
 namespace {
 
-using titan::cuda::DeviceGuard;
-
-using titan::cuda::check_launch;
-using titan::cuda::compute_stream;
-using titan::cuda::grid_for;
 namespace wmma = nvcuda::wmma;
 using bf16 = __nv_bfloat16;
 
@@ -147,15 +141,6 @@ struct Dims {
   bool causal;
   float scale;
 };
-
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(bf16 x) { return __bfloat162float(x); }
-template <class T>
-__device__ __forceinline__ T from_float(float x);
-template <>
-__device__ __forceinline__ float from_float<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ bf16 from_float<bf16>(float x) { return __float2bfloat16(x); }
 
 // Butterfly reductions: at every step lanes a and a^o add the same two values, so every
 // lane ends with the same bits, in an order fixed by the code.
@@ -770,18 +755,13 @@ __global__ void merge_kernel(T* __restrict__ out, float* __restrict__ lse,
 }
 
 // ---------------------------------------------------------------------------------------
-// Host side: checks (all before any device work), then launches
+// Host side: the GPU's own checks (after the shared ones of ops/attention.cpp), then
+// launches
 // ---------------------------------------------------------------------------------------
-
-using Named = std::pair<const Tensor*, const char*>;
-
-void check_defined(std::initializer_list<Named> tensors, const char* op) {
-  for (auto [t, name] : tensors) TITAN_CHECK(t->defined()) << op << ": " << name << " is undefined";
-}
 
 // Every tensor on q's device, which must be a CUDA device. Checked after shapes and
 // dtypes, so that those errors read the same with tensors on any device.
-void check_devices(std::initializer_list<Named> tensors, const Tensor& q, const char* op) {
+void check_devices(std::initializer_list<NamedTensor> tensors, const Tensor& q, const char* op) {
   TITAN_CHECK(q.device().is_cuda()) << op << " (cuda): tensors must be on a CUDA device, got "
                                     << q.device();
   for (auto [t, name] : tensors) {
@@ -790,31 +770,17 @@ void check_devices(std::initializer_list<Named> tensors, const Tensor& q, const 
   }
 }
 
-Dims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
-                  AttentionMask mask, const char* op) {
-  check_defined({{&q, "q"}, {&k, "k"}, {&v, "v"}}, op);
-  TITAN_CHECK(q.dim() == 4) << op << ": q must be [B, T, Hq, hd], got " << shape_string(q.shape());
-  TITAN_CHECK(k.dim() == 4) << op << ": k must be [B, Tk, Hkv, hd], got "
-                            << shape_string(k.shape());
-  Dims d{q.size(0), q.size(1), k.size(1), q.size(2), k.size(2), q.size(3), 1,
-         mask == AttentionMask::Causal, scale};
-  TITAN_CHECK(k.size(0) == d.B && k.size(3) == d.hd)
-      << op << ": k " << shape_string(k.shape()) << " does not fit q " << shape_string(q.shape());
-  TITAN_CHECK(d.Hkv >= 1 && d.Hq >= 1 && d.Hq % d.Hkv == 0)
-      << op << ": query heads (" << d.Hq << ") must be a multiple of kv heads (" << d.Hkv << ")";
-  d.group = d.Hq / d.Hkv;
-  TITAN_CHECK(d.Tk >= 1 || d.T == 0) << op << ": queries with no keys";
-  TITAN_CHECK(mask == AttentionMask::None || d.Tk == d.T)
-      << op << ": causal attention needs as many keys as queries, got T " << d.T << ", Tk " << d.Tk;
-  check_shape(v, k.shape(), op, "v");
-  attention_plan(q.dtype(), d.hd);  // throws for an unsupported dtype or head dim
-  check_dtype(k, q.dtype(), op, "k");
-  check_dtype(v, q.dtype(), op, "v");
+// What the kernels take, once the GPU has kernels for the dtype and head dim and the grid
+// holds the blocks.
+Dims kernel_dims(const AttentionDims& s, DType dtype, float scale, AttentionMask mask,
+                 const char* op) {
+  attention_plan(dtype, s.hd);  // throws for an unsupported dtype or head dim
   // One block per (b, head, 16-row block) at most: the grid's x dimension must hold them.
-  const int64_t blocks = d.B * std::max(d.Hq, d.Hkv) *
-                         ((std::max(d.T, d.Tk) + kSimtBackwardBlock - 1) / kSimtBackwardBlock);
+  const int64_t blocks =
+      s.B * std::max(s.Hq, s.Hkv) * ceil_div(std::max(s.T, s.Tk), kSimtBackwardBlock);
   TITAN_CHECK(blocks < (int64_t(1) << 31)) << op << " (cuda): " << blocks << " blocks is too many";
-  return d;
+  return Dims{s.B, s.T, s.Tk, s.Hq, s.Hkv, s.hd, s.Hq / s.Hkv, mask == AttentionMask::Causal,
+              scale};
 }
 
 // The f32 workspace, when the op needs one.
@@ -839,8 +805,6 @@ void allow_shared_bytes(Kernel kernel, int64_t bytes) {
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
 }
 
-int64_t blocks_of(int64_t rows, int64_t block) { return (rows + block - 1) / block; }
-
 template <class T>
 void forward_launch(const Dims& d, const AttentionPlan& plan, const Tensor& q, const Tensor& k,
                     const Tensor& v, Tensor& out, Tensor& lse) {
@@ -849,7 +813,7 @@ void forward_launch(const Dims& d, const AttentionPlan& plan, const Tensor& q, c
   const T* vp = static_cast<const T*>(v.raw_data());
   T* op = static_cast<T*>(out.raw_mutable_data());
   float* lp = lse.mutable_data<float>();
-  const unsigned blocks = unsigned(d.B * d.Hq * blocks_of(d.T, plan.block_q));
+  const unsigned blocks = unsigned(d.B * d.Hq * ceil_div(d.T, plan.block_q));
   const size_t shared = size_t(plan.forward_shared_bytes);
   if constexpr (std::is_same_v<T, bf16>) {
     if (plan.path == AttentionPath::TensorCore) {
@@ -884,8 +848,8 @@ void backward_launch(const Dims& d, const AttentionPlan& plan, const Tensor& dou
 
   const bool tc = plan.path == AttentionPath::TensorCore;
   const int64_t kv_block = tc ? kTcBlock : kSimtBackwardBlock;
-  const unsigned kv_blocks = unsigned(d.B * d.Hkv * blocks_of(d.Tk, kv_block));
-  const unsigned q_blocks = unsigned(d.B * d.Hq * blocks_of(d.T, kv_block));
+  const unsigned kv_blocks = unsigned(d.B * d.Hkv * ceil_div(d.Tk, kv_block));
+  const unsigned q_blocks = unsigned(d.B * d.Hq * ceil_div(d.T, kv_block));
   const size_t dkdv_shared = size_t(plan.backward_dkdv_shared_bytes);
   const size_t dq_shared = size_t(plan.backward_dq_shared_bytes);
   if constexpr (std::is_same_v<T, bf16>) {
@@ -916,12 +880,8 @@ void backward_launch(const Dims& d, const AttentionPlan& plan, const Tensor& dou
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
                        AttentionMask mask, Tensor& out, Tensor& lse, Tensor& workspace) {
   const char* op = "attention_forward";
-  const Dims d = check_inputs(q, k, v, scale, mask, op);
-  check_defined({{&out, "out"}, {&lse, "lse"}}, op);
-  check_dtype(out, q.dtype(), op, "out");
-  check_shape(out, q.shape(), op, "out");
-  check_dtype(lse, DType::F32, op, "lse");
-  check_shape(lse, {d.B, d.Hq, d.T}, op, "lse");
+  const Dims d = kernel_dims(check_attention_forward(q, k, v, mask, out, lse, kFloatDTypes),
+                             q.dtype(), scale, mask, op);
   check_devices({{&k, "k"}, {&v, "v"}, {&out, "out"}, {&lse, "lse"}}, q, op);
   workspace_floats(workspace, attention_forward_workspace_bytes(d.B, d.T, d.Hq, d.Hkv, d.hd), q,
                    op);
@@ -941,20 +901,9 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
                         Tensor& dq, Tensor& dk, Tensor& dv, Accumulate accumulate,
                         Tensor& workspace) {
   const char* op = "attention_backward";
-  const Dims d = check_inputs(q, k, v, scale, mask, op);
-  check_defined({{&dout, "dout"}, {&out, "out"}, {&lse, "lse"}, {&dq, "dq"}, {&dk, "dk"},
-                 {&dv, "dv"}},
-                op);
-  for (auto [t, name] : {Named{&dout, "dout"}, {&out, "out"}, {&dq, "dq"}}) {
-    check_dtype(*t, q.dtype(), op, name);
-    check_shape(*t, q.shape(), op, name);
-  }
-  for (auto [t, name] : {Named{&dk, "dk"}, {&dv, "dv"}}) {
-    check_dtype(*t, q.dtype(), op, name);
-    check_shape(*t, k.shape(), op, name);
-  }
-  check_dtype(lse, DType::F32, op, "lse");
-  check_shape(lse, {d.B, d.Hq, d.T}, op, "lse");
+  const Dims d = kernel_dims(
+      check_attention_backward(dout, q, k, v, out, lse, mask, dq, dk, dv, kFloatDTypes),
+      q.dtype(), scale, mask, op);
   check_devices({{&dout, "dout"}, {&k, "k"}, {&v, "v"}, {&out, "out"}, {&lse, "lse"},
                  {&dq, "dq"}, {&dk, "dk"}, {&dv, "dv"}},
                 q, op);
@@ -983,19 +932,8 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
 
 void attention_merge(Tensor& out, Tensor& lse, const Tensor& out_part, const Tensor& lse_part) {
   const char* op = "attention_merge";
-  check_defined({{&out, "out"}, {&lse, "lse"}, {&out_part, "out_part"}, {&lse_part, "lse_part"}},
-                op);
-  TITAN_CHECK(out.dtype() == DType::F32 || out.dtype() == DType::BF16)
-      << op << " (cuda): takes f32 or bf16 outputs, got " << dtype_name(out.dtype());
-  TITAN_CHECK(out.dim() == 4) << op << ": out must be [B, T, Hq, hd], got "
-                              << shape_string(out.shape());
+  check_attention_merge(out, lse, out_part, lse_part, kFloatDTypes);
   const int64_t B = out.size(0), T = out.size(1), Hq = out.size(2), hd = out.size(3);
-  check_dtype(out_part, out.dtype(), op, "out_part");
-  check_shape(out_part, out.shape(), op, "out_part");
-  for (auto [t, name] : {Named{&lse, "lse"}, {&lse_part, "lse_part"}}) {
-    check_dtype(*t, DType::F32, op, name);
-    check_shape(*t, {B, Hq, T}, op, name);
-  }
   check_devices({{&lse, "lse"}, {&out_part, "out_part"}, {&lse_part, "lse_part"}}, out, op);
   const int64_t rows = B * T * Hq;
   if (rows == 0) return;
