@@ -50,7 +50,7 @@
 // each result element is computed by one thread in one fixed order, so results are
 // bitwise identical for any thread count and schedule.
 //
-// The GPU flash kernels (ops/cuda/attention.cu). bf16 with hd a multiple of 16 up to 128
+// The GPU flash kernels (ops/cuda/attention*.cu). bf16 with hd a multiple of 16 up to 128
 // (Llama's 64 and 128) runs on the tensor cores: 64 x 64 tiles, four warps of 16 rows,
 // every product (Q K^T, P V; in the backward dO V^T, dS K, P^T dO, dS^T Q) a WMMA bf16
 // 16x16x16 with f32 accumulators, P and dS rounded to bf16 for their products, the online
