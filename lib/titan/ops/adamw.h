@@ -80,6 +80,15 @@ inline AdamWScalars adamw_scalars(const AdamWOptions& options, int64_t step) {
 // Most tensors one CUDA launch of adamw_step_multi_tensor takes (kernel arguments: 4 KiB).
 inline constexpr int kAdamWTensorsPerLaunch = 48;
 
+// The checks both backends make first (ops/adamw.cpp): step >= 1, the lists of one length,
+// and every param, grad, exp_avg, exp_avg_sq f32 and of its param's shape.
+void check_adamw_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
+                      const Tensor& exp_avg_sq, int64_t step);
+void check_adamw_step_multi_tensor(const std::vector<Tensor>& params,
+                                   const std::vector<Tensor>& grads,
+                                   const std::vector<Tensor>& exp_avgs,
+                                   const std::vector<Tensor>& exp_avg_sqs, int64_t step);
+
 namespace cpu {
 void adamw_step(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq,
                 const AdamWOptions& options, int64_t step);

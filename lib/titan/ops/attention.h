@@ -50,7 +50,7 @@
 // each result element is computed by one thread in one fixed order, so results are
 // bitwise identical for any thread count and schedule.
 //
-// The GPU flash kernels (ops/cuda/attention.cu). bf16 with hd a multiple of 16 up to 128
+// The GPU flash kernels (ops/cuda/attention*.cu). bf16 with hd a multiple of 16 up to 128
 // (Llama's 64 and 128) runs on the tensor cores: 64 x 64 tiles, four warps of 16 rows,
 // every product (Q K^T, P V; in the backward dO V^T, dS K, P^T dO, dS^T Q) a WMMA bf16
 // 16x16x16 with f32 accumulators, P and dS rounded to bf16 for their products, the online
@@ -62,11 +62,31 @@
 // element is summed by one thread in a fixed order, so GPU results are bitwise repeatable.
 #pragma once
 
+#include "titan/ops/checks.h"
 #include "titan/ops/dispatch.h"
 
 namespace titan::ops {
 
 enum class AttentionMask { Causal, None };
+
+// The dims of a call, as the checks read them from q and k.
+struct AttentionDims {
+  int64_t B, T, Tk, Hq, Hkv, hd;
+};
+
+// The checks both backends make first (ops/attention.cpp), given the backend's float
+// dtypes: the shapes above; q of one of them, and k, v, out, dout, dq, dk, dv of q's dtype
+// (merge: out of one of them, out_part of out's); lse and lse_part f32. Head dims and
+// devices are each backend's to check.
+AttentionDims check_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
+                                      AttentionMask mask, const Tensor& out, const Tensor& lse,
+                                      FloatDTypes accepted);
+AttentionDims check_attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
+                                       const Tensor& v, const Tensor& out, const Tensor& lse,
+                                       AttentionMask mask, const Tensor& dq, const Tensor& dk,
+                                       const Tensor& dv, FloatDTypes accepted);
+void check_attention_merge(const Tensor& out, const Tensor& lse, const Tensor& out_part,
+                           const Tensor& lse_part, FloatDTypes accepted);
 
 namespace cpu {
 int64_t attention_forward_workspace_bytes(int64_t B, int64_t T, int64_t Hq, int64_t Hkv,

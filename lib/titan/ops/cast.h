@@ -16,6 +16,11 @@
 #include "titan/ops/dispatch.h"
 
 namespace titan::ops {
+
+// The checks both backends make first (ops/cast.cpp): src and dst defined, of one shape, on
+// one device, both of float dtypes.
+void check_cast(const Tensor& src, const Tensor& dst);
+
 namespace cpu {
 void cast(const Tensor& src, Tensor& dst);
 }  // namespace cpu

@@ -44,6 +44,7 @@
 
 #include <algorithm>
 
+#include "titan/ops/checks.h"
 #include "titan/ops/dispatch.h"
 
 namespace titan::ops {
@@ -72,6 +73,26 @@ inline int64_t cross_entropy_workspace_bytes(int64_t tokens, int64_t vocab,
 // Labels that are not kIgnoreIndex; torchtitan sums this over the batch mesh to make
 // grad_scale. Reads host labels (the data loader's), so it has no device variants.
 int64_t cross_entropy_valid_tokens(const Tensor& labels);
+
+// The checks both backends make first (ops/cross_entropy.cpp), given the backend's float
+// dtypes: the shapes above; h and weight both of one accepted dtype, logits and dlogits
+// each of one; labels i32 or i64; loss_sum, lse and the workspace f32; dh and dweight f32,
+// or bf16 for bf16 inputs. The backward checks name `op`, and skip a null dh or dweight.
+void check_cross_entropy_forward(const Tensor& h, const Tensor& weight, const Tensor& labels,
+                                 const Tensor& loss_sum, const Tensor& lse,
+                                 const Tensor& workspace, FloatDTypes accepted);
+void check_cross_entropy_backward(const Tensor& h, const Tensor& weight, const Tensor& labels,
+                                  const Tensor& lse, const Tensor* dh, const Tensor* dweight,
+                                  const Tensor& workspace, FloatDTypes accepted, const char* op);
+void check_cross_entropy_logits_forward(const Tensor& logits, const Tensor& labels,
+                                        const Tensor& loss_sum, const Tensor& lse,
+                                        FloatDTypes accepted);
+void check_cross_entropy_logits_backward(const Tensor& logits, const Tensor& labels,
+                                         const Tensor& lse, const Tensor& dlogits,
+                                         FloatDTypes accepted);
+// Each label is a vocabulary index or kIgnoreIndex (an id outside the vocabulary would read
+// past a logits row). Each backend reads its labels and checks every one with this.
+void check_cross_entropy_label(int64_t label, int64_t token, int64_t vocab, const char* op);
 
 namespace cpu {
 void cross_entropy_forward(const Tensor& h, const Tensor& weight, const Tensor& labels,

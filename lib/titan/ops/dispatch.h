@@ -12,6 +12,11 @@
 //
 // An op without a kernel for a device fails with a message naming both.
 //
+// What does not depend on the device lives once, in ops/<op>.cpp: the argument checks,
+// which both backends call before any work (given their float dtypes, ops/checks.h), so
+// that a bad call fails with the same message on every device, and any thin wrapper that
+// is the same on every device (linear, clip_grads_with_norm, rope_table).
+//
 // Each dispatch is also a trace span named after the op (`matmul`, `rmsnorm_forward`, ...)
 // when profiling.* records the step (core/trace.h; a flag test otherwise). A CUDA op's
 // span covers its launch, not its run on the device: the GPU's own timeline is the

@@ -16,9 +16,18 @@
 // operands on one device. On f32 operands it gives the CPU's bits.
 #pragma once
 
+#include "titan/ops/checks.h"
 #include "titan/ops/dispatch.h"
 
 namespace titan::ops {
+
+// The checks both backends make first (ops/elementwise.cpp), given the backend's float
+// dtypes: the output y of one of them; each input of one of them, on y's device, with as
+// many elements as y (shapes may differ: a flat view of a 2-D gradient is fine).
+void check_elementwise_output(const Tensor& y, FloatDTypes accepted, const char* op);
+void check_elementwise_input(const Tensor& x, const Tensor& y, FloatDTypes accepted,
+                             const char* op, const char* arg);
+
 namespace cpu {
 void fill(Tensor& y, float value);
 void scale(Tensor& y, float factor);

@@ -12,9 +12,19 @@
 // row is summed by one thread block, token by token in order, as the CPU sums it.
 #pragma once
 
+#include "titan/ops/checks.h"
 #include "titan/ops/dispatch.h"
 
 namespace titan::ops {
+
+// The checks both backends make first (ops/embedding.cpp): ids [N] i32 or i64, the table
+// and the gradients in the backend's float dtypes, out of the table's dtype, shapes as
+// above. The ids' values are each backend's: the CPU rejects one out of range.
+void check_embedding_forward(const Tensor& ids, const Tensor& table, const Tensor& out,
+                             FloatDTypes accepted);
+void check_embedding_backward_weight(const Tensor& ids, const Tensor& dout,
+                                     const Tensor& dtable, FloatDTypes accepted);
+
 namespace cpu {
 void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out);
 void embedding_backward_weight(const Tensor& ids, const Tensor& dout, Tensor& dtable);

@@ -41,6 +41,9 @@ namespace titan::ops {
 // torch's clip_grads_with_norm_ adds this to the norm so a zero norm divides safely.
 inline constexpr double kGradClipEpsilon = 1e-6;
 
+// The check both backends make on each tensor first (ops/grad_norm.cpp): f32 gradients.
+void check_sum_of_squares(const Tensor& x);
+
 namespace cpu {
 double sum_of_squares(const Tensor& x);
 std::vector<double> sums_of_squares(const std::vector<Tensor>& xs);
@@ -69,10 +72,6 @@ inline std::vector<double> sums_of_squares(const std::vector<Tensor>& xs) {
 // The CUDA sources build as C++17 (cmake/dependencies.cmake) and have no std::span; they
 // need only sum_of_squares above.
 #if __cplusplus >= 202002L
-namespace cpu {
-void clip_grads_with_norm(std::span<Tensor> grads, double max_norm, double total_norm);
-}  // namespace cpu
-
 // sqrt of the sum, tensor by tensor in order; 0 for no tensors.
 inline double grad_norm_total(std::span<const Tensor> grads) {
   double sum = 0;
@@ -87,20 +86,9 @@ inline double grad_clip_coefficient(double max_norm, double total_norm) {
   return std::isnan(coefficient) ? coefficient : std::min(1.0, coefficient);
 }
 
-// CPU gradients take the CPU op; others are scaled tensor by tensor through ops::scale,
-// which dispatches on each tensor's device (the CUDA backend has it).
-inline void clip_grads_with_norm(std::span<Tensor> grads, double max_norm, double total_norm) {
-  if (grads.empty()) return;
-  if (grads.front().device().is_cpu()) {
-    return cpu::clip_grads_with_norm(grads, max_norm, total_norm);
-  }
-  const double coefficient = grad_clip_coefficient(max_norm, total_norm);
-  if (coefficient == 1.0) return;  // changes no bits, as on the CPU
-  for (Tensor& g : grads) {
-    check_dtype(g, DType::F32, "clip_grads_with_norm", "grad");
-    scale(g, float(coefficient));
-  }
-}
+// Scales tensor by tensor through ops::scale, which dispatches on each tensor's device
+// (ops/grad_norm.cpp).
+void clip_grads_with_norm(std::span<Tensor> grads, double max_norm, double total_norm);
 #endif  // std::span
 
 }  // namespace titan::ops

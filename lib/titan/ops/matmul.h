@@ -9,6 +9,7 @@
 // CPU; the CUDA backend also takes bf16 A and B with f32 accumulation.
 #pragma once
 
+#include "titan/ops/checks.h"
 #include "titan/ops/dispatch.h"
 
 namespace titan::ops {
@@ -38,6 +39,11 @@ struct GemmShape {
 };
 GemmShape gemm_shape(const Tensor& a, Transpose transpose_a, const Tensor& b,
                      Transpose transpose_b, const Tensor& c);
+
+// The checks both backends make first (ops/matmul.cpp): A and B of one of the backend's
+// float dtypes, C f32 (or bf16 when A and B are), then gemm_shape's.
+GemmShape check_matmul(const Tensor& a, Transpose transpose_a, const Tensor& b,
+                       Transpose transpose_b, const Tensor& c, FloatDTypes accepted);
 
 // The linear layer is the same three products on every device.
 void linear_forward(const Tensor& x, const Tensor& weight, Tensor& y);

@@ -10,9 +10,20 @@
 // atomics, so the same inputs give the same bits on every run.
 #pragma once
 
+#include "titan/ops/checks.h"
 #include "titan/ops/dispatch.h"
 
 namespace titan::ops {
+
+// The checks both backends make first (ops/rmsnorm.cpp), given the backend's float dtypes:
+// x, weight, y, dy, dx in one of them, all alike; rstd f32; dweight f32 or x's dtype.
+void check_rmsnorm_forward(const Tensor& x, const Tensor& weight, const Tensor& y,
+                           const Tensor& rstd, FloatDTypes accepted);
+void check_rmsnorm_backward_input(const Tensor& dy, const Tensor& x, const Tensor& weight,
+                                  const Tensor& rstd, const Tensor& dx, FloatDTypes accepted);
+void check_rmsnorm_backward_weight(const Tensor& dy, const Tensor& x, const Tensor& rstd,
+                                   const Tensor& dweight, FloatDTypes accepted);
+
 namespace cpu {
 void rmsnorm_forward(const Tensor& x, const Tensor& weight, float eps, Tensor& y, Tensor& rstd);
 void rmsnorm_backward_input(const Tensor& dy, const Tensor& x, const Tensor& weight,

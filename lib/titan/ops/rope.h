@@ -18,6 +18,7 @@
 // table in f32 on the same device (rope_table fills a CPU tensor: copy it with to_device).
 #pragma once
 
+#include "titan/ops/checks.h"
 #include "titan/ops/dispatch.h"
 
 namespace titan::ops {
@@ -33,6 +34,12 @@ struct RopeScaling {
 // Fills freqs [T, hd/2, 2] (f32, CPU) for positions first_position .. first_position+T-1.
 void rope_table(int64_t head_dim, double theta, const RopeScaling& scaling,
                 int64_t first_position, Tensor& freqs);
+
+// The checks both backends make first (ops/rope.cpp), for rope_forward (x, y) and
+// rope_backward (dy, dx; named x and y in errors): x [B, T, H, hd] in one of the backend's
+// float dtypes with hd even, freqs [T, hd/2, 2] f32, y like x.
+void check_rope(const Tensor& x, const Tensor& freqs, const Tensor& y, FloatDTypes accepted,
+                const char* op);
 
 namespace cpu {
 void rope_forward(const Tensor& x, const Tensor& freqs, Tensor& y);

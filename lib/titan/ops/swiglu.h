@@ -7,9 +7,18 @@
 // The CPU takes f32; the GPU takes all five tensors f32 or all bf16, computing in f32.
 #pragma once
 
+#include "titan/ops/checks.h"
 #include "titan/ops/dispatch.h"
 
 namespace titan::ops {
+
+// The checks both backends make first (ops/swiglu.cpp): a in one of the backend's float
+// dtypes, every other tensor of a's shape and dtype.
+void check_swiglu_forward(const Tensor& a, const Tensor& b, const Tensor& y,
+                          FloatDTypes accepted);
+void check_swiglu_backward(const Tensor& dy, const Tensor& a, const Tensor& b, const Tensor& da,
+                           const Tensor& db, FloatDTypes accepted);
+
 namespace cpu {
 void swiglu_forward(const Tensor& a, const Tensor& b, Tensor& y);
 void swiglu_backward(const Tensor& dy, const Tensor& a, const Tensor& b, Tensor& da, Tensor& db);

@@ -12,9 +12,6 @@
 namespace titan::testing {
 namespace {
 
-// Flag of the adamw rows: beta1 = 0.3, so torch's lerp takes its other form (weight >= 0.5).
-constexpr uint32_t kSmallBeta1 = 1;
-
 // A large rate, so that an error in the update shows against the harness's tolerance,
 // which is relative to max(|p|, 1).
 ops::AdamWOptions harness_options(uint32_t flags) {
@@ -50,11 +47,12 @@ Tensor clone(const Tensor& t) {
   return c;
 }
 
-// dims: {R, C, step}. Inputs: param, grad, exp_avg, exp_avg_sq [R, C] (exp_avg_sq >= 0).
+// Inputs: param, grad, exp_avg, exp_avg_sq [R, C] (exp_avg_sq >= 0).
 // Output: [3, R*C], the updated param, exp_avg and exp_avg_sq. No backward.
 const bool registered = register_op_harness("adamw", OpHarness{
     .make_inputs = [](const OpCase& c, uint64_t seed) {
-      const Shape shape{c.dims[0], c.dims[1]};
+      const auto& dims = c.dims_as<AdamWDims>();
+      const Shape shape{dims.R, dims.C};
       return std::vector<Tensor>{random_tensor(shape, seed), random_tensor(shape, seed + 1),
                                  random_tensor(shape, seed + 2, 0.1f),
                                  absolute(random_tensor(shape, seed + 3, 0.01f))};
@@ -63,7 +61,7 @@ const bool registered = register_op_harness("adamw", OpHarness{
     .differentiable = {false, false, false, false},
     .reference = [](const OpCase& c, const std::vector<Values>& in) {
       Values p = in[0], m = in[2], v = in[3];
-      reference_step(p, in[1], m, v, harness_options(c.flags), c.dims[2]);
+      reference_step(p, in[1], m, v, harness_options(c.flags), c.dims_as<AdamWDims>().step);
       Values out = p;
       out.insert(out.end(), m.begin(), m.end());
       out.insert(out.end(), v.begin(), v.end());
@@ -71,7 +69,7 @@ const bool registered = register_op_harness("adamw", OpHarness{
     },
     .forward = [](const OpCase& c, const std::vector<Tensor>& in) {
       Tensor p = clone(in[0]), m = clone(in[2]), v = clone(in[3]);
-      ops::adamw_step(p, in[1], m, v, harness_options(c.flags), c.dims[2]);
+      ops::adamw_step(p, in[1], m, v, harness_options(c.flags), c.dims_as<AdamWDims>().step);
       const int64_t n = p.numel();
       Tensor out = f32_beside(in[0], {3, n});
       int64_t row = 0;

@@ -105,13 +105,13 @@ std::vector<Tensor> run_backward(const AttentionShape& s, AttentionMask mask, co
 }
 
 AttentionShape shape_of(const OpCase& c) {
-  return {c.dims[0], c.dims[1], c.dims[1], c.dims[2], c.dims[3], c.dims[4]};
+  const auto& dims = c.dims_as<AttentionDims>();
+  return {dims.B, dims.T, dims.T, dims.Hq, dims.Hkv, dims.hd};
 }
 AttentionMask mask_of(const OpCase& c) {
-  return (c.flags & 1) ? AttentionMask::None : AttentionMask::Causal;
+  return (c.flags & kFullAttention) ? AttentionMask::None : AttentionMask::Causal;
 }
 
-// dims: {B, T, Hq, Hkv, hd}; flags bit 0: no mask (full attention), else causal.
 // Inputs: q [B, T, Hq, hd] (twice the spread, so softmax rows are not flat), k and v
 // [B, T, Hkv, hd]; all three differentiable. The output checked is out.
 const bool registered = register_op_harness("attention", OpHarness{
@@ -123,8 +123,8 @@ const bool registered = register_op_harness("attention", OpHarness{
     .input_names = {"q", "k", "v"},
     .differentiable = {true, true, true},
     .reference = [](const OpCase& c, const std::vector<Values>& in) {
-      return reference_attention(shape_of(c), mask_of(c), default_scale(c.dims[4]), in[0], in[1],
-                                 in[2]);
+      return reference_attention(shape_of(c), mask_of(c), default_scale(shape_of(c).hd), in[0],
+                                 in[1], in[2]);
     },
     .forward = [](const OpCase& c, const std::vector<Tensor>& in) {
       return run_forward(shape_of(c), mask_of(c), in[0], in[1], in[2]).out;

@@ -1,7 +1,7 @@
 // Cast (ops/cast.h): every pair of float dtypes, checked bit for bit against the scalar
 // conversions of core/float_formats.h composed through f32 (those are tested exhaustively
 // in core/float_formats_test.cpp), on every bit pattern of each 16- and 8-bit source.
-// The op-case table rows (dims {N, D}, flags = destination DType) run f32 -> dtype -> f32
+// The op-case table rows ([N, D], flags = destination DType) run f32 -> dtype -> f32
 // against a float64 rounding reference, so another backend is compared through them.
 #include <gtest/gtest.h>
 
@@ -195,14 +195,15 @@ double round_to_format(double x, const Layout& f) {
   return std::copysign(value, x);
 }
 
-// dims {N, D}; flags: destination DType. Inputs span 2^-26 .. 2^15 in magnitude, so
+// Input: x [N, D]; flags: destination DType. Inputs span 2^-26 .. 2^15 in magnitude, so
 // subnormals, every fp8's saturation and ordinary values all appear (f16 stays finite).
 const bool registered = register_op_harness("cast", OpHarness{
     .make_inputs = [](const OpCase& c, uint64_t seed) {
       std::mt19937_64 rng(seed);
       std::uniform_real_distribution<double> mantissa(1.0, 2.0);
       std::uniform_int_distribution<int> exponent(-26, 14);
-      Tensor x = Tensor::empty({c.dims[0], c.dims[1]}, DType::F32);
+      const auto& dims = c.dims_as<CastDims>();
+      Tensor x = Tensor::empty({dims.N, dims.D}, DType::F32);
       for (int64_t i = 0; i < x.numel(); ++i) {
         const double sign = (rng() & 1) ? -1.0 : 1.0;
         x.mutable_data<float>()[i] = float(sign * std::ldexp(mantissa(rng), exponent(rng)));

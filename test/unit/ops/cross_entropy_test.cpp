@@ -14,10 +14,6 @@ namespace {
 
 using ops::Accumulate;
 
-// Flags of the cross_entropy and cross_entropy_logits rows.
-constexpr uint32_t kSomeIgnored = 1;  // every third token (n % 3 == 1) is kIgnoreIndex
-constexpr uint32_t kLabelsI64 = 2;    // labels are i64 (torch's dtype), else i32
-
 Tensor make_labels(int64_t tokens, int64_t vocab, uint32_t flags, uint64_t seed) {
   Tensor labels = Tensor::empty({tokens}, (flags & kLabelsI64) ? DType::I64 : DType::I32);
   for (int64_t n = 0; n < tokens; ++n) {
@@ -58,12 +54,12 @@ Values reference_logits(const Values& h, const Values& weight, int64_t N, int64_
   return logits;
 }
 
-// The workspace a row asks for, f32 beside h: dims[3] tokens per chunk when given, else the
-// default budget.
+// The workspace a row asks for, f32 beside h: its chunk of tokens when given, else the
+// default budget's.
 Tensor make_workspace(const OpCase& c, const Tensor& h) {
-  const int64_t N = c.dims[0], V = c.dims[2];
-  if (c.dims.size() > 3) return f32_beside(h, {c.dims[3], V});
-  return f32_beside(h, ops::cross_entropy_workspace_shape(N, V));
+  const auto& dims = c.dims_as<CrossEntropyDims>();
+  if (dims.chunk > 0) return f32_beside(h, {dims.chunk, dims.V});
+  return f32_beside(h, ops::cross_entropy_workspace_shape(dims.N, dims.V));
 }
 
 // The backward's grad_scale is the output gradient dy [1], wherever it lives.
@@ -74,28 +70,31 @@ float host_scalar(const Tensor& dy) {
   return float(to_values(host)[0]);
 }
 
-// dims: {N, D, V} or {N, D, V, C} (C tokens per chunk). Inputs: h [N, D], weight [V, D],
-// labels [N]. Output: the loss sum as [1]; dy [1] is the backward's grad_scale.
+// Inputs: h [N, D], weight [V, D], labels [N]. Output: the loss sum as [1]; dy [1] is the backward's grad_scale.
 const bool registered = register_op_harness("cross_entropy", OpHarness{
     .make_inputs = [](const OpCase& c, uint64_t seed) {
-      const int64_t N = c.dims[0], D = c.dims[1], V = c.dims[2];
+      const auto& dims = c.dims_as<CrossEntropyDims>();
+      const int64_t N = dims.N, D = dims.D, V = dims.V;
       return std::vector<Tensor>{random_tensor({N, D}, seed), random_tensor({V, D}, seed + 1),
                                  make_labels(N, V, c.flags, seed)};
     },
     .input_names = {"h", "weight", "labels"},
     .differentiable = {true, true, false},
     .reference = [](const OpCase& c, const std::vector<Values>& in) {
-      const int64_t N = c.dims[0], D = c.dims[1], V = c.dims[2];
+      const auto& dims = c.dims_as<CrossEntropyDims>();
+      const int64_t N = dims.N, D = dims.D, V = dims.V;
       return Values{reference_loss(reference_logits(in[0], in[1], N, D, V), in[2], N, V)};
     },
     .forward = [](const OpCase& c, const std::vector<Tensor>& in) {
-      Tensor loss = f32_beside(in[0], {1}), lse = f32_beside(in[0], {c.dims[0]});
+      const int64_t N = c.dims_as<CrossEntropyDims>().N;
+      Tensor loss = f32_beside(in[0], {1}), lse = f32_beside(in[0], {N});
       Tensor workspace = make_workspace(c, in[0]);
       ops::cross_entropy_forward(in[0], in[1], in[2], loss, lse, workspace);
       return loss;
     },
     .backward = [](const OpCase& c, const std::vector<Tensor>& in, const Tensor& dy) {
-      Tensor loss = f32_beside(in[0], {1}), lse = f32_beside(in[0], {c.dims[0]});
+      const int64_t N = c.dims_as<CrossEntropyDims>().N;
+      Tensor loss = f32_beside(in[0], {1}), lse = f32_beside(in[0], {N});
       Tensor workspace = make_workspace(c, in[0]);
       ops::cross_entropy_forward(in[0], in[1], in[2], loss, lse, workspace);
       // dh is an activation gradient (h's dtype); dweight a parameter gradient (f32).
@@ -113,24 +112,28 @@ const bool registered = register_op_harness("cross_entropy", OpHarness{
     .cuda_bf16_tolerance = 1e-2,
 });
 
-// dims: {N, V}. Inputs: logits [N, V] (scaled up so that the softmax is not flat), labels.
+// Inputs: logits [N, V] (scaled up so that the softmax is not flat), labels.
 const bool registered_logits = register_op_harness("cross_entropy_logits", OpHarness{
     .make_inputs = [](const OpCase& c, uint64_t seed) {
-      return std::vector<Tensor>{random_tensor({c.dims[0], c.dims[1]}, seed, 4.0f),
-                                 make_labels(c.dims[0], c.dims[1], c.flags, seed)};
+      const auto& dims = c.dims_as<CrossEntropyLogitsDims>();
+      return std::vector<Tensor>{random_tensor({dims.N, dims.V}, seed, 4.0f),
+                                 make_labels(dims.N, dims.V, c.flags, seed)};
     },
     .input_names = {"logits", "labels"},
     .differentiable = {true, false},
     .reference = [](const OpCase& c, const std::vector<Values>& in) {
-      return Values{reference_loss(in[0], in[1], c.dims[0], c.dims[1])};
+      const auto& dims = c.dims_as<CrossEntropyLogitsDims>();
+      return Values{reference_loss(in[0], in[1], dims.N, dims.V)};
     },
     .forward = [](const OpCase& c, const std::vector<Tensor>& in) {
-      Tensor loss = f32_beside(in[0], {1}), lse = f32_beside(in[0], {c.dims[0]});
+      const int64_t N = c.dims_as<CrossEntropyLogitsDims>().N;
+      Tensor loss = f32_beside(in[0], {1}), lse = f32_beside(in[0], {N});
       ops::cross_entropy_logits_forward(in[0], in[1], loss, lse);
       return loss;
     },
     .backward = [](const OpCase& c, const std::vector<Tensor>& in, const Tensor& dy) {
-      Tensor loss = f32_beside(in[0], {1}), lse = f32_beside(in[0], {c.dims[0]});
+      const int64_t N = c.dims_as<CrossEntropyLogitsDims>().N;
+      Tensor loss = f32_beside(in[0], {1}), lse = f32_beside(in[0], {N});
       ops::cross_entropy_logits_forward(in[0], in[1], loss, lse);
       Tensor dlogits = empty_like_input(in[0], in[0].shape());
       ops::cross_entropy_logits_backward(in[0], in[1], lse, host_scalar(dy), dlogits,

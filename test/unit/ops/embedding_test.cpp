@@ -13,23 +13,26 @@ Tensor repeating_ids(int64_t n, int64_t vocab, uint64_t seed) {
   return ids;
 }
 
-// dims: {N tokens, V, D}. Inputs: ids [N], table [V, D]; the table is differentiable.
+// Inputs: ids [N], table [V, D]; the table is differentiable.
 const bool registered = register_op_harness("embedding", OpHarness{
     .make_inputs = [](const OpCase& c, uint64_t seed) {
-      return std::vector<Tensor>{repeating_ids(c.dims[0], c.dims[1], seed),
-                                 random_tensor({c.dims[1], c.dims[2]}, seed + 1)};
+      const auto& dims = c.dims_as<EmbeddingDims>();
+      return std::vector<Tensor>{repeating_ids(dims.N, dims.V, seed),
+                                 random_tensor({dims.V, dims.D}, seed + 1)};
     },
     .input_names = {"ids", "table"},
     .differentiable = {false, true},
     .reference = [](const OpCase& c, const std::vector<Values>& in) {
-      const int64_t N = c.dims[0], D = c.dims[2];
+      const auto& dims = c.dims_as<EmbeddingDims>();
+      const int64_t N = dims.N, D = dims.D;
       Values y(size_t(N * D));
       for (int64_t n = 0; n < N; ++n)
         for (int64_t d = 0; d < D; ++d) y[n * D + d] = in[1][int64_t(in[0][n]) * D + d];
       return y;
     },
     .forward = [](const OpCase& c, const std::vector<Tensor>& in) {
-      Tensor y = empty_like_input(in[1], {c.dims[0], c.dims[2]});
+      const auto& dims = c.dims_as<EmbeddingDims>();
+      Tensor y = empty_like_input(in[1], {dims.N, dims.D});
       ops::embedding_forward(in[0], in[1], y);
       return y;
     },

@@ -6,16 +6,18 @@
 namespace titan::testing {
 namespace {
 
-// dims: {N, in, out}. Inputs: x [N, in], weight [out, in].
+// Inputs: x [N, in], weight [out, in].
 const bool registered = register_op_harness("linear", OpHarness{
     .make_inputs = [](const OpCase& c, uint64_t seed) {
-      return std::vector<Tensor>{random_tensor({c.dims[0], c.dims[1]}, seed),
-                                 random_tensor({c.dims[2], c.dims[1]}, seed + 1)};
+      const auto& dims = c.dims_as<LinearDims>();
+      return std::vector<Tensor>{random_tensor({dims.N, dims.in}, seed),
+                                 random_tensor({dims.out, dims.in}, seed + 1)};
     },
     .input_names = {"x", "weight"},
     .differentiable = {true, true},
     .reference = [](const OpCase& c, const std::vector<Values>& in) {
-      const int64_t N = c.dims[0], K = c.dims[1], M = c.dims[2];
+      const auto& dims = c.dims_as<LinearDims>();
+      const int64_t N = dims.N, K = dims.in, M = dims.out;
       Values y(size_t(N * M), 0.0);
       for (int64_t n = 0; n < N; ++n)
         for (int64_t m = 0; m < M; ++m)
@@ -23,7 +25,8 @@ const bool registered = register_op_harness("linear", OpHarness{
       return y;
     },
     .forward = [](const OpCase& c, const std::vector<Tensor>& in) {
-      Tensor y = empty_like_input(in[0], {c.dims[0], c.dims[2]});
+      const auto& dims = c.dims_as<LinearDims>();
+      Tensor y = empty_like_input(in[0], {dims.N, dims.out});
       ops::linear_forward(in[0], in[1], y);
       return y;
     },

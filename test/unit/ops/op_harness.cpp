@@ -9,9 +9,10 @@
 namespace titan::testing {
 
 std::string OpCase::label() const {
+  const std::vector<int64_t> values = std::visit([](const auto& d) { return d.values(); }, dims);
   std::ostringstream os;
   os << op;
-  for (size_t i = 0; i < dims.size(); ++i) os << (i ? "x" : "_") << dims[i];
+  for (size_t i = 0; i < values.size(); ++i) os << (i ? "x" : "_") << values[i];
   if (flags) os << "_f" << flags;
   return os.str();
 }

@@ -1,7 +1,7 @@
 // The op-case table and what each op plugs into it (docs/design.md, "Tests").
 //
-// op_cases.cpp holds one table of cases: op name, the op's dimensions (their meaning is
-// the op's, documented beside its harness), and flags. Each <op>_test.cpp registers an
+// op_cases.cpp holds one table of cases: op name, the op's dimensions (a struct of named
+// fields per op, below), and flags (named per op, below). Each <op>_test.cpp registers an
 // OpHarness: how to make inputs, a naive float64 reference of the forward, and how to run
 // the op's forward and backward. op_case_test.cpp runs every row: forward against the
 // reference, backward against central differences of the reference (support/gradient_check.h).
@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "support/gradient_check.h"
@@ -20,10 +21,75 @@
 
 namespace titan::testing {
 
+// Each op's dimensions. values() lists them in the order label() prints them.
+struct RmsNormDims {
+  int64_t N, D;  // N rows of D
+  std::vector<int64_t> values() const { return {N, D}; }
+};
+struct LinearDims {
+  int64_t N, in, out;  // x [N, in], weight [out, in]
+  std::vector<int64_t> values() const { return {N, in, out}; }
+};
+struct EmbeddingDims {
+  int64_t N, V, D;  // N tokens, a table of V rows of D
+  std::vector<int64_t> values() const { return {N, V, D}; }
+};
+struct RopeDims {
+  int64_t B, T, H, hd;  // x [B, T, H, hd]
+  std::vector<int64_t> values() const { return {B, T, H, hd}; }
+};
+struct SwigluDims {
+  int64_t N, F;  // a, b [N, F]
+  std::vector<int64_t> values() const { return {N, F}; }
+};
+struct AttentionDims {
+  int64_t B, T, Hq, Hkv, hd;  // q [B, T, Hq, hd], k and v [B, T, Hkv, hd]
+  std::vector<int64_t> values() const { return {B, T, Hq, Hkv, hd}; }
+};
+struct CrossEntropyDims {
+  int64_t N, D, V;    // h [N, D], weight [V, D]
+  int64_t chunk = 0;  // tokens per chunk of the workspace; 0: the default budget's
+  std::vector<int64_t> values() const {
+    if (chunk == 0) return {N, D, V};
+    return {N, D, V, chunk};
+  }
+};
+struct CrossEntropyLogitsDims {
+  int64_t N, V;  // logits [N, V]
+  std::vector<int64_t> values() const { return {N, V}; }
+};
+struct AdamWDims {
+  int64_t R, C, step;  // every tensor [R, C]; the step counts from 1
+  std::vector<int64_t> values() const { return {R, C, step}; }
+};
+struct CastDims {
+  int64_t N, D;  // x [N, D]
+  std::vector<int64_t> values() const { return {N, D}; }
+};
+using OpDims = std::variant<RmsNormDims, LinearDims, EmbeddingDims, RopeDims, SwigluDims,
+                            AttentionDims, CrossEntropyDims, CrossEntropyLogitsDims, AdamWDims,
+                            CastDims>;
+
+// Flags of the rows, per op; label() prints their value.
+// attention: no mask (full attention), else causal.
+inline constexpr uint32_t kFullAttention = 1;
+// cross_entropy and cross_entropy_logits: every third label (n % 3 == 1) is kIgnoreIndex;
+// labels are i64 (torch's dtype), else i32.
+inline constexpr uint32_t kSomeIgnored = 1;
+inline constexpr uint32_t kLabelsI64 = 2;
+// adamw: beta1 = 0.3, so torch's lerp takes its other form (weight >= 0.5).
+inline constexpr uint32_t kSmallBeta1 = 1;
+// cast: the flags are the destination DType, uint32_t(DType::BF16) and so on.
+
 struct OpCase {
   std::string op;
-  std::vector<int64_t> dims;
+  OpDims dims;
   uint32_t flags = 0;
+  // The op's dimensions; a harness asks for its own op's.
+  template <class Dims>
+  const Dims& dims_as() const {
+    return std::get<Dims>(dims);
+  }
   std::string label() const;  // "rmsnorm_3x7" style, for test names
 };
 

@@ -10,16 +10,18 @@ namespace {
 
 constexpr float kEps = 1e-5f;
 
-// dims: {N, D}. Inputs: x [N, D], weight [D].
+// Inputs: x [N, D], weight [D].
 const bool registered = register_op_harness("rmsnorm", OpHarness{
     .make_inputs = [](const OpCase& c, uint64_t seed) {
-      return std::vector<Tensor>{random_tensor({c.dims[0], c.dims[1]}, seed),
-                                 random_tensor({c.dims[1]}, seed + 1)};
+      const auto& dims = c.dims_as<RmsNormDims>();
+      return std::vector<Tensor>{random_tensor({dims.N, dims.D}, seed),
+                                 random_tensor({dims.D}, seed + 1)};
     },
     .input_names = {"x", "weight"},
     .differentiable = {true, true},
     .reference = [](const OpCase& c, const std::vector<Values>& in) {
-      const int64_t N = c.dims[0], D = c.dims[1];
+      const auto& dims = c.dims_as<RmsNormDims>();
+      const int64_t N = dims.N, D = dims.D;
       Values y(size_t(N * D));
       for (int64_t n = 0; n < N; ++n) {
         double ss = 0;
@@ -31,13 +33,13 @@ const bool registered = register_op_harness("rmsnorm", OpHarness{
     },
     .forward = [](const OpCase& c, const std::vector<Tensor>& in) {
       Tensor y = empty_like_input(in[0], in[0].shape());
-      Tensor rstd = f32_beside(in[0], {c.dims[0]});
+      Tensor rstd = f32_beside(in[0], {c.dims_as<RmsNormDims>().N});
       ops::rmsnorm_forward(in[0], in[1], kEps, y, rstd);
       return y;
     },
     .backward = [](const OpCase& c, const std::vector<Tensor>& in, const Tensor& dy) {
       Tensor y = empty_like_input(in[0], in[0].shape());
-      Tensor rstd = f32_beside(in[0], {c.dims[0]});
+      Tensor rstd = f32_beside(in[0], {c.dims_as<RmsNormDims>().N});
       ops::rmsnorm_forward(in[0], in[1], kEps, y, rstd);
       Tensor dx = empty_like_input(in[0], in[0].shape());
       Tensor dw = zeros_like_input(in[1], in[1].shape());

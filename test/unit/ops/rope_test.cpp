@@ -35,15 +35,17 @@ double reference_frequency(int64_t i, int64_t hd) {
   return (1 - sm) * f / s.factor + sm * f;
 }
 
-// dims: {B, T, H, hd}. Input: x [B, T, H, hd]; the table comes from rope_table.
+// Input: x [B, T, H, hd]; the table comes from rope_table.
 const bool registered = register_op_harness("rope", OpHarness{
     .make_inputs = [](const OpCase& c, uint64_t seed) {
-      return std::vector<Tensor>{random_tensor({c.dims[0], c.dims[1], c.dims[2], c.dims[3]}, seed)};
+      const auto& dims = c.dims_as<RopeDims>();
+      return std::vector<Tensor>{random_tensor({dims.B, dims.T, dims.H, dims.hd}, seed)};
     },
     .input_names = {"x"},
     .differentiable = {true},
     .reference = [](const OpCase& c, const std::vector<Values>& in) {
-      const int64_t B = c.dims[0], T = c.dims[1], H = c.dims[2], hd = c.dims[3];
+      const auto& dims = c.dims_as<RopeDims>();
+      const int64_t B = dims.B, T = dims.T, H = dims.H, hd = dims.hd;
       Values y(in[0].size());
       for (int64_t b = 0; b < B; ++b)
         for (int64_t t = 0; t < T; ++t)
@@ -58,12 +60,14 @@ const bool registered = register_op_harness("rope", OpHarness{
     },
     .forward = [](const OpCase& c, const std::vector<Tensor>& in) {
       Tensor y = empty_like_input(in[0], in[0].shape());
-      ops::rope_forward(in[0], table_beside(in[0], c.dims[1], c.dims[3]), y);
+      const auto& dims = c.dims_as<RopeDims>();
+      ops::rope_forward(in[0], table_beside(in[0], dims.T, dims.hd), y);
       return y;
     },
     .backward = [](const OpCase& c, const std::vector<Tensor>& in, const Tensor& dy) {
       Tensor dx = empty_like_input(in[0], in[0].shape());
-      ops::rope_backward(dy, table_beside(in[0], c.dims[1], c.dims[3]), dx);
+      const auto& dims = c.dims_as<RopeDims>();
+      ops::rope_backward(dy, table_beside(in[0], dims.T, dims.hd), dx);
       return std::vector<Tensor>{dx};
     },
     // Angles are float32 products, as in torchtitan; at position ~100 that is ~1e-5 off.

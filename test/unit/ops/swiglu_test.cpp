@@ -8,11 +8,12 @@
 namespace titan::testing {
 namespace {
 
-// dims: {N, F}. Inputs: a = x w1^T, b = x w3^T, both [N, F].
+// Inputs: a = x w1^T, b = x w3^T, both [N, F].
 const bool registered = register_op_harness("swiglu", OpHarness{
     .make_inputs = [](const OpCase& c, uint64_t seed) {
-      return std::vector<Tensor>{random_tensor({c.dims[0], c.dims[1]}, seed, 4.0f),
-                                 random_tensor({c.dims[0], c.dims[1]}, seed + 1)};
+      const auto& dims = c.dims_as<SwigluDims>();
+      return std::vector<Tensor>{random_tensor({dims.N, dims.F}, seed, 4.0f),
+                                 random_tensor({dims.N, dims.F}, seed + 1)};
     },
     .input_names = {"a", "b"},
     .differentiable = {true, true},

@@ -5,20 +5,11 @@
 #include "titan/ops/adamw.h"
 
 namespace titan::ops::cpu {
+namespace {
 
-void adamw_step(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq,
-                const AdamWOptions& options, int64_t step) {
-  const char* op = "adamw_step";
-  check_dtype(param, DType::F32, op, "param");
-  check_dtype(grad, DType::F32, op, "grad");
-  check_dtype(exp_avg, DType::F32, op, "exp_avg");
-  check_dtype(exp_avg_sq, DType::F32, op, "exp_avg_sq");
-  check_shape(grad, param.shape(), op, "grad");
-  check_shape(exp_avg, param.shape(), op, "exp_avg");
-  check_shape(exp_avg_sq, param.shape(), op, "exp_avg_sq");
-  TITAN_CHECK(step >= 1) << op << ": step counts from 1 (incremented before the update), got "
-                         << step;
-  const AdamWScalars s = adamw_scalars(options, step);
+// One checked tensor's step with the step's scalars.
+void step_tensor(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq,
+                 const AdamWScalars& s) {
   const float decay = s.decay;
   const float one_minus_beta1 = s.one_minus_beta1;
   const bool lerp_small_weight = s.lerp_small_weight;
@@ -49,15 +40,22 @@ void adamw_step(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_
   }
 }
 
+}  // namespace
+
+void adamw_step(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq,
+                const AdamWOptions& options, int64_t step) {
+  check_adamw_step(param, grad, exp_avg, exp_avg_sq, step);
+  step_tensor(param, grad, exp_avg, exp_avg_sq, adamw_scalars(options, step));
+}
+
+// Every tensor is checked before the first is stepped.
 void adamw_step_multi_tensor(std::vector<Tensor>& params, const std::vector<Tensor>& grads,
                              std::vector<Tensor>& exp_avgs, std::vector<Tensor>& exp_avg_sqs,
                              const AdamWOptions& options, int64_t step) {
-  TITAN_CHECK(grads.size() == params.size() && exp_avgs.size() == params.size() &&
-              exp_avg_sqs.size() == params.size())
-      << "adamw_step_multi_tensor: " << params.size() << " params, " << grads.size()
-      << " grads, " << exp_avgs.size() << " exp_avgs, " << exp_avg_sqs.size() << " exp_avg_sqs";
+  check_adamw_step_multi_tensor(params, grads, exp_avgs, exp_avg_sqs, step);
+  const AdamWScalars scalars = adamw_scalars(options, step);
   for (size_t i = 0; i < params.size(); ++i) {
-    cpu::adamw_step(params[i], grads[i], exp_avgs[i], exp_avg_sqs[i], options, step);
+    step_tensor(params[i], grads[i], exp_avgs[i], exp_avg_sqs[i], scalars);
   }
 }
 

@@ -183,34 +183,18 @@ int64_t visible_keys(AttentionMask mask, int64_t i, int64_t j0, int64_t nk) {
   return std::clamp<int64_t>(i - j0 + 1, 0, nk);
 }
 
-struct Dims {
-  int64_t B, T, Tk, Hq, Hkv, hd;
+// The checked dims, with the strides the kernels walk.
+struct Dims : AttentionDims {
   int64_t group() const { return Hq / Hkv; }
   int64_t q_row() const { return Hq * hd; }    // floats between time steps of q, out, dq
   int64_t kv_row() const { return Hkv * hd; }  // ... of k, v, dk, dv
 };
 
-Dims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, AttentionMask mask,
-                  const char* op) {
-  check_dtype(q, DType::F32, op, "q");
-  check_dtype(k, DType::F32, op, "k");
-  TITAN_CHECK(q.dim() == 4) << op << ": q must be [B, T, Hq, hd], got " << shape_string(q.shape());
-  TITAN_CHECK(k.dim() == 4) << op << ": k must be [B, Tk, Hkv, hd], got "
-                            << shape_string(k.shape());
-  const Dims d{q.size(0), q.size(1), k.size(1), q.size(2), k.size(2), q.size(3)};
-  TITAN_CHECK(k.size(0) == d.B && k.size(3) == d.hd)
-      << op << ": k " << shape_string(k.shape()) << " does not fit q " << shape_string(q.shape());
-  TITAN_CHECK(d.Hkv >= 1 && d.Hq >= 1 && d.Hq % d.Hkv == 0)
-      << op << ": query heads (" << d.Hq << ") must be a multiple of kv heads (" << d.Hkv << ")";
-  TITAN_CHECK(d.Tk >= 1 || d.T == 0) << op << ": queries with no keys";
-  TITAN_CHECK(mask == AttentionMask::None || d.Tk == d.T)
-      << op << ": causal attention needs as many keys as queries, got T " << d.T << ", Tk " << d.Tk;
-  check_dtype(v, DType::F32, op, "v");
-  check_shape(v, k.shape(), op, "v");
+// The CPU's own check, after the shared ones: the inputs are on the CPU.
+void check_on_cpu(const Tensor& q, const Tensor& k, const Tensor& v, const char* op) {
   for (const Tensor* t : {&q, &k, &v}) {
     TITAN_CHECK(t->device().is_cpu()) << op << ": all tensors must be on the cpu";
   }
-  return d;
 }
 
 float* workspace_floats(Tensor& workspace, int64_t needed_bytes, const char* op) {
@@ -245,11 +229,8 @@ int64_t attention_backward_workspace_bytes(int64_t B, int64_t T, int64_t Hq, int
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
                        AttentionMask mask, Tensor& out, Tensor& lse, Tensor& workspace) {
   const char* op = "attention_forward";
-  const Dims d = check_inputs(q, k, v, mask, op);
-  check_dtype(out, DType::F32, op, "out");
-  check_shape(out, q.shape(), op, "out");
-  check_dtype(lse, DType::F32, op, "lse");
-  check_shape(lse, {d.B, d.Hq, d.T}, op, "lse");
+  const Dims d{check_attention_forward(q, k, v, mask, out, lse, kFloatDTypes)};
+  check_on_cpu(q, k, v, op);
   const int threads = omp_get_max_threads();
   float* ws = workspace_floats(
       workspace, attention_forward_workspace_bytes(d.B, d.T, d.Hq, d.Hkv, d.hd, threads), op);
@@ -329,18 +310,8 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
                         Tensor& dq, Tensor& dk, Tensor& dv, Accumulate accumulate,
                         Tensor& workspace) {
   const char* op = "attention_backward";
-  const Dims d = check_inputs(q, k, v, mask, op);
-  using Named = std::pair<const Tensor*, const char*>;
-  for (auto [t, name] : {Named{&dout, "dout"}, {&out, "out"}, {&dq, "dq"}}) {
-    check_dtype(*t, DType::F32, op, name);
-    check_shape(*t, q.shape(), op, name);
-  }
-  for (auto [t, name] : {Named{&dk, "dk"}, {&dv, "dv"}}) {
-    check_dtype(*t, DType::F32, op, name);
-    check_shape(*t, k.shape(), op, name);
-  }
-  check_dtype(lse, DType::F32, op, "lse");
-  check_shape(lse, {d.B, d.Hq, d.T}, op, "lse");
+  const Dims d{check_attention_backward(dout, q, k, v, out, lse, mask, dq, dk, dv, kFloatDTypes)};
+  check_on_cpu(q, k, v, op);
   const int threads = omp_get_max_threads();
   float* ws = workspace_floats(
       workspace, attention_backward_workspace_bytes(d.B, d.T, d.Hq, d.Hkv, d.hd, threads), op);
@@ -449,18 +420,8 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
 // ---------------------------------------------------------------------------------------
 
 void attention_merge(Tensor& out, Tensor& lse, const Tensor& out_part, const Tensor& lse_part) {
-  const char* op = "attention_merge";
-  check_dtype(out, DType::F32, op, "out");
-  TITAN_CHECK(out.dim() == 4) << op << ": out must be [B, T, Hq, hd], got "
-                              << shape_string(out.shape());
+  check_attention_merge(out, lse, out_part, lse_part, kFloatDTypes);
   const int64_t B = out.size(0), T = out.size(1), Hq = out.size(2), hd = out.size(3);
-  check_dtype(out_part, DType::F32, op, "out_part");
-  check_shape(out_part, out.shape(), op, "out_part");
-  using Named = std::pair<const Tensor*, const char*>;
-  for (auto [t, name] : {Named{&lse, "lse"}, {&lse_part, "lse_part"}}) {
-    check_dtype(*t, DType::F32, op, name);
-    check_shape(*t, {B, Hq, T}, op, name);
-  }
   float* op_out = out.mutable_data<float>();
   float* lp = lse.mutable_data<float>();
   const float* pp = out_part.data<float>();

@@ -59,13 +59,7 @@ void convert_to(const Tensor& src, Tensor& dst) {
 }  // namespace
 
 void cast(const Tensor& src, Tensor& dst) {
-  TITAN_CHECK(src.defined()) << "cast: src is undefined";
-  check_shape(dst, src.shape(), "cast", "dst");
-  TITAN_CHECK(dst.device() == src.device())
-      << "cast: src is on " << src.device() << ", dst on " << dst.device();
-  TITAN_CHECK(dtype_is_float(src.dtype()) && dtype_is_float(dst.dtype()))
-      << "cast: casts between float dtypes only, got " << dtype_name(src.dtype()) << " -> "
-      << dtype_name(dst.dtype());
+  check_cast(src, dst);
   if (src.numel() == 0) return;
   if (src.dtype() == dst.dtype()) {  // a copy keeps NaN payloads and every other bit
     if (dst.raw_mutable_data() != src.raw_data()) {

@@ -10,21 +10,7 @@
 #include "titan/ops/cross_entropy.h"
 #include "titan/ops/matmul.h"
 
-namespace titan::ops {
-
-int64_t cross_entropy_valid_tokens(const Tensor& labels) {
-  TITAN_CHECK(labels.device().is_cpu()) << "cross_entropy_valid_tokens: labels on "
-                                        << labels.device() << ", expected host labels";
-  int64_t valid = 0;
-  for (int64_t n = 0; n < labels.numel(); ++n) {
-    const int64_t label = labels.dtype() == DType::I32 ? labels.data<int32_t>()[n]
-                                                       : labels.data<int64_t>()[n];
-    valid += label != kIgnoreIndex;
-  }
-  return valid;
-}
-
-namespace cpu {
+namespace titan::ops::cpu {
 namespace {
 
 // Labels come as i32 (token shards) or i64 (torch's dtype); read either as int64.
@@ -34,47 +20,22 @@ struct LabelReader {
   int64_t operator[](int64_t n) const { return i32 != nullptr ? int64_t(i32[n]) : i64[n]; }
 };
 
-// Checks labels [N] and that each is a vocabulary index or kIgnoreIndex: an id outside
-// the vocabulary would read past a logits row.
-LabelReader check_labels(const Tensor& labels, int64_t tokens, int64_t vocab, const char* op) {
-  TITAN_CHECK(labels.defined()) << op << ": labels is undefined";
-  TITAN_CHECK(labels.dtype() == DType::I32 || labels.dtype() == DType::I64)
-      << op << ": labels is " << dtype_name(labels.dtype()) << ", expected i32 or i64";
-  check_shape(labels, {tokens}, op, "labels");
+// A reader of the labels, once each is checked to be a vocabulary index or kIgnoreIndex.
+LabelReader read_labels(const Tensor& labels, int64_t vocab, const char* op) {
   LabelReader reader;
   if (labels.dtype() == DType::I32) {
     reader.i32 = labels.data<int32_t>();
   } else {
     reader.i64 = labels.data<int64_t>();
   }
-  for (int64_t n = 0; n < tokens; ++n) {
-    const int64_t label = reader[n];
-    TITAN_CHECK((label >= 0 && label < vocab) || label == kIgnoreIndex)
-        << op << ": label " << label << " of token " << n << " is outside the vocabulary [0, "
-        << vocab << ") and is not the ignore index " << kIgnoreIndex;
-  }
+  for (int64_t n = 0; n < labels.numel(); ++n) check_cross_entropy_label(reader[n], n, vocab, op);
   return reader;
 }
 
-// The shapes every fused call shares; returns {N, D, V}.
+// N tokens and V vocabulary entries of a fused call (already checked).
 struct Dims {
-  int64_t tokens, dim, vocab;
+  int64_t tokens, vocab;
 };
-Dims check_fused(const Tensor& h, const Tensor& weight, const Tensor& workspace, const char* op) {
-  check_dtype(h, DType::F32, op, "h");
-  check_dtype(weight, DType::F32, op, "weight");
-  check_dtype(workspace, DType::F32, op, "workspace");
-  TITAN_CHECK(h.dim() == 2) << op << ": h must be [N, D], got " << shape_string(h.shape());
-  TITAN_CHECK(weight.dim() == 2 && weight.size(1) == h.size(1))
-      << op << ": weight must be [V, D] with D = " << h.size(1) << ", got "
-      << shape_string(weight.shape());
-  const Dims d{h.size(0), h.size(1), weight.size(0)};
-  TITAN_CHECK(d.vocab >= 1) << op << ": empty vocabulary";
-  TITAN_CHECK(workspace.dim() == 2 && workspace.size(0) >= 1 && workspace.size(1) == d.vocab)
-      << op << ": workspace must be [C, V] with C >= 1 and V = " << d.vocab << ", got "
-      << shape_string(workspace.shape()) << " (see cross_entropy_workspace_shape)";
-  return d;
-}
 
 // lse[r] = max + log(sum exp(logits[r, v] - max)) for each row of a chunk.
 void rows_log_sum_exp(const float* logits, int64_t rows, int64_t vocab, float* lse) {
@@ -128,18 +89,9 @@ void rows_dlogits(const float* logits, int64_t rows, int64_t vocab, const LabelR
 void fused_backward(const Tensor& h, const Tensor& weight, const Tensor& labels, const Tensor& lse,
                     float grad_scale, Tensor* dh, Tensor* dweight, Accumulate accumulate_dh,
                     Tensor& workspace, const char* op) {
-  const Dims d = check_fused(h, weight, workspace, op);
-  const LabelReader label_reader = check_labels(labels, d.tokens, d.vocab, op);
-  check_shape(lse, {d.tokens}, op, "lse");
-  check_dtype(lse, DType::F32, op, "lse");
-  if (dh != nullptr) {
-    check_dtype(*dh, DType::F32, op, "dh");
-    check_shape(*dh, h.shape(), op, "dh");
-  }
-  if (dweight != nullptr) {
-    check_dtype(*dweight, DType::F32, op, "dweight");
-    check_shape(*dweight, weight.shape(), op, "dweight");
-  }
+  check_cross_entropy_backward(h, weight, labels, lse, dh, dweight, workspace, kFloatDTypes, op);
+  const Dims d{h.size(0), weight.size(0)};
+  const LabelReader label_reader = read_labels(labels, d.vocab, op);
   const int64_t chunk = workspace.size(0);
   const float* lse_data = lse.data<float>();
   for (int64_t first = 0; first < d.tokens; first += chunk) {
@@ -164,13 +116,9 @@ void fused_backward(const Tensor& h, const Tensor& weight, const Tensor& labels,
 
 void cross_entropy_forward(const Tensor& h, const Tensor& weight, const Tensor& labels,
                            Tensor& loss_sum, Tensor& lse, Tensor& workspace) {
-  const char* op = "cross_entropy_forward";
-  const Dims d = check_fused(h, weight, workspace, op);
-  const LabelReader label_reader = check_labels(labels, d.tokens, d.vocab, op);
-  check_dtype(loss_sum, DType::F32, op, "loss_sum");
-  check_shape(loss_sum, {1}, op, "loss_sum");
-  check_dtype(lse, DType::F32, op, "lse");
-  check_shape(lse, {d.tokens}, op, "lse");
+  check_cross_entropy_forward(h, weight, labels, loss_sum, lse, workspace, kFloatDTypes);
+  const Dims d{h.size(0), weight.size(0)};
+  const LabelReader label_reader = read_labels(labels, d.vocab, "cross_entropy_forward");
   const int64_t chunk = workspace.size(0);
   float* lse_data = lse.mutable_data<float>();
   double loss = 0;
@@ -209,16 +157,9 @@ void cross_entropy_backward(const Tensor& h, const Tensor& weight, const Tensor&
 
 void cross_entropy_logits_forward(const Tensor& logits, const Tensor& labels, Tensor& loss_sum,
                                   Tensor& lse) {
-  const char* op = "cross_entropy_logits_forward";
-  check_dtype(logits, DType::F32, op, "logits");
-  TITAN_CHECK(logits.dim() == 2 && logits.size(1) >= 1)
-      << op << ": logits must be [N, V], got " << shape_string(logits.shape());
+  check_cross_entropy_logits_forward(logits, labels, loss_sum, lse, kFloatDTypes);
   const int64_t tokens = logits.size(0), vocab = logits.size(1);
-  const LabelReader label_reader = check_labels(labels, tokens, vocab, op);
-  check_dtype(loss_sum, DType::F32, op, "loss_sum");
-  check_shape(loss_sum, {1}, op, "loss_sum");
-  check_dtype(lse, DType::F32, op, "lse");
-  check_shape(lse, {tokens}, op, "lse");
+  const LabelReader label_reader = read_labels(labels, vocab, "cross_entropy_logits_forward");
   float* lse_data = lse.mutable_data<float>();
   rows_log_sum_exp(logits.data<float>(), tokens, vocab, lse_data);
   loss_sum.mutable_data<float>()[0] =
@@ -227,19 +168,11 @@ void cross_entropy_logits_forward(const Tensor& logits, const Tensor& labels, Te
 
 void cross_entropy_logits_backward(const Tensor& logits, const Tensor& labels, const Tensor& lse,
                                    float grad_scale, Tensor& dlogits, Accumulate accumulate) {
-  const char* op = "cross_entropy_logits_backward";
-  check_dtype(logits, DType::F32, op, "logits");
-  TITAN_CHECK(logits.dim() == 2 && logits.size(1) >= 1)
-      << op << ": logits must be [N, V], got " << shape_string(logits.shape());
+  check_cross_entropy_logits_backward(logits, labels, lse, dlogits, kFloatDTypes);
   const int64_t tokens = logits.size(0), vocab = logits.size(1);
-  const LabelReader label_reader = check_labels(labels, tokens, vocab, op);
-  check_dtype(lse, DType::F32, op, "lse");
-  check_shape(lse, {tokens}, op, "lse");
-  check_dtype(dlogits, DType::F32, op, "dlogits");
-  check_shape(dlogits, logits.shape(), op, "dlogits");
+  const LabelReader label_reader = read_labels(labels, vocab, "cross_entropy_logits_backward");
   rows_dlogits(logits.data<float>(), tokens, vocab, label_reader, 0, lse.data<float>(), grad_scale,
                dlogits.mutable_data<float>(), accumulate == Accumulate::Yes);
 }
 
-}  // namespace cpu
-}  // namespace titan::ops
+}  // namespace titan::ops::cpu

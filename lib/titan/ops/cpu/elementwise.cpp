@@ -2,24 +2,9 @@
 #include "titan/ops/elementwise.h"
 
 namespace titan::ops::cpu {
-namespace {
-
-// An input of a binary op: defined, on the CPU (the dispatch looked at the output only),
-// and as many elements as the output. Shapes may differ (a flat view of a 2-D gradient
-// is fine), counts may not.
-void check_operand(const Tensor& t, const Tensor& y, const char* op, const char* arg) {
-  TITAN_CHECK(t.defined()) << op << ": " << arg << " is undefined";
-  TITAN_CHECK(t.device().is_cpu()) << op << ": " << arg << " is on " << t.device()
-                                   << ", the other operands on the CPU";
-  TITAN_CHECK(t.numel() == y.numel()) << op << ": " << arg << " has shape "
-                                      << shape_string(t.shape()) << ", output "
-                                      << shape_string(y.shape());
-}
-
-}  // namespace
 
 void fill(Tensor& y, float value) {
-  check_dtype(y, DType::F32, "fill", "y");
+  check_elementwise_output(y, kFloatDTypes, "fill");
   const int64_t n = y.numel();
   float* yp = y.mutable_data<float>();
 #pragma omp parallel for schedule(static)
@@ -27,7 +12,7 @@ void fill(Tensor& y, float value) {
 }
 
 void scale(Tensor& y, float factor) {
-  check_dtype(y, DType::F32, "scale", "y");
+  check_elementwise_output(y, kFloatDTypes, "scale");
   const int64_t n = y.numel();
   float* yp = y.mutable_data<float>();
 #pragma omp parallel for schedule(static)
@@ -35,11 +20,9 @@ void scale(Tensor& y, float factor) {
 }
 
 void add(const Tensor& a, const Tensor& b, Tensor& y) {
-  check_dtype(y, DType::F32, "add", "y");
-  check_dtype(a, DType::F32, "add", "a");
-  check_dtype(b, DType::F32, "add", "b");
-  check_operand(a, y, "add", "a");
-  check_operand(b, y, "add", "b");
+  check_elementwise_output(y, kFloatDTypes, "add");
+  check_elementwise_input(a, y, kFloatDTypes, "add", "a");
+  check_elementwise_input(b, y, kFloatDTypes, "add", "b");
   const int64_t n = y.numel();
   const float* ap = a.data<float>();
   const float* bp = b.data<float>();
@@ -49,9 +32,8 @@ void add(const Tensor& a, const Tensor& b, Tensor& y) {
 }
 
 void accumulate(const Tensor& x, Tensor& y) {
-  check_dtype(y, DType::F32, "accumulate", "y");
-  check_dtype(x, DType::F32, "accumulate", "x");
-  check_operand(x, y, "accumulate", "x");
+  check_elementwise_output(y, kFloatDTypes, "accumulate");
+  check_elementwise_input(x, y, kFloatDTypes, "accumulate", "x");
   const int64_t n = y.numel();
   const float* xp = x.data<float>();
   float* yp = y.mutable_data<float>();
@@ -60,9 +42,8 @@ void accumulate(const Tensor& x, Tensor& y) {
 }
 
 void axpy(float alpha, const Tensor& x, Tensor& y) {
-  check_dtype(y, DType::F32, "axpy", "y");
-  check_dtype(x, DType::F32, "axpy", "x");
-  check_operand(x, y, "axpy", "x");
+  check_elementwise_output(y, kFloatDTypes, "axpy");
+  check_elementwise_input(x, y, kFloatDTypes, "axpy", "x");
   const int64_t n = y.numel();
   const float* xp = x.data<float>();
   float* yp = y.mutable_data<float>();

@@ -1,11 +1,10 @@
-// Sums of squares and clipping on the CPU. A tensor is cut into kBlocks contiguous blocks
+// Sums of squares on the CPU. A tensor is cut into kBlocks contiguous blocks
 // whose bounds depend on its size only; threads take whole blocks, each block is summed
 // in double in element order, and the block sums are added in block order. So the sum
 // is the same bits on 1 or 64 threads, which same-config-same-bits needs (the norm
 // decides the clip factor, which touches every weight).
 #include <cmath>
 
-#include "titan/ops/elementwise.h"
 #include "titan/ops/grad_norm.h"
 
 namespace titan::ops::cpu {
@@ -32,7 +31,7 @@ double block_sum_of_squares(const float* x, int64_t begin, int64_t end) {
 }  // namespace
 
 double sum_of_squares(const Tensor& x) {
-  check_dtype(x, DType::F32, "sum_of_squares", "x");
+  check_sum_of_squares(x);
   const int64_t n = x.numel();
   const float* xp = x.data<float>();
   double block_sums[kBlocks];
@@ -50,13 +49,6 @@ std::vector<double> sums_of_squares(const std::vector<Tensor>& xs) {
   sums.reserve(xs.size());
   for (const Tensor& x : xs) sums.push_back(sum_of_squares(x));
   return sums;
-}
-
-void clip_grads_with_norm(std::span<Tensor> grads, double max_norm, double total_norm) {
-  const double coefficient = grad_clip_coefficient(max_norm, total_norm);
-  // 1.0 changes no bits; skipping the pass saves a sweep over every gradient.
-  if (coefficient == 1.0) return;
-  for (Tensor& g : grads) scale(g, float(coefficient));
 }
 
 }  // namespace titan::ops::cpu

@@ -8,10 +8,7 @@ namespace titan::ops::cpu {
 
 void matmul(const Tensor& a, Transpose transpose_a, const Tensor& b, Transpose transpose_b,
             Tensor& c, float alpha, float beta) {
-  check_dtype(a, DType::F32, "matmul", "A");
-  check_dtype(b, DType::F32, "matmul", "B");
-  check_dtype(c, DType::F32, "matmul", "C");
-  const GemmShape s = gemm_shape(a, transpose_a, b, transpose_b, c);
+  const GemmShape s = check_matmul(a, transpose_a, b, transpose_b, c, kFloatDTypes);
   if (s.m == 0 || s.n == 0) return;
   if (s.k == 0) {  // an empty sum: C = beta * C
     float* cp = c.mutable_data<float>();

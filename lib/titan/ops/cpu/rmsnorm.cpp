@@ -6,18 +6,9 @@
 #include "titan/ops/rmsnorm.h"
 
 namespace titan::ops::cpu {
-namespace {
-void check_rows(const Tensor& x, const Tensor& weight, const char* op) {
-  check_dtype(x, DType::F32, op, "x");
-  TITAN_CHECK(x.dim() == 2) << op << ": x must be [N, D], got " << shape_string(x.shape());
-  check_shape(weight, {x.size(1)}, op, "weight");
-}
-}  // namespace
 
 void rmsnorm_forward(const Tensor& x, const Tensor& weight, float eps, Tensor& y, Tensor& rstd) {
-  check_rows(x, weight, "rmsnorm_forward");
-  check_shape(y, x.shape(), "rmsnorm_forward", "y");
-  check_shape(rstd, {x.size(0)}, "rmsnorm_forward", "rstd");
+  check_rmsnorm_forward(x, weight, y, rstd, kFloatDTypes);
   const int64_t N = x.size(0), D = x.size(1);
   const float* xp = x.data<float>();
   const float* wp = weight.data<float>();
@@ -37,10 +28,7 @@ void rmsnorm_forward(const Tensor& x, const Tensor& weight, float eps, Tensor& y
 
 void rmsnorm_backward_input(const Tensor& dy, const Tensor& x, const Tensor& weight,
                             const Tensor& rstd, Tensor& dx, Accumulate accumulate) {
-  check_rows(x, weight, "rmsnorm_backward_input");
-  check_shape(dy, x.shape(), "rmsnorm_backward_input", "dy");
-  check_shape(dx, x.shape(), "rmsnorm_backward_input", "dx");
-  check_shape(rstd, {x.size(0)}, "rmsnorm_backward_input", "rstd");
+  check_rmsnorm_backward_input(dy, x, weight, rstd, dx, kFloatDTypes);
   const int64_t N = x.size(0), D = x.size(1);
   const float* xp = x.data<float>();
   const float* wp = weight.data<float>();
@@ -66,10 +54,7 @@ void rmsnorm_backward_input(const Tensor& dy, const Tensor& x, const Tensor& wei
 
 void rmsnorm_backward_weight(const Tensor& dy, const Tensor& x, const Tensor& rstd,
                              Tensor& dweight) {
-  check_dtype(x, DType::F32, "rmsnorm_backward_weight", "x");
-  check_shape(dy, x.shape(), "rmsnorm_backward_weight", "dy");
-  check_shape(dweight, {x.size(1)}, "rmsnorm_backward_weight", "dweight");
-  check_shape(rstd, {x.size(0)}, "rmsnorm_backward_weight", "rstd");
+  check_rmsnorm_backward_weight(dy, x, rstd, dweight, kFloatDTypes);
   const int64_t N = x.size(0), D = x.size(1);
   constexpr int64_t kBlock = 64;  // columns per task: one cache line of each row, 4 times
   const float* xp = x.data<float>();

@@ -1,55 +1,15 @@
-#include <cmath>
-#include <numbers>
-
+// RoPE on the CPU: threads split (batch, position); each rotates the pairs of every head.
 #include "titan/ops/rope.h"
 
-namespace titan::ops {
-
-void rope_table(int64_t head_dim, double theta, const RopeScaling& scaling,
-                int64_t first_position, Tensor& freqs) {
-  TITAN_CHECK(head_dim > 0 && head_dim % 2 == 0) << "rope_table: head dim " << head_dim << " must be even";
-  const int64_t half = head_dim / 2;
-  TITAN_CHECK(freqs.dim() == 3 && freqs.size(1) == half && freqs.size(2) == 2)
-      << "rope_table: freqs must be [T, " << half << ", 2], got " << shape_string(freqs.shape());
-  check_dtype(freqs, DType::F32, "rope_table", "freqs");
-  const int64_t T = freqs.size(0);
-  float* fp = freqs.mutable_data<float>();
-  for (int64_t i = 0; i < half; ++i) {
-    // torch: 1.0 / (theta ** (arange(0, hd, 2).float() / hd)), all in float32.
-    const float exponent = float(2 * i) / float(head_dim);
-    float f = 1.0f / std::pow(float(theta), exponent);
-    if (scaling.enabled) {
-      const double wavelength = 2.0 * std::numbers::pi / double(f);
-      const double L = scaling.original_max_positions;
-      if (wavelength > L / scaling.low_freq_factor) {
-        f = float(double(f) / scaling.factor);
-      } else if (wavelength >= L / scaling.high_freq_factor) {
-        const double s = (L / wavelength - scaling.low_freq_factor) /
-                         (scaling.high_freq_factor - scaling.low_freq_factor);
-        f = float((1.0 - s) * double(f) / scaling.factor + s * double(f));
-      }
-    }
-    for (int64_t t = 0; t < T; ++t) {
-      const float angle = float(first_position + t) * f;  // float32, as torch.outer
-      fp[(t * half + i) * 2 + 0] = float(std::cos(double(angle)));
-      fp[(t * half + i) * 2 + 1] = float(std::sin(double(angle)));
-    }
-  }
-}
-
-namespace cpu {
+namespace titan::ops::cpu {
 namespace {
 
 enum class Direction { Forward, Backward };
 
 void rope_rotate(const Tensor& x, const Tensor& freqs, Tensor& y, Direction direction,
                  const char* op) {
-  check_dtype(x, DType::F32, op, "x");
-  TITAN_CHECK(x.dim() == 4) << op << ": x must be [B, T, H, hd], got " << shape_string(x.shape());
+  check_rope(x, freqs, y, kFloatDTypes, op);
   const int64_t B = x.size(0), T = x.size(1), H = x.size(2), hd = x.size(3);
-  TITAN_CHECK(hd % 2 == 0) << op << ": head dim " << hd << " must be even";
-  check_shape(freqs, {T, hd / 2, 2}, op, "freqs");
-  check_shape(y, x.shape(), op, "y");
   const float sign = direction == Direction::Forward ? 1.0f : -1.0f;
   const float* xp = x.data<float>();
   const float* fp = freqs.data<float>();
@@ -81,5 +41,4 @@ void rope_backward(const Tensor& dy, const Tensor& freqs, Tensor& dx) {
   rope_rotate(dy, freqs, dx, Direction::Backward, "rope_backward");
 }
 
-}  // namespace cpu
-}  // namespace titan::ops
+}  // namespace titan::ops::cpu

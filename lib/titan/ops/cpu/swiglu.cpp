@@ -1,3 +1,4 @@
+// SwiGLU on the CPU: one OpenMP loop over the elements, the formulas of ops/swiglu.h in f32.
 #include <cmath>
 
 #include "titan/ops/swiglu.h"
@@ -5,9 +6,7 @@
 namespace titan::ops::cpu {
 
 void swiglu_forward(const Tensor& a, const Tensor& b, Tensor& y) {
-  check_dtype(a, DType::F32, "swiglu_forward", "a");
-  check_shape(b, a.shape(), "swiglu_forward", "b");
-  check_shape(y, a.shape(), "swiglu_forward", "y");
+  check_swiglu_forward(a, b, y, kFloatDTypes);
   const int64_t n = a.numel();
   const float* ap = a.data<float>();
   const float* bp = b.data<float>();
@@ -20,11 +19,7 @@ void swiglu_forward(const Tensor& a, const Tensor& b, Tensor& y) {
 }
 
 void swiglu_backward(const Tensor& dy, const Tensor& a, const Tensor& b, Tensor& da, Tensor& db) {
-  check_dtype(a, DType::F32, "swiglu_backward", "a");
-  check_shape(b, a.shape(), "swiglu_backward", "b");
-  check_shape(dy, a.shape(), "swiglu_backward", "dy");
-  check_shape(da, a.shape(), "swiglu_backward", "da");
-  check_shape(db, a.shape(), "swiglu_backward", "db");
+  check_swiglu_backward(dy, a, b, da, db, kFloatDTypes);
   const int64_t n = a.numel();
   const float* ap = a.data<float>();
   const float* bp = b.data<float>();

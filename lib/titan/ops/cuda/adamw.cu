@@ -7,17 +7,11 @@
 #include <algorithm>
 #include <vector>
 
-#include "titan/core/cuda/launch.h"
 #include "titan/ops/adamw.h"
+#include "titan/ops/cuda/common.cuh"
 
 namespace titan::ops::cuda {
 namespace {
-
-using titan::cuda::DeviceGuard;
-
-using titan::cuda::check_launch;
-using titan::cuda::compute_stream;
-using titan::cuda::grid_for;
 
 constexpr int64_t kChunk = int64_t(1) << 16;  // elements per block-sized piece of work
 constexpr int kThreads = 256;
@@ -62,16 +56,9 @@ __global__ void adamw_kernel(TensorTable table, AdamWScalars s) {
   }
 }
 
-// The CPU's checks, plus: every tensor on one CUDA device.
-void check_one(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
-               const Tensor& exp_avg_sq, Device device, const char* op) {
-  check_dtype(param, DType::F32, op, "param");
-  check_dtype(grad, DType::F32, op, "grad");
-  check_dtype(exp_avg, DType::F32, op, "exp_avg");
-  check_dtype(exp_avg_sq, DType::F32, op, "exp_avg_sq");
-  check_shape(grad, param.shape(), op, "grad");
-  check_shape(exp_avg, param.shape(), op, "exp_avg");
-  check_shape(exp_avg_sq, param.shape(), op, "exp_avg_sq");
+// After the shared checks: every tensor on one CUDA device.
+void check_devices(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
+                   const Tensor& exp_avg_sq, Device device, const char* op) {
   TITAN_CHECK(device.is_cuda() && param.device() == device && grad.device() == device &&
               exp_avg.device() == device && exp_avg_sq.device() == device)
       << op << " (cuda): tensors must be on one CUDA device, got param on " << param.device()
@@ -79,19 +66,15 @@ void check_one(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
       << ", exp_avg_sq on " << exp_avg_sq.device() << " (expected " << device << ")";
 }
 
+// The lists, already checked by the caller's shared check, stepped in launches of up to
+// kAdamWTensorsPerLaunch tensors.
 void step_tensors(std::vector<Tensor>& params, const std::vector<Tensor>& grads,
                   std::vector<Tensor>& exp_avgs, std::vector<Tensor>& exp_avg_sqs,
                   const AdamWOptions& options, int64_t step, const char* op) {
-  TITAN_CHECK(grads.size() == params.size() && exp_avgs.size() == params.size() &&
-              exp_avg_sqs.size() == params.size())
-      << op << ": " << params.size() << " params, " << grads.size() << " grads, "
-      << exp_avgs.size() << " exp_avgs, " << exp_avg_sqs.size() << " exp_avg_sqs";
-  TITAN_CHECK(step >= 1) << op << ": step counts from 1 (incremented before the update), got "
-                         << step;
   if (params.empty()) return;
   const Device device = params.front().device();
   for (size_t i = 0; i < params.size(); ++i) {
-    check_one(params[i], grads[i], exp_avgs[i], exp_avg_sqs[i], device, op);
+    check_devices(params[i], grads[i], exp_avgs[i], exp_avg_sqs[i], device, op);
   }
   const AdamWScalars scalars = adamw_scalars(options, step);
   DeviceGuard guard(device.index);
@@ -109,7 +92,7 @@ void step_tensors(std::vector<Tensor>& params, const std::vector<Tensor>& grads,
       table.exp_avg[t] = exp_avgs[next].mutable_data<float>();
       table.exp_avg_sq[t] = exp_avg_sqs[next].mutable_data<float>();
       table.numel[t] = n;
-      table.first_chunk[t + 1] = table.first_chunk[t] + (n + kChunk - 1) / kChunk;
+      table.first_chunk[t + 1] = table.first_chunk[t] + ceil_div(n, kChunk);
     }
     if (table.count == 0) continue;
     const int64_t chunks = table.first_chunk[table.count];
@@ -122,6 +105,7 @@ void step_tensors(std::vector<Tensor>& params, const std::vector<Tensor>& grads,
 
 void adamw_step(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq,
                 const AdamWOptions& options, int64_t step) {
+  check_adamw_step(param, grad, exp_avg, exp_avg_sq, step);
   // Handles share storage: the kernel writes the caller's tensors.
   std::vector<Tensor> params{param}, exp_avgs{exp_avg}, exp_avg_sqs{exp_avg_sq};
   const std::vector<Tensor> grads{grad};
@@ -131,6 +115,7 @@ void adamw_step(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_
 void adamw_step_multi_tensor(std::vector<Tensor>& params, const std::vector<Tensor>& grads,
                              std::vector<Tensor>& exp_avgs, std::vector<Tensor>& exp_avg_sqs,
                              const AdamWOptions& options, int64_t step) {
+  check_adamw_step_multi_tensor(params, grads, exp_avgs, exp_avg_sqs, step);
   step_tensors(params, grads, exp_avgs, exp_avg_sqs, options, step, "adamw_step_multi_tensor");
 }
 

@@ -7,17 +7,11 @@
 // One kernel instance per (source, destination) pair; a same-dtype cast copies bytes.
 #include <cstdint>
 
-#include "titan/core/cuda/launch.h"
 #include "titan/ops/cast.h"
+#include "titan/ops/cuda/common.cuh"
 
 namespace titan::ops::cuda {
 namespace {
-
-using titan::cuda::DeviceGuard;
-
-using titan::cuda::check_launch;
-using titan::cuda::compute_stream;
-using titan::cuda::grid_for;
 
 // The formats narrower than f32, as core/float_formats.cpp defines them.
 struct MiniFloat {
@@ -167,13 +161,7 @@ void launch_to(const Tensor& src, Tensor& dst) {
 }  // namespace
 
 void cast(const Tensor& src, Tensor& dst) {
-  TITAN_CHECK(src.defined()) << "cast: src is undefined";
-  check_shape(dst, src.shape(), "cast", "dst");
-  TITAN_CHECK(dst.device() == src.device())
-      << "cast: src is on " << src.device() << ", dst on " << dst.device();
-  TITAN_CHECK(dtype_is_float(src.dtype()) && dtype_is_float(dst.dtype()))
-      << "cast: casts between float dtypes only, got " << dtype_name(src.dtype()) << " -> "
-      << dtype_name(dst.dtype());
+  check_cast(src, dst);
   TITAN_CHECK(src.device().is_cuda()) << "cast (cuda): tensors are on " << src.device();
   if (src.numel() == 0) return;
   DeviceGuard guard(src.device().index);

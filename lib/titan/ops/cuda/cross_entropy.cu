@@ -27,49 +27,18 @@
 #include <initializer_list>
 #include <vector>
 
-#include "titan/core/cuda/launch.h"
-#include "titan/ops/cuda/element.cuh"
-#include "titan/ops/cuda/gemm.h"
 #include "titan/ops/cross_entropy.h"
+#include "titan/ops/cuda/common.cuh"
+#include "titan/ops/cuda/gemm.h"
 #include "titan/ops/matmul.h"
 
 namespace titan::ops::cuda {
 namespace {
 
-using titan::cuda::DeviceGuard;
-
-using titan::cuda::check_launch;
-using titan::cuda::compute_stream;
-using titan::cuda::grid_for;
-
-constexpr int kThreads = 256;  // per row; the reductions below assume a power of two
+constexpr int kThreads = 256;  // per row; the block reductions need a power of two
 constexpr int64_t kIgnore = kIgnoreIndex;
 
 __device__ double loss_total;  // the forward's running sum, carried across chunks
-
-// Block-wide max and sum in a fixed tree (same bits every run); every thread gets the result.
-__device__ float block_max(float v, float* shared) {
-  shared[threadIdx.x] = v;
-  __syncthreads();
-  for (int half = blockDim.x / 2; half > 0; half /= 2) {
-    if (threadIdx.x < half) shared[threadIdx.x] = fmaxf(shared[threadIdx.x], shared[threadIdx.x + half]);
-    __syncthreads();
-  }
-  const float result = shared[0];
-  __syncthreads();  // shared is reused by the next reduction
-  return result;
-}
-__device__ double block_sum(double v, double* shared) {
-  shared[threadIdx.x] = v;
-  __syncthreads();
-  for (int half = blockDim.x / 2; half > 0; half /= 2) {
-    if (threadIdx.x < half) shared[threadIdx.x] += shared[threadIdx.x + half];
-    __syncthreads();
-  }
-  const double result = shared[0];
-  __syncthreads();
-  return result;
-}
 
 // lse[r] = max + log(sum_v exp(z[r, v] - max)) for rows [0, rows) of logits [rows, V].
 template <class T>
@@ -149,23 +118,13 @@ __global__ void dlogits_kernel(const TIn* logits, int64_t ld_in, TOut* dlogits, 
   }
 }
 
-// ---- checks (all before any device work) ----
-
-bool is_f32_or_bf16(DType t) { return t == DType::F32 || t == DType::BF16; }
+// ---- device-side checks (after the shared ones of ops/cross_entropy.cpp) ----
 
 void check_on(const Tensor& t, Device device, const char* op, const char* arg) {
   TITAN_CHECK(t.defined()) << op << ": " << arg << " is undefined";
   TITAN_CHECK(t.device() == device && device.is_cuda())
       << op << " (cuda): " << arg << " is on " << t.device() << ", expected " << device
       << " (every tensor on one CUDA device)";
-}
-
-// Labels [N] i32 or i64.
-void check_labels_shape(const Tensor& labels, int64_t tokens, const char* op) {
-  TITAN_CHECK(labels.defined()) << op << ": labels is undefined";
-  TITAN_CHECK(labels.dtype() == DType::I32 || labels.dtype() == DType::I64)
-      << op << ": labels is " << dtype_name(labels.dtype()) << ", expected i32 or i64";
-  check_shape(labels, {tokens}, op, "labels");
 }
 
 // Labels on the device, each a vocabulary index or kIgnoreIndex: copied to the host to
@@ -185,51 +144,7 @@ void check_label_ids(const Tensor& labels, int64_t tokens, int64_t vocab, Device
                           cudaMemcpyDeviceToHost));
     for (int64_t n = 0; n < tokens; ++n) ids[size_t(n)] = narrow[size_t(n)];
   }
-  for (int64_t n = 0; n < tokens; ++n) {
-    const int64_t label = ids[size_t(n)];
-    TITAN_CHECK((label >= 0 && label < vocab) || label == kIgnoreIndex)
-        << op << ": label " << label << " of token " << n << " is outside the vocabulary [0, "
-        << vocab << ") and is not the ignore index " << kIgnoreIndex;
-  }
-}
-
-struct Dims {
-  int64_t tokens, dim, vocab;
-};
-
-Dims check_fused(const Tensor& h, const Tensor& weight, const Tensor& workspace, const char* op) {
-  TITAN_CHECK(h.defined() && weight.defined() && workspace.defined())
-      << op << ": undefined h, weight or workspace";
-  TITAN_CHECK(is_f32_or_bf16(h.dtype()) && weight.dtype() == h.dtype())
-      << op << " (cuda): h is " << dtype_name(h.dtype()) << " and weight "
-      << dtype_name(weight.dtype()) << "; expected both f32 or both bf16";
-  check_dtype(workspace, DType::F32, op, "workspace");
-  TITAN_CHECK(h.dim() == 2) << op << ": h must be [N, D], got " << shape_string(h.shape());
-  TITAN_CHECK(weight.dim() == 2 && weight.size(1) == h.size(1))
-      << op << ": weight must be [V, D] with D = " << h.size(1) << ", got "
-      << shape_string(weight.shape());
-  const Dims d{h.size(0), h.size(1), weight.size(0)};
-  TITAN_CHECK(d.vocab >= 1) << op << ": empty vocabulary";
-  TITAN_CHECK(workspace.dim() == 2 && workspace.size(0) >= 1 && workspace.size(1) == d.vocab)
-      << op << ": workspace must be [C, V] with C >= 1 and V = " << d.vocab << ", got "
-      << shape_string(workspace.shape()) << " (see cross_entropy_workspace_shape)";
-  return d;
-}
-
-// A gradient output: its shape, on the device, f32 (or bf16 when the inputs are bf16).
-void check_gradient(const Tensor& g, const Tensor& like, DType input, const char* op,
-                    const char* arg) {
-  TITAN_CHECK(g.defined()) << op << ": " << arg << " is undefined";
-  TITAN_CHECK(g.dtype() == DType::F32 || (g.dtype() == DType::BF16 && input == DType::BF16))
-      << op << " (cuda): " << arg << " is " << dtype_name(g.dtype()) << " for "
-      << dtype_name(input) << " inputs; expected f32, or bf16 for bf16 inputs";
-  check_shape(g, like.shape(), op, arg);
-}
-
-void check_f32_vector(const Tensor& t, const Shape& shape, const char* op, const char* arg) {
-  TITAN_CHECK(t.defined()) << op << ": " << arg << " is undefined";
-  check_dtype(t, DType::F32, op, arg);
-  check_shape(t, shape, op, arg);
+  for (int64_t n = 0; n < tokens; ++n) check_cross_entropy_label(ids[size_t(n)], n, vocab, op);
 }
 
 // Last of the checks, so that dtype and shape errors read the same on a machine without a
@@ -284,16 +199,18 @@ void launch_dlogits(const TIn* z, int64_t ld_in, TOut* dz, int64_t ld_out, int64
   check_launch("dlogits_kernel");
 }
 
+// N tokens and V vocabulary entries of a fused call (already checked).
+struct Dims {
+  int64_t tokens, vocab;
+};
+
 // Per chunk: recompute the logits, dlogits over them, then the dh and/or dweight GEMMs (a
 // null output skips its GEMM).
 void fused_backward(const Tensor& h, const Tensor& weight, const Tensor& labels, const Tensor& lse,
                     float grad_scale, Tensor* dh, Tensor* dweight, Accumulate accumulate_dh,
                     Tensor& workspace, const char* op) {
-  const Dims d = check_fused(h, weight, workspace, op);
-  check_labels_shape(labels, d.tokens, op);
-  check_f32_vector(lse, {d.tokens}, op, "lse");
-  if (dh != nullptr) check_gradient(*dh, h, h.dtype(), op, "dh");
-  if (dweight != nullptr) check_gradient(*dweight, weight, h.dtype(), op, "dweight");
+  check_cross_entropy_backward(h, weight, labels, lse, dh, dweight, workspace, kFloatDTypes, op);
+  const Dims d{h.size(0), weight.size(0)};
   check_devices({{&h, "h"}, {&weight, "weight"}, {&workspace, "workspace"}, {&lse, "lse"},
                  {&labels, "labels"}, {dh, "dh"}, {dweight, "dweight"}},
                 op);
@@ -326,17 +243,14 @@ void fused_backward(const Tensor& h, const Tensor& weight, const Tensor& labels,
     launch_dlogits<float, __nv_bfloat16>(z, V, dz, 2 * V, rows, V, labels, first, row_lse,
                                          grad_scale, false);
     const DeviceMatrix dlogits{dz, DType::BF16, rows, V, 2 * V};
-    const auto matrix = [](const Tensor& t) {  // a contiguous [rows, cols] tensor
-      return DeviceMatrix{t.raw_data(), t.dtype(), t.size(0), t.size(1), t.size(1)};
-    };
     if (dh != nullptr) {
       const Tensor dh_chunk = dh->narrow(first, rows);
-      gemm(device.index, dlogits, Transpose::No, matrix(weight), Transpose::No, matrix(dh_chunk),
-           1.0f, dh_beta, op);
+      gemm(device.index, dlogits, Transpose::No, device_matrix(weight), Transpose::No,
+           device_matrix(dh_chunk), 1.0f, dh_beta, op);
     }
     if (dweight != nullptr) {
-      gemm(device.index, dlogits, Transpose::Yes, matrix(h_chunk), Transpose::No,
-           matrix(*dweight), 1.0f, 1.0f, op);
+      gemm(device.index, dlogits, Transpose::Yes, device_matrix(h_chunk), Transpose::No,
+           device_matrix(*dweight), 1.0f, 1.0f, op);
     }
   }
 }
@@ -346,10 +260,8 @@ void fused_backward(const Tensor& h, const Tensor& weight, const Tensor& labels,
 void cross_entropy_forward(const Tensor& h, const Tensor& weight, const Tensor& labels,
                            Tensor& loss_sum, Tensor& lse, Tensor& workspace) {
   const char* op = "cross_entropy_forward";
-  const Dims d = check_fused(h, weight, workspace, op);
-  check_labels_shape(labels, d.tokens, op);
-  check_f32_vector(loss_sum, {1}, op, "loss_sum");
-  check_f32_vector(lse, {d.tokens}, op, "lse");
+  check_cross_entropy_forward(h, weight, labels, loss_sum, lse, workspace, kFloatDTypes);
+  const Dims d{h.size(0), weight.size(0)};
   check_devices({{&h, "h"}, {&weight, "weight"}, {&workspace, "workspace"},
                  {&loss_sum, "loss_sum"}, {&lse, "lse"}, {&labels, "labels"}},
                 op);
@@ -396,15 +308,8 @@ void cross_entropy_backward(const Tensor& h, const Tensor& weight, const Tensor&
 void cross_entropy_logits_forward(const Tensor& logits, const Tensor& labels, Tensor& loss_sum,
                                   Tensor& lse) {
   const char* op = "cross_entropy_logits_forward";
-  TITAN_CHECK(logits.defined()) << op << ": logits is undefined";
-  TITAN_CHECK(is_f32_or_bf16(logits.dtype()))
-      << op << " (cuda): logits is " << dtype_name(logits.dtype()) << ", expected f32 or bf16";
-  TITAN_CHECK(logits.dim() == 2 && logits.size(1) >= 1)
-      << op << ": logits must be [N, V], got " << shape_string(logits.shape());
+  check_cross_entropy_logits_forward(logits, labels, loss_sum, lse, kFloatDTypes);
   const int64_t tokens = logits.size(0), vocab = logits.size(1);
-  check_labels_shape(labels, tokens, op);
-  check_f32_vector(loss_sum, {1}, op, "loss_sum");
-  check_f32_vector(lse, {tokens}, op, "lse");
   check_devices(
       {{&logits, "logits"}, {&loss_sum, "loss_sum"}, {&lse, "lse"}, {&labels, "labels"}}, op);
   const Device device = logits.device();
@@ -427,17 +332,8 @@ void cross_entropy_logits_forward(const Tensor& logits, const Tensor& labels, Te
 void cross_entropy_logits_backward(const Tensor& logits, const Tensor& labels, const Tensor& lse,
                                    float grad_scale, Tensor& dlogits, Accumulate accumulate) {
   const char* op = "cross_entropy_logits_backward";
-  TITAN_CHECK(logits.defined()) << op << ": logits is undefined";
-  TITAN_CHECK(is_f32_or_bf16(logits.dtype()))
-      << op << " (cuda): logits is " << dtype_name(logits.dtype()) << ", expected f32 or bf16";
-  TITAN_CHECK(logits.dim() == 2 && logits.size(1) >= 1)
-      << op << ": logits must be [N, V], got " << shape_string(logits.shape());
+  check_cross_entropy_logits_backward(logits, labels, lse, dlogits, kFloatDTypes);
   const int64_t tokens = logits.size(0), vocab = logits.size(1);
-  check_labels_shape(labels, tokens, op);
-  check_f32_vector(lse, {tokens}, op, "lse");
-  TITAN_CHECK(dlogits.defined() && is_f32_or_bf16(dlogits.dtype()))
-      << op << " (cuda): dlogits must be f32 or bf16";
-  check_shape(dlogits, logits.shape(), op, "dlogits");
   check_devices(
       {{&logits, "logits"}, {&lse, "lse"}, {&dlogits, "dlogits"}, {&labels, "labels"}}, op);
   const Device device = logits.device();

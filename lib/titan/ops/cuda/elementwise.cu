@@ -5,17 +5,11 @@
 // fused multiply-add: the CPU rounds the product and the sum apart, and so does this.
 #include <cuda_bf16.h>
 
-#include "titan/core/cuda/launch.h"
+#include "titan/ops/cuda/common.cuh"
 #include "titan/ops/elementwise.h"
 
 namespace titan::ops::cuda {
 namespace {
-
-using titan::cuda::DeviceGuard;
-
-using titan::cuda::check_launch;
-using titan::cuda::compute_stream;
-using titan::cuda::grid_for;
 
 enum class Op { Fill, Scale, Add, Accumulate, Axpy };
 
@@ -50,20 +44,9 @@ __global__ void elementwise_kernel(float s, Operand a, Operand b, void* y, bool 
   }
 }
 
-void check_float(const Tensor& t, const char* op, const char* arg) {
-  TITAN_CHECK(t.defined()) << op << ": " << arg << " is undefined";
-  TITAN_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::BF16)
-      << op << " (cuda): " << arg << " is " << dtype_name(t.dtype()) << ", expected f32 or bf16";
-}
-
-// An input of a binary op: f32 or bf16, on y's device, as many elements as y.
+// An input of a binary op, checked.
 Operand operand(const Tensor& t, const Tensor& y, const char* op, const char* arg) {
-  check_float(t, op, arg);
-  TITAN_CHECK(t.device() == y.device())
-      << op << ": " << arg << " is on " << t.device() << ", the output on " << y.device();
-  TITAN_CHECK(t.numel() == y.numel()) << op << ": " << arg << " has shape "
-                                      << shape_string(t.shape()) << ", output "
-                                      << shape_string(y.shape());
+  check_elementwise_input(t, y, kFloatDTypes, op, arg);
   return {t.raw_data(), t.dtype() == DType::BF16};
 }
 
@@ -82,29 +65,29 @@ void launch(Tensor& y, float s, Operand a, Operand b, const char* name) {
 }  // namespace
 
 void fill(Tensor& y, float value) {
-  check_float(y, "fill", "y");
+  check_elementwise_output(y, kFloatDTypes, "fill");
   launch<Op::Fill>(y, value, {}, {}, "fill");
 }
 
 void scale(Tensor& y, float factor) {
-  check_float(y, "scale", "y");
+  check_elementwise_output(y, kFloatDTypes, "scale");
   launch<Op::Scale>(y, factor, {}, {}, "scale");
 }
 
 void add(const Tensor& a, const Tensor& b, Tensor& y) {
-  check_float(y, "add", "y");
+  check_elementwise_output(y, kFloatDTypes, "add");
   const Operand oa = operand(a, y, "add", "a"), ob = operand(b, y, "add", "b");
   launch<Op::Add>(y, 0.0f, oa, ob, "add");
 }
 
 void accumulate(const Tensor& x, Tensor& y) {
-  check_float(y, "accumulate", "y");
+  check_elementwise_output(y, kFloatDTypes, "accumulate");
   const Operand ox = operand(x, y, "accumulate", "x");
   launch<Op::Accumulate>(y, 0.0f, ox, {}, "accumulate");
 }
 
 void axpy(float alpha, const Tensor& x, Tensor& y) {
-  check_float(y, "axpy", "y");
+  check_elementwise_output(y, kFloatDTypes, "axpy");
   const Operand ox = operand(x, y, "axpy", "x");
   launch<Op::Axpy>(y, alpha, ox, {}, "axpy");
 }

@@ -11,21 +11,13 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
-#include <initializer_list>
 #include <type_traits>
-#include <utility>
 
-#include "titan/core/cuda/launch.h"
-#include "titan/ops/cuda/element.cuh"
+#include "titan/ops/cuda/common.cuh"
 #include "titan/ops/embedding.h"
 
 namespace titan::ops::cuda {
 namespace {
-
-using titan::cuda::check_launch;
-using titan::cuda::DeviceGuard;
-using titan::cuda::compute_stream;
-using titan::cuda::grid_for;
 
 constexpr int kThreads = 256;  // a multiple of 32: the backward ballots warp by warp
 constexpr int64_t kColumnsPerBlock = 1024;
@@ -76,31 +68,7 @@ __global__ void embedding_backward_kernel(const Id* ids, const G* dout, W* dtabl
   }
 }
 
-// ---- host side: every check before any device work --------------------------------------
-
-void check_float_storage(const Tensor& t, const char* op, const char* arg) {
-  TITAN_CHECK(t.defined()) << op << ": " << arg << " is undefined";
-  TITAN_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::BF16)
-      << op << " (cuda): " << arg << " is " << dtype_name(t.dtype()) << ", expected f32 or bf16";
-}
-
-void check_ids(const Tensor& ids, const char* op) {
-  TITAN_CHECK(ids.defined()) << op << ": ids is undefined";
-  TITAN_CHECK(ids.dtype() == DType::I32 || ids.dtype() == DType::I64)
-      << op << ": ids must be i32 or i64, got " << dtype_name(ids.dtype());
-  TITAN_CHECK(ids.dim() == 1) << op << ": ids must be [N], got " << shape_string(ids.shape());
-}
-
-// Every tensor on the first one's device, which must be a CUDA device.
-void check_on_one_device(std::initializer_list<std::pair<const Tensor*, const char*>> tensors,
-                         const char* op) {
-  const Device device = tensors.begin()->first->device();
-  for (const auto& [t, name] : tensors) {
-    TITAN_CHECK(device.is_cuda() && t->device() == device)
-        << op << " (cuda): " << name << " is on " << t->device() << "; every tensor must be on "
-        << (device.is_cuda() ? "one CUDA device" : "a CUDA device");
-  }
-}
+// ---- host side ---------------------------------------------------------------------------
 
 // Calls f with a null pointer of the C++ type stored for dtype (f32 or bf16 / i32 or i64).
 template <class F>
@@ -126,14 +94,9 @@ using Pointee = std::remove_pointer_t<P>;
 }  // namespace
 
 void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out) {
-  const char* op = "embedding_forward";
-  check_float_storage(table, op, "table");
-  TITAN_CHECK(table.dim() == 2) << op << ": table must be [V, D], got " << shape_string(table.shape());
-  check_ids(ids, op);
+  check_embedding_forward(ids, table, out, kFloatDTypes);
+  check_on_one_device({{&table, "table"}, {&ids, "ids"}, {&out, "out"}}, "embedding_forward");
   const int64_t tokens = ids.numel(), vocab = table.size(0), D = table.size(1);
-  check_shape(out, {tokens, D}, op, "out");
-  check_dtype(out, table.dtype(), op, "out");
-  check_on_one_device({{&table, "table"}, {&ids, "ids"}, {&out, "out"}}, op);
   const DeviceGuard guard(table.device().index);
   if (tokens * D == 0) return;
   with_id_type(ids.dtype(), [&](auto id_ptr) {
@@ -151,14 +114,9 @@ void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out) {
 
 void embedding_backward_weight(const Tensor& ids, const Tensor& dout, Tensor& dtable) {
   const char* op = "embedding_backward_weight";
-  check_float_storage(dtable, op, "dtable");
-  TITAN_CHECK(dtable.dim() == 2) << op << ": dtable must be [V, D], got "
-                                 << shape_string(dtable.shape());
-  check_ids(ids, op);
+  check_embedding_backward_weight(ids, dout, dtable, kFloatDTypes);
   const int64_t tokens = ids.numel(), vocab = dtable.size(0), D = dtable.size(1);
-  check_float_storage(dout, op, "dout");
-  check_shape(dout, {tokens, D}, op, "dout");
-  const int64_t column_blocks = (D + kColumnsPerBlock - 1) / kColumnsPerBlock;
+  const int64_t column_blocks = ceil_div(D, kColumnsPerBlock);
   TITAN_CHECK(column_blocks <= 65535) << op << " (cuda): D = " << D << " is over the "
                                       << 65535 * kColumnsPerBlock << " columns one launch covers";
   check_on_one_device({{&dtable, "dtable"}, {&ids, "ids"}, {&dout, "dout"}}, op);
@@ -167,8 +125,8 @@ void embedding_backward_weight(const Tensor& ids, const Tensor& dout, Tensor& dt
   // About kMaxVocabBlocks blocks over the vocabulary; each reads all ids, so fewer, wider
   // slices for a large vocabulary.
   const int64_t vocab_blocks = std::min(vocab, kMaxVocabBlocks);
-  const int64_t rows_per_block = (vocab + vocab_blocks - 1) / vocab_blocks;
-  const dim3 blocks(unsigned((vocab + rows_per_block - 1) / rows_per_block), unsigned(column_blocks));
+  const int64_t rows_per_block = ceil_div(vocab, vocab_blocks);
+  const dim3 blocks(unsigned(ceil_div(vocab, rows_per_block)), unsigned(column_blocks));
   with_id_type(ids.dtype(), [&](auto id_ptr) {
     using Id = Pointee<decltype(id_ptr)>;
     with_float_type(dout.dtype(), [&](auto g_ptr) {

@@ -18,6 +18,11 @@ struct DeviceMatrix {
   int64_t rows, cols, ld;
 };
 
+// A contiguous 2-D tensor: rows are its last dim apart.
+inline DeviceMatrix device_matrix(const Tensor& t) {
+  return DeviceMatrix{t.raw_data(), t.dtype(), t.size(0), t.size(1), t.size(1)};
+}
+
 // C = alpha * op(A) op(B) + beta * C, row-major, on `device_index`'s compute stream, with the
 // types and rounding of ops::cuda::matmul (f32 accumulation; bf16 x bf16 -> f32 or bf16).
 // K >= 1 and shapes already checked by the caller; `op` names the caller in errors.

@@ -13,16 +13,11 @@
 #include <algorithm>
 #include <vector>
 
-#include "titan/core/cuda/launch.h"
+#include "titan/ops/cuda/common.cuh"
 #include "titan/ops/grad_norm.h"
 
 namespace titan::ops::cuda {
 namespace {
-
-using titan::cuda::DeviceGuard;
-
-using titan::cuda::check_launch;
-using titan::cuda::compute_stream;
 
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 1024;
@@ -32,17 +27,6 @@ constexpr int64_t kMaxResults = 1024;  // tensors per copy back
 
 __device__ double partials[kMaxBlocks];
 __device__ double results[kMaxResults];
-
-// Sum of v over the block in a fixed tree; valid in thread 0. shared has blockDim.x slots.
-__device__ double block_sum(double v, double* shared) {
-  shared[threadIdx.x] = v;
-  __syncthreads();
-  for (int half = blockDim.x / 2; half > 0; half /= 2) {
-    if (threadIdx.x < half) shared[threadIdx.x] += shared[threadIdx.x + half];
-    __syncthreads();
-  }
-  return shared[0];
-}
 
 __global__ void sum_of_squares_blocks(const float* x, int64_t n) {
   __shared__ double shared[kThreads];
@@ -68,7 +52,7 @@ __global__ void sum_of_squares_total(int blocks, int slot) {
 void queue_sum_of_squares(const Tensor& x, int slot) {
   const int64_t n = x.numel();
   const int64_t per_block = kThreads * kElementsPerThread;
-  const int blocks = int(std::min(kMaxBlocks, (n + per_block - 1) / per_block));
+  const int blocks = int(std::min(kMaxBlocks, ceil_div(n, per_block)));
   sum_of_squares_blocks<<<blocks, kThreads, 0, compute_stream()>>>(x.data<float>(), n);
   check_launch("sum_of_squares_blocks");
   sum_of_squares_total<<<1, kThreads, 0, compute_stream()>>>(blocks, slot);
@@ -82,7 +66,7 @@ std::vector<double> sums_of_squares(const std::vector<Tensor>& xs) {
   if (xs.empty()) return sums;
   const Device device = xs.front().device();
   for (const Tensor& x : xs) {  // every check before any device work
-    check_dtype(x, DType::F32, "sum_of_squares", "x");
+    check_sum_of_squares(x);
     TITAN_CHECK(x.device().is_cuda() && x.device() == device)
         << "sum_of_squares (cuda): a tensor is on " << x.device() << ", the first on " << device;
   }

@@ -26,14 +26,12 @@
 #include <cuda_bf16.h>
 
 #include "titan/core/cuda/cuda_check.h"
-#include "titan/core/cuda/launch.h"
+#include "titan/ops/cuda/common.cuh"
 #include "titan/ops/cuda/gemm.h"
 #include "titan/ops/matmul.h"
 
 namespace titan::ops::cuda {
 namespace {
-
-using titan::cuda::DeviceGuard;
 
 constexpr size_t kWorkspaceBytes = size_t(32) << 20;
 
@@ -113,12 +111,12 @@ void scale_in_place(Tensor& c, float beta) {
   if (beta == 1.0f) return;
   const int64_t n = c.numel();
   const int threads = 256;
-  const auto blocks = unsigned((n + threads - 1) / threads);
+  const auto blocks = unsigned(ceil_div(n, threads));
   if (c.dtype() == DType::F32) {
-    scale_kernel<float><<<blocks, threads, 0, titan::cuda::compute_stream()>>>(
+    scale_kernel<float><<<blocks, threads, 0, compute_stream()>>>(
         static_cast<float*>(c.raw_mutable_data()), n, beta);
   } else {
-    scale_kernel<__nv_bfloat16><<<blocks, threads, 0, titan::cuda::compute_stream()>>>(
+    scale_kernel<__nv_bfloat16><<<blocks, threads, 0, compute_stream()>>>(
         static_cast<__nv_bfloat16*>(c.raw_mutable_data()), n, beta);
   }
   CUDA_CHECK(cudaGetLastError());
@@ -129,16 +127,7 @@ void scale_in_place(Tensor& c, float beta) {
 void matmul(const Tensor& a, Transpose transpose_a, const Tensor& b, Transpose transpose_b,
             Tensor& c, float alpha, float beta) {
   // Every check that needs no device comes first, so bad calls fail the same way anywhere.
-  TITAN_CHECK(a.defined() && b.defined() && c.defined()) << "matmul: undefined operand";
-  TITAN_CHECK(a.dtype() == DType::F32 || a.dtype() == DType::BF16)
-      << "matmul (cuda): A is " << dtype_name(a.dtype()) << ", expected f32 or bf16";
-  TITAN_CHECK(b.dtype() == a.dtype())
-      << "matmul (cuda): A is " << dtype_name(a.dtype()) << " but B is " << dtype_name(b.dtype())
-      << "; A and B must have the same dtype";
-  TITAN_CHECK(c.dtype() == DType::F32 || (c.dtype() == DType::BF16 && a.dtype() == DType::BF16))
-      << "matmul (cuda): C is " << dtype_name(c.dtype()) << " for " << dtype_name(a.dtype())
-      << " inputs; supported: f32 x f32 -> f32, bf16 x bf16 -> f32 or bf16";
-  const GemmShape s = gemm_shape(a, transpose_a, b, transpose_b, c);
+  const GemmShape s = check_matmul(a, transpose_a, b, transpose_b, c, kFloatDTypes);
   const Device device = a.device();
   TITAN_CHECK(device.is_cuda() && b.device() == device && c.device() == device)
       << "matmul (cuda): operands must be on one CUDA device, got A on " << a.device() << ", B on "
@@ -150,11 +139,8 @@ void matmul(const Tensor& a, Transpose transpose_a, const Tensor& b, Transpose t
     scale_in_place(c, beta);
     return;
   }
-  const auto matrix = [](const Tensor& t) {
-    return DeviceMatrix{t.raw_data(), t.dtype(), t.size(0), t.size(1), t.size(1)};
-  };
-  gemm(device.index, matrix(a), transpose_a, matrix(b), transpose_b, matrix(c), alpha, beta,
-       "matmul");
+  gemm(device.index, device_matrix(a), transpose_a, device_matrix(b), transpose_b,
+       device_matrix(c), alpha, beta, "matmul");
 }
 
 void gemm(int device_index, const DeviceMatrix& a, Transpose transpose_a, const DeviceMatrix& b,
@@ -218,7 +204,7 @@ void gemm(int device_index, const DeviceMatrix& a, Transpose transpose_a, const 
   CUBLAS_CHECK(cublasLtMatmul(context.handle, op.desc, &alpha, lt_a_data, lt_a.layout, lt_b_data,
                               lt_b.layout, &beta, c_data, lt_c.layout, c_data, lt_c.layout,
                               &heuristic.algo, context.workspace, kWorkspaceBytes,
-                              titan::cuda::compute_stream()));
+                              compute_stream()));
 }
 
 }  // namespace titan::ops::cuda

@@ -8,28 +8,19 @@
 // Storage T is float or __nv_bfloat16; dweight's storage G is float or T.
 #include <cuda_bf16.h>
 
-#include <initializer_list>
-#include <utility>
-
-#include "titan/core/cuda/launch.h"
-#include "titan/ops/cuda/element.cuh"
+#include "titan/ops/cuda/common.cuh"
 #include "titan/ops/rmsnorm.h"
 
 namespace titan::ops::cuda {
 namespace {
 
-using titan::cuda::check_launch;
-using titan::cuda::DeviceGuard;
-using titan::cuda::compute_stream;
-using titan::cuda::grid_for;
-
-constexpr int kRowThreads = 256;  // a multiple of 32: block_sum works warp by warp
+constexpr int kRowThreads = 256;  // a multiple of 32: block_sum_by_warps works warp by warp
 constexpr int kColumnTile = 16;   // dweight: a warp reads 2 rows x 16 columns (bf16: 32 B each)
 constexpr int kRowLanes = 32;
 
 // The sum of v over the block, returned to every thread. Fixed order for a fixed block
 // size: a butterfly within each warp, then warp totals in warp order.
-__device__ float block_sum(float v, float* warp_totals /* [32] */) {
+__device__ float block_sum_by_warps(float v, float* warp_totals /* [32] */) {
   for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
   if (threadIdx.x % 32 == 0) warp_totals[threadIdx.x / 32] = v;
   __syncthreads();
@@ -51,7 +42,7 @@ __global__ void rmsnorm_forward_kernel(const T* x, const T* weight, float eps, T
       const float v = load(xr, i);
       sum_sq += v * v;
     }
-    sum_sq = block_sum(sum_sq, warp_totals);
+    sum_sq = block_sum_by_warps(sum_sq, warp_totals);
     const float r = 1.0f / sqrtf(sum_sq / float(D) + eps);
     for (int64_t i = threadIdx.x; i < D; i += blockDim.x) store(yr, i, load(xr, i) * r * load(weight, i));
     if (threadIdx.x == 0) rstd[row] = r;
@@ -69,7 +60,7 @@ __global__ void rmsnorm_backward_input_kernel(const T* dy, const T* x, const T* 
     T* dr = dx + row * D;
     float dot = 0;  // sum(weight * dy * x)
     for (int64_t i = threadIdx.x; i < D; i += blockDim.x) dot += load(weight, i) * load(gr, i) * load(xr, i);
-    dot = block_sum(dot, warp_totals);
+    dot = block_sum_by_warps(dot, warp_totals);
     const float r = rstd[row];
     const float c = dot / float(D) * r * r * r;
     for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
@@ -103,110 +94,58 @@ __global__ void rmsnorm_backward_weight_kernel(const T* dy, const T* x, const fl
   }
 }
 
-// ---- host side: every check before any device work --------------------------------------
-
-void check_storage(const Tensor& t, const char* op, const char* arg) {
-  TITAN_CHECK(t.defined()) << op << ": " << arg << " is undefined";
-  TITAN_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::BF16)
-      << op << " (cuda): " << arg << " is " << dtype_name(t.dtype()) << ", expected f32 or bf16";
-}
-
-void check_rows(const Tensor& x, const Tensor& weight, const char* op) {
-  check_storage(x, op, "x");
-  TITAN_CHECK(x.dim() == 2) << op << ": x must be [N, D], got " << shape_string(x.shape());
-  check_shape(weight, {x.size(1)}, op, "weight");
-  check_dtype(weight, x.dtype(), op, "weight");
-}
-
-// Every tensor on the first one's device, which must be a CUDA device.
-void check_on_one_device(std::initializer_list<std::pair<const Tensor*, const char*>> tensors,
-                         const char* op) {
-  const Device device = tensors.begin()->first->device();
-  for (const auto& [t, name] : tensors) {
-    TITAN_CHECK(device.is_cuda() && t->device() == device)
-        << op << " (cuda): " << name << " is on " << t->device() << "; every tensor must be on "
-        << (device.is_cuda() ? "one CUDA device" : "a CUDA device");
-  }
-}
-
-template <class T>
-const T* in(const Tensor& t) {
-  return static_cast<const T*>(t.raw_data());
-}
-template <class T>
-T* out(Tensor& t) {
-  return static_cast<T*>(t.raw_mutable_data());
-}
+// ---- host side ---------------------------------------------------------------------------
 
 unsigned row_blocks(int64_t rows) { return grid_for(rows, 1, 65535LL * 32); }
 
 }  // namespace
 
 void rmsnorm_forward(const Tensor& x, const Tensor& weight, float eps, Tensor& y, Tensor& rstd) {
-  const char* op = "rmsnorm_forward";
-  check_rows(x, weight, op);
-  check_shape(y, x.shape(), op, "y");
-  check_dtype(y, x.dtype(), op, "y");
-  check_shape(rstd, {x.size(0)}, op, "rstd");
-  check_dtype(rstd, DType::F32, op, "rstd");
-  check_on_one_device({{&x, "x"}, {&weight, "weight"}, {&y, "y"}, {&rstd, "rstd"}}, op);
+  check_rmsnorm_forward(x, weight, y, rstd, kFloatDTypes);
+  check_on_one_device({{&x, "x"}, {&weight, "weight"}, {&y, "y"}, {&rstd, "rstd"}},
+                      "rmsnorm_forward");
   const DeviceGuard guard(x.device().index);
   const int64_t rows = x.size(0), D = x.size(1);
   if (rows == 0) return;
   if (x.dtype() == DType::F32) {
     rmsnorm_forward_kernel<float><<<row_blocks(rows), kRowThreads, 0, compute_stream()>>>(
-        in<float>(x), in<float>(weight), eps, out<float>(y), out<float>(rstd), rows, D);
+        data_as<float>(x), data_as<float>(weight), eps, mutable_data_as<float>(y),
+        mutable_data_as<float>(rstd), rows, D);
   } else {
     rmsnorm_forward_kernel<__nv_bfloat16><<<row_blocks(rows), kRowThreads, 0, compute_stream()>>>(
-        in<__nv_bfloat16>(x), in<__nv_bfloat16>(weight), eps, out<__nv_bfloat16>(y),
-        out<float>(rstd), rows, D);
+        data_as<__nv_bfloat16>(x), data_as<__nv_bfloat16>(weight), eps,
+        mutable_data_as<__nv_bfloat16>(y), mutable_data_as<float>(rstd), rows, D);
   }
   check_launch("rmsnorm_forward_kernel");
 }
 
 void rmsnorm_backward_input(const Tensor& dy, const Tensor& x, const Tensor& weight,
                             const Tensor& rstd, Tensor& dx, Accumulate accumulate) {
-  const char* op = "rmsnorm_backward_input";
-  check_rows(x, weight, op);
-  check_shape(dy, x.shape(), op, "dy");
-  check_dtype(dy, x.dtype(), op, "dy");
-  check_shape(dx, x.shape(), op, "dx");
-  check_dtype(dx, x.dtype(), op, "dx");
-  check_shape(rstd, {x.size(0)}, op, "rstd");
-  check_dtype(rstd, DType::F32, op, "rstd");
+  check_rmsnorm_backward_input(dy, x, weight, rstd, dx, kFloatDTypes);
   check_on_one_device({{&x, "x"}, {&dy, "dy"}, {&weight, "weight"}, {&rstd, "rstd"}, {&dx, "dx"}},
-                      op);
+                      "rmsnorm_backward_input");
   const DeviceGuard guard(x.device().index);
   const int64_t rows = x.size(0), D = x.size(1);
   if (rows == 0) return;
   const bool add = accumulate == Accumulate::Yes;
   if (x.dtype() == DType::F32) {
     rmsnorm_backward_input_kernel<float><<<row_blocks(rows), kRowThreads, 0, compute_stream()>>>(
-        in<float>(dy), in<float>(x), in<float>(weight), in<float>(rstd), out<float>(dx), add,
-        rows, D);
+        data_as<float>(dy), data_as<float>(x), data_as<float>(weight), data_as<float>(rstd),
+        mutable_data_as<float>(dx), add, rows, D);
   } else {
     rmsnorm_backward_input_kernel<__nv_bfloat16>
         <<<row_blocks(rows), kRowThreads, 0, compute_stream()>>>(
-            in<__nv_bfloat16>(dy), in<__nv_bfloat16>(x), in<__nv_bfloat16>(weight),
-            in<float>(rstd), out<__nv_bfloat16>(dx), add, rows, D);
+            data_as<__nv_bfloat16>(dy), data_as<__nv_bfloat16>(x), data_as<__nv_bfloat16>(weight),
+            data_as<float>(rstd), mutable_data_as<__nv_bfloat16>(dx), add, rows, D);
   }
   check_launch("rmsnorm_backward_input_kernel");
 }
 
 void rmsnorm_backward_weight(const Tensor& dy, const Tensor& x, const Tensor& rstd,
                              Tensor& dweight) {
-  const char* op = "rmsnorm_backward_weight";
-  check_storage(x, op, "x");
-  TITAN_CHECK(x.dim() == 2) << op << ": x must be [N, D], got " << shape_string(x.shape());
-  check_shape(dy, x.shape(), op, "dy");
-  check_dtype(dy, x.dtype(), op, "dy");
-  check_shape(rstd, {x.size(0)}, op, "rstd");
-  check_dtype(rstd, DType::F32, op, "rstd");
-  check_shape(dweight, {x.size(1)}, op, "dweight");
-  TITAN_CHECK(dweight.dtype() == DType::F32 || dweight.dtype() == x.dtype())
-      << op << " (cuda): dweight is " << dtype_name(dweight.dtype()) << ", expected f32"
-      << (x.dtype() == DType::F32 ? "" : " or x's bf16");
-  check_on_one_device({{&x, "x"}, {&dy, "dy"}, {&rstd, "rstd"}, {&dweight, "dweight"}}, op);
+  check_rmsnorm_backward_weight(dy, x, rstd, dweight, kFloatDTypes);
+  check_on_one_device({{&x, "x"}, {&dy, "dy"}, {&rstd, "rstd"}, {&dweight, "dweight"}},
+                      "rmsnorm_backward_weight");
   const DeviceGuard guard(x.device().index);
   const int64_t rows = x.size(0), D = x.size(1);
   if (D == 0) return;
@@ -215,14 +154,16 @@ void rmsnorm_backward_weight(const Tensor& dy, const Tensor& x, const Tensor& rs
   const cudaStream_t stream = compute_stream();
   if (x.dtype() == DType::F32) {
     rmsnorm_backward_weight_kernel<float, float><<<blocks, threads, 0, stream>>>(
-        in<float>(dy), in<float>(x), in<float>(rstd), out<float>(dweight), rows, D);
+        data_as<float>(dy), data_as<float>(x), data_as<float>(rstd),
+        mutable_data_as<float>(dweight), rows, D);
   } else if (dweight.dtype() == DType::F32) {
     rmsnorm_backward_weight_kernel<__nv_bfloat16, float><<<blocks, threads, 0, stream>>>(
-        in<__nv_bfloat16>(dy), in<__nv_bfloat16>(x), in<float>(rstd), out<float>(dweight), rows, D);
+        data_as<__nv_bfloat16>(dy), data_as<__nv_bfloat16>(x), data_as<float>(rstd),
+        mutable_data_as<float>(dweight), rows, D);
   } else {
     rmsnorm_backward_weight_kernel<__nv_bfloat16, __nv_bfloat16><<<blocks, threads, 0, stream>>>(
-        in<__nv_bfloat16>(dy), in<__nv_bfloat16>(x), in<float>(rstd),
-        out<__nv_bfloat16>(dweight), rows, D);
+        data_as<__nv_bfloat16>(dy), data_as<__nv_bfloat16>(x), data_as<float>(rstd),
+        mutable_data_as<__nv_bfloat16>(dweight), rows, D);
   }
   check_launch("rmsnorm_backward_weight_kernel");
 }

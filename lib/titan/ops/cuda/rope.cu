@@ -3,17 +3,11 @@
 // A thread reads its pair before writing it, so y may be x. The table is f32 on the device.
 #include <cuda_bf16.h>
 
-#include "titan/core/cuda/launch.h"
-#include "titan/ops/cuda/element.cuh"
+#include "titan/ops/cuda/common.cuh"
 #include "titan/ops/rope.h"
 
 namespace titan::ops::cuda {
 namespace {
-
-using titan::cuda::check_launch;
-using titan::cuda::DeviceGuard;
-using titan::cuda::compute_stream;
-using titan::cuda::grid_for;
 
 constexpr int kThreads = 256;
 
@@ -35,16 +29,8 @@ __global__ void rope_kernel(const T* x, const float* freqs, T* y, float sign, in
 
 void rope_rotate(const Tensor& x, const Tensor& freqs, Tensor& y, float sign, const char* op) {
   // Every check before any device work.
-  TITAN_CHECK(x.defined()) << op << ": x is undefined";
-  TITAN_CHECK(x.dtype() == DType::F32 || x.dtype() == DType::BF16)
-      << op << " (cuda): x is " << dtype_name(x.dtype()) << ", expected f32 or bf16";
-  TITAN_CHECK(x.dim() == 4) << op << ": x must be [B, T, H, hd], got " << shape_string(x.shape());
+  check_rope(x, freqs, y, kFloatDTypes, op);
   const int64_t T_len = x.size(1), H = x.size(2), hd = x.size(3);
-  TITAN_CHECK(hd % 2 == 0) << op << ": head dim " << hd << " must be even";
-  check_shape(freqs, {T_len, hd / 2, 2}, op, "freqs");
-  check_dtype(freqs, DType::F32, op, "freqs");
-  check_shape(y, x.shape(), op, "y");
-  check_dtype(y, x.dtype(), op, "y");
   const Device device = x.device();
   TITAN_CHECK(device.is_cuda() && freqs.device() == device && y.device() == device)
       << op << " (cuda): tensors must be on one CUDA device, got x on " << device
@@ -55,12 +41,12 @@ void rope_rotate(const Tensor& x, const Tensor& freqs, Tensor& y, float sign, co
   const unsigned blocks = grid_for(pairs, kThreads);
   if (x.dtype() == DType::F32) {
     rope_kernel<float><<<blocks, kThreads, 0, compute_stream()>>>(
-        static_cast<const float*>(x.raw_data()), static_cast<const float*>(freqs.raw_data()),
-        static_cast<float*>(y.raw_mutable_data()), sign, pairs, T_len, H, hd / 2);
+        data_as<float>(x), data_as<float>(freqs), mutable_data_as<float>(y), sign, pairs, T_len,
+        H, hd / 2);
   } else {
     rope_kernel<__nv_bfloat16><<<blocks, kThreads, 0, compute_stream()>>>(
-        static_cast<const __nv_bfloat16*>(x.raw_data()), static_cast<const float*>(freqs.raw_data()),
-        static_cast<__nv_bfloat16*>(y.raw_mutable_data()), sign, pairs, T_len, H, hd / 2);
+        data_as<__nv_bfloat16>(x), data_as<float>(freqs), mutable_data_as<__nv_bfloat16>(y), sign,
+        pairs, T_len, H, hd / 2);
   }
   check_launch("rope_kernel");
 }

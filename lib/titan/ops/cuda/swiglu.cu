@@ -4,19 +4,12 @@
 #include <cuda_bf16.h>
 
 #include <initializer_list>
-#include <utility>
 
-#include "titan/core/cuda/launch.h"
-#include "titan/ops/cuda/element.cuh"
+#include "titan/ops/cuda/common.cuh"
 #include "titan/ops/swiglu.h"
 
 namespace titan::ops::cuda {
 namespace {
-
-using titan::cuda::check_launch;
-using titan::cuda::DeviceGuard;
-using titan::cuda::compute_stream;
-using titan::cuda::grid_for;
 
 constexpr int kThreads = 256;
 
@@ -44,17 +37,9 @@ __global__ void swiglu_backward_kernel(const T* dy, const T* a, const T* b, T* d
   }
 }
 
-// Every tensor with a's shape, dtype (f32 or bf16) and CUDA device. Checked before any
-// device work.
-void check_like_a(const Tensor& a, std::initializer_list<std::pair<const Tensor*, const char*>> others,
-                  const char* op) {
-  TITAN_CHECK(a.defined()) << op << ": a is undefined";
-  TITAN_CHECK(a.dtype() == DType::F32 || a.dtype() == DType::BF16)
-      << op << " (cuda): a is " << dtype_name(a.dtype()) << ", expected f32 or bf16";
-  for (const auto& [t, name] : others) {
-    check_shape(*t, a.shape(), op, name);
-    check_dtype(*t, a.dtype(), op, name);
-  }
+// Every tensor on a's device, which must be a CUDA device. After the shared checks, so that
+// dtype and shape errors read the same on a machine without a GPU.
+void check_beside_a(const Tensor& a, std::initializer_list<NamedTensor> others, const char* op) {
   TITAN_CHECK(a.device().is_cuda()) << op << " (cuda): a is on " << a.device()
                                     << ", expected a CUDA device";
   for (const auto& [t, name] : others) {
@@ -63,46 +48,41 @@ void check_like_a(const Tensor& a, std::initializer_list<std::pair<const Tensor*
   }
 }
 
-template <class T>
-const T* in(const Tensor& t) {
-  return static_cast<const T*>(t.raw_data());
-}
-template <class T>
-T* out(Tensor& t) {
-  return static_cast<T*>(t.raw_mutable_data());
-}
-
 }  // namespace
 
 void swiglu_forward(const Tensor& a, const Tensor& b, Tensor& y) {
-  check_like_a(a, {{&b, "b"}, {&y, "y"}}, "swiglu_forward");
+  check_swiglu_forward(a, b, y, kFloatDTypes);
+  check_beside_a(a, {{&b, "b"}, {&y, "y"}}, "swiglu_forward");
   const DeviceGuard guard(a.device().index);
   const int64_t n = a.numel();
   if (n == 0) return;
   const unsigned blocks = grid_for(n, kThreads);
   if (a.dtype() == DType::F32) {
     swiglu_forward_kernel<float><<<blocks, kThreads, 0, compute_stream()>>>(
-        in<float>(a), in<float>(b), out<float>(y), n);
+        data_as<float>(a), data_as<float>(b), mutable_data_as<float>(y), n);
   } else {
     swiglu_forward_kernel<__nv_bfloat16><<<blocks, kThreads, 0, compute_stream()>>>(
-        in<__nv_bfloat16>(a), in<__nv_bfloat16>(b), out<__nv_bfloat16>(y), n);
+        data_as<__nv_bfloat16>(a), data_as<__nv_bfloat16>(b), mutable_data_as<__nv_bfloat16>(y),
+        n);
   }
   check_launch("swiglu_forward_kernel");
 }
 
 void swiglu_backward(const Tensor& dy, const Tensor& a, const Tensor& b, Tensor& da, Tensor& db) {
-  check_like_a(a, {{&b, "b"}, {&dy, "dy"}, {&da, "da"}, {&db, "db"}}, "swiglu_backward");
+  check_swiglu_backward(dy, a, b, da, db, kFloatDTypes);
+  check_beside_a(a, {{&b, "b"}, {&dy, "dy"}, {&da, "da"}, {&db, "db"}}, "swiglu_backward");
   const DeviceGuard guard(a.device().index);
   const int64_t n = a.numel();
   if (n == 0) return;
   const unsigned blocks = grid_for(n, kThreads);
   if (a.dtype() == DType::F32) {
     swiglu_backward_kernel<float><<<blocks, kThreads, 0, compute_stream()>>>(
-        in<float>(dy), in<float>(a), in<float>(b), out<float>(da), out<float>(db), n);
+        data_as<float>(dy), data_as<float>(a), data_as<float>(b), mutable_data_as<float>(da),
+        mutable_data_as<float>(db), n);
   } else {
     swiglu_backward_kernel<__nv_bfloat16><<<blocks, kThreads, 0, compute_stream()>>>(
-        in<__nv_bfloat16>(dy), in<__nv_bfloat16>(a), in<__nv_bfloat16>(b),
-        out<__nv_bfloat16>(da), out<__nv_bfloat16>(db), n);
+        data_as<__nv_bfloat16>(dy), data_as<__nv_bfloat16>(a), data_as<__nv_bfloat16>(b),
+        mutable_data_as<__nv_bfloat16>(da), mutable_data_as<__nv_bfloat16>(db), n);
   }
   check_launch("swiglu_backward_kernel");
 }

@@ -1,4 +1,5 @@
-// Device-independent parts of ops/matmul.h: shape checks and the linear layer.
+// Device-independent parts of ops/matmul.h: the checks both backends make, and the linear
+// layer (three matmuls on any device).
 #include "titan/ops/matmul.h"
 
 namespace titan::ops {
@@ -16,6 +17,20 @@ GemmShape gemm_shape(const Tensor& a, Transpose transpose_a, const Tensor& b,
       << "matmul: shapes do not fit: op(A) " << s.m << "x" << s.k << ", op(B) " << kb << "x" << s.n
       << ", C " << shape_string(c.shape());
   return s;
+}
+
+GemmShape check_matmul(const Tensor& a, Transpose transpose_a, const Tensor& b,
+                       Transpose transpose_b, const Tensor& c, FloatDTypes accepted) {
+  TITAN_CHECK(a.defined() && b.defined() && c.defined()) << "matmul: undefined operand";
+  check_float_dtype(a, accepted, "matmul", "A");
+  TITAN_CHECK(b.dtype() == a.dtype())
+      << "matmul: A is " << dtype_name(a.dtype()) << " but B is " << dtype_name(b.dtype())
+      << "; A and B must have the same dtype";
+  TITAN_CHECK(c.dtype() == DType::F32 || (c.dtype() == DType::BF16 && a.dtype() == DType::BF16))
+      << "matmul: C is " << dtype_name(c.dtype()) << " for " << dtype_name(a.dtype())
+      << " inputs; supported: f32 x f32 -> f32"
+      << (accepted == FloatDTypes::F32OrBF16 ? ", bf16 x bf16 -> f32 or bf16" : "");
+  return gemm_shape(a, transpose_a, b, transpose_b, c);
 }
 
 void linear_forward(const Tensor& x, const Tensor& weight, Tensor& y) {
