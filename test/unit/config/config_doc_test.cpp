@@ -7,6 +7,7 @@
 #include <map>
 #include <sstream>
 
+#include "titan/build_config.h"
 #include "titan/config/fields.h"
 #include "support/train_process.h"
 
@@ -93,6 +94,11 @@ TEST(ConfigDoc, ListsEveryKeyWithTheProgramsTypeDefaultAndAllowedValues) {
 TEST(ConfigDoc, ListsExactlyTheFeaturesNotBuiltYet) {
   auto rows = table_rows("feature");
   for (const FeatureInfo& info : all_features()) {
+    // The page describes the default build; one without HDF5 lacks checkpoints, which the
+    // page says in prose rather than as rows.
+    const bool checkpoints = info.feature == Feature::Checkpointing ||
+                             info.feature == Feature::AsyncCheckpointing;
+    if (!TITAN_HAVE_HDF5 && checkpoints) continue;
     if (info.built) {
       EXPECT_FALSE(rows.count(info.name)) << info.name << " is built: drop its row";
       continue;
