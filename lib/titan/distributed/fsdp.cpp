@@ -94,6 +94,8 @@ FullyShardedDataParallel::FullyShardedDataParallel(std::vector<nn::ParameterUnit
           << ", other parameters in " << dtype_name(compute_dtype_);
       unit.segment_offsets.push_back(unit.segment_numel);
       unit.full_offsets.push_back(unit.full_numel);
+      unit.rank_rows.emplace_back();
+      for (int64_t r = 0; r < n; ++r) unit.rank_rows.back().push_back(rows_of_rank(*p, r, n));
       unit.segment_numel += nn::rows_per_shard(rows_of(*p), n) * row_numel(*p);
       unit.full_numel += shape_numel(p->value_shape());
     }
@@ -139,7 +141,7 @@ void FullyShardedDataParallel::finish_gather(Unit& unit) {
     const nn::Parameter& p = *unit.spec.parameters[k];
     const int64_t cols = row_numel(p);
     for (int64_t r = 0; r < n; ++r) {
-      const nn::Box box = rows_of_rank(p, r, n);
+      const nn::Box& box = unit.rank_rows[k][size_t(r)];
       copy_slice(unit.gathered, r * unit.segment_numel + unit.segment_offsets[k], unit.full,
                  unit.full_offsets[k] + box.offset[0] * cols, box.extent[0] * cols);
     }
@@ -230,7 +232,7 @@ void FullyShardedDataParallel::after_backward(int u) {
     const int64_t cols = row_numel(p);
     const int64_t padded = nn::rows_per_shard(rows_of(p), n) * cols;
     for (int64_t r = 0; r < n; ++r) {
-      const nn::Box box = rows_of_rank(p, r, n);
+      const nn::Box& box = unit.rank_rows[k][size_t(r)];
       const int64_t at = r * unit.segment_numel + unit.segment_offsets[k];
       const int64_t held = box.extent[0] * cols;
       copy_slice(unit.full_grad, unit.full_offsets[k] + box.offset[0] * cols, reduction.input, at,

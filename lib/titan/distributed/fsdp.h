@@ -77,6 +77,9 @@ class FullyShardedDataParallel final : public nn::UnitHooks {
     bool reshard_after_forward = true;
     std::vector<int64_t> segment_offsets;  // each parameter's start in a rank's flat shard
     std::vector<int64_t> full_offsets;     // ... and in the whole flat buffer
+    // [parameter][rank]: each rank's rows of the parameter's compute piece, worked out once
+    // here rather than per microbatch.
+    std::vector<std::vector<nn::Box>> rank_rows;
     int64_t segment_numel = 0;             // one rank's flat shard, padded
     int64_t full_numel = 0;                // the whole unit, unpadded
     Status status = Status::Sharded;

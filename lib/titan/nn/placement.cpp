@@ -53,14 +53,8 @@ std::string Placement::describe() const {
 }
 
 Placement fsdp_placement(int64_t index, int64_t count, Device device, DType compute_dtype) {
-  Placement p;
-  if (count > 1) {
-    p.dims.push_back(
-        MeshDimPlacement::shard("dp_shard_cp", count, index, 0, SplitUse::Storage));
-  }
-  p.device = device;
-  p.compute_dtype = compute_dtype;
-  return p;
+  return place_parameter(ParameterLayout::fsdp_only(index, count, device, compute_dtype),
+                         ParameterPlan{});
 }
 
 int64_t rows_per_shard(int64_t rows, int64_t shards) { return (rows + shards - 1) / shards; }

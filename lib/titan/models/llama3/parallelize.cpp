@@ -5,11 +5,6 @@
 namespace titan::models::llama3 {
 namespace {
 
-bool ends_with(const std::string& text, const std::string& suffix) {
-  return text.size() >= suffix.size() &&
-         text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 nn::ParameterPlan sharded(int dim, int64_t replicas = 1) {
   nn::ParameterPlan plan;
   plan.tp_shard_dim = dim;
@@ -22,17 +17,17 @@ nn::ParameterPlan sharded(int dim, int64_t replicas = 1) {
 nn::ParameterPlan parameter_plan(const std::string& name, const ModelArgs& args, int64_t tp) {
   constexpr int kColumn = 0, kRow = 1;
   if (name == "tok_embeddings.weight" || name == "output.weight") return sharded(kColumn);
-  if (ends_with(name, ".attention.wq.weight")) return sharded(kColumn);
-  if (ends_with(name, ".attention.wk.weight") || ends_with(name, ".attention.wv.weight")) {
+  if (name.ends_with(".attention.wq.weight")) return sharded(kColumn);
+  if (name.ends_with(".attention.wk.weight") || name.ends_with(".attention.wv.weight")) {
     // Megatron's GQA rule: tp splits the kv heads, or replicates each over tp / Hkv ranks.
     return sharded(kColumn, tp > args.n_kv_heads ? tp / args.n_kv_heads : 1);
   }
-  if (ends_with(name, ".attention.wo.weight")) return sharded(kRow);
-  if (ends_with(name, ".feed_forward.w1.weight") || ends_with(name, ".feed_forward.w3.weight")) {
+  if (name.ends_with(".attention.wo.weight")) return sharded(kRow);
+  if (name.ends_with(".feed_forward.w1.weight") || name.ends_with(".feed_forward.w3.weight")) {
     return sharded(kColumn);
   }
-  if (ends_with(name, ".feed_forward.w2.weight")) return sharded(kRow);
-  TITAN_CHECK(ends_with(name, "norm.weight")) << "llama3 parallel plan: no rule for " << name;
+  if (name.ends_with(".feed_forward.w2.weight")) return sharded(kRow);
+  TITAN_CHECK(name.ends_with("norm.weight")) << "llama3 parallel plan: no rule for " << name;
   return nn::ParameterPlan{};  // the norms: replicated over tp
 }
 
