@@ -235,6 +235,8 @@ std::vector<Field> build_table() {
   t.push_back(FIELD(parallelism.enable_async_tensor_parallel,
                     "overlap TP communication with matmuls")
                   .needs(Feature::AsyncTensorParallel));
+  t.push_back(FIELD(parallelism.enable_sequence_parallel,
+                    "with TP: norms and residuals on seq_len / tp rows per rank"));
   t.push_back(FIELD(parallelism.pipeline_parallel_degree, "pipeline-parallel degree")
                   .at_least(1).needs_above_one(Feature::PipelineParallel));
   t.push_back(FIELD(parallelism.module_fqns_per_model_part,

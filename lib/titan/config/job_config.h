@@ -191,6 +191,7 @@ struct ParallelismSection {
   int64_t tensor_parallel_degree = 1;
   bool disable_loss_parallel = false;
   bool enable_async_tensor_parallel = false;
+  bool enable_sequence_parallel = true;  // torchtitan's key after the pinned list
   int64_t pipeline_parallel_degree = 1;
   std::optional<std::vector<StringList>> module_fqns_per_model_part;
   int64_t pipeline_parallel_first_stage_less_layers = 1;

@@ -27,6 +27,25 @@ void check_key_combinations(const JobConfig& config) {
   TITAN_CHECK_INPUT(!v.enable || v.seq_len <= config.training.seq_len)
       << "validation.seq_len " << v.seq_len << " exceeds training.seq_len "
       << config.training.seq_len << " (the model's RoPE table); use at most that";
+  const ParallelismSection& par = config.parallelism;
+  const int64_t tp = par.tensor_parallel_degree;
+  // Sequence parallelism splits every sequence's token rows evenly over the tp ranks.
+  auto check_splits = [tp](const char* key, int64_t len) {
+    const int64_t below = len / tp * tp;
+    TITAN_CHECK_INPUT(len % tp == 0)
+        << key << ": " << len << " does not divide by parallelism.tensor_parallel_degree " << tp
+        << " (sequence parallel splits each sequence over the tp ranks); use "
+        << (below > 0 ? std::to_string(below) + " or " : "") << below + tp
+        << ", or set parallelism.enable_sequence_parallel false";
+  };
+  if (tp > 1 && par.enable_sequence_parallel) {
+    check_splits("training.seq_len", config.training.seq_len);
+    if (v.enable) check_splits("validation.seq_len", v.seq_len);
+  }
+  TITAN_CHECK_INPUT(!par.enable_async_tensor_parallel || tp == 1 || par.enable_sequence_parallel)
+      << "parallelism.enable_async_tensor_parallel: overlaps the sequence-parallel all-gathers "
+      << "and reduce-scatters with the matmuls, and parallelism.enable_sequence_parallel is "
+      << "false; turn sequence parallel on or async tensor parallel off";
   const CheckpointSection& c = config.checkpoint;
   TITAN_CHECK_INPUT(!c.enable || !c.last_save_model_only || c.export_dtype != Precision::Float16)
       << "checkpoint.export_dtype: float16 exports are not supported; use bfloat16 or float32";

@@ -33,7 +33,6 @@ const char* missing_parallelism(MeshDim dim) {
   switch (dim) {
     case MeshDim::pp: return "pipeline parallelism";
     case MeshDim::cp: return "context parallelism";
-    case MeshDim::tp: return "tensor parallelism";
     default: return nullptr;
   }
 }

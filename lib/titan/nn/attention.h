@@ -2,8 +2,14 @@
 //   q = RoPE(x wq^T)  k = RoPE(x wk^T)  v = x wv^T        (heads: Hq for q, Hkv for k and v)
 //   o = causal softmax(q k^T / sqrt(hd)) v                (ops/attention.h, GQA)
 //   y = o wo^T
-// Shapes: x, y [B, T, D]; q, o [B, T, Hq, hd]; k, v [B, T, Hkv, hd]; freqs [T, hd/2, 2].
-// Parameters "<prefix>.wq.weight" [Hq hd, D], wk and wv [Hkv hd, D], wo [D, Hq hd].
+// Shapes: x, y [N, D], the N = B x T token rows; q, o [B, T, Hq, hd]; k, v [B, T, Hkv, hd];
+// freqs [T, hd/2, 2]. Parameters "<prefix>.wq.weight" [Hq hd, D], wk and wv [Hkv hd, D], wo
+// [D, Hq hd].
+//
+// Tensor parallel (nn/tensor_parallel.h): wq, wk, wv column-parallel and wo row-parallel,
+// so a rank computes the heads of its pieces (Hq / tp, and Hkv / tp or the one kv head its
+// q heads share); x and y are the rank's rows of the residual stream, gathered before wq,
+// wk, wv and reduced after wo.
 #pragma once
 
 #include "titan/nn/linear.h"
@@ -12,11 +18,12 @@ namespace titan::nn {
 
 // What forward keeps for backward, and what backward_input leaves for backward_weight.
 struct AttentionRecord {
+  Tensor x;        // wq, wk and wv's input: all N rows (gathered)
   Tensor q, k, v;  // after RoPE
   Tensor out;      // attention output, wo's input
   Tensor lse;      // [B, Hq, T]
   // Set by backward_input, consumed and released by backward_weight:
-  Tensor dy;          // gradient at wo's output
+  Tensor dy;          // gradient at wo's output, all N rows
   Tensor dq, dk, dv;  // gradients at wq, wk, wv's outputs (RoPE undone)
   int64_t bytes() const;
 };
@@ -29,15 +36,18 @@ class Attention {
 
   std::vector<Parameter*> parameters();
 
-  void forward(const Tensor& x, const Tensor& freqs, Tensor& y, AttentionRecord& record) const;
+  // x: this rank's rows of the [N, D] input, N = batch x T; y: the same rows of the output.
+  void forward(const Tensor& x, int64_t batch, const Tensor& freqs, Tensor& y,
+               AttentionRecord& record) const;
   // dx (= or += per accumulate) from dy; keeps what backward_weight needs in the record.
   void backward_input(const Tensor& dy, const Tensor& freqs, AttentionRecord& record, Tensor& dx,
                       ops::Accumulate accumulate) const;
-  // Parameter gradients (+=) from the record; x is the forward's input.
-  void backward_weight(const Tensor& x, AttentionRecord& record);
+  // Parameter gradients (+=) from the record.
+  void backward_weight(AttentionRecord& record);
 
  private:
-  int64_t n_heads_, n_kv_heads_, head_dim_;
+  int64_t head_dim_;
+  const TensorParallel& tp_;
   Linear wq_, wk_, wv_, wo_;
 };
 

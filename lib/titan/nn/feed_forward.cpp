@@ -14,7 +14,8 @@ int64_t FeedForwardRecord::bytes() const {
 
 FeedForward::FeedForward(const std::string& prefix, int64_t dim, int64_t hidden_dim, InitRule init,
                          InitRule output_init, const Placer& placer)
-    : w1_(prefix + ".w1", dim, hidden_dim, init, placer),
+    : tp_(placer.tp_group()),
+      w1_(prefix + ".w1", dim, hidden_dim, init, placer),
       w2_(prefix + ".w2", hidden_dim, dim, output_init, placer),
       w3_(prefix + ".w3", dim, hidden_dim, output_init, placer) {}
 
@@ -23,40 +24,47 @@ std::vector<Parameter*> FeedForward::parameters() {
 }
 
 void FeedForward::forward(const Tensor& x, Tensor& y, FeedForwardRecord& r) const {
-  const Tensor x2 = x.flatten_to_2d();
-  const int64_t N = x2.size(0), F = w1_.out_features();
+  const int64_t N = x.size(0) * (tp_.sequence_parallel() ? tp_.size() : 1);
+  const int64_t F = w1_.weight().value_shape()[0];  // this rank's slice of the hidden dim
   const Device dev = x.device();
   const DType act = x.dtype();  // activations: the input's dtype and device
   r.a = Tensor::empty({N, F}, act, dev);
   r.b = Tensor::empty({N, F}, act, dev);
   r.g = Tensor::empty({N, F}, act, dev);
-  w1_.forward(x2, r.a);
-  w3_.forward(x2, r.b);
+  tp_.gather_rows(x, r.x, [&](const Tensor& rows, int64_t first) {
+    Tensor a = r.a.narrow(first, rows.size(0)), b = r.b.narrow(first, rows.size(0));
+    w1_.forward(rows, a);
+    w3_.forward(rows, b);
+  });
   ops::swiglu_forward(r.a, r.b, r.g);
-  Tensor y2 = y.flatten_to_2d();
-  w2_.forward(r.g, y2);
+  tp_.reduce_rows(y, N, [&](int64_t first, int64_t count, Tensor& partial) {
+    w2_.forward(r.g.narrow(first, count), partial);
+  });
 }
 
 void FeedForward::backward_input(const Tensor& dy, FeedForwardRecord& r, Tensor& dx,
                                  ops::Accumulate accumulate) const {
   const Device dev = dy.device();
   const DType act = dy.dtype();
-  r.dy = dy.flatten_to_2d();
   Tensor dg = Tensor::empty(r.g.shape(), act, dev);
-  w2_.backward_input(r.dy, dg, ops::Accumulate::No);
+  tp_.gather_rows(dy, r.dy, [&](const Tensor& rows, int64_t first) {
+    Tensor d = dg.narrow(first, rows.size(0));
+    w2_.backward_input(rows, d, ops::Accumulate::No);
+  });
   r.da = Tensor::empty(r.a.shape(), act, dev);
   r.db = Tensor::empty(r.b.shape(), act, dev);
   ops::swiglu_backward(dg, r.a, r.b, r.da, r.db);
-  Tensor dx2 = dx.flatten_to_2d();
-  w1_.backward_input(r.da, dx2, accumulate);
-  w3_.backward_input(r.db, dx2, ops::Accumulate::Yes);
+  reduce_rows_into(tp_, dx, r.a.size(0), accumulate,
+                   [&](int64_t first, int64_t count, Tensor& partial) {
+                     w1_.backward_input(r.da.narrow(first, count), partial, ops::Accumulate::No);
+                     w3_.backward_input(r.db.narrow(first, count), partial, ops::Accumulate::Yes);
+                   });
 }
 
-void FeedForward::backward_weight(const Tensor& x, FeedForwardRecord& r) {
-  const Tensor x2 = x.flatten_to_2d();
+void FeedForward::backward_weight(FeedForwardRecord& r) {
   w2_.backward_weight(r.dy, r.g);
-  w1_.backward_weight(r.da, x2);
-  w3_.backward_weight(r.db, x2);
+  w1_.backward_weight(r.da, r.x);
+  w3_.backward_weight(r.db, r.x);
   r = FeedForwardRecord{};
 }
 

@@ -20,6 +20,7 @@ class Linear {
          const Placer& placer = {});
 
   Parameter& weight() { return weight_; }
+  const Parameter& weight() const { return weight_; }
   int64_t in_features() const { return weight_.global_shape()[1]; }
   int64_t out_features() const { return weight_.global_shape()[0]; }
 

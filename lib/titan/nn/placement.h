@@ -45,6 +45,7 @@
 #include <vector>
 
 #include "titan/core/tensor.h"
+#include "titan/nn/tensor_parallel.h"
 
 namespace titan::nn {
 
@@ -127,6 +128,13 @@ struct ParameterLayout {
   GroupPlace efsdp;         // FSDP of the experts' pieces
   Device device = Device::cpu();
   DType compute_dtype = DType::F32;
+  // How the modules exchange activations over tp (the mesh's, which outlives the model);
+  // null: one rank.
+  const TensorParallel* tensor_parallel = nullptr;
+
+  const TensorParallel& tp_group() const {
+    return tensor_parallel ? *tensor_parallel : no_tensor_parallel();
+  }
 
   // FSDP alone: shard `index` of `count`.
   static ParameterLayout fsdp_only(int64_t index, int64_t count, Device device = Device::cpu(),
@@ -162,6 +170,7 @@ class Placer {
       : layout_(std::move(layout)), plan_(std::move(plan)) {}
   Placement operator()(const std::string& name) const;
   const ParameterLayout& layout() const { return layout_; }
+  const TensorParallel& tp_group() const { return layout_.tp_group(); }
 
  private:
   ParameterLayout layout_;

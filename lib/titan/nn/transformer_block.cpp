@@ -32,30 +32,29 @@ std::vector<Parameter*> TransformerBlock::parameters() {
   return params;
 }
 
-void TransformerBlock::forward(const Tensor& x, const Tensor& freqs, Tensor& out,
+void TransformerBlock::forward(const Tensor& x, int64_t batch, const Tensor& freqs, Tensor& out,
                                BlockRecord& r) const {
-  const int64_t N = x.size(0) * x.size(1), D = x.size(2);
+  const int64_t n = x.size(0), D = x.size(1);
   const Device dev = x.device();
   const DType act = x.dtype();  // activations: the input's dtype; statistics f32
   r.x = x;
-  const Tensor x2 = x.reshape({N, D});
-  r.xn = Tensor::empty({N, D}, act, dev);
-  r.rstd_attention = Tensor::empty({N}, DType::F32, dev);
+  r.xn = Tensor::empty({n, D}, act, dev);
+  r.rstd_attention = Tensor::empty({n}, DType::F32, dev);
   {
     TraceSpan span("attention_norm");
-    attention_norm_.forward(x2, r.xn, r.rstd_attention);
+    attention_norm_.forward(x, r.xn, r.rstd_attention);
   }
-  r.h = Tensor::empty(x.shape(), act, dev);
+  r.h = Tensor::empty({n, D}, act, dev);
   {
     TraceSpan span("attention");
-    attention_.forward(r.xn.reshape(x.shape()), freqs, r.h, r.attention);
+    attention_.forward(r.xn, batch, freqs, r.h, r.attention);
   }
   ops::accumulate(x, r.h);  // residual
-  r.hn = Tensor::empty({N, D}, act, dev);
-  r.rstd_ffn = Tensor::empty({N}, DType::F32, dev);
+  r.hn = Tensor::empty({n, D}, act, dev);
+  r.rstd_ffn = Tensor::empty({n}, DType::F32, dev);
   {
     TraceSpan span("ffn_norm");
-    ffn_norm_.forward(r.h.reshape({N, D}), r.hn, r.rstd_ffn);
+    ffn_norm_.forward(r.h, r.hn, r.rstd_ffn);
   }
   {
     TraceSpan span("feed_forward");
@@ -75,22 +74,20 @@ void TransformerBlock::backward_input(const Tensor& dout, const Tensor& freqs, B
   feed_forward_.backward_input(dout2, r.feed_forward, r.dhn, ops::Accumulate::No);
   Tensor dh = Tensor::empty({N, D}, act, dev);
   copy_tensor(dout2, dh);
-  ffn_norm_.backward_input(r.dhn, r.h.reshape({N, D}), r.rstd_ffn, dh, ops::Accumulate::Yes);
+  ffn_norm_.backward_input(r.dhn, r.h, r.rstd_ffn, dh, ops::Accumulate::Yes);
   // Through attention; the residual passes dh straight to dx.
   r.dxn = Tensor::empty({N, D}, act, dev);
   attention_.backward_input(dh, freqs, r.attention, r.dxn, ops::Accumulate::No);
   Tensor dx2 = dx.reshape({N, D});
   copy_tensor(dh, dx2);
-  attention_norm_.backward_input(r.dxn, r.x.reshape({N, D}), r.rstd_attention, dx2,
-                                 ops::Accumulate::Yes);
+  attention_norm_.backward_input(r.dxn, r.x, r.rstd_attention, dx2, ops::Accumulate::Yes);
 }
 
 void TransformerBlock::backward_weight(BlockRecord& r) {
-  const int64_t N = r.hn.size(0), D = r.hn.size(1);
-  feed_forward_.backward_weight(r.hn, r.feed_forward);
-  ffn_norm_.backward_weight(r.dhn, r.h.reshape({N, D}), r.rstd_ffn);
-  attention_.backward_weight(r.xn, r.attention);
-  attention_norm_.backward_weight(r.dxn, r.x.reshape({N, D}), r.rstd_attention);
+  feed_forward_.backward_weight(r.feed_forward);
+  ffn_norm_.backward_weight(r.dhn, r.h, r.rstd_ffn);
+  attention_.backward_weight(r.attention);
+  attention_norm_.backward_weight(r.dxn, r.x, r.rstd_attention);
   r = BlockRecord{};
 }
 

@@ -1,7 +1,9 @@
 // One Llama decoder block, pre-norm with two residual adds:
 //   h   = x + attention(attention_norm(x))
 //   out = h + feed_forward(ffn_norm(h))
-// Shapes: x, h, out [B, T, D]. Parameters under "layers.<i>.": attention.{wq,wk,wv,wo},
+// Shapes: x, h, out [n, D]: this rank's rows of the N = B x T token rows (all N without
+// sequence parallelism, nn/tensor_parallel.h); the norms and the residual adds are per row.
+// Parameters under "layers.<i>.": attention.{wq,wk,wv,wo},
 // feed_forward.{w1,w2,w3}, attention_norm, ffn_norm (torchtitan's names).
 #pragma once
 
@@ -34,7 +36,8 @@ class TransformerBlock {
 
   std::vector<Parameter*> parameters();
 
-  void forward(const Tensor& x, const Tensor& freqs, Tensor& out, BlockRecord& record) const;
+  void forward(const Tensor& x, int64_t batch, const Tensor& freqs, Tensor& out,
+               BlockRecord& record) const;
   // dx = d(out)/dx^T dout (written); keeps the norms' output gradients for backward_weight.
   void backward_input(const Tensor& dout, const Tensor& freqs, BlockRecord& record, Tensor& dx) const;
   // Every parameter gradient of the block (+=); releases the record.

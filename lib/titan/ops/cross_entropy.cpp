@@ -127,4 +127,13 @@ void check_cross_entropy_label(int64_t label, int64_t token, int64_t vocab, cons
       << vocab << ") and is not the ignore index " << kIgnoreIndex;
 }
 
+void check_cross_entropy_slice(const Tensor& h, const Tensor& weight, const Tensor& labels,
+                               VocabSlice slice, const Tensor& workspace, const char* op) {
+  const Dims d = check_fused(h, weight, workspace, FloatDTypes::F32, op);
+  check_labels(labels, d.tokens, op);
+  TITAN_CHECK(slice.first >= 0 && slice.first + d.vocab <= slice.vocab)
+      << op << ": rows [" << slice.first << ", " << slice.first + d.vocab
+      << ") are not a slice of a vocabulary of " << slice.vocab;
+}
+
 }  // namespace titan::ops

@@ -33,6 +33,17 @@
 // cross_entropy_logits_* is the same loss on logits the caller already has ([N, V], no
 // projection, no chunking): forward as above, backward writes dlogits (= or +=).
 //
+// cross_entropy_slice_* is the loss over a slice of the vocabulary (the vocab-parallel loss
+// of tensor parallelism, nn/vocab_parallel.h): weight [V_s, D] holds the output rows
+// [slice.first, slice.first + V_s) of a vocabulary of slice.vocab, and labels are ids of the
+// whole vocabulary. The forward gives, per token, what the ranks combine into the lse:
+//   row_max[n]      max over the slice of logits[n, v]
+//   row_sum_exp[n]  sum over the slice of exp(logits[n, v] - row_max[n])
+//   label_logit[n]  logits[n, labels[n]] when the label is in the slice, else 0
+// and the backward, given the whole vocabulary's lse, the slice's part of the gradients:
+// dh (= or +=; summed over the slices it is the whole dh) and dweight (+=) of the slice's
+// rows; a null one is skipped. CPU only so far.
+//
 // CUDA (ops/cuda/cross_entropy.cu): h and weight both f32 or both bf16 (the logits GEMM
 // computes in f32 into the f32 workspace either way), labels on the same device (copied
 // to the host once per call to check the ids), loss_sum and lse f32 on the device. dh and
@@ -94,6 +105,14 @@ void check_cross_entropy_logits_backward(const Tensor& logits, const Tensor& lab
 // past a logits row). Each backend reads its labels and checks every one with this.
 void check_cross_entropy_label(int64_t label, int64_t token, int64_t vocab, const char* op);
 
+// Rows [first, first + V_s) of a vocabulary of `vocab` ids.
+struct VocabSlice {
+  int64_t first = 0;
+  int64_t vocab = 0;
+};
+void check_cross_entropy_slice(const Tensor& h, const Tensor& weight, const Tensor& labels,
+                               VocabSlice slice, const Tensor& workspace, const char* op);
+
 namespace cpu {
 void cross_entropy_forward(const Tensor& h, const Tensor& weight, const Tensor& labels,
                            Tensor& loss_sum, Tensor& lse, Tensor& workspace);
@@ -110,6 +129,13 @@ void cross_entropy_logits_forward(const Tensor& logits, const Tensor& labels, Te
                                   Tensor& lse);
 void cross_entropy_logits_backward(const Tensor& logits, const Tensor& labels, const Tensor& lse,
                                    float grad_scale, Tensor& dlogits, Accumulate accumulate);
+void cross_entropy_slice_forward(const Tensor& h, const Tensor& weight, const Tensor& labels,
+                                 VocabSlice slice, Tensor& row_max, Tensor& row_sum_exp,
+                                 Tensor& label_logit, Tensor& workspace);
+void cross_entropy_slice_backward(const Tensor& h, const Tensor& weight, const Tensor& labels,
+                                  VocabSlice slice, const Tensor& lse, float grad_scale,
+                                  Tensor* dh, Tensor* dweight, Accumulate accumulate_dh,
+                                  Tensor& workspace);
 }  // namespace cpu
 #if TITAN_HAVE_CUDA
 namespace cuda {
@@ -164,6 +190,22 @@ inline void cross_entropy_logits_backward(const Tensor& logits, const Tensor& la
                                           Accumulate accumulate) {
   TITAN_DISPATCH_CPU_CUDA(logits, cross_entropy_logits_backward, logits, labels, lse,
                           grad_scale, dlogits, accumulate);
+}
+
+inline void cross_entropy_slice_forward(const Tensor& h, const Tensor& weight,
+                                        const Tensor& labels, VocabSlice slice, Tensor& row_max,
+                                        Tensor& row_sum_exp, Tensor& label_logit,
+                                        Tensor& workspace) {
+  TITAN_DISPATCH_CPU(h, cross_entropy_slice_forward, h, weight, labels, slice, row_max,
+                     row_sum_exp, label_logit, workspace);
+}
+inline void cross_entropy_slice_backward(const Tensor& h, const Tensor& weight,
+                                         const Tensor& labels, VocabSlice slice,
+                                         const Tensor& lse, float grad_scale, Tensor* dh,
+                                         Tensor* dweight, Accumulate accumulate_dh,
+                                         Tensor& workspace) {
+  TITAN_DISPATCH_CPU(h, cross_entropy_slice_backward, h, weight, labels, slice, lse, grad_scale,
+                     dh, dweight, accumulate_dh, workspace);
 }
 
 }  // namespace titan::ops

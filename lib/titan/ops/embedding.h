@@ -10,6 +10,11 @@
 // table instead: an out-of-range id gives a row of NaN in out (the loss then shows it)
 // and adds nothing to dtable. Its backward is deterministic without atomics: each table
 // row is summed by one thread block, token by token in order, as the CPU sums it.
+//
+// embedding_slice_* is the lookup in a slice of the table (the vocab-parallel embedding of
+// tensor parallelism): table [V_s, D] holds the rows [first_id, first_id + V_s); an id
+// outside them gives a zero row in out and adds nothing to dtable. Summed over the slices,
+// out is the whole table's lookup. CPU only so far.
 #pragma once
 
 #include "titan/ops/checks.h"
@@ -28,6 +33,10 @@ void check_embedding_backward_weight(const Tensor& ids, const Tensor& dout,
 namespace cpu {
 void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out);
 void embedding_backward_weight(const Tensor& ids, const Tensor& dout, Tensor& dtable);
+void embedding_slice_forward(const Tensor& ids, const Tensor& table, int64_t first_id,
+                             Tensor& out);
+void embedding_slice_backward_weight(const Tensor& ids, const Tensor& dout, int64_t first_id,
+                                     Tensor& dtable);
 }  // namespace cpu
 #if TITAN_HAVE_CUDA
 namespace cuda {
@@ -41,6 +50,15 @@ inline void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& ou
 }
 inline void embedding_backward_weight(const Tensor& ids, const Tensor& dout, Tensor& dtable) {
   TITAN_DISPATCH_CPU_CUDA(dtable, embedding_backward_weight, ids, dout, dtable);
+}
+
+inline void embedding_slice_forward(const Tensor& ids, const Tensor& table, int64_t first_id,
+                                    Tensor& out) {
+  TITAN_DISPATCH_CPU(table, embedding_slice_forward, ids, table, first_id, out);
+}
+inline void embedding_slice_backward_weight(const Tensor& ids, const Tensor& dout,
+                                            int64_t first_id, Tensor& dtable) {
+  TITAN_DISPATCH_CPU(dtable, embedding_slice_backward_weight, ids, dout, first_id, dtable);
 }
 
 }  // namespace titan::ops

@@ -95,8 +95,16 @@ Trainer::Trainer(const config::JobConfig& config, distributed::Mesh* mesh,
         << " tokens, fewer than one global batch of " << per_batch
         << "; lower validation.local_batch_size or validation.seq_len";
   }
-  model_ = family_.build(config,
-                         mesh_->parameter_layout(device_, compute_dtype_for(config, device_)));
+  nn::ParameterLayout layout = mesh_->parameter_layout(device_, compute_dtype_for(config, device_));
+  if (layout.tp.size > 1) {
+    const config::ParallelismSection& p = config.parallelism;
+    tensor_parallel_ = std::make_unique<distributed::TensorParallelGroup>(
+        mesh_->tensor_group(distributed::MeshDim::tp),
+        distributed::TensorParallelOptions{p.enable_sequence_parallel, !p.disable_loss_parallel,
+                                           p.enable_async_tensor_parallel});
+    layout.tensor_parallel = tensor_parallel_.get();
+  }
+  model_ = family_.build(config, layout);
   model_->initialize(config.debug.effective_seed());
   fsdp_ = std::make_unique<distributed::FullyShardedDataParallel>(
       model_->units(), mesh_->tensor_dp_shard_cp(), mesh_->tensor_dp_replicate(),
@@ -132,12 +140,19 @@ void Trainer::log_start() const {
             (long long)config_.training.local_batch_size, (long long)config_.training.seq_len,
             (long long)accumulation_steps_, data_->describe().c_str());
   if (mesh_->world().size() > 1) {
-    const char* mode = fsdp_->sharded() ? (mesh_->dp_replicate().size() > 1 ? "HSDP" : "FSDP")
-                                        : "DDP";
+    std::string mode = fsdp_->sharded() ? (mesh_->dp_replicate().size() > 1 ? "HSDP" : "FSDP")
+                       : mesh_->dp_replicate().size() > 1 ? "DDP"
+                                                          : "";
+    if (tensor_parallel_) {
+      mode += std::string(mode.empty() ? "" : " x ") + "TP" +
+              (tensor_parallel_->sequence_parallel() ? " with sequence parallel" : "") +
+              (tensor_parallel_->loss_parallel() ? ", loss parallel" : ", gathered logits") +
+              (tensor_parallel_->async() ? ", async" : "");
+    }
     int64_t shard_bytes = 0;
     for (int u = 0; u < fsdp_->unit_count(); ++u) shard_bytes += fsdp_->shard_buffer_bytes(u);
     log::info("mesh: %s (%s); %d units, %.1f MiB of parameters per rank, reshard after forward: %s",
-              mesh_->shape().describe().c_str(), mode, fsdp_->unit_count(),
+              mesh_->shape().describe().c_str(), mode.c_str(), fsdp_->unit_count(),
               double(shard_bytes) / double(1 << 20),
               std::string(config::choice_name(config_.parallelism.fsdp_reshard_after_forward)).c_str());
   }
@@ -205,11 +220,10 @@ StepResult Trainer::run_step() {
   {
     TraceSpan span("reduce_gradients");
     fsdp_->reduce_gradients();
+    if (tensor_parallel_) tensor_parallel_->reduce_partial_gradients(parameters_);
   }
   result.loss = distributed::all_reduce_scalar(mesh_->dp(), loss_sum) / double(valid);
-  // Replicas hold equal shards: the norm sums over the shard group only.
-  result.grad_norm = std::sqrt(
-      distributed::all_reduce_scalar(mesh_->dp_shard_cp(), grad_sum_of_squares(parameters_)));
+  result.grad_norm = global_grad_norm();
   result.lr = schedule_.lr(step_);
 
   if (!std::isfinite(result.loss) || !std::isfinite(result.grad_norm)) {
@@ -243,6 +257,18 @@ StepResult Trainer::run_step() {
   // Start-up collectives (the first gathers, NCCL's connections) had the longer timeout.
   if (first_of_run) distributed::set_comm_timeout(double(config_.comm.train_timeout_seconds));
   return result;
+}
+
+// Replicas hold equal shards, and so do the tp ranks that share a piece: each piece counts
+// once, summed over the shard group and the tp group.
+double Trainer::global_grad_norm() const {
+  std::vector<nn::Parameter*> counted;
+  for (nn::Parameter* p : parameters_) {
+    if (distributed::TensorParallelGroup::counts_in_grad_norm(*p)) counted.push_back(p);
+  }
+  const double over_tp = distributed::all_reduce_scalar(
+      mesh_->group(distributed::MeshDim::tp), grad_sum_of_squares(counted));
+  return std::sqrt(distributed::all_reduce_scalar(mesh_->dp_shard_cp(), over_tp));
 }
 
 // torchtitan fetches every microbatch first, so that the loss is divided by the step's whole

@@ -44,6 +44,7 @@
 #include "titan/data/batch_source.h"
 #include "titan/distributed/fsdp.h"
 #include "titan/distributed/mesh.h"
+#include "titan/distributed/tensor_parallel.h"
 #include "titan/metrics/metrics_processor.h"
 #include "titan/models/family.h"
 #include "titan/train/lr_schedule.h"
@@ -105,6 +106,7 @@ class Trainer {
   void log_start() const;
   void inject_test_fault() const;
   StepResult run_step();  // train_step without the per-step reporting around it
+  double global_grad_norm() const;  // of the reduced shard gradients, every piece once
   // This step's microbatches for this rank; `valid` gets the valid labels over every dp rank.
   std::vector<data::TokenBatch> fetch_microbatches(int64_t& valid);
   // Checkpoints (docs/checkpoints.md): this rank's boxes of the model (and optimizer), as
@@ -125,6 +127,8 @@ class Trainer {
   std::unique_ptr<distributed::Communicator> own_world_;  // when running alone
   std::unique_ptr<distributed::Mesh> own_mesh_;
   distributed::Mesh* mesh_ = nullptr;
+  // Tensor parallelism's collectives (tp > 1), which the model's modules use.
+  std::unique_ptr<distributed::TensorParallelGroup> tensor_parallel_;
   std::unique_ptr<models::Model> model_;
   std::unique_ptr<distributed::FullyShardedDataParallel> fsdp_;  // the model's unit hooks
   std::vector<nn::Parameter*> parameters_;

@@ -22,6 +22,7 @@ class Llama3Family final : public ModelFamily {
 
   ModelSummary summarize(const config::JobConfig& config) const override {
     const ModelArgs a = model_args_from_config(config);
+    check_tensor_parallel(a, config.parallelism.tensor_parallel_degree);
     const ParameterCounts counts = count_parameters(a);
     char text[256];
     std::snprintf(text, sizeof text,

@@ -24,10 +24,6 @@ nn::InitRule output_rule(int64_t dim) {
   return truncated(std, 3 * std);
 }
 
-Tensor cross_entropy_workspace(int64_t tokens, int64_t vocab, Device device) {
-  return Tensor::empty(ops::cross_entropy_workspace_shape(tokens, vocab), DType::F32, device);
-}
-
 // `t` on `device`: itself when it is there already, else a copy.
 Tensor on_device(const Tensor& t, Device device) {
   return t.device() == device ? t : to_device(t, device);
@@ -67,12 +63,15 @@ int64_t ModelRecord::bytes() const {
   int64_t total = 0;
   for (const Tensor& t : layer_inputs) total += t.defined() ? t.bytes() : 0;
   for (const nn::BlockRecord& r : layers) total += r.bytes();
-  for (const Tensor* t : {&hn, &rstd_norm, &lse, &dhn, &dx0}) total += t->defined() ? t->bytes() : 0;
-  return total;
+  for (const Tensor* t : {&hn, &rstd_norm, &dhn, &dx0}) total += t->defined() ? t->bytes() : 0;
+  return total + loss.bytes();
 }
 
 Llama3Model::Llama3Model(const ModelArgs& args, const nn::ParameterLayout& layout)
-    : args_(args), device_(layout.device), compute_dtype_(layout.compute_dtype) {
+    : args_(args),
+      device_(layout.device),
+      compute_dtype_(layout.compute_dtype),
+      tp_(layout.tp_group()) {
   const int64_t D = args.dim, V = args.vocab_size;
   const nn::Placer placer(layout, parallel_plan(args, layout.tp.size));
   tok_embeddings_ = std::make_unique<nn::Parameter>(
@@ -138,6 +137,10 @@ std::unique_ptr<ActivationRecord> Llama3Model::new_record() const {
   return std::make_unique<ModelRecord>();
 }
 
+ops::VocabSlice Llama3Model::vocab_slice(const nn::Parameter& weight) const {
+  return {nn::compute_box(weight.global_shape(), weight.placement()).offset[0], args_.vocab_size};
+}
+
 double Llama3Model::forward(const Tensor& tokens, const Tensor& labels,
                             ActivationRecord& record) const {
   ModelRecord& r = record_as<ModelRecord>(record);
@@ -147,6 +150,10 @@ double Llama3Model::forward(const Tensor& tokens, const Tensor& labels,
   const int64_t B = tokens.size(0), T = tokens.size(1), D = args_.dim, N = B * T;
   TITAN_CHECK(T <= args_.max_seq_len) << "forward: sequence of " << T << " tokens is longer than "
                                       << args_.max_seq_len << " (training.seq_len)";
+  TITAN_CHECK(N % tp_.size() == 0 || !tp_.sequence_parallel())
+      << "forward: " << N << " token rows do not split over tensor_parallel_degree "
+      << tp_.size() << " (sequence parallel)";
+  const int64_t n = tp_.local_rows(N);  // this rank's rows of the residual stream
   const Tensor freqs = freqs_.narrow(0, T);
   r = ModelRecord{};
   {
@@ -157,20 +164,20 @@ double Llama3Model::forward(const Tensor& tokens, const Tensor& labels,
   hook(Hook::BeforeForward, kEmbeddingUnit);
   {
     const MemoryTagScope tag = activations_of("tok_embeddings");
-    r.layer_inputs.push_back(Tensor::empty({B, T, D}, compute_dtype_, device_));
-    Tensor x0 = r.layer_inputs[0].reshape({N, D});
+    r.layer_inputs.push_back(Tensor::empty({n, D}, compute_dtype_, device_));
     TraceSpan span("tok_embeddings.forward");
-    ops::embedding_forward(r.tokens.reshape({N}), tok_embeddings_->value(), x0);
+    nn::vocab_parallel_embedding_forward(tp_, r.tokens.reshape({N}), tok_embeddings_->value(),
+                                         vocab_slice(*tok_embeddings_), r.layer_inputs[0]);
   }
   if (head_unit() != kEmbeddingUnit) hook(Hook::AfterForward, kEmbeddingUnit);
   r.layers.resize(layers_.size());
   for (size_t i = 0; i < layers_.size(); ++i) {
     hook(Hook::BeforeForward, layer_unit(i));
     const MemoryTagScope tag = activations_of("layers." + std::to_string(i));
-    Tensor out = Tensor::empty({B, T, D}, compute_dtype_, device_);
+    Tensor out = Tensor::empty({n, D}, compute_dtype_, device_);
     {
       TraceSpan span("layers." + std::to_string(i) + ".forward");
-      layers_[i].forward(r.layer_inputs[i], freqs, out, r.layers[i]);
+      layers_[i].forward(r.layer_inputs[i], B, freqs, out, r.layers[i]);
     }
     hook(Hook::AfterForward, layer_unit(i));
     r.layer_inputs.push_back(out);
@@ -178,57 +185,47 @@ double Llama3Model::forward(const Tensor& tokens, const Tensor& labels,
   if (head_unit() != kEmbeddingUnit) hook(Hook::BeforeForward, head_unit());
   const MemoryTagScope tag = activations_of("output");
   TraceSpan head_span("norm.output.loss.forward");
-  r.hn = Tensor::empty({N, D}, compute_dtype_, device_);
-  r.rstd_norm = Tensor::empty({N}, DType::F32, device_);
-  norm_->forward(r.layer_inputs.back().reshape({N, D}), r.hn, r.rstd_norm);
-  Tensor loss_sum = Tensor::empty({1}, DType::F32, device_);
-  r.lse = Tensor::empty({N}, DType::F32, device_);
-  Tensor workspace = cross_entropy_workspace(N, args_.vocab_size, device_);
-  const nn::Parameter& w = output_ ? *output_ : *tok_embeddings_;
-  ops::cross_entropy_forward(r.hn, w.value(), r.labels.reshape({N}), loss_sum, r.lse, workspace);
+  r.hn = Tensor::empty({n, D}, compute_dtype_, device_);
+  r.rstd_norm = Tensor::empty({n}, DType::F32, device_);
+  norm_->forward(r.layer_inputs.back(), r.hn, r.rstd_norm);
+  const double loss_sum = nn::vocab_parallel_loss_forward(
+      tp_, r.hn, output().value(), vocab_slice(output()), r.labels.reshape({N}), r.loss);
   hook(Hook::AfterForward, head_unit());
-  // The one value the host reads back per microbatch (a device copy waits for the forward).
-  return double(on_device(loss_sum, Device::cpu()).data<float>()[0]);
+  return loss_sum;
 }
 
 Tensor Llama3Model::logits(const ActivationRecord& record) const {
   const ModelRecord& r = record_as<ModelRecord>(record);
   const int64_t B = r.tokens.size(0), T = r.tokens.size(1);
-  Tensor out = Tensor::empty({B * T, args_.vocab_size}, DType::F32, device_);
-  const nn::Parameter& w = output_ ? *output_ : *tok_embeddings_;
-  ops::linear_forward(r.hn, w.value(), out);
-  return out.reshape({B, T, args_.vocab_size});
+  return nn::vocab_parallel_logits(tp_, r.loss.h, output().value(), vocab_slice(output()))
+      .reshape({B, T, args_.vocab_size});
 }
 
 void Llama3Model::output_backward_input(ModelRecord& r, float grad_scale, Tensor& dh) const {
-  const int64_t N = r.hn.size(0), D = r.hn.size(1);
-  const nn::Parameter& w = output_ ? *output_ : *tok_embeddings_;
-  r.dhn = Tensor::empty({N, D}, compute_dtype_, device_);
-  Tensor workspace = cross_entropy_workspace(N, args_.vocab_size, device_);
-  ops::cross_entropy_backward_input(r.hn, w.value(), r.labels.reshape({N}), r.lse, grad_scale,
-                                    r.dhn, ops::Accumulate::No, workspace);
-  norm_->backward_input(r.dhn, r.layer_inputs.back().reshape({N, D}), r.rstd_norm, dh,
-                        ops::Accumulate::No);
+  const int64_t n = r.hn.size(0), D = r.hn.size(1), N = r.tokens.numel();
+  r.dhn = Tensor::empty({n, D}, compute_dtype_, device_);
+  nn::vocab_parallel_loss_backward(tp_, r.loss, output().value(), vocab_slice(output()),
+                                   r.labels.reshape({N}), grad_scale, &r.dhn, nullptr);
+  norm_->backward_input(r.dhn, r.layer_inputs.back(), r.rstd_norm, dh, ops::Accumulate::No);
 }
 
 void Llama3Model::backward(ActivationRecord& record, float grad_scale) {
   ModelRecord& r = record_as<ModelRecord>(record);
-  const int64_t N = r.hn.size(0), D = r.hn.size(1);
+  const int64_t n = r.hn.size(0), D = r.hn.size(1), N = r.tokens.numel();
   nn::Parameter& w = output_weight();
   hook(Hook::BeforeBackward, head_unit());
   Tensor dx;
   {
     // The output layer: one logits recompute for both of its gradients.
     const MemoryTagScope tag = activations_of("output");
-    r.dhn = Tensor::empty({N, D}, compute_dtype_, device_);
+    r.dhn = Tensor::empty({n, D}, compute_dtype_, device_);
     {
       TraceSpan span("norm.output.loss.backward");
-      Tensor workspace = cross_entropy_workspace(N, args_.vocab_size, device_);
-      ops::cross_entropy_backward(r.hn, w.value(), r.labels.reshape({N}), r.lse, grad_scale,
-                                  r.dhn, w.grad(), ops::Accumulate::No, workspace);
+      nn::vocab_parallel_loss_backward(tp_, r.loss, w.value(), vocab_slice(w),
+                                       r.labels.reshape({N}), grad_scale, &r.dhn, &w.grad());
     }
-    dx = Tensor::empty({N, D}, compute_dtype_, device_);
-    const Tensor x_last = r.layer_inputs.back().reshape({N, D});
+    dx = Tensor::empty({n, D}, compute_dtype_, device_);
+    const Tensor& x_last = r.layer_inputs.back();
     norm_->backward_input(r.dhn, x_last, r.rstd_norm, dx, ops::Accumulate::No);
     norm_->backward_weight(r.dhn, x_last, r.rstd_norm);
   }
@@ -237,7 +234,7 @@ void Llama3Model::backward(ActivationRecord& record, float grad_scale) {
   for (size_t i = layers_.size(); i-- > 0;) {
     hook(Hook::BeforeBackward, layer_unit(i));
     const MemoryTagScope tag = activations_of("layers." + std::to_string(i));
-    Tensor dx_in = Tensor::empty({N, D}, compute_dtype_, device_);
+    Tensor dx_in = Tensor::empty({n, D}, compute_dtype_, device_);
     {
       TraceSpan span("layers." + std::to_string(i) + ".backward_input");
       layers_[i].backward_input(dx, freqs, r.layers[i], dx_in);
@@ -254,7 +251,8 @@ void Llama3Model::backward(ActivationRecord& record, float grad_scale) {
   {
     const MemoryTagScope tag = activations_of("tok_embeddings");
     TraceSpan span("tok_embeddings.backward_weight");
-    ops::embedding_backward_weight(r.tokens.reshape({N}), dx, tok_embeddings_->grad());
+    nn::vocab_parallel_embedding_backward(tp_, r.tokens.reshape({N}), dx,
+                                          vocab_slice(*tok_embeddings_), tok_embeddings_->grad());
   }
   hook(Hook::AfterBackward, kEmbeddingUnit);
   r = ModelRecord{};
@@ -262,19 +260,19 @@ void Llama3Model::backward(ActivationRecord& record, float grad_scale) {
 
 void Llama3Model::backward_input(ActivationRecord& record, float grad_scale) {
   ModelRecord& r = record_as<ModelRecord>(record);
-  const int64_t N = r.hn.size(0), D = r.hn.size(1);
+  const int64_t n = r.hn.size(0), D = r.hn.size(1);
   hook(Hook::BeforeBackward, head_unit());
   Tensor dx;
   {
     const MemoryTagScope tag = activations_of("output");
-    dx = Tensor::empty({N, D}, compute_dtype_, device_);
+    dx = Tensor::empty({n, D}, compute_dtype_, device_);
     output_backward_input(r, grad_scale, dx);
   }
   const Tensor freqs = freqs_.narrow(0, r.tokens.size(1));
   for (size_t i = layers_.size(); i-- > 0;) {
     hook(Hook::BeforeBackward, layer_unit(i));
     const MemoryTagScope tag = activations_of("layers." + std::to_string(i));
-    Tensor dx_in = Tensor::empty({N, D}, compute_dtype_, device_);
+    Tensor dx_in = Tensor::empty({n, D}, compute_dtype_, device_);
     layers_[i].backward_input(dx, freqs, r.layers[i], dx_in);
     dx = dx_in;
   }
@@ -284,15 +282,14 @@ void Llama3Model::backward_input(ActivationRecord& record, float grad_scale) {
 
 void Llama3Model::backward_weight(ActivationRecord& record, float grad_scale) {
   ModelRecord& r = record_as<ModelRecord>(record);
-  const int64_t N = r.hn.size(0), D = r.hn.size(1);
+  const int64_t N = r.tokens.numel();
   nn::Parameter& w = output_weight();
   {
     const MemoryTagScope tag = activations_of("output");
-    Tensor workspace = cross_entropy_workspace(N, args_.vocab_size, device_);
-    ops::cross_entropy_backward_weight(r.hn, w.value(), r.labels.reshape({N}), r.lse, grad_scale,
-                                       w.grad(), workspace);
+    nn::vocab_parallel_loss_backward(tp_, r.loss, w.value(), vocab_slice(w),
+                                     r.labels.reshape({N}), grad_scale, nullptr, &w.grad());
   }
-  norm_->backward_weight(r.dhn, r.layer_inputs.back().reshape({N, D}), r.rstd_norm);
+  norm_->backward_weight(r.dhn, r.layer_inputs.back(), r.rstd_norm);
   if (head_unit() != kEmbeddingUnit) hook(Hook::AfterBackward, head_unit());
   for (size_t i = layers_.size(); i-- > 0;) {
     {
@@ -301,7 +298,8 @@ void Llama3Model::backward_weight(ActivationRecord& record, float grad_scale) {
     }
     hook(Hook::AfterBackward, layer_unit(i));
   }
-  ops::embedding_backward_weight(r.tokens.reshape({N}), r.dx0, tok_embeddings_->grad());
+  nn::vocab_parallel_embedding_backward(tp_, r.tokens.reshape({N}), r.dx0,
+                                        vocab_slice(*tok_embeddings_), tok_embeddings_->grad());
   hook(Hook::AfterBackward, kEmbeddingUnit);
   r = ModelRecord{};
 }

@@ -12,6 +12,11 @@
 // rule (torchtitan initializes the output last, over the shared tensor). Every value is a
 // Philox function of (seed, parameter name, index).
 //
+// Tensor parallel (parallelize.h, nn/tensor_parallel.h): the embedding and the output are
+// vocab-parallel (nn/vocab_parallel.h), the blocks split heads and the hidden dim, and the
+// residual stream x_i is the rank's n token rows of the N = B x T (n = N / tp with
+// sequence parallelism, else N).
+//
 // Parameter units (nn/parameter_unit.h), in forward order: "tok_embeddings", "layers.0" ..
 // "layers.<L-1>", "norm, output". With tied weights the embedding is also the output, so it
 // and the final norm form one unit, "tok_embeddings, norm", in use from the first forward
@@ -38,16 +43,17 @@
 #include "titan/models/model.h"
 #include "titan/nn/parameter_unit.h"
 #include "titan/nn/transformer_block.h"
+#include "titan/nn/vocab_parallel.h"
 
 namespace titan::models::llama3 {
 
 // Everything one microbatch's forward keeps for its backward.
 struct ModelRecord final : ActivationRecord {
   Tensor tokens, labels;                 // [B, T]
-  std::vector<Tensor> layer_inputs;      // x_0 .. x_L, [B, T, D]
+  std::vector<Tensor> layer_inputs;      // x_0 .. x_L, [n, D]: this rank's token rows
   std::vector<nn::BlockRecord> layers;
-  Tensor hn, rstd_norm;                  // final norm output [N, D] and its rstd
-  Tensor lse;                            // cross-entropy's log-sum-exp per token
+  Tensor hn, rstd_norm;                  // final norm output [n, D] and its rstd
+  nn::VocabParallelLossRecord loss;      // all rows of hn, the log-sum-exp per token
   // Set by backward_input for backward_weight (the layers keep theirs in their records):
   Tensor dhn;                            // gradient at the final norm's output
   Tensor dx0;                            // gradient at the embedding's output
@@ -92,6 +98,9 @@ class Llama3Model final : public Model {
 
  private:
   void output_backward_input(ModelRecord& record, float grad_scale, Tensor& dh) const;
+  // The output weight's rows in the vocabulary (all of it without tensor parallelism).
+  ops::VocabSlice vocab_slice(const nn::Parameter& weight) const;
+  const nn::Parameter& output() const { return output_ ? *output_ : *tok_embeddings_; }
   // Unit indices of units(): the embedding's, layer i's, and the final norm + output's
   // (the embedding's own when tied).
   static constexpr int kEmbeddingUnit = 0;
@@ -102,6 +111,7 @@ class Llama3Model final : public Model {
   ModelArgs args_;
   Device device_;
   DType compute_dtype_;                    // of the weights' whole values and activations
+  const nn::TensorParallel& tp_;
   std::unique_ptr<nn::Parameter> tok_embeddings_;
   std::vector<nn::TransformerBlock> layers_;
   std::unique_ptr<nn::RmsNorm> norm_;

@@ -1,5 +1,7 @@
 #include "titan/models/llama3/parallelize.h"
 
+#include <string>
+
 #include "titan/core/error.h"
 
 namespace titan::models::llama3 {
@@ -12,7 +14,23 @@ nn::ParameterPlan sharded(int dim, int64_t replicas = 1) {
   return plan;
 }
 
+bool splits_heads(const ModelArgs& a, int64_t tp) {
+  return a.n_heads % tp == 0 && (a.n_kv_heads % tp == 0 || tp % a.n_kv_heads == 0);
+}
+
 }  // namespace
+
+void check_tensor_parallel(const ModelArgs& a, int64_t tp) {
+  if (splits_heads(a, tp)) return;
+  std::string working;
+  for (int64_t d = 1; d <= a.n_heads; ++d) {
+    if (splits_heads(a, d)) working += (working.empty() ? "" : ", ") + std::to_string(d);
+  }
+  TITAN_FAIL_INPUT() << "parallelism.tensor_parallel_degree " << tp << " does not split "
+                     << a.n_heads << " heads with " << a.n_kv_heads
+                     << " kv heads (n_heads must divide by it, and n_kv_heads divide by it or "
+                     << "it by n_kv_heads); degrees that work: " << working;
+}
 
 nn::ParameterPlan parameter_plan(const std::string& name, const ModelArgs& args, int64_t tp) {
   constexpr int kColumn = 0, kRow = 1;
@@ -32,6 +50,7 @@ nn::ParameterPlan parameter_plan(const std::string& name, const ModelArgs& args,
 }
 
 nn::ParallelPlan parallel_plan(const ModelArgs& args, int64_t tp) {
+  check_tensor_parallel(args, tp);
   return [args, tp](const std::string& name) { return parameter_plan(name, args, tp); };
 }
 

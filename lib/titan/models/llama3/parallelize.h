@@ -12,9 +12,8 @@
 //   attention_norm, ffn_norm, norm    Replicate (sequence parallel around them)
 //   output.weight [V, D]              Shard(0)  column-parallel: the loss is vocab-parallel
 //
-// The placements decide each rank's boxes (initialization, checkpoints, FSDP); running the
-// model's forward with tp > 1 is tensor parallelism's own work, and the mesh refuses tp > 1
-// until it is built.
+// The placements decide each rank's boxes (initialization, checkpoints, FSDP) and the
+// modules compute with those pieces (nn/tensor_parallel.h).
 #pragma once
 
 #include <string>
@@ -24,6 +23,10 @@
 
 namespace titan::models::llama3 {
 
+// InputError (exit 2) unless tp splits the heads: n_heads % tp == 0, and the kv heads split
+// (n_kv_heads % tp == 0) or are shared (tp % n_kv_heads == 0); the message lists the degrees
+// that work.
+void check_tensor_parallel(const ModelArgs& args, int64_t tp);
 // The plan for one parameter, by its torchtitan name, on `tp` tensor-parallel ranks.
 nn::ParameterPlan parameter_plan(const std::string& name, const ModelArgs& args, int64_t tp);
 // The same for every parameter of a model of `args`.

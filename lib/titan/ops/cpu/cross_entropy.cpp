@@ -64,8 +64,11 @@ double rows_loss(const float* logits, int64_t rows, int64_t vocab, const LabelRe
 
 // dlogits[r, v] = (exp(logits[r, v] - lse[r]) - [v == label]) * scale, = or +=; ignored
 // rows get 0 (or keep their value). dlogits may be logits itself (the fused backward).
+// The columns are the slice of the vocabulary from id `vocab_first` (0: all of it): a label
+// outside them has no one-hot entry here.
 void rows_dlogits(const float* logits, int64_t rows, int64_t vocab, const LabelReader& labels,
-                  int64_t first, const float* lse, float scale, float* dlogits, bool add) {
+                  int64_t first, const float* lse, float scale, float* dlogits, bool add,
+                  int64_t vocab_first = 0) {
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     const float* z = logits + r * vocab;
@@ -80,18 +83,19 @@ void rows_dlogits(const float* logits, int64_t rows, int64_t vocab, const LabelR
       const float g = std::exp(z[v] - row_lse) * scale;
       dz[v] = add ? dz[v] + g : g;
     }
-    dz[label] -= scale;
+    const int64_t column = label - vocab_first;
+    if (column >= 0 && column < vocab) dz[column] -= scale;
   }
 }
 
 // The three backward entries: per chunk, recompute the logits, turn them into dlogits in
 // place, then the dh GEMM and/or the dweight GEMM (a null output skips its GEMM).
+// `slice`: the weight's rows in the whole vocabulary (already checked).
 void fused_backward(const Tensor& h, const Tensor& weight, const Tensor& labels, const Tensor& lse,
                     float grad_scale, Tensor* dh, Tensor* dweight, Accumulate accumulate_dh,
-                    Tensor& workspace, const char* op) {
-  check_cross_entropy_backward(h, weight, labels, lse, dh, dweight, workspace, kFloatDTypes, op);
+                    Tensor& workspace, VocabSlice slice, const char* op) {
   const Dims d{h.size(0), weight.size(0)};
-  const LabelReader label_reader = read_labels(labels, d.vocab, op);
+  const LabelReader label_reader = read_labels(labels, slice.vocab, op);
   const int64_t chunk = workspace.size(0);
   const float* lse_data = lse.data<float>();
   for (int64_t first = 0; first < d.tokens; first += chunk) {
@@ -100,7 +104,8 @@ void fused_backward(const Tensor& h, const Tensor& weight, const Tensor& labels,
     Tensor logits = workspace.narrow(0, rows);
     cpu::matmul(h_chunk, Transpose::No, weight, Transpose::Yes, logits, 1.0f, 0.0f);
     float* z = logits.mutable_data<float>();
-    rows_dlogits(z, rows, d.vocab, label_reader, first, lse_data + first, grad_scale, z, false);
+    rows_dlogits(z, rows, d.vocab, label_reader, first, lse_data + first, grad_scale, z, false,
+                 slice.first);
     if (dh != nullptr) {
       Tensor dh_chunk = dh->narrow(first, rows);
       cpu::matmul(logits, Transpose::No, weight, Transpose::No, dh_chunk, 1.0f,
@@ -111,6 +116,8 @@ void fused_backward(const Tensor& h, const Tensor& weight, const Tensor& labels,
     }
   }
 }
+
+VocabSlice whole_vocabulary(const Tensor& weight) { return {0, weight.size(0)}; }
 
 }  // namespace
 
@@ -137,22 +144,29 @@ void cross_entropy_forward(const Tensor& h, const Tensor& weight, const Tensor& 
 void cross_entropy_backward_input(const Tensor& h, const Tensor& weight, const Tensor& labels,
                                   const Tensor& lse, float grad_scale, Tensor& dh,
                                   Accumulate accumulate, Tensor& workspace) {
+  const char* op = "cross_entropy_backward_input";
+  check_cross_entropy_backward(h, weight, labels, lse, &dh, nullptr, workspace, kFloatDTypes, op);
   fused_backward(h, weight, labels, lse, grad_scale, &dh, nullptr, accumulate, workspace,
-                 "cross_entropy_backward_input");
+                 whole_vocabulary(weight), op);
 }
 
 void cross_entropy_backward_weight(const Tensor& h, const Tensor& weight, const Tensor& labels,
                                    const Tensor& lse, float grad_scale, Tensor& dweight,
                                    Tensor& workspace) {
-  fused_backward(h, weight, labels, lse, grad_scale, nullptr, &dweight, Accumulate::Yes, workspace,
-                 "cross_entropy_backward_weight");
+  const char* op = "cross_entropy_backward_weight";
+  check_cross_entropy_backward(h, weight, labels, lse, nullptr, &dweight, workspace, kFloatDTypes,
+                               op);
+  fused_backward(h, weight, labels, lse, grad_scale, nullptr, &dweight, Accumulate::Yes,
+                 workspace, whole_vocabulary(weight), op);
 }
 
 void cross_entropy_backward(const Tensor& h, const Tensor& weight, const Tensor& labels,
                             const Tensor& lse, float grad_scale, Tensor& dh, Tensor& dweight,
                             Accumulate accumulate_dh, Tensor& workspace) {
+  const char* op = "cross_entropy_backward";
+  check_cross_entropy_backward(h, weight, labels, lse, &dh, &dweight, workspace, kFloatDTypes, op);
   fused_backward(h, weight, labels, lse, grad_scale, &dh, &dweight, accumulate_dh, workspace,
-                 "cross_entropy_backward");
+                 whole_vocabulary(weight), op);
 }
 
 void cross_entropy_logits_forward(const Tensor& logits, const Tensor& labels, Tensor& loss_sum,
@@ -173,6 +187,54 @@ void cross_entropy_logits_backward(const Tensor& logits, const Tensor& labels, c
   const LabelReader label_reader = read_labels(labels, vocab, "cross_entropy_logits_backward");
   rows_dlogits(logits.data<float>(), tokens, vocab, label_reader, 0, lse.data<float>(), grad_scale,
                dlogits.mutable_data<float>(), accumulate == Accumulate::Yes);
+}
+
+void cross_entropy_slice_forward(const Tensor& h, const Tensor& weight, const Tensor& labels,
+                                 VocabSlice slice, Tensor& row_max, Tensor& row_sum_exp,
+                                 Tensor& label_logit, Tensor& workspace) {
+  const char* op = "cross_entropy_slice_forward";
+  check_cross_entropy_slice(h, weight, labels, slice, workspace, op);
+  const Dims d{h.size(0), weight.size(0)};
+  for (Tensor* t : {&row_max, &row_sum_exp, &label_logit}) {
+    TITAN_CHECK(t->dtype() == DType::F32 && t->shape() == Shape{d.tokens})
+        << op << ": row statistics must be f32 [" << d.tokens << "], got "
+        << dtype_name(t->dtype()) << " " << shape_string(t->shape());
+  }
+  const LabelReader label_reader = read_labels(labels, slice.vocab, op);
+  float* max_data = row_max.mutable_data<float>();
+  float* sum_data = row_sum_exp.mutable_data<float>();
+  float* label_data = label_logit.mutable_data<float>();
+  const int64_t chunk = workspace.size(0);
+  for (int64_t first = 0; first < d.tokens; first += chunk) {
+    const int64_t rows = std::min(chunk, d.tokens - first);
+    Tensor logits = workspace.narrow(0, rows);
+    cpu::matmul(h.narrow(first, rows), Transpose::No, weight, Transpose::Yes, logits, 1.0f,
+                0.0f);
+    const float* z = logits.data<float>();
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* row = z + r * d.vocab;
+      float max = -std::numeric_limits<float>::infinity();
+      for (int64_t v = 0; v < d.vocab; ++v) max = std::max(max, row[v]);
+      double sum = 0;
+      for (int64_t v = 0; v < d.vocab; ++v) sum += std::exp(row[v] - max);
+      const int64_t column = label_reader[first + r] - slice.first;
+      max_data[first + r] = max;
+      sum_data[first + r] = float(sum);
+      label_data[first + r] = column >= 0 && column < d.vocab ? row[column] : 0.0f;
+    }
+  }
+}
+
+void cross_entropy_slice_backward(const Tensor& h, const Tensor& weight, const Tensor& labels,
+                                  VocabSlice slice, const Tensor& lse, float grad_scale,
+                                  Tensor* dh, Tensor* dweight, Accumulate accumulate_dh,
+                                  Tensor& workspace) {
+  const char* op = "cross_entropy_slice_backward";
+  check_cross_entropy_slice(h, weight, labels, slice, workspace, op);
+  check_cross_entropy_backward(h, weight, labels, lse, dh, dweight, workspace, kFloatDTypes, op);
+  fused_backward(h, weight, labels, lse, grad_scale, dh, dweight, accumulate_dh, workspace, slice,
+                 op);
 }
 
 }  // namespace titan::ops::cpu

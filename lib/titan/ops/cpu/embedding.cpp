@@ -23,23 +23,30 @@ void check_id_values(const Tensor& ids, int64_t vocab, const char* op) {
   }
 }
 
-}  // namespace
+// The rows [first_id, first_id + rows) of a table: the whole table from first_id 0.
+struct TableSlice {
+  int64_t first_id = 0;
+  int64_t rows = 0;
+  bool holds(int64_t id) const { return id >= first_id && id < first_id + rows; }
+};
 
-void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out) {
-  check_embedding_forward(ids, table, out, kFloatDTypes);
-  check_id_values(ids, table.size(0), "embedding_forward");
+void slice_forward(const Tensor& ids, const Tensor& table, TableSlice slice, Tensor& out) {
   const int64_t N = ids.numel(), D = table.size(1);
   const float* tp = table.data<float>();
   float* op = out.mutable_data<float>();
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n) {
-    std::memcpy(op + n * D, tp + id_at(ids, n) * D, size_t(D) * sizeof(float));
+    const int64_t id = id_at(ids, n);
+    if (slice.holds(id)) {
+      std::memcpy(op + n * D, tp + (id - slice.first_id) * D, size_t(D) * sizeof(float));
+    } else {
+      std::fill(op + n * D, op + (n + 1) * D, 0.0f);
+    }
   }
 }
 
-void embedding_backward_weight(const Tensor& ids, const Tensor& dout, Tensor& dtable) {
-  check_embedding_backward_weight(ids, dout, dtable, kFloatDTypes);
-  check_id_values(ids, dtable.size(0), "embedding_backward_weight");
+void slice_backward_weight(const Tensor& ids, const Tensor& dout, TableSlice slice,
+                           Tensor& dtable) {
   const int64_t N = ids.numel(), D = dtable.size(1);
   const float* gp = dout.data<float>();
   float* dp = dtable.mutable_data<float>();
@@ -48,11 +55,45 @@ void embedding_backward_weight(const Tensor& ids, const Tensor& dout, Tensor& dt
   for (int64_t d0 = 0; d0 < D; d0 += kBlock) {
     const int64_t d1 = std::min(D, d0 + kBlock);
     for (int64_t n = 0; n < N; ++n) {
-      float* row = dp + id_at(ids, n) * D;
+      const int64_t id = id_at(ids, n);
+      if (!slice.holds(id)) continue;
+      float* row = dp + (id - slice.first_id) * D;
       const float* g = gp + n * D;
       for (int64_t d = d0; d < d1; ++d) row[d] += g[d];
     }
   }
+}
+
+void check_first_id(int64_t first_id, const char* op) {
+  TITAN_CHECK(first_id >= 0) << op << ": first_id " << first_id << " is negative";
+}
+
+}  // namespace
+
+void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out) {
+  check_embedding_forward(ids, table, out, kFloatDTypes);
+  check_id_values(ids, table.size(0), "embedding_forward");
+  slice_forward(ids, table, {0, table.size(0)}, out);
+}
+
+void embedding_backward_weight(const Tensor& ids, const Tensor& dout, Tensor& dtable) {
+  check_embedding_backward_weight(ids, dout, dtable, kFloatDTypes);
+  check_id_values(ids, dtable.size(0), "embedding_backward_weight");
+  slice_backward_weight(ids, dout, {0, dtable.size(0)}, dtable);
+}
+
+void embedding_slice_forward(const Tensor& ids, const Tensor& table, int64_t first_id,
+                             Tensor& out) {
+  check_embedding_forward(ids, table, out, kFloatDTypes);
+  check_first_id(first_id, "embedding_slice_forward");
+  slice_forward(ids, table, {first_id, table.size(0)}, out);
+}
+
+void embedding_slice_backward_weight(const Tensor& ids, const Tensor& dout, int64_t first_id,
+                                     Tensor& dtable) {
+  check_embedding_backward_weight(ids, dout, dtable, kFloatDTypes);
+  check_first_id(first_id, "embedding_slice_backward_weight");
+  slice_backward_weight(ids, dout, {first_id, dtable.size(0)}, dtable);
 }
 
 }  // namespace titan::ops::cpu
