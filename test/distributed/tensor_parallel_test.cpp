@@ -11,7 +11,11 @@
 #include "distributed_test_main.h"
 #include "support/gradient_check.h"
 #include "support/train_process.h"
+#include "titan/core/allocator.h"
 #include "titan/distributed/mesh.h"
+#include "titan/models/registry.h"
+#include "titan/nn/vocab_parallel.h"
+#include "titan/ops/cross_entropy.h"
 #include "titan/distributed/tensor_parallel.h"
 #include "titan/train/trainer.h"
 
@@ -61,12 +65,13 @@ struct Run {
   std::vector<Tensor> parameters;  // whole
 };
 
-// The whole tensor from every rank's box: the first holder of each box writes it into a
-// zero tensor and the world sums them (each element written once, so the sum is exact).
-Tensor gather_whole(const nn::Parameter& p, Communicator& world) {
+// The whole tensor from every rank's box of p (its shard or its shard gradient): the first
+// holder of each box writes it into a zero tensor and the world sums them (each element
+// written once, so the sum is exact).
+Tensor gather_whole(const nn::Parameter& p, const Tensor& box, Communicator& world) {
   Tensor whole = Tensor::zeros(p.global_shape(), DType::F32);
   if (p.placement().writes_checkpoint()) {
-    const float* piece = p.shard().data<float>();
+    const float* piece = box.data<float>();
     float* out = whole.mutable_data<float>();
     nn::for_each_box_run(p.global_shape(), p.local_box(),
                          [&](int64_t global, int64_t local, int64_t length) {
@@ -83,7 +88,7 @@ Run train(const config::JobConfig& config, Mesh* mesh) {
   run.steps = trainer.train();
   for (nn::Parameter* p : trainer.model().parameters()) {
     run.names.push_back(p->name());
-    run.parameters.push_back(mesh ? gather_whole(*p, mesh->world()) : p->shard());
+    run.parameters.push_back(mesh ? gather_whole(*p, p->shard(), mesh->world()) : p->shard());
   }
   return run;
 }
@@ -144,6 +149,135 @@ TEST(TensorParallel, Tp4SharesKvHeads) { check_layout({"tp4", 1, 1, 4}); }
 TEST(TensorParallel, FsdpTwoByTpTwo) { check_layout({"fsdp2_tp2", 1, 2, 2}); }
 
 TEST(TensorParallel, HsdpTwoByFsdpTwoByTpTwo) { check_layout({"hsdp_tp", 2, 2, 2}); }
+
+// One microbatch's forward and backward on the model alone (no trainer), tp = the world: the
+// loss and every gradient equal one rank's (vocab 2050: tp 4 splits it unevenly), in each
+// mode of the layout; the counters show the collectives each mode makes.
+struct Gradients {
+  double loss = 0;
+  std::vector<std::string> names;
+  std::vector<Tensor> grads;  // whole
+};
+
+config::JobConfig gradient_job() {
+  config::JobConfig c;
+  c.model.flavor = "tiny";
+  c.model.vocab_size = 2050;
+  c.training.seq_len = 32;
+  return c;
+}
+
+constexpr int64_t kBatch = 2, kSeq = 32, kLayers = 8, kDim = 64;
+
+void fill_batch(Tensor& tokens, Tensor& labels) {
+  int32_t* t = tokens.mutable_data<int32_t>();
+  int32_t* l = labels.mutable_data<int32_t>();
+  for (int64_t i = 0; i < tokens.numel(); ++i) {
+    t[i] = int32_t((i * 977 + 13) % 2050);
+    l[i] = i % 11 == 5 ? int32_t(ops::kIgnoreIndex) : int32_t((i * 389 + 7) % 2050);
+  }
+}
+
+// forward_stats, step_stats: the tp group's counters after the forward, and after the
+// backward and the partial gradients' reduction.
+Gradients one_microbatch(const config::JobConfig& config, TensorParallelGroup* tp,
+                         CommStats* forward_stats = nullptr, CommStats* step_stats = nullptr) {
+  nn::ParameterLayout layout;
+  if (tp) {
+    layout.tp = {tp->size(), tp->rank()};
+    layout.tensor_parallel = tp;
+  }
+  std::unique_ptr<models::Model> model = models::model_family("llama3").build(config, layout);
+  model->initialize(config.debug.effective_seed());
+  Tensor tokens = Tensor::empty({kBatch, kSeq}, DType::I32);
+  Tensor labels = Tensor::empty({kBatch, kSeq}, DType::I32);
+  fill_batch(tokens, labels);
+  std::unique_ptr<models::ActivationRecord> record = model->new_record();
+  if (tp) tp->group().reset_stats();
+  Gradients g;
+  g.loss = model->forward(tokens, labels, *record);
+  if (forward_stats) *forward_stats = tp->group().stats();
+  model->backward(*record, float(1.0 / ops::cross_entropy_valid_tokens(labels)));
+  if (tp) tp->reduce_partial_gradients(model->parameters());
+  if (step_stats) *step_stats = tp->group().stats();
+  for (nn::Parameter* p : model->parameters()) {
+    g.names.push_back(p->name());
+    g.grads.push_back(tp ? gather_whole(*p, p->grad(), tp->group()) : p->grad());
+  }
+  return g;
+}
+
+const Gradients& one_rank_gradients() {
+  static const Gradients g = one_microbatch(gradient_job(), nullptr);
+  return g;
+}
+
+void expect_same_gradients(const Gradients& g) {
+  const Gradients& want = one_rank_gradients();
+  EXPECT_NEAR(g.loss, want.loss, 1e-6 * want.loss);
+  ASSERT_EQ(g.names, want.names);
+  for (size_t i = 0; i < want.grads.size(); ++i) {
+    testing::expect_close(testing::to_values(g.grads[i]), testing::to_values(want.grads[i]),
+                          1e-5, want.names[i]);
+  }
+}
+
+bool world_splits_tiny_heads() { return test_world().size() == 2 || test_world().size() == 4; }
+
+TEST(TensorParallel, ModulesGiveOneRanksGradients) {
+  if (!world_splits_tiny_heads()) GTEST_SKIP() << "tp 2 or 4";
+  for (bool sequence_parallel : {true, false}) {
+    for (bool loss_parallel : {true, false}) {
+      SCOPED_TRACE(std::string("sequence parallel ") + (sequence_parallel ? "on" : "off") +
+                   ", loss parallel " + (loss_parallel ? "on" : "off"));
+      TensorParallelGroup tp(test_world(), {sequence_parallel, loss_parallel, false});
+      expect_same_gradients(one_microbatch(gradient_job(), &tp));
+    }
+  }
+}
+
+// With sequence parallelism a block's forward makes 2 all-gathers and 2 reduce-scatters
+// over tp; the embedding adds a reduce-scatter, the loss an all-gather of the final norm's
+// rows and two all-reduces of per-token statistics. Every all-gather moves [N, D]
+// activations and the all-reduces 3 N floats: the N x V logits never move.
+TEST(TensorParallel, CollectivesFollowTheLayout) {
+  if (!world_splits_tiny_heads()) GTEST_SKIP() << "tp 2 or 4";
+  TensorParallelGroup tp(test_world(), {true, true, false});
+  CommStats forward, step;
+  one_microbatch(gradient_job(), &tp, &forward, &step);
+  const int64_t N = kBatch * kSeq;
+  EXPECT_EQ(forward[Collective::AllGather].calls, 2 * kLayers + 1);
+  EXPECT_EQ(forward[Collective::ReduceScatter].calls, 2 * kLayers + 1);
+  EXPECT_EQ(forward[Collective::AllReduce].calls, 2);
+  EXPECT_EQ(forward[Collective::AllGather].bytes, (2 * kLayers + 1) * N * kDim * 4);
+  EXPECT_EQ(forward[Collective::AllReduce].bytes, 3 * N * 4);
+  EXPECT_EQ(step[Collective::AllReduce].bytes - forward[Collective::AllReduce].bytes,
+            (2 * kLayers + 1) * kDim * 4)  // the norms' partial gradients, packed
+      << "no all-reduce in backward but the partial gradients'";
+}
+
+// The loss's memory on each rank is a 1/tp slice of the logits: the peak it adds over what
+// it is given is [N, V / tp] floats (its chunk of logits) and per-token vectors.
+TEST(TensorParallel, LossParallelHoldsASliceOfTheLogits) {
+  if (!world_splits_tiny_heads()) GTEST_SKIP() << "tp 2 or 4";
+  const int64_t p = test_world().size(), N = kBatch * kSeq, V = 2048, D = kDim;
+  TensorParallelGroup tp(test_world(), {true, true, false});
+  const int64_t slice_rows = V / p;
+  Tensor h = Tensor::empty({N / p, D}, DType::F32), weight = Tensor::empty({slice_rows, D}, DType::F32);
+  for (int64_t i = 0; i < h.numel(); ++i) h.mutable_data<float>()[i] = float(i % 7) * 0.01f;
+  for (int64_t i = 0; i < weight.numel(); ++i) weight.mutable_data<float>()[i] = float(i % 5) * 0.01f;
+  Tensor labels = Tensor::empty({N}, DType::I32);
+  for (int64_t i = 0; i < N; ++i) labels.mutable_data<int32_t>()[i] = int32_t(i * 31 % V);
+  Allocator& allocator = allocator_for(Device::cpu());
+  allocator.reset_peak();
+  const int64_t before = allocator.stats().current_bytes;
+  nn::VocabParallelLossRecord record;
+  nn::vocab_parallel_loss_forward(tp, h, weight, {tp.rank() * slice_rows, V}, labels, record);
+  const int64_t added = allocator.stats().peak_bytes - before;
+  const int64_t slice_bytes = N * slice_rows * 4, small = N * D * 4 + 16 * N * 4 + 4096;
+  EXPECT_LE(added, slice_bytes + small) << "a 1/" << p << " slice is " << slice_bytes;
+  EXPECT_LT(added, N * V * 4 / p + small);
+}
 
 }  // namespace
 }  // namespace titan::distributed

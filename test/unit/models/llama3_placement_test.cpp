@@ -23,6 +23,28 @@ ModelArgs tiny(bool tied) {
   return a;
 }
 
+// tp must split the heads, and the kv heads split or be shared: exit 2 with the degrees
+// that would work.
+TEST(Llama3Plan, TensorParallelDegreesThatDoNotSplitTheHeadsAreRefused) {
+  ModelArgs a = tiny(false);  // 4 heads, 2 kv heads
+  for (int64_t tp : {1, 2, 4}) EXPECT_NO_THROW(check_tensor_parallel(a, tp)) << tp;
+  try {
+    check_tensor_parallel(a, 3);
+    ADD_FAILURE() << "tp 3 splits 4 heads";
+  } catch (const InputError& e) {
+    const std::string message = e.what();
+    for (const char* part : {"tensor_parallel_degree 3", "4 heads", "2 kv heads",
+                             "degrees that work: 1, 2, 4"}) {
+      EXPECT_NE(message.find(part), std::string::npos) << message;
+    }
+  }
+  a.n_heads = 8;
+  a.n_kv_heads = 4;
+  a.dim = 128;
+  EXPECT_THROW(check_tensor_parallel(a, 8 * 3), InputError);
+  EXPECT_NO_THROW(check_tensor_parallel(a, 8));  // each kv head shared by two ranks
+}
+
 TEST(Llama3Plan, ColumnParallelRowParallelAndReplicatedNormsAsMegatron) {
   const ModelArgs args = tiny(false);  // 4 heads, 2 kv heads
   const auto tp_dim = [&](const std::string& name, int64_t tp) {

@@ -91,7 +91,9 @@ TEST(DistributedProcess, BadMeshesAreOneLineAndExitTwo) {
       {{"--parallelism.data_parallel_replicate_degree", "2", "--parallelism.data_parallel_shard_degree",
         "2"},
        {"2", "4"}},
-      {{"--parallelism.tensor_parallel_degree", "2"}, {"tensor"}},
+      {{"--parallelism.tensor_parallel_degree", "4"}, {"tensor_parallel_degree 4", "2 ranks"}},
+      {{"--parallelism.tensor_parallel_degree", "2", "--training.seq_len", "63"},
+       {"training.seq_len: 63", "62 or 64"}},
       {{"--parallelism.pipeline_parallel_degree", "2"}, {"pipeline"}},
       {{"--parallelism.context_parallel_degree", "2"}, {"context"}},
       // The global batch must divide by local batch x dp = 2 x 2.
