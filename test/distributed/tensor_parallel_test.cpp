@@ -11,6 +11,8 @@
 #include "distributed_test_main.h"
 #include "support/gradient_check.h"
 #include "support/train_process.h"
+#include "titan/build_config.h"
+#include "titan/ckpt/safetensors.h"
 #include "titan/core/allocator.h"
 #include "titan/distributed/mesh.h"
 #include "titan/models/registry.h"
@@ -18,6 +20,9 @@
 #include "titan/ops/cross_entropy.h"
 #include "titan/distributed/tensor_parallel.h"
 #include "titan/train/trainer.h"
+#if TITAN_HAVE_HDF5
+#include "titan/ckpt/hdf5/hf_convert.h"
+#endif
 
 namespace titan::distributed {
 namespace {
@@ -278,6 +283,95 @@ TEST(TensorParallel, LossParallelHoldsASliceOfTheLogits) {
   EXPECT_LE(added, slice_bytes + small) << "a 1/" << p << " slice is " << slice_bytes;
   EXPECT_LT(added, N * V * 4 / p + small);
 }
+
+#if TITAN_HAVE_HDF5
+// A checkpoint saved at step 5 on one layout resumes on another and the losses of steps
+// 6..10 are the uninterrupted one-rank run's. The files hold whole tensors whatever the
+// layout, so the Hugging Face export of the TP 2 x FSDP 2 checkpoint equals the one of a
+// one-rank run's checkpoint at the same step, and one rank resumes from it.
+config::JobConfig checkpointed(const Layout& layout, const fs::path& folder) {
+  config::JobConfig c = tiny_job(layout);
+  c.job.dump_folder = folder.string();
+  c.checkpoint.enable = true;
+  c.checkpoint.interval = 5;
+  return c;
+}
+
+fs::path shared_folder(const std::string& name) {
+  const fs::path folder = fs::temp_directory_path() / ("titan_tp_test_" + name);
+  if (test_world().rank() == 0) fs::remove_all(folder);
+  test_world().barrier().wait();
+  return folder;
+}
+
+void train_steps(const config::JobConfig& config, int64_t steps) {
+  Mesh mesh(mesh_shape_from_config(config.parallelism, test_world().size()), test_world());
+  train::Trainer trainer(config, &mesh);
+  for (int64_t s = 0; s < steps; ++s) trainer.train_step();
+}
+
+TEST(TensorParallel, CheckpointsResumeOnAnyLayout) {
+  if (test_world().size() != 4) GTEST_SKIP() << "needs 4 ranks";
+  const Layout fsdp4{"ckpt_fsdp4", 1, 4, 1}, tp2_fsdp2{"ckpt_tp2_fsdp2", 1, 2, 2},
+      tp4{"ckpt_tp4", 1, 1, 4};
+  struct Case {
+    Layout save, resume;
+  };
+  int index = 0;
+  for (const Case& c : {Case{tp2_fsdp2, tp4}, Case{tp4, fsdp4}, Case{fsdp4, tp2_fsdp2}}) {
+    SCOPED_TRACE(c.save.name + " -> " + c.resume.name);
+    const fs::path folder = shared_folder("resume" + std::to_string(index++));
+    train_steps(checkpointed(c.save, folder), 5);
+    Mesh mesh(mesh_shape_from_config(tiny_job(c.resume).parallelism, 4), test_world());
+    train::Trainer resumed(checkpointed(c.resume, folder), &mesh);
+    const std::vector<train::StepResult> steps = resumed.train();
+    ASSERT_EQ(steps.size(), 5u);
+    for (size_t s = 0; s < steps.size(); ++s) {
+      const train::StepResult& want = alone().steps[s + 5];
+      EXPECT_EQ(steps[s].step, want.step);
+      EXPECT_NEAR(steps[s].loss, want.loss, 1e-5 * want.loss) << "step " << want.step;
+    }
+  }
+}
+
+TEST(TensorParallel, HfExportOfATpCheckpointEqualsOneRanks) {
+  if (test_world().size() != 4) GTEST_SKIP() << "needs 4 ranks";
+  const fs::path folder = shared_folder("export");
+  train_steps(checkpointed({"export_tp", 1, 2, 2}, folder), 5);
+  if (test_world().rank() != 0) return;
+  config::JobConfig alone_config = checkpointed({"export_one"}, folder / "alone");
+  alone_config.training.local_batch_size = kGlobalBatch;
+  {
+    train::Trainer trainer(alone_config);
+    for (int s = 0; s < 5; ++s) trainer.train_step();
+  }
+  ckpt::HfExportOptions options;
+  options.out_dir = (folder / "hf_tp").string();
+  ckpt::export_hf_safetensors((folder / "checkpoint" / "step-5.h5").string(), options);
+  options.out_dir = (folder / "hf_one").string();
+  ckpt::export_hf_safetensors((folder / "alone" / "checkpoint" / "step-5.h5").string(), options);
+  const ckpt::SafetensorsFile from_tp =
+      ckpt::read_safetensors((folder / "hf_tp/model.safetensors").string());
+  const ckpt::SafetensorsFile from_one =
+      ckpt::read_safetensors((folder / "hf_one/model.safetensors").string());
+  ASSERT_EQ(from_tp.names(), from_one.names());
+  for (const std::string& name : from_one.names()) {
+    testing::expect_close(testing::to_values(from_tp.tensor(name)),
+                          testing::to_values(from_one.tensor(name)), 1e-5, name);
+  }
+  // And one rank resumes from the TP checkpoint with the uninterrupted run's losses.
+  config::JobConfig resume = checkpointed({"resume_one"}, folder / "resume_alone");
+  resume.training.local_batch_size = kGlobalBatch;
+  resume.checkpoint.initial_load_path = (folder / "checkpoint" / "step-5.h5").string();
+  resume.checkpoint.initial_load_model_only = false;
+  train::Trainer resumed(resume);
+  const std::vector<train::StepResult> steps = resumed.train();
+  ASSERT_EQ(steps.size(), 5u);
+  for (size_t s = 0; s < steps.size(); ++s) {
+    EXPECT_NEAR(steps[s].loss, alone().steps[s + 5].loss, 1e-5 * alone().steps[s + 5].loss);
+  }
+}
+#endif
 
 }  // namespace
 }  // namespace titan::distributed
