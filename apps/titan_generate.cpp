@@ -3,7 +3,8 @@
 //
 //   titan-generate --checkpoint out/checkpoint/step-100.h5 --prompt "Four score"
 //       --max-new-tokens 32 [--temperature 0] [--top-k 50] [--seed 1] [--stop-at-eos] [--ids]
-//       [--tokenizer PATH]
+//       [--tokenizer PATH] [--tp N]
+// --tp N: tensor parallel over groups of N ranks (the rest shard the model with FSDP).
 // Prints the new text (or with --ids the new token ids on one line) on rank 0's stdout.
 #include <cstdio>
 #include <cstdlib>
@@ -22,11 +23,13 @@ struct Arguments {
   std::string checkpoint, prompt, tokenizer;
   titan::infer::SamplingOptions sampling;
   bool ids = false;
+  int64_t tensor_parallel_degree = 1;
 };
 
 constexpr const char* kUsage =
     "usage: titan-generate --checkpoint FILE --prompt TEXT [--max-new-tokens N] "
-    "[--temperature T] [--top-k K] [--seed S] [--stop-at-eos] [--ids] [--tokenizer PATH]";
+    "[--temperature T] [--top-k K] [--seed S] [--stop-at-eos] [--ids] [--tokenizer PATH] "
+    "[--tp N]";
 
 int64_t parse_int(const std::string& flag, const std::string& text, int64_t at_least) {
   char* end = nullptr;
@@ -58,6 +61,7 @@ Arguments parse(int argc, char** argv) {
           << "--temperature: expected a number >= 0, got '" << text << "'";
     } else if (flag == "--stop-at-eos") a.sampling.stop_at_eos = true;
     else if (flag == "--ids") a.ids = true;
+    else if (flag == "--tp") a.tensor_parallel_degree = parse_int(flag, value(), 1);
     else TITAN_CHECK_INPUT(false) << "unknown argument '" << flag << "'; " << kUsage;
   }
   TITAN_CHECK_INPUT(!a.checkpoint.empty() && !a.prompt.empty()) << kUsage;
@@ -80,7 +84,8 @@ int main(int argc, char** argv) {
   titan::infer::GenerationModel model;
   if (!job.setup([&] {
         model = titan::infer::load_generation_model(arguments.checkpoint, runtime->world(),
-                                                    arguments.tokenizer);
+                                                    arguments.tokenizer,
+                                                    arguments.tensor_parallel_degree);
       })) {
     return job.exit_code();
   }

@@ -155,6 +155,31 @@ TEST(TensorParallel, FsdpTwoByTpTwo) { check_layout({"fsdp2_tp2", 1, 2, 2}); }
 
 TEST(TensorParallel, HsdpTwoByFsdpTwoByTpTwo) { check_layout({"hsdp_tp", 2, 2, 2}); }
 
+// Validation runs the TP model's forward: the loss over the same windows is one rank's.
+TEST(TensorParallel, ValidationEqualsOneRank) {
+  if (test_world().size() != 2) GTEST_SKIP() << "needs 2 ranks";
+  auto with_validation = [](config::JobConfig c) {
+    c.training.steps = 2;
+    c.validation.enable = true;
+    c.validation.freq = 2;
+    c.validation.seq_len = 64;
+    c.validation.local_batch_size = kGlobalBatch;
+    c.validation.steps = 3;
+    return c;
+  };
+  const config::JobConfig config = with_validation(tiny_job({"validation_tp2", 1, 1, 2}));
+  Mesh mesh(mesh_shape_from_config(config.parallelism, 2), test_world());
+  train::Trainer tp(config, &mesh);
+  tp.train();
+  Layout one{"validation_alone"};
+  one.sequence_parallel = false;
+  train::Trainer alone_trainer(with_validation(tiny_job(one)));
+  alone_trainer.train();
+  const train::ValidationResult a = alone_trainer.validate(), b = tp.validate();
+  EXPECT_EQ(a.tokens, b.tokens);
+  EXPECT_NEAR(b.loss, a.loss, 1e-5 * a.loss);
+}
+
 // One microbatch's forward and backward on the model alone (no trainer), tp = the world: the
 // loss and every gradient equal one rank's (vocab 2050: tp 4 splits it unevenly), in each
 // mode of the layout; the counters show the collectives each mode makes.

@@ -53,18 +53,29 @@ std::vector<int64_t> GenerationModel::encode_prompt(const std::string& text) con
 
 GenerationModel load_generation_model(const std::string& checkpoint,
                                       distributed::Communicator& world,
-                                      const std::string& tokenizer_path) {
+                                      const std::string& tokenizer_path,
+                                      int64_t tensor_parallel_degree) {
   GenerationModel g;
   const ckpt::CheckpointMeta meta = ckpt::read_checkpoint_meta(checkpoint, world);
   g.step = meta.step;
   config::apply_yaml_text(g.config, meta.config_yaml, checkpoint + " (config_yaml)");
   // Every rank holds a shard of the model and sees the whole sequence (no data split).
   config::ParallelismSection parallelism;
-  parallelism.data_parallel_shard_degree = world.size();
+  parallelism.tensor_parallel_degree = tensor_parallel_degree;
   g.mesh = std::make_unique<distributed::Mesh>(
       distributed::mesh_shape_from_config(parallelism, world.size()), world);
-  g.model = models::model_family(g.config.model.name)
-                .build(g.config, g.mesh->parameter_layout(Device::cpu(), DType::F32));
+  const models::ModelFamily& family = models::model_family(g.config.model.name);
+  config::JobConfig on_this_mesh = g.config;
+  on_this_mesh.parallelism = parallelism;
+  family.summarize(on_this_mesh);  // the model's own rules for the tp degree (exit 2)
+  nn::ParameterLayout layout = g.mesh->parameter_layout(Device::cpu(), DType::F32);
+  if (tensor_parallel_degree > 1) {
+    g.tensor_parallel = std::make_unique<distributed::TensorParallelGroup>(
+        g.mesh->tensor_group(distributed::MeshDim::tp),
+        distributed::TensorParallelOptions{false, true, false});
+    layout.tensor_parallel = g.tensor_parallel.get();
+  }
+  g.model = family.build(g.config, layout);
   // Default resharding keeps the head unit gathered after forward, which logits() reads.
   g.fsdp = std::make_unique<distributed::FullyShardedDataParallel>(
       g.model->units(), g.mesh->dp_shard(), g.mesh->dp_replicate(),

@@ -1,6 +1,8 @@
 // Text generation from a checkpoint (titan-generate): the model is rebuilt from the
 // checkpoint's own config (its family, by model.name), sharded over the ranks it runs on
-// (FSDP, as in training, so a model too large for one rank still samples), loaded box by
+// (FSDP, as in training, so a model too large for one rank still samples; with
+// tensor_parallel_degree > 1 tensor parallel within groups of that many ranks, without
+// sequence parallel since the sequence grows a token at a time), loaded box by
 // box, and run one token at a time: each step a full forward over the sequence so far (no
 // KV cache: simple, and cheap at the lengths this is for), then the next token from the
 // last position's logits.
@@ -24,6 +26,7 @@
 #include "titan/data/tokenizer.h"
 #include "titan/distributed/fsdp.h"
 #include "titan/distributed/mesh.h"
+#include "titan/distributed/tensor_parallel.h"
 #include "titan/models/model.h"
 
 namespace titan::infer {
@@ -43,6 +46,7 @@ int64_t sample_token(const float* logits, int64_t vocab, const SamplingOptions& 
 struct GenerationModel {
   config::JobConfig config;  // the checkpoint's
   std::unique_ptr<distributed::Mesh> mesh;
+  std::unique_ptr<distributed::TensorParallelGroup> tensor_parallel;  // tp > 1
   std::unique_ptr<models::Model> model;  // of the checkpoint's model.name family
   std::unique_ptr<distributed::FullyShardedDataParallel> fsdp;
   std::unique_ptr<data::Tokenizer> tokenizer;
@@ -57,7 +61,8 @@ struct GenerationModel {
 // is an InputError naming it.
 GenerationModel load_generation_model(const std::string& checkpoint,
                                       distributed::Communicator& world,
-                                      const std::string& tokenizer_path = "");
+                                      const std::string& tokenizer_path = "",
+                                      int64_t tensor_parallel_degree = 1);
 
 // The new token ids (collective over the model's mesh).
 std::vector<int64_t> generate(GenerationModel& model, std::vector<int64_t> prompt,

@@ -55,7 +55,7 @@ std::vector<int64_t> ids_of(const ProcessResult& r) {
   return ids;
 }
 
-TEST(GenerateProcess, ExactlyNIdsTheSameOnOneRankAndSharded) {
+TEST(GenerateProcess, ExactlyNIdsTheSameOnOneRankShardedAndTensorParallel) {
   for (const std::vector<std::string>& sampling :
        {std::vector<std::string>{"--temperature", "0"},
         std::vector<std::string>{"--temperature", "0.8", "--top-k", "50", "--seed", "5"}}) {
@@ -63,10 +63,14 @@ TEST(GenerateProcess, ExactlyNIdsTheSameOnOneRankAndSharded) {
     ASSERT_EQ(alone.exit_code, 0) << alone.err;
     const std::vector<int64_t> ids = ids_of(alone);
     EXPECT_EQ(ids.size(), 16u) << alone.out;
-    for (int ranks : {2, 3}) {
-      const ProcessResult sharded = generate(ranks, sampling);
+    // FSDP over 2 and 3 ranks, TP 2, and FSDP 2 x TP 2.
+    for (const auto& [ranks, tp] : {std::pair{2, 1}, std::pair{3, 1}, std::pair{2, 2},
+                                    std::pair{4, 2}}) {
+      std::vector<std::string> args = sampling;
+      args.insert(args.end(), {"--tp", std::to_string(tp)});
+      const ProcessResult sharded = generate(ranks, args);
       ASSERT_EQ(sharded.exit_code, 0) << sharded.err;
-      EXPECT_EQ(ids_of(sharded), ids) << ranks << " ranks, " << sampling[1];
+      EXPECT_EQ(ids_of(sharded), ids) << ranks << " ranks, tp " << tp << ", " << sampling[1];
     }
   }
   const ProcessResult other_seed = generate(1, {"--temperature", "0.8", "--top-k", "50", "--seed", "6"});
