@@ -150,6 +150,11 @@ void MetricsProcessor::log_step(const StepValues& v) {
   last_log_comm_wait_s_ = v.comm_wait_s;
   m.tokens = v.tokens_seen;
   const int64_t steps_since = v.step - last_log_step_;
+  if (run_.world_size > 1 && steps_since > 0) {
+    m.comm_mib_per_step = max_over_ranks_(double(v.comm_bytes - last_log_comm_bytes_) /
+                                          double(steps_since) / double(1 << 20));
+  }
+  last_log_comm_bytes_ = v.comm_bytes;
   if (steps_since > 0 && v.step < config_.training.steps) {
     m.eta_s = interval / double(steps_since) * double(config_.training.steps - v.step);
   }

@@ -58,6 +58,7 @@ struct StepValues {
   double loss = 0, grad_norm = 0, lr = 0;
   int64_t tokens_seen = 0;   // all ranks, since the start of training
   double comm_wait_s = 0;    // this rank's total seconds blocked on communication so far
+  int64_t comm_bytes = 0;    // the bytes its communicators counted so far (communicator.h)
   std::optional<double> val_loss, val_perplexity;  // at validation steps
 };
 
@@ -101,6 +102,7 @@ class MetricsProcessor {
   double last_log_s_ = 0;
   int64_t last_log_tokens_ = 0;
   double last_log_comm_wait_s_ = 0;
+  int64_t last_log_comm_bytes_ = 0;
   int64_t last_log_step_ = 0;
 };
 

@@ -82,6 +82,7 @@ std::string step_json_line(const StepMetrics& m) {
   add("mfu", json_number(m.mfu_percent));
   add("memory_gib", json_number(m.memory_gib));
   if (m.comm_percent) add("comm_percent", json_number(*m.comm_percent));
+  if (m.comm_mib_per_step) add("comm_mib_per_step", json_number(*m.comm_mib_per_step));
   if (m.eta_s) add("eta_s", json_number(*m.eta_s));
   if (m.val_loss) add("val_loss", json_number(*m.val_loss));
   if (m.val_perplexity) add("val_perplexity", json_number(*m.val_perplexity));

@@ -11,7 +11,8 @@
 // (comm only with several ranks; "val_loss: 7.01  val_ppl: 1108.2" at validation steps;
 // "eta: 1h02m" to training.steps).
 // File: one JSON object per line (JSON Lines), keys step, loss, grad_norm, lr, tps, tflops,
-// mfu, memory_gib, [comm_percent,] [val_loss, val_perplexity,] tokens, elapsed_s. Doubles are written in the shortest form
+// mfu, memory_gib, [comm_percent, comm_mib_per_step,] [val_loss, val_perplexity,] tokens,
+// elapsed_s. Doubles are written in the shortest form
 // that reads back to the same bits, so a plot or a test sees exactly what the trainer
 // had; a non-finite value (a diverged loss) is written as null, which keeps the line JSON.
 // The file is opened for append, so a resumed run continues the same record, and each
@@ -40,6 +41,9 @@ struct StepMetrics {
   // Share of the time since the previous line spent waiting on communication (the
   // largest over ranks); unset on one rank.
   std::optional<double> comm_percent;
+  // MiB a rank moved through its communicators per step since the previous line (the
+  // largest over ranks; the counters' bytes, distributed/communicator.h); unset on one rank.
+  std::optional<double> comm_mib_per_step;
   // Seconds to training.steps at the rate since the previous line; unset when unknown.
   std::optional<double> eta_s;
   // Validation loss and perplexity, at validation steps only.

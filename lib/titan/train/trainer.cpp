@@ -244,8 +244,11 @@ StepResult Trainer::run_step() {
     model_->update_compute_copies();
   }
 
-  metrics::StepValues report{step_, result.loss, result.grad_norm, result.lr, tokens_seen_,
-                             mesh_->total_stats().wait_seconds};
+  const distributed::CommStats comm = mesh_->total_stats();
+  int64_t comm_bytes = 0;
+  for (const distributed::CollectiveCount& c : comm.collectives) comm_bytes += c.bytes;
+  metrics::StepValues report{step_,        result.loss, result.grad_norm,  result.lr,
+                             tokens_seen_, comm.wait_seconds, comm_bytes};
   // torchtitan's should_validate: step 1 and every validation.freq steps.
   if (config_.validation.enable && (step_ == 1 || step_ % config_.validation.freq == 0)) {
     const ValidationResult validation = validate();
