@@ -293,9 +293,12 @@ TEST(TensorParallel, LossParallelHoldsASliceOfTheLogits) {
   const int64_t p = test_world().size(), N = kBatch * kSeq, V = 2048, D = kDim;
   TensorParallelGroup tp(test_world(), {true, true, false});
   const int64_t slice_rows = V / p;
-  Tensor h = Tensor::empty({N / p, D}, DType::F32), weight = Tensor::empty({slice_rows, D}, DType::F32);
+  Tensor h = Tensor::empty({N / p, D}, DType::F32);
+  Tensor weight = Tensor::empty({slice_rows, D}, DType::F32);
   for (int64_t i = 0; i < h.numel(); ++i) h.mutable_data<float>()[i] = float(i % 7) * 0.01f;
-  for (int64_t i = 0; i < weight.numel(); ++i) weight.mutable_data<float>()[i] = float(i % 5) * 0.01f;
+  for (int64_t i = 0; i < weight.numel(); ++i) {
+    weight.mutable_data<float>()[i] = float(i % 5) * 0.01f;
+  }
   Tensor labels = Tensor::empty({N}, DType::I32);
   for (int64_t i = 0; i < N; ++i) labels.mutable_data<int32_t>()[i] = int32_t(i * 31 % V);
   Allocator& allocator = allocator_for(Device::cpu());

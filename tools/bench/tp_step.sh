@@ -55,7 +55,8 @@ model_args=(--model.flavor tiny --model.dim "$dim" --model.n_layers "$layers"
   --metrics.log_freq 1 --metrics.peak_tflops 1)
 
 echo "== TP step: 2 ranks x 1 thread (TP 2 sync, TP 2 async, FSDP 2) against 1 rank x 2 threads"
-echo "machine:   $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores;" \
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+echo "machine:   $cpu, $(nproc) cores;" \
      "load average $(cut -d' ' -f1-3 /proc/loadavg); OPENBLAS_CORETYPE ${OPENBLAS_CORETYPE:-unset}"
 echo "model:     llama3 dim $dim, $layers layers, $heads heads, $kv_heads kv heads, ffn $ffn," \
      "vocab $vocab; global batch $batch x seq $seq; fp32, synthetic tokens"

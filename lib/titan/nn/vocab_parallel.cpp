@@ -126,8 +126,8 @@ double vocab_parallel_loss_forward(const TensorParallel& tp, const Tensor& h,
   } else if (tp.loss_parallel()) {
     return loss_parallel_forward(tp, r.h, weight, slice, labels, r.lse);
   } else {
-    ops::cross_entropy_logits_forward(vocab_parallel_logits(tp, r.h, weight, slice), labels, loss_sum,
-                                      r.lse);
+    const Tensor logits = vocab_parallel_logits(tp, r.h, weight, slice);
+    ops::cross_entropy_logits_forward(logits, labels, loss_sum, r.lse);
   }
   return double(to_device(loss_sum, Device::cpu()).data<float>()[0]);  // waits for the device
 }

@@ -200,6 +200,56 @@ TEST(CrossEntropy, WorkspaceStaysOneChunkAtLlama3Vocab) {
   EXPECT_LE(workspace_held[0], workspace_bytes + workspace_bytes / 8);  // allocator rounding
 }
 
+// The vocab-parallel loss's op: slices of the vocabulary (uneven, as tensor parallelism
+// cuts one that tp does not divide) give per-token statistics that combine into the whole
+// lse and loss, and backward pieces that sum to dh and stack into dweight.
+TEST(CrossEntropy, VocabSlicesCombineIntoTheWholeLoss) {
+  constexpr int64_t N = 9, D = 5, V = 23;
+  Problem p(N, D, V, kSomeIgnored);
+  Tensor whole_workspace = Tensor::empty({4, V}, DType::F32);
+  p.run(whole_workspace, 0.5f);
+  const int64_t firsts[] = {0, 8, 16, V};
+  std::vector<double> max(N, -INFINITY), sum(N, 0.0), label_logit(N, 0.0);
+  std::vector<Values> maxes, sums;
+  for (int s = 0; s < 3; ++s) {
+    const int64_t first = firsts[s], rows = firsts[s + 1] - first;
+    Tensor workspace = Tensor::empty({4, rows}, DType::F32);
+    Tensor m = Tensor::empty({N}, DType::F32), e = Tensor::empty({N}, DType::F32);
+    Tensor z = Tensor::empty({N}, DType::F32);
+    ops::cross_entropy_slice_forward(p.h, p.weight.narrow(first, rows), p.labels, {first, V}, m,
+                                     e, z, workspace);
+    maxes.push_back(to_values(m));
+    sums.push_back(to_values(e));
+    for (int64_t n = 0; n < N; ++n) {
+      max[size_t(n)] = std::max(max[size_t(n)], maxes.back()[size_t(n)]);
+      label_logit[size_t(n)] += to_values(z)[size_t(n)];
+    }
+  }
+  Tensor lse = Tensor::empty({N}, DType::F32);
+  double loss = 0;
+  const Values labels = to_values(p.labels);
+  for (size_t n = 0; n < size_t(N); ++n) {
+    for (int s = 0; s < 3; ++s) sum[n] += sums[s][n] * std::exp(maxes[s][n] - max[n]);
+    lse.mutable_data<float>()[n] = float(max[n] + std::log(sum[n]));
+    if (labels[n] != double(ops::kIgnoreIndex)) loss += lse.data<float>()[n] - label_logit[n];
+  }
+  expect_close(to_values(lse), to_values(p.lse), 1e-6, "lse");
+  EXPECT_NEAR(loss, to_values(p.loss)[0], 1e-5 * std::abs(to_values(p.loss)[0]));
+  Values dh(size_t(N * D), 0.0);
+  for (int s = 0; s < 3; ++s) {
+    const int64_t first = firsts[s], rows = firsts[s + 1] - first;
+    Tensor workspace = Tensor::empty({4, rows}, DType::F32);
+    Tensor dh_slice = Tensor::empty({N, D}, DType::F32);
+    Tensor dweight = Tensor::zeros({rows, D}, DType::F32);
+    ops::cross_entropy_slice_backward(p.h, p.weight.narrow(first, rows), p.labels, {first, V},
+                                      p.lse, 0.5f, &dh_slice, &dweight, Accumulate::No, workspace);
+    for (size_t i = 0; i < dh.size(); ++i) dh[i] += to_values(dh_slice)[i];
+    expect_close(to_values(dweight), to_values(p.dweight.narrow(first, rows)), 1e-6,
+                 "dweight rows from " + std::to_string(first));
+  }
+  expect_close(dh, to_values(p.dh), 1e-6, "dh summed over the slices");
+}
+
 TEST(CrossEntropy, WorkspaceShapeFollowsBudget) {
   EXPECT_EQ(ops::cross_entropy_workspace_shape(4096, 32000), (Shape{262, 32000}));
   EXPECT_EQ(ops::cross_entropy_workspace_shape(100, 32000), (Shape{100, 32000}));

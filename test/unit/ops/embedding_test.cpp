@@ -47,6 +47,29 @@ const bool registered = register_op_harness("embedding", OpHarness{
     .cuda_bf16_tolerance = 5e-2,
 });
 
+// The vocab-parallel embedding's op: slices of the table (uneven) give lookups that sum to
+// the whole table's and gradients that are the whole gradient's rows, bit for bit.
+TEST(Embedding, TableSlicesSumToTheWholeLookup) {
+  constexpr int64_t N = 12, V = 10, D = 3;
+  const Tensor ids = repeating_ids(N, V, 3);
+  const Tensor table = random_tensor({V, D}, 4), dout = random_tensor({N, D}, 5);
+  Tensor whole = Tensor::empty({N, D}, DType::F32), dtable = Tensor::zeros({V, D}, DType::F32);
+  ops::embedding_forward(ids, table, whole);
+  ops::embedding_backward_weight(ids, dout, dtable);
+  Values sum(size_t(N * D), 0.0);
+  const int64_t firsts[] = {0, 4, 8, V};
+  for (int s = 0; s < 3; ++s) {
+    const int64_t first = firsts[s], rows = firsts[s + 1] - first;
+    Tensor out = Tensor::empty({N, D}, DType::F32);
+    Tensor dslice = Tensor::zeros({rows, D}, DType::F32);
+    ops::embedding_slice_forward(ids, table.narrow(first, rows), first, out);
+    ops::embedding_slice_backward_weight(ids, dout, first, dslice);
+    for (size_t i = 0; i < sum.size(); ++i) sum[i] += to_values(out)[i];
+    EXPECT_EQ(to_values(dslice), to_values(dtable.narrow(first, rows))) << "rows from " << first;
+  }
+  EXPECT_EQ(sum, to_values(whole));
+}
+
 TEST(Embedding, RejectsIdOutsideVocabulary) {
   Tensor ids = Tensor::empty({2}, DType::I32);
   ids.mutable_data<int32_t>()[0] = 1;
