@@ -189,9 +189,10 @@ struct Gradients {
   std::vector<Tensor> grads;  // whole
 };
 
-config::JobConfig gradient_job() {
+config::JobConfig gradient_job(bool tied = false) {
   config::JobConfig c;
   c.model.flavor = "tiny";
+  c.model.enable_weight_tying = tied;
   c.model.vocab_size = 2050;
   c.training.seq_len = 32;
   return c;
@@ -237,13 +238,14 @@ Gradients one_microbatch(const config::JobConfig& config, TensorParallelGroup* t
   return g;
 }
 
-const Gradients& one_rank_gradients() {
-  static const Gradients g = one_microbatch(gradient_job(), nullptr);
-  return g;
+const Gradients& one_rank_gradients(bool tied) {
+  static const Gradients untied = one_microbatch(gradient_job(false), nullptr);
+  static const Gradients with_tying = one_microbatch(gradient_job(true), nullptr);
+  return tied ? with_tying : untied;
 }
 
-void expect_same_gradients(const Gradients& g) {
-  const Gradients& want = one_rank_gradients();
+void expect_same_gradients(const Gradients& g, bool tied = false) {
+  const Gradients& want = one_rank_gradients(tied);
   EXPECT_NEAR(g.loss, want.loss, 1e-6 * want.loss);
   ASSERT_EQ(g.names, want.names);
   for (size_t i = 0; i < want.grads.size(); ++i) {
@@ -264,6 +266,9 @@ TEST(TensorParallel, ModulesGiveOneRanksGradients) {
       expect_same_gradients(one_microbatch(gradient_job(), &tp));
     }
   }
+  // The embedding as the output too: one vocab-parallel weight, both gradients in it.
+  TensorParallelGroup tp(test_world(), {true, true, false});
+  expect_same_gradients(one_microbatch(gradient_job(true), &tp), true);
 }
 
 // With sequence parallelism a block's forward makes 2 all-gathers and 2 reduce-scatters

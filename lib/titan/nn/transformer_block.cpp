@@ -65,20 +65,20 @@ void TransformerBlock::forward(const Tensor& x, int64_t batch, const Tensor& fre
 
 void TransformerBlock::backward_input(const Tensor& dout, const Tensor& freqs, BlockRecord& r,
                                       Tensor& dx) const {
-  const int64_t N = r.hn.size(0), D = r.hn.size(1);
+  const int64_t n = r.hn.size(0), D = r.hn.size(1);  // this rank's rows
   const Device dev = dout.device();
   const DType act = dout.dtype();
-  const Tensor dout2 = dout.reshape({N, D});
+  const Tensor dout2 = dout.reshape({n, D});
   // Through the feed-forward branch; the residual passes dout straight to dh.
-  r.dhn = Tensor::empty({N, D}, act, dev);
+  r.dhn = Tensor::empty({n, D}, act, dev);
   feed_forward_.backward_input(dout2, r.feed_forward, r.dhn, ops::Accumulate::No);
-  Tensor dh = Tensor::empty({N, D}, act, dev);
+  Tensor dh = Tensor::empty({n, D}, act, dev);
   copy_tensor(dout2, dh);
   ffn_norm_.backward_input(r.dhn, r.h, r.rstd_ffn, dh, ops::Accumulate::Yes);
   // Through attention; the residual passes dh straight to dx.
-  r.dxn = Tensor::empty({N, D}, act, dev);
+  r.dxn = Tensor::empty({n, D}, act, dev);
   attention_.backward_input(dh, freqs, r.attention, r.dxn, ops::Accumulate::No);
-  Tensor dx2 = dx.reshape({N, D});
+  Tensor dx2 = dx.reshape({n, D});
   copy_tensor(dh, dx2);
   attention_norm_.backward_input(r.dxn, r.x, r.rstd_attention, dx2, ops::Accumulate::Yes);
 }

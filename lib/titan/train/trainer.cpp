@@ -97,6 +97,11 @@ Trainer::Trainer(const config::JobConfig& config, distributed::Mesh* mesh,
   }
   nn::ParameterLayout layout = mesh_->parameter_layout(device_, compute_dtype_for(config, device_));
   if (layout.tp.size > 1) {
+    // The vocab-parallel embedding and loss have CPU kernels only so far.
+    TITAN_CHECK_INPUT(device_.is_cpu())
+        << "parallelism.tensor_parallel_degree " << layout.tp.size << ": tensor parallelism "
+        << "runs on CPU ranks so far (its vocab-parallel embedding and loss have no CUDA "
+        << "kernels yet); train on the CPU (TITAN_DEVICE=cpu) or set it to 1";
     const config::ParallelismSection& p = config.parallelism;
     tensor_parallel_ = std::make_unique<distributed::TensorParallelGroup>(
         mesh_->tensor_group(distributed::MeshDim::tp),
@@ -269,9 +274,11 @@ double Trainer::global_grad_norm() const {
   for (nn::Parameter* p : parameters_) {
     if (distributed::TensorParallelGroup::counts_in_grad_norm(*p)) counted.push_back(p);
   }
-  const double over_tp = distributed::all_reduce_scalar(
-      mesh_->group(distributed::MeshDim::tp), grad_sum_of_squares(counted));
-  return std::sqrt(distributed::all_reduce_scalar(mesh_->dp_shard_cp(), over_tp));
+  double sum = grad_sum_of_squares(counted);
+  if (tensor_parallel_) {
+    sum = distributed::all_reduce_scalar(mesh_->group(distributed::MeshDim::tp), sum);
+  }
+  return std::sqrt(distributed::all_reduce_scalar(mesh_->dp_shard_cp(), sum));
 }
 
 // torchtitan fetches every microbatch first, so that the loss is divided by the step's whole
