@@ -181,8 +181,9 @@ TEST(TensorParallel, ValidationEqualsOneRank) {
 }
 
 // One microbatch's forward and backward on the model alone (no trainer), tp = the world: the
-// loss and every gradient equal one rank's (vocab 2050: tp 4 splits it unevenly), in each
-// mode of the layout; the counters show the collectives each mode makes.
+// loss and every gradient equal one rank's in each mode of the layout, with a vocabulary
+// (2050) and a hidden dim (150) that tp 4 splits unevenly; the counters show the
+// collectives each mode makes.
 struct Gradients {
   double loss = 0;
   std::vector<std::string> names;
@@ -194,6 +195,7 @@ config::JobConfig gradient_job(bool tied = false) {
   c.model.flavor = "tiny";
   c.model.enable_weight_tying = tied;
   c.model.vocab_size = 2050;
+  c.model.ffn_dim = 150;
   c.training.seq_len = 32;
   return c;
 }

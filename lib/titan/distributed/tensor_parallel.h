@@ -17,9 +17,10 @@
 //   reduce_rows   tp steps; a running sum for each block travels the ring and ends at the
 //                 block's owner: each rank computes its partial of the block arriving next
 //                 while the running sum is in flight, then adds and passes it on.
-// The async reduce adds the ranks' partials in ring order rather than the reduce_scatter's
-// order, so its results equal the synchronous ones to float rounding, not bit for bit; the
-// async gather moves the same bytes and computes the same rows (bitwise the same).
+// Neither is bitwise the synchronous form: the async reduce adds the ranks' partials in ring
+// order rather than the reduce_scatter's, and both run each GEMM on one block of rows at a
+// time, whose results the GEMM library's blocking may round differently from the whole's.
+// They agree to float rounding (the training tests hold async TP to 1e-5 of one rank).
 //
 // Partial gradients. A parameter that several tp ranks hold computes a partial gradient on
 // each where the ranks saw different activations, and the pieces are summed over them:

@@ -14,7 +14,7 @@
 //                                use(rows, first) runs on the rows [first, first + k) of
 //                                full as they become available (the whole at once, or one
 //                                rank's block at a time when asynchronous).
-//   reduce_rows(y, partial)      leave it: each rank's partial sums over all N rows, added
+//   reduce_rows(y, N, partial)   leave it: each rank's partial sums over all N rows, added
 //                                over the group. On: y gets this rank's rows
 //                                (reduce-scatter); off: y gets all of them (all-reduce).
 //                                partial(first, k, out) writes the rows [first, first + k)

@@ -26,35 +26,7 @@ void copy_columns(const Tensor& src, int64_t from, Tensor& dst, int64_t to, int6
   }
 }
 
-}  // namespace
-
-// Each rank's slice padded to the widest, all-gathered, trimmed.
-Tensor vocab_parallel_logits(const TensorParallel& tp, const Tensor& h, const Tensor& weight,
-                             ops::VocabSlice slice) {
-  if (tp.size() == 1) {
-    Tensor logits = Tensor::empty({h.size(0), weight.size(0)}, DType::F32, h.device());
-    ops::linear_forward(h, weight, logits);
-    return logits;
-  }
-  const int64_t N = h.size(0), width = (slice.vocab + tp.size() - 1) / tp.size();
-  Tensor mine = Tensor::zeros({N, width}, DType::F32, h.device());
-  if (weight.size(0) > 0) {
-    Tensor own = Tensor::empty({N, weight.size(0)}, DType::F32, h.device());
-    ops::linear_forward(h, weight, own);
-    copy_columns(own, 0, mine, 0, weight.size(0));
-  }
-  Tensor padded = Tensor::empty({N, width * tp.size()}, DType::F32, h.device());
-  tp.gather_columns(mine, padded);
-  Tensor logits = Tensor::empty({N, slice.vocab}, DType::F32, h.device());
-  for (int64_t r = 0; r < tp.size(); ++r) {
-    const int64_t first = r * width, count = std::clamp<int64_t>(slice.vocab - first, 0, width);
-    copy_columns(padded, r * width, logits, first, count);
-  }
-  return logits;
-}
-
-namespace {
-
+// The loss from the slices' statistics (see the top of the header).
 double loss_parallel_forward(const TensorParallel& tp, const Tensor& h, const Tensor& weight,
                              ops::VocabSlice slice, const Tensor& labels, Tensor& lse) {
   const int64_t N = h.size(0);
@@ -90,6 +62,31 @@ double loss_parallel_forward(const TensorParallel& tp, const Tensor& h, const Te
 }
 
 }  // namespace
+
+// Each rank's slice padded to the widest, all-gathered, trimmed.
+Tensor vocab_parallel_logits(const TensorParallel& tp, const Tensor& h, const Tensor& weight,
+                             ops::VocabSlice slice) {
+  if (tp.size() == 1) {
+    Tensor logits = Tensor::empty({h.size(0), weight.size(0)}, DType::F32, h.device());
+    ops::linear_forward(h, weight, logits);
+    return logits;
+  }
+  const int64_t N = h.size(0), width = (slice.vocab + tp.size() - 1) / tp.size();
+  Tensor mine = Tensor::zeros({N, width}, DType::F32, h.device());
+  if (weight.size(0) > 0) {
+    Tensor own = Tensor::empty({N, weight.size(0)}, DType::F32, h.device());
+    ops::linear_forward(h, weight, own);
+    copy_columns(own, 0, mine, 0, weight.size(0));
+  }
+  Tensor padded = Tensor::empty({N, width * tp.size()}, DType::F32, h.device());
+  tp.gather_columns(mine, padded);
+  Tensor logits = Tensor::empty({N, slice.vocab}, DType::F32, h.device());
+  for (int64_t r = 0; r < tp.size(); ++r) {
+    const int64_t first = r * width, count = std::clamp<int64_t>(slice.vocab - first, 0, width);
+    copy_columns(padded, r * width, logits, first, count);
+  }
+  return logits;
+}
 
 void vocab_parallel_embedding_forward(const TensorParallel& tp, const Tensor& ids,
                                       const Tensor& table, ops::VocabSlice slice, Tensor& x0) {

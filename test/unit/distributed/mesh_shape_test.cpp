@@ -84,15 +84,22 @@ TEST(MeshShape, DegreesBelowOneAreBadInput) {
 }
 
 TEST(MeshShape, ParallelismsNotBuiltAreBadInput) {
-  config::ParallelismSection tp = parallelism(1, -1);
-  tp.tensor_parallel_degree = 2;
-  expect_contains(input_error(tp, 4), "tensor parallelism, which is not built yet");
   config::ParallelismSection cp = parallelism(1, -1);
   cp.context_parallel_degree = 2;
   expect_contains(input_error(cp, 4), "context parallelism");
   config::ParallelismSection pp = parallelism(1, -1);
   pp.pipeline_parallel_degree = 2;
   expect_contains(input_error(pp, 4), "pipeline parallelism");
+}
+
+TEST(MeshShape, TensorParallelTakesItsRanksFirst) {
+  config::ParallelismSection tp = parallelism(1, -1);
+  tp.tensor_parallel_degree = 2;
+  const MeshShape shape = mesh_shape_from_config(tp, 8);
+  EXPECT_EQ(shape[MeshDim::tp], 2);
+  EXPECT_EQ(shape[MeshDim::dp_shard], 4);
+  tp.tensor_parallel_degree = 8;
+  expect_contains(input_error(tp, 4), "tensor_parallel_degree 8");
 }
 
 TEST(MeshCoordinates, RowMajorWithTensorParallelFastest) {

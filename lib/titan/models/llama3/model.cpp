@@ -5,9 +5,7 @@
 #include "titan/core/copy.h"
 #include "titan/core/trace.h"
 #include "titan/models/llama3/parallelize.h"
-#include "titan/ops/cross_entropy.h"
-#include "titan/ops/embedding.h"
-#include "titan/ops/matmul.h"
+#include "titan/ops/rope.h"
 
 namespace titan::models::llama3 {
 namespace {
