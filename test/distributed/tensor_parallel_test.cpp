@@ -369,11 +369,9 @@ TEST(TensorParallel, CheckpointsResumeOnAnyLayout) {
   }
 }
 
-TEST(TensorParallel, HfExportOfATpCheckpointEqualsOneRanks) {
-  if (test_world().size() != 4) GTEST_SKIP() << "needs 4 ranks";
-  const fs::path folder = shared_folder("export");
-  train_steps(checkpointed({"export_tp", 1, 2, 2}, folder), 5);
-  if (test_world().rank() != 0) return;
+// Rank 0 alone: the HF export of the TP checkpoint in `folder` equals a one-rank run's, and
+// one rank resumes from the TP checkpoint with the uninterrupted run's losses.
+void export_and_resume_alone(const fs::path& folder) {
   config::JobConfig alone_config = checkpointed({"export_one"}, folder / "alone");
   alone_config.training.local_batch_size = kGlobalBatch;
   {
@@ -394,7 +392,6 @@ TEST(TensorParallel, HfExportOfATpCheckpointEqualsOneRanks) {
     testing::expect_close(testing::to_values(from_tp.tensor(name)),
                           testing::to_values(from_one.tensor(name)), 1e-5, name);
   }
-  // And one rank resumes from the TP checkpoint with the uninterrupted run's losses.
   config::JobConfig resume = checkpointed({"resume_one"}, folder / "resume_alone");
   resume.training.local_batch_size = kGlobalBatch;
   resume.checkpoint.initial_load_path = (folder / "checkpoint" / "step-5.h5").string();
@@ -404,6 +401,42 @@ TEST(TensorParallel, HfExportOfATpCheckpointEqualsOneRanks) {
   ASSERT_EQ(steps.size(), 5u);
   for (size_t s = 0; s < steps.size(); ++s) {
     EXPECT_NEAR(steps[s].loss, alone().steps[s + 5].loss, 1e-5 * alone().steps[s + 5].loss);
+  }
+}
+
+// A model-only load of an HF folder: under TP 2 x FSDP 2 the parameters are one rank's.
+config::JobConfig importing(const Layout& layout, const fs::path& folder, const fs::path& hf) {
+  config::JobConfig c = checkpointed(layout, folder);
+  c.checkpoint.initial_load_path = hf.string();
+  c.checkpoint.initial_load_in_hf = true;
+  return c;
+}
+
+TEST(TensorParallel, HfExportAndImportOfATpCheckpoint) {
+  if (test_world().size() != 4) GTEST_SKIP() << "needs 4 ranks";
+  const fs::path folder = shared_folder("export");
+  const Layout tp2_fsdp2{"export_tp", 1, 2, 2};
+  train_steps(checkpointed(tp2_fsdp2, folder), 5);
+  if (test_world().rank() == 0) export_and_resume_alone(folder);
+  test_world().barrier().wait();
+
+  const config::JobConfig tp_import = importing(tp2_fsdp2, folder / "import_tp", folder / "hf_tp");
+  Mesh mesh(mesh_shape_from_config(tp_import.parallelism, 4), test_world());
+  train::Trainer imported(tp_import, &mesh);
+  std::vector<Tensor> whole;
+  for (nn::Parameter* p : imported.model().parameters()) {
+    whole.push_back(gather_whole(*p, p->shard(), test_world()));
+  }
+  if (test_world().rank() != 0) return;
+  Layout one{"import_one"};
+  config::JobConfig one_import = importing(one, folder / "import_one", folder / "hf_tp");
+  one_import.training.local_batch_size = kGlobalBatch;
+  train::Trainer alone_import(one_import);
+  const std::vector<nn::Parameter*> params = alone_import.model().parameters();
+  ASSERT_EQ(params.size(), whole.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    EXPECT_EQ(testing::to_values(whole[i]), testing::to_values(params[i]->shard()))
+        << params[i]->name();
   }
 }
 #endif
