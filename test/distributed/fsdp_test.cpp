@@ -9,6 +9,7 @@
 #include <filesystem>
 
 #include "distributed_test_main.h"
+#include "tiny_training_job.h"
 #include "support/gradient_check.h"
 #include "support/train_process.h"
 #include "titan/core/allocator.h"
@@ -24,25 +25,13 @@ namespace fs = std::filesystem;
 
 // Sequences per step without accumulation: 4, or 6 on 3 ranks (uneven shards, even batch).
 int64_t global_batch() { return 4 % test_world().size() == 0 ? 4 : 6; }
-constexpr int64_t kSteps = 10;
+constexpr int64_t kSteps = kTinyTrainingSteps;
 
 config::JobConfig tiny_job(const std::string& name, int64_t dp_replicate, int64_t dp_shard,
                            int64_t accumulation) {
-  config::JobConfig c;
-  const fs::path dump = fs::temp_directory_path() /
-                        ("titan_fsdp_test_" + name + "_rank" + std::to_string(test_world().rank()));
-  fs::remove_all(dump);
-  c.job.dump_folder = dump.string();
-  c.model.flavor = "tiny";
-  c.training.dataset = "sotu";
-  c.training.dataset_path = testing::assets_path("data/sotu");
-  c.training.seq_len = 64;
+  config::JobConfig c = tiny_training_job("titan_fsdp_test_" + name);
   c.training.global_batch_size = global_batch() * accumulation;
   c.training.local_batch_size = global_batch() / (dp_replicate * dp_shard);
-  c.training.steps = kSteps;
-  c.lr_scheduler.warmup_steps = 3;
-  c.metrics.log_freq = 5;
-  c.metrics.peak_tflops = 1.0;  // skip the start-up sgemm measurement
   c.parallelism.data_parallel_replicate_degree = dp_replicate;
   c.parallelism.data_parallel_shard_degree = dp_shard;
   return c;

@@ -9,6 +9,7 @@
 #include <filesystem>
 
 #include "distributed_test_main.h"
+#include "tiny_training_job.h"
 #include "support/gradient_check.h"
 #include "support/train_process.h"
 #include "titan/build_config.h"
@@ -29,7 +30,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr int64_t kSteps = 10;
+constexpr int64_t kSteps = kTinyTrainingSteps;
 constexpr int64_t kGlobalBatch = 4;
 
 struct Layout {
@@ -40,21 +41,9 @@ struct Layout {
 };
 
 config::JobConfig tiny_job(const Layout& layout) {
-  config::JobConfig c;
-  const fs::path dump = fs::temp_directory_path() / ("titan_tp_test_" + layout.name + "_rank" +
-                                                     std::to_string(test_world().rank()));
-  fs::remove_all(dump);
-  c.job.dump_folder = dump.string();
-  c.model.flavor = "tiny";
-  c.training.dataset = "sotu";
-  c.training.dataset_path = testing::assets_path("data/sotu");
-  c.training.seq_len = 64;
+  config::JobConfig c = tiny_training_job("titan_tp_test_" + layout.name);
   c.training.global_batch_size = kGlobalBatch;
   c.training.local_batch_size = kGlobalBatch / (layout.dp_replicate * layout.dp_shard);
-  c.training.steps = kSteps;
-  c.lr_scheduler.warmup_steps = 3;
-  c.metrics.log_freq = 5;
-  c.metrics.peak_tflops = 1.0;  // skip the start-up sgemm measurement
   c.parallelism.data_parallel_replicate_degree = layout.dp_replicate;
   c.parallelism.data_parallel_shard_degree = layout.dp_shard;
   c.parallelism.tensor_parallel_degree = layout.tp;

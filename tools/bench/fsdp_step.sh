@@ -14,52 +14,9 @@
 # KEEP=1 keeps the logs; DIM, LAYERS, HEADS, KV_HEADS, FFN, VOCAB, SEQ, BATCH (the global
 # batch) change the model. About 2-3 minutes on the 2-core machine.
 set -euo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-build_dir=${TITAN_BUILD_DIR:-$root/build}
-exe=$build_dir/apps/titan-train
-np=${NP:-2} steps=${STEPS:-6} warmup=${WARMUP:-2}
-dim=${DIM:-512} layers=${LAYERS:-8} heads=${HEADS:-8} kv_heads=${KV_HEADS:-4}
-ffn=${FFN:-1536} vocab=${VOCAB:-32000} seq=${SEQ:-512} batch=${BATCH:-4}
-
-if [ ! -x "$exe" ]; then
-  echo "fsdp_step: $exe not found: build first (cmake --build $build_dir)" >&2
-  exit 2
-fi
-if ! command -v mpirun >/dev/null; then
-  echo "fsdp_step: mpirun not found (tools/setup.sh installs Open MPI)" >&2
-  exit 2
-fi
-if [ $((batch % np)) -ne 0 ] || [ "$steps" -le "$warmup" ]; then
-  echo "fsdp_step: BATCH ($batch) must divide by NP ($np) and STEPS ($steps) exceed WARMUP ($warmup)" >&2
-  exit 2
-fi
-# OpenBLAS reads its core type when it loads (docs/design.md, "Threads and BLAS").
-if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -qw avx512f /proc/cpuinfo 2>/dev/null; then
-  export OPENBLAS_CORETYPE=SKYLAKEX
-fi
-if [ "$(id -u)" = 0 ]; then
-  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-fi
-
-work=$(mktemp -d /tmp/fsdp_step.XXXXXX)
-if [ "${KEEP:-0}" = 1 ]; then
-  echo "logs kept in $work"
-else
-  trap 'rm -rf "$work"' EXIT
-fi
-
-model_args=(--model.flavor tiny --model.dim "$dim" --model.n_layers "$layers"
-  --model.n_heads "$heads" --model.n_kv_heads "$kv_heads" --model.ffn_dim "$ffn"
-  --model.vocab_size "$vocab" --training.seq_len "$seq" --training.global_batch_size "$batch"
-  --training.dataset synthetic --activation_checkpoint.mode none --training.steps "$steps"
-  --metrics.log_freq 1 --metrics.peak_tflops 1)
-
-echo "== FSDP step: $np ranks x 1 thread against 1 rank x $np threads"
-echo "machine:   $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores;" \
-     "load average $(cut -d' ' -f1-3 /proc/loadavg); OPENBLAS_CORETYPE ${OPENBLAS_CORETYPE:-unset}"
-echo "model:     llama3 dim $dim, $layers layers, $heads heads, $kv_heads kv heads, ffn $ffn," \
-     "vocab $vocab; global batch $batch x seq $seq; fp32, synthetic tokens"
-echo "steps:     $steps per side, median of steps $((warmup + 1))..$steps"
+bench=fsdp_step np=${NP:-2}
+title="FSDP step: $np ranks x 1 thread against 1 rank x $np threads"
+source "$(dirname "${BASH_SOURCE[0]}")/rank_step_common.sh"
 
 echo "-- 1 rank x $np threads"
 OMP_NUM_THREADS=$np OPENBLAS_NUM_THREADS=$np "$exe" "${model_args[@]}" \

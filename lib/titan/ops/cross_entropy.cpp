@@ -127,13 +127,37 @@ void check_cross_entropy_label(int64_t label, int64_t token, int64_t vocab, cons
       << vocab << ") and is not the ignore index " << kIgnoreIndex;
 }
 
-void check_cross_entropy_slice(const Tensor& h, const Tensor& weight, const Tensor& labels,
-                               VocabSlice slice, const Tensor& workspace, const char* op) {
+namespace {
+
+void check_slice(const Tensor& weight, VocabSlice slice, const char* op) {
+  TITAN_CHECK(slice.first >= 0 && slice.first + weight.size(0) <= slice.vocab)
+      << op << ": rows [" << slice.first << ", " << slice.first + weight.size(0)
+      << ") are not a slice of a vocabulary of " << slice.vocab;
+}
+
+}  // namespace
+
+void check_cross_entropy_slice_forward(const Tensor& h, const Tensor& weight,
+                                       const Tensor& labels, VocabSlice slice,
+                                       const Tensor& row_max, const Tensor& row_sum_exp,
+                                       const Tensor& label_logit, const Tensor& workspace) {
+  const char* op = "cross_entropy_slice_forward";
   const Dims d = check_fused(h, weight, workspace, FloatDTypes::F32, op);
   check_labels(labels, d.tokens, op);
-  TITAN_CHECK(slice.first >= 0 && slice.first + d.vocab <= slice.vocab)
-      << op << ": rows [" << slice.first << ", " << slice.first + d.vocab
-      << ") are not a slice of a vocabulary of " << slice.vocab;
+  check_slice(weight, slice, op);
+  check_f32_vector(row_max, {d.tokens}, op, "row_max");
+  check_f32_vector(row_sum_exp, {d.tokens}, op, "row_sum_exp");
+  check_f32_vector(label_logit, {d.tokens}, op, "label_logit");
+}
+
+void check_cross_entropy_slice_backward(const Tensor& h, const Tensor& weight,
+                                        const Tensor& labels, VocabSlice slice,
+                                        const Tensor& lse, const Tensor* dh,
+                                        const Tensor* dweight, const Tensor& workspace) {
+  const char* op = "cross_entropy_slice_backward";
+  check_cross_entropy_backward(h, weight, labels, lse, dh, dweight, workspace, FloatDTypes::F32,
+                               op);
+  check_slice(weight, slice, op);
 }
 
 }  // namespace titan::ops

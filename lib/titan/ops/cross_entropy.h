@@ -110,8 +110,16 @@ struct VocabSlice {
   int64_t first = 0;
   int64_t vocab = 0;
 };
-void check_cross_entropy_slice(const Tensor& h, const Tensor& weight, const Tensor& labels,
-                               VocabSlice slice, const Tensor& workspace, const char* op);
+// The slice ops' checks (f32 only so far): the fused checks with weight [V_s, D] inside
+// the vocabulary, and f32 [N] row statistics (forward) or lse (backward).
+void check_cross_entropy_slice_forward(const Tensor& h, const Tensor& weight,
+                                       const Tensor& labels, VocabSlice slice,
+                                       const Tensor& row_max, const Tensor& row_sum_exp,
+                                       const Tensor& label_logit, const Tensor& workspace);
+void check_cross_entropy_slice_backward(const Tensor& h, const Tensor& weight,
+                                        const Tensor& labels, VocabSlice slice,
+                                        const Tensor& lse, const Tensor* dh,
+                                        const Tensor* dweight, const Tensor& workspace);
 
 namespace cpu {
 void cross_entropy_forward(const Tensor& h, const Tensor& weight, const Tensor& labels,

@@ -32,11 +32,6 @@ LabelReader read_labels(const Tensor& labels, int64_t vocab, const char* op) {
   return reader;
 }
 
-// N tokens and V vocabulary entries of a fused call (already checked).
-struct Dims {
-  int64_t tokens, vocab;
-};
-
 // lse[r] = max + log(sum exp(logits[r, v] - max)) for each row of a chunk.
 void rows_log_sum_exp(const float* logits, int64_t rows, int64_t vocab, float* lse) {
 #pragma omp parallel for schedule(static)
@@ -88,24 +83,35 @@ void rows_dlogits(const float* logits, int64_t rows, int64_t vocab, const LabelR
   }
 }
 
+// fn(first, logits) for each chunk of tokens [first, first + logits.size(0)): logits = the
+// chunk's h weight^T, one GEMM into the workspace.
+template <class Fn>
+void for_each_logits_chunk(const Tensor& h, const Tensor& weight, Tensor& workspace, Fn fn) {
+  const int64_t tokens = h.size(0), chunk = workspace.size(0);
+  for (int64_t first = 0; first < tokens; first += chunk) {
+    const int64_t rows = std::min(chunk, tokens - first);
+    Tensor logits = workspace.narrow(0, rows);
+    cpu::matmul(h.narrow(first, rows), Transpose::No, weight, Transpose::Yes, logits, 1.0f,
+                0.0f);
+    fn(first, logits);
+  }
+}
+
 // The three backward entries: per chunk, recompute the logits, turn them into dlogits in
 // place, then the dh GEMM and/or the dweight GEMM (a null output skips its GEMM).
 // `slice`: the weight's rows in the whole vocabulary (already checked).
 void fused_backward(const Tensor& h, const Tensor& weight, const Tensor& labels, const Tensor& lse,
                     float grad_scale, Tensor* dh, Tensor* dweight, Accumulate accumulate_dh,
                     Tensor& workspace, VocabSlice slice, const char* op) {
-  const Dims d{h.size(0), weight.size(0)};
+  const int64_t vocab = weight.size(0);
   const LabelReader label_reader = read_labels(labels, slice.vocab, op);
-  const int64_t chunk = workspace.size(0);
   const float* lse_data = lse.data<float>();
-  for (int64_t first = 0; first < d.tokens; first += chunk) {
-    const int64_t rows = std::min(chunk, d.tokens - first);
-    const Tensor h_chunk = h.narrow(first, rows);
-    Tensor logits = workspace.narrow(0, rows);
-    cpu::matmul(h_chunk, Transpose::No, weight, Transpose::Yes, logits, 1.0f, 0.0f);
+  for_each_logits_chunk(h, weight, workspace, [&](int64_t first, Tensor& logits) {
+    const int64_t rows = logits.size(0);
     float* z = logits.mutable_data<float>();
-    rows_dlogits(z, rows, d.vocab, label_reader, first, lse_data + first, grad_scale, z, false,
+    rows_dlogits(z, rows, vocab, label_reader, first, lse_data + first, grad_scale, z, false,
                  slice.first);
+    const Tensor h_chunk = h.narrow(first, rows);
     if (dh != nullptr) {
       Tensor dh_chunk = dh->narrow(first, rows);
       cpu::matmul(logits, Transpose::No, weight, Transpose::No, dh_chunk, 1.0f,
@@ -114,7 +120,7 @@ void fused_backward(const Tensor& h, const Tensor& weight, const Tensor& labels,
     if (dweight != nullptr) {
       cpu::matmul(logits, Transpose::Yes, h_chunk, Transpose::No, *dweight, 1.0f, 1.0f);
     }
-  }
+  });
 }
 
 VocabSlice whole_vocabulary(const Tensor& weight) { return {0, weight.size(0)}; }
@@ -124,20 +130,16 @@ VocabSlice whole_vocabulary(const Tensor& weight) { return {0, weight.size(0)}; 
 void cross_entropy_forward(const Tensor& h, const Tensor& weight, const Tensor& labels,
                            Tensor& loss_sum, Tensor& lse, Tensor& workspace) {
   check_cross_entropy_forward(h, weight, labels, loss_sum, lse, workspace, kFloatDTypes);
-  const Dims d{h.size(0), weight.size(0)};
-  const LabelReader label_reader = read_labels(labels, d.vocab, "cross_entropy_forward");
-  const int64_t chunk = workspace.size(0);
+  const int64_t vocab = weight.size(0);
+  const LabelReader label_reader = read_labels(labels, vocab, "cross_entropy_forward");
   float* lse_data = lse.mutable_data<float>();
   double loss = 0;
-  for (int64_t first = 0; first < d.tokens; first += chunk) {
-    const int64_t rows = std::min(chunk, d.tokens - first);
-    Tensor logits = workspace.narrow(0, rows);
-    cpu::matmul(h.narrow(first, rows), Transpose::No, weight, Transpose::Yes, logits, 1.0f,
-                0.0f);
+  for_each_logits_chunk(h, weight, workspace, [&](int64_t first, Tensor& logits) {
+    const int64_t rows = logits.size(0);
     const float* z = logits.data<float>();
-    rows_log_sum_exp(z, rows, d.vocab, lse_data + first);
-    loss += rows_loss(z, rows, d.vocab, label_reader, first, lse_data + first);
-  }
+    rows_log_sum_exp(z, rows, vocab, lse_data + first);
+    loss += rows_loss(z, rows, vocab, label_reader, first, lse_data + first);
+  });
   loss_sum.mutable_data<float>()[0] = float(loss);
 }
 
@@ -192,49 +194,37 @@ void cross_entropy_logits_backward(const Tensor& logits, const Tensor& labels, c
 void cross_entropy_slice_forward(const Tensor& h, const Tensor& weight, const Tensor& labels,
                                  VocabSlice slice, Tensor& row_max, Tensor& row_sum_exp,
                                  Tensor& label_logit, Tensor& workspace) {
-  const char* op = "cross_entropy_slice_forward";
-  check_cross_entropy_slice(h, weight, labels, slice, workspace, op);
-  const Dims d{h.size(0), weight.size(0)};
-  for (Tensor* t : {&row_max, &row_sum_exp, &label_logit}) {
-    TITAN_CHECK(t->dtype() == DType::F32 && t->shape() == Shape{d.tokens})
-        << op << ": row statistics must be f32 [" << d.tokens << "], got "
-        << dtype_name(t->dtype()) << " " << shape_string(t->shape());
-  }
-  const LabelReader label_reader = read_labels(labels, slice.vocab, op);
+  check_cross_entropy_slice_forward(h, weight, labels, slice, row_max, row_sum_exp, label_logit,
+                                    workspace);
+  const int64_t vocab = weight.size(0);
+  const LabelReader label_reader = read_labels(labels, slice.vocab, "cross_entropy_slice_forward");
   float* max_data = row_max.mutable_data<float>();
   float* sum_data = row_sum_exp.mutable_data<float>();
   float* label_data = label_logit.mutable_data<float>();
-  const int64_t chunk = workspace.size(0);
-  for (int64_t first = 0; first < d.tokens; first += chunk) {
-    const int64_t rows = std::min(chunk, d.tokens - first);
-    Tensor logits = workspace.narrow(0, rows);
-    cpu::matmul(h.narrow(first, rows), Transpose::No, weight, Transpose::Yes, logits, 1.0f,
-                0.0f);
+  for_each_logits_chunk(h, weight, workspace, [&](int64_t first, Tensor& logits) {
     const float* z = logits.data<float>();
 #pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* row = z + r * d.vocab;
+    for (int64_t r = 0; r < logits.size(0); ++r) {
+      const float* row = z + r * vocab;
       float max = -std::numeric_limits<float>::infinity();
-      for (int64_t v = 0; v < d.vocab; ++v) max = std::max(max, row[v]);
+      for (int64_t v = 0; v < vocab; ++v) max = std::max(max, row[v]);
       double sum = 0;
-      for (int64_t v = 0; v < d.vocab; ++v) sum += std::exp(row[v] - max);
+      for (int64_t v = 0; v < vocab; ++v) sum += std::exp(row[v] - max);
       const int64_t column = label_reader[first + r] - slice.first;
       max_data[first + r] = max;
       sum_data[first + r] = float(sum);
-      label_data[first + r] = column >= 0 && column < d.vocab ? row[column] : 0.0f;
+      label_data[first + r] = column >= 0 && column < vocab ? row[column] : 0.0f;
     }
-  }
+  });
 }
 
 void cross_entropy_slice_backward(const Tensor& h, const Tensor& weight, const Tensor& labels,
                                   VocabSlice slice, const Tensor& lse, float grad_scale,
                                   Tensor* dh, Tensor* dweight, Accumulate accumulate_dh,
                                   Tensor& workspace) {
-  const char* op = "cross_entropy_slice_backward";
-  check_cross_entropy_slice(h, weight, labels, slice, workspace, op);
-  check_cross_entropy_backward(h, weight, labels, lse, dh, dweight, workspace, kFloatDTypes, op);
+  check_cross_entropy_slice_backward(h, weight, labels, slice, lse, dh, dweight, workspace);
   fused_backward(h, weight, labels, lse, grad_scale, dh, dweight, accumulate_dh, workspace, slice,
-                 op);
+                 "cross_entropy_slice_backward");
 }
 
 }  // namespace titan::ops::cpu
