@@ -28,6 +28,9 @@ void write_tensorboard(TensorBoardWriter& tensorboard, const StepMetrics& m) {
   tensorboard.add_scalar("mfu(%)", m.mfu_percent, m.step);
   tensorboard.add_scalar("memory/max_active(GiB)", m.memory_gib, m.step);
   if (m.comm_percent) tensorboard.add_scalar("time_metrics/comm_wait(%)", *m.comm_percent, m.step);
+  if (m.comm_mib_per_step) {
+    tensorboard.add_scalar("comm/mib_per_step", *m.comm_mib_per_step, m.step);
+  }
   if (m.val_loss) tensorboard.add_scalar("validation_metrics/loss", *m.val_loss, m.step);
   if (m.val_perplexity) {
     tensorboard.add_scalar("validation_metrics/perplexity", *m.val_perplexity, m.step);

@@ -453,7 +453,8 @@ const std::map<std::string, std::string> kJsonKey = {
     {"loss_metrics/global_avg_loss", "loss"}, {"grad_norm", "grad_norm"}, {"lr", "lr"},
     {"n_tokens_seen", "tokens"}, {"throughput(tps)", "tps"}, {"tflops", "tflops"},
     {"mfu(%)", "mfu"}, {"memory/max_active(GiB)", "memory_gib"},
-    {"time_metrics/comm_wait(%)", "comm_percent"}, {"validation_metrics/loss", "val_loss"},
+    {"time_metrics/comm_wait(%)", "comm_percent"}, {"comm/mib_per_step", "comm_mib_per_step"},
+    {"validation_metrics/loss", "val_loss"},
     {"validation_metrics/perplexity", "val_perplexity"}};
 
 std::vector<std::string> tiny_run(const fs::path& dump, std::vector<std::string> extra = {}) {
@@ -550,6 +551,7 @@ TEST(TensorBoardProcess, RankZeroWritesUnlessEveryRankIsAsked) {
   SKIP_WITHOUT_PROTOC(protoc);
   std::vector<std::string> tags = kTrainingTags;
   tags.push_back("time_metrics/comm_wait(%)");  // several ranks
+  tags.push_back("comm/mib_per_step");
 
   const fs::path dump = fresh_folder("mpi_rank0");
   const testing::ProcessResult r = testing::run_titan_train_mpi(2, tiny_run(dump));
