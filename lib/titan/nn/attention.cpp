@@ -13,7 +13,7 @@ int64_t AttentionRecord::bytes() const {
   for (const Tensor* t : {&q, &k, &v, &out, &lse, &dy, &dq, &dk, &dv}) {
     if (t->defined()) total += t->bytes();
   }
-  return total;  // x is the caller's, or a gathered copy counted with the caller's tag
+  return total + (x_gathered ? x.bytes() : 0);  // an input of the caller's is not ours
 }
 
 Attention::Attention(const std::string& prefix, int64_t dim, int64_t n_heads, int64_t n_kv_heads,
@@ -55,6 +55,7 @@ void Attention::forward(const Tensor& x, int64_t batch, const Tensor& freqs, Ten
   r.v = Tensor::empty({B, T, hkv, hd}, act, dev);
   const Tensor q2 = r.q.reshape({N, hq * hd}), k2 = r.k.reshape({N, hkv * hd});
   const Tensor v2 = r.v.reshape({N, hkv * hd});
+  r.x_gathered = tp_.sequence_parallel();
   tp_.gather_rows(x, r.x, [&](const Tensor& rows, int64_t first) {
     Tensor q = rows_of(q2, first, rows.size(0)), k = rows_of(k2, first, rows.size(0));
     Tensor v = rows_of(v2, first, rows.size(0));

@@ -19,6 +19,7 @@ namespace titan::nn {
 // What forward keeps for backward, and what backward_input leaves for backward_weight.
 struct AttentionRecord {
   Tensor x;        // wq, wk and wv's input: all N rows (gathered)
+  bool x_gathered = false;  // x is a gathered copy (sequence parallel), not the input
   Tensor q, k, v;  // after RoPE
   Tensor out;      // attention output, wo's input
   Tensor lse;      // [B, Hq, T]

@@ -9,7 +9,7 @@ int64_t FeedForwardRecord::bytes() const {
   for (const Tensor* t : {&a, &b, &g, &dy, &da, &db}) {
     if (t->defined()) total += t->bytes();
   }
-  return total;
+  return total + (x_gathered ? x.bytes() : 0);  // an input of the caller's is not ours
 }
 
 FeedForward::FeedForward(const std::string& prefix, int64_t dim, int64_t hidden_dim, InitRule init,
@@ -31,6 +31,7 @@ void FeedForward::forward(const Tensor& x, Tensor& y, FeedForwardRecord& r) cons
   r.a = Tensor::empty({N, F}, act, dev);
   r.b = Tensor::empty({N, F}, act, dev);
   r.g = Tensor::empty({N, F}, act, dev);
+  r.x_gathered = tp_.sequence_parallel();
   tp_.gather_rows(x, r.x, [&](const Tensor& rows, int64_t first) {
     Tensor a = r.a.narrow(first, rows.size(0)), b = r.b.narrow(first, rows.size(0));
     w1_.forward(rows, a);

@@ -12,6 +12,7 @@ namespace titan::nn {
 
 struct FeedForwardRecord {
   Tensor x;  // w1 and w3's input: all N rows (gathered)
+  bool x_gathered = false;  // x is a gathered copy (sequence parallel), not the input
   Tensor a, b, g;
   // Set by backward_input, consumed and released by backward_weight:
   Tensor dy, da, db;  // dy: gradient at w2's output, all N rows

@@ -107,12 +107,13 @@ void vocab_parallel_embedding_backward(const TensorParallel& tp, const Tensor& i
 }
 
 int64_t VocabParallelLossRecord::bytes() const {
-  return lse.defined() ? lse.bytes() : 0;  // h is the final norm's output, counted there
+  return (lse.defined() ? lse.bytes() : 0) + (h_gathered ? h.bytes() : 0);
 }
 
 double vocab_parallel_loss_forward(const TensorParallel& tp, const Tensor& h,
                                    const Tensor& weight, ops::VocabSlice slice,
                                    const Tensor& labels, VocabParallelLossRecord& r) {
+  r.h_gathered = tp.sequence_parallel();
   tp.gather_rows(h, r.h, [](const Tensor&, int64_t) {});
   const int64_t N = r.h.size(0);
   r.lse = Tensor::empty({N}, DType::F32, h.device());

@@ -39,6 +39,7 @@ Tensor vocab_parallel_logits(const TensorParallel& tp, const Tensor& h, const Te
 // What the loss keeps for its backward.
 struct VocabParallelLossRecord {
   Tensor h;    // all N rows of the final norm's output (h itself on one rank or without SP)
+  bool h_gathered = false;  // h is a gathered copy (sequence parallel), not the input
   Tensor lse;  // [N], over the whole vocabulary
   int64_t bytes() const;
 };
