@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <functional>
 
 #include "distributed_test_main.h"
 #include "tiny_training_job.h"
@@ -16,7 +17,12 @@
 #include "titan/ckpt/safetensors.h"
 #include "titan/core/allocator.h"
 #include "titan/distributed/mesh.h"
+#include "titan/models/llama3/args.h"
+#include "titan/models/llama3/parallelize.h"
 #include "titan/models/registry.h"
+#include "titan/nn/attention.h"
+#include "titan/nn/feed_forward.h"
+#include "titan/ops/rope.h"
 #include "titan/nn/vocab_parallel.h"
 #include "titan/ops/cross_entropy.h"
 #include "titan/distributed/tensor_parallel.h"
@@ -246,6 +252,97 @@ void expect_same_gradients(const Gradients& g, bool tied = false) {
 }
 
 bool world_splits_tiny_heads() { return test_world().size() == 2 || test_world().size() == 4; }
+
+// The modules alone, tp = the world with sequence parallelism: attention (tiny's 4 heads
+// and 2 kv heads: split at tp 2, each kv head shared by two ranks at tp 4) and the
+// feed-forward give the unsharded module's output rows, input gradient rows and, once the
+// partial gradients are summed, its weight gradients.
+template <class Module, class Record>
+void expect_module_matches_unsharded(const std::function<Module(const nn::Placer&)>& make,
+                                     const std::function<void(const Module&, const Tensor&,
+                                                              Tensor&, Record&)>& forward,
+                                     const std::function<void(Module&, Record&)>& backward_weight,
+                                     const std::function<std::vector<nn::Parameter*>(Module&)>&
+                                         parameters,
+                                     const std::function<void(const Module&, const Tensor&,
+                                                              Record&, Tensor&)>& backward_input) {
+  const int64_t p = test_world().size(), r = test_world().rank(), N = kBatch * kSeq, n = N / p;
+  TensorParallelGroup tp(test_world(), {true, true, false});
+  nn::ParameterLayout layout;
+  layout.tp = {p, r};
+  layout.tensor_parallel = &tp;
+  models::llama3::ModelArgs args;
+  for (const models::llama3::Flavor& f : models::llama3::llama3_flavors()) {
+    if (f.name == "tiny") args = f.args;
+  }
+  Module whole = make(nn::Placer{});
+  Module piece = make(nn::Placer(layout, models::llama3::parallel_plan(args, p)));
+  for (auto* module : {&whole, &piece}) {
+    for (nn::Parameter* param : parameters(*module)) param->initialize(7);
+  }
+  const Tensor x = testing::random_tensor({N, kDim}, 11);
+  const Tensor dy = testing::random_tensor({N, kDim}, 12);
+  Tensor y = Tensor::empty({N, kDim}, DType::F32), dx = Tensor::empty({N, kDim}, DType::F32);
+  Record whole_record, piece_record;
+  forward(whole, x, y, whole_record);
+  backward_input(whole, dy, whole_record, dx);
+  backward_weight(whole, whole_record);
+  Tensor y_rows = Tensor::empty({n, kDim}, DType::F32);
+  Tensor dx_rows = Tensor::empty({n, kDim}, DType::F32);
+  forward(piece, x.narrow(r * n, n), y_rows, piece_record);
+  backward_input(piece, dy.narrow(r * n, n), piece_record, dx_rows);
+  backward_weight(piece, piece_record);
+  tp.reduce_partial_gradients(parameters(piece));
+  testing::expect_close(testing::to_values(y_rows), testing::to_values(y.narrow(r * n, n)), 1e-5,
+                        "output rows");
+  testing::expect_close(testing::to_values(dx_rows), testing::to_values(dx.narrow(r * n, n)), 1e-5,
+                        "input gradient rows");
+  const std::vector<nn::Parameter*> want = parameters(whole), got = parameters(piece);
+  for (size_t i = 0; i < want.size(); ++i) {
+    testing::expect_close(testing::to_values(gather_whole(*got[i], got[i]->grad(), test_world())),
+                          testing::to_values(want[i]->grad()), 1e-5, want[i]->name());
+  }
+}
+
+TEST(TensorParallel, AttentionWithSplitOrSharedKvHeadsEqualsTheUnshardedModule) {
+  if (!world_splits_tiny_heads()) GTEST_SKIP() << "tp 2 or 4";
+  const nn::InitRule init{nn::InitKind::TruncatedNormal, 0.02, 2.0};
+  const Tensor freqs = [] {
+    Tensor f = Tensor::empty({kSeq, kDim / 4 / 2, 2}, DType::F32);
+    ops::rope_table(kDim / 4, 500000.0, ops::RopeScaling{}, 0, f);
+    return f;
+  }();
+  expect_module_matches_unsharded<nn::Attention, nn::AttentionRecord>(
+      [&](const nn::Placer& placer) {
+        return nn::Attention("layers.0.attention", kDim, 4, 2, init, init, placer);
+      },
+      [&](const nn::Attention& a, const Tensor& x, Tensor& y, nn::AttentionRecord& record) {
+        a.forward(x, kBatch, freqs, y, record);
+      },
+      [](nn::Attention& a, nn::AttentionRecord& record) { a.backward_weight(record); },
+      [](nn::Attention& a) { return a.parameters(); },
+      [&](const nn::Attention& a, const Tensor& dy, nn::AttentionRecord& record, Tensor& dx) {
+        a.backward_input(dy, freqs, record, dx, ops::Accumulate::No);
+      });
+}
+
+TEST(TensorParallel, FeedForwardEqualsTheUnshardedModule) {
+  if (!world_splits_tiny_heads()) GTEST_SKIP() << "tp 2 or 4";
+  const nn::InitRule init{nn::InitKind::TruncatedNormal, 0.02, 2.0};
+  expect_module_matches_unsharded<nn::FeedForward, nn::FeedForwardRecord>(
+      [&](const nn::Placer& placer) {
+        return nn::FeedForward("layers.0.feed_forward", kDim, 150, init, init, placer);
+      },
+      [](const nn::FeedForward& f, const Tensor& x, Tensor& y, nn::FeedForwardRecord& record) {
+        f.forward(x, y, record);
+      },
+      [](nn::FeedForward& f, nn::FeedForwardRecord& record) { f.backward_weight(record); },
+      [](nn::FeedForward& f) { return f.parameters(); },
+      [](const nn::FeedForward& f, const Tensor& dy, nn::FeedForwardRecord& record, Tensor& dx) {
+        f.backward_input(dy, record, dx, ops::Accumulate::No);
+      });
+}
+
 
 TEST(TensorParallel, ModulesGiveOneRanksGradients) {
   if (!world_splits_tiny_heads()) GTEST_SKIP() << "tp 2 or 4";
