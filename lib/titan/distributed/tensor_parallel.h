@@ -20,7 +20,7 @@
 // Neither is bitwise the synchronous form: the async reduce adds the ranks' partials in ring
 // order rather than the reduce_scatter's, and both run each GEMM on one block of rows at a
 // time, whose results the GEMM library's blocking may round differently from the whole's.
-// They agree to float rounding (the training tests hold async TP to 1e-5 of one rank).
+// They agree to float rounding (the tests hold async TP's losses to 1e-6 of sync TP's).
 //
 // Partial gradients. A parameter that several tp ranks hold computes a partial gradient on
 // each where the ranks saw different activations, and the pieces are summed over them:
