@@ -21,7 +21,7 @@ const std::vector<FeatureInfo>& all_features() {
       {Feature::TensorParallel, "tensor parallelism", true, WhenMissing::Reject, ""},
       {Feature::AsyncTensorParallel, "asynchronous tensor parallelism", true,
        WhenMissing::Reject, ""},
-      {Feature::PipelineParallel, "pipeline parallelism", false, WhenMissing::Reject, ""},
+      {Feature::PipelineParallel, "pipeline parallelism", true, WhenMissing::Reject, ""},
       {Feature::ContextParallel, "context parallelism", false, WhenMissing::Reject, ""},
       {Feature::ExpertParallel, "expert parallelism", false, WhenMissing::Reject, ""},
       {Feature::ExpertTensorParallel, "expert tensor parallelism", false, WhenMissing::Reject,

@@ -59,10 +59,14 @@ TITAN_CONFIG_CHOICE(DecayType, "linear", "sqrt", "cosine");
 
 enum class ReshardAfterForward { Default, Always, Never };
 TITAN_CONFIG_CHOICE(ReshardAfterForward, "default", "always", "never");
-enum class PipelineSchedule { GPipe, OneForwardOneBackward, Interleaved1F1B, InterleavedZeroBubble,
-                              ZBVZeroBubble };
-TITAN_CONFIG_CHOICE(PipelineSchedule, "GPipe", "1F1B", "Interleaved1F1B", "InterleavedZeroBubble",
-                    "ZBVZeroBubble");
+// PipelineScheduleSingle and PipelineScheduleMulti name a schedule read from
+// pipeline_parallel_schedule_csv (one, or two or more, stages per rank).
+enum class PipelineSchedule { GPipe, OneForwardOneBackward, Interleaved1F1B, LoopedBFS,
+                              InterleavedZeroBubble, ZBVZeroBubble, DualPipeV,
+                              PipelineScheduleSingle, PipelineScheduleMulti };
+TITAN_CONFIG_CHOICE(PipelineSchedule, "GPipe", "1F1B", "Interleaved1F1B", "LoopedBFS",
+                    "InterleavedZeroBubble", "ZBVZeroBubble", "DualPipeV",
+                    "PipelineScheduleSingle", "PipelineScheduleMulti");
 enum class ContextParallelLoadBalancer { HeadTail, Ptrr };
 TITAN_CONFIG_CHOICE(ContextParallelLoadBalancer, "headtail", "ptrr");
 enum class ContextParallelRotateMethod { AllGather, AllToAll };

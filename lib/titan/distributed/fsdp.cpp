@@ -195,11 +195,11 @@ void FullyShardedDataParallel::before_forward(int u) {
   record(forward_order_, u);
   ensure_gathered(unit);
   bind(unit);
-  prefetch_after(forward_order_, u, false);
+  if (!schedule_driven_) prefetch_after(forward_order_, u, false);
 }
 
 void FullyShardedDataParallel::after_forward(int u) {
-  if (!sharded()) return;
+  if (!sharded() || schedule_driven_) return;
   Unit& unit = units_.at(size_t(u));
   if (unit.reshard_after_forward) release(unit);
 }
@@ -208,17 +208,34 @@ void FullyShardedDataParallel::before_backward(int u) {
   if (!sharded()) return;
   Unit& unit = units_.at(size_t(u));
   record(backward_order_, u);
-  if (unit.spec.needs_values_in_backward) ensure_gathered(unit);
-  {
+  if (unit.spec.needs_values_in_backward || schedule_driven_) ensure_gathered(unit);
+  if (!schedule_driven_ || !unit.full_grad.defined()) {
     MemoryTagScope tag("gradients.unsharded");
     unit.full_grad = Tensor::zeros({unit.full_numel}, DType::F32, device_);
   }
   bind(unit);
-  prefetch_after(backward_order_, u, true);
+  if (!schedule_driven_) prefetch_after(backward_order_, u, true);
 }
 
 void FullyShardedDataParallel::after_backward(int u) {
+  if (!sharded() || schedule_driven_) return;
+  reduce_scatter_and_release(u);
+}
+
+void FullyShardedDataParallel::reduce_and_reshard(int u) {
   if (!sharded()) return;
+  if (units_.at(size_t(u)).full_grad.defined()) {
+    reduce_scatter_and_release(u);
+  } else {
+    release(units_[size_t(u)]);
+  }
+}
+
+void FullyShardedDataParallel::reshard(int u) {
+  if (sharded()) release(units_.at(size_t(u)));
+}
+
+void FullyShardedDataParallel::reduce_scatter_and_release(int u) {
   Unit& unit = units_.at(size_t(u));
   TITAN_CHECK(unit.full_grad.defined()) << "FSDP: after_backward(" << unit.spec.name
                                         << ") without before_backward";

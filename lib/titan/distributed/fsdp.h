@@ -61,6 +61,16 @@ class FullyShardedDataParallel final : public nn::UnitHooks {
   void before_backward(int unit) override;
   void after_backward(int unit) override;
 
+  // Pipeline parallelism: the schedule decides when a stage's units are freed and reduced
+  // (torchtitan's RESHARD and REDUCE_GRAD actions, after the stage's last use in the step),
+  // so from set_schedule_driven on the hooks gather and bind but free and reduce nothing:
+  // a unit's values and its whole gradient (accumulating over the step's microbatches) stay
+  // from its first use in the step until reduce_and_reshard, or reshard after a forward-only
+  // pass. No prefetching then: a unit gathered ahead could outlive the optimizer step.
+  void set_schedule_driven() { schedule_driven_ = true; }
+  void reduce_and_reshard(int unit);
+  void reshard(int unit);
+
   // Completes every gradient reduction of the step (see above).
   void reduce_gradients();
 
@@ -99,6 +109,7 @@ class FullyShardedDataParallel final : public nn::UnitHooks {
   void bind(Unit& unit);
   void release(Unit& unit);
   void prefetch_after(const std::vector<int>& order, int unit, bool backward);
+  void reduce_scatter_and_release(int unit);
   void complete_reduction(Reduction& reduction);
   static void record(std::vector<int>& order, int unit);
 
@@ -110,6 +121,7 @@ class FullyShardedDataParallel final : public nn::UnitHooks {
   // The orders units were used in during the first microbatch: what prefetching follows.
   std::vector<int> forward_order_, backward_order_;
   std::deque<Reduction> reductions_;  // reduce-scatters in flight, oldest first
+  bool schedule_driven_ = false;
 };
 
 // The whole value of a parameter sharded over `shard_group` (collective over the group), on

@@ -31,7 +31,6 @@ const char* degree_key(MeshDim dim) {
 // The parallelism a degree > 1 needs, where it is not built yet; nullptr where it is.
 const char* missing_parallelism(MeshDim dim) {
   switch (dim) {
-    case MeshDim::pp: return "pipeline parallelism";
     case MeshDim::cp: return "context parallelism";
     default: return nullptr;
   }

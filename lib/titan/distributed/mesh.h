@@ -63,7 +63,7 @@ struct MeshShape {
 // The degrees of `parallelism` for a world of `world_size` ranks: data_parallel_shard_degree
 // -1 takes what the others leave. InputError (exit 2) when the product is not the world
 // size, when -1 leaves a fraction, or when a degree needs a parallelism that is not built
-// (cp, pp > 1 today); the message has the numbers and the fix.
+// (cp > 1 today); the message has the numbers and the fix.
 MeshShape mesh_shape_from_config(const config::ParallelismSection& parallelism, int64_t world_size);
 
 // A rank's coordinate along each dim (row-major over the degrees, tp fastest).

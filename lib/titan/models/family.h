@@ -22,6 +22,7 @@
 #include "titan/config/job_config.h"
 #include "titan/core/tensor.h"
 #include "titan/models/model.h"
+#include "titan/models/pipeline_split.h"
 #include "titan/nn/placement.h"
 
 namespace titan::models {
@@ -31,6 +32,7 @@ struct ModelSummary {
   std::string description;      // "llama3 tiny, 1,234 parameters (dim 64, 8 layers, ...)"
   int64_t parameters = 0;       // unique parameters (a tied output counts once)
   int64_t vocab_size = 0;
+  int64_t layers = 0;           // transformer blocks: what pipeline stages split
   double flops_per_token = 0;   // training FLOPs per token at training.seq_len
 };
 
@@ -79,9 +81,18 @@ class ModelFamily {
   // The parallelization plan: each parameter's placement rule (nn/placement.h).
   virtual nn::ParallelPlan parallel_plan(const config::JobConfig& config,
                                          const nn::ParameterLayout& layout) const = 0;
-  // The model, every parameter holding its box under the plan on `layout`, uninitialized.
+  // The modules of each of `stages` pipeline stages, in order (torchtitan's
+  // module_fqns_per_model_part): parallelism.module_fqns_per_model_part when set (checked),
+  // else the family's split (models/pipeline_split.h). InputError naming the key when the
+  // modules do not split that way.
+  virtual std::vector<StageModules> pipeline_stages(const config::JobConfig& config,
+                                                    int stages) const = 0;
+  // The model, every parameter holding its box under the plan on `layout`, uninitialized:
+  // the whole model, or only the modules of `stages` (this rank's pipeline stages, each a
+  // list of pipeline_stages()), one model stage each.
   virtual std::unique_ptr<Model> build(const config::JobConfig& config,
-                                       const nn::ParameterLayout& layout) const = 0;
+                                       const nn::ParameterLayout& layout,
+                                       const std::vector<StageModules>& stages = {}) const = 0;
   virtual const HfStateDictAdapter& hf_adapter() const = 0;
 };
 

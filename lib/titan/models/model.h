@@ -34,11 +34,22 @@ struct ParameterShape {
   bool operator==(const ParameterShape&) const = default;
 };
 
+// What passes in and out of one pipeline stage's forward and backward (train/pipeline.h).
+// A whole model reads tokens and ends with the loss, so it uses none of them but `stage`.
+struct StageTensors {
+  int stage = 0;       // which of the model's stages (Model::stage_count()) runs
+  Tensor input;        // forward's input, when the stage does not start with the embedding
+  Tensor output;       // set by forward, when the stage does not end with the loss
+  Tensor output_grad;  // backward's: the gradient at `output` (from the next stage)
+  Tensor input_grad;   // set by backward(_input): the gradient at `input`
+};
+
 // What one microbatch's forward keeps for its backward; each family's record derives from
 // it and knows its bytes.
 struct ActivationRecord {
   virtual ~ActivationRecord() = default;
   virtual int64_t bytes() const = 0;
+  StageTensors pipeline;
 };
 
 // `record` as the family's own record type (a record of another family is a bug).
@@ -63,6 +74,18 @@ class Model {
   virtual std::vector<nn::ParameterUnit> units() = 0;
   // Called around every unit's use from now on; null for none. Not owned.
   virtual void set_unit_hooks(nn::UnitHooks* hooks) = 0;
+
+  // Pipeline stages. A model built for some of the pipeline's stages (ModelFamily::build)
+  // holds only their modules, and record.pipeline.stage says which one a forward or backward
+  // runs: a stage without the embedding takes pipeline.input, one without the loss sets
+  // pipeline.output and returns 0, and its backward takes pipeline.output_grad. A stage
+  // that does not start with the embedding sets pipeline.input_grad in backward_input (or
+  // backward). A whole model is one stage.
+  virtual int stage_count() const = 0;
+  virtual std::vector<int> stage_units(int stage) const = 0;  // indices into units()
+  // The shape of the activation that passes between stages for a [batch, seq_len]
+  // microbatch (in compute_dtype(), on device()).
+  virtual Shape stage_activation_shape(int64_t batch, int64_t seq_len) const = 0;
 
   virtual Device device() const = 0;
   virtual DType compute_dtype() const = 0;  // of the weights' values and the activations

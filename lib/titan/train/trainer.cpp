@@ -109,12 +109,31 @@ Trainer::Trainer(const config::JobConfig& config, distributed::Mesh* mesh,
                                            p.enable_async_tensor_parallel});
     layout.tensor_parallel = tensor_parallel_.get();
   }
-  model_ = family_.build(config, layout);
+  // Pipeline parallelism: this rank builds only the modules of its stages.
+  std::optional<distributed::Schedule> schedule;
+  std::vector<models::StageModules> stages;
+  const int pp_rank = int(mesh_->coordinate(distributed::MeshDim::pp));
+  if (mesh_->shape()[distributed::MeshDim::pp] > 1) {
+    TITAN_CHECK_INPUT(device_.is_cpu())
+        << "parallelism.pipeline_parallel_degree " << mesh_->shape()[distributed::MeshDim::pp]
+        << ": pipeline parallelism runs on CPU ranks so far (its transfers need matched "
+        << "NCCL send/recv order); train on the CPU (TITAN_DEVICE=cpu) or set it to 1";
+    schedule = pipeline_schedule_for(config, summary_.layers);
+    const std::vector<models::StageModules> all = family_.pipeline_stages(config, schedule->stages);
+    for (const int s : schedule->stages_of(pp_rank)) stages.push_back(all[size_t(s)]);
+  }
+  model_ = family_.build(config, layout, stages);
   model_->initialize(config.debug.effective_seed());
   fsdp_ = std::make_unique<distributed::FullyShardedDataParallel>(
       model_->units(), mesh_->tensor_dp_shard_cp(), mesh_->tensor_dp_replicate(),
       config.parallelism.fsdp_reshard_after_forward);
   model_->set_unit_hooks(fsdp_.get());
+  if (schedule) {
+    fsdp_->set_schedule_driven();
+    pipeline_ = std::make_unique<PipelineExecutor>(std::move(*schedule), pp_rank, *model_,
+                                                   mesh_->group(distributed::MeshDim::pp),
+                                                   fsdp_.get());
+  }
   parameters_ = model_->parameters();
   optimizer_ = std::make_unique<AdamW>(AdamW::from_config(parameters_, config));
   peak_tflops_ = peak_tflops_for(config, device_);
@@ -148,6 +167,13 @@ void Trainer::log_start() const {
     std::string mode = fsdp_->sharded() ? (mesh_->dp_replicate().size() > 1 ? "HSDP" : "FSDP")
                        : mesh_->dp_replicate().size() > 1 ? "DDP"
                                                           : "";
+    if (pipeline_) {
+      const distributed::Schedule& sch = pipeline_->schedule();
+      char text[160];
+      std::snprintf(text, sizeof text, "PP %s, %d stages, %d microbatches",
+                    sch.name.c_str(), sch.stages, sch.microbatches);
+      mode += std::string(mode.empty() ? "" : " x ") + text;
+    }
     if (tensor_parallel_) {
       mode += std::string(mode.empty() ? "" : " x ") + "TP" +
               (tensor_parallel_->sequence_parallel() ? " with sequence parallel" : "") +
@@ -211,6 +237,12 @@ StepResult Trainer::run_step() {
   zero_grads(parameters_);
   double loss_sum = 0;
   for (data::TokenBatch& batch : batches) {
+    tokens_seen_ += batch.inputs.numel() * mesh_->dp_degree();
+    if (pipeline_) {
+      TraceSpan span("pipeline");
+      loss_sum += pipeline_->train(pipeline_microbatches(batch), grad_scale);
+      continue;
+    }
     std::unique_ptr<models::ActivationRecord> record = model_->new_record();
     {
       TraceSpan span("forward");
@@ -220,14 +252,14 @@ StepResult Trainer::run_step() {
       TraceSpan span("backward");
       model_->backward(*record, grad_scale);
     }
-    tokens_seen_ += batch.inputs.numel() * mesh_->dp_degree();
   }
   {
     TraceSpan span("reduce_gradients");
     fsdp_->reduce_gradients();
     if (tensor_parallel_) tensor_parallel_->reduce_partial_gradients(parameters_);
   }
-  result.loss = distributed::all_reduce_scalar(mesh_->dp(), loss_sum) / double(valid);
+  result.loss = distributed::all_reduce_scalar(mesh_->dp(), sum_over_stages(loss_sum)) /
+                double(valid);
   result.grad_norm = global_grad_norm();
   result.lr = schedule_.lr(step_);
 
@@ -278,7 +310,21 @@ double Trainer::global_grad_norm() const {
   if (tensor_parallel_) {
     sum = distributed::all_reduce_scalar(mesh_->group(distributed::MeshDim::tp), sum);
   }
-  return std::sqrt(distributed::all_reduce_scalar(mesh_->dp_shard_cp(), sum));
+  return std::sqrt(distributed::all_reduce_scalar(mesh_->dp_shard_cp(), sum_over_stages(sum)));
+}
+
+double Trainer::sum_over_stages(double value) const {
+  return pipeline_ ? distributed::all_reduce_scalar(mesh_->group(distributed::MeshDim::pp), value)
+                   : value;
+}
+
+std::vector<data::TokenBatch> Trainer::pipeline_microbatches(const data::TokenBatch& batch) const {
+  const int64_t size = config_.parallelism.pipeline_parallel_microbatch_size;
+  std::vector<data::TokenBatch> microbatches;
+  for (int64_t row = 0; row < batch.inputs.size(0); row += size) {
+    microbatches.push_back({batch.inputs.narrow(row, size), batch.labels.narrow(row, size)});
+  }
+  return microbatches;
 }
 
 // torchtitan fetches every microbatch first, so that the loss is divided by the step's whole
@@ -328,10 +374,15 @@ ValidationResult Trainer::validate() {
   int64_t valid = 0;
   for (int64_t i = 0; i < validation_steps_; ++i) {
     const data::TokenBatch batch = validation_data_->next();
-    std::unique_ptr<models::ActivationRecord> record = model_->new_record();  // forward only
-    loss_sum += model_->forward(batch.inputs, batch.labels, *record);
+    if (pipeline_) {
+      loss_sum += pipeline_->evaluate({batch});
+    } else {
+      std::unique_ptr<models::ActivationRecord> record = model_->new_record();  // forward only
+      loss_sum += model_->forward(batch.inputs, batch.labels, *record);
+    }
     valid += ops::cross_entropy_valid_tokens(batch.labels);
   }
+  loss_sum = sum_over_stages(loss_sum);
   ValidationResult v;
   v.tokens = distributed::all_reduce_scalar(mesh_->dp(), valid);
   v.loss = distributed::all_reduce_scalar(mesh_->dp(), loss_sum) /

@@ -9,6 +9,8 @@
 //       loss_sum / count, so the gradients are those of the global token-mean loss
 //     FSDP gathers each unit's parameters around its use and reduce-scatters its gradients
 //       (distributed/fsdp.h); replicas all-reduce their shard gradients once per step
+//     with pipeline parallelism each batch is cut into microbatches that this rank's stages
+//       run in the schedule's order (train/pipeline.h); the last stage has the loss
 //     grad_norm = global L2 norm over every shard (logged before clipping); stop with exit 3
 //       when the loss or the norm is not finite, unless training.skip_nonfinite_steps
 //     clip to training.max_norm; AdamW at the scheduled lr
@@ -49,6 +51,7 @@
 #include "titan/models/family.h"
 #include "titan/train/lr_schedule.h"
 #include "titan/train/optimizer.h"
+#include "titan/train/pipeline.h"
 
 namespace titan::train {
 
@@ -107,6 +110,10 @@ class Trainer {
   void inject_test_fault() const;
   StepResult run_step();  // train_step without the per-step reporting around it
   double global_grad_norm() const;  // of the reduced shard gradients, every piece once
+  // The total of every pipeline stage's part of a sum (the loss is the last stage's alone).
+  double sum_over_stages(double value) const;
+  // A batch's pipeline microbatches (pipeline_parallel_microbatch_size rows each).
+  std::vector<data::TokenBatch> pipeline_microbatches(const data::TokenBatch& batch) const;
   // This step's microbatches for this rank; `valid` gets the valid labels over every dp rank.
   std::vector<data::TokenBatch> fetch_microbatches(int64_t& valid);
   // Checkpoints (docs/checkpoints.md): this rank's boxes of the model (and optimizer), as
@@ -131,6 +138,8 @@ class Trainer {
   std::unique_ptr<distributed::TensorParallelGroup> tensor_parallel_;
   std::unique_ptr<models::Model> model_;
   std::unique_ptr<distributed::FullyShardedDataParallel> fsdp_;  // the model's unit hooks
+  // Pipeline parallelism (pp > 1): runs this rank's stages of each batch's microbatches.
+  std::unique_ptr<PipelineExecutor> pipeline_;
   std::vector<nn::Parameter*> parameters_;
   std::unique_ptr<AdamW> optimizer_;
   LrSchedule schedule_;

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <map>
 
 #include "titan/build_config.h"
 #include "titan/ckpt/checkpoint_folder.h"
@@ -31,13 +32,29 @@ std::vector<ckpt::TensorPiece> Trainer::checkpoint_pieces(bool with_optimizer, D
                       p.placement().writes_checkpoint(), stored});
     if (device_targets) device_targets->push_back(tensor.device().is_cpu() ? Tensor() : tensor);
   };
-  for (nn::Parameter* p : parameters_) add("model/" + p->name(), *p, p->shard(), model_dtype);
+  // Every rank lists every tensor of the model (HDF5 creates datasets collectively); one of
+  // another pipeline stage's parameters is an empty piece here.
+  std::map<std::string, size_t> held;
+  for (size_t i = 0; i < parameters_.size(); ++i) held[parameters_[i]->name()] = i;
+  const std::vector<models::ParameterShape> shapes = family_.parameter_shapes(config_);
+  auto add_each = [&](const std::string& prefix, DType stored, auto tensor_of) {
+    for (const models::ParameterShape& shape : shapes) {
+      const auto at = held.find(shape.name);
+      if (at != held.end()) {
+        add(prefix + shape.name, *parameters_[at->second], tensor_of(at->second), stored);
+        continue;
+      }
+      const Shape none(shape.shape.size(), 0);
+      pieces.push_back({prefix + shape.name, shape.shape, nn::Box{none, none},
+                        Tensor::empty(none, DType::F32), false, stored});
+      if (device_targets) device_targets->push_back(Tensor());
+    }
+  };
+  add_each("model/", model_dtype, [&](size_t i) { return parameters_[i]->shard(); });
   if (!with_optimizer) return pieces;
-  for (size_t i = 0; i < parameters_.size(); ++i) {
-    const nn::Parameter& p = *parameters_[i];
-    add("optimizer/exp_avg/" + p.name(), p, optimizer_->exp_avg(i), DType::F32);
-    add("optimizer/exp_avg_sq/" + p.name(), p, optimizer_->exp_avg_sq(i), DType::F32);
-  }
+  add_each("optimizer/exp_avg/", DType::F32, [&](size_t i) { return optimizer_->exp_avg(i); });
+  add_each("optimizer/exp_avg_sq/", DType::F32,
+           [&](size_t i) { return optimizer_->exp_avg_sq(i); });
   return pieces;
 }
 
@@ -127,9 +144,9 @@ void Trainer::load_checkpoint(const std::string& path, bool model_only) {
   std::vector<ckpt::TensorPiece> pieces =
       checkpoint_pieces(with_optimizer, DType::F32, &device_targets);
   if (excluded(config_, "model")) {
-    pieces.erase(pieces.begin(), pieces.begin() + long(parameters_.size()));
-    device_targets.erase(device_targets.begin(),
-                         device_targets.begin() + long(parameters_.size()));
+    const long model_pieces = long(family_.parameter_shapes(config_).size());
+    pieces.erase(pieces.begin(), pieces.begin() + model_pieces);
+    device_targets.erase(device_targets.begin(), device_targets.begin() + model_pieces);
   }
   ckpt::read_checkpoint_tensors(path, *checkpoint_io_, pieces);
   for (size_t i = 0; i < pieces.size(); ++i) {

@@ -87,9 +87,6 @@ TEST(MeshShape, ParallelismsNotBuiltAreBadInput) {
   config::ParallelismSection cp = parallelism(1, -1);
   cp.context_parallel_degree = 2;
   expect_contains(input_error(cp, 4), "context parallelism");
-  config::ParallelismSection pp = parallelism(1, -1);
-  pp.pipeline_parallel_degree = 2;
-  expect_contains(input_error(pp, 4), "pipeline parallelism");
 }
 
 TEST(MeshShape, TensorParallelTakesItsRanksFirst) {

@@ -94,7 +94,14 @@ TEST(DistributedProcess, BadMeshesAreOneLineAndExitTwo) {
       {{"--parallelism.tensor_parallel_degree", "4"}, {"tensor_parallel_degree 4", "2 ranks"}},
       {{"--parallelism.tensor_parallel_degree", "2", "--training.seq_len", "63"},
        {"training.seq_len: 63", "62 or 64"}},
-      {{"--parallelism.pipeline_parallel_degree", "2"}, {"pipeline"}},
+      // A local batch of 2 does not split into microbatches of 3.
+      {{"--parallelism.pipeline_parallel_degree", "2",
+        "--parallelism.pipeline_parallel_microbatch_size", "3"},
+       {"pipeline_parallel_microbatch_size", "2"}},
+      // DualPipeV needs 2 x pp = 4 microbatches; a local batch of 2 makes 2.
+      {{"--parallelism.pipeline_parallel_degree", "2", "--parallelism.pipeline_parallel_schedule",
+        "DualPipeV"},
+       {"DualPipeV", "4"}},
       {{"--parallelism.context_parallel_degree", "2"}, {"context"}},
       // The global batch must divide by local batch x dp = 2 x 2.
       {{"--training.global_batch_size", "6"}, {"global_batch_size", "4"}},

@@ -36,6 +36,7 @@ class Llama3Family final : public ModelFamily {
     summary.description = text;
     summary.parameters = counts.total;
     summary.vocab_size = a.vocab_size;
+    summary.layers = a.n_layers;
     summary.flops_per_token = flops_per_token(a, config.training.seq_len);
     return summary;
   }
@@ -49,9 +50,28 @@ class Llama3Family final : public ModelFamily {
     return llama3::parallel_plan(model_args_from_config(config), layout.tp.size);
   }
 
-  std::unique_ptr<Model> build(const config::JobConfig& config,
-                               const nn::ParameterLayout& layout) const override {
-    return std::make_unique<Llama3Model>(model_args_from_config(config), layout);
+  std::vector<StageModules> pipeline_stages(const config::JobConfig& config,
+                                            int stages) const override {
+    const ModelArgs a = model_args_from_config(config);
+    const config::ParallelismSection& p = config.parallelism;
+    TITAN_CHECK_INPUT(!a.weight_tying || stages == 1)
+        << "parallelism.pipeline_parallel_degree: flavor " << config.model.flavor
+        << " ties the output to the embedding, which pipeline stages would split; use a "
+        << "flavor without tied weights or pipeline_parallel_degree 1";
+    if (p.module_fqns_per_model_part) {
+      std::vector<StageModules> split(p.module_fqns_per_model_part->begin(),
+                                      p.module_fqns_per_model_part->end());
+      check_decoder_stages(split, int(a.n_layers), stages);
+      return split;
+    }
+    return split_decoder_stages(int(a.n_layers), stages,
+                                int(p.pipeline_parallel_first_stage_less_layers),
+                                int(p.pipeline_parallel_last_stage_less_layers));
+  }
+
+  std::unique_ptr<Model> build(const config::JobConfig& config, const nn::ParameterLayout& layout,
+                               const std::vector<StageModules>& stages) const override {
+    return std::make_unique<Llama3Model>(model_args_from_config(config), layout, stages);
   }
 
   const HfStateDictAdapter& hf_adapter() const override { return adapter_; }

@@ -1,5 +1,6 @@
 #include "titan/models/llama3/model.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "titan/core/copy.h"
@@ -65,28 +66,57 @@ int64_t ModelRecord::bytes() const {
   return total + loss.bytes();
 }
 
-Llama3Model::Llama3Model(const ModelArgs& args, const nn::ParameterLayout& layout)
+Llama3Model::Llama3Model(const ModelArgs& args, const nn::ParameterLayout& layout,
+                         const std::vector<StageModules>& stage_modules)
     : args_(args),
       device_(layout.device),
       compute_dtype_(layout.compute_dtype),
       tp_(layout.tp_group()) {
   const int64_t D = args.dim, V = args.vocab_size;
+  const std::vector<StageModules> modules =
+      stage_modules.empty() ? split_decoder_stages(int(args.n_layers), 1, 0, 0) : stage_modules;
+  std::vector<int> layer_ids;  // each held block's global index, in stage order
+  for (const StageModules& list : modules) {
+    Stage& stage = stages_.emplace_back();
+    for (const std::string& name : list) {
+      if (name == "tok_embeddings") {
+        stage.embedding = true;
+      } else if (name == "norm" || name == "output") {
+        stage.head = true;
+      } else {
+        TITAN_CHECK(name.rfind("layers.", 0) == 0) << "llama3: no module " << name;
+        stage.layers.push_back(layer_ids.size());
+        layer_ids.push_back(std::stoi(name.substr(7)));
+      }
+    }
+  }
+  const bool has_embedding = std::any_of(stages_.begin(), stages_.end(),
+                                         [](const Stage& st) { return st.embedding; });
+  const bool has_head =
+      std::any_of(stages_.begin(), stages_.end(), [](const Stage& st) { return st.head; });
+  TITAN_CHECK(!tied() || (stages_.size() == 1 && has_embedding && has_head))
+      << "llama3: a tied output must share the embedding's stage";
   const nn::Placer placer(layout, parallel_plan(args, layout.tp.size));
-  tok_embeddings_ = std::make_unique<nn::Parameter>(
-      "tok_embeddings.weight", Shape{V, D},
-      args.weight_tying ? output_rule(D) : nn::InitRule{nn::InitKind::Normal, 1.0, 0.0},
-      placer("tok_embeddings.weight"));
+  if (has_embedding) {
+    tok_embeddings_ = std::make_unique<nn::Parameter>(
+        "tok_embeddings.weight", Shape{V, D},
+        tied() ? output_rule(D) : nn::InitRule{nn::InitKind::Normal, 1.0, 0.0},
+        placer("tok_embeddings.weight"));
+  }
   const nn::BlockDims dims{D, args.n_heads, args.n_kv_heads, args.hidden_dim(), args.norm_eps};
-  layers_.reserve(size_t(args.n_layers));
-  for (int i = 0; i < int(args.n_layers); ++i) {
+  layers_.reserve(layer_ids.size());
+  for (const int i : layer_ids) {
     const double depth_std = kWeightStd / std::sqrt(2.0 * (i + 1));
     layers_.emplace_back(i, dims, truncated(kWeightStd, kWeightCutoff),
                          truncated(depth_std, kWeightCutoff), placer);
   }
-  norm_ = std::make_unique<nn::RmsNorm>("norm", D, args.norm_eps, placer);
-  if (!args.weight_tying) {
-    output_ = std::make_unique<nn::Parameter>("output.weight", Shape{V, D}, output_rule(D),
-                                              placer("output.weight"));
+  layer_ids_ = layer_ids;
+  if (has_head) {
+    norm_ = std::make_unique<nn::RmsNorm>("norm", D, args.norm_eps, placer);
+    if (!tied()) {
+      output_ = std::make_unique<nn::Parameter>("output.weight", Shape{V, D}, output_rule(D),
+                                                placer("output.weight"));
+    }
   }
   const MemoryTagScope tag("buffers");  // the RoPE table: state that is not a parameter
   freqs_ = Tensor::empty({args.max_seq_len, args.head_dim() / 2, 2}, DType::F32);
@@ -95,11 +125,12 @@ Llama3Model::Llama3Model(const ModelArgs& args, const nn::ParameterLayout& layou
 }
 
 std::vector<nn::Parameter*> Llama3Model::parameters() {
-  std::vector<nn::Parameter*> params{tok_embeddings_.get()};
+  std::vector<nn::Parameter*> params;
+  if (tok_embeddings_) params.push_back(tok_embeddings_.get());
   for (nn::TransformerBlock& layer : layers_) {
     for (nn::Parameter* p : layer.parameters()) params.push_back(p);
   }
-  params.push_back(&norm_->weight());
+  if (norm_) params.push_back(&norm_->weight());
   if (output_) params.push_back(output_.get());
   return params;
 }
@@ -108,17 +139,30 @@ nn::Parameter& Llama3Model::output_weight() { return output_ ? *output_ : *tok_e
 
 std::vector<nn::ParameterUnit> Llama3Model::units() {
   std::vector<nn::ParameterUnit> units;
-  if (output_) {
-    units.push_back({"tok_embeddings", {tok_embeddings_.get()}, false, true});
-  } else {
+  if (tied()) {
     units.push_back({"tok_embeddings, norm", {tok_embeddings_.get(), &norm_->weight()}, true,
                      false});
+  } else if (tok_embeddings_) {
+    units.push_back({"tok_embeddings", {tok_embeddings_.get()}, false, true});
   }
-  for (size_t i = 0; i < layers_.size(); ++i) {
-    units.push_back({"layers." + std::to_string(i), layers_[i].parameters(), true});
+  for (size_t k = 0; k < layers_.size(); ++k) {
+    units.push_back({layer_name(k), layers_[k].parameters(), true});
   }
   if (output_) units.push_back({"norm, output", {&norm_->weight(), output_.get()}, true, false});
   return units;
+}
+
+std::vector<int> Llama3Model::stage_units(int stage) const {
+  const Stage& st = stages_.at(size_t(stage));
+  std::vector<int> units;
+  if (st.embedding) units.push_back(embedding_unit());
+  for (const size_t k : st.layers) units.push_back(layer_unit(k));
+  if (st.head && !tied()) units.push_back(head_unit());
+  return units;
+}
+
+Shape Llama3Model::stage_activation_shape(int64_t batch, int64_t seq_len) const {
+  return {tp_.local_rows(batch * seq_len), args_.dim};
 }
 
 void Llama3Model::hook(Hook hook, int unit) const {
@@ -133,6 +177,19 @@ void Llama3Model::hook(Hook hook, int unit) const {
 
 std::unique_ptr<ActivationRecord> Llama3Model::new_record() const {
   return std::make_unique<ModelRecord>();
+}
+
+const Llama3Model::Stage& Llama3Model::stage_of(const ModelRecord& record) const {
+  TITAN_CHECK(record.pipeline.stage >= 0 && record.pipeline.stage < stage_count())
+      << "llama3: stage " << record.pipeline.stage << " of a model with " << stage_count();
+  return stages_[size_t(record.pipeline.stage)];
+}
+
+void Llama3Model::release(ModelRecord& record) {
+  StageTensors kept = std::move(record.pipeline);
+  record = ModelRecord{};
+  record.pipeline.stage = kept.stage;
+  record.pipeline.input_grad = std::move(kept.input_grad);
 }
 
 ops::VocabSlice Llama3Model::vocab_slice(const nn::Parameter& weight) const {
@@ -153,34 +210,47 @@ double Llama3Model::forward(const Tensor& tokens, const Tensor& labels,
       << tp_.size() << " (sequence parallel)";
   const int64_t n = tp_.local_rows(N);  // this rank's rows of the residual stream
   const Tensor freqs = freqs_.narrow(0, T);
+  const Stage& stage = stage_of(r);
+  StageTensors io = std::move(r.pipeline);
   r = ModelRecord{};
+  r.pipeline.stage = io.stage;
   {
     const MemoryTagScope tag("data");
     r.tokens = on_device(tokens, device_);  // the data loader's host batch: one copy
     r.labels = on_device(labels, device_);
   }
-  hook(Hook::BeforeForward, kEmbeddingUnit);
-  {
+  if (stage.embedding) {
+    hook(Hook::BeforeForward, embedding_unit());
     const MemoryTagScope tag = activations_of("tok_embeddings");
     r.layer_inputs.push_back(Tensor::empty({n, D}, compute_dtype_, device_));
     TraceSpan span("tok_embeddings.forward");
     nn::vocab_parallel_embedding_forward(tp_, r.tokens.reshape({N}), tok_embeddings_->value(),
                                          vocab_slice(*tok_embeddings_), r.layer_inputs[0]);
+  } else {
+    TITAN_CHECK(io.input.shape() == (Shape{n, D}))
+        << "forward: stage input " << shape_string(io.input.shape()) << ", expected [" << n
+        << ", " << D << "]";
+    r.layer_inputs.push_back(io.input);
   }
-  if (head_unit() != kEmbeddingUnit) hook(Hook::AfterForward, kEmbeddingUnit);
-  r.layers.resize(layers_.size());
-  for (size_t i = 0; i < layers_.size(); ++i) {
-    hook(Hook::BeforeForward, layer_unit(i));
-    const MemoryTagScope tag = activations_of("layers." + std::to_string(i));
+  if (stage.embedding && !tied()) hook(Hook::AfterForward, embedding_unit());
+  r.layers.resize(stage.layers.size());
+  for (size_t j = 0; j < stage.layers.size(); ++j) {
+    const size_t k = stage.layers[j];
+    hook(Hook::BeforeForward, layer_unit(k));
+    const MemoryTagScope tag = activations_of(layer_name(k));
     Tensor out = Tensor::empty({n, D}, compute_dtype_, device_);
     {
-      TraceSpan span("layers." + std::to_string(i) + ".forward");
-      layers_[i].forward(r.layer_inputs[i], B, freqs, out, r.layers[i]);
+      TraceSpan span(layer_name(k) + ".forward");
+      layers_[k].forward(r.layer_inputs[j], B, freqs, out, r.layers[j]);
     }
-    hook(Hook::AfterForward, layer_unit(i));
+    hook(Hook::AfterForward, layer_unit(k));
     r.layer_inputs.push_back(out);
   }
-  if (head_unit() != kEmbeddingUnit) hook(Hook::BeforeForward, head_unit());
+  if (!stage.head) {
+    r.pipeline.output = r.layer_inputs.back();
+    return 0;
+  }
+  if (!tied()) hook(Hook::BeforeForward, head_unit());
   const MemoryTagScope tag = activations_of("output");
   TraceSpan head_span("norm.output.loss.forward");
   r.hn = Tensor::empty({n, D}, compute_dtype_, device_);
@@ -194,6 +264,7 @@ double Llama3Model::forward(const Tensor& tokens, const Tensor& labels,
 
 Tensor Llama3Model::logits(const ActivationRecord& record) const {
   const ModelRecord& r = record_as<ModelRecord>(record);
+  TITAN_CHECK(stage_of(r).head) << "logits: the record's stage has no output layer";
   const int64_t B = r.tokens.size(0), T = r.tokens.size(1);
   return nn::vocab_parallel_logits(tp_, r.loss.h, output().value(), vocab_slice(output()))
       .reshape({B, T, args_.vocab_size});
@@ -207,13 +278,23 @@ void Llama3Model::output_backward_input(ModelRecord& r, float grad_scale, Tensor
   norm_->backward_input(r.dhn, r.layer_inputs.back(), r.rstd_norm, dh, ops::Accumulate::No);
 }
 
+// The gradient at a stage's output: the received one, or none (the head makes its own).
+static Tensor stage_output_grad(const ModelRecord& r) {
+  const Tensor& out = r.layer_inputs.back();
+  TITAN_CHECK(r.pipeline.output_grad.shape() == out.shape())
+      << "backward: output gradient " << shape_string(r.pipeline.output_grad.shape())
+      << " for a stage output " << shape_string(out.shape());
+  return r.pipeline.output_grad;
+}
+
 void Llama3Model::backward(ActivationRecord& record, float grad_scale) {
   ModelRecord& r = record_as<ModelRecord>(record);
-  const int64_t n = r.hn.size(0), D = r.hn.size(1), N = r.tokens.numel();
-  nn::Parameter& w = output_weight();
-  hook(Hook::BeforeBackward, head_unit());
+  const Stage& stage = stage_of(r);
+  const int64_t n = r.layer_inputs.front().size(0), D = args_.dim, N = r.tokens.numel();
   Tensor dx;
-  {
+  if (stage.head) {
+    nn::Parameter& w = output_weight();
+    hook(Hook::BeforeBackward, head_unit());
     // The output layer: one logits recompute for both of its gradients.
     const MemoryTagScope tag = activations_of("output");
     r.dhn = Tensor::empty({n, D}, compute_dtype_, device_);
@@ -226,80 +307,99 @@ void Llama3Model::backward(ActivationRecord& record, float grad_scale) {
     const Tensor& x_last = r.layer_inputs.back();
     norm_->backward_input(r.dhn, x_last, r.rstd_norm, dx, ops::Accumulate::No);
     norm_->backward_weight(r.dhn, x_last, r.rstd_norm);
+    if (!tied()) hook(Hook::AfterBackward, head_unit());
+  } else {
+    dx = stage_output_grad(r);
   }
-  if (head_unit() != kEmbeddingUnit) hook(Hook::AfterBackward, head_unit());
   const Tensor freqs = freqs_.narrow(0, r.tokens.size(1));
-  for (size_t i = layers_.size(); i-- > 0;) {
-    hook(Hook::BeforeBackward, layer_unit(i));
-    const MemoryTagScope tag = activations_of("layers." + std::to_string(i));
+  for (size_t j = stage.layers.size(); j-- > 0;) {
+    const size_t k = stage.layers[j];
+    hook(Hook::BeforeBackward, layer_unit(k));
+    const MemoryTagScope tag = activations_of(layer_name(k));
     Tensor dx_in = Tensor::empty({n, D}, compute_dtype_, device_);
     {
-      TraceSpan span("layers." + std::to_string(i) + ".backward_input");
-      layers_[i].backward_input(dx, freqs, r.layers[i], dx_in);
+      TraceSpan span(layer_name(k) + ".backward_input");
+      layers_[k].backward_input(dx, freqs, r.layers[j], dx_in);
     }
     {
-      TraceSpan span("layers." + std::to_string(i) + ".backward_weight");
-      layers_[i].backward_weight(r.layers[i]);
+      TraceSpan span(layer_name(k) + ".backward_weight");
+      layers_[k].backward_weight(r.layers[j]);
     }
-    hook(Hook::AfterBackward, layer_unit(i));
-    r.layer_inputs[i + 1] = Tensor();  // this layer's output is no longer needed
+    hook(Hook::AfterBackward, layer_unit(k));
+    r.layer_inputs[j + 1] = Tensor();  // this layer's output is no longer needed
     dx = dx_in;
   }
-  if (head_unit() != kEmbeddingUnit) hook(Hook::BeforeBackward, kEmbeddingUnit);
-  {
+  if (stage.embedding) {
+    if (!tied()) hook(Hook::BeforeBackward, embedding_unit());
     const MemoryTagScope tag = activations_of("tok_embeddings");
     TraceSpan span("tok_embeddings.backward_weight");
     nn::vocab_parallel_embedding_backward(tp_, r.tokens.reshape({N}), dx,
                                           vocab_slice(*tok_embeddings_), tok_embeddings_->grad());
+    hook(Hook::AfterBackward, embedding_unit());
+  } else {
+    r.pipeline.input_grad = dx;
   }
-  hook(Hook::AfterBackward, kEmbeddingUnit);
-  r = ModelRecord{};
+  release(r);
 }
 
 void Llama3Model::backward_input(ActivationRecord& record, float grad_scale) {
   ModelRecord& r = record_as<ModelRecord>(record);
-  const int64_t n = r.hn.size(0), D = r.hn.size(1);
-  hook(Hook::BeforeBackward, head_unit());
+  const Stage& stage = stage_of(r);
+  const int64_t n = r.layer_inputs.front().size(0), D = args_.dim;
   Tensor dx;
-  {
+  if (stage.head) {
+    hook(Hook::BeforeBackward, head_unit());
     const MemoryTagScope tag = activations_of("output");
     dx = Tensor::empty({n, D}, compute_dtype_, device_);
     output_backward_input(r, grad_scale, dx);
+  } else {
+    dx = stage_output_grad(r);
   }
   const Tensor freqs = freqs_.narrow(0, r.tokens.size(1));
-  for (size_t i = layers_.size(); i-- > 0;) {
-    hook(Hook::BeforeBackward, layer_unit(i));
-    const MemoryTagScope tag = activations_of("layers." + std::to_string(i));
+  for (size_t j = stage.layers.size(); j-- > 0;) {
+    const size_t k = stage.layers[j];
+    hook(Hook::BeforeBackward, layer_unit(k));
+    const MemoryTagScope tag = activations_of(layer_name(k));
     Tensor dx_in = Tensor::empty({n, D}, compute_dtype_, device_);
-    layers_[i].backward_input(dx, freqs, r.layers[i], dx_in);
+    layers_[k].backward_input(dx, freqs, r.layers[j], dx_in);
     dx = dx_in;
   }
-  if (head_unit() != kEmbeddingUnit) hook(Hook::BeforeBackward, kEmbeddingUnit);
-  r.dx0 = dx;
+  if (stage.embedding) {
+    if (!tied()) hook(Hook::BeforeBackward, embedding_unit());
+    r.dx0 = dx;
+  } else {
+    r.pipeline.input_grad = dx;
+  }
 }
 
 void Llama3Model::backward_weight(ActivationRecord& record, float grad_scale) {
   ModelRecord& r = record_as<ModelRecord>(record);
+  const Stage& stage = stage_of(r);
   const int64_t N = r.tokens.numel();
-  nn::Parameter& w = output_weight();
-  {
-    const MemoryTagScope tag = activations_of("output");
-    nn::vocab_parallel_loss_backward(tp_, r.loss, w.value(), vocab_slice(w),
-                                     r.labels.reshape({N}), grad_scale, nullptr, &w.grad());
-  }
-  norm_->backward_weight(r.dhn, r.layer_inputs.back(), r.rstd_norm);
-  if (head_unit() != kEmbeddingUnit) hook(Hook::AfterBackward, head_unit());
-  for (size_t i = layers_.size(); i-- > 0;) {
+  if (stage.head) {
+    nn::Parameter& w = output_weight();
     {
-      const MemoryTagScope tag = activations_of("layers." + std::to_string(i));
-      layers_[i].backward_weight(r.layers[i]);
+      const MemoryTagScope tag = activations_of("output");
+      nn::vocab_parallel_loss_backward(tp_, r.loss, w.value(), vocab_slice(w),
+                                       r.labels.reshape({N}), grad_scale, nullptr, &w.grad());
     }
-    hook(Hook::AfterBackward, layer_unit(i));
+    norm_->backward_weight(r.dhn, r.layer_inputs.back(), r.rstd_norm);
+    if (!tied()) hook(Hook::AfterBackward, head_unit());
   }
-  nn::vocab_parallel_embedding_backward(tp_, r.tokens.reshape({N}), r.dx0,
-                                        vocab_slice(*tok_embeddings_), tok_embeddings_->grad());
-  hook(Hook::AfterBackward, kEmbeddingUnit);
-  r = ModelRecord{};
+  for (size_t j = stage.layers.size(); j-- > 0;) {
+    const size_t k = stage.layers[j];
+    {
+      const MemoryTagScope tag = activations_of(layer_name(k));
+      layers_[k].backward_weight(r.layers[j]);
+    }
+    hook(Hook::AfterBackward, layer_unit(k));
+  }
+  if (stage.embedding) {
+    nn::vocab_parallel_embedding_backward(tp_, r.tokens.reshape({N}), r.dx0,
+                                          vocab_slice(*tok_embeddings_), tok_embeddings_->grad());
+    hook(Hook::AfterBackward, embedding_unit());
+  }
+  release(r);
 }
 
 }  // namespace titan::models::llama3

@@ -22,6 +22,11 @@
 // and the final norm form one unit, "tok_embeddings, norm", in use from the first forward
 // op to the last backward one (FSDP2's root unit).
 //
+// Pipeline stages (models/model.h): a model built for some stages holds only their modules
+// (by torchtitan's names, models/pipeline_split.h) and only their units, in the same order;
+// layer i keeps its name and its initialization whichever rank holds it. A tied output
+// cannot leave the embedding's stage.
+//
 // Placement: each parameter takes the placement its parallelization plan (parallelize.h)
 // gives on the layout the model is built with (nn/placement.h).
 //
@@ -41,6 +46,7 @@
 
 #include "titan/models/llama3/args.h"
 #include "titan/models/model.h"
+#include "titan/models/pipeline_split.h"
 #include "titan/nn/parameter_unit.h"
 #include "titan/nn/transformer_block.h"
 #include "titan/nn/vocab_parallel.h"
@@ -50,8 +56,10 @@ namespace titan::models::llama3 {
 // Everything one microbatch's forward keeps for its backward.
 struct ModelRecord final : ActivationRecord {
   Tensor tokens, labels;                 // [B, T]
-  std::vector<Tensor> layer_inputs;      // x_0 .. x_L, [n, D]: this rank's token rows
-  std::vector<nn::BlockRecord> layers;
+  // The stage's block inputs and its output, [n, D]: this rank's token rows (x_0 .. x_L
+  // for a whole model).
+  std::vector<Tensor> layer_inputs;
+  std::vector<nn::BlockRecord> layers;   // of the stage's blocks
   Tensor hn, rstd_norm;                  // final norm output [n, D] and its rstd
   nn::VocabParallelLossRecord loss;      // all rows of hn, the log-sum-exp per token
   // Set by backward_input for backward_weight (the layers keep theirs in their records):
@@ -67,8 +75,10 @@ std::vector<ParameterShape> parameter_shapes(const ModelArgs& args);
 class Llama3Model final : public Model {
  public:
   // Every parameter holds only its box under the placement the plan gives it on `layout`
-  // (nothing of the whole tensor), on layout.device.
-  explicit Llama3Model(const ModelArgs& args, const nn::ParameterLayout& layout = {});
+  // (nothing of the whole tensor), on layout.device. `stages`: the modules of each stage
+  // the model holds (none: the whole model, one stage).
+  explicit Llama3Model(const ModelArgs& args, const nn::ParameterLayout& layout = {},
+                       const std::vector<StageModules>& stages = {});
 
   const ModelArgs& args() const { return args_; }
   Device device() const override { return device_; }
@@ -79,6 +89,9 @@ class Llama3Model final : public Model {
   nn::Parameter& output_weight();
   std::vector<nn::ParameterUnit> units() override;
   void set_unit_hooks(nn::UnitHooks* hooks) override { hooks_ = hooks; }
+  int stage_count() const override { return int(stages_.size()); }
+  std::vector<int> stage_units(int stage) const override;
+  Shape stage_activation_shape(int64_t batch, int64_t seq_len) const override;
 
   std::unique_ptr<ActivationRecord> new_record() const override;
   // Sum over valid tokens (labels != -100) of the token losses; keeps the record (a
@@ -97,25 +110,40 @@ class Llama3Model final : public Model {
   void backward_weight(ActivationRecord& record, float grad_scale) override;
 
  private:
+  // The modules of one stage: the embedding, blocks (indices into layers_), the final
+  // norm + output + loss ("head").
+  struct Stage {
+    bool embedding = false;
+    std::vector<size_t> layers;
+    bool head = false;
+  };
   void output_backward_input(ModelRecord& record, float grad_scale, Tensor& dh) const;
   // The output weight's rows in the vocabulary (all of it without tensor parallelism).
   ops::VocabSlice vocab_slice(const nn::Parameter& weight) const;
   const nn::Parameter& output() const { return output_ ? *output_ : *tok_embeddings_; }
-  // Unit indices of units(): the embedding's, layer i's, and the final norm + output's
+  bool tied() const { return args_.weight_tying; }
+  // Unit indices of units(): the embedding's, layers_[k]'s, and the final norm + output's
   // (the embedding's own when tied).
-  static constexpr int kEmbeddingUnit = 0;
-  static int layer_unit(size_t layer) { return int(layer) + 1; }
-  int head_unit() const { return output_ ? int(layers_.size()) + 1 : kEmbeddingUnit; }
+  int embedding_unit() const { return 0; }
+  int layer_unit(size_t k) const { return int(k) + (tok_embeddings_ ? 1 : 0); }
+  int head_unit() const { return tied() ? 0 : layer_unit(layers_.size()); }
+  std::string layer_name(size_t k) const { return "layers." + std::to_string(layer_ids_[k]); }
+  // The record's stage; releases the record's activations, keeping its pipeline tensors
+  // but the input and output (sent on or handed over already).
+  const Stage& stage_of(const ModelRecord& record) const;
+  static void release(ModelRecord& record);
   enum class Hook { BeforeForward, AfterForward, BeforeBackward, AfterBackward };
   void hook(Hook hook, int unit) const;
   ModelArgs args_;
+  std::vector<Stage> stages_;
+  std::vector<int> layer_ids_;             // the global index of each of layers_
   Device device_;
   DType compute_dtype_;                    // of the weights' whole values and activations
   const nn::TensorParallel& tp_;
-  std::unique_ptr<nn::Parameter> tok_embeddings_;
-  std::vector<nn::TransformerBlock> layers_;
-  std::unique_ptr<nn::RmsNorm> norm_;
-  std::unique_ptr<nn::Parameter> output_;  // null when tied
+  std::unique_ptr<nn::Parameter> tok_embeddings_;  // null on stages without it
+  std::vector<nn::TransformerBlock> layers_;       // the blocks the stages hold
+  std::unique_ptr<nn::RmsNorm> norm_;              // null on stages without the head
+  std::unique_ptr<nn::Parameter> output_;          // null when tied or without the head
   Tensor freqs_;                           // RoPE table [max_seq_len, hd/2, 2]
   nn::UnitHooks* hooks_ = nullptr;
 };
