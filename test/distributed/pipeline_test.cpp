@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 
 #include "distributed_test_main.h"
 #include "support/gradient_check.h"
@@ -31,6 +32,8 @@ struct Layout {
   int64_t pp = 2, dp_shard = 1, tp = 1;
   PipelineSchedule schedule = PipelineSchedule::OneForwardOneBackward;
   int64_t microbatches = 2;  // per local batch
+  // Activation checkpointing; unset: the config's default (selective, every second block).
+  std::optional<config::ActivationCheckpointSection> ac;
   int64_t world() const { return pp * dp_shard * tp; }
 };
 
@@ -46,6 +49,7 @@ config::JobConfig pipeline_job(const Layout& layout, int64_t global_batch) {
   c.parallelism.pipeline_parallel_schedule = layout.schedule;
   c.parallelism.pipeline_parallel_microbatch_size =
       c.training.local_batch_size / layout.microbatches;
+  if (layout.ac) c.activation_checkpoint = *layout.ac;
   return c;
 }
 
@@ -159,6 +163,25 @@ TEST(Pipeline, FsdpTwoByPpTwo) {
   check_layout(layout, 8);
 }
 
+// Under PP the schedule's UNSHARD and REDUCE_GRAD drive FSDP: each unit is gathered once
+// and reduce-scattered once per batch, however many microbatches pass through it.
+TEST(Pipeline, FsdpGathersAndReducesEachUnitOncePerBatch) {
+  if (test_world().size() != 4) GTEST_SKIP() << "needs 4 ranks";
+  Layout layout{"pp2_fsdp2_counts", 2, 2};
+  layout.schedule = PipelineSchedule::Interleaved1F1B;
+  layout.microbatches = 4;
+  const config::JobConfig config = pipeline_job(layout, 8);
+  Mesh mesh(distributed::mesh_shape_from_config(config.parallelism, 4), test_world());
+  Trainer trainer(config, &mesh);
+  distributed::Communicator& shards = mesh.tensor_dp_shard_cp();
+  shards.reset_stats();
+  trainer.train_step();
+  const int64_t units = int64_t(trainer.model().units().size());
+  EXPECT_EQ(shards.stats()[distributed::Collective::ReduceScatter].calls, units);
+  // One more all-gather: the grad norm's scalar (all_reduce_scalar gathers the doubles).
+  EXPECT_EQ(shards.stats()[distributed::Collective::AllGather].calls, units + 1);
+}
+
 TEST(Pipeline, TpTwoByPpTwo) {
   if (test_world().size() != 4) GTEST_SKIP() << "needs 4 ranks";
   check_layout({"pp2_tp2", 2, 1, 2}, 4);
@@ -169,6 +192,35 @@ TEST(Pipeline, PpTwoByFsdpTwoByTpTwo) {
   Layout layout{"pp2_fsdp2_tp2", 2, 2, 2};
   layout.schedule = PipelineSchedule::Interleaved1F1B;
   check_layout(layout, 8);
+}
+
+config::ActivationCheckpointSection checkpointing(config::ActivationCheckpointMode mode,
+                                                  const std::string& option = "2") {
+  config::ActivationCheckpointSection ac;
+  ac.mode = mode;
+  ac.selective_ac_option = option;
+  return ac;
+}
+
+// Recomputing blocks changes no result: full recompute under the split backward of ZBV,
+// per-op recompute under 1F1B, and per-op recompute under TP (gathered copies kept).
+TEST(Pipeline, ActivationCheckpointingUnderPipelines) {
+  if (test_world().size() == 2) {
+    Layout zbv{"ac_full_zbv"};
+    zbv.schedule = PipelineSchedule::ZBVZeroBubble;
+    zbv.microbatches = 4;
+    zbv.ac = checkpointing(config::ActivationCheckpointMode::Full);
+    check_layout(zbv, 4);
+    Layout op{"ac_op_1f1b"};
+    op.ac = checkpointing(config::ActivationCheckpointMode::Selective, "op");
+    check_layout(op, 4);
+  } else if (test_world().size() == 4) {
+    Layout tp{"ac_op_pp2_tp2", 2, 1, 2};
+    tp.ac = checkpointing(config::ActivationCheckpointMode::Selective, "op");
+    check_layout(tp, 4);
+  } else {
+    GTEST_SKIP() << "needs 2 or 4 ranks";
+  }
 }
 
 // A CSV schedule (two stages per rank): once with full backwards, once with each split

@@ -123,6 +123,10 @@ ProcessResult run_titan_data(const std::vector<std::string>& arguments,
   return run_process(TITAN_DATA_EXE, arguments, stdin_bytes);
 }
 
+ProcessResult run_titan_plan(const std::vector<std::string>& arguments) {
+  return run_process(TITAN_PLAN_EXE, arguments);
+}
+
 ProcessResult run_titan_ckpt(const std::vector<std::string>& arguments) {
 #ifdef TITAN_CKPT_EXE
   return run_process(TITAN_CKPT_EXE, arguments);

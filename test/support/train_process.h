@@ -27,6 +27,7 @@ ProcessResult run_titan_train_mpi(int ranks, const std::vector<std::string>& arg
                                   const std::vector<std::string>& environment = {});
 ProcessResult run_titan_data(const std::vector<std::string>& arguments,
                              const std::optional<std::string>& stdin_bytes = std::nullopt);
+ProcessResult run_titan_plan(const std::vector<std::string>& arguments);
 // titan-ckpt (TITAN_CKPT_EXE): only in builds with HDF5.
 ProcessResult run_titan_ckpt(const std::vector<std::string>& arguments);
 

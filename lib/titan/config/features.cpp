@@ -44,7 +44,7 @@ const std::vector<FeatureInfo>& all_features() {
       {Feature::ReducedPrecisionReduction, "gradient reduction in bfloat16", false,
        WhenMissing::Reject, ""},
       // Recomputing activations changes memory, not results, so a job may run without it.
-      {Feature::ActivationCheckpointing, "activation checkpointing", false,
+      {Feature::ActivationCheckpointing, "activation checkpointing", true,
        WhenMissing::RunWithoutIt,
        "activation checkpointing is not built yet; running without it (same results, more "
        "memory)"},

@@ -222,6 +222,12 @@ void FullyShardedDataParallel::after_backward(int u) {
   reduce_scatter_and_release(u);
 }
 
+void FullyShardedDataParallel::unshard(int u) {
+  if (!sharded()) return;
+  Unit& unit = units_.at(size_t(u));
+  if (unit.status == Status::Sharded) start_gather(unit);
+}
+
 void FullyShardedDataParallel::reduce_and_reshard(int u) {
   if (!sharded()) return;
   if (units_.at(size_t(u)).full_grad.defined()) {

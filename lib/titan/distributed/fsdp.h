@@ -66,8 +66,10 @@ class FullyShardedDataParallel final : public nn::UnitHooks {
   // so from set_schedule_driven on the hooks gather and bind but free and reduce nothing:
   // a unit's values and its whole gradient (accumulating over the step's microbatches) stay
   // from its first use in the step until reduce_and_reshard, or reshard after a forward-only
-  // pass. No prefetching then: a unit gathered ahead could outlive the optimizer step.
+  // pass. No prefetching by the hooks then (a unit gathered ahead could outlive the
+  // optimizer step): the schedule's unshard starts a stage's gathers early instead.
   void set_schedule_driven() { schedule_driven_ = true; }
+  void unshard(int unit);  // starts the unit's gather; its first use waits for it
   void reduce_and_reshard(int unit);
   void reshard(int unit);
 

@@ -1,12 +1,13 @@
 // Pipeline schedules as data: the types' functions, the generators (PyTorch's orders,
 // torch/distributed/pipelining/schedules.py) and their request checks, the CSV reader and
-// writer, and communication lowering. The simulator and renderers are in
-// pipeline_simulator.cpp. See pipeline_schedule.h for the contract.
+// writer, communication lowering and the data-parallel actions. The simulator and
+// renderers are in pipeline_simulator.cpp. See pipeline_schedule.h for the contract.
 #include "titan/distributed/pipeline_schedule.h"
 
 #include <algorithm>
 #include <cctype>
 #include <deque>
+#include <map>
 #include <optional>
 #include <string_view>
 #include <utility>
@@ -360,11 +361,12 @@ void check_generator_request(PipelineSchedule kind, int pp, int stages_per_rank,
 }
 
 // ---------------------------------------------------------------------------------------
-// CSV cells: <stage><kind><microbatch>, PyTorch's _Action.from_str spelling.
+// CSV cells: <stage><kind><microbatch>, or <stage><kind> for the data-parallel kinds,
+// PyTorch's _Action.from_str spelling.
 
 struct KindSpelling {
   std::string_view text;
-  std::optional<ActionKind> kind;  // none: a cell we read past (FSDP, grad reduction)
+  ActionKind kind;
 };
 constexpr KindSpelling kKindSpellings[] = {
     {"F", ActionKind::Forward},
@@ -379,9 +381,9 @@ constexpr KindSpelling kKindSpellings[] = {
     {"RECV_F", ActionKind::RecvActivation},
     {"SEND_B", ActionKind::SendGradient},
     {"RECV_B", ActionKind::RecvGradient},
-    {"UNSHARD", std::nullopt},
-    {"RESHARD", std::nullopt},
-    {"REDUCE_GRAD", std::nullopt},
+    {"UNSHARD", ActionKind::Unshard},
+    {"REDUCE_GRAD", ActionKind::ReduceGrad},
+    {"RESHARD", ActionKind::Reshard},
 };
 
 std::string_view trim(std::string_view text) {
@@ -407,8 +409,8 @@ std::optional<int> take_number(std::string_view& text) {
   return value;
 }
 
-// One cell's actions (an OVERLAP_F_B cell holds several, a bookkeeping cell none), or
-// nullopt when the cell does not parse.
+// One cell's actions (an OVERLAP_F_B cell holds several, a blank cell none), or nullopt
+// when the cell does not parse.
 std::optional<std::vector<Action>> parse_cell(std::string_view cell) {
   cell = trim(cell);
   if (cell.size() >= 2 && cell.front() == '"' && cell.back() == '"') {
@@ -443,10 +445,14 @@ std::optional<std::vector<Action>> parse_cell(std::string_view cell) {
   cell.remove_prefix(letters);
   for (const KindSpelling& spelling : kKindSpellings) {
     if (spelling.text != kind_text) continue;
-    if (!spelling.kind) return actions;  // bookkeeping: no microbatch, nothing to run
+    if (is_data_parallel(spelling.kind)) {
+      if (!cell.empty()) return std::nullopt;  // a whole-stage action has no microbatch
+      actions.push_back(make(spelling.kind, *stage, -1));
+      return actions;
+    }
     const std::optional<int> microbatch = take_number(cell);
     if (!microbatch || !cell.empty()) return std::nullopt;
-    actions.push_back(make(*spelling.kind, *stage, *microbatch));
+    actions.push_back(make(spelling.kind, *stage, *microbatch));
     return actions;
   }
   return std::nullopt;
@@ -475,6 +481,11 @@ bool is_compute(ActionKind kind) {
          kind == ActionKind::BackwardInput || kind == ActionKind::BackwardWeight;
 }
 
+bool is_data_parallel(ActionKind kind) {
+  return kind == ActionKind::Unshard || kind == ActionKind::ReduceGrad ||
+         kind == ActionKind::Reshard;
+}
+
 std::string action_name(const Action& action) {
   const char* kind = "?";
   switch (action.kind) {
@@ -486,6 +497,9 @@ std::string action_name(const Action& action) {
     case ActionKind::RecvActivation: kind = "RECV_F"; break;
     case ActionKind::SendGradient: kind = "SEND_B"; break;
     case ActionKind::RecvGradient: kind = "RECV_B"; break;
+    case ActionKind::Unshard: return std::to_string(action.stage) + "UNSHARD";
+    case ActionKind::ReduceGrad: return std::to_string(action.stage) + "REDUCE_GRAD";
+    case ActionKind::Reshard: return std::to_string(action.stage) + "RESHARD";
   }
   return std::to_string(action.stage) + kind + std::to_string(action.microbatch);
 }
@@ -572,7 +586,8 @@ Schedule read_schedule_csv(const std::string& text, const std::string& origin, i
       const std::optional<std::vector<Action>> actions = parse_cell(cells[column]);
       TITAN_CHECK_INPUT(actions.has_value())
           << row_where << ": cell " << column + 1 << " \"" << trim(cells[column])
-          << "\" does not parse; cells are <stage><F|B|I|W><microbatch>, e.g. 2F5";
+          << "\" does not parse; cells are <stage><F|B|I|W><microbatch>, e.g. 2F5, or "
+          << "<stage><UNSHARD|REDUCE_GRAD|RESHARD>, e.g. 2UNSHARD";
       for (const Action& action : *actions) {
         TITAN_CHECK_INPUT(action.stage < schedule.stages)
             << row_where << ": stage " << action.stage << " in " << action_name(action)
@@ -630,6 +645,46 @@ void add_communication(Schedule& schedule) {
       if (after && !present(*after)) actions.push_back(*after);
     }
     schedule.ranks[rank] = std::move(actions);
+  }
+}
+
+void add_data_parallel_actions(Schedule& schedule) {
+  for (std::vector<Action>& old_actions : schedule.ranks) {
+    // Per stage in the list: where its Unshard and ReduceGrad go (-1: none to insert).
+    struct Places {
+      int unshard_before = -1;
+      int reduce_after = -1;
+      bool has_unshard = false;
+      bool has_reduce = false;
+    };
+    std::map<int, Places> places;
+    const int count = static_cast<int>(old_actions.size());
+    for (int i = 0; i < count; ++i) {
+      const Action& a = old_actions[i];
+      Places& p = places[a.stage];
+      if (a.kind == ActionKind::Unshard) p.has_unshard = true;
+      if (a.kind == ActionKind::ReduceGrad) p.has_reduce = true;
+      if (is_data_parallel(a.kind)) continue;
+      if (p.unshard_before < 0) p.unshard_before = i;
+      if (a.kind == ActionKind::Backward || a.kind == ActionKind::BackwardWeight) {
+        p.reduce_after = i;
+        const Action send = make(ActionKind::SendGradient, a.stage, a.microbatch);
+        if (i + 1 < count && old_actions[i + 1] == send) p.reduce_after = i + 1;
+      }
+    }
+    std::vector<Action> actions;
+    for (int i = 0; i < count; ++i) {
+      const Action& a = old_actions[i];
+      const Places& p = places[a.stage];
+      if (i == p.unshard_before && !p.has_unshard) {
+        actions.push_back(make(ActionKind::Unshard, a.stage, -1));
+      }
+      actions.push_back(a);
+      if (i == p.reduce_after && !p.has_reduce) {
+        actions.push_back(make(ActionKind::ReduceGrad, a.stage, -1));
+      }
+    }
+    old_actions = std::move(actions);
   }
 }
 

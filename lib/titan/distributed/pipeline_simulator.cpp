@@ -1,8 +1,10 @@
 // The pipeline schedule simulator: checks a schedule's lists (shape, every pass once, the
-// order on each rank), runs them on a simulated timeline, measures makespan, bubble and
-// activations held, and draws the result as text or SVG. The generators and the CSV format
-// are in pipeline_schedule.cpp. See pipeline_schedule.h for the contract.
+// order on each rank, the data-parallel actions' places), runs them on a simulated
+// timeline, measures makespan, bubble and activations held, and draws the result as text or
+// SVG. The generators and the CSV format are in pipeline_schedule.cpp. See
+// pipeline_schedule.h for the contract.
 #include <algorithm>
+#include <array>
 #include <iomanip>
 #include <optional>
 #include <sstream>
@@ -24,7 +26,7 @@ int64_t compute_duration(ActionKind kind) {
     case ActionKind::Backward: return 2;
     case ActionKind::BackwardInput: return 1;
     case ActionKind::BackwardWeight: return 1;
-    default: return 0;  // transfers are free
+    default: return 0;  // transfers and data-parallel actions are free
   }
 }
 
@@ -32,7 +34,10 @@ int64_t compute_duration(ActionKind kind) {
 // The simulator's steps: the shape, where each action sits, every pass once, the order on
 // each rank, then the timeline and what it measures.
 
+// The kinds with a microbatch (compute and transfers): the enum's first eight. The
+// data-parallel kinds after them concern a whole stage and have no cell in a PassTable.
 constexpr int kActionKinds = 8;
+static_assert(static_cast<int>(ActionKind::Unshard) == kActionKinds);
 
 // One value per action kind and (stage, microbatch): a position in a rank's list, a finish
 // time. -1 is "not there (yet)".
@@ -102,7 +107,8 @@ void check_shape(const Schedule& schedule) {
       << where.prefix() << schedule.ranks.size() << " rank lists, expected one per rank: " << pp;
 }
 
-// Each action's position in its rank's list, checking ranges, placement and duplicates.
+// Each action's position in its rank's list, checking ranges, placement and duplicates
+// (the data-parallel actions' duplicates are check_data_parallel's).
 PassTable<int> index_actions(const Schedule& schedule) {
   const Where where{schedule};
   PassTable<int> position(schedule);
@@ -112,12 +118,19 @@ PassTable<int> index_actions(const Schedule& schedule) {
       const Action& a = actions[i];
       TITAN_CHECK_INPUT(a.stage >= 0 && a.stage < schedule.stages)
           << where.at(rank, a) << ": stage out of range; stages are 0.." << schedule.stages - 1;
-      TITAN_CHECK_INPUT(a.microbatch >= 0 && a.microbatch < schedule.microbatches)
-          << where.at(rank, a) << ": microbatch out of range; microbatches are 0.."
-          << schedule.microbatches - 1;
+      if (is_data_parallel(a.kind)) {
+        TITAN_CHECK_INPUT(a.microbatch == -1)
+            << where.at(rank, a) << ": has microbatch " << a.microbatch
+            << "; a data-parallel action concerns the whole stage, its microbatch is -1";
+      } else {
+        TITAN_CHECK_INPUT(a.microbatch >= 0 && a.microbatch < schedule.microbatches)
+            << where.at(rank, a) << ": microbatch out of range; microbatches are 0.."
+            << schedule.microbatches - 1;
+      }
       TITAN_CHECK_INPUT(schedule.rank_of(a.stage) == rank)
           << where.at(rank, a) << ": stage " << a.stage << " runs on rank "
           << schedule.rank_of(a.stage) << ", not rank " << rank;
+      if (is_data_parallel(a.kind)) continue;
       int& slot = position(a.kind, a.stage, a.microbatch);
       TITAN_CHECK_INPUT(slot < 0) << where.at(rank, a) << ": runs twice (positions " << slot + 1
                                   << " and " << i + 1 << "); each action runs once";
@@ -233,6 +246,65 @@ void check_order(const Schedule& schedule, const PassTable<int>& position, bool 
           needs_partner(ActionKind::SendGradient, s + 1, "a receive");
           needs_after(position.backward_input_kind(s, mb), s, "receive before B or I");
           break;
+        case ActionKind::Unshard:
+        case ActionKind::ReduceGrad:
+        case ActionKind::Reshard: break;  // check_data_parallel
+      }
+    }
+  }
+}
+
+// The data-parallel actions (optional per stage): at most one of each kind per stage,
+// Unshard before every action of its stage, ReduceGrad after every B and W of its stage and
+// no compute of the stage after it (it freed the gathered values), Reshard after every F of
+// its stage. index_actions has checked that each sits on its stage's rank.
+void check_data_parallel(const Schedule& schedule) {
+  const Where where{schedule};
+  constexpr int kUnshard = 0, kReduceGrad = 1, kReshard = 2;
+  auto slot_of = [](ActionKind kind) {
+    return kind == ActionKind::Unshard ? kUnshard
+                                       : kind == ActionKind::ReduceGrad ? kReduceGrad : kReshard;
+  };
+  // Per stage and data-parallel kind: the position in the stage's rank's list, or -1.
+  std::vector<std::array<int, 3>> position(schedule.stages, {-1, -1, -1});
+  for (int rank = 0; rank < schedule.pp; ++rank) {
+    const std::vector<Action>& actions = schedule.ranks[rank];
+    for (int i = 0; i < static_cast<int>(actions.size()); ++i) {
+      const Action& a = actions[i];
+      if (!is_data_parallel(a.kind)) continue;
+      int& slot = position[a.stage][slot_of(a.kind)];
+      TITAN_CHECK_INPUT(slot < 0)
+          << where.at(rank, a) << ": runs twice (positions " << slot + 1 << " and " << i + 1
+          << "); a stage has at most one UNSHARD, one REDUCE_GRAD and one RESHARD per step";
+      slot = i;
+    }
+  }
+  for (int rank = 0; rank < schedule.pp; ++rank) {
+    const std::vector<Action>& actions = schedule.ranks[rank];
+    for (int i = 0; i < static_cast<int>(actions.size()); ++i) {
+      const Action& a = actions[i];
+      const std::array<int, 3>& at = position[a.stage];
+      const std::string here = where.at(rank, a);
+      auto name = [&](ActionKind kind) { return action_name(make(kind, a.stage, -1)); };
+      if (a.kind != ActionKind::Unshard && at[kUnshard] > i) {
+        TITAN_FAIL_INPUT() << here << " runs before " << name(ActionKind::Unshard)
+                           << ", which it needs (UNSHARD before every action of its stage)";
+      }
+      const bool after_reduce = at[kReduceGrad] >= 0 && at[kReduceGrad] < i;
+      if (after_reduce &&
+          (a.kind == ActionKind::Backward || a.kind == ActionKind::BackwardWeight)) {
+        TITAN_FAIL_INPUT() << here << " runs after " << name(ActionKind::ReduceGrad)
+                           << ", which needs it first (REDUCE_GRAD after every B and W of its "
+                           << "stage)";
+      }
+      if (a.kind == ActionKind::Forward && at[kReshard] >= 0 && at[kReshard] < i) {
+        TITAN_FAIL_INPUT() << here << " runs after " << name(ActionKind::Reshard)
+                           << ", which needs it first (RESHARD after every F of its stage)";
+      }
+      if (after_reduce && is_compute(a.kind)) {
+        TITAN_FAIL_INPUT() << here << " runs after " << name(ActionKind::ReduceGrad)
+                           << ", which freed the stage's gathered values (a stage computes "
+                           << "nothing after its REDUCE_GRAD)";
       }
     }
   }
@@ -293,7 +365,7 @@ void run_timeline(const Schedule& schedule, const PassTable<int>& position, bool
         report.start[rank].push_back(start);
         report.duration[rank].push_back(compute_duration(a.kind));
         clock[rank] = start + compute_duration(a.kind);
-        finish(a.kind, a.stage, a.microbatch) = clock[rank];
+        if (!is_data_parallel(a.kind)) finish(a.kind, a.stage, a.microbatch) = clock[rank];
         ++next[rank];
         --remaining;
         progress = true;
@@ -379,9 +451,12 @@ ScheduleReport simulate(const Schedule& schedule) {
   check_every_pass_once(schedule, position);
   bool has_transfers = false;
   for (const std::vector<Action>& actions : schedule.ranks) {
-    for (const Action& a : actions) has_transfers = has_transfers || !is_compute(a.kind);
+    for (const Action& a : actions) {
+      has_transfers = has_transfers || (!is_compute(a.kind) && !is_data_parallel(a.kind));
+    }
   }
   check_order(schedule, position, has_transfers);
+  check_data_parallel(schedule);
   ScheduleReport report;
   run_timeline(schedule, position, has_transfers, report);
   measure(schedule, report);

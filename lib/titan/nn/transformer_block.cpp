@@ -3,6 +3,7 @@
 #include "titan/core/copy.h"
 #include "titan/core/trace.h"
 #include "titan/ops/elementwise.h"
+#include "titan/ops/swiglu.h"
 
 namespace titan::nn {
 
@@ -63,9 +64,61 @@ void TransformerBlock::forward(const Tensor& x, int64_t batch, const Tensor& fre
   ops::accumulate(r.h, out);  // residual
 }
 
+void TransformerBlock::release_for_recompute(BlockRecord& r, Recompute mode) {
+  switch (mode) {
+    case Recompute::None:
+      return;
+    case Recompute::Full: {
+      const Tensor x = r.x;
+      r = BlockRecord{};
+      r.x = x;
+      break;
+    }
+    case Recompute::CheapOps:
+      // Under sequence parallelism the matmuls read gathered copies, which stay; the local
+      // norm outputs are then not read again at all.
+      r.xn = Tensor();
+      if (!r.attention.x_gathered) r.attention.x = Tensor();
+      r.hn = Tensor();
+      if (!r.feed_forward.x_gathered) r.feed_forward.x = Tensor();
+      r.feed_forward.g = Tensor();
+      break;
+  }
+  r.dropped = mode;
+}
+
+void TransformerBlock::recompute(BlockRecord& r, int64_t batch, const Tensor& freqs) const {
+  const Recompute dropped = r.dropped;
+  r.dropped = Recompute::None;
+  if (dropped == Recompute::None) return;
+  TraceSpan span("recompute");
+  const int64_t n = r.x.size(0), D = r.x.size(1);
+  const Device dev = r.x.device();
+  const DType act = r.x.dtype();
+  if (dropped == Recompute::Full) {
+    Tensor out = Tensor::empty({n, D}, act, dev);  // the block's output is had already
+    forward(r.x, batch, freqs, out, r);
+    return;
+  }
+  Tensor rstd = Tensor::empty({n}, DType::F32, dev);  // equal to the kept one
+  if (!r.attention.x.defined()) {
+    r.xn = Tensor::empty({n, D}, act, dev);
+    attention_norm_.forward(r.x, r.xn, rstd);
+    r.attention.x = r.xn;
+  }
+  if (!r.feed_forward.x.defined()) {
+    r.hn = Tensor::empty({n, D}, act, dev);
+    ffn_norm_.forward(r.h, r.hn, rstd);
+    r.feed_forward.x = r.hn;
+  }
+  r.feed_forward.g = Tensor::empty(r.feed_forward.a.shape(), act, dev);
+  ops::swiglu_forward(r.feed_forward.a, r.feed_forward.b, r.feed_forward.g);
+}
+
 void TransformerBlock::backward_input(const Tensor& dout, const Tensor& freqs, BlockRecord& r,
                                       Tensor& dx) const {
-  const int64_t n = r.hn.size(0), D = r.hn.size(1);  // this rank's rows
+  TITAN_CHECK(r.dropped == Recompute::None) << "backward_input of a block record to recompute";
+  const int64_t n = r.x.size(0), D = r.x.size(1);  // this rank's rows
   const Device dev = dout.device();
   const DType act = dout.dtype();
   const Tensor dout2 = dout.reshape({n, D});

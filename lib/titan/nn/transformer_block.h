@@ -12,6 +12,15 @@
 
 namespace titan::nn {
 
+// Activation checkpointing: what a block recomputes before its backward instead of keeping
+// it from forward.
+enum class Recompute {
+  None,      // keeps its whole record
+  Full,      // keeps only its input x; reruns its forward
+  CheapOps,  // keeps the matmul and attention outputs; recomputes the two norms' outputs and
+             // the SwiGLU product (what torchtitan's per-op policy recomputes)
+};
+
 struct BlockRecord {
   Tensor x;             // the block's input (the previous block's output; shared, not copied)
   Tensor xn, rstd_attention;
@@ -20,6 +29,7 @@ struct BlockRecord {
   FeedForwardRecord feed_forward;
   // Set by backward_input for backward_weight: gradients at the two norms' outputs.
   Tensor dxn, dhn;
+  Recompute dropped = Recompute::None;  // what release_for_recompute took out
   int64_t bytes() const;
 };
 
@@ -38,7 +48,14 @@ class TransformerBlock {
 
   void forward(const Tensor& x, int64_t batch, const Tensor& freqs, Tensor& out,
                BlockRecord& record) const;
+  // Activation checkpointing: after forward, drops what `mode` recomputes; before backward,
+  // recompute() restores it, bitwise as forward made it (the same ops on the same inputs; on
+  // a tensor-parallel group, with the same collectives, so every tp rank must call it).
+  static void release_for_recompute(BlockRecord& record, Recompute mode);
+  void recompute(BlockRecord& record, int64_t batch, const Tensor& freqs) const;
+
   // dx = d(out)/dx^T dout (written); keeps the norms' output gradients for backward_weight.
+  // The record must be whole (recompute() first).
   void backward_input(const Tensor& dout, const Tensor& freqs, BlockRecord& record, Tensor& dx) const;
   // Every parameter gradient of the block (+=); releases the record.
   void backward_weight(BlockRecord& record);

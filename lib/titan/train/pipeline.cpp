@@ -129,6 +129,7 @@ PipelineExecutor::PipelineExecutor(distributed::Schedule schedule, int rank,
       fsdp_(fsdp),
       local_stages_(schedule_.stages_of(rank)) {
   distributed::add_communication(schedule_);
+  distributed::add_data_parallel_actions(schedule_);
   TITAN_CHECK(pp_group.size() == schedule_.pp && pp_group.rank() == rank)
       << "pipeline: rank " << rank << " of a " << schedule_.pp << "-rank schedule on "
       << pp_group.name() << " (rank " << pp_group.rank() << " of " << pp_group.size() << ")";
@@ -190,6 +191,19 @@ Tensor PipelineExecutor::take_received(const Key& key, bool gradient) {
   return r.data;
 }
 
+void PipelineExecutor::data_parallel_action(const distributed::Action& a) {
+  if (!fsdp_) return;
+  TraceSpan span("pipeline " + distributed::action_name(a));
+  for (const int unit : model_.stage_units(local_stage(a.stage))) {
+    switch (a.kind) {
+      case ActionKind::Unshard: fsdp_->unshard(unit); break;
+      case ActionKind::ReduceGrad: fsdp_->reduce_and_reshard(unit); break;
+      case ActionKind::Reshard: fsdp_->reshard(unit); break;
+      default: TITAN_FAIL() << "pipeline: " << distributed::action_name(a) << " is no FSDP action";
+    }
+  }
+}
+
 void PipelineExecutor::send(const Tensor& t, int peer, int tag) {
   sends_.emplace_back(t, pp_group_.send(t, peer, tag));
 }
@@ -204,13 +218,6 @@ double PipelineExecutor::train(const std::vector<data::TokenBatch>& mbs, float g
       << "pipeline: " << mbs.size() << " microbatches for a schedule of "
       << schedule_.microbatches;
   const std::vector<Action>& actions = schedule_.ranks[size_t(rank_)];
-  // Where each stage's gradients of the pass are complete: its last B or W.
-  std::vector<size_t> last_backward(local_stages_.size(), 0);
-  for (size_t i = 0; i < actions.size(); ++i) {
-    if (actions[i].kind == ActionKind::Backward || actions[i].kind == ActionKind::BackwardWeight) {
-      last_backward[size_t(local_stage(actions[i].stage))] = i;
-    }
-  }
   const int last = schedule_.stages - 1;
   std::map<Key, Tensor> outgoing_activations, outgoing_gradients;
   double loss_sum = 0;
@@ -229,6 +236,11 @@ double PipelineExecutor::train(const std::vector<data::TokenBatch>& mbs, float g
       case ActionKind::SendGradient:
         send(take(outgoing_gradients, key, "gradient to send"), schedule_.rank_of(a.stage - 1),
              tag(a.stage, a.microbatch, true));
+        continue;
+      case ActionKind::Unshard:
+      case ActionKind::ReduceGrad:
+      case ActionKind::Reshard:
+        data_parallel_action(a);
         continue;
       default:
         break;
@@ -284,11 +296,6 @@ double PipelineExecutor::train(const std::vector<data::TokenBatch>& mbs, float g
       model_.backward_weight(record, grad_scale);
     }
     if (a.kind != ActionKind::BackwardInput) records_.erase(key);
-    if (fsdp_ && i == last_backward[size_t(local_stage(a.stage))]) {
-      for (const int unit : model_.stage_units(local_stage(a.stage))) {
-        fsdp_->reduce_and_reshard(unit);
-      }
-    }
   }
   finish_sends();
   TITAN_CHECK(records_.empty() && activations_in_.empty() && gradients_in_.empty() &&

@@ -13,9 +13,12 @@
 //   SEND_*    asynchronous; waited for at the end of the pass
 // Activations and gradients between two stages on one rank are handed over in memory. The
 // last stage computes the loss: train() returns its sum over the microbatches there and 0
-// on the other ranks. Each stage's FSDP units are reduce-scattered and freed after the
-// stage's last backward of the pass (torchtitan's REDUCE_GRAD and RESHARD actions;
-// FullyShardedDataParallel::set_schedule_driven).
+// on the other ranks.
+//   UNSHARD(s)      starts the gathers of the stage's FSDP units (before its first action)
+//   REDUCE_GRAD(s)  reduce-scatters their gradients, summed over the pass's microbatches,
+//                   and frees them (after the stage's last B or W)
+// (distributed::add_data_parallel_actions puts them in the list; without FSDP they do
+// nothing; FullyShardedDataParallel::set_schedule_driven).
 //
 // Tags: a transfer of stage s's output (or of the gradient at stage s's input) for
 // microbatch i uses tag kTagBase + 2 (i x stages + s) (+1 for gradients), so messages
@@ -83,6 +86,7 @@ class PipelineExecutor {
   Tensor activation_buffer(const data::TokenBatch& microbatch) const;
   void post_receives_before(size_t next_compute, const std::vector<data::TokenBatch>& mbs);
   Tensor take_received(const Key& key, bool gradient);
+  void data_parallel_action(const distributed::Action& action);  // UNSHARD, REDUCE_GRAD, ...
   void send(const Tensor& t, int peer, int tag);
   void finish_sends();
 

@@ -1,7 +1,7 @@
 // Pipeline schedules as data: every generator's lists pass the simulator for pp 2, 4, 8 and
 // several microbatch counts, the bubbles match the textbook where there is one, the memory
-// bounds hold, bad requests and bad CSVs are InputErrors naming the rule, and the renderers
-// draw every action.
+// bounds hold, the data-parallel actions land where they belong and change no timing, bad
+// requests and bad CSVs are InputErrors naming the rule, and the renderers draw every action.
 #include "titan/distributed/pipeline_schedule.h"
 
 #include <gtest/gtest.h>
@@ -134,6 +134,82 @@ TEST_P(GeneratedSchedule, EveryPassOnceAndTheSimulatorAccepts) {
   }
 }
 
+// Each rank has one UNSHARD and one REDUCE_GRAD per stage it holds: the UNSHARD just before
+// the stage's first action, the REDUCE_GRAD just after its last B or W (past that B's send).
+void expect_data_parallel_places(const Schedule& s) {
+  for (int rank = 0; rank < s.pp; ++rank) {
+    const std::vector<Action>& actions = s.ranks[rank];
+    for (int stage : s.stages_of(rank)) {
+      SCOPED_TRACE("rank " + std::to_string(rank) + ", stage " + std::to_string(stage));
+      std::vector<int> unshards, reduces, others;
+      int last_backward = -1;
+      for (int i = 0; i < static_cast<int>(actions.size()); ++i) {
+        const Action& a = actions[i];
+        if (a.stage != stage) continue;
+        EXPECT_NE(a.kind, ActionKind::Reshard) << action_name(a);
+        if (a.kind == ActionKind::Unshard) {
+          unshards.push_back(i);
+        } else if (a.kind == ActionKind::ReduceGrad) {
+          reduces.push_back(i);
+        } else {
+          others.push_back(i);
+        }
+        if (a.kind == ActionKind::Backward || a.kind == ActionKind::BackwardWeight) {
+          last_backward = i;
+        }
+        if (is_data_parallel(a.kind)) {
+          EXPECT_EQ(a.microbatch, -1) << action_name(a);
+        }
+      }
+      ASSERT_EQ(unshards.size(), 1u);
+      ASSERT_EQ(reduces.size(), 1u);
+      ASSERT_FALSE(others.empty());
+      ASSERT_GE(last_backward, 0);
+      EXPECT_EQ(unshards[0] + 1, others.front());
+      const Action& backward = actions[last_backward];
+      const Action send{ActionKind::SendGradient, stage, backward.microbatch};
+      const bool sends = last_backward + 1 < static_cast<int>(actions.size()) &&
+                         actions[last_backward + 1] == send;
+      EXPECT_EQ(reduces[0], last_backward + (sends ? 2 : 1)) << action_name(backward);
+      EXPECT_EQ(others.back(), reduces[0] - 1);
+    }
+  }
+}
+
+// The data-parallel actions take no time: every generated schedule, with and without
+// transfers (inserted before or after them), times as it did, and adding them twice adds
+// nothing.
+TEST_P(GeneratedSchedule, DataParallelActionsLandInPlaceAndChangeNoTiming) {
+  const PipelineSchedule kind = GetParam();
+  for (int pp : {2, 4}) {
+    for (int m : microbatch_counts(kind, pp)) {
+      SCOPED_TRACE("pp " + std::to_string(pp) + ", " + std::to_string(m) + " microbatches");
+      const Schedule compute_only = generate(kind, pp, m);
+      const ScheduleReport plain = simulate(compute_only);
+      Schedule with_transfers = compute_only;
+      add_communication(with_transfers);
+      Schedule data_parallel_first = compute_only;
+      add_data_parallel_actions(data_parallel_first);
+      expect_data_parallel_places(data_parallel_first);
+      add_communication(data_parallel_first);
+      Schedule data_parallel_only = compute_only;
+      add_data_parallel_actions(data_parallel_only);
+      add_data_parallel_actions(with_transfers);
+      expect_data_parallel_places(with_transfers);
+      for (const Schedule* s : {&data_parallel_only, &with_transfers, &data_parallel_first}) {
+        const ScheduleReport report = simulate(*s);
+        EXPECT_EQ(report.makespan, plain.makespan);
+        EXPECT_DOUBLE_EQ(report.bubble_fraction, plain.bubble_fraction);
+        EXPECT_EQ(report.idle_fraction, plain.idle_fraction);
+        EXPECT_EQ(report.peak_in_flight, plain.peak_in_flight);
+        Schedule again = *s;
+        add_data_parallel_actions(again);
+        EXPECT_EQ(again.ranks, s->ranks);
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(AllGenerators, GeneratedSchedule, testing::ValuesIn(kGenerated),
                          [](const testing::TestParamInfo<PipelineSchedule>& param) {
                            std::string name(config::choice_name(param.param));
@@ -231,6 +307,14 @@ TEST(PipelineSchedule, ActionNamesArePytorchSpelling) {
   EXPECT_EQ(action_name({ActionKind::RecvActivation, 2, 5}), "2RECV_F5");
   EXPECT_EQ(action_name({ActionKind::SendGradient, 2, 5}), "2SEND_B5");
   EXPECT_EQ(action_name({ActionKind::RecvGradient, 2, 5}), "2RECV_B5");
+  EXPECT_EQ(action_name({ActionKind::Unshard, 2, -1}), "2UNSHARD");
+  EXPECT_EQ(action_name({ActionKind::ReduceGrad, 2, -1}), "2REDUCE_GRAD");
+  EXPECT_EQ(action_name({ActionKind::Reshard, 2, -1}), "2RESHARD");
+  EXPECT_FALSE(is_compute(ActionKind::Unshard));
+  EXPECT_FALSE(is_compute(ActionKind::ReduceGrad));
+  EXPECT_FALSE(is_compute(ActionKind::Reshard));
+  EXPECT_TRUE(is_data_parallel(ActionKind::Reshard));
+  EXPECT_FALSE(is_data_parallel(ActionKind::SendGradient));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -311,11 +395,14 @@ TEST(PipelineScheduleCsv, GeneratedScheduleWithTransfersRoundTrips) {
 
 TEST(PipelineScheduleCsv, ReadsPytorchSpellings) {
   const Schedule s = read_schedule_csv(
-      "0FORWARD0,0UNSHARD,0FULL_BACKWARD0,0REDUCE_GRAD\n1F0,1BACKWARD_INPUT0,1BACKWARD_WEIGHT0\n",
+      "0UNSHARD,0FORWARD0,0FULL_BACKWARD0,0REDUCE_GRAD\n1F0,1BACKWARD_INPUT0,1BACKWARD_WEIGHT0\n",
       "long.csv", 2, 1, 1);
-  EXPECT_EQ(s.ranks[0],
-            (std::vector<Action>{{ActionKind::Forward, 0, 0}, {ActionKind::Backward, 0, 0}}));
+  EXPECT_EQ(s.ranks[0], (std::vector<Action>{{ActionKind::Unshard, 0, -1},
+                                             {ActionKind::Forward, 0, 0},
+                                             {ActionKind::Backward, 0, 0},
+                                             {ActionKind::ReduceGrad, 0, -1}}));
   EXPECT_EQ(s.ranks[1].size(), 3u);
+  EXPECT_GT(simulate(s).makespan, 0);
   const Schedule overlapped =
       read_schedule_csv("0F0,0F1,0B0,0B1\n1F0,(1F1;1B0)OVERLAP_F_B,1B1\n", "overlap.csv", 2, 1, 2);
   EXPECT_EQ(overlapped.ranks[1], (std::vector<Action>{{ActionKind::Forward, 1, 0},
@@ -323,6 +410,40 @@ TEST(PipelineScheduleCsv, ReadsPytorchSpellings) {
                                                       {ActionKind::Backward, 1, 0},
                                                       {ActionKind::Backward, 1, 1}}));
   EXPECT_GT(simulate(overlapped).makespan, 0);
+}
+
+TEST(PipelineScheduleCsv, GeneratedScheduleWithDataParallelActionsRoundTrips) {
+  // The CSV format places stages looped (s on rank s mod pp), so no ZBV or DualPipeV here.
+  Schedule s = generate(PipelineSchedule::InterleavedZeroBubble, 2, 4);
+  add_communication(s);
+  add_data_parallel_actions(s);
+  const std::string csv = write_schedule_csv(s);
+  EXPECT_EQ(csv.rfind("0UNSHARD,0F0,0SEND_F0,", 0), 0u) << csv;
+  expect_contains(csv, "3REDUCE_GRAD");
+  const Schedule read = read_schedule_csv(csv, "izb.csv", 2, 2, 4);
+  EXPECT_EQ(read.ranks, s.ranks);
+  EXPECT_EQ(write_schedule_csv(read), csv);
+  EXPECT_EQ(simulate(read).makespan, simulate(s).makespan);
+}
+
+// RESHARD goes anywhere after the stage's last F. simulate needs every backward, so here
+// the backwards follow it (as with FSDP's reshard after forward, where the backward gathers
+// again); in a forward-only pass it would end the stage's list.
+TEST(PipelineScheduleCsv, ReshardAfterTheLastForwardIsAccepted) {
+  const char* csv =
+      "0UNSHARD,0F0,0F1,0RESHARD,0B0,0B1,0REDUCE_GRAD\n"
+      "1UNSHARD,1F0,1B0,1F1,1B1,1REDUCE_GRAD\n";
+  const Schedule s = read_schedule_csv(csv, "reshard.csv", 2, 1, 2);
+  EXPECT_EQ(s.ranks[0][3], (Action{ActionKind::Reshard, 0, -1}));
+  EXPECT_EQ(write_schedule_csv(s), csv);
+  const Schedule plain = read_schedule_csv("0F0,0F1,0B0,0B1\n1F0,1B0,1F1,1B1\n", "p.csv", 2, 1, 2);
+  EXPECT_EQ(simulate(s).makespan, simulate(plain).makespan);
+  // render_text lists the compute actions only: the rank lines are the same.
+  auto rank_lines = [](const Schedule& schedule) {
+    const std::string text = render_text(schedule, simulate(schedule));
+    return text.substr(text.find('\n'));
+  };
+  EXPECT_EQ(rank_lines(s), rank_lines(plain));
 }
 
 TEST(PipelineScheduleCsv, WrongRowCount) {
@@ -375,6 +496,59 @@ TEST(PipelineScheduleCsv, WeightBeforeInput) {
   const Schedule s = read_schedule_csv("0F0,0W0,0I0\n1F0,1B0\n", "wi.csv", 2, 1, 1);
   expect_contains(input_error([&] { simulate(s); }),
                   "rank 0 (row 1), action 0W0 runs before 0I0, which it needs (I before W)");
+}
+
+TEST(PipelineScheduleCsv, ReduceGradBeforeAWeightGradient) {
+  const Schedule s =
+      read_schedule_csv("0UNSHARD,0F0,0I0,0REDUCE_GRAD,0W0\n1F0,1B0\n", "rg.csv", 2, 1, 1);
+  expect_contains(input_error([&] { simulate(s); }),
+                  "pipeline schedule csv:rg.csv: rank 0 (row 1), action 0W0 runs after "
+                  "0REDUCE_GRAD, which needs it first (REDUCE_GRAD after every B and W of its "
+                  "stage)");
+}
+
+TEST(PipelineScheduleCsv, UnshardAfterAForward) {
+  const Schedule s = read_schedule_csv("0F0,0UNSHARD,0B0\n1F0,1B0\n", "un.csv", 2, 1, 1);
+  expect_contains(input_error([&] { simulate(s); }),
+                  "pipeline schedule csv:un.csv: rank 0 (row 1), action 0F0 runs before "
+                  "0UNSHARD, which it needs (UNSHARD before every action of its stage)");
+}
+
+TEST(PipelineScheduleCsv, UnshardOfAStageOnAnotherRank) {
+  expect_contains(input_error([] {
+                    read_schedule_csv("0UNSHARD,1UNSHARD,0F0,0B0\n1F0,1B0\n", "other.csv", 2, 1,
+                                      1);
+                  }),
+                  "parallelism.pipeline_parallel_schedule_csv other.csv row 1: stage 1 is on "
+                  "rank 1 (stage s runs on rank s mod pp), not rank 0");
+  // The same list built in code reaches simulate, which names the rule too.
+  Schedule s = read_schedule_csv("0F0,0B0\n1F0,1B0\n", "other.csv", 2, 1, 1);
+  s.ranks[0].insert(s.ranks[0].begin(), Action{ActionKind::Unshard, 1, -1});
+  expect_contains(input_error([&] { simulate(s); }),
+                  "rank 0 (row 1), action 1UNSHARD: stage 1 runs on rank 1, not rank 0");
+}
+
+TEST(PipelineScheduleCsv, OtherDataParallelMistakes) {
+  auto simulate_error = [](const char* csv) {
+    return input_error([&] { simulate(read_schedule_csv(csv, "dp.csv", 2, 1, 2)); });
+  };
+  expect_contains(simulate_error("0UNSHARD,0F0,0F1,0B0,0UNSHARD,0B1\n1F0,1B0,1F1,1B1\n"),
+                  "rank 0 (row 1), action 0UNSHARD: runs twice (positions 1 and 5); a stage "
+                  "has at most one UNSHARD, one REDUCE_GRAD and one RESHARD per step");
+  expect_contains(simulate_error("0F0,0RESHARD,0F1,0B0,0B1\n1F0,1B0,1F1,1B1\n"),
+                  "rank 0 (row 1), action 0F1 runs after 0RESHARD, which needs it first "
+                  "(RESHARD after every F of its stage)");
+  expect_contains(simulate_error("0F0,0B0,0REDUCE_GRAD,0F1,0B1\n1F0,1B0,1F1,1B1\n"),
+                  "rank 0 (row 1), action 0F1 runs after 0REDUCE_GRAD, which freed the "
+                  "stage's gathered values (a stage computes nothing after its REDUCE_GRAD)");
+  expect_contains(
+      input_error([] { read_schedule_csv("0F0,0UNSHARD0\n1F0\n", "dp.csv", 2, 1, 1); }),
+      "dp.csv row 1: cell 2 \"0UNSHARD0\" does not parse");
+  Schedule s = read_schedule_csv("0F0,0B0\n1F0,1B0\n", "dp.csv", 2, 1, 1);
+  s.ranks[0].push_back(Action{ActionKind::ReduceGrad, 0, 0});
+  expect_contains(input_error([&] { simulate(s); }),
+                  "action 0REDUCE_GRAD: has microbatch 0; a data-parallel action concerns the "
+                  "whole stage, its microbatch is -1");
 }
 
 // Rank 0 waits for 1B0 before it forwards microbatch 1; rank 1 forwards microbatch 1 first.

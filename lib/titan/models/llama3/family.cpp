@@ -71,7 +71,9 @@ class Llama3Family final : public ModelFamily {
 
   std::unique_ptr<Model> build(const config::JobConfig& config, const nn::ParameterLayout& layout,
                                const std::vector<StageModules>& stages) const override {
-    return std::make_unique<Llama3Model>(model_args_from_config(config), layout, stages);
+    auto model = std::make_unique<Llama3Model>(model_args_from_config(config), layout, stages);
+    model->set_activation_checkpointing(config.activation_checkpoint);
+    return model;
   }
 
   const HfStateDictAdapter& hf_adapter() const override { return adapter_; }

@@ -5,6 +5,7 @@
 
 #include "titan/core/copy.h"
 #include "titan/core/trace.h"
+#include "titan/models/activation_checkpoint.h"
 #include "titan/models/llama3/parallelize.h"
 #include "titan/ops/rope.h"
 
@@ -111,6 +112,7 @@ Llama3Model::Llama3Model(const ModelArgs& args, const nn::ParameterLayout& layou
                          truncated(depth_std, kWeightCutoff), placer);
   }
   layer_ids_ = layer_ids;
+  recompute_.assign(layers_.size(), nn::Recompute::None);
   if (has_head) {
     norm_ = std::make_unique<nn::RmsNorm>("norm", D, args.norm_eps, placer);
     if (!tied()) {
@@ -122,6 +124,10 @@ Llama3Model::Llama3Model(const ModelArgs& args, const nn::ParameterLayout& layou
   freqs_ = Tensor::empty({args.max_seq_len, args.head_dim() / 2, 2}, DType::F32);
   ops::rope_table(args.head_dim(), args.rope_theta, args.rope_scaling, 0, freqs_);  // host
   freqs_ = on_device(freqs_, device_);
+}
+
+void Llama3Model::set_activation_checkpointing(const config::ActivationCheckpointSection& section) {
+  recompute_ = activation_checkpoint_plan(section, layer_ids_);
 }
 
 std::vector<nn::Parameter*> Llama3Model::parameters() {
@@ -243,6 +249,7 @@ double Llama3Model::forward(const Tensor& tokens, const Tensor& labels,
       TraceSpan span(layer_name(k) + ".forward");
       layers_[k].forward(r.layer_inputs[j], B, freqs, out, r.layers[j]);
     }
+    nn::TransformerBlock::release_for_recompute(r.layers[j], recompute_[k]);
     hook(Hook::AfterForward, layer_unit(k));
     r.layer_inputs.push_back(out);
   }
@@ -316,6 +323,7 @@ void Llama3Model::backward(ActivationRecord& record, float grad_scale) {
     const size_t k = stage.layers[j];
     hook(Hook::BeforeBackward, layer_unit(k));
     const MemoryTagScope tag = activations_of(layer_name(k));
+    layers_[k].recompute(r.layers[j], r.tokens.size(0), freqs);
     Tensor dx_in = Tensor::empty({n, D}, compute_dtype_, device_);
     {
       TraceSpan span(layer_name(k) + ".backward_input");
@@ -360,6 +368,7 @@ void Llama3Model::backward_input(ActivationRecord& record, float grad_scale) {
     const size_t k = stage.layers[j];
     hook(Hook::BeforeBackward, layer_unit(k));
     const MemoryTagScope tag = activations_of(layer_name(k));
+    layers_[k].recompute(r.layers[j], r.tokens.size(0), freqs);
     Tensor dx_in = Tensor::empty({n, D}, compute_dtype_, device_);
     layers_[k].backward_input(dx, freqs, r.layers[j], dx_in);
     dx = dx_in;

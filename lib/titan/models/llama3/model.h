@@ -27,6 +27,10 @@
 // layer i keeps its name and its initialization whichever rank holds it. A tied output
 // cannot leave the embedding's stage.
 //
+// Activation checkpointing (models/activation_checkpoint.h): a block that recomputes drops
+// part of its record after its forward and restores it before its backward (after its
+// unit's before_backward hook, so FSDP has gathered the weights).
+//
 // Placement: each parameter takes the placement its parallelization plan (parallelize.h)
 // gives on the layout the model is built with (nn/placement.h).
 //
@@ -79,6 +83,10 @@ class Llama3Model final : public Model {
   // the model holds (none: the whole model, one stage).
   explicit Llama3Model(const ModelArgs& args, const nn::ParameterLayout& layout = {},
                        const std::vector<StageModules>& stages = {});
+
+  // Which blocks recompute what before their backward (models/activation_checkpoint.h);
+  // none until set.
+  void set_activation_checkpointing(const config::ActivationCheckpointSection& section);
 
   const ModelArgs& args() const { return args_; }
   Device device() const override { return device_; }
@@ -137,6 +145,7 @@ class Llama3Model final : public Model {
   ModelArgs args_;
   std::vector<Stage> stages_;
   std::vector<int> layer_ids_;             // the global index of each of layers_
+  std::vector<nn::Recompute> recompute_;   // of each of layers_
   Device device_;
   DType compute_dtype_;                    // of the weights' whole values and activations
   const nn::TensorParallel& tp_;
