@@ -16,7 +16,9 @@
 #
 # Medians over steps WARMUP+1..STEPS; the trace is of step STEPS. Environment: STEPS (5),
 # WARMUP (2), TITAN_BUILD_DIR (build), KEEP=1 keeps the logs; DIM, LAYERS, HEADS, KV_HEADS,
-# FFN, VOCAB, SEQ, BATCH change the model. About 10 minutes on the 2-core machine.
+# FFN, VOCAB, SEQ, BATCH change the model; LAST_LESS (1) is
+# pipeline_parallel_last_stage_less_layers, what the output layer weighs in the split;
+# PARTS ("pp ac") picks the parts. About 10 minutes on the 2-core machine.
 set -euo pipefail
 bench=pp_step np=2
 STEPS=${STEPS:-5}
@@ -43,17 +45,23 @@ run() {
   grep -E 'mesh: |step: ' "$work/$name.log" | sed 's/^\[titan [0-9:]*\] /   /'
 }
 
-schedules=(GPipe 1F1B Interleaved1F1B LoopedBFS InterleavedZeroBubble ZBVZeroBubble DualPipeV)
-run alone 1 --training.local_batch_size "$batch"
+parts=${PARTS:-pp ac} last_less=${LAST_LESS:-1}
+schedules=()
+[[ $parts == *pp* ]] &&
+  schedules=(GPipe 1F1B Interleaved1F1B LoopedBFS InterleavedZeroBubble ZBVZeroBubble DualPipeV)
+[ ${#schedules[@]} -gt 0 ] && run alone 1 --training.local_batch_size "$batch"
 for s in "${schedules[@]}"; do
   pp=(--parallelism.pipeline_parallel_degree 2 --parallelism.data_parallel_shard_degree 1
     --parallelism.pipeline_parallel_schedule "$s" --training.local_batch_size "$batch"
-    --parallelism.pipeline_parallel_microbatch_size 1)
+    --parallelism.pipeline_parallel_microbatch_size 1
+    --parallelism.pipeline_parallel_last_stage_less_layers "$last_less")
   run "pp_$s" 2 "${pp[@]}"
   "$plan" schedule "${model_args[@]}" "${pp[@]}" --world-size 2 |
-    grep '^bubble:' > "$work/pp_$s.plan"
+    grep -E '^bubble:|^stage' > "$work/pp_$s.plan"
+  sed 's/^/   /' "$work/pp_$s.plan"
 done
-ac_modes=("none" "full" "selective 2" "selective op" "memory_budget 0.5")
+ac_modes=()
+[[ $parts == *ac* ]] && ac_modes=("none" "full" "selective 2" "selective op" "memory_budget 0.5")
 for mode in "${ac_modes[@]}"; do
   read -r name option <<< "$mode"
   flags=(--activation_checkpoint.mode "$name")
@@ -74,29 +82,35 @@ def rows(name):
 def median(name, key):
     return statistics.median(r[key] for r in rows(name))
 compute = re.compile(r"^pipeline \d+[FBIW]\d+$")
-def idle_per_rank(name):
-    idle = []
+def busy_and_idle(name):  # per rank: seconds in compute actions, idle share of the step
+    ranks = []
     for path in sorted(glob.glob(f"{work}/{name}/profile_traces/iteration_{steps}/rank*_trace.json")):
         events = json.load(open(path))["traceEvents"]
         step = next(e for e in events if e["name"] == f"step {steps}")
         busy = sum(e["dur"] for e in events if compute.match(e["name"]))
-        idle.append(1 - busy / step["dur"])
-    return idle
-alone_tps = median("alone", "tps")
-print("== pipeline schedules at pp 2, 4 microbatches (tokens/s: both ranks together;"
-      " peak GiB: the larger rank's)")
-print(f"{'schedule':22s} {'tokens/s':>9s} {'vs 1 rank':>9s} {'peak GiB':>9s}"
-      f" {'idle r0':>8s} {'idle r1':>8s} {'simulated':>10s} {'textbook':>9s}")
-for s in schedules:
-    name = f"pp_{s}"
-    tps = 2 * median(name, "tps")
-    idle = idle_per_rank(name)
-    plan = open(f"{work}/{name}.plan").read()
-    simulated, textbook = re.findall(r"([0-9.]+)%", plan)[:2]
-    cells = " ".join(f"{100 * i:7.1f}%" for i in idle)
-    print(f"{s:22s} {tps:9.1f} {tps / alone_tps:8.2f}x {median(name, 'memory_gib'):9.3f}"
-          f" {cells} {simulated:>9s}% {textbook:>8s}%")
-print(f"{'1 rank x 2 threads':22s} {alone_tps:9.1f} {1:8.2f}x {median('alone', 'memory_gib'):9.3f}")
+        ranks.append((busy / 1e6, 1 - busy / step["dur"]))
+    return ranks
+if schedules:
+    alone_tps = median("alone", "tps")
+    print("== pipeline schedules at pp 2, 4 microbatches (tokens/s: both ranks together;"
+          " peak GiB: the larger rank's; busy: seconds in compute actions)")
+    print(f"{'schedule':22s} {'tokens/s':>9s} {'vs 1 rank':>9s} {'peak GiB':>9s}"
+          f" {'busy r0':>8s} {'busy r1':>8s} {'idle r0':>8s} {'idle r1':>8s}"
+          f" {'simulated':>10s} {'textbook':>9s}")
+    for s in schedules:
+        name = f"pp_{s}"
+        tps = 2 * median(name, "tps")
+        ranks = busy_and_idle(name)
+        plan = open(f"{work}/{name}.plan").read()
+        simulated, textbook = re.findall(r"([0-9.]+)%", plan)[:2]
+        busy = " ".join(f"{b:7.2f}s" for b, _ in ranks)
+        idle = " ".join(f"{100 * i:7.1f}%" for _, i in ranks)
+        print(f"{s:22s} {tps:9.1f} {tps / alone_tps:8.2f}x {median(name, 'memory_gib'):9.3f}"
+              f" {busy} {idle} {simulated:>9s}% {textbook:>8s}%")
+    print(f"{'1 rank x 2 threads':22s} {alone_tps:9.1f} {1:8.2f}x"
+          f" {median('alone', 'memory_gib'):9.3f}")
+if not glob.glob(f"{work}/ac_*/"):
+    sys.exit(0)
 print("== activation checkpointing, 1 rank x 2 threads")
 print(f"{'mode':22s} {'peak GiB':>9s} {'vs none':>8s} {'step s':>7s} {'time vs none':>13s}")
 none_gib, none_tps = median("ac_none", "memory_gib"), median("ac_none", "tps")

@@ -62,26 +62,24 @@ distributed::Schedule pipeline_schedule_for(const config::JobConfig& config, int
         << " it)";
   }
   const std::optional<std::string>& csv = p.pipeline_parallel_schedule_csv;
+  distributed::Schedule schedule;
   if (csv && !csv->empty()) {
     std::ifstream file(*csv);
     TITAN_CHECK_INPUT(file.good()) << "parallelism.pipeline_parallel_schedule_csv: cannot read "
                                    << *csv;
     std::stringstream text;
     text << file.rdbuf();
-    distributed::Schedule schedule =
-        distributed::read_schedule_csv(text.str(), *csv, pp, stages_per_rank, microbatches);
-    distributed::add_communication(schedule);
-    distributed::simulate(schedule);
-    return schedule;
+    schedule = distributed::read_schedule_csv(text.str(), *csv, pp, stages_per_rank, microbatches);
+  } else {
+    TITAN_CHECK_INPUT(kind != config::PipelineSchedule::PipelineScheduleSingle &&
+                      kind != config::PipelineSchedule::PipelineScheduleMulti)
+        << "parallelism.pipeline_parallel_schedule: " << name << " runs a schedule read from "
+        << "parallelism.pipeline_parallel_schedule_csv, which is not set; set it or name a "
+        << "built-in schedule (GPipe, 1F1B, Interleaved1F1B, ...)";
+    schedule = distributed::generate_schedule(kind, pp, stages_per_rank, microbatches);
   }
-  TITAN_CHECK_INPUT(kind != config::PipelineSchedule::PipelineScheduleSingle &&
-                    kind != config::PipelineSchedule::PipelineScheduleMulti)
-      << "parallelism.pipeline_parallel_schedule: " << name << " runs a schedule read from "
-      << "parallelism.pipeline_parallel_schedule_csv, which is not set; set it or name a "
-      << "built-in schedule (GPipe, 1F1B, Interleaved1F1B, ...)";
-  distributed::Schedule schedule =
-      distributed::generate_schedule(kind, pp, stages_per_rank, microbatches);
   distributed::add_communication(schedule);
+  distributed::add_data_parallel_actions(schedule);
   distributed::simulate(schedule);
   return schedule;
 }
@@ -250,16 +248,25 @@ double PipelineExecutor::train(const std::vector<data::TokenBatch>& mbs, float g
       ++next_compute;
     }
     post_receives_before(next_compute, mbs);
+    // What the action reads from a neighbouring stage, had before its span opens: a trace's
+    // compute spans hold compute alone (a receive's wait has its own span).
+    Tensor arriving;
+    if (a.kind == ActionKind::Forward && a.stage > 0) {
+      arriving = schedule_.rank_of(a.stage - 1) == rank_
+                     ? take(handed_activations_, key, "handed-over activation")
+                     : take_received(key, false);
+    } else if (a.kind != ActionKind::Forward && a.kind != ActionKind::BackwardWeight &&
+               a.stage < last) {
+      arriving = schedule_.rank_of(a.stage + 1) == rank_
+                     ? take(handed_gradients_, key, "handed-over gradient")
+                     : take_received(key, true);
+    }
     TraceSpan span("pipeline " + distributed::action_name(a));
     const data::TokenBatch& mb = mbs[size_t(a.microbatch)];
     if (a.kind == ActionKind::Forward) {
       std::unique_ptr<models::ActivationRecord> record = model_.new_record();
       record->pipeline.stage = local_stage(a.stage);
-      if (a.stage > 0) {
-        record->pipeline.input = schedule_.rank_of(a.stage - 1) == rank_
-                                     ? take(handed_activations_, key, "handed-over activation")
-                                     : take_received(key, false);
-      }
+      record->pipeline.input = arriving;
       loss_sum += model_.forward(mb.inputs, mb.labels, *record);
       if (a.stage < last) {
         Tensor out = std::move(record->pipeline.output);
@@ -274,11 +281,7 @@ double PipelineExecutor::train(const std::vector<data::TokenBatch>& mbs, float g
     }
     models::ActivationRecord& record = *records_.at(key);
     if (a.kind != ActionKind::BackwardWeight) {
-      if (a.stage < last) {
-        record.pipeline.output_grad = schedule_.rank_of(a.stage + 1) == rank_
-                                          ? take(handed_gradients_, key, "handed-over gradient")
-                                          : take_received(key, true);
-      }
+      record.pipeline.output_grad = arriving;
       if (a.kind == ActionKind::Backward) {
         model_.backward(record, grad_scale);
       } else {

@@ -11,14 +11,15 @@
 //   RECV_*    posted ahead: every receive up to the next compute action is posted before the
 //             current one runs, and waited for just before the action that reads it
 //   SEND_*    asynchronous; waited for at the end of the pass
-// Activations and gradients between two stages on one rank are handed over in memory. The
-// last stage computes the loss: train() returns its sum over the microbatches there and 0
-// on the other ranks.
 //   UNSHARD(s)      starts the gathers of the stage's FSDP units (before its first action)
 //   REDUCE_GRAD(s)  reduce-scatters their gradients, summed over the pass's microbatches,
 //                   and frees them (after the stage's last B or W)
-// (distributed::add_data_parallel_actions puts them in the list; without FSDP they do
-// nothing; FullyShardedDataParallel::set_schedule_driven).
+//   RESHARD(s)      frees them without reducing (a unit used again is gathered again)
+// The last three do nothing without FSDP (distributed::add_data_parallel_actions puts them
+// in the list; FullyShardedDataParallel::set_schedule_driven). Activations and gradients
+// between two stages on one rank are handed over in memory. The last stage computes the
+// loss: train() returns its sum over the microbatches there and 0 on the other ranks. Each
+// compute action is a trace span, "pipeline 2F5", opened after its input has arrived.
 //
 // Tags: a transfer of stage s's output (or of the gradient at stage s's input) for
 // microbatch i uses tag kTagBase + 2 (i x stages + s) (+1 for gradients), so messages
@@ -39,8 +40,9 @@
 
 namespace titan::train {
 
-// The schedule a job with pipeline_parallel_degree > 1 runs, checked by simulate: the named
-// generator, or pipeline_parallel_schedule_csv's file; microbatches = local_batch_size /
+// The schedule a job with pipeline_parallel_degree > 1 runs, with its transfers and
+// data-parallel actions, checked by simulate: the named generator, or
+// pipeline_parallel_schedule_csv's file; microbatches = local_batch_size /
 // pipeline_parallel_microbatch_size; stages per rank from pipeline_parallel_layers_per_stage
 // (ceil((n_layers + first_less + last_less) / layers_per_stage) stages, a multiple of pp) or
 // the schedule's default. InputError naming the key, the numbers and what would work.
@@ -61,7 +63,8 @@ std::string describe_plan(const PipelinePlan& plan);
 
 class PipelineExecutor {
  public:
-  // `schedule` (checked by simulate, with its communication added here); `rank` its rank
+  // `schedule` (checked by simulate; its transfers and data-parallel actions are added
+  // here when it lacks them); `rank` its rank
   // in it, the rank of `pp_group`; `model` holds schedule.stages_of(rank) as its stages, in
   // that order; `fsdp` the model's unit hooks, or null.
   PipelineExecutor(distributed::Schedule schedule, int rank, models::Model& model,
