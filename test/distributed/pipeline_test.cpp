@@ -257,22 +257,13 @@ TEST(Pipeline, CsvScheduleAndSplitBackward) {
 // rank's.
 TEST(Pipeline, ValidationEqualsOneRank) {
   if (test_world().size() != 2) GTEST_SKIP() << "needs 2 ranks";
-  auto with_validation = [](config::JobConfig c) {
-    c.training.steps = 2;
-    c.validation.enable = true;
-    c.validation.freq = 2;
-    c.validation.seq_len = 64;
-    c.validation.local_batch_size = 4;
-    c.validation.steps = 3;
-    return c;
-  };
-  const config::JobConfig config = with_validation(pipeline_job({"validation_pp2"}, 4));
+  const config::JobConfig config = with_validation(pipeline_job({"validation_pp2"}, 4), 4);
   Mesh mesh(distributed::mesh_shape_from_config(config.parallelism, 2), test_world());
   Trainer pp(config, &mesh);
   pp.train();
   config::JobConfig one = tiny_training_job("titan_pp_test_validation_alone");
   one.training.global_batch_size = one.training.local_batch_size = 4;
-  Trainer alone_trainer(with_validation(one));
+  Trainer alone_trainer(with_validation(one, 4));
   alone_trainer.train();
   const ValidationResult a = alone_trainer.validate(), b = pp.validate();
   EXPECT_EQ(a.tokens, b.tokens);

@@ -169,22 +169,14 @@ TEST(TensorParallel, HsdpTwoByFsdpTwoByTpTwo) { check_layout({"hsdp_tp", 2, 2, 2
 // Validation runs the TP model's forward: the loss over the same windows is one rank's.
 TEST(TensorParallel, ValidationEqualsOneRank) {
   if (test_world().size() != 2) GTEST_SKIP() << "needs 2 ranks";
-  auto with_validation = [](config::JobConfig c) {
-    c.training.steps = 2;
-    c.validation.enable = true;
-    c.validation.freq = 2;
-    c.validation.seq_len = 64;
-    c.validation.local_batch_size = kGlobalBatch;
-    c.validation.steps = 3;
-    return c;
-  };
-  const config::JobConfig config = with_validation(tiny_job({"validation_tp2", 1, 1, 2}));
+  const config::JobConfig config =
+      with_validation(tiny_job({"validation_tp2", 1, 1, 2}), kGlobalBatch);
   Mesh mesh(mesh_shape_from_config(config.parallelism, 2), test_world());
   train::Trainer tp(config, &mesh);
   tp.train();
   Layout one{"validation_alone"};
   one.sequence_parallel = false;
-  train::Trainer alone_trainer(with_validation(tiny_job(one)));
+  train::Trainer alone_trainer(with_validation(tiny_job(one), kGlobalBatch));
   alone_trainer.train();
   const train::ValidationResult a = alone_trainer.validate(), b = tp.validate();
   EXPECT_EQ(a.tokens, b.tokens);

@@ -30,3 +30,15 @@ inline titan::config::JobConfig tiny_training_job(const std::string& folder_name
   c.metrics.peak_tflops = 1.0;  // skip the start-up sgemm measurement
   return c;
 }
+
+// The job trained 2 steps, validating at step 2 on 3 batches of `batch` windows of 64
+// tokens: what the validation tests compare across layouts.
+inline titan::config::JobConfig with_validation(titan::config::JobConfig c, int64_t batch) {
+  c.training.steps = 2;
+  c.validation.enable = true;
+  c.validation.freq = 2;
+  c.validation.seq_len = 64;
+  c.validation.local_batch_size = batch;
+  c.validation.steps = 3;
+  return c;
+}
