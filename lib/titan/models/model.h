@@ -14,6 +14,10 @@
 // halves unit by unit (least memory) and gives bitwise the same gradients. Around each
 // parameter unit's use the model calls the UnitHooks it was given (FSDP's gathers and
 // reductions, nn/parameter_unit.h).
+//
+// Pipeline parallelism (train/pipeline.h) builds a rank's model from its stages' modules;
+// record.pipeline names the stage each forward and backward runs and carries the
+// activations between stages (see Model::stage_count below).
 #pragma once
 
 #include <cstdint>
