@@ -59,6 +59,7 @@ for c in "${cases[@]}"; do
     # shellcheck disable=SC2086
     timeout -k 5 "$limit" "$exe" $titan_args --training.seq_len 2048 --training.dataset synthetic \
       --training.steps $((steps + warmup)) --training.mixed_precision_param bfloat16 \
+      --activation_checkpoint.mode none \
       --metrics.log_freq 1 --metrics.peak_tflops "$peak" --job.dump_folder "$work/titan_$c" \
       >"$work/titan_$c.log" 2>&1
     rc=$?
