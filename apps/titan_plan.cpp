@@ -44,12 +44,12 @@ int schedule(int argc, char** argv) {
                                         "is required";
   const config::CommandLine cli = config::parse_command_line(job_arguments);
   const train::PipelinePlan plan = train::plan_pipeline(cli.config, world_size);
-  std::fputs(train::describe_plan(plan).c_str(), stdout);
-  if (!svg.empty()) {
+  if (!svg.empty()) {  // before printing: a bad path is the one line, nothing else
     std::ofstream out(svg);
     out << distributed::render_svg(plan.schedule, plan.report);
     TITAN_CHECK_INPUT(out.good()) << "schedule: cannot write " << svg;
   }
+  std::fputs(train::describe_plan(plan).c_str(), stdout);
   return 0;
 }
 

@@ -254,11 +254,14 @@ TEST(Pipeline, CsvScheduleAndSplitBackward) {
 }
 
 // Validation runs forward only through the stages: the loss over the same windows is one
-// rank's.
+// rank's, at pp 2 and at pp 2 x FSDP 2 (each stage's units gathered, then freed again).
 TEST(Pipeline, ValidationEqualsOneRank) {
-  if (test_world().size() != 2) GTEST_SKIP() << "needs 2 ranks";
-  const config::JobConfig config = with_validation(pipeline_job({"validation_pp2"}, 4), 4);
-  Mesh mesh(distributed::mesh_shape_from_config(config.parallelism, 2), test_world());
+  const int64_t world = test_world().size();
+  if (world != 2 && world != 4) GTEST_SKIP() << "needs 2 or 4 ranks";
+  const Layout layout{"validation_pp2_dp" + std::to_string(world / 2), 2, world / 2};
+  const config::JobConfig config =
+      with_validation(pipeline_job(layout, 4), 4 / layout.dp_shard);
+  Mesh mesh(distributed::mesh_shape_from_config(config.parallelism, world), test_world());
   Trainer pp(config, &mesh);
   pp.train();
   config::JobConfig one = tiny_training_job("titan_pp_test_validation_alone");
@@ -268,6 +271,19 @@ TEST(Pipeline, ValidationEqualsOneRank) {
   const ValidationResult a = alone_trainer.validate(), b = pp.validate();
   EXPECT_EQ(a.tokens, b.tokens);
   EXPECT_NEAR(b.loss, a.loss, 1e-5 * a.loss);
+}
+
+// fsdp_reshard_after_forward `always` under PP frees each unit's values after every
+// forward, keeps the whole gradients, and keeps the values a split backward's W still
+// reads: the same run.
+TEST(Pipeline, FsdpReshardAfterForwardAlways) {
+  if (test_world().size() != 4) GTEST_SKIP() << "needs 4 ranks";
+  Layout layout{"pp2_fsdp2_always", 2, 2};
+  layout.schedule = PipelineSchedule::InterleavedZeroBubble;
+  config::JobConfig config = pipeline_job(layout, 8);
+  config.parallelism.fsdp_reshard_after_forward = config::ReshardAfterForward::Always;
+  Mesh mesh(distributed::mesh_shape_from_config(config.parallelism, 4), test_world());
+  expect_same_run(train(config, &mesh), alone(8));
 }
 
 #if TITAN_HAVE_HDF5

@@ -84,7 +84,8 @@ def median(name, key):
 compute = re.compile(r"^pipeline \d+[FBIW]\d+$")
 def busy_and_idle(name):  # per rank: seconds in compute actions, idle share of the step
     ranks = []
-    for path in sorted(glob.glob(f"{work}/{name}/profile_traces/iteration_{steps}/rank*_trace.json")):
+    traces = f"{work}/{name}/profile_traces/iteration_{steps}/rank*_trace.json"
+    for path in sorted(glob.glob(traces)):
         events = json.load(open(path))["traceEvents"]
         step = next(e for e in events if e["name"] == f"step {steps}")
         busy = sum(e["dur"] for e in events if compute.match(e["name"]))

@@ -5,9 +5,10 @@
 
 namespace titan::config {
 
-// The one list of what is built. Today: training with data parallelism (FSDP, HSDP, DDP). A
-// later issue that lands a feature sets its `built` to true here (and the config tests follow
-// on their own: they derive the rejections they run from this list).
+// The one list of what is built. Today: training with data, tensor and pipeline parallelism
+// and activation checkpointing. A later issue that lands a feature sets its `built` to true
+// here (and the config tests follow on their own: they derive the rejections they run from
+// this list).
 const std::vector<FeatureInfo>& all_features() {
   static const std::vector<FeatureInfo> features = {
       {Feature::Checkpointing, "checkpointing", TITAN_HAVE_HDF5 != 0, WhenMissing::Reject, ""},
@@ -43,11 +44,8 @@ const std::vector<FeatureInfo>& all_features() {
        WhenMissing::Reject, ""},
       {Feature::ReducedPrecisionReduction, "gradient reduction in bfloat16", false,
        WhenMissing::Reject, ""},
-      // Recomputing activations changes memory, not results, so a job may run without it.
-      {Feature::ActivationCheckpointing, "activation checkpointing", true,
-       WhenMissing::RunWithoutIt,
-       "activation checkpointing is not built yet; running without it (same results, more "
-       "memory)"},
+      {Feature::ActivationCheckpointing, "activation checkpointing", true, WhenMissing::Reject,
+       ""},
   };
   return features;
 }

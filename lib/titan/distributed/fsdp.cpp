@@ -68,7 +68,7 @@ FullyShardedDataParallel::FullyShardedDataParallel(std::vector<nn::ParameterUnit
                                                    Communicator& shard_group,
                                                    Communicator& replicate_group,
                                                    config::ReshardAfterForward policy)
-    : shard_group_(shard_group), replicate_group_(replicate_group) {
+    : shard_group_(shard_group), replicate_group_(replicate_group), policy_(policy) {
   const int64_t n = shard_group.size();
   bool have_device = false;
   for (nn::ParameterUnit& spec : units) {
@@ -179,6 +179,16 @@ void FullyShardedDataParallel::release(Unit& unit) {
   unit.status = Status::Sharded;
 }
 
+void FullyShardedDataParallel::release_values(Unit& unit) {
+  // A split backward's weight half (after_backward still to come) may read them.
+  if (unit.backwards_open > 0) return;
+  if (!unit.full_grad.defined()) return release(unit);
+  if (unit.status == Status::Gathering) finish_gather(unit);
+  unit.full = Tensor();
+  unit.status = Status::Sharded;
+  bind(unit);  // the gradient alone
+}
+
 void FullyShardedDataParallel::prefetch_after(const std::vector<int>& order, int unit,
                                               bool backward) {
   const auto at = std::find(order.begin(), order.end(), unit);
@@ -199,27 +209,33 @@ void FullyShardedDataParallel::before_forward(int u) {
 }
 
 void FullyShardedDataParallel::after_forward(int u) {
-  if (!sharded() || schedule_driven_) return;
+  if (!sharded()) return;
   Unit& unit = units_.at(size_t(u));
-  if (unit.reshard_after_forward) release(unit);
+  if (schedule_driven_) {
+    if (policy_ == config::ReshardAfterForward::Always) release_values(unit);
+  } else if (unit.reshard_after_forward) {
+    release(unit);
+  }
 }
 
 void FullyShardedDataParallel::before_backward(int u) {
   if (!sharded()) return;
   Unit& unit = units_.at(size_t(u));
   record(backward_order_, u);
-  if (unit.spec.needs_values_in_backward || schedule_driven_) ensure_gathered(unit);
+  if (unit.spec.needs_values_in_backward) ensure_gathered(unit);
   if (!schedule_driven_ || !unit.full_grad.defined()) {
     MemoryTagScope tag("gradients.unsharded");
     unit.full_grad = Tensor::zeros({unit.full_numel}, DType::F32, device_);
   }
   bind(unit);
+  ++unit.backwards_open;
   if (!schedule_driven_) prefetch_after(backward_order_, u, true);
 }
 
 void FullyShardedDataParallel::after_backward(int u) {
-  if (!sharded() || schedule_driven_) return;
-  reduce_scatter_and_release(u);
+  if (!sharded()) return;
+  --units_.at(size_t(u)).backwards_open;
+  if (!schedule_driven_) reduce_scatter_and_release(u);
 }
 
 void FullyShardedDataParallel::unshard(int u) {
@@ -238,7 +254,7 @@ void FullyShardedDataParallel::reduce_and_reshard(int u) {
 }
 
 void FullyShardedDataParallel::reshard(int u) {
-  if (sharded()) release(units_.at(size_t(u)));
+  if (sharded()) release_values(units_.at(size_t(u)));
 }
 
 void FullyShardedDataParallel::reduce_scatter_and_release(int u) {

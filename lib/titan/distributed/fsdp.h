@@ -61,17 +61,18 @@ class FullyShardedDataParallel final : public nn::UnitHooks {
   void before_backward(int unit) override;
   void after_backward(int unit) override;
 
-  // Pipeline parallelism: the schedule decides when a stage's units are freed and reduced
-  // (torchtitan's RESHARD and REDUCE_GRAD actions, after the stage's last use in the step),
-  // so from set_schedule_driven on the hooks gather and bind but free and reduce nothing:
-  // a unit's values and its whole gradient (accumulating over the step's microbatches) stay
-  // from its first use in the step until reduce_and_reshard, or reshard after a forward-only
-  // pass. No prefetching by the hooks then (a unit gathered ahead could outlive the
-  // optimizer step): the schedule's unshard starts a stage's gathers early instead.
+  // Pipeline parallelism: the schedule decides when a stage's units are gathered, freed and
+  // reduced (PyTorch's UNSHARD, RESHARD and REDUCE_GRAD actions), so from
+  // set_schedule_driven on the hooks gather and bind but reduce nothing: a unit's whole
+  // gradient accumulates over the step's microbatches until reduce_and_reshard. Its values
+  // stay gathered from its first use in the step until then too (torchtitan's default under
+  // PP), unless the policy is `always`: then after_forward frees them as reshard does. No
+  // prefetching by the hooks (a unit gathered ahead could outlive the optimizer step): the
+  // schedule's unshard starts a stage's gathers early instead.
   void set_schedule_driven() { schedule_driven_ = true; }
-  void unshard(int unit);  // starts the unit's gather; its first use waits for it
-  void reduce_and_reshard(int unit);
-  void reshard(int unit);
+  void unshard(int unit);             // starts the unit's gather; its first use waits for it
+  void reduce_and_reshard(int unit);  // reduce-scatters the whole gradient, frees both
+  void reshard(int unit);             // frees the values, keeps the whole gradient
 
   // Completes every gradient reduction of the step (see above).
   void reduce_gradients();
@@ -98,6 +99,7 @@ class FullyShardedDataParallel final : public nn::UnitHooks {
     Tensor gather_input, gathered;         // [segment_numel], [n * segment_numel] while gathering
     Work gather;
     Tensor full, full_grad;                // whole values and gradients, flat
+    int backwards_open = 0;                // before_backward calls not yet closed
   };
   struct Reduction {
     int unit = 0;
@@ -110,6 +112,7 @@ class FullyShardedDataParallel final : public nn::UnitHooks {
   void ensure_gathered(Unit& unit);
   void bind(Unit& unit);
   void release(Unit& unit);
+  void release_values(Unit& unit);  // the whole values only; a whole gradient stays bound
   void prefetch_after(const std::vector<int>& order, int unit, bool backward);
   void reduce_scatter_and_release(int unit);
   void complete_reduction(Reduction& reduction);
@@ -124,6 +127,7 @@ class FullyShardedDataParallel final : public nn::UnitHooks {
   std::vector<int> forward_order_, backward_order_;
   std::deque<Reduction> reductions_;  // reduce-scatters in flight, oldest first
   bool schedule_driven_ = false;
+  config::ReshardAfterForward policy_;
 };
 
 // The whole value of a parameter sharded over `shard_group` (collective over the group), on

@@ -184,7 +184,10 @@ void check_order(const Schedule& schedule, const PassTable<int>& position, bool 
       const std::string here = where.at(rank, a);
       auto name = [&](ActionKind kind, int stage) { return action_name(make(kind, stage, mb)); };
       auto needs_before = [&](ActionKind kind, int stage, const char* rule) {
-        TITAN_CHECK_INPUT(position(kind, stage, mb) < i)
+        const int at = position(kind, stage, mb);
+        TITAN_CHECK_INPUT(at >= 0) << here << " needs " << name(kind, stage)
+                                   << " before it, which the list lacks (" << rule << ")";
+        TITAN_CHECK_INPUT(at < i)
             << here << " runs before " << name(kind, stage) << ", which it needs (" << rule << ")";
       };
       auto needs_after = [&](ActionKind kind, int stage, const char* rule) {

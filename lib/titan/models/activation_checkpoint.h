@@ -3,8 +3,9 @@
 //
 //   none           no block
 //   full           every block keeps only its input
-//   selective N    every N-th block by layer index, (i + 1) % N == 0 (torchtitan's count),
-//                  fully; N = 0 or 1: every block
+//   selective N    every N-th block by global layer index, (i + 1) % N == 0, fully (torchtitan
+//                  counts the blocks a rank wraps, the same blocks without PP; the global
+//                  index keeps a layer's choice on every layout); N = 0 or 1: every block
 //   selective op   every block recomputes its cheap ops and keeps its matmul outputs
 //   memory_budget  b in [0, 1], torchtitan's meaning: saved activations within
 //                  full + b (none - full). Without a compiler's min-cut this picks whole

@@ -16,8 +16,12 @@ namespace {
 using distributed::Action;
 using distributed::ActionKind;
 
-// MPI guarantees tags up to 32767 (MPI_TAG_UB may be larger, never smaller).
-constexpr int kLargestTag = 32767;
+// A transfer's MPI tag (pipeline.h, "Tags"). MPI guarantees tags up to 32767 (MPI_TAG_UB
+// may be larger, never smaller); those below 1000 are left to other users of the group.
+constexpr int kTagBase = 1000, kLargestTag = 32767;
+int transfer_tag(int stages, int stage, int microbatch, bool gradient) {
+  return kTagBase + 2 * (microbatch * stages + stage) + (gradient ? 1 : 0);
+}
 
 template <class Map>
 auto take(Map& map, const typename Map::key_type& key, const char* what) {
@@ -55,12 +59,21 @@ distributed::Schedule pipeline_schedule_for(const config::JobConfig& config, int
         << "; pick a value that makes a multiple of " << pp << " stages";
     stages_per_rank = int(stages / pp);
     const bool single = distributed::is_single_stage(kind);
-    TITAN_CHECK_INPUT(single ? stages_per_rank == 1 : stages_per_rank >= 2)
+    const bool v_shaped = kind == config::PipelineSchedule::ZBVZeroBubble ||
+                          kind == config::PipelineSchedule::DualPipeV;
+    TITAN_CHECK_INPUT(single   ? stages_per_rank == 1
+                      : v_shaped ? stages_per_rank == 2
+                                 : stages_per_rank >= 2)
         << "parallelism.pipeline_parallel_layers_per_stage: " << per_stage << " makes "
         << stages_per_rank << " stages per rank; " << name << " runs "
-        << (single ? "exactly 1" : "2 or more") << " (" << (single ? "raise" : "lower")
-        << " it)";
+        << (single ? "exactly 1" : v_shaped ? "exactly 2" : "2 or more")
+        << (stages_per_rank < (single ? 1 : 2) ? " (lower it)" : " (raise it)");
   }
+  TITAN_CHECK_INPUT(transfer_tag(pp * stages_per_rank, pp * stages_per_rank - 1,
+                                 microbatches - 1, true) <= kLargestTag)
+      << "parallelism.pipeline_parallel_microbatch_size: " << size << " makes " << microbatches
+      << " microbatches of " << pp * stages_per_rank << " stages, more transfers per step "
+      << "than MPI tags tell apart; raise it";
   const std::optional<std::string>& csv = p.pipeline_parallel_schedule_csv;
   distributed::Schedule schedule;
   if (csv && !csv->empty()) {
@@ -71,11 +84,6 @@ distributed::Schedule pipeline_schedule_for(const config::JobConfig& config, int
     text << file.rdbuf();
     schedule = distributed::read_schedule_csv(text.str(), *csv, pp, stages_per_rank, microbatches);
   } else {
-    TITAN_CHECK_INPUT(kind != config::PipelineSchedule::PipelineScheduleSingle &&
-                      kind != config::PipelineSchedule::PipelineScheduleMulti)
-        << "parallelism.pipeline_parallel_schedule: " << name << " runs a schedule read from "
-        << "parallelism.pipeline_parallel_schedule_csv, which is not set; set it or name a "
-        << "built-in schedule (GPipe, 1F1B, Interleaved1F1B, ...)";
     schedule = distributed::generate_schedule(kind, pp, stages_per_rank, microbatches);
   }
   distributed::add_communication(schedule);
@@ -128,20 +136,16 @@ PipelineExecutor::PipelineExecutor(distributed::Schedule schedule, int rank,
       local_stages_(schedule_.stages_of(rank)) {
   distributed::add_communication(schedule_);
   distributed::add_data_parallel_actions(schedule_);
+  distributed::simulate(schedule_);
   TITAN_CHECK(pp_group.size() == schedule_.pp && pp_group.rank() == rank)
       << "pipeline: rank " << rank << " of a " << schedule_.pp << "-rank schedule on "
       << pp_group.name() << " (rank " << pp_group.rank() << " of " << pp_group.size() << ")";
   TITAN_CHECK(model.stage_count() == int(local_stages_.size()))
       << "pipeline: the model holds " << model.stage_count() << " stages, rank " << rank
       << " runs " << local_stages_.size();
-  TITAN_CHECK_INPUT(tag(schedule_.stages - 1, schedule_.microbatches - 1, true) <= kLargestTag)
-      << "parallelism: " << schedule_.microbatches << " pipeline microbatches x "
-      << schedule_.stages << " stages is more transfers per step than MPI tags can tell "
-      << "apart; raise pipeline_parallel_microbatch_size";
-}
-
-bool PipelineExecutor::holds_last_stage() const {
-  return schedule_.rank_of(schedule_.stages - 1) == rank_;
+  TITAN_CHECK(tag(schedule_.stages - 1, schedule_.microbatches - 1, true) <= kLargestTag)
+      << "pipeline: " << schedule_.microbatches << " microbatches x " << schedule_.stages
+      << " stages need more MPI tags than there are (pipeline_schedule_for checks it)";
 }
 
 int PipelineExecutor::local_stage(int stage) const {
@@ -152,7 +156,7 @@ int PipelineExecutor::local_stage(int stage) const {
 }
 
 int PipelineExecutor::tag(int stage, int microbatch, bool gradient) const {
-  return kTagBase + 2 * (microbatch * schedule_.stages + stage) + (gradient ? 1 : 0);
+  return transfer_tag(schedule_.stages, stage, microbatch, gradient);
 }
 
 Tensor PipelineExecutor::activation_buffer(const data::TokenBatch& microbatch) const {
@@ -163,19 +167,19 @@ Tensor PipelineExecutor::activation_buffer(const data::TokenBatch& microbatch) c
 }
 
 void PipelineExecutor::post_receives_before(size_t next_compute,
-                                            const std::vector<data::TokenBatch>& mbs) {
+                                            const std::vector<data::TokenBatch>& microbatches) {
   const std::vector<Action>& actions = schedule_.ranks[size_t(rank_)];
   for (; posted_ < next_compute && posted_ < actions.size(); ++posted_) {
     const Action& a = actions[posted_];
     const Key key{a.stage, a.microbatch};
     if (a.kind == ActionKind::RecvActivation) {
       Receive& r = activations_in_[key];
-      r.data = activation_buffer(mbs[size_t(a.microbatch)]);
+      r.data = activation_buffer(microbatches[size_t(a.microbatch)]);
       r.work = pp_group_.recv(r.data, schedule_.rank_of(a.stage - 1),
                               tag(a.stage - 1, a.microbatch, false));
     } else if (a.kind == ActionKind::RecvGradient) {
       Receive& r = gradients_in_[key];
-      r.data = activation_buffer(mbs[size_t(a.microbatch)]);
+      r.data = activation_buffer(microbatches[size_t(a.microbatch)]);
       r.work = pp_group_.recv(r.data, schedule_.rank_of(a.stage + 1),
                               tag(a.stage + 1, a.microbatch, true));
     }
@@ -211,9 +215,10 @@ void PipelineExecutor::finish_sends() {
   sends_.clear();
 }
 
-double PipelineExecutor::train(const std::vector<data::TokenBatch>& mbs, float grad_scale) {
-  TITAN_CHECK(int(mbs.size()) == schedule_.microbatches)
-      << "pipeline: " << mbs.size() << " microbatches for a schedule of "
+double PipelineExecutor::train(const std::vector<data::TokenBatch>& microbatches,
+                               float grad_scale) {
+  TITAN_CHECK(int(microbatches.size()) == schedule_.microbatches)
+      << "pipeline: " << microbatches.size() << " microbatches for a schedule of "
       << schedule_.microbatches;
   const std::vector<Action>& actions = schedule_.ranks[size_t(rank_)];
   const int last = schedule_.stages - 1;
@@ -247,7 +252,7 @@ double PipelineExecutor::train(const std::vector<data::TokenBatch>& mbs, float g
     while (next_compute < actions.size() && !distributed::is_compute(actions[next_compute].kind)) {
       ++next_compute;
     }
-    post_receives_before(next_compute, mbs);
+    post_receives_before(next_compute, microbatches);
     // What the action reads from a neighbouring stage, had before its span opens: a trace's
     // compute spans hold compute alone (a receive's wait has its own span).
     Tensor arriving;
@@ -262,12 +267,12 @@ double PipelineExecutor::train(const std::vector<data::TokenBatch>& mbs, float g
                      : take_received(key, true);
     }
     TraceSpan span("pipeline " + distributed::action_name(a));
-    const data::TokenBatch& mb = mbs[size_t(a.microbatch)];
+    const data::TokenBatch& batch = microbatches[size_t(a.microbatch)];
     if (a.kind == ActionKind::Forward) {
       std::unique_ptr<models::ActivationRecord> record = model_.new_record();
       record->pipeline.stage = local_stage(a.stage);
       record->pipeline.input = arriving;
-      loss_sum += model_.forward(mb.inputs, mb.labels, *record);
+      loss_sum += model_.forward(batch.inputs, batch.labels, *record);
       if (a.stage < last) {
         Tensor out = std::move(record->pipeline.output);
         if (schedule_.rank_of(a.stage + 1) == rank_) {
@@ -307,10 +312,10 @@ double PipelineExecutor::train(const std::vector<data::TokenBatch>& mbs, float g
   return loss_sum;
 }
 
-double PipelineExecutor::evaluate(const std::vector<data::TokenBatch>& mbs) {
+double PipelineExecutor::evaluate(const std::vector<data::TokenBatch>& microbatches) {
   const int last = schedule_.stages - 1;
   double loss_sum = 0;
-  for (size_t i = 0; i < mbs.size(); ++i) {
+  for (size_t i = 0; i < microbatches.size(); ++i) {
     const int microbatch = int(i);
     for (const int stage : local_stages_) {
       std::unique_ptr<models::ActivationRecord> record = model_.new_record();
@@ -319,13 +324,13 @@ double PipelineExecutor::evaluate(const std::vector<data::TokenBatch>& mbs) {
         if (schedule_.rank_of(stage - 1) == rank_) {
           record->pipeline.input = take(handed_activations_, {stage, microbatch}, "activation");
         } else {
-          Tensor input = activation_buffer(mbs[i]);
+          Tensor input = activation_buffer(microbatches[i]);
           pp_group_.recv(input, schedule_.rank_of(stage - 1), tag(stage - 1, microbatch, false))
               .wait();
           record->pipeline.input = input;
         }
       }
-      loss_sum += model_.forward(mbs[i].inputs, mbs[i].labels, *record);
+      loss_sum += model_.forward(microbatches[i].inputs, microbatches[i].labels, *record);
       if (stage == last) continue;
       if (schedule_.rank_of(stage + 1) == rank_) {
         handed_activations_[{stage + 1, microbatch}] = record->pipeline.output;

@@ -22,7 +22,7 @@
 // compute action is a trace span, "pipeline 2F5", opened after its input has arrived.
 //
 // Tags: a transfer of stage s's output (or of the gradient at stage s's input) for
-// microbatch i uses tag kTagBase + 2 (i x stages + s) (+1 for gradients), so messages
+// microbatch i uses tag 1000 + 2 (i x stages + s) (+1 for gradients), so messages
 // between two ranks pair up whatever order the two lists run them in.
 #pragma once
 
@@ -63,10 +63,10 @@ std::string describe_plan(const PipelinePlan& plan);
 
 class PipelineExecutor {
  public:
-  // `schedule` (checked by simulate; its transfers and data-parallel actions are added
-  // here when it lacks them); `rank` its rank
-  // in it, the rank of `pp_group`; `model` holds schedule.stages_of(rank) as its stages, in
-  // that order; `fsdp` the model's unit hooks, or null.
+  // `schedule`: any list, given its transfers and data-parallel actions here when it lacks
+  // them, then checked by simulate (InputError). `rank`: its rank in it, the rank of
+  // `pp_group`. `model` holds schedule.stages_of(rank) as its stages, in that order;
+  // `fsdp` is the model's unit hooks, or null.
   PipelineExecutor(distributed::Schedule schedule, int rank, models::Model& model,
                    distributed::Communicator& pp_group,
                    distributed::FullyShardedDataParallel* fsdp);
@@ -79,15 +79,14 @@ class PipelineExecutor {
   double evaluate(const std::vector<data::TokenBatch>& microbatches);
 
   const distributed::Schedule& schedule() const { return schedule_; }
-  bool holds_last_stage() const;
 
  private:
-  static constexpr int kTagBase = 1000;
   using Key = std::pair<int, int>;  // (stage, microbatch)
   int local_stage(int stage) const;  // its index among the model's stages
   int tag(int stage, int microbatch, bool gradient) const;
   Tensor activation_buffer(const data::TokenBatch& microbatch) const;
-  void post_receives_before(size_t next_compute, const std::vector<data::TokenBatch>& mbs);
+  void post_receives_before(size_t next_compute,
+                            const std::vector<data::TokenBatch>& microbatches);
   Tensor take_received(const Key& key, bool gradient);
   void data_parallel_action(const distributed::Action& action);  // UNSHARD, REDUCE_GRAD, ...
   void send(const Tensor& t, int peer, int tag);

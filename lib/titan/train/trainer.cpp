@@ -168,11 +168,10 @@ void Trainer::log_start() const {
                        : mesh_->dp_replicate().size() > 1 ? "DDP"
                                                           : "";
     if (pipeline_) {
-      const distributed::Schedule& sch = pipeline_->schedule();
-      char text[160];
-      std::snprintf(text, sizeof text, "PP %s, %d stages, %d microbatches",
-                    sch.name.c_str(), sch.stages, sch.microbatches);
-      mode += std::string(mode.empty() ? "" : " x ") + text;
+      const distributed::Schedule& schedule = pipeline_->schedule();
+      mode += std::string(mode.empty() ? "" : " x ") + "PP " + schedule.name + ", " +
+              std::to_string(schedule.stages) + " stages, " +
+              std::to_string(schedule.microbatches) + " microbatches";
     }
     if (tensor_parallel_) {
       mode += std::string(mode.empty() ? "" : " x ") + "TP" +

@@ -492,6 +492,15 @@ TEST(PipelineScheduleCsv, BackwardBeforeForward) {
                   "rank 0 (row 1), action 0B0 runs before 0F0, which it needs (F before B or I)");
 }
 
+// A list that carries transfers must carry all of them: without its receive (and the
+// matching send) a forward's input would never arrive.
+TEST(PipelineScheduleCsv, MissingTransferPair) {
+  const Schedule s = read_schedule_csv("0F0,0RECV_B0,0B0\n1F0,1B0,1SEND_B0\n",
+                                       "transfers.csv", 2, 1, 1);
+  expect_contains(input_error([&] { simulate(s); }),
+                  "action 1F0 needs 1RECV_F0 before it, which the list lacks");
+}
+
 TEST(PipelineScheduleCsv, WeightBeforeInput) {
   const Schedule s = read_schedule_csv("0F0,0W0,0I0\n1F0,1B0\n", "wi.csv", 2, 1, 1);
   expect_contains(input_error([&] { simulate(s); }),

@@ -136,9 +136,10 @@ class Llama3Model final : public Model {
   int layer_unit(size_t k) const { return int(k) + (tok_embeddings_ ? 1 : 0); }
   int head_unit() const { return tied() ? 0 : layer_unit(layers_.size()); }
   std::string layer_name(size_t k) const { return "layers." + std::to_string(layer_ids_[k]); }
-  // The record's stage; releases the record's activations, keeping its pipeline tensors
-  // but the input and output (sent on or handed over already).
+  // The stage the record runs (record.pipeline.stage, checked).
   const Stage& stage_of(const ModelRecord& record) const;
+  // Frees everything the record holds but its stage and pipeline.input_grad (the executor
+  // takes that after the backward).
   static void release(ModelRecord& record);
   enum class Hook { BeforeForward, AfterForward, BeforeBackward, AfterBackward };
   void hook(Hook hook, int unit) const;
