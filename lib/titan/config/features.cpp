@@ -44,8 +44,12 @@ const std::vector<FeatureInfo>& all_features() {
        WhenMissing::Reject, ""},
       {Feature::ReducedPrecisionReduction, "gradient reduction in bfloat16", false,
        WhenMissing::Reject, ""},
-      {Feature::ActivationCheckpointing, "activation checkpointing", true, WhenMissing::Reject,
-       ""},
+      // Recomputing activations changes memory, not results: were it missing, a job (and
+      // torchtitan's default, selective) would run without it.
+      {Feature::ActivationCheckpointing, "activation checkpointing", true,
+       WhenMissing::RunWithoutIt,
+       "activation checkpointing is not built; running without it (same results, more "
+       "memory)"},
   };
   return features;
 }
