@@ -294,6 +294,18 @@ static Tensor stage_output_grad(const ModelRecord& r) {
   return r.pipeline.output_grad;
 }
 
+Tensor Llama3Model::block_backward_input(ModelRecord& r, size_t j, const Tensor& dout,
+                                         const Tensor& freqs) const {
+  const size_t k = stage_of(r).layers[j];
+  hook(Hook::BeforeBackward, layer_unit(k));  // FSDP gathers before the recompute reads
+  const MemoryTagScope tag = activations_of(layer_name(k));
+  layers_[k].recompute(r.layers[j], r.tokens.size(0), freqs);
+  Tensor dx = Tensor::empty(dout.shape(), compute_dtype_, device_);
+  TraceSpan span(layer_name(k) + ".backward_input");
+  layers_[k].backward_input(dout, freqs, r.layers[j], dx);
+  return dx;
+}
+
 void Llama3Model::backward(ActivationRecord& record, float grad_scale) {
   ModelRecord& r = record_as<ModelRecord>(record);
   const Stage& stage = stage_of(r);
@@ -321,21 +333,14 @@ void Llama3Model::backward(ActivationRecord& record, float grad_scale) {
   const Tensor freqs = freqs_.narrow(0, r.tokens.size(1));
   for (size_t j = stage.layers.size(); j-- > 0;) {
     const size_t k = stage.layers[j];
-    hook(Hook::BeforeBackward, layer_unit(k));
-    const MemoryTagScope tag = activations_of(layer_name(k));
-    layers_[k].recompute(r.layers[j], r.tokens.size(0), freqs);
-    Tensor dx_in = Tensor::empty({n, D}, compute_dtype_, device_);
+    dx = block_backward_input(r, j, dx, freqs);
     {
-      TraceSpan span(layer_name(k) + ".backward_input");
-      layers_[k].backward_input(dx, freqs, r.layers[j], dx_in);
-    }
-    {
+      const MemoryTagScope tag = activations_of(layer_name(k));
       TraceSpan span(layer_name(k) + ".backward_weight");
       layers_[k].backward_weight(r.layers[j]);
     }
     hook(Hook::AfterBackward, layer_unit(k));
     r.layer_inputs[j + 1] = Tensor();  // this layer's output is no longer needed
-    dx = dx_in;
   }
   if (stage.embedding) {
     if (!tied()) hook(Hook::BeforeBackward, embedding_unit());
@@ -364,15 +369,7 @@ void Llama3Model::backward_input(ActivationRecord& record, float grad_scale) {
     dx = stage_output_grad(r);
   }
   const Tensor freqs = freqs_.narrow(0, r.tokens.size(1));
-  for (size_t j = stage.layers.size(); j-- > 0;) {
-    const size_t k = stage.layers[j];
-    hook(Hook::BeforeBackward, layer_unit(k));
-    const MemoryTagScope tag = activations_of(layer_name(k));
-    layers_[k].recompute(r.layers[j], r.tokens.size(0), freqs);
-    Tensor dx_in = Tensor::empty({n, D}, compute_dtype_, device_);
-    layers_[k].backward_input(dx, freqs, r.layers[j], dx_in);
-    dx = dx_in;
-  }
+  for (size_t j = stage.layers.size(); j-- > 0;) dx = block_backward_input(r, j, dx, freqs);
   if (stage.embedding) {
     if (!tied()) hook(Hook::BeforeBackward, embedding_unit());
     r.dx0 = dx;

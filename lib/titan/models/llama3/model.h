@@ -126,6 +126,10 @@ class Llama3Model final : public Model {
     bool head = false;
   };
   void output_backward_input(ModelRecord& record, float grad_scale, Tensor& dh) const;
+  // The gradient at the input of the record stage's block j, from `dout` at its output:
+  // the block's unit hook, its record restored (activation checkpointing), backward_input.
+  Tensor block_backward_input(ModelRecord& record, size_t j, const Tensor& dout,
+                              const Tensor& freqs) const;
   // The output weight's rows in the vocabulary (all of it without tensor parallelism).
   ops::VocabSlice vocab_slice(const nn::Parameter& weight) const;
   const nn::Parameter& output() const { return output_ ? *output_ : *tok_embeddings_; }
