@@ -15,6 +15,7 @@
 #include "distributed_test_main.h"
 #include "support/gradient_check.h"
 #include "tiny_training_job.h"
+#include "training_run.h"
 #include "titan/build_config.h"
 #include "titan/distributed/mesh.h"
 #include "titan/models/registry.h"
@@ -53,45 +54,6 @@ config::JobConfig pipeline_job(const Layout& layout, int64_t global_batch) {
   return c;
 }
 
-struct TrainingRun {
-  std::vector<StepResult> steps;
-  std::map<std::string, Tensor> parameters;  // whole, by name
-};
-
-// Every parameter's whole value: each rank writes the boxes it holds first (a pipeline rank
-// holds only its stages' parameters) into zero tensors, and the world sums them.
-std::map<std::string, Tensor> whole_parameters(Trainer& trainer, const config::JobConfig& config,
-                                               distributed::Communicator* world) {
-  std::map<std::string, nn::Parameter*> held;
-  for (nn::Parameter* p : trainer.model().parameters()) held[p->name()] = p;
-  std::map<std::string, Tensor> whole;
-  for (const models::ParameterShape& shape :
-       models::model_family("llama3").parameter_shapes(config)) {
-    Tensor t = Tensor::zeros(shape.shape, DType::F32);
-    const auto at = held.find(shape.name);
-    if (at != held.end() && at->second->placement().writes_checkpoint()) {
-      const nn::Parameter& p = *at->second;
-      const float* piece = p.shard().data<float>();
-      float* out = t.mutable_data<float>();
-      nn::for_each_box_run(p.global_shape(), p.local_box(),
-                           [&](int64_t global, int64_t local, int64_t length) {
-                             std::copy_n(piece + local, length, out + global);
-                           });
-    }
-    if (world) world->all_reduce(t).wait();
-    whole[shape.name] = t;
-  }
-  return whole;
-}
-
-TrainingRun train(const config::JobConfig& config, Mesh* mesh) {
-  Trainer trainer(config, mesh);
-  TrainingRun run;
-  run.steps = trainer.train();
-  run.parameters = whole_parameters(trainer, config, mesh ? &mesh->world() : nullptr);
-  return run;
-}
-
 // One rank on the same global batch, once per batch size.
 const TrainingRun& alone(int64_t global_batch) {
   // Never destroyed: its tensors must not outlive the allocator at exit.
@@ -100,24 +62,9 @@ const TrainingRun& alone(int64_t global_batch) {
     config::JobConfig c = tiny_training_job("titan_pp_test_alone" + std::to_string(global_batch));
     c.training.global_batch_size = global_batch;
     c.training.local_batch_size = global_batch;
-    runs[global_batch] = train(c, nullptr);
+    runs[global_batch] = train_run(c, nullptr);
   }
   return runs.at(global_batch);
-}
-
-void expect_same_run(const TrainingRun& run, const TrainingRun& reference) {
-  ASSERT_EQ(run.steps.size(), reference.steps.size());
-  for (size_t s = 0; s < run.steps.size(); ++s) {
-    const StepResult& want = reference.steps[s];
-    EXPECT_NEAR(run.steps[s].loss, want.loss, 1e-5 * want.loss) << "step " << s + 1;
-    EXPECT_NEAR(run.steps[s].grad_norm, want.grad_norm, 1e-5 * want.grad_norm)
-        << "step " << s + 1;
-  }
-  ASSERT_EQ(run.parameters.size(), reference.parameters.size());
-  for (const auto& [name, value] : reference.parameters) {
-    testing::expect_close(testing::to_values(run.parameters.at(name)), testing::to_values(value),
-                          1e-5, name);
-  }
 }
 
 void check_layout(const Layout& layout, int64_t global_batch) {
@@ -125,7 +72,7 @@ void check_layout(const Layout& layout, int64_t global_batch) {
   const config::JobConfig config = pipeline_job(layout, global_batch);
   Mesh mesh(distributed::mesh_shape_from_config(config.parallelism, layout.world()),
             test_world());
-  expect_same_run(train(config, &mesh), alone(global_batch));
+  expect_same_run(train_run(config, &mesh), alone(global_batch));
 }
 
 // Every schedule at pp = the world (2 or 4), at microbatch counts pp and 2 pp where it
@@ -244,7 +191,7 @@ TEST(Pipeline, CsvScheduleAndSplitBackward) {
     config::JobConfig config = pipeline_job(layout, 4);
     config.parallelism.pipeline_parallel_schedule_csv = csv.string();
     Mesh mesh(distributed::mesh_shape_from_config(config.parallelism, 2), test_world());
-    runs.push_back(train(config, &mesh));
+    runs.push_back(train_run(config, &mesh));
   }
   expect_same_run(runs[0], alone(4));
   for (size_t s = 0; s < runs[0].steps.size(); ++s) {
@@ -283,7 +230,7 @@ TEST(Pipeline, FsdpReshardAfterForwardAlways) {
   config::JobConfig config = pipeline_job(layout, 8);
   config.parallelism.fsdp_reshard_after_forward = config::ReshardAfterForward::Always;
   Mesh mesh(distributed::mesh_shape_from_config(config.parallelism, 4), test_world());
-  expect_same_run(train(config, &mesh), alone(8));
+  expect_same_run(train_run(config, &mesh), alone(8));
 }
 
 #if TITAN_HAVE_HDF5

@@ -315,22 +315,21 @@ void expect_module_matches_unsharded(const std::function<Module(const nn::Placer
 TEST(TensorParallel, AttentionWithSplitOrSharedKvHeadsEqualsTheUnshardedModule) {
   if (!world_splits_tiny_heads()) GTEST_SKIP() << "tp 2 or 4";
   const nn::InitRule init{nn::InitKind::TruncatedNormal, 0.02, 2.0};
-  const Tensor freqs = [] {
-    Tensor f = Tensor::empty({kSeq, kDim / 4 / 2, 2}, DType::F32);
-    ops::rope_table(kDim / 4, 500000.0, ops::RopeScaling{}, 0, f);
-    return f;
-  }();
+  nn::SequenceLayout seq;
+  seq.batch = kBatch;
+  seq.freqs = Tensor::empty({kSeq, kDim / 4 / 2, 2}, DType::F32);
+  ops::rope_table(kDim / 4, 500000.0, ops::RopeScaling{}, 0, seq.freqs);
   expect_module_matches_unsharded<nn::Attention, nn::AttentionRecord>(
       [&](const nn::Placer& placer) {
         return nn::Attention("layers.0.attention", kDim, 4, 2, init, init, placer);
       },
       [&](const nn::Attention& a, const Tensor& x, Tensor& y, nn::AttentionRecord& record) {
-        a.forward(x, kBatch, freqs, y, record);
+        a.forward(x, seq, y, record);
       },
       [](nn::Attention& a, nn::AttentionRecord& record) { a.backward_weight(record); },
       [](nn::Attention& a) { return a.parameters(); },
       [&](const nn::Attention& a, const Tensor& dy, nn::AttentionRecord& record, Tensor& dx) {
-        a.backward_input(dy, freqs, record, dx, ops::Accumulate::No);
+        a.backward_input(dy, seq, record, dx, ops::Accumulate::No);
       });
 }
 

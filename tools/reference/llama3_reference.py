@@ -114,7 +114,9 @@ REQUIRED_KEYS = {
     "accumulation_steps", "steps", "lr", "beta1", "beta2", "eps", "weight_decay",
     "warmup_steps", "decay_ratio", "decay_type", "min_lr_factor", "max_norm",
 }
-OPTIONAL_KEYS = {"flavor", "seed", "source"}  # informational only
+OPTIONAL_KEYS = {"flavor", "seed", "source",  # informational only
+                 "attn_mask_type", "eos_id"}  # "causal" when absent; eos_id: block_causal's
+ATTN_MASK_TYPES = ("causal", "block_causal")
 ROPE_SCALING_KEYS = {"enabled", "factor", "low_freq_factor", "high_freq_factor",
                      "original_max_positions"}
 
@@ -132,7 +134,23 @@ def load_config(path):
         raise ValueError(f"{path}: n_heads must divide dim and n_kv_heads must divide n_heads")
     if cfg["decay_type"] not in ("linear", "sqrt", "cosine"):
         raise ValueError(f"{path}: decay_type must be linear, sqrt or cosine")
+    check_attn_mask_config(cfg, path)
     return cfg
+
+
+def check_attn_mask_config(cfg, where):
+    """attn_mask_type: "causal" (the default when absent) or "block_causal", which needs an
+    integer eos_id in [0, vocab_size)."""
+    kind = cfg.get("attn_mask_type", "causal")
+    if kind not in ATTN_MASK_TYPES:
+        raise ValueError(f"{where}: attn_mask_type must be causal or block_causal, got {kind!r}")
+    eos = cfg.get("eos_id")
+    if eos is not None and (isinstance(eos, bool) or not isinstance(eos, int)
+                            or not 0 <= eos < cfg["vocab_size"]):
+        raise ValueError(f"{where}: eos_id must be an integer in [0, vocab_size), got {eos!r}")
+    if kind == "block_causal" and eos is None:
+        raise ValueError(f"{where}: attn_mask_type block_causal needs eos_id (the token that "
+                         "ends each document)")
 
 
 def ffn_hidden_dim(dim, multiple_of, multiplier=None):
@@ -197,6 +215,35 @@ def causal_attention(q, k, v):
     return (probs @ v).transpose(1, 2)
 
 
+def document_ids(tokens, eos_id):
+    """tokens [..., T] -> document id of each token: the number of EOS tokens before it (a
+    running count of EOS shifted by one), so an EOS is the last token of its document."""
+    eos = (tokens == eos_id).long()
+    return eos.cumsum(-1) - eos
+
+
+def block_causal_mask(tokens, eos_id):
+    """tokens [B, T] -> allowed [B, T, T]: query i sees key j iff j <= i and both lie in the
+    same document (torchtitan's flex/varlen block_causal; RoPE positions are not reset)."""
+    doc = document_ids(tokens, eos_id)
+    T = tokens.shape[-1]
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    return causal & (doc[:, :, None] == doc[:, None, :])
+
+
+def block_causal_attention(q, k, v, allowed):
+    """causal_attention with an explicit mask: allowed [B, T, T] (query i, key j), the
+    diagonal always allowed so no row is empty."""
+    n_rep = q.shape[2] // k.shape[2]
+    k = k.repeat_interleave(n_rep, dim=2)
+    v = v.repeat_interleave(n_rep, dim=2)
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, T, hd]
+    scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
+    scores = scores.masked_fill(~allowed[:, None], float("-inf"))
+    probs = torch.softmax(compute_dtype(scores), dim=-1).type_as(q)
+    return (probs @ v).transpose(1, 2)
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim, eps):
         super().__init__()
@@ -219,13 +266,16 @@ class Attention(nn.Module):
         self.wv = nn.Linear(dim, self.n_kv_heads * hd, bias=False)
         self.wo = nn.Linear(self.n_heads * hd, dim, bias=False)
 
-    def forward(self, x, freqs_cis):
+    def forward(self, x, freqs_cis, allowed=None):
+        """allowed: None for causal attention, else block_causal's [B, T, T] mask."""
         B, T, _ = x.shape
         q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
         k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)
         v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
         q, k = apply_rope(q, freqs_cis), apply_rope(k, freqs_cis)
-        return self.wo(causal_attention(q, k, v).reshape(B, T, -1))
+        if allowed is None:
+            return self.wo(causal_attention(q, k, v).reshape(B, T, -1))
+        return self.wo(block_causal_attention(q, k, v, allowed).reshape(B, T, -1))
 
 
 class FeedForward(nn.Module):
@@ -247,8 +297,8 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(cfg["dim"], cfg["norm_eps"])
         self.ffn_norm = RMSNorm(cfg["dim"], cfg["norm_eps"])
 
-    def forward(self, x, freqs_cis):
-        h = x + self.attention(self.attention_norm(x), freqs_cis)
+    def forward(self, x, freqs_cis, allowed=None):
+        h = x + self.attention(self.attention_norm(x), freqs_cis, allowed)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
@@ -256,6 +306,8 @@ class Transformer(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
+        check_attn_mask_config(cfg, "model config")
+        self.eos_id = cfg.get("eos_id") if cfg.get("attn_mask_type", "causal") == "block_causal" else None
         self.tok_embeddings = nn.Embedding(cfg["vocab_size"], cfg["dim"])
         self.layers = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg["n_layers"]))
         self.norm = RMSNorm(cfg["dim"], cfg["norm_eps"])
@@ -269,8 +321,10 @@ class Transformer(nn.Module):
     def forward(self, tokens):
         h = self.tok_embeddings(tokens)
         freqs_cis = self.freqs_cis[: tokens.shape[1]]
+        # block_causal: one [B, T, T] mask from the tokens, shared by every layer
+        allowed = None if self.eos_id is None else block_causal_mask(tokens, self.eos_id)
         for layer in self.layers:
-            h = layer(h, freqs_cis)
+            h = layer(h, freqs_cis, allowed)
         h = self.norm(h)
         weight = self.tok_embeddings.weight if self.weight_tying else self.output.weight
         return compute_dtype(F.linear(h, weight))  # logits in fp32, as torchtitan casts them
@@ -480,8 +534,16 @@ FLAVORS = {  # dim, n_layers, n_heads, n_kv_heads, vocab_size, multiple_of
 }
 
 
+def eos_positions(T, row):
+    """Fixed EOS positions of make-inputs' block_causal batches (row = sequence index b): two
+    adjacent EOS (a one-token document) and one more, shifted per row so rows differ."""
+    return sorted(p for p in {T // 4 + row, T // 4 + row + 1, (5 * T) // 8 + 2 * row} if p < T)
+
+
 def command_make_inputs(args):
     setup_torch()
+    if args.attn_mask_type == "block_causal" and args.eos_id is None:
+        raise SystemExit("make-inputs: --attn-mask-type block_causal needs --eos-id")
     dim, n_layers, n_heads, n_kv_heads, vocab, multiple_of = FLAVORS[args.flavor]
     cfg = {
         "flavor": args.flavor, "seed": args.seed, "source": "llama3_reference.py make-inputs",
@@ -494,8 +556,11 @@ def command_make_inputs(args):
         "accumulation_steps": args.accumulation_steps, "steps": args.steps,
         "lr": 8e-4, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "weight_decay": 0.1,
         "warmup_steps": 2, "decay_ratio": 0.8, "decay_type": "linear", "min_lr_factor": 0.0,
-        "max_norm": 1.0,
+        "max_norm": 1.0, "attn_mask_type": args.attn_mask_type,
     }
+    if args.eos_id is not None:
+        cfg["eos_id"] = args.eos_id
+    check_attn_mask_config(cfg, "make-inputs")
     torch.manual_seed(args.seed)
     model = Transformer(cfg)
     init_weights(model, cfg)
@@ -503,6 +568,9 @@ def command_make_inputs(args):
     assert [n for n, _ in init] == parameter_names(cfg)
     S, A, B, T = args.steps, args.accumulation_steps, args.batch_size, args.seq_len
     windows = torch.randint(0, vocab, (S, A, B, T + 1), dtype=torch.int64)
+    if args.attn_mask_type == "block_causal":  # several documents per sequence: the mask matters
+        for b in range(B):
+            windows[:, :, b, eos_positions(T, b)] = args.eos_id
     tokens, labels = windows[..., :-1].clone(), windows[..., 1:].clone()
     flat = labels.view(S * A, B * T)  # a few ignored labels per microbatch: exercises -100
     for row in flat:
@@ -513,7 +581,10 @@ def command_make_inputs(args):
         f.write("\n")
     save_safetensors(os.path.join(args.dir, "init.safetensors"), init, {"seed": str(args.seed)})
     save_safetensors(os.path.join(args.dir, "batch.safetensors"), [("tokens", tokens), ("labels", labels)])
-    print(f"inputs: {args.dir} ({args.flavor}, B={B}, T={T}, steps={S}, accumulation={A})")
+    mask = args.attn_mask_type
+    if mask == "block_causal":
+        mask += f", EOS {args.eos_id} at {[eos_positions(T, b) for b in range(B)]} of rows 0..{B - 1}"
+    print(f"inputs: {args.dir} ({args.flavor}, B={B}, T={T}, steps={S}, accumulation={A}, {mask})")
 
 
 # ------------------------------------------------------------------------------------------
@@ -673,6 +744,50 @@ def command_check(args):
                     naive[b, t, h, d] = sum(e[u] / z * v[b, u, g, d].item() for u in range(t + 1))
     expect_close("causal GQA attention vs loop", o, naive, 1e-5)
 
+    # Document ids on a hand example: the EOS ends its document (running count shifted by one).
+    E = 9
+    docs = document_ids(torch.tensor([[5, E, 6, 7, E, 8], [E, E, 1, 2, 3, E]]), E)
+    ok = docs.tolist() == [[0, 0, 1, 1, 1, 2], [0, 1, 2, 2, 2, 2]]
+    print(f"  {'ok' if ok else 'FAIL':4} document ids: [5 E 6 7 E 8] -> {docs[0].tolist()}, "
+          f"[E E 1 2 3 E] -> {docs[1].tolist()}")
+    if not ok:
+        failures.append("document ids")
+
+    # Block-causal GQA attention vs a loop with an explicit per-(i, j) mask: row 0 has four
+    # documents (one of a single token), row 1 starts with a one-token document, row 2 is one
+    # document (its only EOS is the last token) and must give exactly causal_attention's rows.
+    B, T, Hq, Hkv, hd = 3, 8, 4, 2, 8
+    toks = torch.tensor([[3, E, E, 4, 5, E, 6, 2], [E, 1, 2, E, 3, 4, 5, E], [1, 2, 3, 4, 5, 6, 7, E]])
+    q, k, v = torch.randn(B, T, Hq, hd), torch.randn(B, T, Hkv, hd), torch.randn(B, T, Hkv, hd)
+    allowed = block_causal_mask(toks, E)
+    naive_allowed = torch.zeros(B, T, T, dtype=torch.bool)
+    for b in range(B):
+        for i in range(T):
+            for j in range(T):
+                # same document: no EOS among tokens j .. i-1 (an EOS at i itself is i's own)
+                naive_allowed[b, i, j] = j <= i and all(toks[b, u].item() != E for u in range(j, i))
+    ok = torch.equal(allowed, naive_allowed)
+    print(f"  {'ok' if ok else 'FAIL':4} block-causal mask vs loop ({int(allowed.sum())} of {B * T * T} allowed)")
+    if not ok:
+        failures.append("block-causal mask")
+    o = block_causal_attention(q, k, v, allowed)
+    naive = torch.empty(B, T, Hq, hd, dtype=torch.float64)
+    for b in range(B):
+        for h in range(Hq):
+            g = h // (Hq // Hkv)
+            for t in range(T):
+                keys = [u for u in range(T) if naive_allowed[b, t, u]]
+                s = [sum(q[b, t, h, d].item() * k[b, u, g, d].item() for d in range(hd)) / math.sqrt(hd)
+                     for u in keys]
+                m = max(s)
+                e = [math.exp(z - m) for z in s]
+                z = sum(e)
+                for d in range(hd):
+                    naive[b, t, h, d] = sum(e[n] / z * v[b, u, g, d].item() for n, u in enumerate(keys))
+    expect_close("block-causal GQA attention vs loop (several documents per row)", o, naive, 1e-5)
+    expect_close("block-causal attention, one-document row = causal (exact)", o[2],
+                 causal_attention(q, k, v)[2], 0.0)
+
     # RMSNorm vs formula in float64.
     norm = RMSNorm(8, 1e-5)
     with torch.no_grad():
@@ -713,14 +828,20 @@ def command_check(args):
 
     # The model end to end in float64 against a loop-free recomputation: GQA with 2 kv heads,
     # tied and untied output, and the gradient of the loss against central differences.
-    for tying in (False, True):
+    # block_causal: documents of 2 and 3 tokens in row 0, of 1, 1 and 3 in row 1.
+    for tying, mask in ((False, "causal"), (True, "causal"), (False, "block_causal")):
         cfg = {"dim": 16, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "vocab_size": 23,
                "ffn_dim": 32, "norm_eps": 1e-5, "rope_theta": 10000.0, "rope_scaling": scaling,
                "weight_tying": tying, "seq_len": 5}
+        if mask == "block_causal":
+            cfg.update(attn_mask_type=mask, eos_id=E)
         model = Transformer(cfg).double()
         init_weights(model, cfg)
         assert [n for n, _ in model.named_parameters()] == parameter_names(cfg)
         toks, labs = torch.randint(0, 23, (2, 5)), torch.randint(0, 23, (2, 5))
+        if mask == "block_causal":
+            toks[toks == E] = E + 1
+            toks[0, 1] = toks[1, 0] = toks[1, 1] = E
         loss_fn = lambda: cross_entropy_sum(model(toks).double(), labs) / labs.numel()
         model.zero_grad()
         loss_fn().backward()
@@ -741,8 +862,30 @@ def command_check(args):
             numeric.append((up - down) / 2e-4)
         a, n = torch.tensor(analytic, dtype=torch.float64), torch.tensor(numeric, dtype=torch.float64)
         print(f"  info gradients checked: {', '.join(f'{x:.3g}' for x in analytic)}")
-        expect_close(f"model gradients vs central differences, relative (tying={tying})",
+        expect_close(f"model gradients vs central differences, relative (tying={tying}, {mask})",
                      (a - n) / torch.maximum(a.abs(), n.abs()).clamp(min=1e-6), torch.zeros(len(a)), 1e-4)
+
+    # block_causal end to end in float64: since RoPE scores depend only on i - j, a packed
+    # row's logits equal each document's logits run alone (causal, from position 0); and the
+    # mask matters (the packed row differs from causal after the first document).
+    with torch.no_grad():
+        packed = model(toks)
+        alone = []
+        for row in toks:
+            ends = [t + 1 for t in range(5) if row[t] == E]
+            starts = [0] + ends
+            alone.append(torch.cat([model(row[None, a:b])[0] for a, b in
+                                    zip(starts, ends + [5]) if b > a]))
+        expect_close("block_causal model: packed rows = documents run alone (float64)",
+                     packed, torch.stack(alone), 1e-10)
+        causal_model = Transformer(dict(cfg, attn_mask_type="causal")).double()
+        causal_model.load_state_dict(model.state_dict())
+        moved = (causal_model(toks) - packed)[:, 2:].abs().max().item()
+        ok = moved > 1e-3 and torch.equal(causal_model(toks)[0, :2], packed[0, :2])
+        print(f"  {'ok' if ok else 'FAIL':4} block_causal vs causal logits: equal in the first "
+              f"document, differ after it (max {moved:.3g})")
+        if not ok:
+            failures.append("block_causal changes the logits")
 
     # Gradient accumulation: 2 microbatches of 1 sequence = 1 microbatch of 2 sequences (the
     # valid-label count is the step's, so both give the same token mean, loss and updates).
@@ -810,6 +953,9 @@ def main():
     m.add_argument("--ignored-labels", type=int, default=3, help="labels set to -100 per microbatch")
     m.add_argument("--weight-tying", action="store_true")
     m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--attn-mask-type", choices=ATTN_MASK_TYPES, default="causal",
+                   help="block_causal: attention within documents ending at --eos-id")
+    m.add_argument("--eos-id", type=int, help="end-of-document token (needed by block_causal)")
     m.set_defaults(func=command_make_inputs)
     c = sub.add_parser("check", help="self-test of the reference's pieces")
     c.set_defaults(func=command_check)

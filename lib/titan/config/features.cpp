@@ -5,10 +5,10 @@
 
 namespace titan::config {
 
-// The one list of what is built. Today: training with data, tensor and pipeline parallelism
-// and activation checkpointing. A later issue that lands a feature sets its `built` to true
-// here (and the config tests follow on their own: they derive the rejections they run from
-// this list).
+// The one list of what is built. Today: training with data, tensor, pipeline and context
+// parallelism and activation checkpointing. A later issue that lands a feature sets its
+// `built` to true here (and the config tests follow on their own: they derive the
+// rejections they run from this list).
 const std::vector<FeatureInfo>& all_features() {
   static const std::vector<FeatureInfo> features = {
       {Feature::Checkpointing, "checkpointing", TITAN_HAVE_HDF5 != 0, WhenMissing::Reject, ""},
@@ -23,7 +23,7 @@ const std::vector<FeatureInfo>& all_features() {
       {Feature::AsyncTensorParallel, "asynchronous tensor parallelism", true,
        WhenMissing::Reject, ""},
       {Feature::PipelineParallel, "pipeline parallelism", true, WhenMissing::Reject, ""},
-      {Feature::ContextParallel, "context parallelism", false, WhenMissing::Reject, ""},
+      {Feature::ContextParallel, "context parallelism", true, WhenMissing::Reject, ""},
       {Feature::ExpertParallel, "expert parallelism", false, WhenMissing::Reject, ""},
       {Feature::ExpertTensorParallel, "expert tensor parallelism", false, WhenMissing::Reject,
        ""},

@@ -164,6 +164,10 @@ std::vector<Field> build_table() {
   t.push_back(FIELD(model.norm_eps, "titan.cpp: RMSNorm epsilon; unset: the flavor's").above(0));
   t.push_back(FIELD(model.enable_weight_tying,
                     "titan.cpp: share the embedding and output weights"));
+  t.push_back(FIELD(model.attn_mask_type,
+                    "titan.cpp: torchtitan's model arg: causal, or block_causal (a token sees "
+                    "its own document only; documents end at the data's EOS id); unset: the "
+                    "flavor's"));
   // optimizer
   t.push_back(FIELD(optimizer.name, "optimizer"));
   t.push_back(FIELD(optimizer.lr, "peak learning rate").above(0));

@@ -67,6 +67,8 @@ enum class PipelineSchedule { GPipe, OneForwardOneBackward, Interleaved1F1B, Loo
 TITAN_CONFIG_CHOICE(PipelineSchedule, "GPipe", "1F1B", "Interleaved1F1B", "LoopedBFS",
                     "InterleavedZeroBubble", "ZBVZeroBubble", "DualPipeV",
                     "PipelineScheduleSingle", "PipelineScheduleMulti");
+enum class AttentionMaskType { Causal, BlockCausal };
+TITAN_CONFIG_CHOICE(AttentionMaskType, "causal", "block_causal");
 enum class ContextParallelLoadBalancer { HeadTail, Ptrr };
 TITAN_CONFIG_CHOICE(ContextParallelLoadBalancer, "headtail", "ptrr");
 enum class ContextParallelRotateMethod { AllGather, AllToAll };
@@ -142,6 +144,9 @@ struct ModelSection {
   std::optional<double> rope_theta;
   std::optional<double> norm_eps;
   bool enable_weight_tying = false;
+  // torchtitan's model arg attn_mask_type; unset = the flavor's (block_causal for the
+  // *_flex_attn / *_varlen_attn / *_flex / *_varlen flavors, causal otherwise).
+  std::optional<AttentionMaskType> attn_mask_type;
 };
 
 struct OptimizerSection {

@@ -42,6 +42,28 @@ void check_key_combinations(const JobConfig& config) {
     check_splits("training.seq_len", config.training.seq_len);
     if (v.enable) check_splits("validation.seq_len", v.seq_len);
   }
+  const int64_t cp = par.context_parallel_degree;
+  if (cp > 1) {
+    TITAN_CHECK_INPUT(par.context_parallel_load_balancer != ContextParallelLoadBalancer::Ptrr)
+        << "parallelism.context_parallel_load_balancer: ptrr (torchtitan's balancer for "
+        << "flex attention) is not built in titan.cpp; use headtail (its per-document masks "
+        << "balance the same way) or None";
+    // Head-tail deals 2 cp chunks; sequence parallel then splits a rank's tokens over tp.
+    const bool head_tail = par.context_parallel_load_balancer.has_value();
+    const int64_t divisor =
+        cp * (head_tail ? 2 * tp : (par.enable_sequence_parallel ? tp : 1));
+    auto check_chunks = [&](const char* key, int64_t len) {
+      const int64_t below = len / divisor * divisor;
+      TITAN_CHECK_INPUT(len % divisor == 0)
+          << key << ": " << len << " does not divide by " << divisor << " ("
+          << (head_tail ? "2 x context_parallel_degree x tensor_parallel_degree: head-tail "
+                          "load balancing deals 2 chunks per cp rank"
+                        : "context_parallel_degree x tensor_parallel_degree")
+          << "); use " << (below > 0 ? std::to_string(below) + " or " : "") << below + divisor;
+    };
+    check_chunks("training.seq_len", config.training.seq_len);
+    if (v.enable) check_chunks("validation.seq_len", v.seq_len);
+  }
   TITAN_CHECK_INPUT(!par.enable_async_tensor_parallel || tp == 1 || par.enable_sequence_parallel)
       << "parallelism.enable_async_tensor_parallel: overlaps the sequence-parallel all-gathers "
       << "and reduce-scatters with the matmuls, and parallelism.enable_sequence_parallel is "

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "titan/core/tensor.h"
@@ -31,6 +32,9 @@ class BatchSource {
   virtual TokenBatch next() = 0;
   // One line for the start-up log: what is read and how it is cut.
   virtual std::string describe() const = 0;
+  // The token that ends each document in the packed sequences (the tokenizer's EOS id),
+  // for per-document attention; none for data without documents (synthetic tokens).
+  virtual std::optional<int32_t> document_end() const { return std::nullopt; }
 
   // How many batches next() has returned since the start (or since the position seek()
   // set); seek(n) makes the next batch the one a fresh source returns as its n-th (0-based).

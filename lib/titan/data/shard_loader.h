@@ -44,6 +44,7 @@ class ShardBatchSource final : public BatchSource {
 
   TokenBatch next() override;
   std::string describe() const override;
+  std::optional<int32_t> document_end() const override { return shards_->manifest().eos_id; }
   int64_t batches_served() const override { return batches_served_; }
   void seek(int64_t batches) override;
 

@@ -28,14 +28,6 @@ const char* degree_key(MeshDim dim) {
   return "?";
 }
 
-// The parallelism a degree > 1 needs, where it is not built yet; nullptr where it is.
-const char* missing_parallelism(MeshDim dim) {
-  switch (dim) {
-    case MeshDim::cp: return "context parallelism";
-    default: return nullptr;
-  }
-}
-
 // Every degree as the user wrote it, their product (none while dp_shard is -1) and the
 // world, for each error message: "pipeline_parallel_degree 1 x ... x tensor_parallel_degree
 // 1 = 8 for a world of 4 ranks".
@@ -116,13 +108,6 @@ MeshShape mesh_shape_from_config(const config::ParallelismSection& parallelism, 
         << "parallelism." << degree_key(dim) << ": must be >= 1"
         << (dim == MeshDim::dp_shard ? " or -1 (the rest of the world)" : "") << ", got "
         << shape[dim] << " (" << degrees_line(shape, world_size) << ")";
-  }
-  // The config validator rejects these first; this guard keeps the mesh honest on its own.
-  for (MeshDim dim : kAllDims) {
-    const char* missing = missing_parallelism(dim);
-    TITAN_CHECK_INPUT(missing == nullptr || shape[dim] == 1)
-        << "parallelism." << degree_key(dim) << ": " << shape[dim] << " needs " << missing
-        << ", which is not built yet in titan.cpp; set it to 1";
   }
   if (shape[MeshDim::dp_shard] == -1) {
     const int64_t others = -shape.world_size();  // the product with dp_shard = -1

@@ -8,7 +8,8 @@
 //   mesh.dp_shard()        FSDP's group: parameters are sharded over it
 //   mesh.dp_replicate()    HSDP/DDP replicas: shard gradients are all-reduced over it
 //   mesh.dp()              dp_replicate x dp_shard flattened: where the batch is split
-//   mesh.dp_shard_cp()     dp_shard x cp flattened: FSDP's group once CP lands
+//   mesh.dp_shard_cp()     dp_shard x cp flattened: FSDP's group (context parallel ranks
+//                          hold different tokens of the same sequences)
 //
 // Host groups and tensor groups. The accessors above are the host groups (MPI, or
 // SelfCommunicator in a world of one): host tensors only. They carry the scalars
@@ -62,8 +63,7 @@ struct MeshShape {
 
 // The degrees of `parallelism` for a world of `world_size` ranks: data_parallel_shard_degree
 // -1 takes what the others leave. InputError (exit 2) when the product is not the world
-// size, when -1 leaves a fraction, or when a degree needs a parallelism that is not built
-// (cp > 1 today); the message has the numbers and the fix.
+// size or when -1 leaves a fraction; the message has the numbers and the fix.
 MeshShape mesh_shape_from_config(const config::ParallelismSection& parallelism, int64_t world_size);
 
 // A rank's coordinate along each dim (row-major over the degrees, tp fastest).

@@ -33,6 +33,7 @@ struct ModelSummary {
   int64_t parameters = 0;       // unique parameters (a tied output counts once)
   int64_t vocab_size = 0;
   int64_t layers = 0;           // transformer blocks: what pipeline stages split
+  bool masks_documents = false; // attention within documents: needs Model::set_document_end
   double flops_per_token = 0;   // training FLOPs per token at training.seq_len
 };
 

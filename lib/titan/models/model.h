@@ -95,9 +95,15 @@ class Model {
   virtual DType compute_dtype() const = 0;  // of the weights' values and the activations
   virtual int64_t vocab_size() const = 0;
 
+  // Per-document attention (ModelSummary::masks_documents): the token that ends each
+  // document of the packed sequences (the data's EOS id); set before the first forward.
+  virtual void set_document_end(int32_t token) = 0;
+
   virtual std::unique_ptr<ActivationRecord> new_record() const = 0;
   // Sum over valid tokens (labels != -100) of the token losses; fills the record. Tokens
-  // and labels may be on any device (the data loader's are host tensors).
+  // and labels may be on any device (the data loader's are host tensors). Under context
+  // parallelism every cp rank passes the whole sequences; the model takes its own tokens
+  // (nn/context_parallel.h) and the sum is over those.
   virtual double forward(const Tensor& tokens, const Tensor& labels,
                          ActivationRecord& record) const = 0;
   // Logits [B, T, V] of a forward's record, on the model's device (generation, tests).

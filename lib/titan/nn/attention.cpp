@@ -2,7 +2,6 @@
 
 #include <cmath>
 
-#include "titan/core/threads.h"
 #include "titan/ops/attention.h"
 #include "titan/ops/rope.h"
 
@@ -20,6 +19,7 @@ Attention::Attention(const std::string& prefix, int64_t dim, int64_t n_heads, in
                      InitRule init, InitRule output_init, const Placer& placer)
     : head_dim_(dim / n_heads),
       tp_(placer.tp_group()),
+      cp_(placer.cp_group()),
       wq_(prefix + ".wq", dim, n_heads * (dim / n_heads), init, placer),
       wk_(prefix + ".wk", dim, n_kv_heads * (dim / n_heads), init, placer),
       wv_(prefix + ".wv", dim, n_kv_heads * (dim / n_heads), init, placer),
@@ -31,10 +31,6 @@ std::vector<Parameter*> Attention::parameters() {
 
 namespace {
 
-Tensor workspace_for(int64_t bytes, Device device) {
-  return Tensor::empty({bytes}, DType::U8, device);
-}
-
 float attention_scale(int64_t head_dim) { return 1.0f / std::sqrt(float(head_dim)); }
 
 // Rows [first, first + count) of a [rows, cols] view.
@@ -42,10 +38,10 @@ Tensor rows_of(const Tensor& t, int64_t first, int64_t count) { return t.narrow(
 
 }  // namespace
 
-void Attention::forward(const Tensor& x, int64_t batch, const Tensor& freqs, Tensor& y,
+void Attention::forward(const Tensor& x, const SequenceLayout& seq, Tensor& y,
                         AttentionRecord& r) const {
   const int64_t N = x.size(0) * (tp_.sequence_parallel() ? tp_.size() : 1);
-  const int64_t B = batch, T = N / batch, hd = head_dim_;
+  const int64_t B = seq.batch, T = N / B, hd = head_dim_;
   // This rank's heads: those of its wq and wk pieces.
   const int64_t hq = wq_.weight().value_shape()[0] / hd, hkv = wk_.weight().value_shape()[0] / hd;
   const Device dev = x.device();
@@ -63,21 +59,18 @@ void Attention::forward(const Tensor& x, int64_t batch, const Tensor& freqs, Ten
     wk_.forward(rows, k);
     wv_.forward(rows, v);
   });
-  ops::rope_forward(r.q, freqs, r.q);
-  ops::rope_forward(r.k, freqs, r.k);
+  ops::rope_forward(r.q, seq.freqs, r.q);
+  ops::rope_forward(r.k, seq.freqs, r.k);
   r.out = Tensor::empty(r.q.shape(), act, dev);
   r.lse = Tensor::empty({B, hq, T}, DType::F32, dev);
-  Tensor workspace = workspace_for(
-      ops::attention_forward_workspace_bytes(dev, B, T, hq, hkv, hd, thread_count()), dev);
-  ops::attention_forward(r.q, r.k, r.v, attention_scale(hd), ops::AttentionMask::Causal, r.out,
-                         r.lse, workspace);
+  cp_.attention_forward(r.q, r.k, r.v, attention_scale(hd), seq, r.out, r.lse);
   const Tensor out2 = r.out.reshape({N, hq * hd});
   tp_.reduce_rows(y, N, [&](int64_t first, int64_t count, Tensor& partial) {
     wo_.forward(rows_of(out2, first, count), partial);
   });
 }
 
-void Attention::backward_input(const Tensor& dy, const Tensor& freqs, AttentionRecord& r,
+void Attention::backward_input(const Tensor& dy, const SequenceLayout& seq, AttentionRecord& r,
                                Tensor& dx, ops::Accumulate accumulate) const {
   const int64_t B = r.q.size(0), T = r.q.size(1), hq = r.q.size(2), hkv = r.k.size(2);
   const int64_t N = B * T, hd = head_dim_;
@@ -92,13 +85,10 @@ void Attention::backward_input(const Tensor& dy, const Tensor& freqs, AttentionR
   r.dq = Tensor::empty(r.q.shape(), act, dev);
   r.dk = Tensor::empty(r.k.shape(), act, dev);
   r.dv = Tensor::empty(r.v.shape(), act, dev);
-  Tensor workspace = workspace_for(
-      ops::attention_backward_workspace_bytes(dev, B, T, hq, hkv, hd, thread_count()), dev);
-  ops::attention_backward(dout, r.q, r.k, r.v, r.out, r.lse, attention_scale(hd),
-                          ops::AttentionMask::Causal, r.dq, r.dk, r.dv, ops::Accumulate::No,
-                          workspace);
-  ops::rope_backward(r.dq, freqs, r.dq);
-  ops::rope_backward(r.dk, freqs, r.dk);
+  cp_.attention_backward(dout, r.q, r.k, r.v, r.out, r.lse, attention_scale(hd), seq, r.dq, r.dk,
+                         r.dv);
+  ops::rope_backward(r.dq, seq.freqs, r.dq);
+  ops::rope_backward(r.dk, seq.freqs, r.dk);
   r.dq = r.dq.reshape({N, hq * hd});
   r.dk = r.dk.reshape({N, hkv * hd});
   r.dv = r.dv.reshape({N, hkv * hd});

@@ -10,8 +10,13 @@
 // so a rank computes the heads of its pieces (Hq / tp, and Hkv / tp or the one kv head its
 // q heads share); x and y are the rank's rows of the residual stream, gathered before wq,
 // wk, wv and reduced after wo.
+//
+// Context parallel (nn/context_parallel.h): the rows are this rank's tokens of every
+// sequence (T / cp of them, at their global positions for RoPE), and the attention op
+// reaches the other ranks' keys through the cp group; the projections never communicate.
 #pragma once
 
+#include "titan/nn/context_parallel.h"
 #include "titan/nn/linear.h"
 
 namespace titan::nn {
@@ -37,18 +42,20 @@ class Attention {
 
   std::vector<Parameter*> parameters();
 
-  // x: this rank's rows of the [N, D] input, N = batch x T; y: the same rows of the output.
-  void forward(const Tensor& x, int64_t batch, const Tensor& freqs, Tensor& y,
+  // x: this rank's rows of the [N, D] input, N = seq.batch x T (T: this rank's tokens of a
+  // sequence); y: the same rows of the output.
+  void forward(const Tensor& x, const SequenceLayout& seq, Tensor& y,
                AttentionRecord& record) const;
   // dx (= or += per accumulate) from dy; keeps what backward_weight needs in the record.
-  void backward_input(const Tensor& dy, const Tensor& freqs, AttentionRecord& record, Tensor& dx,
-                      ops::Accumulate accumulate) const;
+  void backward_input(const Tensor& dy, const SequenceLayout& seq, AttentionRecord& record,
+                      Tensor& dx, ops::Accumulate accumulate) const;
   // Parameter gradients (+=) from the record.
   void backward_weight(AttentionRecord& record);
 
  private:
   int64_t head_dim_;
   const TensorParallel& tp_;
+  const ContextParallel& cp_;
   Linear wq_, wk_, wv_, wo_;
 };
 

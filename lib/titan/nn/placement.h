@@ -45,6 +45,7 @@
 #include <vector>
 
 #include "titan/core/tensor.h"
+#include "titan/nn/context_parallel.h"
 #include "titan/nn/tensor_parallel.h"
 
 namespace titan::nn {
@@ -131,9 +132,15 @@ struct ParameterLayout {
   // How the modules exchange activations over tp (the mesh's, which outlives the model);
   // null: one rank.
   const TensorParallel* tensor_parallel = nullptr;
+  // How attention reaches the other ranks' keys over cp (the trainer's, which outlives the
+  // model); null: one rank. No parameter is placed over cp beyond FSDP's dp_shard x cp.
+  const ContextParallel* context_parallel = nullptr;
 
   const TensorParallel& tp_group() const {
     return tensor_parallel ? *tensor_parallel : no_tensor_parallel();
+  }
+  const ContextParallel& cp_group() const {
+    return context_parallel ? *context_parallel : no_context_parallel();
   }
 
   // FSDP alone: shard `index` of `count`.
@@ -171,6 +178,7 @@ class Placer {
   Placement operator()(const std::string& name) const;
   const ParameterLayout& layout() const { return layout_; }
   const TensorParallel& tp_group() const { return layout_.tp_group(); }
+  const ContextParallel& cp_group() const { return layout_.cp_group(); }
 
  private:
   ParameterLayout layout_;

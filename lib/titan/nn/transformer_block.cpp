@@ -33,7 +33,7 @@ std::vector<Parameter*> TransformerBlock::parameters() {
   return params;
 }
 
-void TransformerBlock::forward(const Tensor& x, int64_t batch, const Tensor& freqs, Tensor& out,
+void TransformerBlock::forward(const Tensor& x, const SequenceLayout& seq, Tensor& out,
                                BlockRecord& r) const {
   const int64_t n = x.size(0), D = x.size(1);
   const Device dev = x.device();
@@ -48,7 +48,7 @@ void TransformerBlock::forward(const Tensor& x, int64_t batch, const Tensor& fre
   r.h = Tensor::empty({n, D}, act, dev);
   {
     TraceSpan span("attention");
-    attention_.forward(r.xn, batch, freqs, r.h, r.attention);
+    attention_.forward(r.xn, seq, r.h, r.attention);
   }
   ops::accumulate(x, r.h);  // residual
   r.hn = Tensor::empty({n, D}, act, dev);
@@ -87,7 +87,7 @@ void TransformerBlock::release_for_recompute(BlockRecord& r, Recompute mode) {
   r.dropped = mode;
 }
 
-void TransformerBlock::recompute(BlockRecord& r, int64_t batch, const Tensor& freqs) const {
+void TransformerBlock::recompute(BlockRecord& r, const SequenceLayout& seq) const {
   const Recompute dropped = r.dropped;
   r.dropped = Recompute::None;
   if (dropped == Recompute::None) return;
@@ -97,7 +97,7 @@ void TransformerBlock::recompute(BlockRecord& r, int64_t batch, const Tensor& fr
   const DType act = r.x.dtype();
   if (dropped == Recompute::Full) {
     Tensor out = Tensor::empty({n, D}, act, dev);  // the block's output is had already
-    forward(r.x, batch, freqs, out, r);
+    forward(r.x, seq, out, r);
     return;
   }
   Tensor rstd = Tensor::empty({n}, DType::F32, dev);  // equal to the kept one
@@ -115,8 +115,8 @@ void TransformerBlock::recompute(BlockRecord& r, int64_t batch, const Tensor& fr
   ops::swiglu_forward(r.feed_forward.a, r.feed_forward.b, r.feed_forward.g);
 }
 
-void TransformerBlock::backward_input(const Tensor& dout, const Tensor& freqs, BlockRecord& r,
-                                      Tensor& dx) const {
+void TransformerBlock::backward_input(const Tensor& dout, const SequenceLayout& seq,
+                                      BlockRecord& r, Tensor& dx) const {
   TITAN_CHECK(r.dropped == Recompute::None) << "backward_input of a block record to recompute";
   const int64_t n = r.x.size(0), D = r.x.size(1);  // this rank's rows
   const Device dev = dout.device();
@@ -130,7 +130,7 @@ void TransformerBlock::backward_input(const Tensor& dout, const Tensor& freqs, B
   ffn_norm_.backward_input(r.dhn, r.h, r.rstd_ffn, dh, ops::Accumulate::Yes);
   // Through attention; the residual passes dh straight to dx.
   r.dxn = Tensor::empty({n, D}, act, dev);
-  attention_.backward_input(dh, freqs, r.attention, r.dxn, ops::Accumulate::No);
+  attention_.backward_input(dh, seq, r.attention, r.dxn, ops::Accumulate::No);
   Tensor dx2 = dx.reshape({n, D});
   copy_tensor(dh, dx2);
   attention_norm_.backward_input(r.dxn, r.x, r.rstd_attention, dx2, ops::Accumulate::Yes);

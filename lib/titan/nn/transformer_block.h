@@ -46,17 +46,18 @@ class TransformerBlock {
 
   std::vector<Parameter*> parameters();
 
-  void forward(const Tensor& x, int64_t batch, const Tensor& freqs, Tensor& out,
-               BlockRecord& record) const;
+  // seq: the microbatch's batch size, RoPE rows and mask (nn/context_parallel.h).
+  void forward(const Tensor& x, const SequenceLayout& seq, Tensor& out, BlockRecord& record) const;
   // Activation checkpointing: after forward, drops what `mode` recomputes; before backward,
   // recompute() restores it, bitwise as forward made it (the same ops on the same inputs; on
   // a tensor-parallel group, with the same collectives, so every tp rank must call it).
   static void release_for_recompute(BlockRecord& record, Recompute mode);
-  void recompute(BlockRecord& record, int64_t batch, const Tensor& freqs) const;
+  void recompute(BlockRecord& record, const SequenceLayout& seq) const;
 
   // dx = d(out)/dx^T dout (written); keeps the norms' output gradients for backward_weight.
   // The record must be whole (recompute() first).
-  void backward_input(const Tensor& dout, const Tensor& freqs, BlockRecord& record, Tensor& dx) const;
+  void backward_input(const Tensor& dout, const SequenceLayout& seq, BlockRecord& record,
+                      Tensor& dx) const;
   // Every parameter gradient of the block (+=); releases the record.
   void backward_weight(BlockRecord& record);
 

@@ -9,10 +9,30 @@ namespace {
 
 using NamedTensor = std::pair<const Tensor*, const char*>;
 
+// Positions or documents of both sides, or of neither: each an i32 tensor of its shape
+// on q's device.
+void check_pair(const Tensor& for_q, const Tensor& for_k, const Shape& q_shape,
+                const Shape& k_shape, const Tensor& q, const char* q_name, const char* k_name,
+                const char* op) {
+  TITAN_CHECK(for_q.defined() == for_k.defined())
+      << op << ": " << (for_q.defined() ? q_name : k_name) << " is given without "
+      << (for_q.defined() ? k_name : q_name);
+  if (!for_q.defined()) return;
+  auto check = [&](const Tensor& t, const Shape& shape, const char* name) {
+    check_dtype(t, DType::I32, op, name);
+    check_shape(t, shape, op, name);
+    TITAN_CHECK(t.device() == q.device())
+        << op << ": " << name << " is on " << t.device() << ", q on " << q.device();
+  };
+  check(for_q, q_shape, q_name);
+  check(for_k, k_shape, k_name);
+}
+
 // q [B, T, Hq, hd] in an accepted dtype; k, v [B, Tk, Hkv, hd] of q's dtype, Hq a multiple
-// of Hkv, keys for every query, and as many as queries when causal.
+// of Hkv, keys for every query, and as many as queries when causal without positions.
 AttentionDims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v,
-                           AttentionMask mask, FloatDTypes accepted, const char* op) {
+                           AttentionMask mask, FloatDTypes accepted,
+                           const AttentionPositions* positions, const char* op) {
   check_float_dtype(q, accepted, op, "q");
   check_dtype(k, q.dtype(), op, "k");
   TITAN_CHECK(q.dim() == 4) << op << ": q must be [B, T, Hq, hd], got " << shape_string(q.shape());
@@ -24,10 +44,19 @@ AttentionDims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v,
   TITAN_CHECK(d.Hkv >= 1 && d.Hq >= 1 && d.Hq % d.Hkv == 0)
       << op << ": query heads (" << d.Hq << ") must be a multiple of kv heads (" << d.Hkv << ")";
   TITAN_CHECK(d.Tk >= 1 || d.T == 0) << op << ": queries with no keys";
-  TITAN_CHECK(mask == AttentionMask::None || d.Tk == d.T)
-      << op << ": causal attention needs as many keys as queries, got T " << d.T << ", Tk " << d.Tk;
+  // Causal by index needs the keys to be the queries' own; positions say where both sit.
+  const bool positioned = positions && positions->has_positions();
+  TITAN_CHECK(mask == AttentionMask::None || positioned || d.Tk == d.T)
+      << op << ": causal attention needs as many keys as queries (or positions), got T " << d.T
+      << ", Tk " << d.Tk;
   check_dtype(v, q.dtype(), op, "v");
   check_shape(v, k.shape(), op, "v");
+  if (positions) {
+    check_pair(positions->q_position, positions->k_position, {d.T}, {d.Tk}, q, "q_position",
+               "k_position", op);
+    check_pair(positions->q_document, positions->k_document, {d.B, d.T}, {d.B, d.Tk}, q,
+               "q_document", "k_document", op);
+  }
   return d;
 }
 
@@ -51,9 +80,9 @@ void check_rows(std::initializer_list<NamedTensor> tensors, const Shape& shape, 
 
 AttentionDims check_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
                                       AttentionMask mask, const Tensor& out, const Tensor& lse,
-                                      FloatDTypes accepted) {
+                                      FloatDTypes accepted, const AttentionPositions* positions) {
   const char* op = "attention_forward";
-  const AttentionDims d = check_inputs(q, k, v, mask, accepted, op);
+  const AttentionDims d = check_inputs(q, k, v, mask, accepted, positions, op);
   check_like({{&out, "out"}}, q, op);
   check_rows({{&lse, "lse"}}, {d.B, d.Hq, d.T}, op);
   return d;
@@ -62,9 +91,10 @@ AttentionDims check_attention_forward(const Tensor& q, const Tensor& k, const Te
 AttentionDims check_attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
                                        const Tensor& v, const Tensor& out, const Tensor& lse,
                                        AttentionMask mask, const Tensor& dq, const Tensor& dk,
-                                       const Tensor& dv, FloatDTypes accepted) {
+                                       const Tensor& dv, FloatDTypes accepted,
+                                       const AttentionPositions* positions) {
   const char* op = "attention_backward";
-  const AttentionDims d = check_inputs(q, k, v, mask, accepted, op);
+  const AttentionDims d = check_inputs(q, k, v, mask, accepted, positions, op);
   check_like({{&dout, "dout"}, {&out, "out"}, {&dq, "dq"}}, q, op);
   check_like({{&dk, "dk"}, {&dv, "dv"}}, k, op);
   check_rows({{&lse, "lse"}}, {d.B, d.Hq, d.T}, op);

@@ -7,7 +7,7 @@
 //   lse[b, h, i]    = log sum_j exp(s[i, j])                     (natural log, s scaled)
 //
 // Shapes (glossary letters: B batch, T time, Hq query heads, Hkv key/value heads, hd head
-// dim; Tk the keys' time, equal to T when causal):
+// dim; Tk the keys' time, equal to T when causal without AttentionPositions):
 //   q, out, dout, dq   [B, T,  Hq,  hd]      the Llama layout after wq / wk / wv
 //   k, v, dk, dv       [B, Tk, Hkv, hd]      Hq % Hkv == 0; Hq == Hkv is plain MHA
 //   lse                [B, Hq, T]  f32       kept for the backward (and for merging)
@@ -69,6 +69,43 @@ namespace titan::ops {
 
 enum class AttentionMask { Causal, None };
 
+// Where the queries and keys sit in the whole sequence, and in which document: what ring
+// attention (a rank's queries against another rank's keys) and per-document masks
+// (block-causal) add to the plain masks. Key j is visible to query i of batch row b when
+//   (mask == None || k_position[j] <= q_position[i])
+//   && (no documents || q_document[b, i] == k_document[b, j])
+// Without positions (a null AttentionPositions*, or undefined tensors) query i is at i and
+// key j at j; without documents every token is in one document.
+//   q_position  i32 [T]      strictly increasing global positions of the queries
+//   k_position  i32 [Tk]     ... of the keys
+//   q_document  i32 [B, T]   document ids, non-decreasing along t (a function of the
+//   k_document  i32 [B, Tk]  global position that never decreases with it)
+// All on the op's device; positions and documents each given for both sides or neither.
+// With these orders the keys a query sees inside any key block are one contiguous range,
+// and a (query block, key block) tile that the mask empties is skipped whole: the work of a
+// block-causal attention is proportional to the sum of its documents' squared lengths,
+// and a ring step against keys wholly in a query chunk's future costs nothing. A query
+// that sees no key at all gets out = 0 and lse = -infinity (a ring partial; the merge
+// below takes it as empty). Causal with positions needs no Tk == T. Both backends read the
+// mask through ops/attention_mask.h, one definition for host and device code.
+struct AttentionPositions {
+  Tensor q_position, k_position;
+  Tensor q_document, k_document;
+  bool has_positions() const { return q_position.defined(); }
+  bool has_documents() const { return q_document.defined(); }
+};
+
+// Score elements the CPU kernels computed since the last reset (visible tiles x their
+// rows x columns, summed over heads and batch rows): the attention FLOPs a rank did are
+// 4 hd x forward (Q K^T and P V) and 8 hd x backward. Counted per process, for the load
+// balance of context parallelism and the tests of skipped tiles.
+struct AttentionWork {
+  int64_t forward_scores = 0;
+  int64_t backward_scores = 0;
+};
+AttentionWork attention_work();
+void reset_attention_work();
+
 // The dims of a call, as the checks read them from q and k.
 struct AttentionDims {
   int64_t B, T, Tk, Hq, Hkv, hd;
@@ -78,13 +115,15 @@ struct AttentionDims {
 // dtypes: the shapes above; q of one of them, and k, v, out, dout, dq, dk, dv of q's dtype
 // (merge: out of one of them, out_part of out's); lse and lse_part f32. Head dims and
 // devices are each backend's to check.
+// With positions (null: none), their dtypes, shapes and device, both sides or neither.
 AttentionDims check_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
                                       AttentionMask mask, const Tensor& out, const Tensor& lse,
-                                      FloatDTypes accepted);
+                                      FloatDTypes accepted, const AttentionPositions* positions);
 AttentionDims check_attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
                                        const Tensor& v, const Tensor& out, const Tensor& lse,
                                        AttentionMask mask, const Tensor& dq, const Tensor& dk,
-                                       const Tensor& dv, FloatDTypes accepted);
+                                       const Tensor& dv, FloatDTypes accepted,
+                                       const AttentionPositions* positions);
 void check_attention_merge(const Tensor& out, const Tensor& lse, const Tensor& out_part,
                            const Tensor& lse_part, FloatDTypes accepted);
 
@@ -94,11 +133,12 @@ int64_t attention_forward_workspace_bytes(int64_t B, int64_t T, int64_t Hq, int6
 int64_t attention_backward_workspace_bytes(int64_t B, int64_t T, int64_t Hq, int64_t Hkv,
                                            int64_t hd, int threads);
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
-                       AttentionMask mask, Tensor& out, Tensor& lse, Tensor& workspace);
+                       AttentionMask mask, Tensor& out, Tensor& lse, Tensor& workspace,
+                       const AttentionPositions* positions = nullptr);
 void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                         const Tensor& out, const Tensor& lse, float scale, AttentionMask mask,
                         Tensor& dq, Tensor& dk, Tensor& dv, Accumulate accumulate,
-                        Tensor& workspace);
+                        Tensor& workspace, const AttentionPositions* positions = nullptr);
 void attention_merge(Tensor& out, Tensor& lse, const Tensor& out_part, const Tensor& lse_part);
 }  // namespace cpu
 #if TITAN_HAVE_CUDA
@@ -110,11 +150,12 @@ int64_t attention_forward_workspace_bytes(int64_t B, int64_t T, int64_t Hq, int6
 int64_t attention_backward_workspace_bytes(int64_t B, int64_t T, int64_t Hq, int64_t Hkv,
                                            int64_t hd);
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
-                       AttentionMask mask, Tensor& out, Tensor& lse, Tensor& workspace);
+                       AttentionMask mask, Tensor& out, Tensor& lse, Tensor& workspace,
+                       const AttentionPositions* positions = nullptr);
 void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                         const Tensor& out, const Tensor& lse, float scale, AttentionMask mask,
                         Tensor& dq, Tensor& dk, Tensor& dv, Accumulate accumulate,
-                        Tensor& workspace);
+                        Tensor& workspace, const AttentionPositions* positions = nullptr);
 void attention_merge(Tensor& out, Tensor& lse, const Tensor& out_part, const Tensor& lse_part);
 
 // Which kernel runs a (dtype, head dim), with its tiles and shared memory: host-side
@@ -160,16 +201,20 @@ inline int64_t attention_backward_workspace_bytes(Device device, int64_t B, int6
   return cpu::attention_backward_workspace_bytes(B, T, Hq, Hkv, hd, threads);
 }
 
+// positions: null (or empty) for the plain masks, else ring chunks and documents as above.
 inline void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
-                              AttentionMask mask, Tensor& out, Tensor& lse, Tensor& workspace) {
-  TITAN_DISPATCH_CPU_CUDA(q, attention_forward, q, k, v, scale, mask, out, lse, workspace);
+                              AttentionMask mask, Tensor& out, Tensor& lse, Tensor& workspace,
+                              const AttentionPositions* positions = nullptr) {
+  TITAN_DISPATCH_CPU_CUDA(q, attention_forward, q, k, v, scale, mask, out, lse, workspace,
+                          positions);
 }
 inline void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
                                const Tensor& v, const Tensor& out, const Tensor& lse, float scale,
                                AttentionMask mask, Tensor& dq, Tensor& dk, Tensor& dv,
-                               Accumulate accumulate, Tensor& workspace) {
+                               Accumulate accumulate, Tensor& workspace,
+                               const AttentionPositions* positions = nullptr) {
   TITAN_DISPATCH_CPU_CUDA(q, attention_backward, dout, q, k, v, out, lse, scale, mask, dq, dk, dv,
-                     accumulate, workspace);
+                          accumulate, workspace, positions);
 }
 // (out, lse) <- the merge of (out, lse) and (out_part, lse_part), shapes as above.
 inline void attention_merge(Tensor& out, Tensor& lse, const Tensor& out_part,

@@ -95,7 +95,31 @@ Trainer::Trainer(const config::JobConfig& config, distributed::Mesh* mesh,
         << " tokens, fewer than one global batch of " << per_batch
         << "; lower validation.local_batch_size or validation.seq_len";
   }
+  std::optional<int32_t> document_end;
+  if (summary_.masks_documents) {
+    document_end = data_->document_end();
+    TITAN_CHECK_INPUT(document_end.has_value())
+        << "model.attn_mask_type block_causal (flavor " << config.model.flavor << "): masks "
+        << "attention at the tokenizer's EOS id, and the training data (" << data_->describe()
+        << ") has none; train on a tokenized dataset (training.dataset_path) or set "
+        << "model.attn_mask_type causal";
+  }
   nn::ParameterLayout layout = mesh_->parameter_layout(device_, compute_dtype_for(config, device_));
+  if (const int64_t cp = mesh_->shape()[distributed::MeshDim::cp]; cp > 1) {
+    TITAN_CHECK_INPUT(device_.is_cpu())
+        << "parallelism.context_parallel_degree " << cp << ": context parallelism runs on CPU "
+        << "ranks so far (its masked attention kernels are the CPU's); train on the CPU "
+        << "(TITAN_DEVICE=cpu) or set it to 1";
+    const config::ParallelismSection& p = config.parallelism;
+    context_parallel_ = std::make_unique<distributed::ContextParallelGroup>(
+        mesh_->group(distributed::MeshDim::cp),
+        p.context_parallel_load_balancer ? nn::SequenceSplit::HeadTail
+                                         : nn::SequenceSplit::Contiguous,
+        p.context_parallel_rotate_method == config::ContextParallelRotateMethod::AllToAll
+            ? distributed::RotateMethod::AllToAll
+            : distributed::RotateMethod::AllGather);
+    layout.context_parallel = context_parallel_.get();
+  }
   if (layout.tp.size > 1) {
     // The vocab-parallel embedding and loss have CPU kernels only so far.
     TITAN_CHECK_INPUT(device_.is_cpu())
@@ -123,6 +147,7 @@ Trainer::Trainer(const config::JobConfig& config, distributed::Mesh* mesh,
     for (const int s : schedule->stages_of(pp_rank)) stages.push_back(all[size_t(s)]);
   }
   model_ = family_.build(config, layout, stages);
+  if (document_end) model_->set_document_end(*document_end);
   model_->initialize(config.debug.effective_seed());
   fsdp_ = std::make_unique<distributed::FullyShardedDataParallel>(
       model_->units(), mesh_->tensor_dp_shard_cp(), mesh_->tensor_dp_replicate(),
@@ -178,6 +203,15 @@ void Trainer::log_start() const {
               (tensor_parallel_->sequence_parallel() ? " with sequence parallel" : "") +
               (tensor_parallel_->loss_parallel() ? ", loss parallel" : ", gathered logits") +
               (tensor_parallel_->async() ? ", async" : "");
+    }
+    if (context_parallel_) {
+      mode += std::string(mode.empty() ? "" : " x ") + "CP " +
+              (context_parallel_->split() == nn::SequenceSplit::HeadTail ? "head-tail"
+                                                                          : "contiguous") +
+              ", " +
+              (context_parallel_->rotate_method() == distributed::RotateMethod::AllToAll
+                   ? "ring (alltoall)"
+                   : "allgather");
     }
     int64_t shard_bytes = 0;
     for (int u = 0; u < fsdp_->unit_count(); ++u) shard_bytes += fsdp_->shard_buffer_bytes(u);
@@ -257,7 +291,7 @@ StepResult Trainer::run_step() {
     fsdp_->reduce_gradients();
     if (tensor_parallel_) tensor_parallel_->reduce_partial_gradients(parameters_);
   }
-  result.loss = distributed::all_reduce_scalar(mesh_->dp(), sum_over_stages(loss_sum)) /
+  result.loss = distributed::all_reduce_scalar(mesh_->dp(), loss_over_model(loss_sum)) /
                 double(valid);
   result.grad_norm = global_grad_norm();
   result.lr = schedule_.lr(step_);
@@ -315,6 +349,13 @@ double Trainer::global_grad_norm() const {
 double Trainer::sum_over_stages(double value) const {
   return pipeline_ ? distributed::all_reduce_scalar(mesh_->group(distributed::MeshDim::pp), value)
                    : value;
+}
+
+double Trainer::loss_over_model(double loss_sum) const {
+  const double stages = sum_over_stages(loss_sum);
+  return context_parallel_
+             ? distributed::all_reduce_scalar(mesh_->group(distributed::MeshDim::cp), stages)
+             : stages;
 }
 
 std::vector<data::TokenBatch> Trainer::pipeline_microbatches(const data::TokenBatch& batch) const {
@@ -381,7 +422,7 @@ ValidationResult Trainer::validate() {
     }
     valid += ops::cross_entropy_valid_tokens(batch.labels);
   }
-  loss_sum = sum_over_stages(loss_sum);
+  loss_sum = loss_over_model(loss_sum);
   ValidationResult v;
   v.tokens = distributed::all_reduce_scalar(mesh_->dp(), valid);
   v.loss = distributed::all_reduce_scalar(mesh_->dp(), loss_sum) /

@@ -44,6 +44,7 @@
 #include "titan/ckpt/checkpoint_file.h"
 #include "titan/config/job_config.h"
 #include "titan/data/batch_source.h"
+#include "titan/distributed/context_parallel.h"
 #include "titan/distributed/fsdp.h"
 #include "titan/distributed/mesh.h"
 #include "titan/distributed/tensor_parallel.h"
@@ -112,6 +113,8 @@ class Trainer {
   double global_grad_norm() const;  // of the reduced shard gradients, every piece once
   // The total of every pipeline stage's part of a sum (the loss is the last stage's alone).
   double sum_over_stages(double value) const;
+  // A batch's loss sum: the last stage's, over every cp rank's tokens.
+  double loss_over_model(double loss_sum) const;
   // A batch's pipeline microbatches (pipeline_parallel_microbatch_size rows each).
   std::vector<data::TokenBatch> pipeline_microbatches(const data::TokenBatch& batch) const;
   // This step's microbatches for this rank; `valid` gets the valid labels over every dp rank.
@@ -136,6 +139,8 @@ class Trainer {
   distributed::Mesh* mesh_ = nullptr;
   // Tensor parallelism's collectives (tp > 1), which the model's modules use.
   std::unique_ptr<distributed::TensorParallelGroup> tensor_parallel_;
+  // Context parallelism's attention (cp > 1), which the model's attention modules use.
+  std::unique_ptr<distributed::ContextParallelGroup> context_parallel_;
   std::unique_ptr<models::Model> model_;
   std::unique_ptr<distributed::FullyShardedDataParallel> fsdp_;  // the model's unit hooks
   // Pipeline parallelism (pp > 1): runs this rank's stages of each batch's microbatches.

@@ -83,10 +83,14 @@ TEST(MeshShape, DegreesBelowOneAreBadInput) {
   expect_contains(input_error(p, 4), "tensor_parallel_degree: must be >= 1");
 }
 
-TEST(MeshShape, ParallelismsNotBuiltAreBadInput) {
+TEST(MeshShape, ContextParallelTakesItsRanksBeforeTheShards) {
   config::ParallelismSection cp = parallelism(1, -1);
   cp.context_parallel_degree = 2;
-  expect_contains(input_error(cp, 4), "context parallelism");
+  const MeshShape shape = mesh_shape_from_config(cp, 4);
+  EXPECT_EQ(shape[MeshDim::cp], 2);
+  EXPECT_EQ(shape[MeshDim::dp_shard], 2);
+  cp.context_parallel_degree = 3;
+  expect_contains(input_error(cp, 4), "context_parallel_degree 3");
 }
 
 TEST(MeshShape, TensorParallelTakesItsRanksFirst) {

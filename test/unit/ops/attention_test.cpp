@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "op_harness.h"
 #include "titan/core/copy.h"
@@ -14,6 +15,7 @@ namespace titan::testing {
 namespace {
 
 using ops::AttentionMask;
+using ops::AttentionPositions;
 
 struct AttentionShape {
   int64_t B, T, Tk, Hq, Hkv, hd;
@@ -24,39 +26,129 @@ struct AttentionShape {
 
 float default_scale(int64_t hd) { return float(1.0 / std::sqrt(double(hd))); }
 
-// Naive float64 attention: explicit scores and softmax over the whole row of keys.
+// An i32 tensor of x (undefined when x is empty).
+Tensor i32_tensor(const std::vector<int32_t>& x, const Shape& shape) {
+  if (x.empty()) return Tensor();
+  Tensor t = Tensor::empty(shape, DType::I32);
+  std::copy(x.begin(), x.end(), t.mutable_data<int32_t>());
+  return t;
+}
+
+// Where queries and keys sit and their documents, as plain vectors for the reference (an
+// empty vector: identity positions, or one document); as_tensors() gives the op's form.
+struct Layout {
+  std::vector<int32_t> q_position, k_position;  // [T], [Tk]
+  std::vector<int32_t> q_document, k_document;  // [B, T], [B, Tk]
+
+  AttentionPositions as_tensors(const AttentionShape& s) const {
+    return {i32_tensor(q_position, {s.T}), i32_tensor(k_position, {s.Tk}),
+            i32_tensor(q_document, {s.B, s.T}), i32_tensor(k_document, {s.B, s.Tk})};
+  }
+};
+
+// The mask of ops/attention.h, element by element, as written there.
+bool reference_visible(const AttentionShape& s, AttentionMask mask, const Layout* layout,
+                       int64_t b, int64_t i, int64_t j) {
+  const bool positioned = layout && !layout->q_position.empty();
+  const int64_t qi = positioned ? layout->q_position[size_t(i)] : i;
+  const int64_t kj = positioned ? layout->k_position[size_t(j)] : j;
+  if (mask == AttentionMask::Causal && kj > qi) return false;
+  if (layout && !layout->q_document.empty()) {
+    return layout->q_document[size_t(b * s.T + i)] == layout->k_document[size_t(b * s.Tk + j)];
+  }
+  return true;
+}
+
+// The softmax row of query i of head h: p[j] over the visible keys, 0 for the others.
+// Returns its log-sum-exp, -infinity when the query sees no key (p all 0).
+double reference_row(const AttentionShape& s, AttentionMask mask, const Layout* layout,
+                     float scale, const Values& q, const Values& k, int64_t b, int64_t h,
+                     int64_t i, Values& p) {
+  const int64_t g = h / (s.Hq / s.Hkv);
+  const double* qi = q.data() + ((b * s.T + i) * s.Hq + h) * s.hd;
+  double max = -std::numeric_limits<double>::infinity();
+  p.assign(size_t(s.Tk), 0.0);
+  std::vector<bool> seen(size_t(s.Tk));
+  for (int64_t j = 0; j < s.Tk; ++j) {
+    if (!(seen[size_t(j)] = reference_visible(s, mask, layout, b, i, j))) continue;
+    const double* kj = k.data() + ((b * s.Tk + j) * s.Hkv + g) * s.hd;
+    double dot = 0;
+    for (int64_t e = 0; e < s.hd; ++e) dot += qi[e] * kj[e];
+    p[size_t(j)] = double(scale) * dot;
+    max = std::max(max, p[size_t(j)]);
+  }
+  if (max == -std::numeric_limits<double>::infinity()) return max;
+  double sum = 0;
+  for (int64_t j = 0; j < s.Tk; ++j) {
+    if (seen[size_t(j)]) sum += (p[size_t(j)] = std::exp(p[size_t(j)] - max));
+  }
+  for (double& x : p) x /= sum;
+  return max + std::log(sum);
+}
+
+// Naive float64 attention: explicit scores and softmax over the whole row of keys, with
+// the mask built per (i, j). A query that sees no key gets out 0 and lse -infinity.
 Values reference_attention(const AttentionShape& s, AttentionMask mask, float scale,
                            const Values& q, const Values& k, const Values& v,
-                           Values* lse = nullptr) {
+                           Values* lse = nullptr, const Layout* layout = nullptr) {
   Values out(size_t(s.B * s.T * s.Hq * s.hd), 0.0);
   if (lse) lse->assign(size_t(s.B * s.Hq * s.T), 0.0);
-  Values p(size_t(s.Tk));
+  Values p;
   for (int64_t b = 0; b < s.B; ++b) {
     for (int64_t h = 0; h < s.Hq; ++h) {
       const int64_t g = h / (s.Hq / s.Hkv);
       for (int64_t i = 0; i < s.T; ++i) {
-        const int64_t n = mask == AttentionMask::Causal ? i + 1 : s.Tk;
-        const double* qi = q.data() + ((b * s.T + i) * s.Hq + h) * s.hd;
-        double max = -std::numeric_limits<double>::infinity();
-        for (int64_t j = 0; j < n; ++j) {
-          const double* kj = k.data() + ((b * s.Tk + j) * s.Hkv + g) * s.hd;
-          double dot = 0;
-          for (int64_t e = 0; e < s.hd; ++e) dot += qi[e] * kj[e];
-          p[j] = double(scale) * dot;
-          max = std::max(max, p[j]);
-        }
-        double sum = 0;
-        for (int64_t j = 0; j < n; ++j) sum += (p[j] = std::exp(p[j] - max));
+        const double row_lse = reference_row(s, mask, layout, scale, q, k, b, h, i, p);
         double* oi = out.data() + ((b * s.T + i) * s.Hq + h) * s.hd;
-        for (int64_t j = 0; j < n; ++j) {
+        for (int64_t j = 0; j < s.Tk; ++j) {
           const double* vj = v.data() + ((b * s.Tk + j) * s.Hkv + g) * s.hd;
-          for (int64_t e = 0; e < s.hd; ++e) oi[e] += p[j] / sum * vj[e];
+          for (int64_t e = 0; e < s.hd; ++e) oi[e] += p[size_t(j)] * vj[e];
         }
-        if (lse) (*lse)[size_t((b * s.Hq + h) * s.T + i)] = max + std::log(sum);
+        if (lse) (*lse)[size_t((b * s.Hq + h) * s.T + i)] = row_lse;
       }
     }
   }
   return out;
+}
+
+// Its gradients in float64, from the explicit probabilities (ops/attention.h's formulas).
+struct Gradients {
+  Values dq, dk, dv;
+};
+Gradients reference_attention_backward(const AttentionShape& s, AttentionMask mask,
+                                       float scale, const Values& q, const Values& k,
+                                       const Values& v, const Values& dout,
+                                       const Layout* layout = nullptr) {
+  Gradients grads{Values(q.size(), 0.0), Values(k.size(), 0.0), Values(v.size(), 0.0)};
+  Values p, dp(size_t(s.Tk));
+  for (int64_t b = 0; b < s.B; ++b) {
+    for (int64_t h = 0; h < s.Hq; ++h) {
+      const int64_t g = h / (s.Hq / s.Hkv);
+      for (int64_t i = 0; i < s.T; ++i) {
+        reference_row(s, mask, layout, scale, q, k, b, h, i, p);
+        const int64_t qi = ((b * s.T + i) * s.Hq + h) * s.hd;
+        double D = 0;
+        for (int64_t j = 0; j < s.Tk; ++j) {
+          const int64_t kj = ((b * s.Tk + j) * s.Hkv + g) * s.hd;
+          double dot = 0;
+          for (int64_t e = 0; e < s.hd; ++e) dot += dout[size_t(qi + e)] * v[size_t(kj + e)];
+          dp[size_t(j)] = dot;
+          D += p[size_t(j)] * dot;
+        }
+        for (int64_t j = 0; j < s.Tk; ++j) {
+          if (p[size_t(j)] == 0.0) continue;
+          const int64_t kj = ((b * s.Tk + j) * s.Hkv + g) * s.hd;
+          const double ds = double(scale) * p[size_t(j)] * (dp[size_t(j)] - D);
+          for (int64_t e = 0; e < s.hd; ++e) {
+            grads.dq[size_t(qi + e)] += ds * k[size_t(kj + e)];
+            grads.dk[size_t(kj + e)] += ds * q[size_t(qi + e)];
+            grads.dv[size_t(kj + e)] += p[size_t(j)] * dout[size_t(qi + e)];
+          }
+        }
+      }
+    }
+  }
+  return grads;
 }
 
 // Workspaces live on the inputs' device, sized for it (the GPU's needs differ from the
@@ -86,21 +178,22 @@ struct Forward {
 // Device- and dtype-agnostic (the CUDA op-case table runs it on f32 and bf16 GPU inputs):
 // out in q's dtype, lse f32, both beside q.
 Forward run_forward(const AttentionShape& s, AttentionMask mask, const Tensor& q, const Tensor& k,
-                    const Tensor& v) {
+                    const Tensor& v, const AttentionPositions* positions = nullptr) {
   Forward f{empty_like_input(q, s.q()), f32_beside(q, s.lse())};
   Tensor ws = forward_workspace(s, q.device());
-  ops::attention_forward(q, k, v, default_scale(s.hd), mask, f.out, f.lse, ws);
+  ops::attention_forward(q, k, v, default_scale(s.hd), mask, f.out, f.lse, ws, positions);
   return f;
 }
 
 std::vector<Tensor> run_backward(const AttentionShape& s, AttentionMask mask, const Tensor& q,
-                                 const Tensor& k, const Tensor& v, const Tensor& dout) {
-  const Forward f = run_forward(s, mask, q, k, v);
+                                 const Tensor& k, const Tensor& v, const Tensor& dout,
+                                 const AttentionPositions* positions = nullptr) {
+  const Forward f = run_forward(s, mask, q, k, v, positions);
   Tensor dq = garbage_like_input(q, s.q()), dk = garbage_like_input(k, s.kv()),
          dv = garbage_like_input(v, s.kv());
   Tensor ws = backward_workspace(s, q.device());
   ops::attention_backward(dout, q, k, v, f.out, f.lse, default_scale(s.hd), mask, dq, dk, dv,
-                          ops::Accumulate::No, ws);
+                          ops::Accumulate::No, ws, positions);
   return {dq, dk, dv};
 }
 
@@ -378,6 +471,359 @@ TEST(Attention, RejectsBadInputs) {
   EXPECT_THROW(ops::attention_backward(in.dout, in.q, in.k, in.v, out, lse, scale,
                                        AttentionMask::Causal, dq, dk, dv, ops::Accumulate::No,
                                        small),
+               Error);
+}
+
+// ---------------------------------------------------------------------------------------
+// Positions and documents: block-causal masks and ring attention (context parallel)
+// ---------------------------------------------------------------------------------------
+
+constexpr float kNoKey = -std::numeric_limits<float>::infinity();
+
+// Document ids of each batch row, from its documents' lengths (each row summing to T).
+std::vector<int32_t> documents_of(const std::vector<std::vector<int64_t>>& lengths) {
+  std::vector<int32_t> ids;
+  for (const std::vector<int64_t>& row : lengths) {
+    int32_t id = 0;
+    for (int64_t n : row) ids.insert(ids.end(), size_t(n), id++);
+  }
+  return ids;
+}
+
+// lse against the reference; rows where it is -infinity (no key) must be exactly that.
+void expect_lse_close(Values actual, Values expected, double tolerance, const std::string& what) {
+  ASSERT_EQ(actual.size(), expected.size()) << what;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    if (expected[i] != -std::numeric_limits<double>::infinity()) continue;
+    EXPECT_EQ(actual[i], expected[i]) << what << ": row " << i << " saw no key";
+    actual[i] = expected[i] = 0;
+  }
+  expect_close(actual, expected, tolerance, what);
+}
+
+// dq, dk, dv of the op against the float64 gradients.
+void expect_gradients_close(const std::vector<Tensor>& actual, const Gradients& expected,
+                            double tolerance, const std::string& what) {
+  expect_close(to_values(actual[0]), expected.dq, tolerance, what + " dq");
+  expect_close(to_values(actual[1]), expected.dk, tolerance, what + " dk");
+  expect_close(to_values(actual[2]), expected.dv, tolerance, what + " dv");
+}
+
+// Block-causal (and bidirectional within documents): documents of uneven lengths, one
+// ending on a 64-key block boundary, one-token documents, a different layout per batch row.
+TEST(Attention, DocumentMaskMatchesFloat64Reference) {
+  const AttentionShape s{2, 300, 300, 4, 2, 16};
+  Layout layout;
+  layout.q_document = layout.k_document = documents_of({{64, 1, 100, 135}, {150, 1, 20, 129}});
+  const AttentionPositions positions = layout.as_tensors(s);
+  const Inputs in = random_inputs(s, 31);
+  const Values q = to_values(in.q), k = to_values(in.k), v = to_values(in.v);
+  const float scale = default_scale(s.hd);
+  for (AttentionMask mask : {AttentionMask::Causal, AttentionMask::None}) {
+    const std::string what = mask == AttentionMask::Causal ? "block-causal" : "per-document";
+    const Forward f = run_forward(s, mask, in.q, in.k, in.v, &positions);
+    Values lse;
+    const Values out = reference_attention(s, mask, scale, q, k, v, &lse, &layout);
+    expect_close(to_values(f.out), out, 1e-5, what + " out");
+    expect_lse_close(to_values(f.lse), lse, 1e-6, what + " lse");
+    expect_gradients_close(run_backward(s, mask, in.q, in.k, in.v, in.dout, &positions),
+                           reference_attention_backward(s, mask, scale, q, k, v,
+                                                        to_values(in.dout), &layout),
+                           1e-5, what);
+  }
+}
+
+// The same gradients against central differences of the float64 forward (which checks
+// the float64 backward above too, through the test before).
+TEST(Attention, DocumentMaskGradientsMatchCentralDifferences) {
+  const AttentionShape s{2, 70, 70, 2, 1, 8};
+  Layout layout;
+  layout.q_document = layout.k_document = documents_of({{3, 1, 60, 6}, {70}});
+  const AttentionPositions positions = layout.as_tensors(s);
+  const Inputs in = random_inputs(s, 43);
+  const float scale = default_scale(s.hd);
+  auto reference = [&](const std::vector<Values>& x) {
+    return reference_attention(s, AttentionMask::Causal, scale, x[0], x[1], x[2], nullptr,
+                               &layout);
+  };
+  const std::vector<Tensor> grads =
+      run_backward(s, AttentionMask::Causal, in.q, in.k, in.v, in.dout, &positions);
+  expect_gradients_match(reference, {to_values(in.q), to_values(in.k), to_values(in.v)},
+                         to_values(in.dout),
+                         {to_values(grads[0]), to_values(grads[1]), to_values(grads[2])},
+                         {"q", "k", "v"});
+}
+
+// One document per row is plain causal attention: the same tiles, ranges and sums.
+TEST(Attention, OneDocumentIsPlainCausalBitForBit) {
+  const AttentionShape s{2, 130, 130, 4, 2, 16};
+  Layout layout;
+  layout.q_document = layout.k_document = documents_of({{130}, {130}});
+  const AttentionPositions positions = layout.as_tensors(s);
+  const Inputs in = random_inputs(s, 47);
+  const Forward plain = run_forward(s, AttentionMask::Causal, in.q, in.k, in.v);
+  const Forward one = run_forward(s, AttentionMask::Causal, in.q, in.k, in.v, &positions);
+  EXPECT_TRUE(same_bits(plain.out, one.out));
+  EXPECT_TRUE(same_bits(plain.lse, one.lse));
+  const std::vector<Tensor> g1 = run_backward(s, AttentionMask::Causal, in.q, in.k, in.v, in.dout);
+  const std::vector<Tensor> g2 =
+      run_backward(s, AttentionMask::Causal, in.q, in.k, in.v, in.dout, &positions);
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(same_bits(g1[i], g2[i])) << "gradient " << i;
+}
+
+// Context parallelism's balanced split: the sequence in 2 cp chunks, rank r holding chunks
+// r and 2 cp - 1 - r (a head and a tail), in that order.
+std::vector<int64_t> rank_rows(int64_t T, int64_t cp, int64_t rank) {
+  const int64_t chunk = T / (2 * cp);
+  std::vector<int64_t> rows;
+  for (int64_t c : {rank, 2 * cp - 1 - rank}) {
+    for (int64_t t = c * chunk; t < (c + 1) * chunk; ++t) rows.push_back(t);
+  }
+  return rows;
+}
+
+// x[:, rows] of a [B, T, width] array, and x[:, :, rows] of a [B, H, T] one (lse).
+Values gather_time(const Values& x, int64_t B, int64_t T, int64_t width,
+                   const std::vector<int64_t>& rows) {
+  Values part;
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t t : rows) {
+      const auto first = x.begin() + (b * T + t) * width;
+      part.insert(part.end(), first, first + width);
+    }
+  }
+  return part;
+}
+Values gather_last(const Values& x, int64_t B, int64_t H, int64_t T,
+                   const std::vector<int64_t>& rows) {
+  Values part;
+  for (int64_t bh = 0; bh < B * H; ++bh) {
+    for (int64_t t : rows) part.push_back(x[size_t(bh * T + t)]);
+  }
+  return part;
+}
+
+// Every rank's queries against every rank's keys (causal by position; with documents, by
+// document too), merged by lse, equal the whole sequence's rows; the backward per KV chunk
+// with the merged out and lse, summed (Accumulate::Yes) into dq and each chunk's dk, dv,
+// equals the whole sequence's gradients. T = 200 puts chunk edges inside 64-key blocks.
+void check_ring(int64_t T, bool documents) {
+  const int64_t cp = 2, B = 2, Hq = 4, Hkv = 2, hd = 16, chunk = T / (2 * cp), local = T / cp;
+  const std::string what = "T " + std::to_string(T) + (documents ? " with documents" : "");
+  const AttentionShape whole{B, T, T, Hq, Hkv, hd}, part{B, local, local, Hq, Hkv, hd};
+  const Inputs in = random_inputs(whole, 37);
+  const Values q = to_values(in.q), k = to_values(in.k), v = to_values(in.v),
+               dout = to_values(in.dout);
+  const float scale = default_scale(hd);
+  Layout whole_layout;  // documents crossing chunk edges, one of a single token
+  if (documents) {
+    whole_layout.q_document = whole_layout.k_document =
+        documents_of({{T / 2 - 7, 1, T / 2 + 6}, {30, T - 30}});
+  }
+  Values lse;
+  const Values out = reference_attention(whole, AttentionMask::Causal, scale, q, k, v, &lse,
+                                         &whole_layout);
+  const Gradients grads =
+      reference_attention_backward(whole, AttentionMask::Causal, scale, q, k, v, dout,
+                                   &whole_layout);
+
+  std::vector<std::vector<int64_t>> rows;
+  for (int64_t r = 0; r < cp; ++r) rows.push_back(rank_rows(T, cp, r));
+  auto slice = [&](const Values& x, int64_t heads, int64_t r) {
+    return from_values(gather_time(x, B, T, heads * hd, rows[size_t(r)]), {B, local, heads, hd});
+  };
+  // Rank r's queries against rank o's keys: their global positions and documents.
+  auto layout_of = [&](int64_t r, int64_t o) {
+    Layout layout;
+    for (int64_t t : rows[size_t(r)]) layout.q_position.push_back(int32_t(t));
+    for (int64_t t : rows[size_t(o)]) layout.k_position.push_back(int32_t(t));
+    if (documents) {
+      for (int64_t b = 0; b < B; ++b) {
+        for (int64_t t : rows[size_t(r)]) {
+          layout.q_document.push_back(whole_layout.q_document[size_t(b * T + t)]);
+        }
+        for (int64_t t : rows[size_t(o)]) {
+          layout.k_document.push_back(whole_layout.k_document[size_t(b * T + t)]);
+        }
+      }
+    }
+    return layout.as_tensors(part);
+  };
+
+  std::vector<Tensor> dk, dv;
+  for (int64_t o = 0; o < cp; ++o) {
+    dk.push_back(Tensor::zeros(part.kv(), DType::F32));
+    dv.push_back(Tensor::zeros(part.kv(), DType::F32));
+  }
+  for (int64_t r = 0; r < cp; ++r) {
+    const std::string rank = what + " rank " + std::to_string(r);
+    const Tensor q_r = slice(q, Hq, r), dout_r = slice(dout, Hq, r);
+    Forward merged{Tensor::zeros(part.q(), DType::F32), Tensor::empty(part.lse(), DType::F32)};
+    float* l = merged.lse.mutable_data<float>();
+    std::fill(l, l + merged.lse.numel(), kNoKey);
+    std::vector<AttentionPositions> positions;
+    for (int64_t o = 0; o < cp; ++o) {
+      positions.push_back(layout_of(r, o));
+      const Forward partial = run_forward(part, AttentionMask::Causal, q_r, slice(k, Hkv, o),
+                                          slice(v, Hkv, o), &positions.back());
+      if (r == 0 && o == 1) {
+        // Rank 0's head chunk lies before every key of rank 1: the empty partial.
+        const Values po = to_values(partial.out), pl = to_values(partial.lse);
+        for (int64_t b = 0; b < B; ++b) {
+          for (int64_t t = 0; t < chunk; ++t) {
+            for (int64_t x = 0; x < Hq * hd; ++x) {
+              ASSERT_EQ(po[size_t((b * local + t) * Hq * hd + x)], 0.0) << rank;
+            }
+            for (int64_t h = 0; h < Hq; ++h) {
+              ASSERT_EQ(pl[size_t((b * Hq + h) * local + t)], kNoKey) << rank;
+            }
+          }
+        }
+      }
+      ops::attention_merge(merged.out, merged.lse, partial.out, partial.lse);
+    }
+    expect_close(to_values(merged.out), gather_time(out, B, T, Hq * hd, rows[size_t(r)]), 1e-5,
+                 rank + " out");
+    expect_lse_close(to_values(merged.lse), gather_last(lse, B, Hq, T, rows[size_t(r)]), 1e-5,
+                     rank + " lse");
+
+    Tensor dq = Tensor::zeros(part.q(), DType::F32), ws = backward_workspace(part);
+    for (int64_t o = 0; o < cp; ++o) {
+      ops::attention_backward(dout_r, q_r, slice(k, Hkv, o), slice(v, Hkv, o), merged.out,
+                              merged.lse, scale, AttentionMask::Causal, dq, dk[size_t(o)],
+                              dv[size_t(o)], ops::Accumulate::Yes, ws, &positions[size_t(o)]);
+    }
+    expect_close(to_values(dq), gather_time(grads.dq, B, T, Hq * hd, rows[size_t(r)]), 1e-5,
+                 rank + " dq");
+  }
+  for (int64_t o = 0; o < cp; ++o) {
+    const std::string keys = what + " keys of rank " + std::to_string(o);
+    expect_close(to_values(dk[size_t(o)]), gather_time(grads.dk, B, T, Hkv * hd, rows[size_t(o)]),
+                 1e-5, keys + " dk");
+    expect_close(to_values(dv[size_t(o)]), gather_time(grads.dv, B, T, Hkv * hd, rows[size_t(o)]),
+                 1e-5, keys + " dv");
+  }
+}
+
+TEST(Attention, RingChunksMergeIntoWholeAttention) {
+  check_ring(256, false);
+  check_ring(200, false);
+}
+
+TEST(Attention, RingChunksWithDocumentsMergeIntoWholeAttention) {
+  check_ring(256, true);
+  check_ring(200, true);
+}
+
+// The work counters count the tiles computed: documents of 64 tokens leave only the 16
+// diagonal tiles of T = 1,024 (causal leaves the 136 of the lower triangle, full all 256),
+// and a ring step against keys wholly in the queries' future computes none.
+TEST(Attention, SkipsTilesTheMaskEmpties) {
+  const AttentionShape s{2, 1024, 1024, 2, 1, 8};
+  const Inputs in = random_inputs(s, 41);
+  const int64_t tile_scores = 64 * 64 * s.Hq * s.B;
+  std::vector<int32_t> ids;
+  for (int64_t t = 0; t < s.B * s.T; ++t) ids.push_back(int32_t(t % s.T / 64));
+  Layout layout;
+  layout.q_document = layout.k_document = ids;
+  const AttentionPositions documents = layout.as_tensors(s);
+  auto work = [&](AttentionMask mask, const AttentionPositions* positions) {
+    ops::reset_attention_work();
+    run_backward(s, mask, in.q, in.k, in.v, in.dout, positions);  // a forward, then this
+    return ops::attention_work();
+  };
+  const ops::AttentionWork block_causal = work(AttentionMask::Causal, &documents);
+  EXPECT_EQ(block_causal.forward_scores, 16 * tile_scores);
+  EXPECT_EQ(block_causal.backward_scores, 16 * tile_scores);
+  const ops::AttentionWork per_document = work(AttentionMask::None, &documents);
+  EXPECT_EQ(per_document.forward_scores, 16 * tile_scores);
+  const ops::AttentionWork causal = work(AttentionMask::Causal, nullptr);
+  EXPECT_EQ(causal.forward_scores, 136 * tile_scores);
+  EXPECT_EQ(causal.backward_scores, 136 * tile_scores);
+  const ops::AttentionWork full = work(AttentionMask::None, nullptr);
+  EXPECT_EQ(full.forward_scores, 256 * tile_scores);
+  EXPECT_EQ(full.backward_scores, 256 * tile_scores);
+
+  const AttentionShape step{2, 64, 64, 2, 1, 8};
+  Layout future;
+  for (int32_t t = 0; t < 64; ++t) {
+    future.q_position.push_back(t);
+    future.k_position.push_back(64 + t);
+  }
+  const AttentionPositions positions = future.as_tensors(step);
+  const Inputs few = random_inputs(step, 53);
+  ops::reset_attention_work();
+  const Forward f = run_forward(step, AttentionMask::Causal, few.q, few.k, few.v, &positions);
+  const std::vector<Tensor> grads =
+      run_backward(step, AttentionMask::Causal, few.q, few.k, few.v, few.dout, &positions);
+  EXPECT_EQ(ops::attention_work().forward_scores, 0);
+  EXPECT_EQ(ops::attention_work().backward_scores, 0);
+  for (double x : to_values(f.out)) ASSERT_EQ(x, 0.0);
+  for (double x : to_values(f.lse)) ASSERT_EQ(x, kNoKey);
+  for (const Tensor& g : grads) {
+    for (double x : to_values(g)) ASSERT_EQ(x, 0.0);  // written (=), over garbage
+  }
+}
+
+// Calls fn, which must throw an Error whose message names `name`.
+template <class Fn>
+void expect_error_naming(Fn fn, const std::string& name) {
+  try {
+    fn();
+    ADD_FAILURE() << "no error for " << name;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(name), std::string::npos) << e.what();
+  }
+}
+
+TEST(Attention, RejectsBadPositions) {
+  const AttentionShape s{2, 8, 8, 4, 2, 4};
+  const Inputs in = random_inputs(s, 59);
+  Tensor out = Tensor::empty(s.q(), DType::F32), lse = Tensor::empty(s.lse(), DType::F32);
+  Tensor ws = forward_workspace(s);
+  const float scale = default_scale(s.hd);
+  auto forward = [&](const AttentionPositions& p) {
+    return [&, p] {
+      ops::attention_forward(in.q, in.k, in.v, scale, AttentionMask::Causal, out, lse, ws, &p);
+    };
+  };
+  const std::vector<int32_t> iota{0, 1, 2, 3, 4, 5, 6, 7};
+  const Tensor t8 = i32_tensor(iota, {8});
+  const Tensor docs = i32_tensor(documents_of({{3, 5}, {8}}), {2, 8});
+  EXPECT_NO_THROW(forward({t8, t8, docs, docs})());
+  expect_error_naming(forward({Tensor::zeros({8}, DType::F32), t8}), "q_position");
+  expect_error_naming(forward({t8, i32_tensor({0, 1, 2, 3, 4, 5, 6, 7, 8}, {9})}), "k_position");
+  expect_error_naming(forward({t8, Tensor()}), "k_position");  // one side only
+  expect_error_naming(forward({Tensor(), t8}), "q_position");
+  expect_error_naming(forward({{}, {}, docs, Tensor()}), "k_document");
+  expect_error_naming(forward({{}, {}, Tensor(), docs}), "q_document");
+  expect_error_naming(forward({{}, {}, t8, t8}), "q_document");  // [T], not [B, T]
+  expect_error_naming(forward({{}, {}, docs, Tensor::zeros({2, 8}, DType::I64)}), "k_document");
+  // The orders the tile skipping relies on.
+  expect_error_naming(forward({i32_tensor({0, 1, 2, 3, 5, 4, 6, 7}, {8}), t8}), "q_position");
+  expect_error_naming(forward({t8, i32_tensor({0, 1, 2, 3, 3, 4, 5, 6}, {8})}), "k_position");
+  const Tensor back = i32_tensor({0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0}, {2, 8});
+  expect_error_naming(forward({{}, {}, docs, back}), "k_document");
+  expect_error_naming(forward({{}, {}, back, docs}), "q_document");
+
+  // The backward checks the same.
+  Tensor dq = Tensor::empty(s.q(), DType::F32), dk = Tensor::empty(s.kv(), DType::F32),
+         dv = Tensor::empty(s.kv(), DType::F32), bws = backward_workspace(s);
+  const AttentionPositions one_sided{{}, {}, docs, Tensor()};
+  expect_error_naming(
+      [&] {
+        ops::attention_backward(in.dout, in.q, in.k, in.v, out, lse, scale, AttentionMask::Causal,
+                                dq, dk, dv, ops::Accumulate::No, bws, &one_sided);
+      },
+      "k_document");
+
+  // Causal with positions takes keys of another length (a ring step); without, it throws.
+  const AttentionShape fewer{2, 8, 5, 4, 2, 4};
+  const Tensor k5 = random_tensor(fewer.kv(), 61);
+  const AttentionPositions at{t8, i32_tensor({0, 2, 4, 6, 8}, {5})};
+  EXPECT_NO_THROW(ops::attention_forward(in.q, k5, k5, scale, AttentionMask::Causal, out, lse,
+                                         ws, &at));
+  EXPECT_THROW(ops::attention_forward(in.q, k5, k5, scale, AttentionMask::Causal, out, lse, ws),
                Error);
 }
 

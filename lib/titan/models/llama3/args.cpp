@@ -29,6 +29,12 @@ ModelArgs llama32(int64_t dim, int64_t layers, int64_t heads, std::optional<doub
   return a;
 }
 
+// torchtitan's flex / varlen variants: the same model, attention masked per document.
+ModelArgs block_causal(ModelArgs a) {
+  a.attn_mask_type = config::AttentionMaskType::BlockCausal;
+  return a;
+}
+
 }  // namespace
 
 int64_t ffn_hidden_dim(int64_t dim, int64_t multiple_of, std::optional<double> multiplier) {
@@ -46,9 +52,13 @@ const std::vector<Flavor>& llama3_flavors() {
   static const std::vector<Flavor> flavors = {
       {"tiny", make(64, 8, 4, 2, 2048, 64, std::nullopt)},
       {"debugmodel", make(256, 6, 16, 16, 2048, 256, std::nullopt)},
+      {"debugmodel_flex_attn", block_causal(make(256, 6, 16, 16, 2048, 256, std::nullopt))},
+      {"debugmodel_varlen_attn", block_causal(make(256, 6, 16, 16, 2048, 256, std::nullopt))},
       {"1B", llama32(2048, 16, 32, 1.5)},
       {"3B", llama32(3072, 28, 24, 1.0)},
       {"8B", make(4096, 32, 32, 8, 128256, 1024, 1.3)},
+      {"8B_flex", block_causal(make(4096, 32, 32, 8, 128256, 1024, 1.3))},
+      {"8B_varlen", block_causal(make(4096, 32, 32, 8, 128256, 1024, 1.3))},
       {"70B", make(8192, 80, 64, 8, 128256, 4096, 1.3)},
       {"405B", make(16384, 126, 128, 8, 128256, 4096, 1.2)},
   };
@@ -76,6 +86,7 @@ ModelArgs model_args_from_config(const config::JobConfig& config) {
   if (m.rope_theta) a.rope_theta = *m.rope_theta;
   if (m.norm_eps) a.norm_eps = *m.norm_eps;
   if (m.enable_weight_tying) a.weight_tying = true;
+  if (m.attn_mask_type) a.attn_mask_type = *m.attn_mask_type;
   a.max_seq_len = config.training.seq_len;
 
   TITAN_CHECK_INPUT(a.dim > 0) << "model.dim: must be positive, got " << a.dim;

@@ -7,6 +7,9 @@
 //   debugmodel  torchtitan's debug model: dim 256, 6 layers, 16 heads, vocab 2048
 //   1B, 3B      Llama 3.2's published configs: output tied to the embedding, RoPE factor 32
 //   8B, 70B, 405B  torchtitan's Llama 3.1 flavors
+//   debugmodel_flex_attn, debugmodel_varlen_attn, 8B_flex, 8B_varlen  torchtitan's
+//               block-causal variants (per-document attention; one CPU kernel serves both
+//               of torchtitan's attention backends)
 #pragma once
 
 #include <cstdint>
@@ -33,6 +36,9 @@ struct ModelArgs {
   ops::RopeScaling rope_scaling;  // Llama 3.1's, applied to every flavor as torchtitan does
   bool weight_tying = false;
   int64_t max_seq_len = 2048;     // training.seq_len overwrites it, as in torchtitan
+  // block_causal: attention within each document of the packed sequences only
+  // (nn/context_parallel.h); the flex and varlen flavors' mask.
+  config::AttentionMaskType attn_mask_type = config::AttentionMaskType::Causal;
 
   int64_t head_dim() const { return dim / n_heads; }
   int64_t hidden_dim() const;     // the feed-forward width

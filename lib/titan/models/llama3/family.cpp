@@ -27,16 +27,20 @@ class Llama3Family final : public ModelFamily {
     char text[256];
     std::snprintf(text, sizeof text,
                   "llama3 %s, %lld parameters (dim %lld, %lld layers, %lld heads, %lld kv heads, "
-                  "ffn %lld, vocab %lld%s)",
+                  "ffn %lld, vocab %lld%s%s)",
                   config.model.flavor.c_str(), (long long)counts.total, (long long)a.dim,
                   (long long)a.n_layers, (long long)a.n_heads, (long long)a.n_kv_heads,
                   (long long)a.hidden_dim(), (long long)a.vocab_size,
-                  a.weight_tying ? ", output tied to the embedding" : "");
+                  a.weight_tying ? ", output tied to the embedding" : "",
+                  a.attn_mask_type == config::AttentionMaskType::BlockCausal
+                      ? ", attention within documents"
+                      : "");
     ModelSummary summary;
     summary.description = text;
     summary.parameters = counts.total;
     summary.vocab_size = a.vocab_size;
     summary.layers = a.n_layers;
+    summary.masks_documents = a.attn_mask_type == config::AttentionMaskType::BlockCausal;
     summary.flops_per_token = flops_per_token(a, config.training.seq_len);
     return summary;
   }

@@ -72,7 +72,8 @@ Llama3Model::Llama3Model(const ModelArgs& args, const nn::ParameterLayout& layou
     : args_(args),
       device_(layout.device),
       compute_dtype_(layout.compute_dtype),
-      tp_(layout.tp_group()) {
+      tp_(layout.tp_group()),
+      cp_(layout.cp_group()) {
   const int64_t D = args.dim, V = args.vocab_size;
   const std::vector<StageModules> modules =
       stage_modules.empty() ? split_decoder_stages(int(args.n_layers), 1, 0, 0) : stage_modules;
@@ -168,7 +169,7 @@ std::vector<int> Llama3Model::stage_units(int stage) const {
 }
 
 Shape Llama3Model::stage_activation_shape(int64_t batch, int64_t seq_len) const {
-  return {tp_.local_rows(batch * seq_len), args_.dim};
+  return {tp_.local_rows(batch * (seq_len / cp_.size())), args_.dim};
 }
 
 void Llama3Model::hook(Hook hook, int unit) const {
@@ -208,22 +209,31 @@ double Llama3Model::forward(const Tensor& tokens, const Tensor& labels,
   TITAN_CHECK(tokens.dim() == 2 && labels.shape() == tokens.shape())
       << "forward: tokens and labels must both be [B, T], got " << shape_string(tokens.shape())
       << " and " << shape_string(labels.shape());
-  const int64_t B = tokens.size(0), T = tokens.size(1), D = args_.dim, N = B * T;
+  const int64_t B = tokens.size(0), T = tokens.size(1), D = args_.dim, N = B * T / cp_.size();
   TITAN_CHECK(T <= args_.max_seq_len) << "forward: sequence of " << T << " tokens is longer than "
                                       << args_.max_seq_len << " (training.seq_len)";
+  const bool masks_documents = args_.attn_mask_type == config::AttentionMaskType::BlockCausal;
+  TITAN_CHECK(!masks_documents || document_end_)
+      << "forward: block_causal attention before set_document_end";
   TITAN_CHECK(N % tp_.size() == 0 || !tp_.sequence_parallel())
       << "forward: " << N << " token rows do not split over tensor_parallel_degree "
       << tp_.size() << " (sequence parallel)";
   const int64_t n = tp_.local_rows(N);  // this rank's rows of the residual stream
-  const Tensor freqs = freqs_.narrow(0, T);
   const Stage& stage = stage_of(r);
   StageTensors io = std::move(r.pipeline);
   r = ModelRecord{};
   r.pipeline.stage = io.stage;
   {
     const MemoryTagScope tag("data");
-    r.tokens = on_device(tokens, device_);  // the data loader's host batch: one copy
-    r.labels = on_device(labels, device_);
+    // Whole sequences: the mask and this rank's tokens come from the host batch.
+    const bool whole_needed = cp_.size() > 1 || masks_documents;
+    const Tensor host_tokens = whole_needed ? on_device(tokens, Device::cpu()) : tokens;
+    r.sequence = nn::sequence_layout(cp_, host_tokens, freqs_,
+                                     masks_documents ? document_end_ : std::nullopt, device_);
+    const Tensor host_labels = cp_.size() > 1 ? on_device(labels, Device::cpu()) : labels;
+    // The data loader's host batch: one copy of this rank's part.
+    r.tokens = on_device(nn::local_tokens(cp_, host_tokens), device_);
+    r.labels = on_device(nn::local_tokens(cp_, host_labels), device_);
   }
   if (stage.embedding) {
     hook(Hook::BeforeForward, embedding_unit());
@@ -247,7 +257,7 @@ double Llama3Model::forward(const Tensor& tokens, const Tensor& labels,
     Tensor out = Tensor::empty({n, D}, compute_dtype_, device_);
     {
       TraceSpan span(layer_name(k) + ".forward");
-      layers_[k].forward(r.layer_inputs[j], B, freqs, out, r.layers[j]);
+      layers_[k].forward(r.layer_inputs[j], r.sequence, out, r.layers[j]);
     }
     nn::TransformerBlock::release_for_recompute(r.layers[j], recompute_[k]);
     hook(Hook::AfterForward, layer_unit(k));
@@ -294,15 +304,14 @@ static Tensor stage_output_grad(const ModelRecord& r) {
   return r.pipeline.output_grad;
 }
 
-Tensor Llama3Model::block_backward_input(ModelRecord& r, size_t j, const Tensor& dout,
-                                         const Tensor& freqs) const {
+Tensor Llama3Model::block_backward_input(ModelRecord& r, size_t j, const Tensor& dout) const {
   const size_t k = stage_of(r).layers[j];
   hook(Hook::BeforeBackward, layer_unit(k));  // FSDP gathers before the recompute reads
   const MemoryTagScope tag = activations_of(layer_name(k));
-  layers_[k].recompute(r.layers[j], r.tokens.size(0), freqs);
+  layers_[k].recompute(r.layers[j], r.sequence);
   Tensor dx = Tensor::empty(dout.shape(), compute_dtype_, device_);
   TraceSpan span(layer_name(k) + ".backward_input");
-  layers_[k].backward_input(dout, freqs, r.layers[j], dx);
+  layers_[k].backward_input(dout, r.sequence, r.layers[j], dx);
   return dx;
 }
 
@@ -330,10 +339,9 @@ void Llama3Model::backward(ActivationRecord& record, float grad_scale) {
   } else {
     dx = stage_output_grad(r);
   }
-  const Tensor freqs = freqs_.narrow(0, r.tokens.size(1));
   for (size_t j = stage.layers.size(); j-- > 0;) {
     const size_t k = stage.layers[j];
-    dx = block_backward_input(r, j, dx, freqs);
+    dx = block_backward_input(r, j, dx);
     {
       const MemoryTagScope tag = activations_of(layer_name(k));
       TraceSpan span(layer_name(k) + ".backward_weight");
@@ -368,8 +376,7 @@ void Llama3Model::backward_input(ActivationRecord& record, float grad_scale) {
   } else {
     dx = stage_output_grad(r);
   }
-  const Tensor freqs = freqs_.narrow(0, r.tokens.size(1));
-  for (size_t j = stage.layers.size(); j-- > 0;) dx = block_backward_input(r, j, dx, freqs);
+  for (size_t j = stage.layers.size(); j-- > 0;) dx = block_backward_input(r, j, dx);
   if (stage.embedding) {
     if (!tied()) hook(Hook::BeforeBackward, embedding_unit());
     r.dx0 = dx;

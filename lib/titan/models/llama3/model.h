@@ -22,6 +22,10 @@
 // and the final norm form one unit, "tok_embeddings, norm", in use from the first forward
 // op to the last backward one (FSDP2's root unit).
 //
+// Context parallel (nn/context_parallel.h): forward takes whole sequences and keeps this
+// rank's tokens and labels; the blocks work on those, attention reaching the other ranks'
+// keys; the loss sum is over this rank's tokens.
+//
 // Pipeline stages (models/model.h): a model built for some stages holds only their modules
 // (by torchtitan's names, models/pipeline_split.h) and only their units, in the same order;
 // layer i keeps its name and its initialization whichever rank holds it. A tied output
@@ -46,6 +50,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "titan/models/llama3/args.h"
@@ -59,7 +64,8 @@ namespace titan::models::llama3 {
 
 // Everything one microbatch's forward keeps for its backward.
 struct ModelRecord final : ActivationRecord {
-  Tensor tokens, labels;                 // [B, T]
+  Tensor tokens, labels;                 // [B, T]: this rank's tokens (T / cp of a sequence)
+  nn::SequenceLayout sequence;           // RoPE rows and attention mask of those tokens
   // The stage's block inputs and its output, [n, D]: this rank's token rows (x_0 .. x_L
   // for a whole model).
   std::vector<Tensor> layer_inputs;
@@ -101,6 +107,7 @@ class Llama3Model final : public Model {
   std::vector<int> stage_units(int stage) const override;
   Shape stage_activation_shape(int64_t batch, int64_t seq_len) const override;
 
+  void set_document_end(int32_t token) override { document_end_ = token; }
   std::unique_ptr<ActivationRecord> new_record() const override;
   // Sum over valid tokens (labels != -100) of the token losses; keeps the record (a
   // ModelRecord).
@@ -128,8 +135,7 @@ class Llama3Model final : public Model {
   void output_backward_input(ModelRecord& record, float grad_scale, Tensor& dh) const;
   // The gradient at the input of the record stage's block j, from `dout` at its output:
   // the block's unit hook, its record restored (activation checkpointing), backward_input.
-  Tensor block_backward_input(ModelRecord& record, size_t j, const Tensor& dout,
-                              const Tensor& freqs) const;
+  Tensor block_backward_input(ModelRecord& record, size_t j, const Tensor& dout) const;
   // The output weight's rows in the vocabulary (all of it without tensor parallelism).
   ops::VocabSlice vocab_slice(const nn::Parameter& weight) const;
   const nn::Parameter& output() const { return output_ ? *output_ : *tok_embeddings_; }
@@ -154,6 +160,8 @@ class Llama3Model final : public Model {
   Device device_;
   DType compute_dtype_;                    // of the weights' whole values and activations
   const nn::TensorParallel& tp_;
+  const nn::ContextParallel& cp_;
+  std::optional<int32_t> document_end_;    // set_document_end's, for block_causal
   std::unique_ptr<nn::Parameter> tok_embeddings_;  // null on stages without it
   std::vector<nn::TransformerBlock> layers_;       // the blocks the stages hold
   std::unique_ptr<nn::RmsNorm> norm_;              // null on stages without the head

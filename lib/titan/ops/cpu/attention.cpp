@@ -1,16 +1,22 @@
 // Attention on the CPU: FlashAttention-2 with 64 x 64 tiles, written to be read.
 //
-// Forward: one task per (b, h, query block of Bq rows). It walks the key blocks (up to the
-// diagonal when causal) keeping, per query row, the running max m, the running sum l of
-// exp(s - m) and the unnormalized output acc = sum_j exp(s_j - m) v_j; when a new block
-// raises the max, l and acc are rescaled by exp(m_old - m_new). At the end out = acc / l
-// and lse = m + log(l). No T x T matrix is ever formed; a task's memory is its tiles.
+// Forward: one task per (b, h, query block of Bq rows). It walks the key blocks the mask
+// leaves visible (up to the diagonal when causal; a document's own blocks with documents)
+// keeping, per query row, the running max m, the running sum l of exp(s - m) and the
+// unnormalized output acc = sum_j exp(s_j - m) v_j; when a new block raises the max, l and
+// acc are rescaled by exp(m_old - m_new). At the end out = acc / l and lse = m + log(l)
+// (out = 0, lse = -inf for a row that saw no key). No T x T matrix is ever formed; a
+// task's memory is its tiles.
 //
 // Backward: one task per (b, kv head). The task owns dk and dv of that kv head and dq of
 // the Hq / Hkv query heads that read it, so every output element is written by one
 // thread in one fixed order: no atomics, no reduction across threads, results that do not
-// depend on the thread count. Per key block it keeps dk and dv tiles and sweeps every
-// query block of every query head of the group (from the diagonal on, when causal).
+// depend on the thread count. Per key block it keeps dk and dv tiles and sweeps the
+// visible query blocks of every query head of the group.
+//
+// Which keys a row sees (causal by position, documents) is ops/attention_mask.h's, written
+// for device code too: a contiguous range [lo, hi) per row and key block, and whole tiles
+// skipped.
 //
 // The tile products are register-blocked and written with GCC vector types at the width
 // the build targets; the softmax loops are plain loops that GCC -O3 vectorizes (with an
@@ -20,14 +26,35 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 
 #include "titan/ops/attention.h"
+#include "titan/ops/attention_mask.h"
 
-namespace titan::ops::cpu {
+namespace titan::ops {
+namespace {
+
+// Score elements computed, per process (attention_work()); one add per task.
+std::atomic<int64_t> forward_scores_done{0};
+std::atomic<int64_t> backward_scores_done{0};
+
+}  // namespace
+
+AttentionWork attention_work() {
+  return {forward_scores_done.load(std::memory_order_relaxed),
+          backward_scores_done.load(std::memory_order_relaxed)};
+}
+
+void reset_attention_work() {
+  forward_scores_done.store(0, std::memory_order_relaxed);
+  backward_scores_done.store(0, std::memory_order_relaxed);
+}
+
+namespace cpu {
 namespace {
 
 constexpr int64_t kBlock = 64;  // Bq = Bk: a 64 x 64 f32 score tile is 16 KiB, L1-sized
@@ -176,13 +203,6 @@ void transpose_block(const float* __restrict src, int64_t rows, int64_t hd, int6
   }
 }
 
-// Keys a query row may see inside a key block [j0, j0 + nk): all of them, or, when causal,
-// those with j <= i.
-int64_t visible_keys(AttentionMask mask, int64_t i, int64_t j0, int64_t nk) {
-  if (mask == AttentionMask::None) return nk;
-  return std::clamp<int64_t>(i - j0 + 1, 0, nk);
-}
-
 // The checked dims, with the strides the kernels walk.
 struct Dims : AttentionDims {
   int64_t group() const { return Hq / Hkv; }
@@ -195,6 +215,43 @@ void check_on_cpu(const Tensor& q, const Tensor& k, const Tensor& v, const char*
   for (const Tensor* t : {&q, &k, &v}) {
     TITAN_CHECK(t->device().is_cpu()) << op << ": all tensors must be on the cpu";
   }
+}
+
+// rows x n values that must increase along n (strictly, or never decrease): the orders
+// the tile skipping relies on. A wrong order would silently drop keys; checking is one pass
+// over integers.
+void check_order(const int32_t* x, int64_t rows, int64_t n, bool strict, const char* op,
+                 const char* name) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t t = 1; t < n; ++t) {
+      const int32_t before = x[r * n + t - 1], at = x[r * n + t];
+      TITAN_CHECK(strict ? at > before : at >= before)
+          << op << ": " << name << (strict ? " must increase strictly" : " must not decrease")
+          << " along t, got " << at << " after " << before << " at t " << t;
+    }
+  }
+}
+
+// The mask of a call: causal or not, and the (checked) positions and documents, if any.
+AttentionMaskView mask_view(AttentionMask mask, const AttentionPositions* positions,
+                            const AttentionDims& d, const char* op) {
+  AttentionMaskView view;
+  view.causal = mask == AttentionMask::Causal;
+  view.T = d.T;
+  view.Tk = d.Tk;
+  if (positions && positions->has_positions()) {
+    view.q_pos = positions->q_position.data<int32_t>();
+    view.k_pos = positions->k_position.data<int32_t>();
+    check_order(view.q_pos, 1, d.T, true, op, "q_position");
+    check_order(view.k_pos, 1, d.Tk, true, op, "k_position");
+  }
+  if (positions && positions->has_documents()) {
+    view.q_doc = positions->q_document.data<int32_t>();
+    view.k_doc = positions->k_document.data<int32_t>();
+    check_order(view.q_doc, d.B, d.T, false, op, "q_document");
+    check_order(view.k_doc, d.B, d.Tk, false, op, "k_document");
+  }
+  return view;
 }
 
 float* workspace_floats(Tensor& workspace, int64_t needed_bytes, const char* op) {
@@ -227,10 +284,12 @@ int64_t attention_backward_workspace_bytes(int64_t B, int64_t T, int64_t Hq, int
 // ---------------------------------------------------------------------------------------
 
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
-                       AttentionMask mask, Tensor& out, Tensor& lse, Tensor& workspace) {
+                       AttentionMask mask, Tensor& out, Tensor& lse, Tensor& workspace,
+                       const AttentionPositions* positions) {
   const char* op = "attention_forward";
-  const Dims d{check_attention_forward(q, k, v, mask, out, lse, kFloatDTypes)};
+  const Dims d{check_attention_forward(q, k, v, mask, out, lse, kFloatDTypes, positions)};
   check_on_cpu(q, k, v, op);
+  const AttentionMaskView view = mask_view(mask, positions, d, op);
   const int threads = omp_get_max_threads();
   float* ws = workspace_floats(
       workspace, attention_forward_workspace_bytes(d.B, d.T, d.Hq, d.Hkv, d.hd, threads), op);
@@ -251,8 +310,8 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float 
     float* acc = s + padded(kBlock * kBlock);
     float* m = acc + padded(kBlock * hd);
     float* l = m + padded(kBlock);
-    // Dynamic: causal tasks differ in length (a query block sees qb + 1 key blocks), and
-    // the longest go first. Which thread runs a task does not change its result.
+    // Dynamic: masked tasks differ in length (a causal query block sees qb + 1 key blocks),
+    // the longest going first. Which thread runs a task does not change its result.
 #pragma omp for schedule(dynamic)
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t qb = query_blocks - 1 - task % query_blocks;
@@ -265,26 +324,31 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float 
       std::fill(m, m + nq, -std::numeric_limits<float>::infinity());
       std::fill(l, l + nq, 0.0f);
       std::fill(acc, acc + nq * hd, 0.0f);
-      // Causal: keys after the block's last query are masked for every row of it.
-      const int64_t key_end = mask == AttentionMask::Causal ? i0 + nq : d.Tk;
-      for (int64_t j0 = 0; j0 < key_end; j0 += kBlock) {
-        const int64_t nk = std::min(kBlock, key_end - j0);
+      int64_t scores = 0;
+      for (int64_t j0 = 0; j0 < d.Tk; j0 += kBlock) {
+        const int64_t nk = std::min(kBlock, d.Tk - j0);
+        // Causal: blocks after the diagonal (after the last query's position); documents:
+        // blocks of other documents. Skipped whole.
+        if (!tile_visible(view, b, i0, nq, j0, nk)) continue;
+        scores += nq * nk;
         transpose_block(kbase + j0 * kv_row, nk, hd, kv_row, kt);
         tile_product<false, false>(nq, nk, hd, qblock, q_row, kt, kBlock, s, kBlock);
         for (int64_t r = 0; r < nq; ++r) {
           float* sr = s + r * kBlock;
-          const int64_t n = visible_keys(mask, i0 + r, j0, nk);
+          int64_t lo, hi;
+          visible_keys(view, b, i0 + r, j0, nk, &lo, &hi);
           float new_max = m[r];
 #pragma omp simd reduction(max : new_max)
-          for (int64_t j = 0; j < n; ++j) {
+          for (int64_t j = lo; j < hi; ++j) {
             sr[j] *= scale;
             new_max = std::max(new_max, sr[j]);
           }
-          std::fill(sr + n, sr + nk, 0.0f);  // masked: p = 0
-          if (n == 0) continue;
+          std::fill(sr, sr + lo, 0.0f);  // masked: p = 0
+          std::fill(sr + hi, sr + nk, 0.0f);
+          if (hi == lo) continue;
           // exp(-inf) = 0 on the first block: the empty accumulator is simply replaced.
           const float rescale = exp_bounded(m[r] - new_max);
-          l[r] = l[r] * rescale + exp_shifted_sum(sr, n, new_max);
+          l[r] = l[r] * rescale + exp_shifted_sum(sr + lo, hi - lo, new_max);
           m[r] = new_max;
           float* ar = acc + r * hd;
           for (int64_t e = 0; e < hd; ++e) ar[e] *= rescale;
@@ -292,11 +356,19 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float 
         tile_product<false, true>(nq, hd, nk, s, kBlock, vbase + j0 * kv_row, kv_row, acc, hd);
       }
       for (int64_t r = 0; r < nq; ++r) {
-        const float inv = 1.0f / l[r];
         float* orow = op_out + ((b * d.T + i0 + r) * d.Hq + h) * hd;
+        float& lse_r = lp[(b * d.Hq + h) * d.T + i0 + r];
+        if (m[r] == -std::numeric_limits<float>::infinity()) {
+          // No key at all (a ring step against the future, say): the empty partial.
+          std::fill(orow, orow + hd, 0.0f);
+          lse_r = m[r];
+          continue;
+        }
+        const float inv = 1.0f / l[r];
         for (int64_t e = 0; e < hd; ++e) orow[e] = acc[r * hd + e] * inv;
-        lp[(b * d.Hq + h) * d.T + i0 + r] = m[r] + std::log(l[r]);
+        lse_r = m[r] + std::log(l[r]);
       }
+      forward_scores_done.fetch_add(scores, std::memory_order_relaxed);
     }
   }
 }
@@ -308,10 +380,12 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float 
 void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                         const Tensor& out, const Tensor& lse, float scale, AttentionMask mask,
                         Tensor& dq, Tensor& dk, Tensor& dv, Accumulate accumulate,
-                        Tensor& workspace) {
+                        Tensor& workspace, const AttentionPositions* positions) {
   const char* op = "attention_backward";
-  const Dims d{check_attention_backward(dout, q, k, v, out, lse, mask, dq, dk, dv, kFloatDTypes)};
+  const Dims d{check_attention_backward(dout, q, k, v, out, lse, mask, dq, dk, dv, kFloatDTypes,
+                                        positions)};
   check_on_cpu(q, k, v, op);
+  const AttentionMaskView view = mask_view(mask, positions, d, op);
   const int threads = omp_get_max_threads();
   float* ws = workspace_floats(
       workspace, attention_backward_workspace_bytes(d.B, d.T, d.Hq, d.Hkv, d.hd, threads), op);
@@ -360,20 +434,26 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
           std::fill(row, row + group * hd, 0.0f);
         }
       }
+      int64_t scores = 0;
       for (int64_t j0 = 0; j0 < d.Tk; j0 += kBlock) {
         const int64_t nk = std::min(kBlock, d.Tk - j0);
         const int64_t kv_offset = ((b * d.Tk + j0) * d.Hkv + g) * hd;
-        transpose_block(kp + kv_offset, nk, hd, kv_row, kt);
-        transpose_block(vp + kv_offset, nk, hd, kv_row, vt);
+        bool transposed = false;  // not before a visible tile: a key block may have none
         std::fill(dk_acc, dk_acc + nk * hd, 0.0f);
         std::fill(dv_acc, dv_acc + nk * hd, 0.0f);
         for (int64_t h = h_first; h < h_first + group; ++h) {
           const float* lse_row = lp + (b * d.Hq + h) * d.T;
           const float* D_row = D + (b * d.Hq + h) * d.T;
-          // Causal: query blocks before this key block see none of it (blocks align).
-          const int64_t i_start = mask == AttentionMask::Causal ? j0 : 0;
-          for (int64_t i0 = i_start; i0 < d.T; i0 += kBlock) {
+          for (int64_t i0 = 0; i0 < d.T; i0 += kBlock) {
             const int64_t nq = std::min(kBlock, d.T - i0);
+            // Causal: query blocks before this key block; documents: other documents' blocks.
+            if (!tile_visible(view, b, i0, nq, j0, nk)) continue;
+            scores += nq * nk;
+            if (!transposed) {
+              transpose_block(kp + kv_offset, nk, hd, kv_row, kt);
+              transpose_block(vp + kv_offset, nk, hd, kv_row, vt);
+              transposed = true;
+            }
             const int64_t q_offset = ((b * d.T + i0) * d.Hq + h) * hd;
             const float* qblock = qp + q_offset;
             const float* gblock = gp + q_offset;
@@ -381,10 +461,14 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
             tile_product<false, false>(nq, nk, hd, qblock, q_row, kt, kBlock, p, kBlock);
             for (int64_t r = 0; r < nq; ++r) {
               float* pr = p + r * kBlock;
-              const int64_t n = visible_keys(mask, i0 + r, j0, nk);
+              int64_t lo, hi;
+              visible_keys(view, b, i0 + r, j0, nk, &lo, &hi);
               const float shift = lse_row[i0 + r];
-              for (int64_t j = 0; j < n; ++j) pr[j] = exp_bounded(pr[j] * scale - shift);
-              std::fill(pr + n, pr + nk, 0.0f);
+              // A row that saw no key in the forward (lse = -inf) has p = 0 everywhere.
+              if (shift == -std::numeric_limits<float>::infinity()) hi = lo;
+              std::fill(pr, pr + lo, 0.0f);
+              for (int64_t j = lo; j < hi; ++j) pr[j] = exp_bounded(pr[j] * scale - shift);
+              std::fill(pr + hi, pr + nk, 0.0f);
             }
             // dv += p^T dout
             tile_product<true, true>(nk, hd, nq, p, kBlock, gblock, q_row, dv_acc, hd);
@@ -411,6 +495,7 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
           }
         }
       }
+      backward_scores_done.fetch_add(scores, std::memory_order_relaxed);
     }
   }
 }
@@ -443,4 +528,5 @@ void attention_merge(Tensor& out, Tensor& lse, const Tensor& out_part, const Ten
   }
 }
 
-}  // namespace titan::ops::cpu
+}  // namespace cpu
+}  // namespace titan::ops

@@ -14,11 +14,17 @@
 //
 // Forward: one block per (b, h, query block), walking the key blocks (up to the diagonal
 // when causal) with the online softmax; lse = m + log(l). No workspace.
+// Positions and documents (AttentionPositions: ring attention, block-causal masks) enter
+// every kernel as device pointers in Dims::mask, ops/attention_mask.h's view, so that the
+// GPU and the CPU share one definition: tiles it empties are skipped whole (the grid stays
+// the same; a block walks fewer tiles) and each score is masked by the same rule. A row
+// that sees no key gets out 0 and lse -inf, and p = 0 in the backward. Without them the
+// kernels walk the tiles and do the arithmetic they always did.
 // Backward (FlashAttention-2's split, deterministic: no atomics, every output element
 // written by one thread in one fixed order):
 //   1. D[b, h, i] = dout . out, one warp per row, into the workspace;
 //   2. dk, dv: one block per (b, kv head, key block) looping over every query head of the
-//      group and every query block (from the diagonal, when causal);
+//      group and every query block (from the diagonal, when causal by index);
 //   3. dq: one block per (b, h, query block) looping over the key blocks.
 // P is recomputed from lse in both 2 and 3. Merge: one warp per (b, i, h) row.
 //
@@ -148,16 +154,30 @@ void check_devices(std::initializer_list<NamedTensor> tensors, const Tensor& q, 
 }
 
 // What the kernels take, once the GPU has kernels for the dtype and head dim and the grid
-// holds the blocks.
+// holds the blocks. Positions and documents (checked by the shared checks: i32, their
+// shapes, q's device) go in as device pointers; an empty AttentionPositions is the plain
+// mask. Their orders (increasing positions, non-decreasing documents) are the caller's:
+// checking them would cost a device pass and a synchronization per call.
 Dims kernel_dims(const AttentionDims& s, DType dtype, float scale, AttentionMask mask,
-                 const char* op) {
+                 const AttentionPositions* positions, const char* op) {
   attention_plan(dtype, s.hd);  // throws for an unsupported dtype or head dim
   // One block per (b, head, 16-row block) at most: the grid's x dimension must hold them.
   const int64_t blocks =
       s.B * std::max(s.Hq, s.Hkv) * ceil_div(std::max(s.T, s.Tk), kSimtBackwardBlock);
   TITAN_CHECK(blocks < (int64_t(1) << 31)) << op << " (cuda): " << blocks << " blocks is too many";
-  return Dims{s.B, s.T, s.Tk, s.Hq, s.Hkv, s.hd, s.Hq / s.Hkv, mask == AttentionMask::Causal,
-              scale};
+  AttentionMaskView view;
+  view.causal = mask == AttentionMask::Causal;
+  view.T = s.T;
+  view.Tk = s.Tk;
+  if (positions && positions->has_positions()) {
+    view.q_pos = positions->q_position.data<int32_t>();
+    view.k_pos = positions->k_position.data<int32_t>();
+  }
+  if (positions && positions->has_documents()) {
+    view.q_doc = positions->q_document.data<int32_t>();
+    view.k_doc = positions->k_document.data<int32_t>();
+  }
+  return Dims{s.B, s.T, s.Tk, s.Hq, s.Hkv, s.hd, s.Hq / s.Hkv, scale, view};
 }
 
 // The f32 workspace, when the op needs one.
@@ -222,10 +242,12 @@ void backward_launch(const Dims& d, const AttentionPlan& plan, const Tensor& dou
 }  // namespace
 
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
-                       AttentionMask mask, Tensor& out, Tensor& lse, Tensor& workspace) {
+                       AttentionMask mask, Tensor& out, Tensor& lse, Tensor& workspace,
+                       const AttentionPositions* positions) {
   const char* op = "attention_forward";
-  const Dims d = kernel_dims(check_attention_forward(q, k, v, mask, out, lse, kFloatDTypes),
-                             q.dtype(), scale, mask, op);
+  const Dims d =
+      kernel_dims(check_attention_forward(q, k, v, mask, out, lse, kFloatDTypes, positions),
+                  q.dtype(), scale, mask, positions, op);
   check_devices({{&k, "k"}, {&v, "v"}, {&out, "out"}, {&lse, "lse"}}, q, op);
   workspace_floats(workspace, attention_forward_workspace_bytes(d.B, d.T, d.Hq, d.Hkv, d.hd), q,
                    op);
@@ -243,11 +265,11 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float 
 void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                         const Tensor& out, const Tensor& lse, float scale, AttentionMask mask,
                         Tensor& dq, Tensor& dk, Tensor& dv, Accumulate accumulate,
-                        Tensor& workspace) {
+                        Tensor& workspace, const AttentionPositions* positions) {
   const char* op = "attention_backward";
-  const Dims d = kernel_dims(
-      check_attention_backward(dout, q, k, v, out, lse, mask, dq, dk, dv, kFloatDTypes),
-      q.dtype(), scale, mask, op);
+  const Dims d = kernel_dims(check_attention_backward(dout, q, k, v, out, lse, mask, dq, dk, dv,
+                                                      kFloatDTypes, positions),
+                             q.dtype(), scale, mask, positions, op);
   check_devices({{&dout, "dout"}, {&k, "k"}, {&v, "v"}, {&out, "out"}, {&lse, "lse"},
                  {&dq, "dq"}, {&dk, "dk"}, {&dv, "dv"}},
                 q, op);

@@ -17,6 +17,7 @@
 #include <limits>
 
 #include "titan/ops/attention.h"
+#include "titan/ops/attention_mask.h"
 #include "titan/ops/cuda/common.cuh"
 
 namespace titan::ops::cuda::flash_attention {
@@ -80,11 +81,12 @@ __host__ __device__ constexpr int64_t simt_backward_floats(int hd) {
 // Device helpers
 // ---------------------------------------------------------------------------------------
 
-// What every kernel takes: the checked dims, Hq / Hkv, the mask and the scale.
+// What every kernel takes: the checked dims, Hq / Hkv, the scale and the mask (causal or
+// not, and the device pointers of the positions and documents, null when absent).
 struct Dims {
   int64_t B, T, Tk, Hq, Hkv, hd, group;
-  bool causal;
   float scale;
+  AttentionMaskView mask;
 };
 
 // Butterfly reductions: at every step lanes a and a^o add the same two values, so every
@@ -107,8 +109,24 @@ __device__ __forceinline__ int64_t kv_index(const Dims& d, int64_t b, int64_t j,
 __device__ __forceinline__ int64_t row_index(const Dims& d, int64_t b, int64_t h, int64_t i) {
   return (b * d.Hq + h) * d.T + i;  // lse, D
 }
-__device__ __forceinline__ bool visible(const Dims& d, int64_t i, int64_t j) {
-  return !d.causal || j <= i;
+// Key j visible to query i of batch row b: ops/attention.h's rule, through the view's
+// accessors. Without positions and documents it is !causal || j <= i, the plain masks.
+__device__ __forceinline__ bool visible(const Dims& d, int64_t b, int64_t i, int64_t j) {
+  const AttentionMaskView& m = d.mask;
+  if (m.causal && m.key_position(j) > m.query_position(i)) return false;
+  return !m.q_doc || m.query_document(b, i) == m.key_document(b, j);
+}
+
+// The keys a query block [i0, i0 + nq) walks (forward, dq): up to the diagonal when causal
+// by index, the plain causal bound; with positions every key block, each skipped whole
+// when tile_visible says it is empty.
+__device__ __forceinline__ int64_t key_end(const Dims& d, int64_t i0, int nq) {
+  return d.mask.causal && !d.mask.q_pos ? i0 + nq : d.Tk;
+}
+// The first query block a key block at j0 meets (dk, dv): the diagonal when causal by index
+// (query and key blocks align there), else the first, the later ones skipped as above.
+__device__ __forceinline__ int64_t query_begin(const Dims& d, int64_t j0) {
+  return d.mask.causal && !d.mask.q_pos ? j0 : 0;
 }
 
 // rows x hd elements of a [.., rows, heads, hd] tensor starting at `first` (row stride

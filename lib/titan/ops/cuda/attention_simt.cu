@@ -43,9 +43,12 @@ __global__ void __launch_bounds__(kThreads)
     m[tid] = kNegInf;
     l[tid] = 0.0f;
   }
-  const int64_t key_end = d.causal ? i0 + nq : d.Tk;
-  for (int64_t j0 = 0; j0 < key_end; j0 += kSimtBlockK) {
-    const int nk = int(min(int64_t(kSimtBlockK), key_end - j0));
+  const int64_t keys = key_end(d, i0, nq);
+  for (int64_t j0 = 0; j0 < keys; j0 += kSimtBlockK) {
+    const int nk = int(min(int64_t(kSimtBlockK), keys - j0));
+    // Tiles the mask empties (other documents, a ring step's future), whole: the same
+    // answer in every thread, so the barriers below stay paired.
+    if (!tile_visible(d.mask, b, i0, nq, j0, nk)) continue;
     __syncthreads();  // the last tile's reads of ks, vs, ps are done; initial writes visible
     load_tile(k + kv_index(d, b, j0, g), d.Hkv * d.hd, kSimtBlockK, nk, H, ks, k_ld);
     load_tile(v + kv_index(d, b, j0, g), d.Hkv * d.hd, kSimtBlockK, nk, H, vs, H);
@@ -53,7 +56,7 @@ __global__ void __launch_bounds__(kThreads)
     // Scores and the online softmax: a warp per query row, a lane per key.
     for (int r = warp; r < kSimtBlockQ; r += kWarps) {
       const int j = lane;
-      const bool seen = r < nq && j < nk && visible(d, i0 + r, j0 + j);
+      const bool seen = r < nq && j < nk && visible(d, b, i0 + r, j0 + j);
       float s = kNegInf;
       if (seen) {
         float dot = 0.0f;
@@ -63,7 +66,8 @@ __global__ void __launch_bounds__(kThreads)
       const float m_old = m[r];
       const float m_new = fmaxf(m_old, warp_max(s));
       const float p = seen ? expf(s - m_new) : 0.0f;  // seen: m_new is finite
-      // m_new = -inf only for rows past T, which see no key: leave them empty.
+      // m_new = -inf for rows that saw no key yet (or none at all, past T): leave them
+      // empty.
       const float factor = m_new == kNegInf ? 1.0f : expf(m_old - m_new);
       const float sum = warp_sum(p);
       ps[r * kSimtBlockK + j] = p;
@@ -83,30 +87,34 @@ __global__ void __launch_bounds__(kThreads)
       acc[x] = a;
     }
   }
-  __syncthreads();
+  __syncthreads();  // also orders the initial writes before these reads when no tile ran
+  // A row that saw no key (m = -inf, l = 0) is the empty partial: out 0, lse -inf.
   for (int x = tid; x < nq * H; x += kThreads) {
     const int r = x / H, e = x % H;
-    out[q_index(d, b, i0 + r, h) + e] = from_float<T>(acc[x] / l[r]);
+    out[q_index(d, b, i0 + r, h) + e] = from_float<T>(m[r] == kNegInf ? 0.0f : acc[x] / l[r]);
   }
-  if (tid < nq) lse[row_index(d, b, h, i0 + tid)] = m[tid] + logf(l[tid]);
+  if (tid < nq) {
+    lse[row_index(d, b, h, i0 + tid)] = m[tid] == kNegInf ? kNegInf : m[tid] + logf(l[tid]);
+  }
 }
 
 // ---------------------------------------------------------------------------------------
 // SIMT backward
 // ---------------------------------------------------------------------------------------
 
-// p[r][j] and ds[r][j] (without the scale) for a tile of nq queries x nk keys; a thread per
-// pair. q/dO tiles are indexed by r, k/v tiles by j; all with leading dimension ld.
+// p[r][j] and ds[r][j] (without the scale) for a tile of nq queries x nk keys of batch row
+// b; a thread per pair. q/dO tiles are indexed by r, k/v tiles by j; all with leading
+// dimension ld. p = 0 where masked, and in rows that saw no key (lse = -inf).
 __device__ void simt_probabilities(const Dims& d, const float* qs, const float* dos,
                                    const float* ks, const float* vs, int ld, const float* lse_s,
-                                   const float* D_s, int64_t i0, int nq, int64_t j0, int nk,
-                                   float* ps, float* dss) {
+                                   const float* D_s, int64_t b, int64_t i0, int nq, int64_t j0,
+                                   int nk, float* ps, float* dss) {
   constexpr int n = kSimtBackwardBlock;
   const int H = int(d.hd);
   for (int x = threadIdx.x; x < n * n; x += blockDim.x) {
     const int r = x / n, j = x % n;
     float p = 0.0f, ds = 0.0f;
-    if (r < nq && j < nk && visible(d, i0 + r, j0 + j)) {
+    if (r < nq && j < nk && visible(d, b, i0 + r, j0 + j) && lse_s[r] != kNegInf) {
       float s = 0.0f, dp = 0.0f;
       for (int e = 0; e < H; ++e) {
         s += qs[r * ld + e] * ks[j * ld + e];
@@ -171,17 +179,17 @@ __global__ void __launch_bounds__(kThreads)
   load_tile(v + kv_index(d, b, j0, g), d.Hkv * d.hd, n, nk, H, t.vs, ld);
   for (int x = threadIdx.x; x < n * H; x += blockDim.x) dk_acc[x] = dv_acc[x] = 0.0f;
   for (int64_t h = g * d.group; h < (g + 1) * d.group; ++h) {
-    // Causal: query blocks before this key block see none of it (the blocks align).
-    for (int64_t i0 = d.causal ? j0 : 0; i0 < d.T; i0 += n) {
+    for (int64_t i0 = query_begin(d, j0); i0 < d.T; i0 += n) {
       const int nq = int(min(int64_t(n), d.T - i0));
+      if (!tile_visible(d.mask, b, i0, nq, j0, nk)) continue;  // uniform across the block
       __syncthreads();  // the last step's reads of qs, dos, ps, dss are done
       load_tile(q + q_index(d, b, i0, h), d.Hq * d.hd, n, nq, H, t.qs, ld);
       load_tile(dout + q_index(d, b, i0, h), d.Hq * d.hd, n, nq, H, t.dos, ld);
       load_rows(lse + row_index(d, b, h, i0), nq, t.lse_s);
       load_rows(D + row_index(d, b, h, i0), nq, t.D_s);
       __syncthreads();
-      simt_probabilities(d, t.qs, t.dos, t.ks, t.vs, ld, t.lse_s, t.D_s, i0, nq, j0, nk, t.ps,
-                         t.dss);
+      simt_probabilities(d, t.qs, t.dos, t.ks, t.vs, ld, t.lse_s, t.D_s, b, i0, nq, j0, nk,
+                         t.ps, t.dss);
       __syncthreads();
       // dv[j] += sum_r p[r][j] dout[r],  dk[j] += sum_r ds[r][j] q[r]: a thread per (j, e).
       for (int x = threadIdx.x; x < n * H; x += blockDim.x) {
@@ -226,14 +234,15 @@ __global__ void __launch_bounds__(kThreads)
   load_rows(lse + row_index(d, b, h, i0), nq, t.lse_s);
   load_rows(D + row_index(d, b, h, i0), nq, t.D_s);
   for (int x = threadIdx.x; x < n * H; x += blockDim.x) dq_acc[x] = 0.0f;
-  const int64_t key_end = d.causal ? i0 + nq : d.Tk;
-  for (int64_t j0 = 0; j0 < key_end; j0 += n) {
-    const int nk = int(min(int64_t(n), key_end - j0));
+  const int64_t keys = key_end(d, i0, nq);
+  for (int64_t j0 = 0; j0 < keys; j0 += n) {
+    const int nk = int(min(int64_t(n), keys - j0));
+    if (!tile_visible(d.mask, b, i0, nq, j0, nk)) continue;  // uniform across the block
     __syncthreads();  // the last step's reads of ks, dss are done; initial writes visible
     load_tile(k + kv_index(d, b, j0, g), d.Hkv * d.hd, n, nk, H, t.ks, ld);
     load_tile(v + kv_index(d, b, j0, g), d.Hkv * d.hd, n, nk, H, t.vs, ld);
     __syncthreads();
-    simt_probabilities(d, t.qs, t.dos, t.ks, t.vs, ld, t.lse_s, t.D_s, i0, nq, j0, nk, t.ps,
+    simt_probabilities(d, t.qs, t.dos, t.ks, t.vs, ld, t.lse_s, t.D_s, b, i0, nq, j0, nk, t.ps,
                        t.dss);
     __syncthreads();
     // dq[r] += sum_j ds[r][j] k[j]: a thread per (r, e).

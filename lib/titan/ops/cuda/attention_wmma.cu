@@ -86,9 +86,12 @@ __global__ void __launch_bounds__(kThreads)
     m[tid] = kNegInf;
     l[tid] = 0.0f;
   }
-  const int64_t key_end = d.causal ? i0 + nq : d.Tk;
-  for (int64_t j0 = 0; j0 < key_end; j0 += kTcBlock) {
-    const int nk = int(min(int64_t(kTcBlock), key_end - j0));
+  const int64_t keys = key_end(d, i0, nq);
+  for (int64_t j0 = 0; j0 < keys; j0 += kTcBlock) {
+    const int nk = int(min(int64_t(kTcBlock), keys - j0));
+    // Tiles the mask empties (other documents, a ring step's future), whole: the same
+    // answer in every thread, so the barriers below stay paired.
+    if (!tile_visible(d.mask, b, i0, nq, j0, nk)) continue;
     __syncthreads();  // every warp is done with the last ks, vs; initial writes visible
     load_tile(k + kv_index(d, b, j0, g), d.Hkv * d.hd, kTcBlock, nk, H, ks, h_ld);
     load_tile(v + kv_index(d, b, j0, g), d.Hkv * d.hd, kTcBlock, nk, H, vs, h_ld);
@@ -104,7 +107,7 @@ __global__ void __launch_bounds__(kThreads)
       bool seen[2];
       for (int c = 0; c < 2; ++c) {
         const int j = lane + 32 * c;
-        seen[c] = r < nq && j < nk && visible(d, i0 + r, j0 + j);
+        seen[c] = r < nq && j < nk && visible(d, b, i0 + r, j0 + j);
         s[c] = seen[c] ? d.scale * ss[r * kScoreLd + j] : kNegInf;
       }
       const float m_old = m[r];
@@ -128,12 +131,19 @@ __global__ void __launch_bounds__(kThreads)
     // O += P V
     product_add_ab(ps + r0 * kProbLd, vs, h_ld, H, os + r0 * f_ld, f_ld);
   }
-  __syncwarp();
+  // A block rather than a warp barrier: when the mask left no tile, m, l and os were last
+  // written (initialized) by other warps' threads.
+  __syncthreads();
   for (int rr = 0; rr < 16; ++rr) {
     const int r = r0 + rr;
     if (r >= nq) break;
-    const float inv = 1.0f / l[r];
     bf16* orow = out + q_index(d, b, i0 + r, h);
+    if (m[r] == kNegInf) {  // no key at all: the empty partial, out 0 and lse -inf
+      for (int e = lane; e < H; e += 32) orow[e] = __float2bfloat16(0.0f);
+      if (lane == 0) lse[row_index(d, b, h, i0 + r)] = kNegInf;
+      continue;
+    }
+    const float inv = 1.0f / l[r];
     for (int e = lane; e < H; e += 32) orow[e] = __float2bfloat16(os[r * f_ld + e] * inv);
     if (lane == 0) lse[row_index(d, b, h, i0 + r)] = m[r] + logf(l[r]);
   }
@@ -184,8 +194,9 @@ __global__ void __launch_bounds__(kThreads)
   load_tile(v + kv_index(d, b, j0, g), d.Hkv * d.hd, kTcBlock, nk, H, vs, h_ld);
   for (int x = tid; x < kTcBlock * f_ld; x += kThreads) dks[x] = dvs[x] = 0.0f;
   for (int64_t h = g * d.group; h < (g + 1) * d.group; ++h) {
-    for (int64_t i0 = d.causal ? j0 : 0; i0 < d.T; i0 += kTcBlock) {
+    for (int64_t i0 = query_begin(d, j0); i0 < d.T; i0 += kTcBlock) {
       const int nq = int(min(int64_t(kTcBlock), d.T - i0));
+      if (!tile_visible(d.mask, b, i0, nq, j0, nk)) continue;  // uniform across the block
       __syncthreads();  // every warp is done with the last qs, dos
       load_tile(q + q_index(d, b, i0, h), d.Hq * d.hd, kTcBlock, nq, H, qs, h_ld);
       load_tile(dout + q_index(d, b, i0, h), d.Hq * d.hd, kTcBlock, nq, H, dos, h_ld);
@@ -200,7 +211,8 @@ __global__ void __launch_bounds__(kThreads)
         for (int c = 0; c < 2; ++c) {
           const int ii = lane + 32 * c;
           float p = 0.0f, ds = 0.0f;
-          if (jj < nk && ii < nq && visible(d, i0 + ii, j0 + jj)) {
+          // p = 0 where masked, and in rows that saw no key (lse = -inf)
+          if (jj < nk && ii < nq && visible(d, b, i0 + ii, j0 + jj) && lse_s[ii] != kNegInf) {
             p = expf(d.scale * st[jj * kScoreLd + ii] - lse_s[ii]);
             ds = p * (dpt[jj * kScoreLd + ii] - D_s[ii]);
           }
@@ -251,9 +263,10 @@ __global__ void __launch_bounds__(kThreads)
   load_tc_rows(lse + row_index(d, b, h, i0), nq, lse_s);
   load_tc_rows(D + row_index(d, b, h, i0), nq, D_s);
   for (int x = tid; x < kTcBlock * f_ld; x += kThreads) dqs[x] = 0.0f;
-  const int64_t key_end = d.causal ? i0 + nq : d.Tk;
-  for (int64_t j0 = 0; j0 < key_end; j0 += kTcBlock) {
-    const int nk = int(min(int64_t(kTcBlock), key_end - j0));
+  const int64_t keys = key_end(d, i0, nq);
+  for (int64_t j0 = 0; j0 < keys; j0 += kTcBlock) {
+    const int nk = int(min(int64_t(kTcBlock), keys - j0));
+    if (!tile_visible(d.mask, b, i0, nq, j0, nk)) continue;  // uniform across the block
     __syncthreads();  // every warp is done with the last ks, vs; initial writes visible
     load_tile(k + kv_index(d, b, j0, g), d.Hkv * d.hd, kTcBlock, nk, H, ks, h_ld);
     load_tile(v + kv_index(d, b, j0, g), d.Hkv * d.hd, kTcBlock, nk, H, vs, h_ld);
@@ -266,7 +279,7 @@ __global__ void __launch_bounds__(kThreads)
       for (int c = 0; c < 2; ++c) {
         const int jj = lane + 32 * c;
         float ds = 0.0f;
-        if (ii < nq && jj < nk && visible(d, i0 + ii, j0 + jj)) {
+        if (ii < nq && jj < nk && visible(d, b, i0 + ii, j0 + jj) && lse_s[ii] != kNegInf) {
           const float p = expf(d.scale * ss[ii * kScoreLd + jj] - lse_s[ii]);
           ds = p * (dps[ii * kScoreLd + jj] - D_s[ii]);
         }

@@ -5,8 +5,9 @@
 // checks, which all run before any device work and so fail the same way here (tensors on
 // the CPU reach every check but the last, which says they must be on a CUDA device).
 // With a GPU: Llama's head dims (64, 128) on both kernel paths against the CPU op, the
-// backward's determinism and accumulation, and the merge. The op-case table
-// (op_case_cuda_test.cpp) covers the small and awkward shapes.
+// backward's determinism and accumulation, the merge, and positions and documents
+// (block-causal masks, ring attention's chunks) against the CPU op on both paths. The
+// op-case table (op_case_cuda_test.cpp) covers the small and awkward shapes.
 #include <gtest/gtest.h>
 
 #include "titan/build_config.h"
@@ -19,9 +20,10 @@ TEST(CudaAttention, NeedsACudaBuild) {
 
 #else
 
-#include <cmath>
-#include <cstring>
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <string>
@@ -191,6 +193,28 @@ TEST(CudaAttentionChecks, RejectBadInputsBeforeDeviceWork) {
   }
 }
 
+// Positions and documents pass the GPU entry points' checks: host tensors with them reach
+// the device check, and a broken pair is named by the shared checks.
+TEST(CudaAttentionChecks, PositionsAndDocumentsReachTheDeviceCheck) {
+  auto i32 = [](const Shape& shape) { return Tensor::zeros(shape, DType::I32); };
+  HostCall c(DType::F32);
+  ops::AttentionPositions positions{i32({8}), i32({8}), i32({1, 8}), i32({1, 8})};
+  expect_error([&] {
+    ops::cuda::attention_forward(c.q, c.k, c.v, 0.25f, AttentionMask::Causal, c.out, c.lse, c.ws,
+                                 &positions);
+  }, "CUDA device");
+  expect_error([&] {
+    ops::cuda::attention_backward(c.dout, c.q, c.k, c.v, c.out, c.lse, 0.25f,
+                                  AttentionMask::Causal, c.dq, c.dk, c.dv, ops::Accumulate::No,
+                                  c.ws, &positions);
+  }, "CUDA device");
+  positions.k_position = Tensor();
+  expect_error([&] {
+    ops::cuda::attention_forward(c.q, c.k, c.v, 0.25f, AttentionMask::Causal, c.out, c.lse, c.ws,
+                                 &positions);
+  }, "q_position is given without k_position");
+}
+
 // ---------------------------------------------------------------------------------------
 // On the GPU
 // ---------------------------------------------------------------------------------------
@@ -217,10 +241,28 @@ struct Results {
   Tensor out, lse, dq, dk, dv;  // host copies
 };
 
+// Positions and documents as host vectors (empty: none), for calls on either device.
+struct Layout {
+  std::vector<int32_t> q_position, k_position;  // [T], [Tk]
+  std::vector<int32_t> q_document, k_document;  // [B, T], [B, Tk]
+
+  // The op's form on `device` (Tk = T in these tests); undefined tensors for empty vectors.
+  ops::AttentionPositions on(const Shape5& s, Device device) const {
+    auto tensor = [&](const std::vector<int32_t>& x, const Shape& shape) {
+      if (x.empty()) return Tensor();
+      Tensor t = Tensor::empty(shape, DType::I32);
+      std::copy(x.begin(), x.end(), t.mutable_data<int32_t>());
+      return device.is_cpu() ? t : to_device(t, device);
+    };
+    return {tensor(q_position, {s.T}), tensor(k_position, {s.T}),
+            tensor(q_document, {s.B, s.T}), tensor(k_document, {s.B, s.T})};
+  }
+};
+
 // Forward and backward (Accumulate::No) of the same inputs on `device`; f32 inputs go to
-// the CPU op as they are.
+// the CPU op as they are. layout: the positions and documents, if any.
 Results run(const Shape5& s, AttentionMask mask, const std::vector<Tensor>& host_inputs,
-            Device device) {
+            Device device, const Layout* layout = nullptr) {
   std::vector<Tensor> in;
   for (const Tensor& t : host_inputs) {
     in.push_back(device.is_cpu() ? host_f32(t) : to_device(t, device));
@@ -237,9 +279,12 @@ Results run(const Shape5& s, AttentionMask mask, const std::vector<Tensor>& host
   Tensor bws = Tensor::empty(
       {ops::attention_backward_workspace_bytes(device, s.B, s.T, s.Hq, s.Hkv, s.hd, threads)},
       DType::U8, device);
-  ops::attention_forward(in[0], in[1], in[2], scale, mask, out, lse, fws);
+  const ops::AttentionPositions positions =
+      layout ? layout->on(s, device) : ops::AttentionPositions{};
+  const ops::AttentionPositions* where = layout ? &positions : nullptr;
+  ops::attention_forward(in[0], in[1], in[2], scale, mask, out, lse, fws, where);
   ops::attention_backward(in[3], in[0], in[1], in[2], out, lse, scale, mask, dq, dk, dv,
-                          ops::Accumulate::No, bws);
+                          ops::Accumulate::No, bws, where);
   return {to_host(out), to_host(lse), to_host(dq), to_host(dk), to_host(dv)};
 }
 
@@ -248,14 +293,17 @@ std::vector<Tensor> random_inputs(const Shape5& s, DType dtype, uint64_t seed) {
           random_stored(s.kv(), dtype, seed + 2, 1.0f), random_stored(s.q(), dtype, seed + 3, 1.0f)};
 }
 
-// |gpu - cpu| <= tolerance * max(|cpu|, 1) per element, as the op-case table compares.
+// |gpu - cpu| <= tolerance * max(|cpu|, 1) per element, as the op-case table compares; where
+// the CPU has -infinity (the lse of a row that saw no key) the GPU must have it too.
 void expect_near_cpu(const Tensor& gpu, const Tensor& cpu, double tolerance, const std::string& what) {
   const Values g = to_values(gpu), c = to_values(cpu);
   ASSERT_EQ(g.size(), c.size()) << what;
   int64_t failures = 0;
   double worst = 0;
   for (size_t i = 0; i < g.size(); ++i) {
-    const double ratio = std::fabs(g[i] - c[i]) / std::max(std::fabs(c[i]), 1.0);
+    const double ratio = std::isinf(c[i]) && g[i] == c[i]
+                             ? 0.0
+                             : std::fabs(g[i] - c[i]) / std::max(std::fabs(c[i]), 1.0);
     worst = std::max(worst, std::isfinite(g[i]) ? ratio : 1e300);
     if (!(ratio <= tolerance) && failures++ < 3) {
       ADD_FAILURE() << what << "[" << i << "]: cuda " << g[i] << ", cpu " << c[i];
@@ -383,6 +431,275 @@ TEST_F(CudaAttention, MergingKeyHalvesEqualsWholeAttention) {
   }
   expect_close(to_values(to_host(out)), to_values(to_host(whole_out)), 1e-6, "merged out");
   expect_close(to_values(to_host(lse)), to_values(to_host(whole_lse)), 1e-6, "merged lse");
+}
+
+// ---------------------------------------------------------------------------------------
+// Positions and documents (block-causal masks, ring attention) against the CPU op
+// ---------------------------------------------------------------------------------------
+
+// A dtype and head dim with the kernel family they must take, so that each case forces its
+// dispatch branch; tolerances as above (bf16: GPU out rounded to bf16, the CPU's in f32).
+struct PathCase {
+  DType dtype;
+  int64_t hd;
+  AttentionPath path;
+  double tolerance;
+  std::string name() const {
+    return std::string(dtype_name(dtype)) + " hd " + std::to_string(hd) +
+           (path == AttentionPath::TensorCore ? " (tensor cores)" : " (simt)");
+  }
+};
+const std::vector<PathCase> kPathCases = {
+    {DType::BF16, 64, AttentionPath::TensorCore, 2e-2},
+    {DType::BF16, 24, AttentionPath::Simt, 2e-2},
+    {DType::F32, 16, AttentionPath::Simt, 1e-5},
+    {DType::F32, 48, AttentionPath::Simt, 1e-5},
+};
+
+// Document ids of each batch row, from its documents' lengths (each row summing to T).
+std::vector<int32_t> documents_of(const std::vector<std::vector<int64_t>>& lengths) {
+  std::vector<int32_t> ids;
+  for (const std::vector<int64_t>& row : lengths) {
+    int32_t id = 0;
+    for (int64_t n : row) ids.insert(ids.end(), size_t(n), id++);
+  }
+  return ids;
+}
+
+void expect_results_near(const Results& gpu, const Results& cpu, double tolerance,
+                         const std::string& what) {
+  expect_near_cpu(gpu.out, cpu.out, tolerance, what + " out");
+  expect_near_cpu(gpu.lse, cpu.lse, tolerance, what + " lse");
+  expect_near_cpu(gpu.dq, cpu.dq, tolerance, what + " dq");
+  expect_near_cpu(gpu.dk, cpu.dk, tolerance, what + " dk");
+  expect_near_cpu(gpu.dv, cpu.dv, tolerance, what + " dv");
+}
+
+// Block-causal (and bidirectional within documents): uneven documents, one ending on a
+// 64-key boundary (the tensor cores' tiles; a multiple of the SIMT's 16 and 32 too),
+// one-token documents, a different layout per batch row; T = 300 leaves a partial block.
+TEST_F(CudaAttention, DocumentMasksMatchTheCpu) {
+  for (const PathCase& c : kPathCases) {
+    ASSERT_EQ(ops::cuda::attention_plan(c.dtype, c.hd).path, c.path) << c.name();
+    const Shape5 s{2, 300, 4, 2, c.hd};
+    Layout layout;
+    layout.q_document = layout.k_document =
+        documents_of({{64, 1, 100, 135}, {150, 1, 20, 129}});
+    const std::vector<Tensor> inputs = random_inputs(s, c.dtype, 53);
+    for (AttentionMask mask : {AttentionMask::Causal, AttentionMask::None}) {
+      const std::string what =
+          c.name() + (mask == AttentionMask::Causal ? " block-causal" : " per-document");
+      const Results cpu = run(s, mask, inputs, Device::cpu(), &layout);
+      const Results gpu = run(s, mask, inputs, Device::cuda(0), &layout);
+      expect_results_near(gpu, cpu, c.tolerance, what);
+    }
+  }
+}
+
+// One document per row walks the same tiles with the same sums as the plain causal mask:
+// the documents' predicate adds no arithmetic, so the results are the same bits.
+TEST_F(CudaAttention, OneDocumentIsPlainCausalBitForBit) {
+  for (const PathCase& c : kPathCases) {
+    const Shape5 s{2, 130, 4, 2, c.hd};
+    Layout layout;
+    layout.q_document = layout.k_document = documents_of({{130}, {130}});
+    const std::vector<Tensor> inputs = random_inputs(s, c.dtype, 59);
+    const Results plain = run(s, AttentionMask::Causal, inputs, Device::cuda(0));
+    const Results one = run(s, AttentionMask::Causal, inputs, Device::cuda(0), &layout);
+    EXPECT_TRUE(same_bits(plain.out, one.out)) << c.name();
+    EXPECT_TRUE(same_bits(plain.lse, one.lse)) << c.name();
+    EXPECT_TRUE(same_bits(plain.dq, one.dq)) << c.name();
+    EXPECT_TRUE(same_bits(plain.dk, one.dk)) << c.name();
+    EXPECT_TRUE(same_bits(plain.dv, one.dv)) << c.name();
+  }
+}
+
+// x[:, rows] of a host tensor [B, T, heads, hd], bytes copied in x's dtype.
+Tensor gather_time(const Tensor& x, const std::vector<int64_t>& rows) {
+  const int64_t B = x.size(0), T = x.size(1), row_bytes = x.bytes() / (B * T);
+  Tensor part = Tensor::empty({B, int64_t(rows.size()), x.size(2), x.size(3)}, x.dtype());
+  const auto* src = static_cast<const unsigned char*>(x.raw_data());
+  auto* dst = static_cast<unsigned char*>(part.raw_mutable_data());
+  for (int64_t b = 0; b < B; ++b) {
+    for (size_t t = 0; t < rows.size(); ++t) {
+      std::memcpy(dst + (b * int64_t(rows.size()) + int64_t(t)) * row_bytes,
+                  src + (b * T + rows[t]) * row_bytes, size_t(row_bytes));
+    }
+  }
+  return part;
+}
+
+// Context parallelism's balanced split: the sequence in 2 cp chunks, rank r holding chunks
+// r and 2 cp - 1 - r (a head and a tail), in that order.
+std::vector<int64_t> rank_rows(int64_t T, int64_t cp, int64_t rank) {
+  const int64_t chunk = T / (2 * cp);
+  std::vector<int64_t> rows;
+  for (int64_t c : {rank, 2 * cp - 1 - rank}) {
+    for (int64_t t = c * chunk; t < (c + 1) * chunk; ++t) rows.push_back(t);
+  }
+  return rows;
+}
+
+// What a ring pass leaves on one device (host copies): per rank its merged out and lse and
+// its dq, per owner of keys the summed dk and dv, and rank 0's partial against rank 1's
+// keys (whose head chunk lies before all of them).
+struct RingResults {
+  std::vector<Tensor> out, lse, dq, dk, dv;
+  Tensor future_out, future_lse;
+};
+
+// cp = 2: every rank's queries against every owner's keys (causal by position; with
+// documents, by document too), merged with attention_merge from the empty result; then the
+// backward per owner with the merged out and lse, Accumulate::Yes into dq and the owner's
+// dk, dv. The inputs are the whole sequence's (host, in the case's dtype).
+RingResults run_ring(const Shape5& whole, const std::vector<Tensor>& inputs, bool documents,
+                     Device device) {
+  const int64_t cp = 2, B = whole.B, T = whole.T, local = T / cp;
+  const Shape5 part{B, local, whole.Hq, whole.Hkv, whole.hd};
+  const float scale = float(1.0 / std::sqrt(double(whole.hd)));
+  std::vector<int32_t> whole_documents;  // crossing chunk edges, one of a single token
+  if (documents) whole_documents = documents_of({{T / 2 - 7, 1, T / 2 + 6}, {30, T - 30}});
+  std::vector<std::vector<int64_t>> rows;
+  for (int64_t r = 0; r < cp; ++r) rows.push_back(rank_rows(T, cp, r));
+  // inputs[i][:, rows of rank r] on the device (f32 on the CPU).
+  auto slice = [&](size_t i, int64_t r) {
+    const Tensor x = gather_time(inputs[i], rows[size_t(r)]);
+    return device.is_cpu() ? host_f32(x) : to_device(x, device);
+  };
+  // Rank r's queries against rank o's keys: their global positions and documents.
+  auto layout_of = [&](int64_t r, int64_t o) {
+    Layout layout;
+    for (int64_t t : rows[size_t(r)]) layout.q_position.push_back(int32_t(t));
+    for (int64_t t : rows[size_t(o)]) layout.k_position.push_back(int32_t(t));
+    for (int64_t b = 0; documents && b < B; ++b) {
+      for (int64_t t : rows[size_t(r)]) {
+        layout.q_document.push_back(whole_documents[size_t(b * T + t)]);
+      }
+      for (int64_t t : rows[size_t(o)]) {
+        layout.k_document.push_back(whole_documents[size_t(b * T + t)]);
+      }
+    }
+    return layout.on(part, device);
+  };
+
+  const DType dtype = device.is_cpu() ? DType::F32 : inputs[0].dtype();
+  const int threads = thread_count();
+  Tensor fws = Tensor::empty({ops::attention_forward_workspace_bytes(
+                                 device, B, local, part.Hq, part.Hkv, part.hd, threads)},
+                             DType::U8, device);
+  Tensor bws = Tensor::empty({ops::attention_backward_workspace_bytes(
+                                 device, B, local, part.Hq, part.Hkv, part.hd, threads)},
+                             DType::U8, device);
+  std::vector<Tensor> k, v, dk, dv;
+  for (int64_t o = 0; o < cp; ++o) {
+    k.push_back(slice(1, o));
+    v.push_back(slice(2, o));
+    dk.push_back(Tensor::zeros(part.kv(), dtype, device));
+    dv.push_back(Tensor::zeros(part.kv(), dtype, device));
+  }
+  RingResults results;
+  for (int64_t r = 0; r < cp; ++r) {
+    const Tensor q = slice(0, r), dout = slice(3, r);
+    Tensor out = Tensor::zeros(part.q(), dtype, device);
+    Tensor empty_lse = Tensor::empty(part.lse(), DType::F32);
+    float* l = empty_lse.mutable_data<float>();
+    std::fill(l, l + empty_lse.numel(), -std::numeric_limits<float>::infinity());
+    Tensor lse = device.is_cpu() ? empty_lse : to_device(empty_lse, device);
+    std::vector<ops::AttentionPositions> positions;
+    for (int64_t o = 0; o < cp; ++o) {
+      positions.push_back(layout_of(r, o));
+      Tensor part_out = Tensor::empty(part.q(), dtype, device);
+      Tensor part_lse = Tensor::empty(part.lse(), DType::F32, device);
+      ops::attention_forward(q, k[size_t(o)], v[size_t(o)], scale, AttentionMask::Causal,
+                             part_out, part_lse, fws, &positions.back());
+      if (r == 0 && o == 1) {
+        results.future_out = to_host(part_out);
+        results.future_lse = to_host(part_lse);
+      }
+      ops::attention_merge(out, lse, part_out, part_lse);
+    }
+    Tensor dq = Tensor::zeros(part.q(), dtype, device);
+    for (int64_t o = 0; o < cp; ++o) {
+      ops::attention_backward(dout, q, k[size_t(o)], v[size_t(o)], out, lse, scale,
+                              AttentionMask::Causal, dq, dk[size_t(o)], dv[size_t(o)],
+                              ops::Accumulate::Yes, bws, &positions[size_t(o)]);
+    }
+    results.out.push_back(to_host(out));
+    results.lse.push_back(to_host(lse));
+    results.dq.push_back(to_host(dq));
+  }
+  for (int64_t o = 0; o < cp; ++o) {
+    results.dk.push_back(to_host(dk[size_t(o)]));
+    results.dv.push_back(to_host(dv[size_t(o)]));
+  }
+  return results;
+}
+
+// Ring attention's chunks on the GPU against the same chunks on the CPU, both kernel paths,
+// with and without documents. T = 200 puts chunk edges inside blocks (chunks of 50, 100
+// local rows); T = 256 puts them on 64-key boundaries.
+TEST_F(CudaAttention, RingChunksMatchTheCpu) {
+  for (const PathCase& c : kPathCases) {
+    for (int64_t T : {200, 256}) {
+      for (bool documents : {false, true}) {
+        const std::string what = c.name() + " T " + std::to_string(T) +
+                                 (documents ? " with documents" : "");
+        const Shape5 whole{2, T, 4, 2, c.hd};
+        const std::vector<Tensor> inputs = random_inputs(whole, c.dtype, 61);
+        const RingResults cpu = run_ring(whole, inputs, documents, Device::cpu());
+        const RingResults gpu = run_ring(whole, inputs, documents, Device::cuda(0));
+        for (size_t r = 0; r < 2; ++r) {
+          const std::string rank = what + " rank " + std::to_string(r);
+          expect_near_cpu(gpu.out[r], cpu.out[r], c.tolerance, rank + " out");
+          expect_near_cpu(gpu.lse[r], cpu.lse[r], c.tolerance, rank + " lse");
+          expect_near_cpu(gpu.dq[r], cpu.dq[r], c.tolerance, rank + " dq");
+          const std::string keys = what + " keys of rank " + std::to_string(r);
+          expect_near_cpu(gpu.dk[r], cpu.dk[r], c.tolerance, keys + " dk");
+          expect_near_cpu(gpu.dv[r], cpu.dv[r], c.tolerance, keys + " dv");
+        }
+        // Rank 0's head chunk (its first T / 4 rows) sees none of rank 1's keys: exactly
+        // the empty partial.
+        expect_near_cpu(gpu.future_out, cpu.future_out, c.tolerance, what + " partial out");
+        expect_near_cpu(gpu.future_lse, cpu.future_lse, c.tolerance, what + " partial lse");
+        const Values out = to_values(gpu.future_out), lse = to_values(gpu.future_lse);
+        const int64_t chunk = T / 4, local = T / 2, width = whole.Hq * whole.hd;
+        int64_t wrong = 0;
+        for (int64_t b = 0; b < whole.B; ++b) {
+          for (int64_t t = 0; t < chunk; ++t) {
+            for (int64_t x = 0; x < width; ++x) {
+              wrong += out[size_t((b * local + t) * width + x)] != 0.0;
+            }
+            for (int64_t h = 0; h < whole.Hq; ++h) {
+              wrong += lse[size_t((b * whole.Hq + h) * local + t)] !=
+                       -std::numeric_limits<double>::infinity();
+            }
+          }
+        }
+        EXPECT_EQ(wrong, 0) << what << ": rows before every key are not out 0, lse -inf";
+      }
+    }
+  }
+}
+
+// A ring step against keys wholly in the queries' future: every tile skipped, out 0 and
+// lse -inf (no NaN from 0 / 0), and a backward with them adds nothing: dq, dk, dv stay 0.
+TEST_F(CudaAttention, FutureOnlyRingStepIsEmpty) {
+  for (const PathCase& c : kPathCases) {
+    const Shape5 s{2, 100, 4, 2, c.hd};
+    Layout layout;
+    for (int32_t t = 0; t < 100; ++t) {
+      layout.q_position.push_back(t);
+      layout.k_position.push_back(100 + t);
+    }
+    const Results gpu =
+        run(s, AttentionMask::Causal, random_inputs(s, c.dtype, 67), Device::cuda(0), &layout);
+    for (double x : to_values(gpu.lse)) {
+      ASSERT_EQ(x, -std::numeric_limits<double>::infinity()) << c.name() << " lse";
+    }
+    for (const Tensor* t : {&gpu.out, &gpu.dq, &gpu.dk, &gpu.dv}) {
+      for (double x : to_values(*t)) ASSERT_EQ(x, 0.0) << c.name();
+    }
+  }
 }
 
 }  // namespace

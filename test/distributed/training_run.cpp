@@ -1,0 +1,58 @@
+#include "training_run.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "support/gradient_check.h"
+#include "titan/models/registry.h"
+
+using namespace titan;
+
+std::map<std::string, Tensor> whole_parameters(train::Trainer& trainer,
+                                               const config::JobConfig& config,
+                                               distributed::Communicator* world) {
+  std::map<std::string, nn::Parameter*> held;
+  for (nn::Parameter* p : trainer.model().parameters()) held[p->name()] = p;
+  std::map<std::string, Tensor> whole;
+  for (const models::ParameterShape& shape :
+       models::model_family(config.model.name).parameter_shapes(config)) {
+    Tensor t = Tensor::zeros(shape.shape, DType::F32);
+    const auto at = held.find(shape.name);
+    if (at != held.end() && at->second->placement().writes_checkpoint()) {
+      const nn::Parameter& p = *at->second;
+      const float* piece = p.shard().data<float>();
+      float* out = t.mutable_data<float>();
+      nn::for_each_box_run(p.global_shape(), p.local_box(),
+                           [&](int64_t global, int64_t local, int64_t length) {
+                             std::copy_n(piece + local, length, out + global);
+                           });
+    }
+    if (world) world->all_reduce(t).wait();
+    whole[shape.name] = t;
+  }
+  return whole;
+}
+
+TrainingRun train_run(const config::JobConfig& config, distributed::Mesh* mesh) {
+  train::Trainer trainer(config, mesh);
+  TrainingRun run;
+  run.steps = trainer.train();
+  run.parameters = whole_parameters(trainer, config, mesh ? &mesh->world() : nullptr);
+  return run;
+}
+
+void expect_same_run(const TrainingRun& run, const TrainingRun& reference) {
+  ASSERT_EQ(run.steps.size(), reference.steps.size());
+  for (size_t s = 0; s < run.steps.size(); ++s) {
+    const train::StepResult& want = reference.steps[s];
+    EXPECT_NEAR(run.steps[s].loss, want.loss, 1e-5 * want.loss) << "step " << s + 1;
+    EXPECT_NEAR(run.steps[s].grad_norm, want.grad_norm, 1e-5 * want.grad_norm)
+        << "step " << s + 1;
+  }
+  ASSERT_EQ(run.parameters.size(), reference.parameters.size());
+  for (const auto& [name, value] : reference.parameters) {
+    titan::testing::expect_close(titan::testing::to_values(run.parameters.at(name)),
+                                 titan::testing::to_values(value), 1e-5, name);
+  }
+}

@@ -1,0 +1,31 @@
+// A training run on a mesh against one rank's: the steps' losses and grad norms, and every
+// parameter's whole value at the end, gathered from the ranks' boxes. What the tests of each
+// parallelism compare layouts with (losses and parameters within 1e-5 relative).
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "titan/config/job_config.h"
+#include "titan/distributed/mesh.h"
+#include "titan/train/trainer.h"
+
+struct TrainingRun {
+  std::vector<titan::train::StepResult> steps;
+  std::map<std::string, titan::Tensor> parameters;  // whole, by name
+};
+
+// Every parameter's whole value: each rank writes the boxes it writes to a checkpoint into
+// zero tensors (a pipeline rank holds only its stages' parameters), and the world sums
+// them (each element written once, so the sum is exact). Collective over `world`; none:
+// one rank.
+std::map<std::string, titan::Tensor> whole_parameters(titan::train::Trainer& trainer,
+                                                      const titan::config::JobConfig& config,
+                                                      titan::distributed::Communicator* world);
+
+// Trains `config` on `mesh` (none: one rank) and gathers the result.
+TrainingRun train_run(const titan::config::JobConfig& config, titan::distributed::Mesh* mesh);
+
+// EXPECTs every step's loss and grad norm, and every parameter, within 1e-5 relative.
+void expect_same_run(const TrainingRun& run, const TrainingRun& reference);
