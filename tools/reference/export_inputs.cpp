@@ -9,6 +9,7 @@
 // config, which the golden test loads back).
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
@@ -25,7 +26,7 @@ using namespace titan;
 namespace {
 
 nlohmann::json reference_config(const config::JobConfig& c, const models::llama3::ModelArgs& a,
-                                int64_t accumulation_steps) {
+                                int64_t accumulation_steps, std::optional<int32_t> eos_id) {
   const config::LrSchedulerSection& lr = c.lr_scheduler;
   nlohmann::json j;
   j["dim"] = a.dim;
@@ -57,6 +58,12 @@ nlohmann::json reference_config(const config::JobConfig& c, const models::llama3
   j["min_lr_factor"] = lr.min_lr_factor;
   j["max_norm"] = c.training.max_norm;
   j["flavor"] = c.model.flavor;
+  j["attn_mask_type"] = std::string(config::choice_name(a.attn_mask_type));
+  if (a.attn_mask_type == config::AttentionMaskType::BlockCausal) {
+    TITAN_CHECK_INPUT(eos_id) << "model.attn_mask_type block_causal: the data has no EOS id; "
+                              << "export from a tokenized dataset (training.dataset_path)";
+    j["eos_id"] = *eos_id;
+  }
   j["seed"] = c.debug.effective_seed();
   j["source"] = "titan.cpp tools/reference/export_inputs.cpp";
   return j;
@@ -90,7 +97,8 @@ int run(int argc, char** argv) {
   }
   ckpt::write_safetensors((out / "batch.safetensors").string(), {{"tokens", tokens}, {"labels", labels}});
 
-  std::ofstream((out / "config.json")) << reference_config(c, args, accumulation).dump(2) << "\n";
+  std::ofstream((out / "config.json"))
+      << reference_config(c, args, accumulation, source->document_end()).dump(2) << "\n";
   std::ofstream((out / "job.yaml")) << config::to_yaml(c);
   std::fprintf(stderr, "export_reference_inputs: wrote %s\n", out.c_str());
   return 0;

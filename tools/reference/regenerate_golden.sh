@@ -11,20 +11,39 @@ ninja -C "$build" export_reference_inputs >/dev/null
 [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import torch' 2>/dev/null ||
   { echo "regenerate_golden: needs Debian's python3-torch (tools/setup.sh --with-torch)" >&2; exit 2; }
 
-# Both variants: the tiny flavor, 5 steps of the debug job's schedule (warmup, then WSD
-# decay) on synthetic tokens, one sequence of 64 per microbatch.
+# Every variant: the tiny flavor, 5 steps of the debug job's schedule (warmup, then WSD
+# decay), one sequence of 64 per microbatch, on synthetic tokens unless it says otherwise.
 common=(--config configs/llama3_debug.yaml --model.flavor tiny --training.dataset synthetic
         --training.seq_len 64 --training.local_batch_size 1 --training.steps 5
         --lr_scheduler.warmup_steps 2 --optimizer.lr 1e-3)
+documents=test/golden/llama3/documents
 declare -A variants=(
   # max_norm below the initial gradient norm, so that clipping acts
   [tiny]="--training.max_norm 0.5"
   # tied output, 2 accumulated microbatches, cosine decay to a floor; 2 layers keep it small
   [tiny_tied]="--model.n_layers 2 --model.enable_weight_tying --training.global_batch_size 2
                --lr_scheduler.decay_type cosine --lr_scheduler.min_lr_factor 0.1"
+  # attention within documents: real text whose documents (one sentence each) are shorter
+  # than a sequence, so that every window holds document boundaries
+  [tiny_block_causal]="--training.max_norm 0.5 --model.attn_mask_type block_causal
+                       --training.dataset documents --training.dataset_path $documents"
 )
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+
+# The documents: the sentences of Washington's 1790 address, tokenized with the SOTU
+# tokenizer into a committed shard folder (the golden test's trainer reads it).
+ninja -C "$build" titan-data >/dev/null
+python3 - "$work/documents.jsonl" <<'PY'
+import json, re, sys
+text = open("assets/text/sotu/1790_george_washington_n.txt", encoding="utf-8").read()
+with open(sys.argv[1], "w") as out:
+    for sentence in re.split(r"(?<=[.;:])\s+", " ".join(text.split())):
+        out.write(json.dumps({"text": sentence}) + "\n")
+PY
+rm -rf "$documents"
+"$build/apps/titan-data" tokenize --tokenizer assets/tokenizer/sotu-2k --out "$documents" \
+    --validation-fraction 0 "$work/documents.jsonl" >/dev/null
 for variant in "${!variants[@]}"; do
   read -r -a extra <<<"$(echo ${variants[$variant]})"
   "$build/tools/reference/export_reference_inputs" "${common[@]}" "${extra[@]}" \

@@ -1,11 +1,14 @@
 // The whole model against an independent PyTorch run (tools/reference/): logits, loss,
 // every parameter gradient, then the losses of 5 optimizer steps with clipping, warmup and
 // decay. Golden data: test/golden/llama3/<variant>/, made by
-// tools/reference/regenerate_golden.sh from titan.cpp's own initialization and batches.
+// tools/reference/regenerate_golden.sh from titan.cpp's own initialization and batches;
+// tiny_block_causal masks attention per document, its documents the sentences of one
+// address (test/golden/llama3/documents).
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 
 #include <nlohmann/json.hpp>
 
@@ -30,6 +33,9 @@ class Llama3Golden : public ::testing::TestWithParam<std::string> {
     config_ = config::load_job_config((dir_ / "job.yaml").string());
     config_.job.dump_folder = (fs::temp_directory_path() / ("titan_golden_" + GetParam())).string();
     config_.metrics.peak_tflops = 1.0;
+    // A variant's token shards are committed beside it, named from the source tree.
+    std::optional<std::string>& data = config_.training.dataset_path;
+    if (data && fs::path(*data).is_relative()) data = (fs::path(TITAN_SOURCE_DIR) / *data).string();
     fs::remove_all(config_.job.dump_folder);
     golden_ = std::make_unique<ckpt::SafetensorsFile>(ckpt::read_safetensors((dir_ / "golden.safetensors").string()));
     batch_ = std::make_unique<ckpt::SafetensorsFile>(ckpt::read_safetensors((dir_ / "batch.safetensors").string()));
@@ -46,6 +52,16 @@ class Llama3Golden : public ::testing::TestWithParam<std::string> {
   }
 
   Values golden(const std::string& name) const { return to_values(golden_->tensor(name)); }
+
+  // The model of the variant's config, initialized, its documents cut at config.json's EOS.
+  std::unique_ptr<Llama3Model> model() const {
+    auto model = std::make_unique<Llama3Model>(model_args_from_config(config_));
+    model->initialize(config_.debug.effective_seed());
+    std::ifstream file(dir_ / "config.json");
+    const nlohmann::json reference = nlohmann::json::parse(file);
+    if (reference.contains("eos_id")) model->set_document_end(reference["eos_id"].get<int32_t>());
+    return model;
+  }
 
   fs::path dir_;
   config::JobConfig config_;
@@ -74,8 +90,8 @@ TEST_P(Llama3Golden, InitializationIsTheOneTheGoldenDataWasMadeFrom) {
 }
 
 TEST_P(Llama3Golden, LogitsLossAndEveryGradientMatchPyTorch) {
-  Llama3Model model(model_args_from_config(config_));
-  model.initialize(config_.debug.effective_seed());
+  const std::unique_ptr<Llama3Model> owned = model();
+  Llama3Model& model = *owned;
   const int64_t accumulation = batch_->shape("tokens")[1];
 
   ModelRecord record;
@@ -129,7 +145,8 @@ TEST_P(Llama3Golden, FiveTrainingStepsMatchPyTorch) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Variants, Llama3Golden, ::testing::Values("tiny", "tiny_tied"));
+INSTANTIATE_TEST_SUITE_P(Variants, Llama3Golden,
+                         ::testing::Values("tiny", "tiny_tied", "tiny_block_causal"));
 
 }  // namespace
 }  // namespace titan::models::llama3
