@@ -86,6 +86,34 @@ TEST(JobConfigDefaults, AreTorchtitansAndValidate) {
   EXPECT_TRUE(config_warnings(config).empty());
 }
 
+// Context parallelism deals 2 cp chunks of each sequence (head-tail) or cp of them, and
+// sequence parallelism then splits a rank's tokens over tp: one line with the nearest
+// lengths that work, for training.seq_len and validation.seq_len.
+TEST(JobConfigRules, ContextParallelSequenceLengths) {
+  auto problem = [](const JobConfig& c) -> std::string {
+    try {
+      validate(c);
+    } catch (const InputError& e) {
+      return e.what();
+    }
+    return "";
+  };
+  JobConfig c;
+  c.parallelism.context_parallel_degree = 2;
+  c.training.seq_len = 2048;
+  EXPECT_EQ(problem(c), "");
+  c.parallelism.tensor_parallel_degree = 2;
+  c.training.seq_len = 2052;  // a multiple of 4, not of 2 x 2 x 2
+  EXPECT_NE(problem(c).find("training.seq_len: 2052 does not divide by 8"), std::string::npos);
+  EXPECT_NE(problem(c).find("use 2048 or 2056"), std::string::npos);
+  c.parallelism.context_parallel_load_balancer = std::nullopt;  // contiguous: cp x tp
+  EXPECT_EQ(problem(c), "");
+  c.training.seq_len = 2048;
+  c.validation.enable = true;
+  c.validation.seq_len = 2047;
+  EXPECT_NE(problem(c).find("validation.seq_len: 2047"), std::string::npos);
+}
+
 TEST(JobConfigYaml, RoundTripsAsValuesAndAsBytes) {
   JobConfig config;
   config.training.steps = 42;

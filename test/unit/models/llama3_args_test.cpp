@@ -51,6 +51,26 @@ TEST(Llama3Args, FlopsPerTokenMatchTorchtitan) {
   EXPECT_NEAR(flops_per_token(flavor("405B"), 8192) / 2.625e12, 1.0, 1e-3);
 }
 
+// torchtitan's flex and varlen variants: the same model, attention within documents.
+TEST(Llama3Args, FlexAndVarlenFlavorsMaskPerDocument) {
+  using config::AttentionMaskType;
+  for (const char* base : {"debugmodel", "8B"}) {
+    EXPECT_EQ(flavor(base).attn_mask_type, AttentionMaskType::Causal) << base;
+  }
+  for (const char* name : {"debugmodel_flex_attn", "debugmodel_varlen_attn"}) {
+    EXPECT_EQ(flavor(name).attn_mask_type, AttentionMaskType::BlockCausal) << name;
+    EXPECT_EQ(count_parameters(flavor(name)).total, count_parameters(flavor("debugmodel")).total);
+  }
+  for (const char* name : {"8B_flex", "8B_varlen"}) {
+    EXPECT_EQ(flavor(name).attn_mask_type, AttentionMaskType::BlockCausal) << name;
+    EXPECT_EQ(count_parameters(flavor(name)).total, count_parameters(flavor("8B")).total);
+  }
+  config::JobConfig c;
+  c.model.flavor = "debugmodel_flex_attn";
+  c.model.attn_mask_type = AttentionMaskType::Causal;  // the override wins
+  EXPECT_EQ(model_args_from_config(c).attn_mask_type, AttentionMaskType::Causal);
+}
+
 TEST(Llama3Args, OverridesApplyAndSeqLenBecomesMaxSeqLen) {
   config::JobConfig c;
   c.model.flavor = "tiny";
