@@ -50,27 +50,10 @@ Tensor tokens_with_ends(const RingShape& s, const std::vector<std::vector<int64_
   return tokens;
 }
 
-// The rows of a [B, T, H, hd] tensor (as values) at the given positions: [B, n, H, hd].
-Values rows_at(const Values& whole, int64_t B, int64_t T, int64_t row,
-               const std::vector<int32_t>& positions) {
-  Values out;
-  for (int64_t b = 0; b < B; ++b) {
-    for (const int32_t t : positions) {
-      const auto first = whole.begin() + (b * T + t) * row;
-      out.insert(out.end(), first, first + row);
-    }
-  }
-  return out;
-}
-
-// lse [B, H, T] at the given positions: [B, H, n].
-Values lse_at(const Values& whole, int64_t B, int64_t H, int64_t T,
-              const std::vector<int32_t>& positions) {
-  Values out;
-  for (int64_t bh = 0; bh < B * H; ++bh) {
-    for (const int32_t t : positions) out.push_back(whole[size_t(bh * T + t)]);
-  }
-  return out;
+// This rank's positions in the whole sequence, as the gathering of time rows takes them.
+std::vector<int64_t> times_of(const ContextParallelGroup& cp, int64_t T) {
+  const std::vector<int32_t> positions = cp.positions_of(cp.rank(), T);
+  return {positions.begin(), positions.end()};
 }
 
 struct RingRun {
@@ -82,13 +65,13 @@ struct RingRun {
 RingRun run_ring(const ContextParallelGroup& cp, const RingShape& s, const Tensor& tokens,
                  bool documents, const Values& q, const Values& k, const Values& v,
                  const Values& dout, float scale) {
-  const std::vector<int32_t> mine = cp.positions_of(cp.rank(), s.T);
+  const std::vector<int64_t> mine = times_of(cp, s.T);
   const int64_t n = int64_t(mine.size());
   const Tensor freqs = Tensor::zeros({s.T, 1, 2}, DType::F32);  // no RoPE here
   const nn::SequenceLayout seq = nn::sequence_layout(
       cp, tokens, freqs, documents ? std::optional<int32_t>(kEos) : std::nullopt, Device::cpu());
   auto local = [&](const Values& whole, int64_t heads) {
-    return testing::from_values(rows_at(whole, s.B, s.T, heads * s.hd, mine),
+    return testing::from_values(testing::gather_time_btw(whole, s.B, s.T, heads * s.hd, mine),
                                 {s.B, n, heads, s.hd});
   };
   const Tensor lq = local(q, s.Hq), lk = local(k, s.Hkv), lv = local(v, s.Hkv);
@@ -140,9 +123,10 @@ void check_ring_attention(SequenceSplit split) {
     std::vector<int64_t> ids(tokens.data<int64_t>(), tokens.data<int64_t>() + s.B * s.T);
     const std::vector<int32_t> doc = testing::documents_at_eos(ids, s.B, s.T, kEos);
     const bool documents = mask_case.documents;
-    const testing::AttentionMaskFn mask = [&](int64_t b, int64_t i, int64_t j) {
-      return j <= i && (!documents || doc[size_t(b * s.T + i)] == doc[size_t(b * s.T + j)]);
-    };
+    testing::AttentionLayout layout;
+    if (documents) layout.q_document = layout.k_document = doc;
+    const testing::AttentionMaskFn mask =
+        testing::reference_mask(dims, ops::AttentionMask::Causal, layout);
     const testing::AttentionResult64 want = testing::reference_masked_attention(dims, mask, scale,
                                                                                 q, k, v);
     const testing::AttentionGrads64 want_grads =
@@ -152,13 +136,13 @@ void check_ring_attention(SequenceSplit split) {
       SCOPED_TRACE(std::string(mask_case.name) + (ring ? ", alltoall" : ", allgather"));
       const ContextParallelGroup cp(test_world(), split, rotate);
       const RingRun run = run_ring(cp, s, tokens, documents, q, k, v, dout, scale);
-      const std::vector<int32_t> mine = cp.positions_of(cp.rank(), s.T);
+      const std::vector<int64_t> mine = times_of(cp, s.T);
       auto local = [&](const Values& whole, int64_t heads) {
-        return rows_at(whole, s.B, s.T, heads * s.hd, mine);
+        return testing::gather_time_btw(whole, s.B, s.T, heads * s.hd, mine);
       };
       testing::expect_close(testing::to_values(run.out), local(want.out, s.Hq), 2e-5, "out");
-      testing::expect_close(testing::to_values(run.lse), lse_at(want.lse, s.B, s.Hq, s.T, mine),
-                            2e-5, "lse");
+      testing::expect_close(testing::to_values(run.lse),
+                            testing::gather_time_bht(want.lse, s.B, s.Hq, s.T, mine), 2e-5, "lse");
       testing::expect_close(testing::to_values(run.dq), local(want_grads.dq, s.Hq), 5e-5, "dq");
       testing::expect_close(testing::to_values(run.dk), local(want_grads.dk, s.Hkv), 5e-5, "dk");
       testing::expect_close(testing::to_values(run.dv), local(want_grads.dv, s.Hkv), 5e-5, "dv");
@@ -187,7 +171,6 @@ TEST(ContextParallel, ContiguousRingAttentionEqualsFloat64FullAttention) {
 // Per-rank attention work of a causal forward and backward: equal under head-tail, the
 // last rank's far above the first's under the contiguous split.
 TEST(ContextParallel, HeadTailBalancesTheCausalWork) {
-  const int n = test_world().size();
   RingShape s;
   s.B = 1;
   s.T = 1024;  // chunks of 128 or 256 tokens: whole 64-token tiles

@@ -1,7 +1,10 @@
 #include "support/attention_reference.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+
+#include "titan/core/copy.h"
 
 namespace titan::testing {
 namespace {
@@ -45,7 +48,46 @@ double probabilities(const AttentionDims64& d, const AttentionMaskFn& mask, doub
   return max + std::log(sum);
 }
 
+// An i32 tensor of x on `device` (undefined when x is empty).
+Tensor i32_tensor(const std::vector<int32_t>& x, const Shape& shape, Device device) {
+  if (x.empty()) return Tensor();
+  Tensor t = Tensor::empty(shape, DType::I32);
+  std::copy(x.begin(), x.end(), t.mutable_data<int32_t>());
+  return device.is_cpu() ? t : to_device(t, device);
+}
+
 }  // namespace
+
+ops::AttentionPositions AttentionLayout::tensors(int64_t B, int64_t T, int64_t Tk,
+                                                 Device device) const {
+  return {i32_tensor(q_position, {T}, device), i32_tensor(k_position, {Tk}, device),
+          i32_tensor(q_document, {B, T}, device), i32_tensor(k_document, {B, Tk}, device)};
+}
+
+AttentionLayout layout_at_times(std::span<const int64_t> q_times,
+                                std::span<const int64_t> k_times,
+                                const std::vector<int32_t>& documents, int64_t B, int64_t T) {
+  AttentionLayout layout;
+  for (int64_t t : q_times) layout.q_position.push_back(int32_t(t));
+  for (int64_t t : k_times) layout.k_position.push_back(int32_t(t));
+  for (int64_t b = 0; !documents.empty() && b < B; ++b) {
+    for (int64_t t : q_times) layout.q_document.push_back(documents[size_t(b * T + t)]);
+    for (int64_t t : k_times) layout.k_document.push_back(documents[size_t(b * T + t)]);
+  }
+  return layout;
+}
+
+AttentionMaskFn reference_mask(const AttentionDims64& d, ops::AttentionMask mask,
+                               const AttentionLayout& layout) {
+  return [T = d.T, Tk = d.Tk, causal = mask == ops::AttentionMask::Causal,
+          layout](int64_t b, int64_t i, int64_t j) {
+    const int64_t qi = layout.q_position.empty() ? i : layout.q_position[size_t(i)];
+    const int64_t kj = layout.k_position.empty() ? j : layout.k_position[size_t(j)];
+    if (causal && kj > qi) return false;
+    if (layout.q_document.empty()) return true;
+    return layout.q_document[size_t(b * T + i)] == layout.k_document[size_t(b * Tk + j)];
+  };
+}
 
 AttentionResult64 reference_masked_attention(const AttentionDims64& d, const AttentionMaskFn& mask,
                                              double scale, const Values& q, const Values& k,
@@ -119,6 +161,47 @@ std::vector<int32_t> documents_at_eos(const std::vector<int64_t>& tokens, int64_
     }
   }
   return documents;
+}
+
+std::vector<int32_t> documents_of(const std::vector<std::vector<int64_t>>& lengths) {
+  std::vector<int32_t> ids;
+  for (const std::vector<int64_t>& row : lengths) {
+    int32_t id = 0;
+    for (int64_t n : row) ids.insert(ids.end(), size_t(n), id++);
+  }
+  return ids;
+}
+
+std::vector<int64_t> head_tail_times(int64_t T, int64_t cp, int64_t rank) {
+  const int64_t chunk = T / (2 * cp);
+  std::vector<int64_t> times;
+  for (int64_t c : {rank, 2 * cp - 1 - rank}) {
+    for (int64_t t = c * chunk; t < (c + 1) * chunk; ++t) times.push_back(t);
+  }
+  return times;
+}
+
+Values gather_time_btw(const Values& x, int64_t B, int64_t T, int64_t width,
+                       std::span<const int64_t> times) {
+  Values part;
+  part.reserve(size_t(B) * times.size() * size_t(width));
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t t : times) {
+      const auto first = x.begin() + (b * T + t) * width;
+      part.insert(part.end(), first, first + width);
+    }
+  }
+  return part;
+}
+
+Values gather_time_bht(const Values& x, int64_t B, int64_t H, int64_t T,
+                       std::span<const int64_t> times) {
+  Values part;
+  part.reserve(size_t(B * H) * times.size());
+  for (int64_t bh = 0; bh < B * H; ++bh) {
+    for (int64_t t : times) part.push_back(x[size_t(bh * T + t)]);
+  }
+  return part;
 }
 
 }  // namespace titan::testing

@@ -1,9 +1,11 @@
 # Sourced by the step benchmarks that compare ranks against one rank (fsdp_step.sh,
-# tp_step.sh): checks the tools, sets the model and run variables, makes the work folder and
-# prints the header. Before sourcing, the script sets `bench` (its name), `np` and `title`.
+# tp_step.sh, pp_step.sh, cp_step.sh): checks the tools, sets the model and run variables,
+# makes the work folder and prints the header. Before sourcing, the script sets `bench` (its
+# name), `np` and `title`.
 #
 # Sets: root, exe, steps, warmup, dim .. batch (from the environment, defaults: the 58M
-# model), work (removed on exit unless KEEP=1), model_args (titan-train's flags for them).
+# model), work (removed on exit unless KEEP=1), model_args (titan-train's flags for them),
+# and run_side (below).
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 build_dir=${TITAN_BUILD_DIR:-$root/build}
 exe=$build_dir/apps/titan-train
@@ -52,3 +54,23 @@ echo "machine:   $cpu, $(nproc) cores;" \
 echo "model:     llama3 dim $dim, $layers layers, $heads heads, $kv_heads kv heads, ffn $ffn," \
      "vocab $vocab; global batch $batch x seq $seq; fp32, synthetic tokens"
 echo "steps:     $steps per side, median of steps $((warmup + 1))..$steps"
+
+# run_side NAME RANKS ARGS...: one side, titan-train with the model's flags and ARGS on
+# RANKS ranks x 1 thread (1 rank: x np threads), its log in $work/NAME.log and its metrics
+# in $work/NAME/; its mesh and step lines echoed.
+run_side() {
+  local name=$1 ranks=$2
+  shift 2
+  echo "-- $name"
+  if [ "$ranks" = 1 ]; then
+    OMP_NUM_THREADS=$np OPENBLAS_NUM_THREADS=$np "$exe" "${model_args[@]}" "$@" \
+      --job.dump_folder "$work/$name" > "$work/$name.log" 2>&1 ||
+      { cat "$work/$name.log" >&2; echo "$bench: $name failed" >&2; exit 1; }
+  else
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 mpirun --oversubscribe -np "$ranks" \
+      -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS "$exe" "${model_args[@]}" "$@" \
+      --job.dump_folder "$work/$name" > "$work/$name.log" 2>&1 ||
+      { cat "$work/$name.log" >&2; echo "$bench: $name failed" >&2; exit 1; }
+  fi
+  grep -E 'mesh: |step: ' "$work/$name.log" | sed 's/^\[titan [0-9:]*\] /   /'
+}

@@ -18,30 +18,12 @@ bench=tp_step np=2
 title="TP step: 2 ranks x 1 thread (TP 2 sync, TP 2 async, FSDP 2) against 1 rank x 2 threads"
 source "$(dirname "${BASH_SOURCE[0]}")/rank_step_common.sh"
 
-# run NAME RANKS ARGS...: one side, its step lines echoed.
-run() {
-  local name=$1 ranks=$2
-  shift 2
-  echo "-- $name"
-  if [ "$ranks" = 1 ]; then
-    OMP_NUM_THREADS=$np OPENBLAS_NUM_THREADS=$np "$exe" "${model_args[@]}" "$@" \
-      --job.dump_folder "$work/$name" > "$work/$name.log" 2>&1 ||
-      { cat "$work/$name.log" >&2; echo "tp_step: $name failed" >&2; exit 1; }
-  else
-    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 mpirun --oversubscribe -np "$ranks" \
-      -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS "$exe" "${model_args[@]}" "$@" \
-      --job.dump_folder "$work/$name" > "$work/$name.log" 2>&1 ||
-      { cat "$work/$name.log" >&2; echo "tp_step: $name failed" >&2; exit 1; }
-  fi
-  grep -E 'mesh: |step: ' "$work/$name.log" | sed 's/^\[titan [0-9:]*\] /   /'
-}
-
-run alone 1 --training.local_batch_size "$batch"
-run fsdp 2 --training.local_batch_size $((batch / np))
+run_side alone 1 --training.local_batch_size "$batch"
+run_side fsdp 2 --training.local_batch_size $((batch / np))
 tp=(--parallelism.tensor_parallel_degree 2 --parallelism.data_parallel_shard_degree 1
   --training.local_batch_size "$batch")
-run tp_sync 2 "${tp[@]}"
-run tp_async 2 "${tp[@]}" --parallelism.enable_async_tensor_parallel
+run_side tp_sync 2 "${tp[@]}"
+run_side tp_async 2 "${tp[@]}" --parallelism.enable_async_tensor_parallel
 
 python3 - "$work" "$warmup" <<'PY'
 import json, statistics, sys

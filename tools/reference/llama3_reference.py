@@ -307,7 +307,8 @@ class Transformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         check_attn_mask_config(cfg, "model config")
-        self.eos_id = cfg.get("eos_id") if cfg.get("attn_mask_type", "causal") == "block_causal" else None
+        block_causal = cfg.get("attn_mask_type", "causal") == "block_causal"
+        self.eos_id = cfg.get("eos_id") if block_causal else None
         self.tok_embeddings = nn.Embedding(cfg["vocab_size"], cfg["dim"])
         self.layers = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg["n_layers"]))
         self.norm = RMSNorm(cfg["dim"], cfg["norm_eps"])
@@ -583,7 +584,8 @@ def command_make_inputs(args):
     save_safetensors(os.path.join(args.dir, "batch.safetensors"), [("tokens", tokens), ("labels", labels)])
     mask = args.attn_mask_type
     if mask == "block_causal":
-        mask += f", EOS {args.eos_id} at {[eos_positions(T, b) for b in range(B)]} of rows 0..{B - 1}"
+        ends = [eos_positions(T, b) for b in range(B)]
+        mask += f", EOS {args.eos_id} at {ends} of rows 0..{B - 1}"
     print(f"inputs: {args.dir} ({args.flavor}, B={B}, T={T}, steps={S}, accumulation={A}, {mask})")
 
 
@@ -757,7 +759,8 @@ def command_check(args):
     # documents (one of a single token), row 1 starts with a one-token document, row 2 is one
     # document (its only EOS is the last token) and must give exactly causal_attention's rows.
     B, T, Hq, Hkv, hd = 3, 8, 4, 2, 8
-    toks = torch.tensor([[3, E, E, 4, 5, E, 6, 2], [E, 1, 2, E, 3, 4, 5, E], [1, 2, 3, 4, 5, 6, 7, E]])
+    toks = torch.tensor([[3, E, E, 4, 5, E, 6, 2], [E, 1, 2, E, 3, 4, 5, E],
+                         [1, 2, 3, 4, 5, 6, 7, E]])
     q, k, v = torch.randn(B, T, Hq, hd), torch.randn(B, T, Hkv, hd), torch.randn(B, T, Hkv, hd)
     allowed = block_causal_mask(toks, E)
     naive_allowed = torch.zeros(B, T, T, dtype=torch.bool)
@@ -767,7 +770,8 @@ def command_check(args):
                 # same document: no EOS among tokens j .. i-1 (an EOS at i itself is i's own)
                 naive_allowed[b, i, j] = j <= i and all(toks[b, u].item() != E for u in range(j, i))
     ok = torch.equal(allowed, naive_allowed)
-    print(f"  {'ok' if ok else 'FAIL':4} block-causal mask vs loop ({int(allowed.sum())} of {B * T * T} allowed)")
+    print(f"  {'ok' if ok else 'FAIL':4} block-causal mask vs loop"
+          f" ({int(allowed.sum())} of {B * T * T} allowed)")
     if not ok:
         failures.append("block-causal mask")
     o = block_causal_attention(q, k, v, allowed)
@@ -777,13 +781,15 @@ def command_check(args):
             g = h // (Hq // Hkv)
             for t in range(T):
                 keys = [u for u in range(T) if naive_allowed[b, t, u]]
-                s = [sum(q[b, t, h, d].item() * k[b, u, g, d].item() for d in range(hd)) / math.sqrt(hd)
+                s = [sum(q[b, t, h, d].item() * k[b, u, g, d].item() for d in range(hd))
+                     / math.sqrt(hd)
                      for u in keys]
                 m = max(s)
                 e = [math.exp(z - m) for z in s]
                 z = sum(e)
                 for d in range(hd):
-                    naive[b, t, h, d] = sum(e[n] / z * v[b, u, g, d].item() for n, u in enumerate(keys))
+                    naive[b, t, h, d] = sum(e[n] / z * v[b, u, g, d].item()
+                                            for n, u in enumerate(keys))
     expect_close("block-causal GQA attention vs loop (several documents per row)", o, naive, 1e-5)
     expect_close("block-causal attention, one-document row = causal (exact)", o[2],
                  causal_attention(q, k, v)[2], 0.0)

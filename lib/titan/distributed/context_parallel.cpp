@@ -4,7 +4,6 @@
 
 #include "titan/core/allocator.h"
 #include "titan/core/copy.h"
-#include "titan/core/threads.h"
 #include "titan/core/trace.h"
 #include "titan/ops/attention.h"
 
@@ -42,8 +41,6 @@ struct KeyValues {
 
 // The owner of the keys a rank holds in ring step s: itself, then r - 1, r - 2, ...
 int owner_at(int rank, int step, int size) { return ((rank - step) % size + size) % size; }
-
-Tensor workspace(int64_t bytes, Device device) { return Tensor::empty({bytes}, DType::U8, device); }
 
 // The per-call attention arguments that stay the same over the blocks.
 struct BlockCall {
@@ -84,10 +81,7 @@ void ContextParallelGroup::attention_forward(const Tensor& q, const Tensor& k, c
   const MemoryTagScope tag("context_parallel");
   const int n = group_.size(), me = group_.rank();
   const Device dev = q.device();
-  Tensor ws = workspace(ops::attention_forward_workspace_bytes(
-                            dev, q.size(0), q.size(1), q.size(2), k.size(2), q.size(3),
-                            thread_count()),
-                        dev);
+  Tensor ws = ops::attention_forward_workspace(q, k);
   const BlockCall call{scale, seq, ws};
   Tensor out_part = Tensor::empty(out.shape(), out.dtype(), dev);
   Tensor lse_part = Tensor::empty(lse.shape(), lse.dtype(), dev);
@@ -135,10 +129,7 @@ void ContextParallelGroup::attention_backward(const Tensor& dout, const Tensor& 
   const MemoryTagScope tag("context_parallel");
   const int n = group_.size(), me = group_.rank();
   const Device dev = q.device();
-  Tensor ws = workspace(ops::attention_backward_workspace_bytes(
-                            dev, q.size(0), q.size(1), q.size(2), k.size(2), q.size(3),
-                            thread_count()),
-                        dev);
+  Tensor ws = ops::attention_backward_workspace(q, k);
   const BlockCall call{scale, seq, ws};
   auto accumulate = [](int step) { return step == 0 ? ops::Accumulate::No : ops::Accumulate::Yes; };
   KeyValues mine = KeyValues::of(k, v);

@@ -2,7 +2,6 @@
 
 #include "titan/core/copy.h"
 #include "titan/core/error.h"
-#include "titan/core/threads.h"
 
 namespace titan::nn {
 namespace {
@@ -33,11 +32,7 @@ class OneRank final : public ContextParallel {
 
   void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
                          const SequenceLayout& seq, Tensor& out, Tensor& lse) const override {
-    const Device dev = q.device();
-    Tensor workspace = Tensor::empty(
-        {ops::attention_forward_workspace_bytes(dev, q.size(0), q.size(1), q.size(2), k.size(2),
-                                                q.size(3), thread_count())},
-        DType::U8, dev);
+    Tensor workspace = ops::attention_forward_workspace(q, k);
     ops::attention_forward(q, k, v, scale, ops::AttentionMask::Causal, out, lse, workspace,
                            seq.mask_against(0));
   }
@@ -45,11 +40,7 @@ class OneRank final : public ContextParallel {
                           const Tensor& out, const Tensor& lse, float scale,
                           const SequenceLayout& seq, Tensor& dq, Tensor& dk,
                           Tensor& dv) const override {
-    const Device dev = q.device();
-    Tensor workspace = Tensor::empty(
-        {ops::attention_backward_workspace_bytes(dev, q.size(0), q.size(1), q.size(2),
-                                                 k.size(2), q.size(3), thread_count())},
-        DType::U8, dev);
+    Tensor workspace = ops::attention_backward_workspace(q, k);
     ops::attention_backward(dout, q, k, v, out, lse, scale, ops::AttentionMask::Causal, dq, dk,
                             dv, ops::Accumulate::No, workspace, seq.mask_against(0));
   }
@@ -147,7 +138,9 @@ SequenceLayout sequence_layout(const ContextParallel& cp, const Tensor& tokens,
     }
   }
   if (n > 1) {
-    for (int64_t r = 0; r < n; ++r) positions[size_t(r)] = int32_tensor(cp.positions_of(r, T), device);
+    for (int64_t r = 0; r < n; ++r) {
+      positions[size_t(r)] = int32_tensor(cp.positions_of(r, T), device);
+    }
   }
   const size_t me = size_t(cp.rank());
   for (size_t owner = 0; owner < size_t(n); ++owner) {

@@ -1,6 +1,8 @@
 // Device-independent parts of ops/attention.h: the argument checks both backends make.
 #include "titan/ops/attention.h"
 
+#include "titan/core/threads.h"
+
 #include <initializer_list>
 #include <utility>
 
@@ -110,6 +112,35 @@ void check_attention_merge(const Tensor& out, const Tensor& lse, const Tensor& o
   check_like({{&out_part, "out_part"}}, out, op);
   check_rows({{&lse, "lse"}, {&lse_part, "lse_part"}}, {out.size(0), out.size(2), out.size(1)},
              op);
+}
+
+AttentionMaskView attention_mask_view(AttentionMask mask, const AttentionPositions* positions,
+                                      int64_t T, int64_t Tk) {
+  AttentionMaskView view;
+  view.causal = mask == AttentionMask::Causal;
+  view.T = T;
+  view.Tk = Tk;
+  if (positions && positions->has_positions()) {
+    view.q_pos = positions->q_position.data<int32_t>();
+    view.k_pos = positions->k_position.data<int32_t>();
+  }
+  if (positions && positions->has_documents()) {
+    view.q_doc = positions->q_document.data<int32_t>();
+    view.k_doc = positions->k_document.data<int32_t>();
+  }
+  return view;
+}
+
+Tensor attention_forward_workspace(const Tensor& q, const Tensor& k) {
+  const int64_t bytes = attention_forward_workspace_bytes(
+      q.device(), q.size(0), q.size(1), q.size(2), k.size(2), q.size(3), thread_count());
+  return Tensor::empty({bytes}, DType::U8, q.device());
+}
+
+Tensor attention_backward_workspace(const Tensor& q, const Tensor& k) {
+  const int64_t bytes = attention_backward_workspace_bytes(
+      q.device(), q.size(0), q.size(1), q.size(2), k.size(2), q.size(3), thread_count());
+  return Tensor::empty({bytes}, DType::U8, q.device());
 }
 
 }  // namespace titan::ops

@@ -62,6 +62,7 @@
 // element is summed by one thread in a fixed order, so GPU results are bitwise repeatable.
 #pragma once
 
+#include "titan/ops/attention_mask.h"
 #include "titan/ops/checks.h"
 #include "titan/ops/dispatch.h"
 
@@ -94,6 +95,11 @@ struct AttentionPositions {
   bool has_positions() const { return q_position.defined(); }
   bool has_documents() const { return q_document.defined(); }
 };
+
+// The kernels' view of a call's mask (ops/attention_mask.h): pointers into the tensors of
+// `positions` (on their device), null where it has none or is null.
+AttentionMaskView attention_mask_view(AttentionMask mask, const AttentionPositions* positions,
+                                      int64_t T, int64_t Tk);
 
 // Score elements the CPU kernels computed since the last reset (visible tiles x their
 // rows x columns, summed over heads and batch rows): the attention FLOPs a rank did are
@@ -200,6 +206,11 @@ inline int64_t attention_backward_workspace_bytes(Device device, int64_t B, int6
   TITAN_CHECK(device.is_cpu()) << "attention_backward_workspace_bytes: no kernel for " << device;
   return cpu::attention_backward_workspace_bytes(B, T, Hq, Hkv, hd, threads);
 }
+
+// A workspace for one call on q's device, sized with the thread count in force: the
+// counted allocation the caller makes for the op (the ops themselves never allocate).
+Tensor attention_forward_workspace(const Tensor& q, const Tensor& k);
+Tensor attention_backward_workspace(const Tensor& q, const Tensor& k);
 
 // positions: null (or empty) for the plain masks, else ring chunks and documents as above.
 inline void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,

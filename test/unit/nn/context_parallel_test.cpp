@@ -15,7 +15,8 @@ namespace {
 // A cp rank's view without a group: its place and split; attention is not asked of it.
 class Place final : public ContextParallel {
  public:
-  Place(int64_t size, int64_t rank, SequenceSplit split) : size_(size), rank_(rank), split_(split) {}
+  Place(int64_t size, int64_t rank, SequenceSplit split)
+      : size_(size), rank_(rank), split_(split) {}
   int64_t size() const override { return size_; }
   int64_t rank() const override { return rank_; }
   SequenceSplit split() const override { return split_; }

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "op_harness.h"
+#include "support/attention_reference.h"
 #include "titan/core/copy.h"
 #include "titan/core/threads.h"
 #include "titan/ops/attention.h"
@@ -16,13 +17,6 @@ namespace {
 
 using ops::AttentionMask;
 using ops::AttentionPositions;
-
-struct AttentionShape {
-  int64_t B, T, Tk, Hq, Hkv, hd;
-  Shape q() const { return {B, T, Hq, hd}; }
-  Shape kv() const { return {B, Tk, Hkv, hd}; }
-  Shape lse() const { return {B, Hq, T}; }
-};
 
 float default_scale(int64_t hd) { return float(1.0 / std::sqrt(double(hd))); }
 
@@ -34,131 +28,14 @@ Tensor i32_tensor(const std::vector<int32_t>& x, const Shape& shape) {
   return t;
 }
 
-// Where queries and keys sit and their documents, as plain vectors for the reference (an
-// empty vector: identity positions, or one document); as_tensors() gives the op's form.
-struct Layout {
-  std::vector<int32_t> q_position, k_position;  // [T], [Tk]
-  std::vector<int32_t> q_document, k_document;  // [B, T], [B, Tk]
-
-  AttentionPositions as_tensors(const AttentionShape& s) const {
-    return {i32_tensor(q_position, {s.T}), i32_tensor(k_position, {s.Tk}),
-            i32_tensor(q_document, {s.B, s.T}), i32_tensor(k_document, {s.B, s.Tk})};
-  }
-};
-
-// The mask of ops/attention.h, element by element, as written there.
-bool reference_visible(const AttentionShape& s, AttentionMask mask, const Layout* layout,
-                       int64_t b, int64_t i, int64_t j) {
-  const bool positioned = layout && !layout->q_position.empty();
-  const int64_t qi = positioned ? layout->q_position[size_t(i)] : i;
-  const int64_t kj = positioned ? layout->k_position[size_t(j)] : j;
-  if (mask == AttentionMask::Causal && kj > qi) return false;
-  if (layout && !layout->q_document.empty()) {
-    return layout->q_document[size_t(b * s.T + i)] == layout->k_document[size_t(b * s.Tk + j)];
-  }
-  return true;
-}
-
-// The softmax row of query i of head h: p[j] over the visible keys, 0 for the others.
-// Returns its log-sum-exp, -infinity when the query sees no key (p all 0).
-double reference_row(const AttentionShape& s, AttentionMask mask, const Layout* layout,
-                     float scale, const Values& q, const Values& k, int64_t b, int64_t h,
-                     int64_t i, Values& p) {
-  const int64_t g = h / (s.Hq / s.Hkv);
-  const double* qi = q.data() + ((b * s.T + i) * s.Hq + h) * s.hd;
-  double max = -std::numeric_limits<double>::infinity();
-  p.assign(size_t(s.Tk), 0.0);
-  std::vector<bool> seen(size_t(s.Tk));
-  for (int64_t j = 0; j < s.Tk; ++j) {
-    if (!(seen[size_t(j)] = reference_visible(s, mask, layout, b, i, j))) continue;
-    const double* kj = k.data() + ((b * s.Tk + j) * s.Hkv + g) * s.hd;
-    double dot = 0;
-    for (int64_t e = 0; e < s.hd; ++e) dot += qi[e] * kj[e];
-    p[size_t(j)] = double(scale) * dot;
-    max = std::max(max, p[size_t(j)]);
-  }
-  if (max == -std::numeric_limits<double>::infinity()) return max;
-  double sum = 0;
-  for (int64_t j = 0; j < s.Tk; ++j) {
-    if (seen[size_t(j)]) sum += (p[size_t(j)] = std::exp(p[size_t(j)] - max));
-  }
-  for (double& x : p) x /= sum;
-  return max + std::log(sum);
-}
-
-// Naive float64 attention: explicit scores and softmax over the whole row of keys, with
-// the mask built per (i, j). A query that sees no key gets out 0 and lse -infinity.
-Values reference_attention(const AttentionShape& s, AttentionMask mask, float scale,
-                           const Values& q, const Values& k, const Values& v,
-                           Values* lse = nullptr, const Layout* layout = nullptr) {
-  Values out(size_t(s.B * s.T * s.Hq * s.hd), 0.0);
-  if (lse) lse->assign(size_t(s.B * s.Hq * s.T), 0.0);
-  Values p;
-  for (int64_t b = 0; b < s.B; ++b) {
-    for (int64_t h = 0; h < s.Hq; ++h) {
-      const int64_t g = h / (s.Hq / s.Hkv);
-      for (int64_t i = 0; i < s.T; ++i) {
-        const double row_lse = reference_row(s, mask, layout, scale, q, k, b, h, i, p);
-        double* oi = out.data() + ((b * s.T + i) * s.Hq + h) * s.hd;
-        for (int64_t j = 0; j < s.Tk; ++j) {
-          const double* vj = v.data() + ((b * s.Tk + j) * s.Hkv + g) * s.hd;
-          for (int64_t e = 0; e < s.hd; ++e) oi[e] += p[size_t(j)] * vj[e];
-        }
-        if (lse) (*lse)[size_t((b * s.Hq + h) * s.T + i)] = row_lse;
-      }
-    }
-  }
-  return out;
-}
-
-// Its gradients in float64, from the explicit probabilities (ops/attention.h's formulas).
-struct Gradients {
-  Values dq, dk, dv;
-};
-Gradients reference_attention_backward(const AttentionShape& s, AttentionMask mask,
-                                       float scale, const Values& q, const Values& k,
-                                       const Values& v, const Values& dout,
-                                       const Layout* layout = nullptr) {
-  Gradients grads{Values(q.size(), 0.0), Values(k.size(), 0.0), Values(v.size(), 0.0)};
-  Values p, dp(size_t(s.Tk));
-  for (int64_t b = 0; b < s.B; ++b) {
-    for (int64_t h = 0; h < s.Hq; ++h) {
-      const int64_t g = h / (s.Hq / s.Hkv);
-      for (int64_t i = 0; i < s.T; ++i) {
-        reference_row(s, mask, layout, scale, q, k, b, h, i, p);
-        const int64_t qi = ((b * s.T + i) * s.Hq + h) * s.hd;
-        double D = 0;
-        for (int64_t j = 0; j < s.Tk; ++j) {
-          const int64_t kj = ((b * s.Tk + j) * s.Hkv + g) * s.hd;
-          double dot = 0;
-          for (int64_t e = 0; e < s.hd; ++e) dot += dout[size_t(qi + e)] * v[size_t(kj + e)];
-          dp[size_t(j)] = dot;
-          D += p[size_t(j)] * dot;
-        }
-        for (int64_t j = 0; j < s.Tk; ++j) {
-          if (p[size_t(j)] == 0.0) continue;
-          const int64_t kj = ((b * s.Tk + j) * s.Hkv + g) * s.hd;
-          const double ds = double(scale) * p[size_t(j)] * (dp[size_t(j)] - D);
-          for (int64_t e = 0; e < s.hd; ++e) {
-            grads.dq[size_t(qi + e)] += ds * k[size_t(kj + e)];
-            grads.dk[size_t(kj + e)] += ds * q[size_t(qi + e)];
-            grads.dv[size_t(kj + e)] += p[size_t(j)] * dout[size_t(qi + e)];
-          }
-        }
-      }
-    }
-  }
-  return grads;
-}
-
 // Workspaces live on the inputs' device, sized for it (the GPU's needs differ from the
 // CPU's per-thread tiles).
-Tensor forward_workspace(const AttentionShape& s, Device device = Device::cpu()) {
+Tensor forward_workspace(const AttentionDims64& s, Device device = Device::cpu()) {
   return Tensor::empty({ops::attention_forward_workspace_bytes(device, s.B, s.T, s.Hq, s.Hkv,
                                                                s.hd, thread_count())},
                        DType::U8, device);
 }
-Tensor backward_workspace(const AttentionShape& s, Device device = Device::cpu()) {
+Tensor backward_workspace(const AttentionDims64& s, Device device = Device::cpu()) {
   return Tensor::empty({ops::attention_backward_workspace_bytes(device, s.B, s.T, s.Hq, s.Hkv,
                                                                 s.hd, thread_count())},
                        DType::U8, device);
@@ -177,7 +54,7 @@ struct Forward {
 };
 // Device- and dtype-agnostic (the CUDA op-case table runs it on f32 and bf16 GPU inputs):
 // out in q's dtype, lse f32, both beside q.
-Forward run_forward(const AttentionShape& s, AttentionMask mask, const Tensor& q, const Tensor& k,
+Forward run_forward(const AttentionDims64& s, AttentionMask mask, const Tensor& q, const Tensor& k,
                     const Tensor& v, const AttentionPositions* positions = nullptr) {
   Forward f{empty_like_input(q, s.q()), f32_beside(q, s.lse())};
   Tensor ws = forward_workspace(s, q.device());
@@ -185,7 +62,7 @@ Forward run_forward(const AttentionShape& s, AttentionMask mask, const Tensor& q
   return f;
 }
 
-std::vector<Tensor> run_backward(const AttentionShape& s, AttentionMask mask, const Tensor& q,
+std::vector<Tensor> run_backward(const AttentionDims64& s, AttentionMask mask, const Tensor& q,
                                  const Tensor& k, const Tensor& v, const Tensor& dout,
                                  const AttentionPositions* positions = nullptr) {
   const Forward f = run_forward(s, mask, q, k, v, positions);
@@ -197,7 +74,7 @@ std::vector<Tensor> run_backward(const AttentionShape& s, AttentionMask mask, co
   return {dq, dk, dv};
 }
 
-AttentionShape shape_of(const OpCase& c) {
+AttentionDims64 shape_of(const OpCase& c) {
   const auto& dims = c.dims_as<AttentionDims>();
   return {dims.B, dims.T, dims.T, dims.Hq, dims.Hkv, dims.hd};
 }
@@ -209,15 +86,16 @@ AttentionMask mask_of(const OpCase& c) {
 // [B, T, Hkv, hd]; all three differentiable. The output checked is out.
 const bool registered = register_op_harness("attention", OpHarness{
     .make_inputs = [](const OpCase& c, uint64_t seed) {
-      const AttentionShape s = shape_of(c);
+      const AttentionDims64 s = shape_of(c);
       return std::vector<Tensor>{random_tensor(s.q(), seed, 2.0f), random_tensor(s.kv(), seed + 1),
                                  random_tensor(s.kv(), seed + 2)};
     },
     .input_names = {"q", "k", "v"},
     .differentiable = {true, true, true},
     .reference = [](const OpCase& c, const std::vector<Values>& in) {
-      return reference_attention(shape_of(c), mask_of(c), default_scale(shape_of(c).hd), in[0],
-                                 in[1], in[2]);
+      const AttentionDims64 s = shape_of(c);
+      return reference_masked_attention(s, reference_mask(s, mask_of(c)), default_scale(s.hd),
+                                        in[0], in[1], in[2]).out;
     },
     .forward = [](const OpCase& c, const std::vector<Tensor>& in) {
       return run_forward(shape_of(c), mask_of(c), in[0], in[1], in[2]).out;
@@ -242,7 +120,7 @@ bool same_bits(const Tensor& a, const Tensor& b) {
 struct Inputs {
   Tensor q, k, v, dout;
 };
-Inputs random_inputs(const AttentionShape& s, uint64_t seed) {
+Inputs random_inputs(const AttentionDims64& s, uint64_t seed) {
   return {random_tensor(s.q(), seed, 2.0f), random_tensor(s.kv(), seed + 1),
           random_tensor(s.kv(), seed + 2), random_tensor(s.q(), seed + 3)};
 }
@@ -250,28 +128,29 @@ Inputs random_inputs(const AttentionShape& s, uint64_t seed) {
 // Also covers hd = 64, where every tile product runs its register-blocked path at any
 // vector width (the op-case rows keep hd small for the gradient check).
 TEST(Attention, LogSumExpMatchesFloat64Reference) {
-  for (const AttentionShape& s : {AttentionShape{2, 67, 67, 4, 2, 16},
-                                  AttentionShape{1, 130, 130, 2, 1, 64}}) {
+  for (const AttentionDims64& s : {AttentionDims64{2, 67, 67, 4, 2, 16},
+                                   AttentionDims64{1, 130, 130, 2, 1, 64}}) {
     const Inputs in = random_inputs(s, 5);
     for (AttentionMask mask : {AttentionMask::Causal, AttentionMask::None}) {
       const std::string what = std::string(mask == AttentionMask::Causal ? "causal" : "full") +
                                " hd " + std::to_string(s.hd);
       const Forward f = run_forward(s, mask, in.q, in.k, in.v);
-      Values lse;
-      const Values out = reference_attention(s, mask, default_scale(s.hd), to_values(in.q),
-                                             to_values(in.k), to_values(in.v), &lse);
-      expect_close(to_values(f.lse), lse, 1e-6, what + " lse");
-      expect_close(to_values(f.out), out, 1e-5, what + " out");
+      const AttentionResult64 want =
+          reference_masked_attention(s, reference_mask(s, mask), default_scale(s.hd),
+                                     to_values(in.q), to_values(in.k), to_values(in.v));
+      expect_close(to_values(f.lse), want.lse, 1e-6, what + " lse");
+      expect_close(to_values(f.out), want.out, 1e-5, what + " out");
     }
   }
 }
 
 TEST(Attention, FullAttentionTakesKeysOfAnotherLength) {
-  const AttentionShape s{1, 20, 100, 3, 1, 8};  // keys end on a partial block
+  const AttentionDims64 s{1, 20, 100, 3, 1, 8};  // keys end on a partial block
   const Inputs in = random_inputs(s, 7);
   const float scale = default_scale(s.hd);
+  const AttentionMaskFn full = reference_mask(s, AttentionMask::None);
   auto reference = [&](const std::vector<Values>& x) {
-    return reference_attention(s, AttentionMask::None, scale, x[0], x[1], x[2]);
+    return reference_masked_attention(s, full, scale, x[0], x[1], x[2]).out;
   };
   const std::vector<Values> x{to_values(in.q), to_values(in.k), to_values(in.v)};
   const Forward f = run_forward(s, AttentionMask::None, in.q, in.k, in.v);
@@ -283,7 +162,7 @@ TEST(Attention, FullAttentionTakesKeysOfAnotherLength) {
 }
 
 TEST(Attention, BackwardAccumulatesWhenAsked) {
-  const AttentionShape s{1, 70, 70, 4, 2, 8};
+  const AttentionDims64 s{1, 70, 70, 4, 2, 8};
   const Inputs in = random_inputs(s, 11);
   const std::vector<Tensor> fresh =
       run_backward(s, AttentionMask::Causal, in.q, in.k, in.v, in.dout);
@@ -307,7 +186,7 @@ TEST(Attention, BackwardAccumulatesWhenAsked) {
 // Ring attention's building block: the attention over all keys is the lse-merge of the
 // attentions over two disjoint halves, starting from the empty result (out 0, lse -inf).
 TEST(Attention, MergingKeyHalvesEqualsWholeAttention) {
-  const AttentionShape whole{2, 45, 100, 4, 2, 8};
+  const AttentionDims64 whole{2, 45, 100, 4, 2, 8};
   const Inputs in = random_inputs(whole, 13);
   const Forward expected = run_forward(whole, AttentionMask::None, in.q, in.k, in.v);
 
@@ -326,7 +205,7 @@ TEST(Attention, MergingKeyHalvesEqualsWholeAttention) {
   float* l = merged.lse.mutable_data<float>();
   std::fill(l, l + merged.lse.numel(), -std::numeric_limits<float>::infinity());
   for (auto [j0, n] : {std::pair<int64_t, int64_t>{0, split}, {split, whole.Tk - split}}) {
-    AttentionShape half = whole;
+    AttentionDims64 half = whole;
     half.Tk = n;
     const Forward part =
         run_forward(half, AttentionMask::None, in.q, keys(in.k, j0, n), keys(in.v, j0, n));
@@ -341,7 +220,7 @@ TEST(Attention, MergingKeyHalvesEqualsWholeAttention) {
 }
 
 TEST(Attention, RepeatedCallsAreBitwiseIdentical) {
-  const AttentionShape s{2, 130, 130, 4, 2, 16};
+  const AttentionDims64 s{2, 130, 130, 4, 2, 16};
   const Inputs in = random_inputs(s, 17);
   const Forward f1 = run_forward(s, AttentionMask::Causal, in.q, in.k, in.v);
   const Forward f2 = run_forward(s, AttentionMask::Causal, in.q, in.k, in.v);
@@ -353,7 +232,7 @@ TEST(Attention, RepeatedCallsAreBitwiseIdentical) {
 }
 
 TEST(Attention, ResultsDoNotDependOnThreadCount) {
-  const AttentionShape s{2, 130, 130, 4, 2, 16};
+  const AttentionDims64 s{2, 130, 130, 4, 2, 16};
   const Inputs in = random_inputs(s, 19);
   const int saved = omp_get_max_threads();
   for (AttentionMask mask : {AttentionMask::Causal, AttentionMask::None}) {
@@ -405,7 +284,7 @@ TEST(Attention, WorkspaceGrowsLinearlyWithSequence) {
 // and workspaces allocated before it (a hidden T x T f32 score matrix alone would be
 // 64 MiB, against ~3 MiB for everything here). Spot rows are checked against float64.
 TEST(Attention, LongSequenceRunsWithinInputsOutputsAndWorkspace) {
-  const AttentionShape s{1, 4096, 4096, 2, 1, 8};
+  const AttentionDims64 s{1, 4096, 4096, 2, 1, 8};
   Allocator& allocator = allocator_for(Device::cpu());
   const int64_t start = allocator.stats().current_bytes;
   const Inputs in = random_inputs(s, 23);
@@ -422,34 +301,27 @@ TEST(Attention, LongSequenceRunsWithinInputsOutputsAndWorkspace) {
   EXPECT_EQ(allocator.stats().peak_bytes - start, allocated);
   EXPECT_LT(allocated, int64_t(8) << 20);
 
-  // Rows 0, 1,000 and 4,095 of each head against float64.
-  const Values q = to_values(in.q), k = to_values(in.k), v = to_values(in.v);
-  const Values o = to_values(out), l = to_values(lse);
-  for (int64_t h = 0; h < s.Hq; ++h) {
-    for (int64_t i : {int64_t(0), int64_t(1000), s.T - 1}) {
-      double max = -1e300, sum = 0;
-      Values p(size_t(i + 1)), expected(size_t(s.hd), 0.0);
-      for (int64_t j = 0; j <= i; ++j) {
-        double dot = 0;
-        for (int64_t e = 0; e < s.hd; ++e) dot += q[(i * s.Hq + h) * s.hd + e] * k[j * s.hd + e];
-        max = std::max(max, p[j] = scale * dot);
-      }
-      for (int64_t j = 0; j <= i; ++j) sum += (p[j] = std::exp(p[j] - max));
-      for (int64_t j = 0; j <= i; ++j) {
-        for (int64_t e = 0; e < s.hd; ++e) expected[e] += p[j] / sum * v[j * s.hd + e];
-      }
-      const Values actual(o.begin() + (i * s.Hq + h) * s.hd, o.begin() + (i * s.Hq + h + 1) * s.hd);
-      expect_close(actual, expected, 1e-5, "out row " + std::to_string(i));
-      EXPECT_NEAR(l[h * s.T + i], max + std::log(sum), 1e-5) << "lse row " << i;
-    }
-  }
+  // Rows 0, 1,000 and 4,095 of each head against float64: those queries, at their
+  // positions, against every key.
+  const std::vector<int64_t> rows{0, 1000, s.T - 1};
+  const AttentionDims64 spot{s.B, int64_t(rows.size()), s.Tk, s.Hq, s.Hkv, s.hd};
+  AttentionLayout at;  // the keys at 0, 1, ..., T - 1
+  at.q_position.assign(rows.begin(), rows.end());
+  const AttentionResult64 want = reference_masked_attention(
+      spot, reference_mask(spot, AttentionMask::Causal, at), scale,
+      gather_time_btw(to_values(in.q), s.B, s.T, s.Hq * s.hd, rows), to_values(in.k),
+      to_values(in.v));
+  expect_close(gather_time_btw(to_values(out), s.B, s.T, s.Hq * s.hd, rows), want.out, 1e-5,
+               "out rows 0, 1000, 4095");
+  const Values l = gather_time_bht(to_values(lse), s.B, s.Hq, s.T, rows);
+  for (size_t i = 0; i < l.size(); ++i) EXPECT_NEAR(l[i], want.lse[i], 1e-5) << "lse row " << i;
   for (const Tensor* g : {&dq, &dk, &dv}) {
     for (double x : to_values(*g)) ASSERT_TRUE(std::isfinite(x));
   }
 }
 
 TEST(Attention, RejectsBadInputs) {
-  const AttentionShape s{1, 8, 8, 4, 2, 4};
+  const AttentionDims64 s{1, 8, 8, 4, 2, 4};
   const Inputs in = random_inputs(s, 29);
   Tensor out = Tensor::empty(s.q(), DType::F32), lse = Tensor::empty(s.lse(), DType::F32);
   Tensor ws = forward_workspace(s);
@@ -480,16 +352,6 @@ TEST(Attention, RejectsBadInputs) {
 
 constexpr float kNoKey = -std::numeric_limits<float>::infinity();
 
-// Document ids of each batch row, from its documents' lengths (each row summing to T).
-std::vector<int32_t> documents_of(const std::vector<std::vector<int64_t>>& lengths) {
-  std::vector<int32_t> ids;
-  for (const std::vector<int64_t>& row : lengths) {
-    int32_t id = 0;
-    for (int64_t n : row) ids.insert(ids.end(), size_t(n), id++);
-  }
-  return ids;
-}
-
 // lse against the reference; rows where it is -infinity (no key) must be exactly that.
 void expect_lse_close(Values actual, Values expected, double tolerance, const std::string& what) {
   ASSERT_EQ(actual.size(), expected.size()) << what;
@@ -502,7 +364,7 @@ void expect_lse_close(Values actual, Values expected, double tolerance, const st
 }
 
 // dq, dk, dv of the op against the float64 gradients.
-void expect_gradients_close(const std::vector<Tensor>& actual, const Gradients& expected,
+void expect_gradients_close(const std::vector<Tensor>& actual, const AttentionGrads64& expected,
                             double tolerance, const std::string& what) {
   expect_close(to_values(actual[0]), expected.dq, tolerance, what + " dq");
   expect_close(to_values(actual[1]), expected.dk, tolerance, what + " dk");
@@ -512,23 +374,23 @@ void expect_gradients_close(const std::vector<Tensor>& actual, const Gradients& 
 // Block-causal (and bidirectional within documents): documents of uneven lengths, one
 // ending on a 64-key block boundary, one-token documents, a different layout per batch row.
 TEST(Attention, DocumentMaskMatchesFloat64Reference) {
-  const AttentionShape s{2, 300, 300, 4, 2, 16};
-  Layout layout;
+  const AttentionDims64 s{2, 300, 300, 4, 2, 16};
+  AttentionLayout layout;
   layout.q_document = layout.k_document = documents_of({{64, 1, 100, 135}, {150, 1, 20, 129}});
-  const AttentionPositions positions = layout.as_tensors(s);
+  const AttentionPositions positions = layout.tensors(s.B, s.T, s.Tk);
   const Inputs in = random_inputs(s, 31);
   const Values q = to_values(in.q), k = to_values(in.k), v = to_values(in.v);
   const float scale = default_scale(s.hd);
   for (AttentionMask mask : {AttentionMask::Causal, AttentionMask::None}) {
     const std::string what = mask == AttentionMask::Causal ? "block-causal" : "per-document";
     const Forward f = run_forward(s, mask, in.q, in.k, in.v, &positions);
-    Values lse;
-    const Values out = reference_attention(s, mask, scale, q, k, v, &lse, &layout);
-    expect_close(to_values(f.out), out, 1e-5, what + " out");
-    expect_lse_close(to_values(f.lse), lse, 1e-6, what + " lse");
+    const AttentionMaskFn visible = reference_mask(s, mask, layout);
+    const AttentionResult64 want = reference_masked_attention(s, visible, scale, q, k, v);
+    expect_close(to_values(f.out), want.out, 1e-5, what + " out");
+    expect_lse_close(to_values(f.lse), want.lse, 1e-6, what + " lse");
     expect_gradients_close(run_backward(s, mask, in.q, in.k, in.v, in.dout, &positions),
-                           reference_attention_backward(s, mask, scale, q, k, v,
-                                                        to_values(in.dout), &layout),
+                           reference_masked_attention_backward(s, visible, scale, q, k, v,
+                                                               to_values(in.dout)),
                            1e-5, what);
   }
 }
@@ -536,15 +398,15 @@ TEST(Attention, DocumentMaskMatchesFloat64Reference) {
 // The same gradients against central differences of the float64 forward (which checks
 // the float64 backward above too, through the test before).
 TEST(Attention, DocumentMaskGradientsMatchCentralDifferences) {
-  const AttentionShape s{2, 70, 70, 2, 1, 8};
-  Layout layout;
+  const AttentionDims64 s{2, 70, 70, 2, 1, 8};
+  AttentionLayout layout;
   layout.q_document = layout.k_document = documents_of({{3, 1, 60, 6}, {70}});
-  const AttentionPositions positions = layout.as_tensors(s);
+  const AttentionPositions positions = layout.tensors(s.B, s.T, s.Tk);
   const Inputs in = random_inputs(s, 43);
   const float scale = default_scale(s.hd);
+  const AttentionMaskFn block_causal = reference_mask(s, AttentionMask::Causal, layout);
   auto reference = [&](const std::vector<Values>& x) {
-    return reference_attention(s, AttentionMask::Causal, scale, x[0], x[1], x[2], nullptr,
-                               &layout);
+    return reference_masked_attention(s, block_causal, scale, x[0], x[1], x[2]).out;
   };
   const std::vector<Tensor> grads =
       run_backward(s, AttentionMask::Causal, in.q, in.k, in.v, in.dout, &positions);
@@ -556,10 +418,10 @@ TEST(Attention, DocumentMaskGradientsMatchCentralDifferences) {
 
 // One document per row is plain causal attention: the same tiles, ranges and sums.
 TEST(Attention, OneDocumentIsPlainCausalBitForBit) {
-  const AttentionShape s{2, 130, 130, 4, 2, 16};
-  Layout layout;
+  const AttentionDims64 s{2, 130, 130, 4, 2, 16};
+  AttentionLayout layout;
   layout.q_document = layout.k_document = documents_of({{130}, {130}});
-  const AttentionPositions positions = layout.as_tensors(s);
+  const AttentionPositions positions = layout.tensors(s.B, s.T, s.Tk);
   const Inputs in = random_inputs(s, 47);
   const Forward plain = run_forward(s, AttentionMask::Causal, in.q, in.k, in.v);
   const Forward one = run_forward(s, AttentionMask::Causal, in.q, in.k, in.v, &positions);
@@ -571,38 +433,6 @@ TEST(Attention, OneDocumentIsPlainCausalBitForBit) {
   for (int i = 0; i < 3; ++i) EXPECT_TRUE(same_bits(g1[i], g2[i])) << "gradient " << i;
 }
 
-// Context parallelism's balanced split: the sequence in 2 cp chunks, rank r holding chunks
-// r and 2 cp - 1 - r (a head and a tail), in that order.
-std::vector<int64_t> rank_rows(int64_t T, int64_t cp, int64_t rank) {
-  const int64_t chunk = T / (2 * cp);
-  std::vector<int64_t> rows;
-  for (int64_t c : {rank, 2 * cp - 1 - rank}) {
-    for (int64_t t = c * chunk; t < (c + 1) * chunk; ++t) rows.push_back(t);
-  }
-  return rows;
-}
-
-// x[:, rows] of a [B, T, width] array, and x[:, :, rows] of a [B, H, T] one (lse).
-Values gather_time(const Values& x, int64_t B, int64_t T, int64_t width,
-                   const std::vector<int64_t>& rows) {
-  Values part;
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t t : rows) {
-      const auto first = x.begin() + (b * T + t) * width;
-      part.insert(part.end(), first, first + width);
-    }
-  }
-  return part;
-}
-Values gather_last(const Values& x, int64_t B, int64_t H, int64_t T,
-                   const std::vector<int64_t>& rows) {
-  Values part;
-  for (int64_t bh = 0; bh < B * H; ++bh) {
-    for (int64_t t : rows) part.push_back(x[size_t(bh * T + t)]);
-  }
-  return part;
-}
-
 // Every rank's queries against every rank's keys (causal by position; with documents, by
 // document too), merged by lse, equal the whole sequence's rows; the backward per KV chunk
 // with the merged out and lse, summed (Accumulate::Yes) into dq and each chunk's dk, dv,
@@ -610,44 +440,31 @@ Values gather_last(const Values& x, int64_t B, int64_t H, int64_t T,
 void check_ring(int64_t T, bool documents) {
   const int64_t cp = 2, B = 2, Hq = 4, Hkv = 2, hd = 16, chunk = T / (2 * cp), local = T / cp;
   const std::string what = "T " + std::to_string(T) + (documents ? " with documents" : "");
-  const AttentionShape whole{B, T, T, Hq, Hkv, hd}, part{B, local, local, Hq, Hkv, hd};
+  const AttentionDims64 whole{B, T, T, Hq, Hkv, hd}, part{B, local, local, Hq, Hkv, hd};
   const Inputs in = random_inputs(whole, 37);
   const Values q = to_values(in.q), k = to_values(in.k), v = to_values(in.v),
                dout = to_values(in.dout);
   const float scale = default_scale(hd);
-  Layout whole_layout;  // documents crossing chunk edges, one of a single token
+  AttentionLayout whole_layout;  // documents crossing chunk edges, one of a single token
   if (documents) {
     whole_layout.q_document = whole_layout.k_document =
         documents_of({{T / 2 - 7, 1, T / 2 + 6}, {30, T - 30}});
   }
-  Values lse;
-  const Values out = reference_attention(whole, AttentionMask::Causal, scale, q, k, v, &lse,
-                                         &whole_layout);
-  const Gradients grads =
-      reference_attention_backward(whole, AttentionMask::Causal, scale, q, k, v, dout,
-                                   &whole_layout);
+  const AttentionMaskFn causal = reference_mask(whole, AttentionMask::Causal, whole_layout);
+  const AttentionResult64 want = reference_masked_attention(whole, causal, scale, q, k, v);
+  const AttentionGrads64 grads =
+      reference_masked_attention_backward(whole, causal, scale, q, k, v, dout);
 
   std::vector<std::vector<int64_t>> rows;
-  for (int64_t r = 0; r < cp; ++r) rows.push_back(rank_rows(T, cp, r));
+  for (int64_t r = 0; r < cp; ++r) rows.push_back(head_tail_times(T, cp, r));
   auto slice = [&](const Values& x, int64_t heads, int64_t r) {
-    return from_values(gather_time(x, B, T, heads * hd, rows[size_t(r)]), {B, local, heads, hd});
+    return from_values(gather_time_btw(x, B, T, heads * hd, rows[size_t(r)]),
+                       {B, local, heads, hd});
   };
   // Rank r's queries against rank o's keys: their global positions and documents.
   auto layout_of = [&](int64_t r, int64_t o) {
-    Layout layout;
-    for (int64_t t : rows[size_t(r)]) layout.q_position.push_back(int32_t(t));
-    for (int64_t t : rows[size_t(o)]) layout.k_position.push_back(int32_t(t));
-    if (documents) {
-      for (int64_t b = 0; b < B; ++b) {
-        for (int64_t t : rows[size_t(r)]) {
-          layout.q_document.push_back(whole_layout.q_document[size_t(b * T + t)]);
-        }
-        for (int64_t t : rows[size_t(o)]) {
-          layout.k_document.push_back(whole_layout.k_document[size_t(b * T + t)]);
-        }
-      }
-    }
-    return layout.as_tensors(part);
+    return layout_at_times(rows[size_t(r)], rows[size_t(o)], whole_layout.q_document, B, T)
+        .tensors(B, local, local);
   };
 
   std::vector<Tensor> dk, dv;
@@ -682,10 +499,10 @@ void check_ring(int64_t T, bool documents) {
       }
       ops::attention_merge(merged.out, merged.lse, partial.out, partial.lse);
     }
-    expect_close(to_values(merged.out), gather_time(out, B, T, Hq * hd, rows[size_t(r)]), 1e-5,
-                 rank + " out");
-    expect_lse_close(to_values(merged.lse), gather_last(lse, B, Hq, T, rows[size_t(r)]), 1e-5,
-                     rank + " lse");
+    expect_close(to_values(merged.out), gather_time_btw(want.out, B, T, Hq * hd, rows[size_t(r)]),
+                 1e-5, rank + " out");
+    expect_lse_close(to_values(merged.lse), gather_time_bht(want.lse, B, Hq, T, rows[size_t(r)]),
+                     1e-5, rank + " lse");
 
     Tensor dq = Tensor::zeros(part.q(), DType::F32), ws = backward_workspace(part);
     for (int64_t o = 0; o < cp; ++o) {
@@ -693,15 +510,15 @@ void check_ring(int64_t T, bool documents) {
                               merged.lse, scale, AttentionMask::Causal, dq, dk[size_t(o)],
                               dv[size_t(o)], ops::Accumulate::Yes, ws, &positions[size_t(o)]);
     }
-    expect_close(to_values(dq), gather_time(grads.dq, B, T, Hq * hd, rows[size_t(r)]), 1e-5,
+    expect_close(to_values(dq), gather_time_btw(grads.dq, B, T, Hq * hd, rows[size_t(r)]), 1e-5,
                  rank + " dq");
   }
   for (int64_t o = 0; o < cp; ++o) {
     const std::string keys = what + " keys of rank " + std::to_string(o);
-    expect_close(to_values(dk[size_t(o)]), gather_time(grads.dk, B, T, Hkv * hd, rows[size_t(o)]),
-                 1e-5, keys + " dk");
-    expect_close(to_values(dv[size_t(o)]), gather_time(grads.dv, B, T, Hkv * hd, rows[size_t(o)]),
-                 1e-5, keys + " dv");
+    expect_close(to_values(dk[size_t(o)]),
+                 gather_time_btw(grads.dk, B, T, Hkv * hd, rows[size_t(o)]), 1e-5, keys + " dk");
+    expect_close(to_values(dv[size_t(o)]),
+                 gather_time_btw(grads.dv, B, T, Hkv * hd, rows[size_t(o)]), 1e-5, keys + " dv");
   }
 }
 
@@ -719,14 +536,14 @@ TEST(Attention, RingChunksWithDocumentsMergeIntoWholeAttention) {
 // diagonal tiles of T = 1,024 (causal leaves the 136 of the lower triangle, full all 256),
 // and a ring step against keys wholly in the queries' future computes none.
 TEST(Attention, SkipsTilesTheMaskEmpties) {
-  const AttentionShape s{2, 1024, 1024, 2, 1, 8};
+  const AttentionDims64 s{2, 1024, 1024, 2, 1, 8};
   const Inputs in = random_inputs(s, 41);
   const int64_t tile_scores = 64 * 64 * s.Hq * s.B;
   std::vector<int32_t> ids;
   for (int64_t t = 0; t < s.B * s.T; ++t) ids.push_back(int32_t(t % s.T / 64));
-  Layout layout;
+  AttentionLayout layout;
   layout.q_document = layout.k_document = ids;
-  const AttentionPositions documents = layout.as_tensors(s);
+  const AttentionPositions documents = layout.tensors(s.B, s.T, s.Tk);
   auto work = [&](AttentionMask mask, const AttentionPositions* positions) {
     ops::reset_attention_work();
     run_backward(s, mask, in.q, in.k, in.v, in.dout, positions);  // a forward, then this
@@ -744,13 +561,13 @@ TEST(Attention, SkipsTilesTheMaskEmpties) {
   EXPECT_EQ(full.forward_scores, 256 * tile_scores);
   EXPECT_EQ(full.backward_scores, 256 * tile_scores);
 
-  const AttentionShape step{2, 64, 64, 2, 1, 8};
-  Layout future;
+  const AttentionDims64 step{2, 64, 64, 2, 1, 8};
+  AttentionLayout future;
   for (int32_t t = 0; t < 64; ++t) {
     future.q_position.push_back(t);
     future.k_position.push_back(64 + t);
   }
-  const AttentionPositions positions = future.as_tensors(step);
+  const AttentionPositions positions = future.tensors(step.B, step.T, step.Tk);
   const Inputs few = random_inputs(step, 53);
   ops::reset_attention_work();
   const Forward f = run_forward(step, AttentionMask::Causal, few.q, few.k, few.v, &positions);
@@ -777,7 +594,7 @@ void expect_error_naming(Fn fn, const std::string& name) {
 }
 
 TEST(Attention, RejectsBadPositions) {
-  const AttentionShape s{2, 8, 8, 4, 2, 4};
+  const AttentionDims64 s{2, 8, 8, 4, 2, 4};
   const Inputs in = random_inputs(s, 59);
   Tensor out = Tensor::empty(s.q(), DType::F32), lse = Tensor::empty(s.lse(), DType::F32);
   Tensor ws = forward_workspace(s);
@@ -818,7 +635,7 @@ TEST(Attention, RejectsBadPositions) {
       "k_document");
 
   // Causal with positions takes keys of another length (a ring step); without, it throws.
-  const AttentionShape fewer{2, 8, 5, 4, 2, 4};
+  const AttentionDims64 fewer{2, 8, 5, 4, 2, 4};
   const Tensor k5 = random_tensor(fewer.kv(), 61);
   const AttentionPositions at{t8, i32_tensor({0, 2, 4, 6, 8}, {5})};
   EXPECT_NO_THROW(ops::attention_forward(in.q, k5, k5, scale, AttentionMask::Causal, out, lse,

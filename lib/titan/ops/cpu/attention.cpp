@@ -232,22 +232,16 @@ void check_order(const int32_t* x, int64_t rows, int64_t n, bool strict, const c
   }
 }
 
-// The mask of a call: causal or not, and the (checked) positions and documents, if any.
+// The mask of a call: causal or not, and the positions and documents, if any, with their
+// orders checked.
 AttentionMaskView mask_view(AttentionMask mask, const AttentionPositions* positions,
                             const AttentionDims& d, const char* op) {
-  AttentionMaskView view;
-  view.causal = mask == AttentionMask::Causal;
-  view.T = d.T;
-  view.Tk = d.Tk;
-  if (positions && positions->has_positions()) {
-    view.q_pos = positions->q_position.data<int32_t>();
-    view.k_pos = positions->k_position.data<int32_t>();
+  const AttentionMaskView view = attention_mask_view(mask, positions, d.T, d.Tk);
+  if (view.q_pos) {
     check_order(view.q_pos, 1, d.T, true, op, "q_position");
     check_order(view.k_pos, 1, d.Tk, true, op, "k_position");
   }
-  if (positions && positions->has_documents()) {
-    view.q_doc = positions->q_document.data<int32_t>();
-    view.k_doc = positions->k_document.data<int32_t>();
+  if (view.q_doc) {
     check_order(view.q_doc, d.B, d.T, false, op, "q_document");
     check_order(view.k_doc, d.B, d.Tk, false, op, "k_document");
   }

@@ -165,19 +165,8 @@ Dims kernel_dims(const AttentionDims& s, DType dtype, float scale, AttentionMask
   const int64_t blocks =
       s.B * std::max(s.Hq, s.Hkv) * ceil_div(std::max(s.T, s.Tk), kSimtBackwardBlock);
   TITAN_CHECK(blocks < (int64_t(1) << 31)) << op << " (cuda): " << blocks << " blocks is too many";
-  AttentionMaskView view;
-  view.causal = mask == AttentionMask::Causal;
-  view.T = s.T;
-  view.Tk = s.Tk;
-  if (positions && positions->has_positions()) {
-    view.q_pos = positions->q_position.data<int32_t>();
-    view.k_pos = positions->k_position.data<int32_t>();
-  }
-  if (positions && positions->has_documents()) {
-    view.q_doc = positions->q_document.data<int32_t>();
-    view.k_doc = positions->k_document.data<int32_t>();
-  }
-  return Dims{s.B, s.T, s.Tk, s.Hq, s.Hkv, s.hd, s.Hq / s.Hkv, scale, view};
+  return Dims{s.B, s.T, s.Tk, s.Hq, s.Hkv, s.hd, s.Hq / s.Hkv, scale,
+              attention_mask_view(mask, positions, s.T, s.Tk)};
 }
 
 // The f32 workspace, when the op needs one.

@@ -30,6 +30,7 @@ TEST(CudaAttention, NeedsACudaBuild) {
 #include <utility>
 #include <vector>
 
+#include "support/attention_reference.h"
 #include "support/cuda_device.h"
 #include "support/gradient_check.h"
 #include "titan/core/copy.h"
@@ -241,28 +242,10 @@ struct Results {
   Tensor out, lse, dq, dk, dv;  // host copies
 };
 
-// Positions and documents as host vectors (empty: none), for calls on either device.
-struct Layout {
-  std::vector<int32_t> q_position, k_position;  // [T], [Tk]
-  std::vector<int32_t> q_document, k_document;  // [B, T], [B, Tk]
-
-  // The op's form on `device` (Tk = T in these tests); undefined tensors for empty vectors.
-  ops::AttentionPositions on(const Shape5& s, Device device) const {
-    auto tensor = [&](const std::vector<int32_t>& x, const Shape& shape) {
-      if (x.empty()) return Tensor();
-      Tensor t = Tensor::empty(shape, DType::I32);
-      std::copy(x.begin(), x.end(), t.mutable_data<int32_t>());
-      return device.is_cpu() ? t : to_device(t, device);
-    };
-    return {tensor(q_position, {s.T}), tensor(k_position, {s.T}),
-            tensor(q_document, {s.B, s.T}), tensor(k_document, {s.B, s.T})};
-  }
-};
-
 // Forward and backward (Accumulate::No) of the same inputs on `device`; f32 inputs go to
-// the CPU op as they are. layout: the positions and documents, if any.
+// the CPU op as they are. layout: the positions and documents, if any (Tk = T here).
 Results run(const Shape5& s, AttentionMask mask, const std::vector<Tensor>& host_inputs,
-            Device device, const Layout* layout = nullptr) {
+            Device device, const AttentionLayout* layout = nullptr) {
   std::vector<Tensor> in;
   for (const Tensor& t : host_inputs) {
     in.push_back(device.is_cpu() ? host_f32(t) : to_device(t, device));
@@ -280,7 +263,7 @@ Results run(const Shape5& s, AttentionMask mask, const std::vector<Tensor>& host
       {ops::attention_backward_workspace_bytes(device, s.B, s.T, s.Hq, s.Hkv, s.hd, threads)},
       DType::U8, device);
   const ops::AttentionPositions positions =
-      layout ? layout->on(s, device) : ops::AttentionPositions{};
+      layout ? layout->tensors(s.B, s.T, s.T, device) : ops::AttentionPositions{};
   const ops::AttentionPositions* where = layout ? &positions : nullptr;
   ops::attention_forward(in[0], in[1], in[2], scale, mask, out, lse, fws, where);
   ops::attention_backward(in[3], in[0], in[1], in[2], out, lse, scale, mask, dq, dk, dv,
@@ -456,16 +439,6 @@ const std::vector<PathCase> kPathCases = {
     {DType::F32, 48, AttentionPath::Simt, 1e-5},
 };
 
-// Document ids of each batch row, from its documents' lengths (each row summing to T).
-std::vector<int32_t> documents_of(const std::vector<std::vector<int64_t>>& lengths) {
-  std::vector<int32_t> ids;
-  for (const std::vector<int64_t>& row : lengths) {
-    int32_t id = 0;
-    for (int64_t n : row) ids.insert(ids.end(), size_t(n), id++);
-  }
-  return ids;
-}
-
 void expect_results_near(const Results& gpu, const Results& cpu, double tolerance,
                          const std::string& what) {
   expect_near_cpu(gpu.out, cpu.out, tolerance, what + " out");
@@ -482,7 +455,7 @@ TEST_F(CudaAttention, DocumentMasksMatchTheCpu) {
   for (const PathCase& c : kPathCases) {
     ASSERT_EQ(ops::cuda::attention_plan(c.dtype, c.hd).path, c.path) << c.name();
     const Shape5 s{2, 300, 4, 2, c.hd};
-    Layout layout;
+    AttentionLayout layout;
     layout.q_document = layout.k_document =
         documents_of({{64, 1, 100, 135}, {150, 1, 20, 129}});
     const std::vector<Tensor> inputs = random_inputs(s, c.dtype, 53);
@@ -501,7 +474,7 @@ TEST_F(CudaAttention, DocumentMasksMatchTheCpu) {
 TEST_F(CudaAttention, OneDocumentIsPlainCausalBitForBit) {
   for (const PathCase& c : kPathCases) {
     const Shape5 s{2, 130, 4, 2, c.hd};
-    Layout layout;
+    AttentionLayout layout;
     layout.q_document = layout.k_document = documents_of({{130}, {130}});
     const std::vector<Tensor> inputs = random_inputs(s, c.dtype, 59);
     const Results plain = run(s, AttentionMask::Causal, inputs, Device::cuda(0));
@@ -529,17 +502,6 @@ Tensor gather_time(const Tensor& x, const std::vector<int64_t>& rows) {
   return part;
 }
 
-// Context parallelism's balanced split: the sequence in 2 cp chunks, rank r holding chunks
-// r and 2 cp - 1 - r (a head and a tail), in that order.
-std::vector<int64_t> rank_rows(int64_t T, int64_t cp, int64_t rank) {
-  const int64_t chunk = T / (2 * cp);
-  std::vector<int64_t> rows;
-  for (int64_t c : {rank, 2 * cp - 1 - rank}) {
-    for (int64_t t = c * chunk; t < (c + 1) * chunk; ++t) rows.push_back(t);
-  }
-  return rows;
-}
-
 // What a ring pass leaves on one device (host copies): per rank its merged out and lse and
 // its dq, per owner of keys the summed dk and dv, and rank 0's partial against rank 1's
 // keys (whose head chunk lies before all of them).
@@ -560,7 +522,7 @@ RingResults run_ring(const Shape5& whole, const std::vector<Tensor>& inputs, boo
   std::vector<int32_t> whole_documents;  // crossing chunk edges, one of a single token
   if (documents) whole_documents = documents_of({{T / 2 - 7, 1, T / 2 + 6}, {30, T - 30}});
   std::vector<std::vector<int64_t>> rows;
-  for (int64_t r = 0; r < cp; ++r) rows.push_back(rank_rows(T, cp, r));
+  for (int64_t r = 0; r < cp; ++r) rows.push_back(head_tail_times(T, cp, r));
   // inputs[i][:, rows of rank r] on the device (f32 on the CPU).
   auto slice = [&](size_t i, int64_t r) {
     const Tensor x = gather_time(inputs[i], rows[size_t(r)]);
@@ -568,18 +530,8 @@ RingResults run_ring(const Shape5& whole, const std::vector<Tensor>& inputs, boo
   };
   // Rank r's queries against rank o's keys: their global positions and documents.
   auto layout_of = [&](int64_t r, int64_t o) {
-    Layout layout;
-    for (int64_t t : rows[size_t(r)]) layout.q_position.push_back(int32_t(t));
-    for (int64_t t : rows[size_t(o)]) layout.k_position.push_back(int32_t(t));
-    for (int64_t b = 0; documents && b < B; ++b) {
-      for (int64_t t : rows[size_t(r)]) {
-        layout.q_document.push_back(whole_documents[size_t(b * T + t)]);
-      }
-      for (int64_t t : rows[size_t(o)]) {
-        layout.k_document.push_back(whole_documents[size_t(b * T + t)]);
-      }
-    }
-    return layout.on(part, device);
+    return layout_at_times(rows[size_t(r)], rows[size_t(o)], whole_documents, B, T)
+        .tensors(B, local, local, device);
   };
 
   const DType dtype = device.is_cpu() ? DType::F32 : inputs[0].dtype();
@@ -686,7 +638,7 @@ TEST_F(CudaAttention, RingChunksMatchTheCpu) {
 TEST_F(CudaAttention, FutureOnlyRingStepIsEmpty) {
   for (const PathCase& c : kPathCases) {
     const Shape5 s{2, 100, 4, 2, c.hd};
-    Layout layout;
+    AttentionLayout layout;
     for (int32_t t = 0; t < 100; ++t) {
       layout.q_position.push_back(t);
       layout.k_position.push_back(100 + t);
