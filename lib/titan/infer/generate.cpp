@@ -94,6 +94,8 @@ GenerationModel load_generation_model(const std::string& checkpoint,
       << "tokenizer " << tokenizer_source << " has " << g.tokenizer->vocab_size()
       << " tokens, more than the model's vocab_size " << g.model->vocab_size()
       << "; pass the tokenizer the checkpoint was trained with (--tokenizer)";
+  // A block-causal model masks at the tokenizer's EOS, as its training data did.
+  g.model->set_document_end(g.tokenizer->eos_id());
   return g;
 }
 

@@ -75,9 +75,10 @@ const ContextParallel& no_context_parallel() {
 }
 
 Tensor local_tokens(const ContextParallel& cp, const Tensor& tokens) {
+  if (cp.size() == 1) return tokens;  // whatever its device and integer type
   TITAN_CHECK(tokens.dim() == 2 && tokens.device().is_cpu() && tokens.dtype() == DType::I64)
-      << "local_tokens: takes a [B, T] i64 host tensor, got " << shape_string(tokens.shape());
-  if (cp.size() == 1) return tokens;
+      << "local_tokens: takes a [B, T] i64 host tensor, got " << shape_string(tokens.shape())
+      << " " << dtype_name(tokens.dtype()) << " on " << tokens.device();
   const int64_t B = tokens.size(0), T = tokens.size(1);
   const std::vector<int32_t> mine = cp.positions_of(cp.rank(), T);
   Tensor local = Tensor::empty({B, int64_t(mine.size())}, DType::I64);

@@ -76,7 +76,8 @@ class ContextParallel {
 // cp = 1: the attention op over the rank's whole sequence.
 const ContextParallel& no_context_parallel();
 
-// This rank's columns of a [B, T] host tensor (tokens, labels): [B, T / cp].
+// This rank's columns of a [B, T] i64 host tensor (tokens, labels): [B, T / cp]; with one
+// rank the tensor itself, of any device and integer type.
 Tensor local_tokens(const ContextParallel& cp, const Tensor& tokens);
 
 // The layout of a microbatch of whole sequences `tokens` [B, T] (host, i64): RoPE rows of
