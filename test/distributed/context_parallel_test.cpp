@@ -1,7 +1,8 @@
 // Context parallelism against one rank and against float64: ring attention (both rotate
 // methods, causal and per-document) equals full attention; the head-tail split balances
 // the causal work; training under cp alone and composed with FSDP, HSDP, TP and PP, causal
-// and block-causal, and validation equal one rank's; bad input is exit 2 with one line.
+// and block-causal, validation, and checkpoints moved to and from FSDP equal one rank's;
+// bad input is exit 2 with one line.
 // Run by CTest under mpirun on 2 and 4 ranks (test/CMakeLists.txt); each layout runs once.
 #include <gtest/gtest.h>
 
@@ -14,6 +15,7 @@
 #include "support/gradient_check.h"
 #include "tiny_training_job.h"
 #include "training_run.h"
+#include "titan/build_config.h"
 #include "titan/config/load.h"
 #include "titan/core/allocator.h"
 #include "titan/data/shards.h"
@@ -346,6 +348,47 @@ TEST(ContextParallel, ValidationEqualsOneRank) {
   EXPECT_EQ(a.tokens, b.tokens);
   EXPECT_NEAR(b.loss, a.loss, 1e-5 * a.loss);
 }
+
+#if TITAN_HAVE_HDF5
+// A checkpoint saved under CP 2 resumes under FSDP 2 and the other way round: the second
+// half of the run is the one-rank run's.
+TEST(ContextParallel, CheckpointsMoveBetweenContextParallelAndFsdp) {
+  if (test_world().size() != 2) GTEST_SKIP() << "needs 2 ranks";
+  const Layout cp2{"ckpt_cp2", 2}, fsdp2{"ckpt_fsdp2", 1, 2};
+  int index = 0;
+  for (const auto& [save, resume] : {std::pair{cp2, fsdp2}, std::pair{fsdp2, cp2}}) {
+    SCOPED_TRACE(save.name + " -> " + resume.name);
+    const fs::path folder =
+        fs::temp_directory_path() / ("titan_cp_test_ckpt" + std::to_string(index++));
+    if (test_world().rank() == 0) fs::remove_all(folder);
+    test_world().barrier().wait();
+    auto checkpointed = [&](const Layout& layout) {
+      config::JobConfig c = cp_job(layout);
+      c.job.dump_folder = folder.string();
+      c.checkpoint.enable = true;
+      c.checkpoint.interval = 5;
+      return c;
+    };
+    {
+      const config::JobConfig c = checkpointed(save);
+      Mesh mesh(mesh_shape_from_config(c.parallelism, 2), test_world());
+      train::Trainer trainer(c, &mesh);
+      for (int s = 0; s < 5; ++s) trainer.train_step();
+    }
+    const config::JobConfig c = checkpointed(resume);
+    Mesh mesh(mesh_shape_from_config(c.parallelism, 2), test_world());
+    train::Trainer resumed(c, &mesh);
+    const std::vector<train::StepResult> steps = resumed.train();
+    ASSERT_EQ(steps.size(), 5u);
+    const TrainingRun& reference = alone(c);
+    for (size_t s = 0; s < steps.size(); ++s) {
+      const train::StepResult& want = reference.steps[s + 5];
+      EXPECT_EQ(steps[s].step, want.step);
+      EXPECT_NEAR(steps[s].loss, want.loss, 1e-5 * want.loss) << "step " << want.step;
+    }
+  }
+}
+#endif
 
 // Bad input: one line naming the key and the fix, exit 2 (InputError), before training.
 TEST(ContextParallel, BadInputIsOneLine) {
