@@ -23,7 +23,7 @@ bench=cp_step np=2
 STEPS=${STEPS:-4} WARMUP=${WARMUP:-1}
 DIM=${DIM:-256} LAYERS=${LAYERS:-6} HEADS=${HEADS:-16} KV_HEADS=${KV_HEADS:-16}
 FFN=${FFN:-768} VOCAB=${VOCAB:-2048} SEQ=${SEQ:-4096} BATCH=${BATCH:-2}
-title="CP step: 2 ranks x 1 thread (CP 2 allgather, CP 2 alltoall, FSDP 2) against 1 rank x 2 threads; block-causal against causal"
+title="CP step: CP 2 (allgather, alltoall) and FSDP 2 against 1 rank; block-causal vs causal"
 source "$(dirname "${BASH_SOURCE[0]}")/rank_step_common.sh"
 parts=${PARTS:-cp docs} doc_tokens=${DOC_TOKENS:-512}
 
