@@ -11,6 +11,7 @@
 
 #include "distributed_test_main.h"
 #include "tiny_training_job.h"
+#include "training_run.h"
 #include "support/gradient_check.h"
 #include "support/train_process.h"
 #include "titan/build_config.h"
@@ -59,45 +60,11 @@ config::JobConfig tiny_job(const Layout& layout) {
   return c;
 }
 
-struct TrainingRun {
-  std::vector<train::StepResult> steps;
-  std::vector<std::string> names;
-  std::vector<Tensor> parameters;  // whole
-};
-
-// The whole tensor from every rank's box of p (its shard or its shard gradient): the first
-// holder of each box writes it into a zero tensor and the world sums them (each element
-// written once, so the sum is exact).
-Tensor gather_whole(const nn::Parameter& p, const Tensor& box, Communicator& world) {
-  Tensor whole = Tensor::zeros(p.global_shape(), DType::F32);
-  if (p.placement().writes_checkpoint()) {
-    const float* piece = box.data<float>();
-    float* out = whole.mutable_data<float>();
-    nn::for_each_box_run(p.global_shape(), p.local_box(),
-                         [&](int64_t global, int64_t local, int64_t length) {
-                           std::copy_n(piece + local, length, out + global);
-                         });
-  }
-  world.all_reduce(whole).wait();
-  return whole;
-}
-
-TrainingRun train(const config::JobConfig& config, Mesh* mesh) {
-  train::Trainer trainer(config, mesh);
-  TrainingRun run;
-  run.steps = trainer.train();
-  for (nn::Parameter* p : trainer.model().parameters()) {
-    run.names.push_back(p->name());
-    run.parameters.push_back(mesh ? gather_whole(*p, p->shard(), mesh->world()) : p->shard());
-  }
-  return run;
-}
-
 const TrainingRun& alone() {
   static const TrainingRun run = [] {
     Layout one{"alone"};
     one.sequence_parallel = false;
-    return train(tiny_job(one), nullptr);
+    return train_run(tiny_job(one), nullptr);
   }();
   return run;
 }
@@ -106,21 +73,9 @@ void check_layout(const Layout& layout) {
   if (test_world().size() != layout.world()) GTEST_SKIP() << "needs " << layout.world() << " ranks";
   const config::JobConfig config = tiny_job(layout);
   Mesh mesh(mesh_shape_from_config(config.parallelism, layout.world()), test_world());
-  const TrainingRun run = train(config, &mesh);
-  const TrainingRun& reference = alone();
+  const TrainingRun run = train_run(config, &mesh);
   ASSERT_EQ(run.steps.size(), size_t(kSteps));
-  for (size_t s = 0; s < run.steps.size(); ++s) {
-    const train::StepResult& want = reference.steps[s];
-    EXPECT_NEAR(run.steps[s].loss, want.loss, 1e-5 * want.loss) << "step " << s + 1;
-    EXPECT_NEAR(run.steps[s].grad_norm, want.grad_norm, 1e-5 * want.grad_norm)
-        << "step " << s + 1;
-  }
-  ASSERT_EQ(run.names, reference.names);
-  for (size_t i = 0; i < reference.parameters.size(); ++i) {
-    testing::expect_close(testing::to_values(run.parameters[i]),
-                          testing::to_values(reference.parameters[i]), 1e-5,
-                          reference.names[i]);
-  }
+  expect_same_run(run, alone());
 }
 
 TEST(TensorParallel, Tp2EqualsOneRank) { check_layout({"tp2", 1, 1, 2}); }
@@ -151,7 +106,7 @@ TEST(TensorParallel, AsyncTp2MatchesSyncTp2) {
   Layout sync{"tp2_sync", 1, 1, 2}, ring{"tp2_ring", 1, 1, 2};
   ring.async = true;
   Mesh mesh(mesh_shape_from_config(tiny_job(sync).parallelism, 2), test_world());
-  const TrainingRun a = train(tiny_job(sync), &mesh), b = train(tiny_job(ring), &mesh);
+  const TrainingRun a = train_run(tiny_job(sync), &mesh), b = train_run(tiny_job(ring), &mesh);
   for (size_t s = 0; s < a.steps.size(); ++s) {
     EXPECT_NEAR(b.steps[s].loss, a.steps[s].loss, 1e-6 * a.steps[s].loss) << "step " << s + 1;
     EXPECT_NEAR(b.steps[s].grad_norm, a.steps[s].grad_norm, 1e-6 * a.steps[s].grad_norm)
@@ -238,7 +193,7 @@ Gradients one_microbatch(const config::JobConfig& config, TensorParallelGroup* t
   if (step_stats) *step_stats = tp->group().stats();
   for (nn::Parameter* p : model->parameters()) {
     g.names.push_back(p->name());
-    g.grads.push_back(tp ? gather_whole(*p, p->grad(), tp->group()) : p->grad());
+    g.grads.push_back(tp ? gather_whole(*p, p->grad(), &tp->group()) : p->grad());
   }
   return g;
 }
@@ -307,7 +262,7 @@ void expect_module_matches_unsharded(const std::function<Module(const nn::Placer
                         "input gradient rows");
   const std::vector<nn::Parameter*> want = parameters(whole), got = parameters(piece);
   for (size_t i = 0; i < want.size(); ++i) {
-    testing::expect_close(testing::to_values(gather_whole(*got[i], got[i]->grad(), test_world())),
+    testing::expect_close(testing::to_values(gather_whole(*got[i], got[i]->grad(), &test_world())),
                           testing::to_values(want[i]->grad()), 1e-5, want[i]->name());
   }
 }
@@ -518,7 +473,7 @@ TEST(TensorParallel, HfExportAndImportOfATpCheckpoint) {
   train::Trainer imported(tp_import, &mesh);
   std::vector<Tensor> whole;
   for (nn::Parameter* p : imported.model().parameters()) {
-    whole.push_back(gather_whole(*p, p->shard(), test_world()));
+    whole.push_back(gather_whole(*p, p->shard(), &test_world()));
   }
   if (test_world().rank() != 0) return;
   Layout one{"import_one"};

@@ -9,6 +9,21 @@
 
 using namespace titan;
 
+Tensor gather_whole(const nn::Parameter& p, const Tensor& box,
+                    distributed::Communicator* world) {
+  Tensor whole = Tensor::zeros(p.global_shape(), DType::F32);
+  if (p.placement().writes_checkpoint()) {
+    const float* piece = box.data<float>();
+    float* out = whole.mutable_data<float>();
+    nn::for_each_box_run(p.global_shape(), p.local_box(),
+                         [&](int64_t global, int64_t local, int64_t length) {
+                           std::copy_n(piece + local, length, out + global);
+                         });
+  }
+  if (world) world->all_reduce(whole).wait();
+  return whole;
+}
+
 std::map<std::string, Tensor> whole_parameters(train::Trainer& trainer,
                                                const config::JobConfig& config,
                                                distributed::Communicator* world) {
@@ -17,19 +32,14 @@ std::map<std::string, Tensor> whole_parameters(train::Trainer& trainer,
   std::map<std::string, Tensor> whole;
   for (const models::ParameterShape& shape :
        models::model_family(config.model.name).parameter_shapes(config)) {
-    Tensor t = Tensor::zeros(shape.shape, DType::F32);
     const auto at = held.find(shape.name);
-    if (at != held.end() && at->second->placement().writes_checkpoint()) {
-      const nn::Parameter& p = *at->second;
-      const float* piece = p.shard().data<float>();
-      float* out = t.mutable_data<float>();
-      nn::for_each_box_run(p.global_shape(), p.local_box(),
-                           [&](int64_t global, int64_t local, int64_t length) {
-                             std::copy_n(piece + local, length, out + global);
-                           });
+    if (at != held.end()) {
+      whole[shape.name] = gather_whole(*at->second, at->second->shard(), world);
+    } else {  // another stage's: zeros here, summed with its holder's
+      Tensor t = Tensor::zeros(shape.shape, DType::F32);
+      if (world) world->all_reduce(t).wait();
+      whole[shape.name] = t;
     }
-    if (world) world->all_reduce(t).wait();
-    whole[shape.name] = t;
   }
   return whole;
 }

@@ -16,10 +16,15 @@ struct TrainingRun {
   std::map<std::string, titan::Tensor> parameters;  // whole, by name
 };
 
-// Every parameter's whole value: each rank writes the boxes it writes to a checkpoint into
-// zero tensors (a pipeline rank holds only its stages' parameters), and the world sums
+// The whole tensor from every rank's box of p (its shard, or its shard gradient): the
+// rank that writes the box to a checkpoint writes it into a zero tensor and `world` sums
 // them (each element written once, so the sum is exact). Collective over `world`; none:
 // one rank.
+titan::Tensor gather_whole(const titan::nn::Parameter& p, const titan::Tensor& box,
+                           titan::distributed::Communicator* world);
+
+// Every parameter's whole value (gather_whole of its shard; a pipeline rank holds only its
+// stages' parameters, the others' boxes come from their ranks).
 std::map<std::string, titan::Tensor> whole_parameters(titan::train::Trainer& trainer,
                                                       const titan::config::JobConfig& config,
                                                       titan::distributed::Communicator* world);
