@@ -74,11 +74,13 @@ bool MetricsProcessor::step_line_due(int64_t step, bool validated) const {
   return steps_this_run_ == 1 || step % config_.metrics.log_freq == 0 || validated;
 }
 
-void MetricsProcessor::begin_step(int64_t step, int64_t tokens_seen) {
+void MetricsProcessor::begin_step(int64_t step, int64_t tokens_seen, const CommTotals& comm) {
   // The first step of this run (a resumed run starts after the checkpoint's step).
   if (steps_this_run_++ == 0) {
     started_s_ = last_log_s_ = now_s();
     last_log_tokens_ = tokens_seen;
+    last_log_comm_wait_s_ = comm.wait_s;
+    last_log_comm_bytes_ = comm.bytes;
     last_log_step_ = step - 1;
     allocator_.reset_peak();
   }

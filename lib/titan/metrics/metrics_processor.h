@@ -6,7 +6,7 @@
 //   MetricsProcessor metrics(config, {rank, world_size, flops_per_token, peak_tflops},
 //                            allocator, max_over_ranks);
 //   for each step:
-//     metrics.begin_step(step, tokens_seen);         // timing windows, profiler on
+//     metrics.begin_step(step, tokens_seen, comm);   // timing windows, profiler on
 //     ... train, validate ...
 //     metrics.report_step({step, loss, grad_norm, lr, tokens_seen, comm_wait_s, val_loss});
 //     ... save a checkpoint ...                      // (its spans are in the trace)
@@ -52,6 +52,13 @@ struct RunInfo {
   double peak_tflops = 0;      // the MFU denominator, per device
 };
 
+// This rank's communication since the start: seconds blocked and bytes its communicators
+// counted (communicator.h).
+struct CommTotals {
+  double wait_s = 0;
+  int64_t bytes = 0;
+};
+
 // One finished step, as this rank saw it.
 struct StepValues {
   int64_t step = 0;
@@ -71,9 +78,11 @@ class MetricsProcessor {
                    MaxOverRanks max_over_ranks);
   ~MetricsProcessor();
 
-  // At the start of every step: the first step of this run starts the timing windows and
-  // the peak; profiling starts recording when `step` is in a window.
-  void begin_step(int64_t step, int64_t tokens_seen);
+  // At the start of every step: the first step of this run starts the timing windows, the
+  // peak and the communication counts (`comm`: this rank's totals so far, so that start-up
+  // traffic such as the mesh's and a checkpoint load's is not put on the first step);
+  // profiling starts recording when `step` is in a window.
+  void begin_step(int64_t step, int64_t tokens_seen, const CommTotals& comm = {});
   // After every step's update and validation, on every rank: the memory snapshot and the
   // step line when due.
   void report_step(const StepValues& values);

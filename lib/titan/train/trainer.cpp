@@ -241,9 +241,17 @@ void Trainer::log_start() const {
   }
 }
 
+// This rank's communication so far, over every group of the mesh.
+static metrics::CommTotals comm_totals(const distributed::Mesh& mesh) {
+  const distributed::CommStats comm = mesh.total_stats();
+  metrics::CommTotals totals{comm.wait_seconds, 0};
+  for (const distributed::CollectiveCount& c : comm.collectives) totals.bytes += c.bytes;
+  return totals;
+}
+
 StepResult Trainer::train_step() {
   const int64_t step = step_ + 1;
-  metrics_->begin_step(step, tokens_seen_);
+  metrics_->begin_step(step, tokens_seen_, comm_totals(*mesh_));
   StepResult result;
   try {
     TraceSpan span("step " + std::to_string(step));
@@ -314,11 +322,9 @@ StepResult Trainer::run_step() {
     model_->update_compute_copies();
   }
 
-  const distributed::CommStats comm = mesh_->total_stats();
-  int64_t comm_bytes = 0;
-  for (const distributed::CollectiveCount& c : comm.collectives) comm_bytes += c.bytes;
-  metrics::StepValues report{step_,        result.loss, result.grad_norm,  result.lr,
-                             tokens_seen_, comm.wait_seconds, comm_bytes};
+  const metrics::CommTotals comm = comm_totals(*mesh_);
+  metrics::StepValues report{step_,        result.loss, result.grad_norm, result.lr,
+                             tokens_seen_, comm.wait_s, comm.bytes};
   // torchtitan's should_validate: step 1 and every validation.freq steps.
   if (config_.validation.enable && (step_ == 1 || step_ % config_.validation.freq == 0)) {
     const ValidationResult validation = validate();

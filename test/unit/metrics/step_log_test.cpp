@@ -17,6 +17,8 @@
 #include <unistd.h>
 
 #include "titan/core/error.h"
+#include "titan/core/allocator.h"
+#include "titan/metrics/metrics_processor.h"
 #include "titan/metrics/step_log.h"
 
 namespace titan::metrics {
@@ -223,6 +225,30 @@ TEST_F(StepLoggerTest, AppendKeepsEarlierLines) {
   const std::vector<std::string> lines = read_lines(second.path());
   ASSERT_EQ(lines.size(), 3u);
   for (int i = 0; i < 3; ++i) EXPECT_EQ(lines[size_t(i)], step_json_line(example(i + 1)));
+}
+
+// The first step line's communication is the first step's own: what the mesh and a
+// checkpoint load moved before it (the totals begin_step is given) is left out.
+TEST_F(StepLoggerTest, FirstStepCommunicationLeavesOutStartUp) {
+  config::JobConfig config;
+  config.job.dump_folder = root_.string();
+  config.metrics.enable_tensorboard = false;
+  MetricsProcessor metrics(config, {0, 2, 1.0, 1.0}, allocator_for(Device::cpu()),
+                           [](double value) { return value; });
+  const int64_t mib = int64_t(1) << 20;
+  metrics.begin_step(1, 0, {1000.0, 64 * mib});  // start-up: 1000 s blocked, 64 MiB
+  StepValues step;
+  step.step = 1;
+  step.tokens_seen = 4096;
+  step.comm_wait_s = 1000.0;  // nothing blocked during the step
+  step.comm_bytes = 67 * mib;
+  metrics.report_step(step);
+  const std::vector<std::string> lines = read_lines(root_ / "metrics.jsonl");
+  ASSERT_EQ(lines.size(), 1u);
+  const auto json = FlatJson::parse(lines[0]);
+  ASSERT_TRUE(json.has_value()) << lines[0];
+  EXPECT_EQ(std::stod(json->at("comm_mib_per_step")), 3.0) << lines[0];
+  EXPECT_EQ(std::stod(json->at("comm_percent")), 0.0) << lines[0];
 }
 
 TEST_F(StepLoggerTest, FailsWhenTheFolderCannotBeMade) {
