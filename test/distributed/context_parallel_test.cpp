@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 
 #include "distributed_test_main.h"
 #include "support/attention_reference.h"

@@ -1,5 +1,7 @@
 #include "titan/nn/context_parallel.h"
 
+#include <algorithm>
+
 #include "titan/core/copy.h"
 #include "titan/core/error.h"
 
