@@ -7,10 +7,11 @@
 //
 // OUT receives config.json, init.safetensors, batch.safetensors and job.yaml (the merged
 // config, which the golden test loads back).
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
-#include <optional>
 #include <fstream>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
@@ -64,6 +65,18 @@ nlohmann::json reference_config(const config::JobConfig& c, const models::llama3
                               << "export from a tokenized dataset (training.dataset_path)";
     j["eos_id"] = *eos_id;
   }
+  // Float8 linears (model.converters quantize.linear.float8): the recipe, tensorwise when
+  // unset, or null when the converter is off; the filter applies only when it is on.
+  const config::StringList& converters = c.model.converters;
+  const config::LinearFloat8Section& float8 = c.quantize.linear.float8;
+  if (std::find(converters.begin(), converters.end(), "quantize.linear.float8") !=
+      converters.end()) {
+    j["float8_recipe"] = std::string(
+        config::choice_name(float8.recipe_name.value_or(config::Float8Recipe::Tensorwise)));
+  } else {
+    j["float8_recipe"] = nullptr;
+  }
+  j["float8_filter_fqns"] = float8.filter_fqns;
   j["seed"] = c.debug.effective_seed();
   j["source"] = "titan.cpp tools/reference/export_inputs.cpp";
   return j;

@@ -6,6 +6,7 @@ Llama 3.1 scaling, init) and of the step (loss, LR schedule, AdamW, clipping), n
 C++ code, and run with
 Debian's python3-torch (1.13, CPU, float32) as /usr/bin/python3. No safetensors package is
 needed: the format is read and written here by hand. The folder contract is in README.md.
+Float8 training (torchao's Float8Linear, config key float8_recipe) is simulated in float32.
 
   llama3_reference.py golden INPUT_DIR OUTPUT_DIR    init/batch/config -> golden*.safetensors
   llama3_reference.py make-inputs DIR [options]      random inputs with torchtitan's init rules
@@ -115,7 +116,8 @@ REQUIRED_KEYS = {
     "warmup_steps", "decay_ratio", "decay_type", "min_lr_factor", "max_norm",
 }
 OPTIONAL_KEYS = {"flavor", "seed", "source",  # informational only
-                 "attn_mask_type", "eos_id"}  # "causal" when absent; eos_id: block_causal's
+                 "attn_mask_type", "eos_id",  # "causal" when absent; eos_id: block_causal's
+                 "float8_recipe", "float8_filter_fqns"}  # null / [] when absent
 ATTN_MASK_TYPES = ("causal", "block_causal")
 ROPE_SCALING_KEYS = {"enabled", "factor", "low_freq_factor", "high_freq_factor",
                      "original_max_positions"}
@@ -135,6 +137,7 @@ def load_config(path):
     if cfg["decay_type"] not in ("linear", "sqrt", "cosine"):
         raise ValueError(f"{path}: decay_type must be linear, sqrt or cosine")
     check_attn_mask_config(cfg, path)
+    check_float8_config(cfg, path)
     return cfg
 
 
@@ -159,6 +162,174 @@ def ffn_hidden_dim(dim, multiple_of, multiplier=None):
     if multiplier is not None:
         h = int(multiplier * h)
     return multiple_of * ((h + multiple_of - 1) // multiple_of)
+
+
+# ------------------------------------------------------------------------------------------
+# Float8 training: torchao's Float8Linear (the converter quantize.linear.float8), simulated
+# in float32 (torch 1.13 has no float8 dtype). Each GEMM operand x, a 2-D view [rows, cols],
+# is cast with one scale for the tensor ("tensor"), one per row ("rows": amax over its
+# columns) or one per column ("cols": amax over its rows):
+#   s  = float32(fmax / max(amax, 1e-12)) (the division in float64), rounded down to a power
+#        of two by the rowwise recipes (float32 mantissa bits cleared)
+#   q  = round_to_fp8(float32(x * s))  round to nearest even, saturating at +-fmax
+#   x' = float32(q) / s                the dequantized operand; the GEMM is the float32 one.
+
+
+class Fp8Format:
+    """A float8 format: 1 sign bit, exp_bits exponent bits (bias), man_bits mantissa bits."""
+
+    def __init__(self, name, exp_bits, man_bits, bias, fmax):
+        self.name, self.exp_bits, self.man_bits = name, exp_bits, man_bits
+        self.bias, self.fmax = bias, fmax
+        self.emin = 1 - bias  # exponent of the smallest normal; subnormals share its quantum
+
+
+E4M3 = Fp8Format("e4m3fn", 4, 3, 7, 448.0)       # no inf; S.1111.111 is NaN
+E5M2 = Fp8Format("e5m2", 5, 2, 15, 57344.0)      # IEEE-like: exponent 31 is inf/NaN
+FLOAT8_SCALE_EPS = 1e-12
+
+# Per recipe: (axis, format) of each cast operand, and whether scales are powers of two.
+#   x, w:        forward y = x' w'^T                   (x [M, K], w [N, K])
+#   dy_gi, w_gi: grad_input dx = dy' w''               (dy [M, N])
+#   dy_gw, x_gw: grad_weight dw = dy'''^T x'''         (None: high precision)
+FLOAT8_RECIPES = {
+    "tensorwise": dict(pow2=False, x=("tensor", E4M3), w=("tensor", E4M3),
+                       dy_gi=("tensor", E5M2), w_gi=("tensor", E4M3),
+                       dy_gw=("tensor", E5M2), x_gw=("tensor", E4M3)),
+    "rowwise": dict(pow2=True, x=("rows", E4M3), w=("rows", E4M3),
+                    dy_gi=("rows", E4M3), w_gi=("cols", E4M3),
+                    dy_gw=("cols", E4M3), x_gw=("cols", E4M3)),
+    "rowwise_with_gw_hp": dict(pow2=True, x=("rows", E4M3), w=("rows", E4M3),
+                               dy_gi=("rows", E4M3), w_gi=("tensor", E4M3),
+                               dy_gw=None, x_gw=None),
+}
+
+
+def round_to_fp8(v, fmt):
+    """float32 (or float64) tensor -> the nearest value of fmt (ties to even mantissa),
+    saturated at +-fmax (no inf), as float64. Exact: the arithmetic is float64 on values
+    with at most 24 significant bits, scaled by powers of two."""
+    v = v.double()
+    a = v.abs()
+    _, e = torch.frexp(a)                 # a = m 2^e, m in [0.5, 1): floor(log2 a) = e - 1
+    e = torch.clamp(e.long() - 1, min=fmt.emin)  # below the normals: the subnormal quantum
+    quanta = a * exp2_exact(fmt.man_bits - e)    # a / quantum, quantum = 2^(e - man_bits)
+    # Round to an integer, half to even: adding 2^52 leaves no fraction bits in a float64
+    # (quanta < 2^(man_bits + 1)), so the IEEE addition rounds it to nearest even, and the
+    # subtraction is exact. (torch.round, also half to even, gives the same values; it made
+    # `check` ~30% slower on the 2-core machine under load.)
+    r = ((quanta + 2.0 ** 52) - 2.0 ** 52) * exp2_exact(e - fmt.man_bits)
+    return torch.copysign(torch.clamp(r, max=fmt.fmax), v)
+
+
+def exp2_exact(n):
+    """Integer tensor n in [-1022, 1023] -> 2^n as float64, built from its bits (exact)."""
+    return ((n.long() + 1023) << 52).view(torch.float64)
+
+
+def float8_scale(amax, fmt, pow2):
+    """amax (float32 tensor) -> float32 scale: fmax / max(amax, 1e-12) in float64, rounded
+    to float32, then (pow2) rounded down to a power of two by clearing the mantissa bits."""
+    s = (fmt.fmax / amax.double().clamp(min=FLOAT8_SCALE_EPS)).float()
+    if pow2:
+        s = (s.view(torch.int32) & 0x7F800000).view(torch.float32)
+    return s
+
+
+def float8_amax(x, axis):
+    """x [rows, cols] -> max |x| over the tensor ([1, 1]), each row ([rows, 1]) or each
+    column ([1, cols])."""
+    a = x.abs()
+    if axis == "tensor":
+        return a.max().reshape(1, 1)
+    if axis == "rows":
+        return a.amax(dim=1, keepdim=True)
+    if axis == "cols":
+        return a.amax(dim=0, keepdim=True)
+    raise ValueError(f"float8 axis {axis!r}")
+
+
+def float8_cast(x, axis, fmt, pow2):
+    """x [rows, cols] -> x', the dequantized float8 cast (x's dtype)."""
+    s = float8_scale(float8_amax(x, axis), fmt, pow2).to(x.dtype)
+    q = round_to_fp8(x * s, fmt)        # the product in x's dtype (float32), then rounded
+    return q.to(x.dtype) / s
+
+
+class Float8LinearFunction(torch.autograd.Function):
+    """y = x w^T with each GEMM's operands cast as the recipe says. Saves the
+    high-precision x and w; the backward casts them again for its own GEMMs."""
+
+    @staticmethod
+    def forward(ctx, x, weight, recipe):
+        r = FLOAT8_RECIPES[recipe]
+        ctx.save_for_backward(x, weight)
+        ctx.recipe = recipe
+        x2 = x.reshape(-1, x.shape[-1])
+        y = float8_cast(x2, *r["x"], r["pow2"]) @ float8_cast(weight, *r["w"], r["pow2"]).t()
+        return y.reshape(*x.shape[:-1], weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight = ctx.saved_tensors
+        r = FLOAT8_RECIPES[ctx.recipe]
+        pow2 = r["pow2"]
+        x2, dy2 = x.reshape(-1, x.shape[-1]), dy.reshape(-1, dy.shape[-1])
+        dx = float8_cast(dy2, *r["dy_gi"], pow2) @ float8_cast(weight, *r["w_gi"], pow2)
+        if r["dy_gw"] is None:
+            dw = dy2.t() @ x2
+        else:
+            dw = float8_cast(dy2, *r["dy_gw"], pow2).t() @ float8_cast(x2, *r["x_gw"], pow2)
+        return dx.reshape(x.shape), dw, None
+
+
+class Float8Linear(nn.Module):
+    """A bias-free linear whose GEMMs run through Float8LinearFunction; it keeps the
+    converted nn.Linear's weight Parameter (same name, same object)."""
+
+    def __init__(self, linear, recipe):
+        super().__init__()
+        self.weight = linear.weight
+        self.recipe = recipe
+
+    def forward(self, x):
+        return Float8LinearFunction.apply(x, self.weight, self.recipe)
+
+    def extra_repr(self):
+        return f"{self.weight.shape[1]} -> {self.weight.shape[0]}, recipe={self.recipe}"
+
+
+def convert_to_float8(model, recipe, filter_fqns):
+    """Swaps every transformer-layer nn.Linear (wq wk wv wo w1 w2 w3) whose weight dims are
+    both divisible by 16 and whose name contains none of filter_fqns for a Float8Linear.
+    The output projection never converts (titan.cpp fuses it with the loss). Returns the
+    converted names."""
+    converted = []
+    for name, module in list(model.named_modules()):
+        if not name.startswith("layers.") or type(module) is not nn.Linear:
+            continue
+        if module.weight.shape[0] % 16 or module.weight.shape[1] % 16:
+            continue
+        if any(f in name for f in filter_fqns):
+            continue
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child, Float8Linear(module, recipe))
+        converted.append(name)
+    return converted
+
+
+def check_float8_config(cfg, where):
+    """float8_recipe: null (absent) or a recipe name; float8_filter_fqns: a list of strings."""
+    recipe = cfg.get("float8_recipe")
+    if recipe is not None and recipe not in FLOAT8_RECIPES:
+        raise ValueError(f"{where}: float8_recipe must be null or one of "
+                         f"{sorted(FLOAT8_RECIPES)}, got {recipe!r}")
+    fqns = cfg.get("float8_filter_fqns", [])
+    if not isinstance(fqns, list) or not all(isinstance(f, str) for f in fqns):
+        raise ValueError(f"{where}: float8_filter_fqns must be a list of strings, got {fqns!r}")
+    if "auto_filter_small_kn" in fqns:  # torchao's size filter: not simulated here
+        raise ValueError(f"{where}: float8_filter_fqns: auto_filter_small_kn (torchao's filter "
+                         "by GEMM size) is not implemented by this reference")
 
 
 # ------------------------------------------------------------------------------------------
@@ -318,6 +489,11 @@ class Transformer(nn.Module):
         self.register_buffer("freqs_cis", rope_table(cfg["dim"] // cfg["n_heads"], cfg["rope_theta"],
                                                      cfg["rope_scaling"], cfg["seq_len"]),
                              persistent=False)
+        check_float8_config(cfg, "model config")
+        self.float8_linears = []  # names of the linears converted to Float8
+        if cfg.get("float8_recipe") is not None:
+            self.float8_linears = convert_to_float8(self, cfg["float8_recipe"],
+                                                    cfg.get("float8_filter_fqns", []))
 
     def forward(self, tokens):
         h = self.tok_embeddings(tokens)
@@ -519,6 +695,10 @@ def command_golden(args):
     for file_name, items in zip(grad_file_names, grad_files):
         save_safetensors(os.path.join(args.output_dir, file_name), items,
                          {"generator": metadata["generator"], "torch_version": torch.__version__})
+    if cfg.get("float8_recipe") is not None:
+        converted = Transformer(cfg).float8_linears
+        print(f"float8 {cfg['float8_recipe']}: {len(converted)} linears converted "
+              f"(filter_fqns {cfg.get('float8_filter_fqns', [])})")
     for s in range(cfg["steps"]):
         print(f"step {s + 1}: loss {out['losses'][s]:.6f}  grad_norm {out['grad_norms'][s]:.6f}  "
               f"lr {out['lrs'][s]:.6g}")
@@ -558,6 +738,7 @@ def command_make_inputs(args):
         "lr": 8e-4, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "weight_decay": 0.1,
         "warmup_steps": 2, "decay_ratio": 0.8, "decay_type": "linear", "min_lr_factor": 0.0,
         "max_norm": 1.0, "attn_mask_type": args.attn_mask_type,
+        "float8_recipe": args.float8_recipe, "float8_filter_fqns": [],
     }
     if args.eos_id is not None:
         cfg["eos_id"] = args.eos_id
@@ -586,7 +767,8 @@ def command_make_inputs(args):
     if mask == "block_causal":
         ends = [eos_positions(T, b) for b in range(B)]
         mask += f", EOS {args.eos_id} at {ends} of rows 0..{B - 1}"
-    print(f"inputs: {args.dir} ({args.flavor}, B={B}, T={T}, steps={S}, accumulation={A}, {mask})")
+    float8 = f", float8 {args.float8_recipe}" if args.float8_recipe else ""
+    print(f"inputs: {args.dir} ({args.flavor}, B={B}, T={T}, steps={S}, accumulation={A}, {mask}{float8})")
 
 
 # ------------------------------------------------------------------------------------------
@@ -672,6 +854,203 @@ def command_bench(args):
         with open(args.json, "w") as f:
             json.dump(result, f)
             f.write("\n")
+
+
+# ------------------------------------------------------------------------------------------
+# Self-test of the Float8 simulation (part of `check`)
+
+
+def fp8_table(fmt):
+    """Every finite value of fmt decoded from its 256 bit patterns (sign, exponent field,
+    mantissa field), as {value: True if its mantissa field is even}; +0 and -0 are one entry."""
+    table = {}
+    m_count = 1 << fmt.man_bits
+    e_all = (1 << fmt.exp_bits) - 1
+    for code in range(256):
+        sign = -1.0 if code >> 7 else 1.0
+        e_field = (code >> fmt.man_bits) & e_all
+        mant = code & (m_count - 1)
+        if fmt is E5M2 and e_field == e_all:
+            continue  # inf, NaN
+        if fmt is E4M3 and e_field == e_all and mant == m_count - 1:
+            continue  # NaN (e4m3fn has no inf)
+        if e_field == 0:
+            value = sign * mant * 2.0 ** (1 - fmt.bias - fmt.man_bits)  # subnormal
+        else:
+            value = sign * (1 + mant / m_count) * 2.0 ** (e_field - fmt.bias)
+        table[value] = mant % 2 == 0
+    return table
+
+
+def float8_scale_scalar(amax, fmt, pow2):
+    """The scale rule on Python floats: float64 division, float32 rounding, power of two."""
+    s = struct.unpack("<f", struct.pack("<f", fmt.fmax / max(amax, FLOAT8_SCALE_EPS)))[0]
+    return 2.0 ** math.floor(math.log2(s)) if pow2 else s
+
+
+def float8_cast_groups(x, axis, fmt, pow2):
+    """x [rows, cols] -> x', cast slice by slice: each row or column (or the whole tensor) on
+    its own, with the scale from float8_scale_scalar. The peer of float8_cast."""
+    def whole(t):
+        s = float8_scale_scalar(t.abs().max().item(), fmt, pow2)
+        st = torch.tensor(s, dtype=torch.float32)
+        return round_to_fp8(t * st, fmt).float() / st
+    if axis == "tensor":
+        return whole(x)
+    if axis == "rows":
+        return torch.stack([whole(row) for row in x])
+    return torch.stack([whole(col) for col in x.t()], dim=1)
+
+
+def check_float8(expect_close, scaling):
+    """Returns the names of the failed checks."""
+    failures = []
+
+    def report(ok, what):
+        print(f"  {'ok' if ok else 'FAIL':4} {what}")
+        if not ok:
+            failures.append(what)
+
+    # round_to_fp8 vs the decoded table: every result is the nearest table value, ties to the
+    # even mantissa, +-fmax beyond it. The sweep: the table values, the halfway points between
+    # neighbours and the float32 values next to them, subnormals and below, values beyond
+    # fmax, log-uniform random float32 over the whole range; and their negatives.
+    for fmt in (E4M3, E5M2):
+        table = fp8_table(fmt)
+        values = torch.tensor(sorted(table), dtype=torch.float64)
+        even = torch.tensor([table[v] for v in sorted(table)])
+        pos = values[values >= 0]
+        sub = 2.0 ** (fmt.emin - fmt.man_bits)
+        layout_ok = (len(table) == (253 if fmt is E4M3 else 247) and pos.max().item() == fmt.fmax
+                     and pos[1].item() == sub and (values == 2.0 ** fmt.emin).any().item())
+        report(layout_ok, f"{fmt.name} table: {len(table)} finite values, max {pos.max().item():g}, "
+                          f"min subnormal 2^{int(math.log2(pos[1].item()))}, min normal 2^{fmt.emin}")
+        mids = (pos[1:] + pos[:-1]) / 2
+        mids32 = mids.float()
+        up = torch.nextafter(mids32, torch.tensor(float("inf")))
+        down = torch.nextafter(mids32, torch.tensor(0.0))
+        sweep = torch.cat([
+            pos.float(), mids32, up, down,
+            torch.tensor([0.0, sub / 4, sub / 2, sub * 0.75, sub * 1.5, sub * 2.5, fmt.fmax * 1.01,
+                          fmt.fmax * 1.0625, fmt.fmax * 2, 1e30, 3.0e38]),
+            torch.exp2(torch.empty(4000).uniform_(math.log2(sub) - 4, math.log2(fmt.fmax) + 4)),
+        ])
+        sweep = torch.cat([sweep, -sweep])
+        got = round_to_fp8(sweep, fmt)
+        # the nearest finite value of any v beyond 4 fmax is that of 4 fmax (+-fmax); the
+        # clamp keeps float64 distances to 3e38 from all rounding to the same number
+        near = sweep.double().clamp(-4 * fmt.fmax, 4 * fmt.fmax)
+        dist = (near[:, None] - values[None, :]).abs()
+        best = dist.min(dim=1, keepdim=True).values
+        candidates = dist == best
+        ties = candidates.sum(1) > 1
+        want = torch.where(candidates & (~ties[:, None] | even[None, :]), values[None, :],
+                           torch.tensor(float("nan"), dtype=torch.float64)).nanmean(1)
+        ok = torch.equal(got, want) and not torch.isnan(want).any().item()
+        bad = (got != want).sum().item()
+        report(ok, f"round_to_fp8 {fmt.name}: {len(sweep)} float32 values ({int(ties.sum())} ties) "
+                   f"= the nearest table value, ties to even, saturating ({bad} wrong)")
+
+    # The scale rule: amax 0 or tiny -> fmax / 1e-12; power-of-two scales round down.
+    amaxes = [0.0, 1e-13, 1e-12, 2.0 ** -140, 3.0, 448.0, 0.1, 1e30, 3.0e38]
+    rows_ok = True
+    for fmt in (E4M3, E5M2):
+        for pow2 in (False, True):
+            got = float8_scale(torch.tensor(amaxes, dtype=torch.float32), fmt, pow2).tolist()
+            want = [float8_scale_scalar(struct.unpack("<f", struct.pack("<f", a))[0], fmt, pow2)
+                    for a in amaxes]
+            rows_ok &= got == want
+    zero = float8_scale(torch.zeros(1), E4M3, True).item()
+    report(rows_ok and zero == 2.0 ** 48 and float8_scale(torch.tensor([3.0]), E4M3, True).item() == 128
+           and float8_scale(torch.zeros(1), E5M2, True).item() == 2.0 ** 55,
+           "float8 scales: float32(fmax / max(amax, 1e-12)), power of two rounded down "
+           "(amax 0 -> 2^48 e4m3, 2^55 e5m2; amax 3 -> 128)")
+    z = float8_cast(torch.zeros(3, 4), "rows", E4M3, True)
+    x = torch.randn(5, 7) * torch.logspace(-3, 3, 7)
+    q = round_to_fp8(x * float8_scale(float8_amax(x, "cols"), E4M3, False), E4M3)
+    q2 = round_to_fp8(x * float8_scale(float8_amax(x, "rows"), E5M2, True), E5M2)
+    report(torch.equal(z, torch.zeros(3, 4)) and torch.equal(q.abs().amax(0), torch.full((7,), 448.0,
+           dtype=torch.float64)) and bool((q2.abs().amax(1) > E5M2.fmax / 2).all())
+           and bool((q2.abs().amax(1) <= E5M2.fmax).all()),
+           "float8 casts: zeros stay zero; each group's amax maps to fmax (to above fmax/2 "
+           "with power-of-two scales)")
+
+    # Float8LinearFunction's forward and three GEMMs vs autograd of the same products with the
+    # operands cast slice by slice: dx = d/dx sum(dy' * (x w''^T)), dw = d/dw sum(dy''' *
+    # (x''' w^T)). Rows and columns of very different sizes, so the recipes differ.
+    M, K, N = 24, 32, 48
+    x = torch.randn(M, K) * torch.logspace(-2, 2, M)[:, None] * torch.logspace(1, -1, K)
+    w = torch.randn(N, K) * 0.05 * torch.logspace(-1, 1, N)[:, None]
+    dy = torch.randn(M, N) * torch.logspace(-3, 0, N)
+    exact = x @ w.t()
+    results = {}
+    for recipe in FLOAT8_RECIPES:
+        xl, wl = x.clone().requires_grad_(), w.clone().requires_grad_()
+        y = Float8LinearFunction.apply(xl.reshape(2, M // 2, K), wl, recipe).reshape(M, N)
+        y.backward(dy)
+        pow2 = recipe != "tensorwise"
+        cast = lambda t, axis, fmt: float8_cast_groups(t, axis, fmt, pow2)
+        if recipe == "tensorwise":
+            x1, w1, dy2, w2 = cast(x, "tensor", E4M3), cast(w, "tensor", E4M3), cast(dy, "tensor", E5M2), None
+            w2, dy3, x3 = w1, dy2, x1
+        elif recipe == "rowwise":
+            x1, w1, dy2, w2 = cast(x, "rows", E4M3), cast(w, "rows", E4M3), cast(dy, "rows", E4M3), cast(w, "cols", E4M3)
+            dy3, x3 = cast(dy, "cols", E4M3), cast(x, "cols", E4M3)
+        else:
+            x1, w1, dy2, w2 = cast(x, "rows", E4M3), cast(w, "rows", E4M3), cast(dy, "rows", E4M3), cast(w, "tensor", E4M3)
+            dy3, x3 = dy, x
+        y_ref = x1 @ w1.t()
+        xv, wv = x.clone().requires_grad_(), w.clone().requires_grad_()
+        (dy2 * (xv @ w2.t())).sum().backward()
+        (dy3 * (x3 @ wv.t())).sum().backward()
+        rel = lambda got, want: (got - want).abs().max() / want.abs().max()
+        expect_close(f"float8 {recipe}: y, dx, dw vs cast-by-slice operands + autograd (relative)",
+                     torch.stack([rel(y.detach(), y_ref), rel(xl.grad, xv.grad), rel(wl.grad, wv.grad)]),
+                     torch.zeros(3), 1e-6)
+        results[recipe] = (rel(y.detach(), exact).item(), rel(xl.grad, dy @ w).item(),
+                           rel(wl.grad, dy.t() @ x).item())
+    print("  info float8 error vs float32 (max |diff| / max |exact|; y, dx, dw): " +
+          "; ".join(f"{r} {a:.2g} {b:.2g} {c:.2g}" for r, (a, b, c) in results.items()))
+    errors = [v for r, vs in results.items() for v in (vs[:2] if r == "rowwise_with_gw_hp" else vs)]
+    report(results["rowwise_with_gw_hp"][2] < 1e-6 and all(0 < v < 0.1 for v in errors),
+           "float8 GEMMs are cast (error in (0, 0.1)) except rowwise_with_gw_hp's float32 dw")
+
+    # Which linears convert: the layers' linears with both dims divisible by 16, not filtered.
+    small = {"dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 1, "vocab_size": 64,
+             "ffn_dim": 48, "norm_eps": 1e-5, "rope_theta": 10000.0, "rope_scaling": scaling,
+             "weight_tying": False, "seq_len": 8, "float8_recipe": "rowwise",
+             "float8_filter_fqns": ["w2", "layers.1.attention"]}
+    got = Transformer(small).float8_linears
+    want = ["layers.0.attention.wq", "layers.0.attention.wo", "layers.0.feed_forward.w1",
+            "layers.0.feed_forward.w3", "layers.1.feed_forward.w1", "layers.1.feed_forward.w3"]
+    names_ok = got == want and [n for n, _ in Transformer(small).named_parameters()] == parameter_names(small)
+    report(names_ok, f"float8 conversion: wk/wv [8, 32] and filtered w2, layers.1.attention, output "
+                     f"stay float32 ({len(got)} converted); parameter names unchanged")
+
+    # A Float8 model trains: 3 steps of the tiny flavor (B 1, T 32) per recipe, losses finite
+    # and within 3% of the float32 model's, step by step; and falling.
+    dim, n_layers, n_heads, n_kv_heads, vocab, multiple_of = FLAVORS["tiny"]
+    cfg = {"dim": dim, "n_layers": n_layers, "n_heads": n_heads, "n_kv_heads": n_kv_heads,
+           "vocab_size": vocab, "ffn_dim": ffn_hidden_dim(dim, multiple_of), "norm_eps": 1e-5,
+           "rope_theta": 500000.0, "rope_scaling": scaling, "weight_tying": False,
+           "batch_size": 1, "seq_len": 32, "accumulation_steps": 1, "steps": 3, "lr": 3e-3,
+           "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "weight_decay": 0.1, "warmup_steps": 1,
+           "decay_ratio": None, "decay_type": "linear", "min_lr_factor": 0.1, "max_norm": 1.0}
+    model = Transformer(cfg)
+    init_weights(model, cfg)
+    init = {k: v.detach().clone() for k, v in model.named_parameters()}
+    toks = torch.randint(0, vocab, (1, 1, 1, 33)).expand(3, 1, 1, 33)  # one row, learnt
+    toks, labs = toks[..., :-1].contiguous(), toks[..., 1:].contiguous()
+    base = train(cfg, init, toks, labs, keep_first=False)["losses"]
+    for recipe in FLOAT8_RECIPES:
+        f8cfg = dict(cfg, float8_recipe=recipe, float8_filter_fqns=[])
+        losses = train(f8cfg, init, toks, labs, keep_first=False)["losses"]
+        rel = ((losses - base).abs() / base).max().item()
+        ok = bool(torch.isfinite(losses).all()) and rel < 0.03 and losses[-1] < losses[0] - 0.1
+        report(ok, f"float8 {recipe} trains ({len(Transformer(f8cfg).float8_linears)} linears): losses "
+                   f"{' '.join(f'{v:.4f}' for v in losses.tolist())} vs float32 "
+                   f"{' '.join(f'{v:.4f}' for v in base.tolist())} (max rel diff {rel:.2g}, tolerance 0.03)")
+    return failures
 
 
 # ------------------------------------------------------------------------------------------
@@ -912,6 +1291,13 @@ def command_check(args):
                  torch.cat([two[k].flatten() for k in one if k.startswith("grad.")]),
                  torch.cat([one[k].flatten() for k in one if k.startswith("grad.")]), 1e-6)
 
+    # Float8 (torchao's Float8Linear simulated in float32): the fp8 rounding against a table
+    # decoded from the bit layout, the scale rule, the three GEMMs' gradients against autograd
+    # with operands cast group by group, and that a Float8 model trains like the float32 one.
+    started = time.time()
+    failures.extend(check_float8(expect_close, scaling))
+    print(f"  info float8 checks took {time.time() - started:.1f} s")
+
     # safetensors: round trip and byte layout.
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
@@ -962,6 +1348,8 @@ def main():
     m.add_argument("--attn-mask-type", choices=ATTN_MASK_TYPES, default="causal",
                    help="block_causal: attention within documents ending at --eos-id")
     m.add_argument("--eos-id", type=int, help="end-of-document token (needed by block_causal)")
+    m.add_argument("--float8-recipe", choices=sorted(FLOAT8_RECIPES),
+                   help="Float8 linears with this torchao recipe (default: none, float32)")
     m.set_defaults(func=command_make_inputs)
     c = sub.add_parser("check", help="self-test of the reference's pieces")
     c.set_defaults(func=command_check)

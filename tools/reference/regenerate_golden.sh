@@ -27,6 +27,11 @@ declare -A variants=(
   # than a sequence, so that every window holds document boundaries
   [tiny_block_causal]="--training.max_norm 0.5 --model.attn_mask_type block_causal
                        --training.dataset documents --training.dataset_path $documents"
+  # Float8 linears (torchao's Float8Linear, simulated in float32 by the reference): every
+  # layer linear converts (the tiny flavor's dims are multiples of 16), the output does not
+  [tiny_float8]="--training.max_norm 0.5 --model.converters quantize.linear.float8"
+  [tiny_float8_rowwise]="--training.max_norm 0.5 --model.converters quantize.linear.float8
+                         --quantize.linear.float8.recipe_name rowwise"
 )
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -6,7 +6,8 @@
 namespace titan::config {
 
 // The one list of what is built. Today: training with data, tensor, pipeline and context
-// parallelism and activation checkpointing. A later issue that lands a feature sets its
+// parallelism, activation checkpointing and Float8 linears (quantize.linear.float8, the
+// one converter built: model.converters' rule). A later issue that lands a feature sets its
 // `built` to true here (and the config tests follow on their own: they derive the
 // rejections they run from this list).
 const std::vector<FeatureInfo>& all_features() {
@@ -27,7 +28,7 @@ const std::vector<FeatureInfo>& all_features() {
       {Feature::ExpertParallel, "expert parallelism", false, WhenMissing::Reject, ""},
       {Feature::ExpertTensorParallel, "expert tensor parallelism", false, WhenMissing::Reject,
        ""},
-      {Feature::ModelConverters, "model converters (Float8/MX quantization)", false,
+      {Feature::ModelConverters, "the MX and grouped-GEMM converters (MXFP8, Float8 MoE)", false,
        WhenMissing::Reject, ""},
       {Feature::Compile, "compilation", false, WhenMissing::Reject, ""},
       {Feature::Validation, "validation", true, WhenMissing::Reject, ""},

@@ -148,7 +148,8 @@ std::vector<Field> build_table() {
                     "folder with tokenizer.json and optionally HF config and safetensors"));
   t.push_back(FIELD(model.tokenizer_path, "deprecated alias of hf_assets_path"));
   t.push_back(FIELD(model.converters, "model converters to apply, by registered name")
-                  .only(kConverters).needs(Feature::ModelConverters));
+                  .only(kConverters)
+                  .needs_beyond(Feature::ModelConverters, {"quantize.linear.float8"}));
   t.push_back(FIELD(model.print_after_conversion, "print the model after converters"));
   t.push_back(FIELD(model.dim, "titan.cpp: model width; unset: the flavor's").at_least(1));
   t.push_back(FIELD(model.n_layers, "titan.cpp: number of transformer blocks; unset: the flavor's")
@@ -324,8 +325,11 @@ std::vector<Field> build_table() {
   t.push_back(FIELD(quantize.linear.float8.precompute_float8_dynamic_scale_for_fsdp,
                     "one all-reduce for all float8 scales"));
   t.push_back(FIELD(quantize.linear.float8.recipe_name, "float8 scaling recipe"));
-  t.push_back(FIELD(quantize.linear.float8.filter_fqns, "Linear modules kept out of float8"));
-  t.push_back(FIELD(quantize.linear.float8.emulate, "emulated float8 (testing)"));
+  t.push_back(FIELD(quantize.linear.float8.filter_fqns,
+                    "Linear modules kept out of float8 (a substring of the name); the entry "
+                    "auto_filter_small_kn also keeps out those too small to gain"));
+  t.push_back(FIELD(quantize.linear.float8.emulate,
+                    "emulated float8 GEMMs on a GPU (CPU ranks always emulate)"));
   t.push_back(FIELD(quantize.linear.mx.mxfp8_dim1_cast_kernel_choice, "MX cast kernel"));
   t.push_back(FIELD(quantize.linear.mx.recipe_name, "MX recipe"));
   t.push_back(FIELD(quantize.linear.mx.filter_fqns, "Linear modules kept out of MX"));

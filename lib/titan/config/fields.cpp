@@ -179,6 +179,21 @@ Field& Field::needs(Feature needed) {
   return *this;
 }
 
+Field& Field::needs_beyond(Feature needed, std::vector<std::string> built) {
+  feature = needed;
+  feature_off = "[]";
+  for (const std::string& name : built) feature_off += " or [" + name + "]";
+  switches_on = [built = std::move(built)](const FieldValue& value, const FieldValue&) {
+    const auto* names = std::get_if<StringList>(&value);
+    if (names == nullptr) return false;
+    for (const std::string& name : *names) {
+      if (std::find(built.begin(), built.end(), name) == built.end()) return true;
+    }
+    return false;
+  };
+  return *this;
+}
+
 // Call after the range's or_value(), so the off values name the sentinel too.
 Field& Field::needs_above_one(Feature needed) {
   feature = needed;

@@ -259,6 +259,9 @@ struct CompileSection {
   std::string backend = "inductor";
 };
 
+// The filter_fqns entry that turns on torchao's size filter (linears too small to gain).
+inline constexpr const char* kAutoFilterSmallKn = "auto_filter_small_kn";
+
 struct LinearFloat8Section {
   bool enable_fsdp_float8_all_gather = false;
   bool precompute_float8_dynamic_scale_for_fsdp = false;

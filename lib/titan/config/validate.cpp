@@ -1,6 +1,9 @@
 // One validation pass over the merged config: every key's own rules first (so a typo in a
 // value is reported as such), then the features the values switch on, then the rules
 // between keys.
+#include <algorithm>
+#include <utility>
+
 #include "titan/config/fields.h"
 #include "titan/config/load.h"
 #include "titan/core/error.h"
@@ -68,6 +71,30 @@ void check_key_combinations(const JobConfig& config) {
       << "parallelism.enable_async_tensor_parallel: overlaps the sequence-parallel all-gathers "
       << "and reduce-scatters with the matmuls, and parallelism.enable_sequence_parallel is "
       << "false; turn sequence parallel on or async tensor parallel off";
+  const StringList& converters = config.model.converters;
+  if (std::find(converters.begin(), converters.end(), "quantize.linear.float8") !=
+      converters.end()) {
+    const LinearFloat8Section& f = config.quantize.linear.float8;
+    // torchtitan's rules: the float8 all-gather and its precomputed scales are tensorwise.
+    for (const auto& [on, key] : {std::pair{f.enable_fsdp_float8_all_gather,
+                                            "enable_fsdp_float8_all_gather"},
+                                  std::pair{f.precompute_float8_dynamic_scale_for_fsdp,
+                                            "precompute_float8_dynamic_scale_for_fsdp"}}) {
+      TITAN_CHECK_INPUT(!on || !f.recipe_name)
+          << "quantize.linear.float8." << key << ": works with the tensorwise recipe only (one "
+          << "scale per weight), and recipe_name is " << choice_name(*f.recipe_name)
+          << "; unset recipe_name or set " << key << " false";
+    }
+    const bool auto_filter = std::find(f.filter_fqns.begin(), f.filter_fqns.end(),
+                                       kAutoFilterSmallKn) != f.filter_fqns.end();
+    TITAN_CHECK_INPUT(!auto_filter || f.recipe_name != Float8Recipe::RowwiseWithGwHp)
+        << "quantize.linear.float8.filter_fqns: auto_filter_small_kn has thresholds for the "
+        << "tensorwise and rowwise recipes, not rowwise_with_gw_hp; remove it or change the recipe";
+    TITAN_CHECK_INPUT(!f.enable_fsdp_float8_all_gather || tp == 1)
+        << "quantize.linear.float8.enable_fsdp_float8_all_gather: with tensor parallelism "
+        << "(tensor_parallel_degree " << tp << ") is not built yet in titan.cpp (the scales "
+        << "would need the tp ranks' amaxes too); set it false";
+  }
   const CheckpointSection& c = config.checkpoint;
   TITAN_CHECK_INPUT(!c.enable || !c.last_save_model_only || c.export_dtype != Precision::Float16)
       << "checkpoint.export_dtype: float16 exports are not supported; use bfloat16 or float32";

@@ -75,6 +75,10 @@ ContextParallelGroup::ContextParallelGroup(Communicator& group, nn::SequenceSpli
                                            RotateMethod rotate)
     : group_(group), split_(split), rotate_(rotate) {}
 
+void ContextParallelGroup::all_reduce_max(Tensor& data) const {
+  group_.all_reduce(data, ReduceOp::Max).wait();
+}
+
 void ContextParallelGroup::attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
                                              float scale, const nn::SequenceLayout& seq,
                                              Tensor& out, Tensor& lse) const {

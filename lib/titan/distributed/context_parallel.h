@@ -41,6 +41,7 @@ class ContextParallelGroup final : public nn::ContextParallel {
                           const Tensor& out, const Tensor& lse, float scale,
                           const nn::SequenceLayout& seq, Tensor& dq, Tensor& dk,
                           Tensor& dv) const override;
+  void all_reduce_max(Tensor& data) const override;
 
  private:
   Communicator& group_;

@@ -31,6 +31,7 @@ class OneRank final : public ContextParallel {
   int64_t size() const override { return 1; }
   int64_t rank() const override { return 0; }
   SequenceSplit split() const override { return SequenceSplit::Contiguous; }
+  void all_reduce_max(Tensor&) const override {}
 
   void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
                          const SequenceLayout& seq, Tensor& out, Tensor& lse) const override {

@@ -71,6 +71,10 @@ class ContextParallel {
                                   const Tensor& v, const Tensor& out, const Tensor& lse,
                                   float scale, const SequenceLayout& seq, Tensor& dq, Tensor& dk,
                                   Tensor& dv) const = 0;
+
+  // data <- max of data over the group, in place: amaxes of activations whose tokens the
+  // ranks share (Float8 scales, nn/float8.h).
+  virtual void all_reduce_max(Tensor& data) const = 0;
 };
 
 // cp = 1: the attention op over the rank's whole sequence.

@@ -5,10 +5,19 @@
 //
 // Linear: y = x W^T, W [out, in] named "<prefix>.weight". Its record is its input x, which
 // the caller already keeps, so Linear has no record type of its own.
+//
+// Float8 (nn/float8.h): a linear the placer's Float8Training converts casts its GEMMs'
+// operands. The caller prepares what needs the other ranks once per GEMM, before any row
+// block runs: the weight as the GEMM reads it (forward_weight, grad_input_weight) and the
+// activation's scales (input_scales, grad_output_scales, from the caller's piece before a
+// gather); forward and backward_input then take row blocks. An unconverted linear gives its
+// weight and empty scales, so callers are written once.
 #pragma once
 
+#include <optional>
 #include <string>
 
+#include "titan/nn/float8.h"
 #include "titan/nn/parameter.h"
 #include "titan/ops/dispatch.h"
 
@@ -23,13 +32,29 @@ class Linear {
   const Parameter& weight() const { return weight_; }
   int64_t in_features() const { return weight_.global_shape()[1]; }
   int64_t out_features() const { return weight_.global_shape()[0]; }
+  bool float8() const { return float8_.has_value(); }
 
-  void forward(const Tensor& x, Tensor& y) const;                        // [N, in] -> [N, out]
+  Tensor forward_weight() const;
+  Tensor grad_input_weight() const;
+  Float8Scales input_scales(const Tensor& x_piece) const;
+  Float8Scales grad_output_scales(const Tensor& dy_piece) const;
+
+  // [n, in] -> [n, out]: rows of the input with their scales (Float8Scales::rows).
+  void forward(const Tensor& x, const Float8Scales& x_scales, const Tensor& weight,
+               Tensor& y) const;
+  void backward_input(const Tensor& dy, const Float8Scales& dy_scales, const Tensor& weight,
+                      Tensor& dx, ops::Accumulate accumulate) const;
+  // weight.grad += dy^T x over all rows of the microbatch (a converted linear's casts may
+  // reduce over the cp and tp ranks: every rank calls it).
+  void backward_weight(const Tensor& dy, const Tensor& x);
+
+  // Without Float8 or row blocks: the whole GEMM.
+  void forward(const Tensor& x, Tensor& y) const;
   void backward_input(const Tensor& dy, Tensor& dx, ops::Accumulate accumulate) const;
-  void backward_weight(const Tensor& dy, const Tensor& x);               // weight.grad +=
 
  private:
   Parameter weight_;
+  std::optional<Float8Linear> float8_;
 };
 
 // RMSNorm with a learned scale "<prefix>.weight" [D], initialized to ones.

@@ -79,6 +79,7 @@ void Parameter::release_full() {
   if (!placement_.sharded()) return;
   value_ = Tensor();
   grad_ = Tensor();
+  float8_precast_ = false;
 }
 
 void Parameter::initialize(uint64_t seed) {

@@ -79,6 +79,14 @@ class Parameter {
   // undefined: a backward that needs no weights binds only the gradient), then release.
   void bind_full(Tensor value, Tensor grad);
   void release_full();
+  // The weight of a linear converted to Float8 (nn/float8.h): what FSDP's float8 all-gather
+  // sends in e4m3.
+  bool float8() const { return float8_; }
+  void set_float8(bool converted) { float8_ = converted; }
+  // The gatherer's mark that the bound value() is already a tensorwise e4m3 round trip of the
+  // whole (FSDP's float8 all-gather, nn/float8.h); release_full clears it.
+  bool float8_precast() const { return float8_precast_; }
+  void set_float8_precast(bool precast) { float8_precast_ = precast; }
 
   // Fills the local box from Philox stream philox_stream_key(name) under `seed` (on the
   // host; a device parameter gets the values copied over), and the compute copy from it.
@@ -96,6 +104,8 @@ class Parameter {
   Placement placement_;
   Tensor shard_, shard_grad_;
   Tensor value_, grad_;
+  bool float8_ = false;
+  bool float8_precast_ = false;
 };
 
 }  // namespace titan::nn

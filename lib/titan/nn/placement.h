@@ -46,6 +46,7 @@
 
 #include "titan/core/tensor.h"
 #include "titan/nn/context_parallel.h"
+#include "titan/nn/float8.h"
 #include "titan/nn/tensor_parallel.h"
 
 namespace titan::nn {
@@ -135,6 +136,9 @@ struct ParameterLayout {
   // How attention reaches the other ranks' keys over cp (the trainer's, which outlives the
   // model); null: one rank. No parameter is placed over cp beyond FSDP's dp_shard x cp.
   const ContextParallel* context_parallel = nullptr;
+  // quantize.linear.float8 (the model's, which outlives its modules): the linears it converts
+  // cast their GEMMs to float8, as torchtitan converts them before it parallelizes. Null: off.
+  const Float8Training* float8 = nullptr;
 
   const TensorParallel& tp_group() const {
     return tensor_parallel ? *tensor_parallel : no_tensor_parallel();

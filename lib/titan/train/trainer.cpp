@@ -1,5 +1,6 @@
 #include "titan/train/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -47,6 +48,38 @@ const config::JobConfig& validated(const config::JobConfig& config) {
 }
 
 }  // namespace
+
+// quantize.linear.float8 when model.converters names it. CPU ranks always emulate the fp8
+// GEMMs (exactly: ops/float8.h); a GPU runs the same emulation when asked to.
+std::optional<nn::Float8Training> float8_training_for(const config::JobConfig& config,
+                                                      Device device) {
+  const config::StringList& converters = config.model.converters;
+  if (std::find(converters.begin(), converters.end(), "quantize.linear.float8") ==
+      converters.end()) {
+    return std::nullopt;
+  }
+  const config::LinearFloat8Section& f = config.quantize.linear.float8;
+  TITAN_CHECK_INPUT(device.is_cpu() || f.emulate)
+      << "model.converters quantize.linear.float8: the cuBLASLt FP8 GEMMs are not wired into "
+      << "training yet; set quantize.linear.float8.emulate true (the exact emulation) or train "
+      << "on the CPU";
+  nn::Float8Training training;
+  switch (f.recipe_name.value_or(config::Float8Recipe::Tensorwise)) {
+    case config::Float8Recipe::Tensorwise: training.recipe = nn::float8_tensorwise(); break;
+    case config::Float8Recipe::Rowwise: training.recipe = nn::float8_rowwise(); break;
+    case config::Float8Recipe::RowwiseWithGwHp:
+      training.recipe = nn::float8_rowwise_with_gw_hp();
+      break;
+  }
+  for (const std::string& fqn : f.filter_fqns) {
+    if (fqn == config::kAutoFilterSmallKn) {
+      training.auto_filter_small_kn = true;
+    } else {
+      training.filter_fqns.push_back(fqn);
+    }
+  }
+  return training;
+}
 
 int64_t accumulation_steps_for(const config::JobConfig& config, int64_t dp_degree) {
   const config::TrainingSection& t = config.training;
@@ -120,6 +153,8 @@ Trainer::Trainer(const config::JobConfig& config, distributed::Mesh* mesh,
             : distributed::RotateMethod::AllGather);
     layout.context_parallel = context_parallel_.get();
   }
+  float8_ = float8_training_for(config, device_);
+  if (float8_) layout.float8 = &*float8_;
   if (layout.tp.size > 1) {
     // The vocab-parallel embedding and loss have CPU kernels only so far.
     TITAN_CHECK_INPUT(device_.is_cpu())
@@ -231,6 +266,14 @@ void Trainer::log_start() const {
     std::ostringstream where;
     where << device_;
     log::info("device: %s (%s)", where.str().c_str(), device_name(device_).c_str());
+  }
+  if (float8_) {
+    int64_t converted = 0;
+    for (const nn::Parameter* p : parameters_) converted += p->float8() ? 1 : 0;
+    log::info("Float8: %s recipe (emulated in float32), %lld linear weights of this rank's "
+              "layers converted; the output projection stays in high precision (fused with "
+              "the loss)",
+              float8_->recipe.name, (long long)converted);
   }
   if (model_->compute_dtype() != DType::F32) {
     log::info("mixed precision: weights and activations in %s, float32 master weights, "

@@ -61,6 +61,13 @@ namespace titan::train {
 // microbatch on every dp rank.
 int64_t accumulation_steps_for(const config::JobConfig& config, int64_t dp_degree = 1);
 
+// quantize.linear.float8 as the model's linears apply it (nn::ParameterLayout::float8), when
+// model.converters names it; none otherwise. CPU ranks always emulate the fp8 GEMMs (exactly:
+// ops/float8.h); a GPU runs the same emulation only when quantize.linear.float8.emulate asks
+// (its cuBLASLt GEMMs are not wired in yet: exit 2 otherwise).
+std::optional<nn::Float8Training> float8_training_for(const config::JobConfig& config,
+                                                      Device device);
+
 struct StepResult {
   int64_t step = 0;
   double loss = 0;       // global token-mean loss
@@ -141,6 +148,8 @@ class Trainer {
   std::unique_ptr<distributed::TensorParallelGroup> tensor_parallel_;
   // Context parallelism's attention (cp > 1), which the model's attention modules use.
   std::unique_ptr<distributed::ContextParallelGroup> context_parallel_;
+  // quantize.linear.float8 when model.converters names it, which the model's linears read.
+  std::optional<nn::Float8Training> float8_;
   std::unique_ptr<models::Model> model_;
   std::unique_ptr<distributed::FullyShardedDataParallel> fsdp_;  // the model's unit hooks
   // Pipeline parallelism (pp > 1): runs this rank's stages of each batch's microbatches.

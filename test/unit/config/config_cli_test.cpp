@@ -139,7 +139,12 @@ TEST(ConfigCommandLine, RejectsEachFeatureNotBuiltYetNamingIt) {
     switch (field.kind) {
       case FieldKind::Bool: value = "true"; break;
       case FieldKind::Int: value = "2"; break;
-      case FieldKind::StringList: value = field.choices.at(0); break;
+      case FieldKind::StringList:  // the first allowed element that switches it on
+        for (auto choice = field.choices.rbegin(); choice != field.choices.rend(); ++choice) {
+          const config::FieldValue list(config::StringList{*choice});
+          if (field.switches_on(list, field.default_value())) value = *choice;
+        }
+        break;
       case FieldKind::Choice:
         for (const std::string& choice : field.choices) {
           if (field.switches_on(config::FieldValue(choice), field.default_value())) value = choice;
@@ -154,6 +159,35 @@ TEST(ConfigCommandLine, RejectsEachFeatureNotBuiltYetNamingIt) {
     ++checked;
   }
   EXPECT_GE(checked, 12);  // the list today; fewer means a feature landed: lower this
+}
+
+// quantize.linear.float8: torchtitan's names and rules, each refusal naming the key.
+TEST(ConfigCommandLine, Float8KeysFollowTorchtitansRules) {
+  const std::vector<std::string> float8 = {"--model.converters", "quantize.linear.float8"};
+  auto with_float8 = [&](std::vector<std::string> more) {
+    more.insert(more.begin(), float8.begin(), float8.end());
+    return more;
+  };
+  expect_rejected({"--model.converters", "quantize.linear.float9"},
+                  {"--model.converters", "quantize.linear.float9", "quantize.linear.float8"});
+  expect_rejected({"--model.converters", "quantize.linear.mx"},
+                  {"--model.converters", "MX and grouped-GEMM converters", "not built yet"});
+  expect_rejected(with_float8({"--quantize.linear.float8.recipe_name", "columnwise"}),
+                  {"recipe_name", "columnwise", "rowwise_with_gw_hp"});
+  for (const char* key : {"enable_fsdp_float8_all_gather",
+                          "precompute_float8_dynamic_scale_for_fsdp"}) {
+    expect_rejected(with_float8({std::string("--quantize.linear.float8.") + key, "true",
+                                 "--quantize.linear.float8.recipe_name", "rowwise"}),
+                    {std::string("quantize.linear.float8.") + key, "tensorwise", "rowwise"});
+  }
+  expect_rejected(with_float8({"--quantize.linear.float8.filter_fqns", "auto_filter_small_kn",
+                               "--quantize.linear.float8.recipe_name", "rowwise_with_gw_hp"}),
+                  {"quantize.linear.float8.filter_fqns", "auto_filter_small_kn"});
+  // Without the converter the section's values are only stored, as torchtitan's.
+  EXPECT_EQ(printed_line({"--quantize.linear.float8.recipe_name", "rowwise",
+                          "--quantize.linear.float8.enable_fsdp_float8_all_gather", "true"},
+                         "quantize.linear.float8.enable_fsdp_float8_all_gather"),
+            "      enable_fsdp_float8_all_gather: true");
 }
 
 TEST(ConfigCommandLine, SwitchingAFeatureOffIsAccepted) {

@@ -3,7 +3,8 @@
 // decay. Golden data: test/golden/llama3/<variant>/, made by
 // tools/reference/regenerate_golden.sh from titan.cpp's own initialization and batches;
 // tiny_block_causal masks attention per document, its documents the sentences of one
-// address (test/golden/llama3/documents).
+// address (test/golden/llama3/documents); tiny_float8 and tiny_float8_rowwise train with
+// Float8 linears (tensorwise and rowwise recipes), the reference simulating fp8 rounding.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -39,6 +40,7 @@ class Llama3Golden : public ::testing::TestWithParam<std::string> {
     fs::remove_all(config_.job.dump_folder);
     golden_ = std::make_unique<ckpt::SafetensorsFile>(ckpt::read_safetensors((dir_ / "golden.safetensors").string()));
     batch_ = std::make_unique<ckpt::SafetensorsFile>(ckpt::read_safetensors((dir_ / "batch.safetensors").string()));
+    float8_ = train::float8_training_for(config_, Device::cpu());
   }
 
   // Microbatch a of step s (0-based) from the committed batch file.
@@ -55,7 +57,9 @@ class Llama3Golden : public ::testing::TestWithParam<std::string> {
 
   // The model of the variant's config, initialized, its documents cut at config.json's EOS.
   std::unique_ptr<Llama3Model> model() const {
-    auto model = std::make_unique<Llama3Model>(model_args_from_config(config_));
+    nn::ParameterLayout layout;
+    if (float8_) layout.float8 = &*float8_;
+    auto model = std::make_unique<Llama3Model>(model_args_from_config(config_), layout);
     model->initialize(config_.debug.effective_seed());
     std::ifstream file(dir_ / "config.json");
     const nlohmann::json reference = nlohmann::json::parse(file);
@@ -65,6 +69,7 @@ class Llama3Golden : public ::testing::TestWithParam<std::string> {
 
   fs::path dir_;
   config::JobConfig config_;
+  std::optional<nn::Float8Training> float8_;  // the variant's Float8 linears, if any
   std::unique_ptr<ckpt::SafetensorsFile> golden_, batch_;
 };
 
@@ -146,7 +151,8 @@ TEST_P(Llama3Golden, FiveTrainingStepsMatchPyTorch) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, Llama3Golden,
-                         ::testing::Values("tiny", "tiny_tied", "tiny_block_causal"));
+                         ::testing::Values("tiny", "tiny_tied", "tiny_block_causal", "tiny_float8",
+                                           "tiny_float8_rowwise"));
 
 }  // namespace
 }  // namespace titan::models::llama3

@@ -29,6 +29,7 @@ class Place final : public ContextParallel {
                           Tensor&, Tensor&) const override {
     TITAN_FAIL() << "not a group";
   }
+  void all_reduce_max(Tensor&) const override { TITAN_FAIL() << "not a group"; }
 
  private:
   int64_t size_, rank_;

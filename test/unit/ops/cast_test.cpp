@@ -10,6 +10,7 @@
 #include <random>
 
 #include "op_harness.h"
+#include "support/float_reference.h"
 #include "titan/core/float_formats.h"
 #include "titan/ops/cast.h"
 
@@ -161,40 +162,6 @@ TEST(Cast, RejectsMismatchedShapesAndNonFloatDtypes) {
 
 // --- the op-case table ---------------------------------------------------------------------
 
-struct Layout {
-  int man_bits;     // stored mantissa bits
-  int min_exp;      // exponent of the smallest normal
-  double max;       // largest finite value
-  bool saturates;   // beyond max: max (fp8) or inf
-};
-
-Layout layout_of(DType t) {
-  switch (t) {
-    case DType::BF16: return {7, -126, 0x1.fep127, false};
-    case DType::F16: return {10, -14, 65504.0, false};
-    case DType::F8E4M3: return {3, -6, 448.0, true};
-    case DType::F8E5M2: return {2, -14, 57344.0, true};
-    default: return {23, -126, 0x1.fffffep127, false};
-  }
-}
-
-// x rounded to the format in float64: scale so the kept bits are the integer part,
-// round half to even, scale back. Below the smallest normal the exponent stays at min_exp,
-// which is exactly what subnormals are.
-double round_to_format(double x, const Layout& f) {
-  if (x == 0 || !std::isfinite(x)) return x;
-  int e;
-  std::frexp(std::fabs(x), &e);  // |x| in [2^(e-1), 2^e)
-  const int exponent = std::max(e - 1, f.min_exp);
-  const double scaled = std::fabs(x) * std::ldexp(1.0, f.man_bits - exponent);
-  double rounded = std::floor(scaled);
-  const double fraction = scaled - rounded;
-  if (fraction > 0.5 || (fraction == 0.5 && std::fmod(rounded, 2.0) == 1.0)) rounded += 1;
-  double value = std::ldexp(rounded, exponent - f.man_bits);
-  if (value > f.max) value = f.saturates ? f.max : INFINITY;
-  return std::copysign(value, x);
-}
-
 // Input: x [N, D]; flags: destination DType. Inputs span 2^-26 .. 2^15 in magnitude, so
 // subnormals, every fp8's saturation and ordinary values all appear (f16 stays finite).
 const bool registered = register_op_harness("cast", OpHarness{
@@ -213,7 +180,7 @@ const bool registered = register_op_harness("cast", OpHarness{
     .input_names = {"x"},
     .differentiable = {false},
     .reference = [](const OpCase& c, const std::vector<Values>& in) {
-      const Layout layout = layout_of(DType(c.flags));
+      const FloatLayout layout = float_layout_of(DType(c.flags));
       Values y(in[0].size());
       for (size_t i = 0; i < y.size(); ++i) y[i] = round_to_format(in[0][i], layout);
       return y;
@@ -235,13 +202,13 @@ const bool registered = register_op_harness("cast", OpHarness{
 
 TEST(Cast, RoundingReferenceOfTheTableAgreesWithTheLandmarks) {
   // The float64 reference that the table rows use, checked on values with known answers.
-  EXPECT_EQ(round_to_format(1.0 + 0x1p-8, layout_of(DType::BF16)), 1.0);
-  EXPECT_EQ(round_to_format(1.0 + 3 * 0x1p-8, layout_of(DType::BF16)), 1.0 + 0x1p-6);
-  EXPECT_EQ(round_to_format(0x1p-25, layout_of(DType::F16)), 0.0);
-  EXPECT_EQ(round_to_format(3 * 0x1p-25, layout_of(DType::F16)), 0x1p-23);
-  EXPECT_EQ(round_to_format(1000.0, layout_of(DType::F8E4M3)), 448.0);
-  EXPECT_EQ(round_to_format(-1e6, layout_of(DType::F8E5M2)), -57344.0);
-  EXPECT_EQ(round_to_format(0.3, layout_of(DType::F8E4M3)), 0.3125);
+  EXPECT_EQ(round_to_format(1.0 + 0x1p-8, float_layout_of(DType::BF16)), 1.0);
+  EXPECT_EQ(round_to_format(1.0 + 3 * 0x1p-8, float_layout_of(DType::BF16)), 1.0 + 0x1p-6);
+  EXPECT_EQ(round_to_format(0x1p-25, float_layout_of(DType::F16)), 0.0);
+  EXPECT_EQ(round_to_format(3 * 0x1p-25, float_layout_of(DType::F16)), 0x1p-23);
+  EXPECT_EQ(round_to_format(1000.0, float_layout_of(DType::F8E4M3)), 448.0);
+  EXPECT_EQ(round_to_format(-1e6, float_layout_of(DType::F8E5M2)), -57344.0);
+  EXPECT_EQ(round_to_format(0.3, float_layout_of(DType::F8E4M3)), 0.3125);
 }
 
 }  // namespace
