@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "support/gradient_check.h"
 #include "titan/models/registry.h"
@@ -65,4 +66,27 @@ void expect_same_run(const TrainingRun& run, const TrainingRun& reference) {
     titan::testing::expect_close(titan::testing::to_values(run.parameters.at(name)),
                                  titan::testing::to_values(value), 1e-5, name);
   }
+}
+
+RunDifference run_difference(const TrainingRun& run, const TrainingRun& reference) {
+  RunDifference d;
+  for (size_t s = 0; s < std::min(run.steps.size(), reference.steps.size()); ++s) {
+    const train::StepResult &got = run.steps[s], &want = reference.steps[s];
+    d.loss = std::max(d.loss, std::fabs(got.loss - want.loss) / std::fabs(want.loss));
+    d.grad_norm =
+        std::max(d.grad_norm, std::fabs(got.grad_norm - want.grad_norm) / want.grad_norm);
+  }
+  for (const auto& [name, value] : reference.parameters) {
+    const auto at = run.parameters.find(name);
+    if (at == run.parameters.end()) continue;
+    const titan::testing::Values a = titan::testing::to_values(at->second);
+    const titan::testing::Values b = titan::testing::to_values(value);
+    double diff = 0, norm = 0;
+    for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+      diff += (a[i] - b[i]) * (a[i] - b[i]);
+      norm += b[i] * b[i];
+    }
+    d.parameters = std::max(d.parameters, std::sqrt(diff / std::max(norm, 1e-30)));
+  }
+  return d;
 }

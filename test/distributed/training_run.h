@@ -32,5 +32,12 @@ std::map<std::string, titan::Tensor> whole_parameters(titan::train::Trainer& tra
 // Trains `config` on `mesh` (none: one rank) and gathers the result.
 TrainingRun train_run(const titan::config::JobConfig& config, titan::distributed::Mesh* mesh);
 
+// The largest |p - p_ref| / |p_ref| over the parameters (2-norms), and over the steps the
+// largest relative difference of loss and of grad norm.
+struct RunDifference {
+  double parameters = 0, loss = 0, grad_norm = 0;
+};
+RunDifference run_difference(const TrainingRun& run, const TrainingRun& reference);
+
 // EXPECTs every step's loss and grad norm, and every parameter, within 1e-5 relative.
 void expect_same_run(const TrainingRun& run, const TrainingRun& reference);

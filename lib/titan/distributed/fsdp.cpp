@@ -5,6 +5,7 @@
 #include "titan/core/copy.h"
 #include "titan/ops/cast.h"
 #include "titan/ops/elementwise.h"
+#include "titan/ops/float8.h"
 
 namespace titan::distributed {
 namespace {
@@ -96,9 +97,13 @@ FullyShardedDataParallel::FullyShardedDataParallel(std::vector<nn::ParameterUnit
       unit.full_offsets.push_back(unit.full_numel);
       unit.rank_rows.emplace_back();
       for (int64_t r = 0; r < n; ++r) unit.rank_rows.back().push_back(rows_of_rank(*p, r, n));
+      unit.stream.push_back(0);
+      unit.gather_offsets.push_back(unit.segment_numel);
+      unit.float8_index.push_back(-1);
       unit.segment_numel += nn::rows_per_shard(rows_of(*p), n) * row_numel(*p);
       unit.full_numel += shape_numel(p->value_shape());
     }
+    unit.gather_numel[0] = unit.segment_numel;
     unit.spec = std::move(spec);
     units_.push_back(std::move(unit));
   }
@@ -114,24 +119,95 @@ void FullyShardedDataParallel::record(std::vector<int>& order, int unit) {
   if (std::find(order.begin(), order.end(), unit) == order.end()) order.push_back(unit);
 }
 
+void FullyShardedDataParallel::use_float8_all_gather(bool precompute_scales) {
+  precompute_float8_scales_ = precompute_scales;
+  const int64_t n = shard_group_.size();
+  for (Unit& unit : units_) {
+    unit.gather_numel[0] = unit.gather_numel[1] = 0;
+    unit.float8_count = 0;
+    for (size_t k = 0; k < unit.spec.parameters.size(); ++k) {
+      const nn::Parameter& p = *unit.spec.parameters[k];
+      const int s = p.float8() ? 1 : 0;
+      unit.stream[k] = s;
+      unit.float8_index[k] = s == 1 ? unit.float8_count++ : -1;
+      unit.gather_offsets[k] = unit.gather_numel[s];
+      unit.gather_numel[s] += nn::rows_per_shard(rows_of(p), n) * row_numel(p);
+    }
+  }
+}
+
+int64_t FullyShardedDataParallel::float8_weight_count() const {
+  int64_t count = 0;
+  for (const Unit& unit : units_) count += unit.float8_count;
+  return count;
+}
+
+void FullyShardedDataParallel::compute_float8_scales(const std::vector<Unit*>& units) {
+  int64_t count = 0;
+  for (const Unit* unit : units) count += unit->float8_count;
+  if (count == 0) return;
+  Tensor amax = Tensor::empty({count}, DType::F32, device_);
+  int64_t at = 0;
+  for (const Unit* unit : units) {
+    for (size_t k = 0; k < unit->spec.parameters.size(); ++k) {
+      if (unit->stream[k] != 1) continue;
+      Tensor one = amax.narrow(at++, 1);
+      ops::float8_amax(unit->spec.parameters[k]->shard(), ops::Float8Axis::Tensor, one);
+    }
+  }
+  shard_group_.all_reduce(amax, ReduceOp::Max).wait();
+  Tensor scales = Tensor::empty({count}, DType::F32, device_);
+  ops::float8_scales(amax, DType::F8E4M3, /*power_of_two=*/false, scales);
+  at = 0;
+  for (Unit* unit : units) {
+    unit->float8_scales = scales.narrow(at, unit->float8_count);
+    at += unit->float8_count;
+  }
+}
+
+void FullyShardedDataParallel::precompute_float8_scales() {
+  if (!sharded() || !precompute_float8_scales_) return;
+  std::vector<Unit*> all;
+  for (Unit& unit : units_) all.push_back(&unit);
+  compute_float8_scales(all);
+}
+
 void FullyShardedDataParallel::start_gather(Unit& unit) {
   MemoryTagScope tag("communication");
-  unit.gather_input = Tensor::empty({unit.segment_numel}, compute_dtype_, device_);
+  if (unit.float8_count > 0 && !precompute_float8_scales_) compute_float8_scales({&unit});
+  unit.gather_input = Tensor::empty({unit.gather_numel[0]}, compute_dtype_, device_);
+  if (unit.float8_count > 0) {
+    unit.gather_input8 = Tensor::empty({unit.gather_numel[1]}, DType::F8E4M3, device_);
+  }
   const int64_t n = shard_group_.size();
   for (size_t k = 0; k < unit.spec.parameters.size(); ++k) {
     const nn::Parameter& p = *unit.spec.parameters[k];
     const int64_t padded = nn::rows_per_shard(rows_of(p), n) * row_numel(p);
     const int64_t held = p.shard().numel();
-    copy_slice(p.shard(), 0, unit.gather_input, unit.segment_offsets[k], held);
-    zero_slice(unit.gather_input, unit.segment_offsets[k] + held, padded - held);
+    const int64_t at = unit.gather_offsets[k];
+    Tensor& input = unit.stream[k] == 1 ? unit.gather_input8 : unit.gather_input;
+    if (unit.stream[k] == 1) {
+      Tensor q = slice(input, at, held);
+      ops::float8_quantize(slice(p.shard(), 0, held),
+                           unit.float8_scales.narrow(unit.float8_index[k], 1),
+                           ops::Float8Axis::Tensor, q);
+    } else {
+      copy_slice(p.shard(), 0, input, at, held);
+    }
+    zero_slice(input, at + held, padded - held);
   }
-  unit.gathered = Tensor::empty({n * unit.segment_numel}, compute_dtype_, device_);
+  unit.gathered = Tensor::empty({n * unit.gather_numel[0]}, compute_dtype_, device_);
   unit.gather = shard_group_.all_gather(unit.gather_input, unit.gathered);
+  if (unit.float8_count > 0) {
+    unit.gathered8 = Tensor::empty({n * unit.gather_numel[1]}, DType::F8E4M3, device_);
+    unit.gather8 = shard_group_.all_gather(unit.gather_input8, unit.gathered8);
+  }
   unit.status = Status::Gathering;
 }
 
 void FullyShardedDataParallel::finish_gather(Unit& unit) {
   unit.gather.wait();
+  if (unit.float8_count > 0) unit.gather8.wait();
   const int64_t n = shard_group_.size();
   {
     MemoryTagScope tag("parameters.unsharded");
@@ -140,14 +216,24 @@ void FullyShardedDataParallel::finish_gather(Unit& unit) {
   for (size_t k = 0; k < unit.spec.parameters.size(); ++k) {
     const nn::Parameter& p = *unit.spec.parameters[k];
     const int64_t cols = row_numel(p);
+    const int s = unit.stream[k];
     for (int64_t r = 0; r < n; ++r) {
       const nn::Box& box = unit.rank_rows[k][size_t(r)];
-      copy_slice(unit.gathered, r * unit.segment_numel + unit.segment_offsets[k], unit.full,
-                 unit.full_offsets[k] + box.offset[0] * cols, box.extent[0] * cols);
+      const int64_t from = r * unit.gather_numel[s] + unit.gather_offsets[k];
+      const int64_t to = unit.full_offsets[k] + box.offset[0] * cols;
+      const int64_t numel = box.extent[0] * cols;
+      if (s == 0) {
+        copy_slice(unit.gathered, from, unit.full, to, numel);
+      } else if (numel > 0) {
+        Tensor whole = slice(unit.full, to, numel);
+        ops::float8_dequantize(slice(unit.gathered8, from, numel),
+                               unit.float8_scales.narrow(unit.float8_index[k], 1),
+                               ops::Float8Axis::Tensor, whole);
+      }
     }
   }
-  unit.gathered = Tensor();
-  unit.gather_input = Tensor();
+  unit.gathered = unit.gathered8 = Tensor();
+  unit.gather_input = unit.gather_input8 = Tensor();
   unit.status = Status::Gathered;
 }
 
@@ -168,6 +254,7 @@ void FullyShardedDataParallel::bind(Unit& unit) {
       grad = slice(unit.full_grad, unit.full_offsets[k], numel).reshape(p.value_shape());
     }
     p.bind_full(value, grad);
+    p.set_float8_precast(value.defined() && unit.stream[k] == 1);
   }
 }
 

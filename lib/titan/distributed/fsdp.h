@@ -77,6 +77,17 @@ class FullyShardedDataParallel final : public nn::UnitHooks {
   // Completes every gradient reduction of the step (see above).
   void reduce_gradients();
 
+  // Float8 all-gather (quantize.linear.float8.enable_fsdp_float8_all_gather): the weights of
+  // Float8 linears (Parameter::float8) travel as e4m3 bytes, a quarter of f32, each with the
+  // tensorwise scale of the whole weight (its amax: a max over the shard group), and are
+  // bound dequantized and marked precast, so the linear casts nothing again: the same values
+  // as gathering in high precision and casting after. Scales come from one all-reduce per
+  // gather, or, with precompute_scales, from one all-reduce for every such weight per step
+  // (precompute_float8_scales, called before the step's first gather).
+  void use_float8_all_gather(bool precompute_scales);
+  void precompute_float8_scales();
+  int64_t float8_weight_count() const;
+
   bool sharded() const { return shard_group_.size() > 1; }
   Device device() const { return device_; }
   int unit_count() const { return int(units_.size()); }
@@ -95,6 +106,18 @@ class FullyShardedDataParallel final : public nn::UnitHooks {
     std::vector<std::vector<nn::Box>> rank_rows;
     int64_t segment_numel = 0;             // one rank's flat shard, padded
     int64_t full_numel = 0;                // the whole unit, unpadded
+    // The all-gather's layout: per parameter, its stream (0: the compute dtype; 1: e4m3, a
+    // Float8 linear's weight under the float8 all-gather) and its offset in a rank's part of
+    // that stream; and per stream the numel of a rank's part. Without the float8 all-gather
+    // it is the flat shard's layout, one stream.
+    std::vector<int> stream;
+    std::vector<int64_t> gather_offsets;
+    int64_t gather_numel[2] = {0, 0};
+    std::vector<int64_t> float8_index;     // per parameter: its scale's index, or -1
+    int64_t float8_count = 0;
+    Tensor float8_scales;                  // [float8_count] f32, valid from the gather on
+    Tensor gather_input8, gathered8;       // stream 1's buffers while gathering
+    Work gather8;
     Status status = Status::Sharded;
     Tensor gather_input, gathered;         // [segment_numel], [n * segment_numel] while gathering
     Work gather;
@@ -117,6 +140,8 @@ class FullyShardedDataParallel final : public nn::UnitHooks {
   void reduce_scatter_and_release(int unit);
   void complete_reduction(Reduction& reduction);
   static void record(std::vector<int>& order, int unit);
+  // The e4m3 scales of the float8 weights of `units` from one all-reduce of their amaxes.
+  void compute_float8_scales(const std::vector<Unit*>& units);
 
   std::vector<Unit> units_;
   Communicator& shard_group_;
@@ -127,6 +152,7 @@ class FullyShardedDataParallel final : public nn::UnitHooks {
   std::vector<int> forward_order_, backward_order_;
   std::deque<Reduction> reductions_;  // reduce-scatters in flight, oldest first
   bool schedule_driven_ = false;
+  bool precompute_float8_scales_ = false;
   config::ReshardAfterForward policy_;
 };
 

@@ -187,6 +187,10 @@ Trainer::Trainer(const config::JobConfig& config, distributed::Mesh* mesh,
   fsdp_ = std::make_unique<distributed::FullyShardedDataParallel>(
       model_->units(), mesh_->tensor_dp_shard_cp(), mesh_->tensor_dp_replicate(),
       config.parallelism.fsdp_reshard_after_forward);
+  if (const config::LinearFloat8Section& f = config.quantize.linear.float8;
+      float8_ && f.enable_fsdp_float8_all_gather) {
+    fsdp_->use_float8_all_gather(f.precompute_float8_dynamic_scale_for_fsdp);
+  }
   model_->set_unit_hooks(fsdp_.get());
   if (schedule) {
     fsdp_->set_schedule_driven();
@@ -270,10 +274,15 @@ void Trainer::log_start() const {
   if (float8_) {
     int64_t converted = 0;
     for (const nn::Parameter* p : parameters_) converted += p->float8() ? 1 : 0;
+    const bool gathered = fsdp_->sharded() && fsdp_->float8_weight_count() > 0;
     log::info("Float8: %s recipe (emulated in float32), %lld linear weights of this rank's "
               "layers converted; the output projection stays in high precision (fused with "
-              "the loss)",
-              float8_->recipe.name, (long long)converted);
+              "the loss)%s",
+              float8_->recipe.name, (long long)converted,
+              !gathered ? ""
+              : config_.quantize.linear.float8.precompute_float8_dynamic_scale_for_fsdp
+                  ? "; FSDP all-gathers them in float8, scales precomputed once per step"
+                  : "; FSDP all-gathers them in float8");
   }
   if (model_->compute_dtype() != DType::F32) {
     log::info("mixed precision: weights and activations in %s, float32 master weights, "
@@ -319,6 +328,7 @@ StepResult Trainer::run_step() {
   const float grad_scale = float(1.0 / double(valid));
 
   zero_grads(parameters_);
+  fsdp_->precompute_float8_scales();  // the float8 all-gather's scales of this step's weights
   double loss_sum = 0;
   for (data::TokenBatch& batch : batches) {
     tokens_seen_ += batch.inputs.numel() * mesh_->dp_degree();
@@ -459,6 +469,7 @@ void Trainer::inject_test_fault() const {
 ValidationResult Trainer::validate() {
   TITAN_CHECK(validation_data_) << "validate: validation.enable is off";
   validation_data_->seek(0);  // every pass reads the same windows
+  fsdp_->precompute_float8_scales();  // the weights changed since the step's
   double loss_sum = 0;
   int64_t valid = 0;
   for (int64_t i = 0; i < validation_steps_; ++i) {
