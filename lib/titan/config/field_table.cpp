@@ -321,10 +321,13 @@ std::vector<Field> build_table() {
   t.push_back(FIELD(compile.backend, "compile backend"));
   // quantize: takes effect only when named in model.converters
   t.push_back(FIELD(quantize.linear.float8.enable_fsdp_float8_all_gather,
-                    "FSDP all-gathers in float8"));
+                    "FSDP all-gathers the converted weights in e4m3 (tensorwise recipe only; "
+                    "not yet with TP)"));
   t.push_back(FIELD(quantize.linear.float8.precompute_float8_dynamic_scale_for_fsdp,
-                    "one all-reduce for all float8 scales"));
-  t.push_back(FIELD(quantize.linear.float8.recipe_name, "float8 scaling recipe"));
+                    "one all-reduce for all float8 scales per step (with the float8 all-gather; "
+                    "tensorwise only)"));
+  t.push_back(FIELD(quantize.linear.float8.recipe_name,
+                    "float8 scaling recipe; unset: tensorwise (docs/float8.md)"));
   t.push_back(FIELD(quantize.linear.float8.filter_fqns,
                     "Linear modules kept out of float8 (a substring of the name); the entry "
                     "auto_filter_small_kn also keeps out those too small to gain"));

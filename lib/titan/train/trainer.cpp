@@ -283,6 +283,14 @@ void Trainer::log_start() const {
               : config_.quantize.linear.float8.precompute_float8_dynamic_scale_for_fsdp
                   ? "; FSDP all-gathers them in float8, scales precomputed once per step"
                   : "; FSDP all-gathers them in float8");
+    if (config_.model.print_after_conversion) {  // torchtitan prints the converted model
+      for (const nn::Parameter* p : parameters_) {
+        if (p->global_shape().size() != 2) continue;
+        log::info("  %s [%lld, %lld]: %s", p->name().c_str(), (long long)p->global_shape()[0],
+                  (long long)p->global_shape()[1],
+                  p->float8() ? float8_->recipe.name : "high precision");
+      }
+    }
   }
   if (model_->compute_dtype() != DType::F32) {
     log::info("mixed precision: weights and activations in %s, float32 master weights, "
