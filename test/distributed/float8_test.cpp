@@ -4,7 +4,8 @@
 // close), since every amax is reduced over the ranks holding pieces of its operand
 // (nn/float8.h). Every microbatch holds one sequence in every layout, so each amax covers
 // the same tokens as one rank's. The communicator counters show what the float8 all-gather
-// saves and how many amax all-reduces each scale mode makes. Run by CTest on 2 ranks.
+// saves and how many amax all-reduces each scale mode makes. Run by CTest on 2 ranks, and
+// on 4 for FSDP 2 x TP 2.
 #include <gtest/gtest.h>
 
 #include "distributed_test_main.h"
@@ -89,6 +90,17 @@ TEST(Float8, FsdpFloat8AllGatherEqualsGatheringInHighPrecision) {
     EXPECT_EQ(d.grad_norm, 0.0);
     EXPECT_EQ(d.parameters, 0.0);
   }
+}
+
+// At 4 ranks: FSDP 2 x TP 2, where a gathered weight is the rank's tp piece and its scale
+// needs the tp ranks' amaxes too.
+TEST(Float8, FsdpFloat8AllGatherUnderTensorParallel) {
+  NEEDS_RANKS(4);
+  const TrainingRun plain = check_layout({"fsdp2_tp2", 2, 2});
+  const TrainingRun run = check_layout({"fsdp2_tp2_f8", 2, 2, 1, 1, {}, true, true});
+  const RunDifference d = run_difference(run, plain);
+  EXPECT_EQ(d.loss, 0.0);
+  EXPECT_EQ(d.parameters, 0.0);
 }
 
 TEST(Float8, TensorParallelWithSequenceParallelEqualsOneRank) {

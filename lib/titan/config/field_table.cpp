@@ -321,8 +321,7 @@ std::vector<Field> build_table() {
   t.push_back(FIELD(compile.backend, "compile backend"));
   // quantize: takes effect only when named in model.converters
   t.push_back(FIELD(quantize.linear.float8.enable_fsdp_float8_all_gather,
-                    "FSDP all-gathers the converted weights in e4m3 (tensorwise recipe only; "
-                    "not yet with TP)"));
+                    "FSDP all-gathers the converted weights in e4m3 (tensorwise recipe only)"));
   t.push_back(FIELD(quantize.linear.float8.precompute_float8_dynamic_scale_for_fsdp,
                     "one all-reduce for all float8 scales per step (with the float8 all-gather; "
                     "tensorwise only)"));

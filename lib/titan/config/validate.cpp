@@ -90,10 +90,6 @@ void check_key_combinations(const JobConfig& config) {
     TITAN_CHECK_INPUT(!auto_filter || f.recipe_name != Float8Recipe::RowwiseWithGwHp)
         << "quantize.linear.float8.filter_fqns: auto_filter_small_kn has thresholds for the "
         << "tensorwise and rowwise recipes, not rowwise_with_gw_hp; remove it or change the recipe";
-    TITAN_CHECK_INPUT(!f.enable_fsdp_float8_all_gather || tp == 1)
-        << "quantize.linear.float8.enable_fsdp_float8_all_gather: with tensor parallelism "
-        << "(tensor_parallel_degree " << tp << ") is not built yet in titan.cpp (the scales "
-        << "would need the tp ranks' amaxes too); set it false";
   }
   const CheckpointSection& c = config.checkpoint;
   TITAN_CHECK_INPUT(!c.enable || !c.last_save_model_only || c.export_dtype != Precision::Float16)

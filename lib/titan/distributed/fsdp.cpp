@@ -119,8 +119,10 @@ void FullyShardedDataParallel::record(std::vector<int>& order, int unit) {
   if (std::find(order.begin(), order.end(), unit) == order.end()) order.push_back(unit);
 }
 
-void FullyShardedDataParallel::use_float8_all_gather(bool precompute_scales) {
+void FullyShardedDataParallel::use_float8_all_gather(bool precompute_scales,
+                                                     Communicator* tp_group) {
   precompute_float8_scales_ = precompute_scales;
+  float8_tp_group_ = tp_group != nullptr && tp_group->size() > 1 ? tp_group : nullptr;
   const int64_t n = shard_group_.size();
   for (Unit& unit : units_) {
     unit.gather_numel[0] = unit.gather_numel[1] = 0;
@@ -156,6 +158,9 @@ void FullyShardedDataParallel::compute_float8_scales(const std::vector<Unit*>& u
     }
   }
   shard_group_.all_reduce(amax, ReduceOp::Max).wait();
+  // Every tp rank holds the same units, so the vectors line up; a weight tp does not split
+  // has the same amax on each.
+  if (float8_tp_group_ != nullptr) float8_tp_group_->all_reduce(amax, ReduceOp::Max).wait();
   Tensor scales = Tensor::empty({count}, DType::F32, device_);
   ops::float8_scales(amax, DType::F8E4M3, /*power_of_two=*/false, scales);
   at = 0;

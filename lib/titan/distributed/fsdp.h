@@ -83,8 +83,10 @@ class FullyShardedDataParallel final : public nn::UnitHooks {
   // bound dequantized and marked precast, so the linear casts nothing again: the same values
   // as gathering in high precision and casting after. Scales come from one all-reduce per
   // gather, or, with precompute_scales, from one all-reduce for every such weight per step
-  // (precompute_float8_scales, called before the step's first gather).
-  void use_float8_all_gather(bool precompute_scales);
+  // (precompute_float8_scales, called before the step's first gather). Under tensor
+  // parallelism a gathered weight is the rank's tp piece: `tp_group` (else null) takes the
+  // amaxes' max over the tp ranks too, so the scale is the whole weight's.
+  void use_float8_all_gather(bool precompute_scales, Communicator* tp_group = nullptr);
   void precompute_float8_scales();
   int64_t float8_weight_count() const;
 
@@ -153,6 +155,7 @@ class FullyShardedDataParallel final : public nn::UnitHooks {
   std::deque<Reduction> reductions_;  // reduce-scatters in flight, oldest first
   bool schedule_driven_ = false;
   bool precompute_float8_scales_ = false;
+  Communicator* float8_tp_group_ = nullptr;
   config::ReshardAfterForward policy_;
 };
 

@@ -189,7 +189,8 @@ Trainer::Trainer(const config::JobConfig& config, distributed::Mesh* mesh,
       config.parallelism.fsdp_reshard_after_forward);
   if (const config::LinearFloat8Section& f = config.quantize.linear.float8;
       float8_ && f.enable_fsdp_float8_all_gather) {
-    fsdp_->use_float8_all_gather(f.precompute_float8_dynamic_scale_for_fsdp);
+    fsdp_->use_float8_all_gather(f.precompute_float8_dynamic_scale_for_fsdp,
+                                 &mesh_->tensor_group(distributed::MeshDim::tp));
   }
   model_->set_unit_hooks(fsdp_.get());
   if (schedule) {
