@@ -7,14 +7,15 @@
 #
 #   tools/device/build_gpu_checks.sh            -> build-gpu/bundle/{bin,lib}
 # Environment: TITAN_GPU_BUILD_DIR (default build-gpu), TITAN_GPU_TARGETS (default
-# "cuda_tests titan-train"), TITAN_CMAKE_ARGS (extra CMake arguments), TITAN_JOBS (default nproc).
+# "cuda_tests titan-train bench_float8_gemm"), TITAN_CMAKE_ARGS (extra CMake arguments),
+# TITAN_JOBS (default nproc).
 # Then, with the device tool:  carry build-gpu/bundle, run
 #   tools/device/run_gpu_checks.sh tests "$OUT"
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 build_dir=${TITAN_GPU_BUILD_DIR:-build-gpu}
 [[ $build_dir = /* ]] || build_dir=$root/$build_dir
-read -r -a targets <<<"${TITAN_GPU_TARGETS:-cuda_tests titan-train}"
+read -r -a targets <<<"${TITAN_GPU_TARGETS:-cuda_tests titan-train bench_float8_gemm}"
 read -r -a extra <<<"${TITAN_CMAKE_ARGS:-}"
 bundler=$root/tools/device/bundle_binaries.sh
 [ -x /usr/local/cuda/bin/nvcc ] || { echo "build_gpu_checks: needs /usr/local/cuda/bin/nvcc" >&2; exit 1; }
@@ -24,7 +25,7 @@ mkdir -p "$build_dir"
 log=$build_dir/configure.log
 cmake -S "$root" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release \
       -DTITAN_CUDA=ON -DTITAN_MPI=OFF -DTITAN_HDF5=OFF -DTITAN_STATIC_DEPS=ON \
-      -DTITAN_BUILD_BENCH=OFF "${extra[@]}" >"$log" 2>&1 \
+      -DTITAN_BUILD_BENCH=ON "${extra[@]}" >"$log" 2>&1 \
   || { cat "$log" >&2; echo "build_gpu_checks: configure failed (log: $log)" >&2; exit 1; }
 grep '^-- titan' "$log" | sed 's/^-- /build_gpu_checks: /'
 ninja -C "$build_dir" -j"${TITAN_JOBS:-$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)}" "${targets[@]}"

@@ -6,13 +6,16 @@
 #
 #   tools/device/run_gpu_checks.sh MODE OUT_DIR
 #   MODE: tests   cuda_tests: each CUDA op against the CPU op, NCCL, allocator, whole model
-#         bench   tools/bench/gpu_step.sh: titan-train vs PyTorch eager/compiled, GEMM rate
+#         bench   tools/bench/float8_gemm.sh: fp8 GEMMs vs bf16 on Llama 3 8B's linears (when
+#                 the bundle has bench_float8_gemm), then tools/bench/gpu_step.sh: titan-train
+#                 vs PyTorch eager/compiled, GEMM rate
 #
 # OUT_DIR gets at most a handful of files (the device tool brings back 8):
 #   environment.txt   nvidia-smi, driver, the libraries the binaries resolve
 #   cuda_tests.log    the test output, group after group (a group is a suite, or one op of
 #                     the op-case table, run in its own process)
 #   summary.txt       what ran, what passed, failed and skipped (also printed)
+#   float8_gemm.txt   (bench) bench_float8_gemm's output; gpu_step.md, gpu_step.log (bench)
 # Exit code: 0 when nothing failed, 1 when a test failed or timed out, 2 on bad usage or a
 # missing bundle. Environment: TITAN_GPU_BUNDLE (default build-gpu/bundle).
 set -euo pipefail
@@ -165,7 +168,27 @@ case $mode in
   tests) run_tests cuda_tests 200 ;;
   bench)
     if [ "$gpu" = 1 ]; then
-      TITAN_GPU_BUNDLE=$bundle timeout -k 10 280 bash "$root/tools/bench/gpu_step.sh" "$out" \
+      # The Float8 GEMMs first (under a minute on an H100), then the training step in what
+      # is left of the bench's 280 s. build_gpu_checks.sh bundles bench_float8_gemm unless
+      # TITAN_GPU_TARGETS leaves it out.
+      bench_started=$SECONDS
+      if [ -x "$bundle/bin/bench_float8_gemm" ]; then
+        rc=0
+        TITAN_BUILD_DIR=$bundle timeout -k 5 90 bash "$root/tools/bench/float8_gemm.sh" \
+          >"$out/float8_gemm.txt" 2>&1 || rc=$?
+        if [ "$rc" -eq 0 ]; then
+          sed -n '/^== /,$p' "$out/float8_gemm.txt" | tee -a "$summary"
+        else
+          status=1
+          note "bench_float8_gemm: exit $rc$([ "$rc" -eq 124 ] || [ "$rc" -eq 137 ] && echo ' (timed out after 90 s)'); last lines:"
+          tail -n 8 "$out/float8_gemm.txt" | sed 's/^/    /' | tee -a "$summary"
+        fi
+      else
+        note "bench_float8_gemm: not in the bundle (skipped); tools/device/build_gpu_checks.sh bundles it by default"
+      fi
+      step_limit=$((280 - (SECONDS - bench_started)))
+      [ "$step_limit" -ge 60 ] || step_limit=60
+      TITAN_GPU_BUNDLE=$bundle timeout -k 10 "$step_limit" bash "$root/tools/bench/gpu_step.sh" "$out" \
         >/dev/null 2>&1 || status=1
       tail -n 12 "$out/gpu_step.md" 2>/dev/null | tee -a "$summary"
     else

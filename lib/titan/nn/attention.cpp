@@ -52,7 +52,8 @@ void Attention::forward(const Tensor& x, const SequenceLayout& seq, Tensor& y,
   const Tensor q2 = r.q.reshape({N, hq * hd}), k2 = r.k.reshape({N, hkv * hd});
   const Tensor v2 = r.v.reshape({N, hkv * hd});
   r.x_gathered = tp_.sequence_parallel();
-  const Tensor wq = wq_.forward_weight(), wk = wk_.forward_weight(), wv = wv_.forward_weight();
+  const GemmOperand wq = wq_.forward_weight(), wk = wk_.forward_weight();
+  const GemmOperand wv = wv_.forward_weight();
   const Float8Scales sq = wq_.input_scales(x), sk = wk_.input_scales(x), sv = wv_.input_scales(x);
   tp_.gather_rows(x, r.x, [&](const Tensor& rows, int64_t first) {
     const int64_t n = rows.size(0);
@@ -67,7 +68,7 @@ void Attention::forward(const Tensor& x, const SequenceLayout& seq, Tensor& y,
   r.lse = Tensor::empty({B, hq, T}, DType::F32, dev);
   cp_.attention_forward(r.q, r.k, r.v, attention_scale(hd), seq, r.out, r.lse);
   const Tensor out2 = r.out.reshape({N, hq * hd});
-  const Tensor wo = wo_.forward_weight();
+  const GemmOperand wo = wo_.forward_weight();
   const Float8Scales so = wo_.input_scales(out2);
   tp_.reduce_rows(y, N, [&](int64_t first, int64_t count, Tensor& partial) {
     wo_.forward(rows_of(out2, first, count), so.rows(first, count), wo, partial);
@@ -82,7 +83,7 @@ void Attention::backward_input(const Tensor& dy, const SequenceLayout& seq, Atte
   const DType act = dy.dtype();
   Tensor dout = Tensor::empty(r.out.shape(), act, dev);
   const Tensor dout2 = dout.reshape({N, hq * hd});
-  const Tensor wo = wo_.grad_input_weight();
+  const GemmOperand wo = wo_.grad_input_weight();
   const Float8Scales so = wo_.grad_output_scales(dy);
   tp_.gather_rows(dy, r.dy, [&](const Tensor& rows, int64_t first) {
     Tensor d = rows_of(dout2, first, rows.size(0));
@@ -98,8 +99,8 @@ void Attention::backward_input(const Tensor& dy, const SequenceLayout& seq, Atte
   r.dq = r.dq.reshape({N, hq * hd});
   r.dk = r.dk.reshape({N, hkv * hd});
   r.dv = r.dv.reshape({N, hkv * hd});
-  const Tensor wq = wq_.grad_input_weight(), wk = wk_.grad_input_weight();
-  const Tensor wv = wv_.grad_input_weight();
+  const GemmOperand wq = wq_.grad_input_weight(), wk = wk_.grad_input_weight();
+  const GemmOperand wv = wv_.grad_input_weight();
   const Float8Scales sq = wq_.grad_output_scales(r.dq), sk = wk_.grad_output_scales(r.dk);
   const Float8Scales sv = wv_.grad_output_scales(r.dv);
   reduce_rows_into(tp_, dx, N, accumulate, [&](int64_t first, int64_t count, Tensor& partial) {

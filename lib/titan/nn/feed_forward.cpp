@@ -32,7 +32,7 @@ void FeedForward::forward(const Tensor& x, Tensor& y, FeedForwardRecord& r) cons
   r.b = Tensor::empty({N, F}, act, dev);
   r.g = Tensor::empty({N, F}, act, dev);
   r.x_gathered = tp_.sequence_parallel();
-  const Tensor w1 = w1_.forward_weight(), w3 = w3_.forward_weight();
+  const GemmOperand w1 = w1_.forward_weight(), w3 = w3_.forward_weight();
   const Float8Scales s1 = w1_.input_scales(x), s3 = w3_.input_scales(x);
   tp_.gather_rows(x, r.x, [&](const Tensor& rows, int64_t first) {
     const int64_t n = rows.size(0);
@@ -41,7 +41,7 @@ void FeedForward::forward(const Tensor& x, Tensor& y, FeedForwardRecord& r) cons
     w3_.forward(rows, s3.rows(first, n), w3, b);
   });
   ops::swiglu_forward(r.a, r.b, r.g);
-  const Tensor w2 = w2_.forward_weight();
+  const GemmOperand w2 = w2_.forward_weight();
   const Float8Scales s2 = w2_.input_scales(r.g);
   tp_.reduce_rows(y, N, [&](int64_t first, int64_t count, Tensor& partial) {
     w2_.forward(r.g.narrow(first, count), s2.rows(first, count), w2, partial);
@@ -53,7 +53,7 @@ void FeedForward::backward_input(const Tensor& dy, FeedForwardRecord& r, Tensor&
   const Device dev = dy.device();
   const DType act = dy.dtype();
   Tensor dg = Tensor::empty(r.g.shape(), act, dev);
-  const Tensor w2 = w2_.grad_input_weight();
+  const GemmOperand w2 = w2_.grad_input_weight();
   const Float8Scales s2 = w2_.grad_output_scales(dy);
   tp_.gather_rows(dy, r.dy, [&](const Tensor& rows, int64_t first) {
     Tensor d = dg.narrow(first, rows.size(0));
@@ -62,7 +62,7 @@ void FeedForward::backward_input(const Tensor& dy, FeedForwardRecord& r, Tensor&
   r.da = Tensor::empty(r.a.shape(), act, dev);
   r.db = Tensor::empty(r.b.shape(), act, dev);
   ops::swiglu_backward(dg, r.a, r.b, r.da, r.db);
-  const Tensor w1 = w1_.grad_input_weight(), w3 = w3_.grad_input_weight();
+  const GemmOperand w1 = w1_.grad_input_weight(), w3 = w3_.grad_input_weight();
   const Float8Scales s1 = w1_.grad_output_scales(r.da), s3 = w3_.grad_output_scales(r.db);
   reduce_rows_into(tp_, dx, r.a.size(0), accumulate,
                    [&](int64_t first, int64_t count, Tensor& partial) {

@@ -1,5 +1,8 @@
 #include "titan/nn/float8.h"
 
+#include "titan/ops/float8_gemm.h"
+#include "titan/ops/matmul.h"
+
 #include "titan/nn/context_parallel.h"
 #include "titan/nn/tensor_parallel.h"
 
@@ -94,29 +97,48 @@ Tensor round_trip(const Tensor& x, const Tensor& scale, ops::Float8Axis axis, DT
   return y;
 }
 
+// x cast with `scale` along `axis`: its round trip, or on tensor cores its fp8 bytes (of x^T
+// when transposed: the scales then run along q's rows all the same).
+GemmOperand cast_operand(const Tensor& x, const Tensor& scale, ops::Float8Axis axis,
+                         DType format, bool tensor_cores, bool transposed) {
+  if (!tensor_cores) return {round_trip(x, scale, axis, format), {}, {}};
+  const int64_t cols = x.size(-1), rows = x.numel() / cols;
+  if (transposed) {
+    Tensor q = Tensor::empty({cols, rows}, format, x.device());
+    ops::float8_quantize_transposed(x, scale, axis, q);
+    return {{}, q, scale};
+  }
+  Tensor q = Tensor::empty({rows, cols}, format, x.device());
+  ops::float8_quantize(x, scale, axis, q);
+  return {{}, q, scale};
+}
+
 }  // namespace
 
-Tensor Float8Linear::cast_whole(const Tensor& x, const Float8Cast& cast,
-                                ops::Float8Axis rowwise_axis, bool rows_on_tp, bool cols_on_tp,
-                                bool rows_on_cp) const {
-  if (!cast.enabled) return x;
+GemmOperand Float8Linear::cast_whole(const Tensor& x, const Float8Cast& cast,
+                                     ops::Float8Axis rowwise_axis, bool rows_on_tp,
+                                     bool cols_on_tp, bool rows_on_cp, bool transposed,
+                                     bool tensor_cores) const {
+  if (!cast.enabled) return {x, {}, {}};
   const ops::Float8Axis axis = cast.rowwise ? rowwise_axis : ops::Float8Axis::Tensor;
   const Split split{rows_on_tp, cols_on_tp, rows_on_cp};
   const Tensor scale =
       scales_of(x, axis, cast, reduce_tp(axis, split), reduce_cp(axis, split));
-  return round_trip(x, scale, axis, cast.format);
+  return cast_operand(x, scale, axis, cast.format, tensor_cores, transposed);
 }
 
-Tensor Float8Linear::forward_weight(const Tensor& weight, bool precast) const {
-  if (precast) return weight;
+GemmOperand Float8Linear::forward_weight(const Tensor& weight, bool precast) const {
+  if (precast && !tensor_cores_) return {weight, {}, {}};
   return cast_whole(weight, recipe_.weight, ops::Float8Axis::Rows,
-                    role_ == TensorParallelRole::Column, role_ == TensorParallelRole::Row, false);
+                    role_ == TensorParallelRole::Column, role_ == TensorParallelRole::Row, false,
+                    /*transposed=*/false, tensor_cores_);
 }
 
-Tensor Float8Linear::grad_input_weight(const Tensor& weight, bool precast) const {
-  if (precast) return weight;
+GemmOperand Float8Linear::grad_input_weight(const Tensor& weight, bool precast) const {
+  if (precast && !tensor_cores_) return {weight, {}, {}};
   return cast_whole(weight, recipe_.weight_for_grad_input, ops::Float8Axis::Columns,
-                    role_ == TensorParallelRole::Column, role_ == TensorParallelRole::Row, false);
+                    role_ == TensorParallelRole::Column, role_ == TensorParallelRole::Row, false,
+                    /*transposed=*/true, tensor_cores_);
 }
 
 Float8Scales Float8Linear::activation_scales(const Tensor& piece, const Float8Cast& cast,
@@ -142,35 +164,73 @@ Float8Scales Float8Linear::grad_output_scales(const Tensor& dy_piece) const {
                            role_ == TensorParallelRole::Row);
 }
 
-Tensor Float8Linear::cast_rows(const Tensor& rows, const Float8Scales& scales,
-                               const Float8Cast& cast) const {
-  if (!cast.enabled) return rows;
+GemmOperand Float8Linear::cast_rows(const Tensor& rows, const Float8Scales& scales,
+                                    const Float8Cast& cast) const {
+  if (!cast.enabled) return {rows, {}, {}};
   if (scales.scale.defined()) {
-    return round_trip(rows, scales.scale,
-                      scales.per_row ? ops::Float8Axis::Rows : ops::Float8Axis::Tensor,
-                      cast.format);
+    return cast_operand(rows, scales.scale,
+                        scales.per_row ? ops::Float8Axis::Rows : ops::Float8Axis::Tensor,
+                        cast.format, tensor_cores_, false);
   }
   // Per-row scales of rows held whole: local to the block.
-  return round_trip(rows, scales_of(rows, ops::Float8Axis::Rows, cast, false, false),
-                    ops::Float8Axis::Rows, cast.format);
+  return cast_operand(rows, scales_of(rows, ops::Float8Axis::Rows, cast, false, false),
+                      ops::Float8Axis::Rows, cast.format, tensor_cores_, false);
 }
 
-Tensor Float8Linear::cast_input(const Tensor& x_rows, const Float8Scales& scales) const {
+GemmOperand Float8Linear::cast_input(const Tensor& x_rows, const Float8Scales& scales) const {
   return cast_rows(x_rows, scales, recipe_.input);
 }
 
-Tensor Float8Linear::cast_grad_output(const Tensor& dy_rows, const Float8Scales& scales) const {
+GemmOperand Float8Linear::cast_grad_output(const Tensor& dy_rows,
+                                           const Float8Scales& scales) const {
   return cast_rows(dy_rows, scales, recipe_.grad_output);
 }
 
-Tensor Float8Linear::grad_weight_output(const Tensor& dy) const {
+namespace {
+
+// fp8 tensor cores take a contraction dim that is a multiple of 16: the tokens, here.
+int64_t token_rows(const Tensor& t) { return t.numel() / t.size(-1); }
+
+}  // namespace
+
+GemmOperand Float8Linear::grad_weight_output(const Tensor& dy) const {
   return cast_whole(dy, recipe_.grad_output_for_grad_weight, ops::Float8Axis::Columns, false,
-                    role_ == TensorParallelRole::Column, true);
+                    role_ == TensorParallelRole::Column, true, /*transposed=*/true,
+                    tensor_cores_ && token_rows(dy) % 16 == 0);
 }
 
-Tensor Float8Linear::grad_weight_input(const Tensor& x) const {
+GemmOperand Float8Linear::grad_weight_input(const Tensor& x) const {
   return cast_whole(x, recipe_.input_for_grad_weight, ops::Float8Axis::Columns, false,
-                    role_ == TensorParallelRole::Row, true);
+                    role_ == TensorParallelRole::Row, true, /*transposed=*/true,
+                    tensor_cores_ && token_rows(x) % 16 == 0);
+}
+
+namespace {
+
+void check_pair(const GemmOperand& a, const GemmOperand& b, const char* gemm) {
+  TITAN_CHECK(a.fp8() == b.fp8()) << "Float8 " << gemm << ": one operand is fp8 bytes and the "
+                                  << "other is not";
+}
+
+}  // namespace
+
+void gemm_forward(const GemmOperand& x, const GemmOperand& weight, Tensor& y) {
+  check_pair(x, weight, "forward");
+  if (!x.fp8()) return ops::linear_forward(x.value, weight.value, y);
+  ops::float8_gemm(x.q, x.scale, weight.q, weight.scale, y, ops::Accumulate::No);
+}
+
+void gemm_backward_input(const GemmOperand& dy, const GemmOperand& weight, Tensor& dx,
+                         ops::Accumulate accumulate) {
+  check_pair(dy, weight, "grad_input");
+  if (!dy.fp8()) return ops::linear_backward_input(dy.value, weight.value, dx, accumulate);
+  ops::float8_gemm(dy.q, dy.scale, weight.q, weight.scale, dx, accumulate);  // weight: W^T's
+}
+
+void gemm_backward_weight(const GemmOperand& dy, const GemmOperand& x, Tensor& dweight) {
+  check_pair(dy, x, "grad_weight");
+  if (!dy.fp8()) return ops::linear_backward_weight(dy.value, x.value, dweight);
+  ops::float8_gemm(dy.q, dy.scale, x.q, x.scale, dweight, ops::Accumulate::Yes);  // dy^T, x^T
 }
 
 }  // namespace titan::nn

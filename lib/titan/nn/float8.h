@@ -59,10 +59,23 @@ struct Float8Training {
   // torchao's size filter of the recipe (filter_fqns entry auto_filter_small_kn): linears
   // too small to gain on an H100 stay in high precision.
   bool auto_filter_small_kn = false;
+  // quantize.linear.float8.emulate: a GPU computes as the CPU does (round trips, its own
+  // GEMM) instead of on fp8 tensor cores. CPU ranks always emulate.
+  bool emulate = false;
 
   // Whether the linear `fqn` with a global weight [out, in] converts: both dims divisible by
   // 16 (fp8 tensor cores), not filtered by name or size.
   bool converts(const std::string& fqn, int64_t out_features, int64_t in_features) const;
+};
+
+// An operand of a converted linear's GEMM as prepared for it: `value`, what the f32 or bf16
+// GEMM multiplies (the operand itself, or its float8 round trip when emulated); or, on fp8
+// tensor cores, `q`, its fp8 bytes laid out K-major for that GEMM (ops/float8_gemm.h), with
+// `scale` ([1], or one per row of q).
+struct GemmOperand {
+  Tensor value;
+  Tensor q, scale;
+  bool fp8() const { return q.defined(); }
 };
 
 // The scales of an activation operand prepared before its row blocks: undefined when each
@@ -77,19 +90,23 @@ struct Float8Scales {
 // Which dims of a converted linear's weight tensor parallelism splits.
 enum class TensorParallelRole { Replicated, Column, Row };
 
-// The casts of one converted linear with the groups its amaxes reduce over.
+// The casts of one converted linear with the groups its amaxes reduce over. Emulated (the
+// CPU, or a GPU asked to: values are round trips), or on fp8 tensor cores (`tensor_cores`:
+// operands are fp8 bytes for ops::float8_gemm, from the same scales).
 class Float8Linear {
  public:
   Float8Linear(Float8Recipe recipe, TensorParallelRole role, const TensorParallel& tp,
-               const ContextParallel& cp)
-      : recipe_(recipe), role_(role), tp_(tp), cp_(cp) {}
+               const ContextParallel& cp, bool tensor_cores = false)
+      : recipe_(recipe), role_(role), tp_(tp), cp_(cp), tensor_cores_(tensor_cores) {}
 
   const Float8Recipe& recipe() const { return recipe_; }
+  bool tensor_cores() const { return tensor_cores_; }
 
-  // The weight as the forward and grad_input GEMMs read it: `weight` cast and dequantized.
-  // precast: the weight is already a tensorwise e4m3 round trip (FSDP's float8 all-gather).
-  Tensor forward_weight(const Tensor& weight, bool precast) const;
-  Tensor grad_input_weight(const Tensor& weight, bool precast) const;
+  // The weight as the forward and grad_input GEMMs read it. precast: `weight` is already a
+  // tensorwise e4m3 round trip (FSDP's float8 all-gather), which the emulation takes as it
+  // is (on tensor cores it is cast again: its values are on the fp8 grid already).
+  GemmOperand forward_weight(const Tensor& weight, bool precast) const;
+  GemmOperand grad_input_weight(const Tensor& weight, bool precast) const;
 
   // Scales of the input or the output gradient from this rank's piece of it: the rows it
   // holds before the caller gathers them over tp (sequence parallel), or all of them.
@@ -97,29 +114,39 @@ class Float8Linear {
   Float8Scales grad_output_scales(const Tensor& dy_piece) const;
 
   // A row block of the input or output gradient, cast with scales from the calls above.
-  Tensor cast_input(const Tensor& x_rows, const Float8Scales& scales) const;
-  Tensor cast_grad_output(const Tensor& dy_rows, const Float8Scales& scales) const;
+  GemmOperand cast_input(const Tensor& x_rows, const Float8Scales& scales) const;
+  GemmOperand cast_grad_output(const Tensor& dy_rows, const Float8Scales& scales) const;
 
-  // The grad_weight GEMM's operands, from all rows of this microbatch.
-  Tensor grad_weight_output(const Tensor& dy) const;
-  Tensor grad_weight_input(const Tensor& x) const;
+  // The grad_weight GEMM's operands, from all rows of this microbatch (on tensor cores
+  // transposed, tokens last; emulated when the token count is not a multiple of 16).
+  GemmOperand grad_weight_output(const Tensor& dy) const;
+  GemmOperand grad_weight_input(const Tensor& x) const;
 
  private:
   // amax reduced over tp when `tp_shards` and over cp when `cp_shards`, then scales.
   Tensor scales_of(const Tensor& x, ops::Float8Axis axis, const Float8Cast& cast, bool tp_shards,
                    bool cp_shards) const;
-  // x [rows, cols] cast whole (per row or column along rowwise_axis when rowwise), its pieces
-  // elsewhere as the flags say.
   Float8Scales activation_scales(const Tensor& piece, const Float8Cast& cast,
                                  bool contraction_on_tp, bool rows_gathered) const;
-  Tensor cast_rows(const Tensor& rows, const Float8Scales& scales, const Float8Cast& cast) const;
-  Tensor cast_whole(const Tensor& x, const Float8Cast& cast, ops::Float8Axis rowwise_axis,
-                    bool rows_on_tp, bool cols_on_tp, bool rows_on_cp) const;
+  GemmOperand cast_rows(const Tensor& rows, const Float8Scales& scales,
+                        const Float8Cast& cast) const;
+  // x [rows, cols] cast whole (per row or column along rowwise_axis when rowwise), its pieces
+  // elsewhere as the flags say; on tensor cores `transposed` gives x^T's bytes.
+  GemmOperand cast_whole(const Tensor& x, const Float8Cast& cast, ops::Float8Axis rowwise_axis,
+                         bool rows_on_tp, bool cols_on_tp, bool rows_on_cp, bool transposed,
+                         bool tensor_cores) const;
 
   Float8Recipe recipe_;
   TensorParallelRole role_;
   const TensorParallel& tp_;
   const ContextParallel& cp_;
+  bool tensor_cores_;
 };
+
+// The three GEMMs of a linear on prepared operands (both fp8, or both values).
+void gemm_forward(const GemmOperand& x, const GemmOperand& weight, Tensor& y);
+void gemm_backward_input(const GemmOperand& dy, const GemmOperand& weight, Tensor& dx,
+                         ops::Accumulate accumulate);
+void gemm_backward_weight(const GemmOperand& dy, const GemmOperand& x, Tensor& dweight);
 
 }  // namespace titan::nn

@@ -21,19 +21,22 @@ Linear::Linear(const std::string& prefix, int64_t in_features, int64_t out_featu
               placer(prefix + ".weight")) {
   const Float8Training* f8 = placer.layout().float8;
   if (f8 != nullptr && f8->converts(prefix, out_features, in_features)) {
-    float8_.emplace(f8->recipe, role_of(weight_), placer.tp_group(), placer.cp_group());
+    const bool tensor_cores = weight_.device().is_cuda() && !f8->emulate;
+    float8_.emplace(f8->recipe, role_of(weight_), placer.tp_group(), placer.cp_group(),
+                    tensor_cores);
     weight_.set_float8(true);
   }
 }
 
-Tensor Linear::forward_weight() const {
+GemmOperand Linear::forward_weight() const {
   const Tensor& w = weight_.value();
-  return float8_ ? float8_->forward_weight(w, weight_.float8_precast()) : w;
+  return float8_ ? float8_->forward_weight(w, weight_.float8_precast()) : GemmOperand{w, {}, {}};
 }
 
-Tensor Linear::grad_input_weight() const {
+GemmOperand Linear::grad_input_weight() const {
   const Tensor& w = weight_.value();
-  return float8_ ? float8_->grad_input_weight(w, weight_.float8_precast()) : w;
+  return float8_ ? float8_->grad_input_weight(w, weight_.float8_precast())
+                 : GemmOperand{w, {}, {}};
 }
 
 Float8Scales Linear::input_scales(const Tensor& x_piece) const {
@@ -44,21 +47,22 @@ Float8Scales Linear::grad_output_scales(const Tensor& dy_piece) const {
   return float8_ ? float8_->grad_output_scales(dy_piece) : Float8Scales{};
 }
 
-void Linear::forward(const Tensor& x, const Float8Scales& x_scales, const Tensor& weight,
+void Linear::forward(const Tensor& x, const Float8Scales& x_scales, const GemmOperand& weight,
                      Tensor& y) const {
-  ops::linear_forward(float8_ ? float8_->cast_input(x, x_scales) : x, weight, y);
+  gemm_forward(float8_ ? float8_->cast_input(x, x_scales) : GemmOperand{x, {}, {}}, weight, y);
 }
 
-void Linear::backward_input(const Tensor& dy, const Float8Scales& dy_scales, const Tensor& weight,
-                            Tensor& dx, ops::Accumulate accumulate) const {
-  ops::linear_backward_input(float8_ ? float8_->cast_grad_output(dy, dy_scales) : dy, weight, dx,
-                             accumulate);
+void Linear::backward_input(const Tensor& dy, const Float8Scales& dy_scales,
+                            const GemmOperand& weight, Tensor& dx,
+                            ops::Accumulate accumulate) const {
+  gemm_backward_input(float8_ ? float8_->cast_grad_output(dy, dy_scales) : GemmOperand{dy, {}, {}},
+                      weight, dx, accumulate);
 }
 
 void Linear::backward_weight(const Tensor& dy, const Tensor& x) {
   if (!float8_) return ops::linear_backward_weight(dy, x, weight_.grad());
-  ops::linear_backward_weight(float8_->grad_weight_output(dy), float8_->grad_weight_input(x),
-                              weight_.grad());
+  gemm_backward_weight(float8_->grad_weight_output(dy), float8_->grad_weight_input(x),
+                       weight_.grad());
 }
 
 void Linear::forward(const Tensor& x, Tensor& y) const {

@@ -7,7 +7,7 @@
 // the caller already keeps, so Linear has no record type of its own.
 //
 // Float8 (nn/float8.h): a linear the placer's Float8Training converts casts its GEMMs'
-// operands. The caller prepares what needs the other ranks once per GEMM, before any row
+// operands (on a GPU with fp8 tensor cores, unless emulating, it multiplies fp8 bytes). The caller prepares what needs the other ranks once per GEMM, before any row
 // block runs: the weight as the GEMM reads it (forward_weight, grad_input_weight) and the
 // activation's scales (input_scales, grad_output_scales, from the caller's piece before a
 // gather); forward and backward_input then take row blocks. An unconverted linear gives its
@@ -34,15 +34,15 @@ class Linear {
   int64_t out_features() const { return weight_.global_shape()[0]; }
   bool float8() const { return float8_.has_value(); }
 
-  Tensor forward_weight() const;
-  Tensor grad_input_weight() const;
+  GemmOperand forward_weight() const;
+  GemmOperand grad_input_weight() const;
   Float8Scales input_scales(const Tensor& x_piece) const;
   Float8Scales grad_output_scales(const Tensor& dy_piece) const;
 
   // [n, in] -> [n, out]: rows of the input with their scales (Float8Scales::rows).
-  void forward(const Tensor& x, const Float8Scales& x_scales, const Tensor& weight,
+  void forward(const Tensor& x, const Float8Scales& x_scales, const GemmOperand& weight,
                Tensor& y) const;
-  void backward_input(const Tensor& dy, const Float8Scales& dy_scales, const Tensor& weight,
+  void backward_input(const Tensor& dy, const Float8Scales& dy_scales, const GemmOperand& weight,
                       Tensor& dx, ops::Accumulate accumulate) const;
   // weight.grad += dy^T x over all rows of the microbatch (a converted linear's casts may
   // reduce over the cp and tp ranks: every rank calls it).

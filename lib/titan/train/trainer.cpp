@@ -16,6 +16,7 @@
 #include "titan/distributed/runtime.h"
 #include "titan/models/registry.h"
 #include "titan/ops/cross_entropy.h"
+#include "titan/ops/float8_gemm.h"
 
 namespace titan::train {
 namespace {
@@ -59,11 +60,12 @@ std::optional<nn::Float8Training> float8_training_for(const config::JobConfig& c
     return std::nullopt;
   }
   const config::LinearFloat8Section& f = config.quantize.linear.float8;
-  TITAN_CHECK_INPUT(device.is_cpu() || f.emulate)
-      << "model.converters quantize.linear.float8: the cuBLASLt FP8 GEMMs are not wired into "
-      << "training yet; set quantize.linear.float8.emulate true (the exact emulation) or train "
-      << "on the CPU";
+  TITAN_CHECK_INPUT(device.is_cpu() || f.emulate || ops::float8_gemm_supported(device))
+      << "model.converters quantize.linear.float8: " << device << " has no fp8 tensor cores "
+      << "(compute capability 8.9 or more); set quantize.linear.float8.emulate true (the "
+      << "exact emulation, not faster) or drop the converter";
   nn::Float8Training training;
+  training.emulate = device.is_cpu() || f.emulate;
   switch (f.recipe_name.value_or(config::Float8Recipe::Tensorwise)) {
     case config::Float8Recipe::Tensorwise: training.recipe = nn::float8_tensorwise(); break;
     case config::Float8Recipe::Rowwise: training.recipe = nn::float8_rowwise(); break;
@@ -276,10 +278,12 @@ void Trainer::log_start() const {
     int64_t converted = 0;
     for (const nn::Parameter* p : parameters_) converted += p->float8() ? 1 : 0;
     const bool gathered = fsdp_->sharded() && fsdp_->float8_weight_count() > 0;
-    log::info("Float8: %s recipe (emulated in float32), %lld linear weights of this rank's "
+    log::info("Float8: %s recipe (%s), %lld linear weights of this rank's "
               "layers converted; the output projection stays in high precision (fused with "
               "the loss)%s",
-              float8_->recipe.name, (long long)converted,
+              float8_->recipe.name,
+              float8_->emulate ? "emulated: cast, dequantize, GEMM" : "fp8 tensor cores",
+              (long long)converted,
               !gathered ? ""
               : config_.quantize.linear.float8.precompute_float8_dynamic_scale_for_fsdp
                   ? "; FSDP all-gathers them in float8, scales precomputed once per step"

@@ -63,8 +63,8 @@ int64_t accumulation_steps_for(const config::JobConfig& config, int64_t dp_degre
 
 // quantize.linear.float8 as the model's linears apply it (nn::ParameterLayout::float8), when
 // model.converters names it; none otherwise. CPU ranks always emulate the fp8 GEMMs (exactly:
-// ops/float8.h); a GPU runs the same emulation only when quantize.linear.float8.emulate asks
-// (its cuBLASLt GEMMs are not wired in yet: exit 2 otherwise).
+// ops/float8.h); a GPU multiplies on its fp8 tensor cores (cuBLASLt), or emulates when
+// quantize.linear.float8.emulate asks; one without fp8 tensor cores must ask (exit 2).
 std::optional<nn::Float8Training> float8_training_for(const config::JobConfig& config,
                                                       Device device);
 

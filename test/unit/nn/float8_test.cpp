@@ -129,15 +129,15 @@ TEST_P(Float8LinearRecipes, CastsAndGemmsMatchTheFloat64Recipe) {
   const auto dyq = reference_cast(dy, recipe.grad_output, Along::Rows, pow2);
   const auto dyq_gw = reference_cast(dy, recipe.grad_output_for_grad_weight, Along::Columns, pow2);
   const auto xq_gw = reference_cast(x, recipe.input_for_grad_weight, Along::Columns, pow2);
-  expect_bits(f8.forward_weight(w, false), wq, "forward weight");
-  expect_bits(f8.grad_input_weight(w, false), wq_gi, "grad_input weight");
-  expect_bits(f8.cast_input(x, f8.input_scales(x)), xq, "input");
-  expect_bits(f8.cast_grad_output(dy, f8.grad_output_scales(dy)), dyq, "grad_output");
-  expect_bits(f8.grad_weight_output(dy), dyq_gw, "grad_weight's grad_output");
-  expect_bits(f8.grad_weight_input(x), xq_gw, "grad_weight's input");
+  expect_bits(f8.forward_weight(w, false).value, wq, "forward weight");
+  expect_bits(f8.grad_input_weight(w, false).value, wq_gi, "grad_input weight");
+  expect_bits(f8.cast_input(x, f8.input_scales(x)).value, xq, "input");
+  expect_bits(f8.cast_grad_output(dy, f8.grad_output_scales(dy)).value, dyq, "grad_output");
+  expect_bits(f8.grad_weight_output(dy).value, dyq_gw, "grad_weight's grad_output");
+  expect_bits(f8.grad_weight_input(x).value, xq_gw, "grad_weight's input");
   // Row blocks cast as the whole does (the scales come from the whole).
   const Float8Scales xs = f8.input_scales(x);
-  expect_bits(f8.cast_input(x.narrow(16, 16), xs.rows(16, 16)),
+  expect_bits(f8.cast_input(x.narrow(16, 16), xs.rows(16, 16)).value,
               std::vector<float>(xq.begin() + 16 * K, xq.begin() + 32 * K), "input rows");
 
   // The three GEMMs of the converted linear.
@@ -190,7 +190,8 @@ TEST(Float8Training, UnconvertedLinearIsThePlainGemm) {
   Linear linear("layers.0.attention.wq", 64, 32, InitRule{InitKind::Normal, 0.02, 0.0});
   EXPECT_FALSE(linear.float8());
   EXPECT_FALSE(linear.input_scales(Tensor::zeros({4, 64}, DType::F32)).scale.defined());
-  EXPECT_TRUE(linear.forward_weight().shares_storage_with(linear.weight().value()));
+  EXPECT_TRUE(linear.forward_weight().value.shares_storage_with(linear.weight().value()));
+  EXPECT_FALSE(linear.forward_weight().fp8());
 }
 
 }  // namespace
