@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <random>
 
 FloatLayout float_layout_of(titan::DType t) {
   using titan::DType;
@@ -26,4 +27,13 @@ double round_to_format(double x, const FloatLayout& f) {
   double value = std::ldexp(rounded, exponent - f.man_bits);
   if (value > f.max) value = f.saturates ? f.max : INFINITY;
   return std::copysign(value, x);
+}
+
+titan::Tensor normal_matrix(int64_t rows, int64_t cols, double std, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> normal(0.0, std);
+  titan::Tensor t = titan::Tensor::empty({rows, cols}, titan::DType::F32);
+  float* p = t.mutable_data<float>();
+  for (int64_t i = 0; i < rows * cols; ++i) p[i] = float(normal(rng));
+  return t;
 }

@@ -2,7 +2,9 @@
 // the independent rounding that the cast and Float8 tests check the library against.
 #pragma once
 
-#include "titan/core/dtype.h"
+#include <cstdint>
+
+#include "titan/core/tensor.h"
 
 struct FloatLayout {
   int man_bits;     // stored mantissa bits
@@ -17,3 +19,6 @@ FloatLayout float_layout_of(titan::DType t);
 // half to even, scale back. Below the smallest normal the exponent stays at min_exp, which
 // is exactly what subnormals are.
 double round_to_format(double x, const FloatLayout& f);
+
+// A [rows, cols] f32 host tensor of normal(0, std) values from std::mt19937(seed).
+titan::Tensor normal_matrix(int64_t rows, int64_t cols, double std, uint32_t seed);

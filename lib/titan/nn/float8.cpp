@@ -1,5 +1,6 @@
 #include "titan/nn/float8.h"
 
+#include "titan/core/error.h"
 #include "titan/ops/float8_gemm.h"
 #include "titan/ops/matmul.h"
 
@@ -34,6 +35,13 @@ Float8Recipe float8_rowwise_with_gw_hp() {
   r.weight_for_grad_input = {true, DType::F8E4M3, false};
   r.input_for_grad_weight = r.grad_output_for_grad_weight = Float8Cast{};
   return r;
+}
+
+Float8Recipe float8_recipe_named(const std::string& name) {
+  for (Float8Recipe (*make)() : {float8_tensorwise, float8_rowwise, float8_rowwise_with_gw_hp}) {
+    if (make().name == name) return make();
+  }
+  TITAN_FAIL() << "no Float8 recipe named " << name;
 }
 
 bool Float8Training::converts(const std::string& fqn, int64_t out_features,

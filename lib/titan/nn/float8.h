@@ -50,6 +50,8 @@ struct Float8Recipe {
 Float8Recipe float8_tensorwise();
 Float8Recipe float8_rowwise();
 Float8Recipe float8_rowwise_with_gw_hp();
+// One of the three by its name (quantize.linear.float8.recipe_name's spelling).
+Float8Recipe float8_recipe_named(const std::string& name);
 
 // quantize.linear.float8 as the model applies it.
 struct Float8Training {

@@ -7,11 +7,12 @@
 // the caller already keeps, so Linear has no record type of its own.
 //
 // Float8 (nn/float8.h): a linear the placer's Float8Training converts casts its GEMMs'
-// operands (on a GPU with fp8 tensor cores, unless emulating, it multiplies fp8 bytes). The caller prepares what needs the other ranks once per GEMM, before any row
-// block runs: the weight as the GEMM reads it (forward_weight, grad_input_weight) and the
-// activation's scales (input_scales, grad_output_scales, from the caller's piece before a
-// gather); forward and backward_input then take row blocks. An unconverted linear gives its
-// weight and empty scales, so callers are written once.
+// operands (on a GPU with fp8 tensor cores, unless emulating, it multiplies fp8 bytes). The
+// caller prepares what needs the other ranks once per GEMM, before any row block runs: the
+// weight as the GEMM reads it (forward_weight, grad_input_weight) and the activation's scales
+// (input_scales, grad_output_scales, from the caller's piece before a gather); forward and
+// backward_input then take row blocks. An unconverted linear gives its weight and empty
+// scales, so callers are written once.
 #pragma once
 
 #include <optional>

@@ -66,13 +66,8 @@ std::optional<nn::Float8Training> float8_training_for(const config::JobConfig& c
       << "exact emulation, not faster) or drop the converter";
   nn::Float8Training training;
   training.emulate = device.is_cpu() || f.emulate;
-  switch (f.recipe_name.value_or(config::Float8Recipe::Tensorwise)) {
-    case config::Float8Recipe::Tensorwise: training.recipe = nn::float8_tensorwise(); break;
-    case config::Float8Recipe::Rowwise: training.recipe = nn::float8_rowwise(); break;
-    case config::Float8Recipe::RowwiseWithGwHp:
-      training.recipe = nn::float8_rowwise_with_gw_hp();
-      break;
-  }
+  training.recipe = nn::float8_recipe_named(
+      std::string(config::choice_name(f.recipe_name.value_or(config::Float8Recipe::Tensorwise))));
   for (const std::string& fqn : f.filter_fqns) {
     if (fqn == config::kAutoFilterSmallKn) {
       training.auto_filter_small_kn = true;

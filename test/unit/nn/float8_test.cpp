@@ -3,7 +3,6 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <random>
 
 #include "support/float_reference.h"
 #include "titan/core/copy.h"
@@ -14,13 +13,6 @@
 namespace titan::nn {
 namespace {
 
-Tensor random_matrix(int64_t rows, int64_t cols, double scale, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<double> normal(0.0, scale);
-  Tensor t = Tensor::empty({rows, cols}, DType::F32);
-  for (int64_t i = 0; i < rows * cols; ++i) t.mutable_data<float>()[i] = float(normal(rng));
-  return t;
-}
 
 enum class Along { Tensor, Rows, Columns };
 
@@ -98,14 +90,9 @@ void expect_product(const Tensor& got, const Product& want, const char* what) {
 
 class Float8LinearRecipes : public ::testing::TestWithParam<const char*> {};
 
-Float8Recipe recipe_named(const std::string& name) {
-  if (name == "rowwise") return float8_rowwise();
-  if (name == "rowwise_with_gw_hp") return float8_rowwise_with_gw_hp();
-  return float8_tensorwise();
-}
 
 TEST_P(Float8LinearRecipes, CastsAndGemmsMatchTheFloat64Recipe) {
-  const Float8Recipe recipe = recipe_named(GetParam());
+  const Float8Recipe recipe = float8_recipe_named(GetParam());
   EXPECT_STREQ(recipe.name, GetParam());
   const int64_t M = 48, K = 64, N = 32;  // tokens, in, out
   Float8Training training{recipe, {}, false};
@@ -115,9 +102,9 @@ TEST_P(Float8LinearRecipes, CastsAndGemmsMatchTheFloat64Recipe) {
                 Placer(layout, {}));
   ASSERT_TRUE(linear.float8());
   ASSERT_TRUE(linear.weight().float8());
-  const Tensor w = random_matrix(N, K, 0.02, 1);
+  const Tensor w = normal_matrix(N, K, 0.02, 1);
   copy_tensor(w, linear.weight().value());
-  const Tensor x = random_matrix(M, K, 1.0, 2), dy = random_matrix(M, N, 1e-3, 3);
+  const Tensor x = normal_matrix(M, K, 1.0, 2), dy = normal_matrix(M, N, 1e-3, 3);
   const bool pow2 = recipe.power_of_two_scales;
 
   // The casts, bit for bit.
@@ -166,6 +153,8 @@ TEST(Float8Recipes, AreTorchaos) {
   const Float8Recipe h = float8_rowwise_with_gw_hp();
   EXPECT_FALSE(h.weight_for_grad_input.rowwise);
   EXPECT_FALSE(h.input_for_grad_weight.enabled || h.grad_output_for_grad_weight.enabled);
+  EXPECT_STREQ(float8_recipe_named("rowwise_with_gw_hp").name, "rowwise_with_gw_hp");
+  EXPECT_THROW(float8_recipe_named("columnwise"), Error);
 }
 
 TEST(Float8Training, ConvertsBySizeAndName) {

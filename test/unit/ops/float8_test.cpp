@@ -96,7 +96,9 @@ TEST_P(Float8Cast, MatchesTheFloat64Rule) {
       ASSERT_EQ(y.data<float>()[at], want) << i << "," << j;
       ASSERT_EQ(back.data<float>()[at], want) << i << "," << j;
     }
-  if (c.axis == Float8Axis::Tensor) EXPECT_GT(saturated, 0);
+  if (c.axis == Float8Axis::Tensor) {
+    EXPECT_GT(saturated, 0);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(

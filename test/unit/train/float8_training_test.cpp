@@ -76,7 +76,9 @@ TEST(Float8Training, ACheckpointOfAFloat8RunResumesWithoutFloat8) {
   {
     Trainer trainer(job);
     trainer.train();
-    for (nn::Parameter* p : trainer.model().parameters()) saved.push_back(testing::to_values(p->shard()));
+    for (nn::Parameter* p : trainer.model().parameters()) {
+      saved.push_back(testing::to_values(p->shard()));
+    }
   }
   job.model.converters.clear();
   job.training.steps = 3;

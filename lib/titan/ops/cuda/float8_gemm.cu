@@ -21,16 +21,15 @@
 #include "titan/core/cuda/cuda_check.h"
 #include "titan/ops/checks.h"
 #include "titan/ops/cuda/common.cuh"
+#include "titan/ops/cuda/cublaslt.h"
 #include "titan/ops/float8_gemm.h"
 
 namespace titan::ops::cuda {
 namespace {
 
-constexpr size_t kWorkspaceBytes = size_t(32) << 20;
-
+// Per device: the buffer of the scales' reciprocals (cuBLASLt's handle and workspace are
+// the backend's, ops/cuda/cublaslt.h).
 struct DeviceContext {
-  cublasLtHandle_t handle = nullptr;
-  void* workspace = nullptr;
   float* reciprocals = nullptr;  // grows to the largest M + N seen
   size_t reciprocal_bytes = 0;
 };
@@ -41,13 +40,9 @@ DeviceContext& device_context(int device_index) {
   std::lock_guard lock(mutex);
   TITAN_CHECK(device_index >= 0 && device_index < 64) << "bad CUDA device " << device_index;
   if (contexts.size() <= size_t(device_index)) contexts.resize(size_t(device_index) + 1);
-  if (!contexts[size_t(device_index)]) {
-    auto context = std::make_unique<DeviceContext>();
-    CUBLAS_CHECK(cublasLtCreate(&context->handle));
-    CUDA_CHECK(cudaMalloc(&context->workspace, kWorkspaceBytes));
-    contexts[size_t(device_index)] = std::move(context);
-  }
-  return *contexts[size_t(device_index)];
+  std::unique_ptr<DeviceContext>& context = contexts[size_t(device_index)];
+  if (!context) context = std::make_unique<DeviceContext>();
+  return *context;
 }
 
 // At least `bytes` of reciprocal buffer. Growing waits for the compute stream, whose queued
@@ -68,20 +63,6 @@ float* reciprocal_buffer(DeviceContext& context, size_t bytes) {
   return context.reciprocals;
 }
 
-// cuBLASLt descriptors, destroyed on every path out (an error throws).
-struct MatmulDesc {
-  cublasLtMatmulDesc_t desc = nullptr;
-  ~MatmulDesc() { if (desc) cublasLtMatmulDescDestroy(desc); }
-};
-struct Layout {
-  cublasLtMatrixLayout_t layout = nullptr;
-  ~Layout() { if (layout) cublasLtMatrixLayoutDestroy(layout); }
-};
-struct Preference {
-  cublasLtMatmulPreference_t preference = nullptr;
-  ~Preference() { if (preference) cublasLtMatmulPreferenceDestroy(preference); }
-};
-
 template <class T>
 void set_attribute(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attribute,
                    const T& value) {
@@ -101,14 +82,6 @@ cudaDataType_t cuda_data_type(DType dtype) {
 }
 
 bool is_float8(DType dtype) { return dtype == DType::F8E4M3 || dtype == DType::F8E5M2; }
-
-// The largest power of two (at most 256) that divides the address (matmul.cu's rule).
-uint32_t alignment_bytes(const void* ptr) {
-  const auto address = reinterpret_cast<uintptr_t>(ptr);
-  uint32_t alignment = 256;
-  while (alignment > 1 && address % alignment != 0) alignment /= 2;
-  return alignment;
-}
 
 // reciprocal_a[i] = 1 / a_scale[i] for i < m (a [1] scale broadcast when a_count is 1),
 // then likewise for b: IEEE f32 division.
@@ -208,6 +181,7 @@ void float8_gemm(const Tensor& a_q, const Tensor& a_scale, const Tensor& b_q,
       << alignment_bytes(a_data) << ", " << alignment_bytes(b_data) << " and "
       << alignment_bytes(c_data) << " bytes";
   DeviceContext& context = device_context(device_index);
+  const CublasLtDevice& lt = cublaslt_device(device_index);
 
   // 1 / scale, cuBLASLt's scale factors: [M] and [N] in outer-vector mode, else one each.
   const int64_t m_scales = s.rowwise ? s.m : 1, n_scales = s.rowwise ? s.n : 1;
@@ -247,26 +221,11 @@ void float8_gemm(const Tensor& a_q, const Tensor& a_scale, const Tensor& b_q,
                                           uint64_t(s.n), uint64_t(s.m), s.n));
 
   Preference preference;
-  CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&preference.preference));
-  const uint64_t workspace_bytes = kWorkspaceBytes;
-  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(preference.preference,
-                                                    CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                    &workspace_bytes, sizeof(workspace_bytes)));
-  const uint32_t align_a = alignment_bytes(b_data), align_b = alignment_bytes(a_data),
-                 align_c = alignment_bytes(c_data);
-  const std::pair<cublasLtMatmulPreferenceAttributes_t, const uint32_t*> alignments[] = {
-      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_a},
-      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_b},
-      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c},
-      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c}};
-  for (const auto& [attribute, bytes] : alignments) {
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(preference.preference, attribute, bytes,
-                                                      sizeof(*bytes)));
-  }
+  make_preference(preference, b_data, a_data, c_data);  // cuBLASLt's A is our b
 
   cublasLtMatmulHeuristicResult_t heuristic{};
   int found = 0;
-  CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(context.handle, op.desc, lt_a.layout, lt_b.layout,
+  CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt.handle, op.desc, lt_a.layout, lt_b.layout,
                                               lt_c.layout, lt_c.layout, preference.preference, 1,
                                               &heuristic, &found));
   TITAN_CHECK(found > 0) << "float8_gemm (cuda): cuBLASLt has no algorithm for " << s.m << "x"
@@ -277,9 +236,9 @@ void float8_gemm(const Tensor& a_q, const Tensor& a_scale, const Tensor& b_q,
   const float alpha = 1.0f;
   const float beta = accumulate == Accumulate::Yes ? 1.0f : 0.0f;
   // D = C: cuBLASLt writes in place, and with beta = 0 it does not read C.
-  CUBLAS_CHECK(cublasLtMatmul(context.handle, op.desc, &alpha, b_data, lt_a.layout, a_data,
+  CUBLAS_CHECK(cublasLtMatmul(lt.handle, op.desc, &alpha, b_data, lt_a.layout, a_data,
                               lt_b.layout, &beta, c_data, lt_c.layout, c_data, lt_c.layout,
-                              &heuristic.algo, context.workspace, kWorkspaceBytes,
+                              &heuristic.algo, lt.workspace, kCublasLtWorkspaceBytes,
                               compute_stream()));
 }
 

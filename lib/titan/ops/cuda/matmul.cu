@@ -12,12 +12,8 @@
 //   A, B bf16 -> C f32 or bf16
 // cuBLASLt has no f32-inputs/bf16-output kernel; that combination is rejected by name.
 //
-// Each device gets one cuBLASLt handle and one 32 MiB workspace, made on first use and
-// kept for the life of the process (freeing them at exit would race the driver's own
-// teardown). The workspace is cudaMalloc'd directly, not through the counted allocator,
-// so that tests asserting on tensor memory do not see it. Work is queued on the device's
-// compute stream (core/cuda/launch.h), like every other CUDA op; one workspace per device
-// is enough because only that stream uses it.
+// The handle, workspace and descriptors are ops/cuda/cublaslt.h's, shared with the Float8
+// GEMM; the one definition of cublaslt_device is here.
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -27,48 +23,12 @@
 
 #include "titan/core/cuda/cuda_check.h"
 #include "titan/ops/cuda/common.cuh"
+#include "titan/ops/cuda/cublaslt.h"
 #include "titan/ops/cuda/gemm.h"
 #include "titan/ops/matmul.h"
 
 namespace titan::ops::cuda {
 namespace {
-
-constexpr size_t kWorkspaceBytes = size_t(32) << 20;
-
-struct DeviceContext {
-  cublasLtHandle_t handle = nullptr;
-  void* workspace = nullptr;
-};
-
-// The handle and workspace of the current device (cudaSetDevice has been called).
-const DeviceContext& device_context(int device_index) {
-  static std::mutex mutex;
-  static std::vector<std::unique_ptr<DeviceContext>> contexts;
-  std::lock_guard lock(mutex);
-  TITAN_CHECK(device_index >= 0 && device_index < 64) << "bad CUDA device " << device_index;
-  if (contexts.size() <= size_t(device_index)) contexts.resize(size_t(device_index) + 1);
-  if (!contexts[size_t(device_index)]) {
-    auto context = std::make_unique<DeviceContext>();
-    CUBLAS_CHECK(cublasLtCreate(&context->handle));
-    CUDA_CHECK(cudaMalloc(&context->workspace, kWorkspaceBytes));
-    contexts[size_t(device_index)] = std::move(context);
-  }
-  return *contexts[size_t(device_index)];
-}
-
-// cuBLASLt descriptors, destroyed on every path out (an error throws).
-struct MatmulDesc {
-  cublasLtMatmulDesc_t desc = nullptr;
-  ~MatmulDesc() { if (desc) cublasLtMatmulDescDestroy(desc); }
-};
-struct Layout {
-  cublasLtMatrixLayout_t layout = nullptr;
-  ~Layout() { if (layout) cublasLtMatrixLayoutDestroy(layout); }
-};
-struct Preference {
-  cublasLtMatmulPreference_t preference = nullptr;
-  ~Preference() { if (preference) cublasLtMatmulPreferenceDestroy(preference); }
-};
 
 cudaDataType_t cuda_data_type(DType dtype) {
   TITAN_CHECK(dtype == DType::F32 || dtype == DType::BF16)
@@ -80,15 +40,6 @@ cudaDataType_t cuda_data_type(DType dtype) {
 void make_layout(Layout& out, const DeviceMatrix& m) {
   CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&out.layout, cuda_data_type(m.dtype), uint64_t(m.cols),
                                           uint64_t(m.rows), m.ld));
-}
-
-// The largest power of two (at most 256) that divides the address. Views made by narrow()
-// can start anywhere, and cuBLASLt's heuristics assume 256-byte alignment unless told.
-uint32_t alignment_bytes(const void* ptr) {
-  const auto address = reinterpret_cast<uintptr_t>(ptr);
-  uint32_t alignment = 256;
-  while (alignment > 1 && address % alignment != 0) alignment /= 2;
-  return alignment;
 }
 
 template <class T>
@@ -143,6 +94,21 @@ void matmul(const Tensor& a, Transpose transpose_a, const Tensor& b, Transpose t
        device_matrix(c), alpha, beta, "matmul");
 }
 
+const CublasLtDevice& cublaslt_device(int device_index) {
+  static std::mutex mutex;
+  static std::vector<std::unique_ptr<CublasLtDevice>> devices;
+  std::lock_guard lock(mutex);
+  TITAN_CHECK(device_index >= 0 && device_index < 64) << "bad CUDA device " << device_index;
+  if (devices.size() <= size_t(device_index)) devices.resize(size_t(device_index) + 1);
+  if (!devices[size_t(device_index)]) {
+    auto device = std::make_unique<CublasLtDevice>();
+    CUBLAS_CHECK(cublasLtCreate(&device->handle));
+    CUDA_CHECK(cudaMalloc(&device->workspace, kCublasLtWorkspaceBytes));
+    devices[size_t(device_index)] = std::move(device);
+  }
+  return *devices[size_t(device_index)];
+}
+
 void gemm(int device_index, const DeviceMatrix& a, Transpose transpose_a, const DeviceMatrix& b,
           Transpose transpose_b, const DeviceMatrix& c, float alpha, float beta, const char* op_name) {
   const int64_t m = transpose_a == Transpose::Yes ? a.cols : a.rows;
@@ -154,7 +120,7 @@ void gemm(int device_index, const DeviceMatrix& a, Transpose transpose_a, const 
       << (transpose_b == Transpose::Yes ? b.cols : b.rows) << "x" << n << " into " << c.rows
       << "x" << c.cols;
   if (m == 0 || n == 0) return;
-  const DeviceContext& context = device_context(device_index);
+  const CublasLtDevice& context = cublaslt_device(device_index);
 
   MatmulDesc op;
   CUBLAS_CHECK(cublasLtMatmulDescCreate(&op.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -174,21 +140,7 @@ void gemm(int device_index, const DeviceMatrix& a, Transpose transpose_a, const 
   const void* lt_b_data = a.data;
   void* c_data = const_cast<void*>(c.data);
   Preference preference;
-  CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&preference.preference));
-  const uint64_t workspace_bytes = kWorkspaceBytes;
-  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(preference.preference,
-                                                    CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                    &workspace_bytes, sizeof(workspace_bytes)));
-  const uint32_t align_a = alignment_bytes(lt_a_data), align_b = alignment_bytes(lt_b_data),
-                 align_c = alignment_bytes(c_data);
-  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-      preference.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_a, sizeof(align_a)));
-  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-      preference.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_b, sizeof(align_b)));
-  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-      preference.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c, sizeof(align_c)));
-  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-      preference.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c, sizeof(align_c)));
+  make_preference(preference, lt_a_data, lt_b_data, c_data);
 
   cublasLtMatmulHeuristicResult_t heuristic{};
   int found = 0;
@@ -197,13 +149,14 @@ void gemm(int device_index, const DeviceMatrix& a, Transpose transpose_a, const 
                                               &heuristic, &found));
   TITAN_CHECK(found > 0) << op_name << " (cuda): cuBLASLt has no algorithm for " << m << "x" << n
                          << "x" << k << " " << dtype_name(a.dtype) << " -> "
-                         << dtype_name(c.dtype) << " at alignments " << align_b << "/" << align_a
-                         << "/" << align_c << " bytes (leading dims " << a.ld << ", " << b.ld
-                         << ", " << c.ld << ")";
+                         << dtype_name(c.dtype) << " at alignments " << alignment_bytes(a.data)
+                         << "/" << alignment_bytes(b.data) << "/" << alignment_bytes(c_data)
+                         << " bytes (leading dims " << a.ld << ", " << b.ld << ", " << c.ld
+                         << ")";
   // D = C: cuBLASLt writes in place, and with beta = 0 it does not read C.
   CUBLAS_CHECK(cublasLtMatmul(context.handle, op.desc, &alpha, lt_a_data, lt_a.layout, lt_b_data,
                               lt_b.layout, &beta, c_data, lt_c.layout, c_data, lt_c.layout,
-                              &heuristic.algo, context.workspace, kWorkspaceBytes,
+                              &heuristic.algo, context.workspace, kCublasLtWorkspaceBytes,
                               compute_stream()));
 }
 

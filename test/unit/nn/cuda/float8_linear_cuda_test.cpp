@@ -18,9 +18,9 @@ TEST(CudaFloat8Linear, NeedsACudaBuild) {
 
 #include <cmath>
 #include <filesystem>
-#include <random>
 
 #include "support/cuda_device.h"
+#include "support/float_reference.h"
 #include "titan/core/copy.h"
 #include "titan/nn/linear.h"
 #include "titan/ops/float8_gemm.h"
@@ -37,13 +37,6 @@ using testing::to_host;
   if (!ops::float8_gemm_supported(Device::cuda(0)))                                     \
   GTEST_SKIP() << "cuda:0 has no fp8 tensor cores (compute capability < 8.9)"
 
-Tensor random_matrix(int64_t rows, int64_t cols, double scale, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<double> normal(0.0, scale);
-  Tensor t = Tensor::empty({rows, cols}, DType::F32);
-  for (int64_t i = 0; i < rows * cols; ++i) t.mutable_data<float>()[i] = float(normal(rng));
-  return t;
-}
 
 Tensor on(const Tensor& host, Device device) {
   Tensor t = Tensor::empty(host.shape(), host.dtype(), device);
@@ -77,10 +70,10 @@ LinearGemms run_linear(const Float8Recipe& recipe, Device device, bool emulate) 
   Linear linear("layers.0.attention.wq", K, N, InitRule{InitKind::Normal, 0.02, 0.0},
                 Placer(layout, {}));
   EXPECT_TRUE(linear.float8());
-  copy_tensor(random_matrix(N, K, 0.02, 1), linear.weight().value());
+  copy_tensor(normal_matrix(N, K, 0.02, 1), linear.weight().value());
   linear.weight().grad().zero_();
-  const Tensor x = on(random_matrix(M, K, 1.0, 2), device);
-  const Tensor dy = on(random_matrix(M, N, 1e-3, 3), device);
+  const Tensor x = on(normal_matrix(M, K, 1.0, 2), device);
+  const Tensor dy = on(normal_matrix(M, N, 1e-3, 3), device);
   LinearGemms out{Tensor::empty({M, N}, DType::F32, device),
                   Tensor::empty({M, K}, DType::F32, device), Tensor()};
   linear.forward(x, out.y);
@@ -92,15 +85,10 @@ LinearGemms run_linear(const Float8Recipe& recipe, Device device, bool emulate) 
 
 class CudaFloat8Linear : public ::testing::TestWithParam<const char*> {};
 
-Float8Recipe recipe_named(const std::string& name) {
-  if (name == "rowwise") return float8_rowwise();
-  if (name == "rowwise_with_gw_hp") return float8_rowwise_with_gw_hp();
-  return float8_tensorwise();
-}
 
 TEST_P(CudaFloat8Linear, TensorCoresAndEmulationMatchTheCpu) {
   SKIP_WITHOUT_FP8_TENSOR_CORES();
-  const Float8Recipe recipe = recipe_named(GetParam());
+  const Float8Recipe recipe = float8_recipe_named(GetParam());
   const LinearGemms cpu = run_linear(recipe, Device::cpu(), true);
   for (const bool emulate : {false, true}) {
     SCOPED_TRACE(emulate ? "emulated on the GPU" : "fp8 tensor cores");
