@@ -1,11 +1,10 @@
 #include "titan/nn/float8.h"
 
 #include "titan/core/error.h"
-#include "titan/ops/float8_gemm.h"
-#include "titan/ops/matmul.h"
-
 #include "titan/nn/context_parallel.h"
 #include "titan/nn/tensor_parallel.h"
+#include "titan/ops/float8_gemm.h"
+#include "titan/ops/matmul.h"
 
 namespace titan::nn {
 
