@@ -15,10 +15,12 @@
 //
 //   float8_amax(x, axis, amax)                 amax: f32 [1], [rows] or [cols]
 //   float8_scales(amax, format, pow2, scale)   scale: f32 like amax, from the rule above
-//   float8_round_trip(x, scale, axis, fmt, y)  y = x' (f32, x's shape; may be x itself)
+//   float8_round_trip(x, scale, axis, fmt, y)  y = x' (x's shape; may be x itself)
 //   float8_quantize(x, scale, axis, q)         q = fp8 of q's dtype (f8e4m3 or f8e5m2)
 //   float8_dequantize(q, scale, axis, y)       y = f32(q) / s
-// x is f32 (or bf16 on a GPU); scale sizes must match the axis.
+// x and y are f32 (on a GPU also bf16: the cast's product and rounding stay in f32); scale
+// sizes must match the axis. The transposed quantize of the backward's operands is in
+// ops/float8_gemm.h (GPU only: the CPU never needs the bytes laid out for tensor cores).
 #pragma once
 
 #include "titan/ops/dispatch.h"
