@@ -50,8 +50,6 @@ const config::JobConfig& validated(const config::JobConfig& config) {
 
 }  // namespace
 
-// quantize.linear.float8 when model.converters names it. CPU ranks always emulate the fp8
-// GEMMs (exactly: ops/float8.h); a GPU runs the same emulation when asked to.
 std::optional<nn::Float8Training> float8_training_for(const config::JobConfig& config,
                                                       Device device) {
   const config::StringList& converters = config.model.converters;
