@@ -12,6 +12,7 @@
 #include "titan/distributed/job.h"
 #include "titan/distributed/mesh.h"
 #include "titan/distributed/runtime.h"
+#include "titan/train/preemption.h"
 #include "titan/train/trainer.h"
 
 namespace {
@@ -37,6 +38,7 @@ int run(titan::distributed::Runtime& runtime, int argc, char** argv) {
       break;
   }
   const JobConfig& config = cli.config;
+  train::install_preemption_handlers();  // SIGUSR1, SIGTERM: stop after a step and save
   distributed::MeshShape shape;
   if (!job.setup([&] {
         shape = distributed::mesh_shape_from_config(config.parallelism, runtime.world_size());

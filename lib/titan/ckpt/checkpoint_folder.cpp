@@ -1,7 +1,14 @@
 #include "titan/ckpt/checkpoint_folder.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <regex>
+
+#include "titan/core/error.h"
 
 namespace titan::ckpt {
 
@@ -30,6 +37,36 @@ void prune_checkpoints(const std::filesystem::path& folder, int64_t keep) {
     std::error_code error;  // already gone is fine
     std::filesystem::remove(checkpoint_path(folder, steps[i]), error);
   }
+}
+
+namespace {
+
+// fsync of a file or a folder, opened read-only for it.
+void sync_path(const std::filesystem::path& target, int flags, const char* what) {
+  const int fd = ::open(target.c_str(), flags | O_CLOEXEC);
+  TITAN_CHECK(fd >= 0) << what << " " << target.string() << ": cannot open it to sync: "
+                       << std::strerror(errno);
+  const int synced = ::fsync(fd);
+  const int error = errno;
+  ::close(fd);
+  TITAN_CHECK(synced == 0) << what << " " << target.string() << ": fsync failed: "
+                           << std::strerror(error);
+}
+
+}  // namespace
+
+void sync_file(const std::filesystem::path& file, const char* what) {
+  sync_path(file, O_RDONLY, what);
+}
+
+void publish_file(const std::filesystem::path& tmp, const std::filesystem::path& path,
+                  const char* what) {
+  std::error_code error;
+  std::filesystem::rename(tmp, path, error);
+  TITAN_CHECK(!error) << what << " " << path.string() << ": cannot rename " << tmp.string()
+                      << " to it: " << error.message();
+  const std::filesystem::path folder = path.has_parent_path() ? path.parent_path() : ".";
+  sync_path(folder, O_RDONLY | O_DIRECTORY, what);
 }
 
 }  // namespace titan::ckpt

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "titan/ckpt/checkpoint_folder.h"
 #include "titan/core/copy.h"
 
 namespace titan::ckpt {
@@ -343,8 +344,7 @@ void write_safetensors(const std::string& path,
                                         << std::strerror(errno);
     TITAN_CHECK(::close(fd.release()) == 0) << "safetensors " << tmp << ": close failed: "
                                             << std::strerror(errno);
-    TITAN_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0)
-        << "safetensors " << path << ": cannot rename " << tmp << " to it: " << std::strerror(errno);
+    publish_file(tmp, path, "safetensors");
   } catch (...) {
     ::unlink(tmp.c_str());
     throw;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdlib>
 #include <sstream>
 #include <thread>
@@ -17,6 +18,7 @@
 #include "titan/models/registry.h"
 #include "titan/ops/cross_entropy.h"
 #include "titan/ops/float8_gemm.h"
+#include "titan/train/preemption.h"
 
 namespace titan::train {
 namespace {
@@ -459,10 +461,16 @@ void Trainer::inject_test_fault() const {
   int rank = -1;
   long long step = -1;
   TITAN_CHECK(std::sscanf(fault, "%15[a-z]:%d:%lld", kind, &rank, &step) == 3)
-      << "TITAN_TEST_FAULT=" << fault << ": expected <throw|hang|oom>:<rank>:<step>";
+      << "TITAN_TEST_FAULT=" << fault << ": expected <throw|hang|oom|signal>:<rank>:<step>";
   if (rank != mesh_->world().rank() || step != step_) return;
   if (std::string(kind) == "throw") {
     TITAN_FAIL() << "test fault injected at step " << step_;
+  }
+  if (std::string(kind) == "signal") {  // SIGUSR1 to this rank alone, through its handler
+    TITAN_CHECK(preemption_handlers_installed())
+        << "TITAN_TEST_FAULT=signal needs titan-train's preemption handlers";
+    std::raise(SIGUSR1);
+    return;
   }
   if (std::string(kind) == "oom") {
     Allocator& allocator = allocator_for(device_);
@@ -470,6 +478,12 @@ void Trainer::inject_test_fault() const {
     return;
   }
   std::this_thread::sleep_for(std::chrono::hours(1));
+}
+
+int Trainer::agreed_stop_signal() {
+  if (!preemption_handlers_installed()) return 0;
+  return int(distributed::all_reduce_scalar(mesh_->world(), double(pending_stop_signal()),
+                                            distributed::ReduceOp::Max));
 }
 
 ValidationResult Trainer::validate() {
@@ -499,7 +513,14 @@ ValidationResult Trainer::validate() {
 
 std::vector<StepResult> Trainer::train() {
   std::vector<StepResult> results;
-  while (step_ < config_.training.steps) results.push_back(train_step());
+  while (step_ < config_.training.steps) {
+    results.push_back(train_step());
+    if (step_ == config_.training.steps) break;  // done: nothing to stop
+    if (const int signal = agreed_stop_signal(); signal != 0) {
+      stop_for_signal(signal);
+      return results;
+    }
+  }
   if (async_writer_) async_writer_->wait();
   log::info("training done: %lld steps, %lld tokens", (long long)step_, (long long)tokens_seen_);
   return results;

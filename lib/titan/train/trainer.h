@@ -96,8 +96,12 @@ class Trainer {
   ~Trainer();
 
   // Runs the remaining steps up to training.steps (and waits for an asynchronous
-  // checkpoint still being written); returns every step's result.
+  // checkpoint still being written); returns every step's result. With titan-train's
+  // preemption handlers installed (train/preemption.h) the ranks agree after each step
+  // whether one was signalled; then training stops there, after a checkpoint of that step.
   std::vector<StepResult> train();
+  // The signal training stopped on (SIGUSR1, SIGTERM), or 0.
+  int stopped_on_signal() const { return stopped_on_signal_; }
   // One optimizer step (the next one); throws DivergedError on a non-finite loss or norm.
   StepResult train_step();
 
@@ -136,6 +140,11 @@ class Trainer {
   void load_checkpoint(const std::string& path, bool model_only);
   void load_hf_folder(const std::string& hf_dir, const std::filesystem::path& folder);
   void maybe_save_checkpoint();
+  // Writes step_'s checkpoint; in the background when the writer exists and `background`.
+  void save_checkpoint(bool model_only, bool background);
+  // After a step: the stop signal any rank received (max over the world), or 0.
+  int agreed_stop_signal();
+  void stop_for_signal(int signal);
 
   const config::JobConfig config_;  // validated
   const models::ModelFamily& family_;
@@ -162,6 +171,8 @@ class Trainer {
   std::unique_ptr<metrics::MetricsProcessor> metrics_;
   std::unique_ptr<distributed::Communicator> checkpoint_io_;  // a split of the world, for HDF5
   std::unique_ptr<ckpt::AsyncCheckpointWriter> async_writer_;  // checkpoint.async_mode: async
+  int64_t last_saved_step_ = -1;  // the step of the newest checkpoint this run started
+  int stopped_on_signal_ = 0;
   int64_t accumulation_steps_ = 1;
   int64_t validation_steps_ = 0;  // batches per validation pass
   int64_t step_ = 0;

@@ -11,6 +11,7 @@
 #include "titan/config/load.h"
 #include "titan/core/copy.h"
 #include "titan/core/logging.h"
+#include "titan/train/preemption.h"
 #include "titan/train/trainer.h"
 #if TITAN_HAVE_HDF5
 #include "titan/ckpt/hdf5/hf_convert.h"
@@ -175,7 +176,13 @@ void Trainer::maybe_save_checkpoint() {
   const bool last = step_ == config_.training.steps;
   const bool due = step_ % c.interval == 0 || last || (step_ == 1 && c.enable_first_step_checkpoint);
   if (!due) return;
-  const bool model_only = last && c.last_save_model_only;
+  save_checkpoint(last && c.last_save_model_only, /*background=*/true);
+}
+
+void Trainer::save_checkpoint(bool model_only, bool background) {
+  const config::CheckpointSection& c = config_.checkpoint;
+  const bool last = step_ == config_.training.steps;
+  last_saved_step_ = step_;
   // float16 exports are refused by the config's validation.
   const DType model_dtype =
       model_only && c.export_dtype == config::Precision::Bfloat16 ? DType::BF16 : DType::F32;
@@ -216,7 +223,8 @@ void Trainer::maybe_save_checkpoint() {
     log::info("saved %s in %.2f s%s", path.c_str(), std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(),
               model_only ? " (model only)" : "");
   };
-  if (!async_writer_) {
+  if (!async_writer_ || !background) {
+    if (async_writer_) async_writer_->wait();  // one save at a time, in step order
     ckpt::write_checkpoint_file(path, *checkpoint_io_, meta, pieces);
     finish();
     return;
@@ -232,6 +240,23 @@ void Trainer::maybe_save_checkpoint() {
   }
   async_writer_->start(path, *checkpoint_io_, std::move(meta), std::move(pieces), finish);
   log::info("saving %s in the background (checkpoint.async_mode)", path.c_str());
+}
+
+void Trainer::stop_for_signal(int signal) {
+  stopped_on_signal_ = signal;
+  if (async_writer_) async_writer_->wait();
+  const config::CheckpointSection& c = config_.checkpoint;
+  std::string saved;
+  if (c.enable && !c.load_only) {
+    if (last_saved_step_ != step_) save_checkpoint(/*model_only=*/false, /*background=*/false);
+    saved = "saved " + ckpt::checkpoint_path(std::filesystem::path(config_.job.dump_folder) /
+                                                 c.folder, step_).string() +
+            "; run the same job again (or let it requeue) to resume";
+  } else {
+    saved = "nothing saved (checkpoint.enable is false)";
+  }
+  log::info("stopped on %s at step %lld of %lld: %s", stop_signal_name(signal),
+            (long long)step_, (long long)config_.training.steps, saved.c_str());
 }
 
 }  // namespace titan::train

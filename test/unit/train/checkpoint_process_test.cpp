@@ -92,6 +92,57 @@ TEST(CheckpointProcess, ResumeOnTheSameMeshIsBitwiseIdentical) {
   }
 }
 
+// Preemption (train/preemption.h): SIGUSR1 reaching one rank alone (the test hook raises it
+// on rank 1 at step 7) stops every rank after that step, with a checkpoint of it and exit 0;
+// running the job again resumes there and gives the uninterrupted run's losses.
+TEST(CheckpointProcess, ASignalOnOneRankStopsEveryRankAfterSavingAndTheJobResumesExactly) {
+  const fs::path dump = fresh("preempted");
+  ProcessResult r = testing::run_titan_train_mpi(2, job(dump, 2, 20),
+                                                 {"TITAN_TEST_FAULT=signal:1:7"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE((r.out + r.err).find("stopped on SIGUSR1 at step 7 of 20: saved"), std::string::npos)
+      << describe(r);
+  EXPECT_TRUE(fs::exists(dump / "checkpoint" / "step-7.h5"));
+  EXPECT_FALSE(fs::exists(dump / "checkpoint" / "step-10.h5"));
+  EXPECT_EQ(losses(dump).rbegin()->first, 7);
+  r = train(2, job(dump, 2, 20));
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const std::map<int, std::string> resumed = losses(dump), reference = straight_run();
+  for (int step = 8; step <= 20; ++step) {
+    ASSERT_TRUE(resumed.count(step)) << "step " << step;
+    EXPECT_EQ(resumed.at(step), reference.at(step)) << "step " << step;
+  }
+}
+
+// The real path: SIGUSR1 sent to mpirun (as a user or a batch script's trap does) reaches
+// the ranks, which stop after a step with a checkpoint and exit 0.
+TEST(CheckpointProcess, MpirunForwardsSigusr1AndTheJobStopsAfterSaving) {
+  const fs::path dump = fresh("sigusr1");
+  std::string command = std::string(TITAN_MPIEXEC) +
+                        " --oversubscribe --allow-run-as-root -np 2 -x OMP_NUM_THREADS=1 " +
+                        TITAN_TRAIN_EXE;
+  for (const std::string& arg : job(dump, 2, 2000)) command += " '" + arg + "'";
+  // Start the job, send SIGUSR1 once step 3 is logged, and wait for it.
+  const std::string log = (fs::temp_directory_path() / "titan_sigusr1.log").string();
+  const std::string script = command + " > " + log + " 2>&1 &\n"
+      "pid=$!\n"
+      "for i in $(seq 600); do grep -q 'step: 3 ' " + log + " && break; sleep 0.1; done\n"
+      "kill -USR1 $pid\n"
+      "wait $pid; code=$?\n"
+      "cat " + log + "\n"
+      "exit $code\n";
+  const ProcessResult r = testing::run_process("/bin/sh", {"-c", script});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  static const std::regex stopped(R"(stopped on SIGUSR1 at step (\d+) of 2000: saved)");
+  std::smatch m;
+  const std::string text = r.out + r.err;
+  ASSERT_TRUE(std::regex_search(text, m, stopped)) << describe(r);
+  const int step = std::stoi(m[1]);
+  EXPECT_GE(step, 3);
+  EXPECT_LT(step, 2000);
+  EXPECT_TRUE(fs::exists(dump / "checkpoint" / ("step-" + std::to_string(step) + ".h5")));
+}
+
 // Saved by 4 FSDP ranks; resumed by 2 FSDP ranks, 1 rank and 2x2 HSDP: each rank reads its
 // own box of every tensor.
 TEST(CheckpointProcess, ACheckpointOfOneMeshResumesOnOthers) {

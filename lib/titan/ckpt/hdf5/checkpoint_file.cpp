@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "titan/build_config.h"
+#include "titan/ckpt/checkpoint_folder.h"
 #include "titan/ckpt/hdf5/h5.h"
 #include "titan/core/float_formats.h"
 #include "titan/core/trace.h"
@@ -172,12 +173,9 @@ void write_checkpoint_file(const std::string& path, distributed::Communicator& i
     // Last: a file without it is not a checkpoint, whatever else it holds.
     h5::write_int_attribute(file.id(), "complete", 1);
   }  // closed on every rank before the rename
+  sync_file(temporary, "checkpoint");  // every rank: its writes are on the disk
   io.barrier().wait();
-  if (io.rank() == 0) {
-    std::error_code error;
-    std::filesystem::rename(temporary, path, error);
-    TITAN_CHECK(!error) << "cannot rename " << temporary << " to " << path << ": " << error.message();
-  }
+  if (io.rank() == 0) publish_file(temporary, path, "checkpoint");
   io.barrier().wait();
 }
 

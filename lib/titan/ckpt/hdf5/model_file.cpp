@@ -1,13 +1,9 @@
 #include "titan/ckpt/hdf5/model_file.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
 #include <filesystem>
 
 #include "titan/build_config.h"
+#include "titan/ckpt/checkpoint_folder.h"
 #include "titan/ckpt/hdf5/inspect.h"
 
 namespace titan::ckpt {
@@ -78,15 +74,8 @@ void ModelFileWriter::finish() {
     h5::write_int_attribute(root.id(), "complete", 1);  // last: the file is whole from here
   }
   H5_CHECK(H5Fclose(file_.release()));  // checked: buffered writes land here
-  const int fd = ::open(tmp_path_.c_str(), O_RDONLY);
-  TITAN_CHECK(fd >= 0) << "checkpoint " << tmp_path_ << ": cannot reopen it: " << std::strerror(errno);
-  const int synced = ::fsync(fd);
-  ::close(fd);
-  TITAN_CHECK(synced == 0) << "checkpoint " << tmp_path_ << ": fsync failed: " << std::strerror(errno);
-  std::error_code error;
-  std::filesystem::rename(tmp_path_, path_, error);
-  TITAN_CHECK(!error) << "checkpoint " << path_ << ": cannot rename " << tmp_path_ << " to it: "
-                      << error.message();
+  sync_file(tmp_path_, "checkpoint");
+  publish_file(tmp_path_, path_, "checkpoint");
   finished_ = true;
 }
 
