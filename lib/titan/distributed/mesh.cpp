@@ -1,5 +1,6 @@
 #include "titan/distributed/mesh.h"
 
+#include <iterator>
 #include <map>
 #include <sstream>
 
@@ -43,19 +44,19 @@ std::string degrees_line(const MeshShape& shape, int64_t world_size) {
   return os.str();
 }
 
-// A sub-communicator of the ranks that differ only along `group_dims`: the color is the
-// rank's position along every other dim, the key its world rank (so group ranks follow
-// world order, row-major over the group's dims).
-std::unique_ptr<Communicator> split_over(Communicator& world, const MeshShape& shape,
-                                         const std::array<int64_t, kMeshDims>& coordinates,
-                                         std::initializer_list<MeshDim> group_dims,
-                                         std::string name) {
-  int64_t color = 0;
-  for (MeshDim dim : kAllDims) {
-    bool in_group = false;
-    for (MeshDim g : group_dims) in_group = in_group || g == dim;
-    if (!in_group) color = color * shape[dim] + coordinates[size_t(dim)];
+bool in_dims(MeshDim dim, const std::vector<MeshDim>& dims) {
+  for (MeshDim d : dims) {
+    if (d == dim) return true;
   }
+  return false;
+}
+
+// A sub-communicator of the ranks that differ only along `group_dims`: split by
+// mesh_group_color, keyed by world rank (so group ranks follow world order).
+std::unique_ptr<Communicator> split_over(Communicator& world, const MeshShape& shape,
+                                         const std::vector<MeshDim>& group_dims,
+                                         std::string name) {
+  const int64_t color = mesh_group_color(shape, world.rank(), group_dims);
   return world.split(int(color), world.rank(), std::move(name));
 }
 
@@ -68,6 +69,38 @@ void add_stats(CommStats& total, const CommStats& stats) {
 }
 
 }  // namespace
+
+int64_t mesh_group_color(const MeshShape& shape, int64_t rank,
+                         const std::vector<MeshDim>& group_dims) {
+  const std::array<int64_t, kMeshDims> coordinates = mesh_coordinates(shape, rank);
+  int64_t color = 0;
+  for (MeshDim dim : kAllDims) {
+    if (!in_dims(dim, group_dims)) color = color * shape[dim] + coordinates[size_t(dim)];
+  }
+  return color;
+}
+
+std::vector<int64_t> mesh_group_ranks(const MeshShape& shape, int64_t rank,
+                                      const std::vector<MeshDim>& group_dims) {
+  // Row-major over the group's dims from the rank's coordinates along the others.
+  std::array<int64_t, kMeshDims> at = mesh_coordinates(shape, rank);
+  int64_t size = 1;
+  for (MeshDim dim : group_dims) size *= shape[dim];
+  std::vector<int64_t> ranks;
+  ranks.reserve(size_t(size));
+  for (int64_t index = 0; index < size; ++index) {
+    int64_t rest = index;
+    for (auto dim = std::rbegin(kAllDims); dim != std::rend(kAllDims); ++dim) {
+      if (!in_dims(*dim, group_dims)) continue;
+      at[size_t(*dim)] = rest % shape[*dim];
+      rest /= shape[*dim];
+    }
+    int64_t world_rank = 0;
+    for (MeshDim dim : kAllDims) world_rank = world_rank * shape[dim] + at[size_t(dim)];
+    ranks.push_back(world_rank);
+  }
+  return ranks;
+}
 
 const char* mesh_dim_name(MeshDim dim) {
   switch (dim) {
@@ -150,11 +183,10 @@ Mesh::Mesh(const MeshShape& shape, Communicator& world, Device device, bool nccl
   coordinates_ = mesh_coordinates(shape, world.rank());
   // Every rank splits in the same order: splits are collective over the world.
   for (MeshDim dim : kAllDims) {
-    groups_[size_t(dim)] = split_over(world, shape_, coordinates_, {dim}, mesh_dim_name(dim));
+    groups_[size_t(dim)] = split_over(world, shape_, {dim}, mesh_dim_name(dim));
   }
-  dp_ = split_over(world, shape_, coordinates_, {MeshDim::dp_replicate, MeshDim::dp_shard}, "dp");
-  dp_shard_cp_ = split_over(world, shape_, coordinates_, {MeshDim::dp_shard, MeshDim::cp},
-                            "dp_shard_cp");
+  dp_ = split_over(world, shape_, {MeshDim::dp_replicate, MeshDim::dp_shard}, "dp");
+  dp_shard_cp_ = split_over(world, shape_, {MeshDim::dp_shard, MeshDim::cp}, "dp_shard_cp");
   make_tensor_groups(nccl_for_one_rank_groups);
 }
 

@@ -69,6 +69,16 @@ MeshShape mesh_shape_from_config(const config::ParallelismSection& parallelism, 
 // A rank's coordinate along each dim (row-major over the degrees, tp fastest).
 std::array<int64_t, kMeshDims> mesh_coordinates(const MeshShape& shape, int64_t rank);
 
+// The group of `rank` over `group_dims` (the ranks that differ from it only along those
+// dims): its color, the same for every member and different for every other group (the
+// rank's position along the other dims, row-major), and its world ranks in group order
+// (ascending: row-major over the group's dims). What the Mesh's communicators are split
+// by; pure, so layouts of any size are checked without their ranks.
+int64_t mesh_group_color(const MeshShape& shape, int64_t rank,
+                         const std::vector<MeshDim>& group_dims);
+std::vector<int64_t> mesh_group_ranks(const MeshShape& shape, int64_t rank,
+                                      const std::vector<MeshDim>& group_dims);
+
 class Mesh {
  public:
   // Splits `world` (collective over it); world must outlive the mesh. `device` is the

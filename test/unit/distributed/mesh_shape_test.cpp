@@ -1,7 +1,9 @@
 // Mesh shapes from the config, coordinates, and a mesh over a one-rank world (no MPI).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstddef>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -119,6 +121,81 @@ TEST(MeshCoordinates, RowMajorWithTensorParallelFastest) {
   EXPECT_EQ(mesh_coordinates(shape, 2), (std::array<int64_t, kMeshDims>{0, 0, 1, 0, 0}));
   EXPECT_EQ(mesh_coordinates(shape, 23), (std::array<int64_t, kMeshDims>{1, 2, 1, 0, 1}));
   EXPECT_THROW(mesh_coordinates(shape, 24), Error);
+}
+
+// Every communicator's membership and rank order for cluster-sized layouts, checked
+// without the ranks: the groups of each kind partition the world, every member computes
+// the same group, a member's index in it is its coordinate (row-major over the group's
+// dims), and tp's ranks are consecutive (one node's GPUs under one rank per GPU).
+void check_groups(const MeshShape& shape) {
+  SCOPED_TRACE(shape.describe());
+  const int64_t world = shape.world_size();
+  const std::vector<std::pair<std::string, std::vector<MeshDim>>> kinds = {
+      {"pp", {MeshDim::pp}},
+      {"dp_replicate", {MeshDim::dp_replicate}},
+      {"dp_shard", {MeshDim::dp_shard}},
+      {"cp", {MeshDim::cp}},
+      {"tp", {MeshDim::tp}},
+      {"dp", {MeshDim::dp_replicate, MeshDim::dp_shard}},
+      {"dp_shard_cp", {MeshDim::dp_shard, MeshDim::cp}}};
+  for (const auto& [name, dims] : kinds) {
+    SCOPED_TRACE(name);
+    int64_t size = 1;
+    for (MeshDim dim : dims) size *= shape[dim];
+    std::vector<int64_t> seen(size_t(world), 0);
+    std::map<int64_t, std::vector<int64_t>> groups;  // by color
+    for (int64_t rank = 0; rank < world; ++rank) {
+      const std::vector<int64_t> members = mesh_group_ranks(shape, rank, dims);
+      ASSERT_EQ(int64_t(members.size()), size);
+      ASSERT_TRUE(std::is_sorted(members.begin(), members.end()));
+      const auto at = std::find(members.begin(), members.end(), rank);
+      ASSERT_NE(at, members.end()) << rank;
+      const int64_t color = mesh_group_color(shape, rank, dims);
+      auto [group, fresh] = groups.emplace(color, members);
+      if (fresh) {
+        for (int64_t member : members) ++seen[size_t(member)];
+      } else {
+        ASSERT_EQ(group->second, members) << rank;  // one group per color
+      }
+      // The index in the group: row-major over the group's dims of the coordinates.
+      const auto c = mesh_coordinates(shape, rank);
+      int64_t index = 0;
+      for (int d = 0; d < kMeshDims; ++d) {
+        if (std::find(dims.begin(), dims.end(), MeshDim(d)) != dims.end()) {
+          index = index * shape.degrees[size_t(d)] + c[size_t(d)];
+        }
+      }
+      ASSERT_EQ(at - members.begin(), index) << rank;
+    }
+    EXPECT_EQ(int64_t(groups.size()), world / size);
+    EXPECT_TRUE(std::all_of(seen.begin(), seen.end(), [](int64_t n) { return n == 1; }));
+  }
+  // tp innermost: a tp group is consecutive ranks.
+  const std::vector<int64_t> tp = mesh_group_ranks(shape, world - 1, {MeshDim::tp});
+  EXPECT_EQ(tp.back() - tp.front() + 1, shape[MeshDim::tp]);
+}
+
+TEST(MeshGroups, ClusterLayoutsOf512And1024Ranks) {
+  config::ParallelismSection p;  // torchtitan's 405B layout: tp 8 x pp 8 x dp_shard 8
+  p.tensor_parallel_degree = 8;
+  p.pipeline_parallel_degree = 8;
+  p.data_parallel_shard_degree = -1;
+  const MeshShape shape_512 = mesh_shape_from_config(p, 512);
+  EXPECT_EQ(shape_512[MeshDim::dp_shard], 8);
+  check_groups(shape_512);
+  // Rank 100 = pp 1, dp_shard 4, tp 4: its tp group is the node 96..103, its pp group one
+  // rank per node group (stride 64), its FSDP group stride 8 inside the pp stage.
+  EXPECT_EQ(mesh_group_ranks(shape_512, 100, {MeshDim::tp}),
+            (std::vector<int64_t>{96, 97, 98, 99, 100, 101, 102, 103}));
+  EXPECT_EQ(mesh_group_ranks(shape_512, 100, {MeshDim::pp}),
+            (std::vector<int64_t>{36, 100, 164, 228, 292, 356, 420, 484}));
+  EXPECT_EQ(mesh_group_ranks(shape_512, 100, {MeshDim::dp_shard}),
+            (std::vector<int64_t>{68, 76, 84, 92, 100, 108, 116, 124}));
+  p.data_parallel_replicate_degree = 2;  // 1024: HSDP 2 x FSDP 4 x CP 2 x TP 8 x PP 8
+  p.context_parallel_degree = 2;
+  const MeshShape shape_1024 = mesh_shape_from_config(p, 1024);
+  EXPECT_EQ(shape_1024[MeshDim::dp_shard], 4);
+  check_groups(shape_1024);
 }
 
 TEST(MeshDimNames, MatchTorchtitan) {
