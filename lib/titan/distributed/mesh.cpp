@@ -70,6 +70,18 @@ void add_stats(CommStats& total, const CommStats& stats) {
 
 }  // namespace
 
+std::string describe_rank(const MeshShape& shape, int64_t rank) {
+  const std::array<int64_t, kMeshDims> c = mesh_coordinates(shape, rank);
+  std::string text = "rank " + std::to_string(rank);
+  std::string coordinates;
+  for (MeshDim dim : kAllDims) {
+    if (shape[dim] == 1) continue;
+    coordinates += (coordinates.empty() ? "" : ", ") + std::string(mesh_dim_name(dim)) + " " +
+                   std::to_string(c[size_t(dim)]);
+  }
+  return coordinates.empty() ? text : text + " (" + coordinates + ")";
+}
+
 int64_t mesh_group_color(const MeshShape& shape, int64_t rank,
                          const std::vector<MeshDim>& group_dims) {
   const std::array<int64_t, kMeshDims> coordinates = mesh_coordinates(shape, rank);

@@ -69,6 +69,9 @@ MeshShape mesh_shape_from_config(const config::ParallelismSection& parallelism, 
 // A rank's coordinate along each dim (row-major over the degrees, tp fastest).
 std::array<int64_t, kMeshDims> mesh_coordinates(const MeshShape& shape, int64_t rank);
 
+// "rank 3 (pp 0, dp_shard 1, tp 1)": the rank and its coordinates along the dims above 1.
+std::string describe_rank(const MeshShape& shape, int64_t rank);
+
 // The group of `rank` over `group_dims` (the ranks that differ from it only along those
 // dims): its color, the same for every member and different for every other group (the
 // rank's position along the other dims, row-major), and its world ranks in group order

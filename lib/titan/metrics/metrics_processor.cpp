@@ -47,11 +47,13 @@ std::filesystem::path rank_file(const config::JobConfig& config, const std::stri
 }  // namespace
 
 MetricsProcessor::MetricsProcessor(const config::JobConfig& config, const RunInfo& run,
-                                   Allocator& allocator, MaxOverRanks max_over_ranks)
+                                   Allocator& allocator, MaxOverRanks max_over_ranks,
+                                   GatherOverRanks gather_over_ranks)
     : config_(config),
       run_(run),
       allocator_(allocator),
-      max_over_ranks_(std::move(max_over_ranks)) {
+      max_over_ranks_(std::move(max_over_ranks)),
+      gather_over_ranks_(std::move(gather_over_ranks)) {
   if (run.rank == 0) logger_ = std::make_unique<StepLogger>(config.job.dump_folder);
   if (config.metrics.enable_tensorboard && (run.rank == 0 || config.metrics.save_for_all_ranks)) {
     // torchtitan's layout, less its per-launch date folder: a resumed run's new file
@@ -152,6 +154,7 @@ void MetricsProcessor::log_step(const StepValues& v) {
   if (run_.world_size > 1) {
     m.comm_percent = max_over_ranks_(100.0 * (v.comm_wait_s - last_log_comm_wait_s_) / interval);
   }
+  const double window_comm_wait_s = last_log_comm_wait_s_;
   last_log_comm_wait_s_ = v.comm_wait_s;
   m.tokens = v.tokens_seen;
   const int64_t steps_since = v.step - last_log_step_;
@@ -160,6 +163,23 @@ void MetricsProcessor::log_step(const StepValues& v) {
                                           double(steps_since) / double(1 << 20));
   }
   last_log_comm_bytes_ = v.comm_bytes;
+  if (run_.world_size > 1 && steps_since > 0 && gather_over_ranks_) {
+    // Busy: the window's time not blocked on communication, per step. A slow rank shows
+    // here; the ranks waiting for it show as communication instead.
+    const double busy = std::max(interval - (v.comm_wait_s - window_comm_wait_s), 0.0) /
+                        double(steps_since);
+    std::vector<double> all = gather_over_ranks_(busy);
+    StepMetrics::BusyTimes b;
+    const auto slowest = std::max_element(all.begin(), all.end());
+    b.slowest_rank = slowest - all.begin();
+    b.max_s = *slowest;
+    b.min_s = *std::min_element(all.begin(), all.end());
+    std::nth_element(all.begin(), all.begin() + all.size() / 2, all.end());
+    b.median_s = all[all.size() / 2];
+    b.slowest = run_.describe_rank ? run_.describe_rank(b.slowest_rank)
+                                   : "rank " + std::to_string(b.slowest_rank);
+    m.busy = b;
+  }
   if (steps_since > 0 && v.step < config_.training.steps) {
     m.eta_s = interval / double(steps_since) * double(config_.training.steps - v.step);
   }

@@ -36,6 +36,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "titan/config/job_config.h"
 #include "titan/core/allocator.h"
@@ -50,6 +51,8 @@ struct RunInfo {
   int world_size = 1;
   double flops_per_token = 0;  // the model's training FLOPs per token
   double peak_tflops = 0;      // the MFU denominator, per device
+  // A rank as the straggler report names it: "rank 3 (pp 0, dp_shard 1, tp 1)".
+  std::function<std::string(int64_t rank)> describe_rank;
 };
 
 // This rank's communication since the start: seconds blocked and bytes its communicators
@@ -73,9 +76,11 @@ class MetricsProcessor {
  public:
   // The largest of a value over every rank (collective); on one rank, the value.
   using MaxOverRanks = std::function<double(double)>;
+  // Every rank's value, by rank (collective); on one rank, {value}.
+  using GatherOverRanks = std::function<std::vector<double>(double)>;
 
   MetricsProcessor(const config::JobConfig& config, const RunInfo& run, Allocator& allocator,
-                   MaxOverRanks max_over_ranks);
+                   MaxOverRanks max_over_ranks, GatherOverRanks gather_over_ranks = {});
   ~MetricsProcessor();
 
   // At the start of every step: the first step of this run starts the timing windows, the
@@ -103,6 +108,7 @@ class MetricsProcessor {
   RunInfo run_;
   Allocator& allocator_;
   MaxOverRanks max_over_ranks_;
+  GatherOverRanks gather_over_ranks_;
   std::unique_ptr<StepLogger> logger_;               // rank 0
   std::unique_ptr<TensorBoardWriter> tensorboard_;   // metrics.enable_tensorboard
   // The window since the previous step line: when, how many tokens, the wait so far.

@@ -61,6 +61,11 @@ std::string step_log_line(const StepMetrics& m) {
     std::snprintf(line, sizeof line, "  comm: %.1f%%", *m.comm_percent);
     text += line;
   }
+  if (m.busy) {
+    std::snprintf(line, sizeof line, "  busy: %.3g/%.3g/%.3gs slowest %s", m.busy->min_s,
+                  m.busy->median_s, m.busy->max_s, m.busy->slowest.c_str());
+    text += line;
+  }
   if (m.eta_s) text += "  eta: " + progress_duration_text(*m.eta_s);
   if (m.val_loss && m.val_perplexity) {
     std::snprintf(line, sizeof line, "  val_loss: %.4f  val_ppl: %.1f", *m.val_loss, *m.val_perplexity);
@@ -83,6 +88,12 @@ std::string step_json_line(const StepMetrics& m) {
   add("memory_gib", json_number(m.memory_gib));
   if (m.comm_percent) add("comm_percent", json_number(*m.comm_percent));
   if (m.comm_mib_per_step) add("comm_mib_per_step", json_number(*m.comm_mib_per_step));
+  if (m.busy) {
+    add("busy_s_min", json_number(m.busy->min_s));
+    add("busy_s_median", json_number(m.busy->median_s));
+    add("busy_s_max", json_number(m.busy->max_s));
+    add("slowest_rank", std::to_string(m.busy->slowest_rank));
+  }
   if (m.eta_s) add("eta_s", json_number(*m.eta_s));
   if (m.val_loss) add("val_loss", json_number(*m.val_loss));
   if (m.val_perplexity) add("val_perplexity", json_number(*m.val_perplexity));

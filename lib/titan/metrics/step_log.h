@@ -8,11 +8,12 @@
 //
 // Person: one line through log::info, torchtitan's layout (with the rate added):
 //   step: 10  loss: 7.1234  grad_norm: 1.2345  lr: 8.0e-04  memory: 0.12GiB  tps: 1,234  tflops: 0.12  mfu: 3.45%  comm: 2.1%
-// (comm only with several ranks; "val_loss: 7.01  val_ppl: 1108.2" at validation steps;
-// "eta: 1h02m" to training.steps).
+// (comm and "busy: 0.41/0.42/0.55s slowest rank 3 (pp 0, dp_shard 1, tp 1)" only with
+// several ranks; "val_loss: 7.01  val_ppl: 1108.2" at validation steps; "eta: 1h02m" to
+// training.steps).
 // File: one JSON object per line (JSON Lines), keys step, loss, grad_norm, lr, tps, tflops,
-// mfu, memory_gib, [comm_percent, comm_mib_per_step,] [val_loss, val_perplexity,] tokens,
-// elapsed_s. Doubles are written in the shortest form
+// mfu, memory_gib, [comm_percent, comm_mib_per_step, busy_s_min, busy_s_median, busy_s_max,
+// slowest_rank,] [val_loss, val_perplexity,] tokens, elapsed_s. Doubles are written in the shortest form
 // that reads back to the same bits, so a plot or a test sees exactly what the trainer
 // had; a non-finite value (a diverged loss) is written as null, which keeps the line JSON.
 // The file is opened for append, so a resumed run continues the same record, and each
@@ -44,6 +45,15 @@ struct StepMetrics {
   // MiB a rank moved through its communicators per step since the previous line (the
   // largest over ranks; the counters' bytes, distributed/communicator.h); unset on one rank.
   std::optional<double> comm_mib_per_step;
+  // Stragglers: each rank's busy seconds per step since the previous line (its time not
+  // blocked on communication), over the ranks: min, median, max, and the slowest rank with
+  // its mesh coordinates. Unset on one rank.
+  struct BusyTimes {
+    double min_s = 0, median_s = 0, max_s = 0;
+    int64_t slowest_rank = 0;
+    std::string slowest;  // "rank 3 (pp 0, dp_shard 1, tp 1)"
+  };
+  std::optional<BusyTimes> busy;
   // Seconds to training.steps at the rate since the previous line; unset when unknown.
   std::optional<double> eta_s;
   // Validation loss and perplexity, at validation steps only.

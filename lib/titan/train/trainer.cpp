@@ -200,10 +200,20 @@ Trainer::Trainer(const config::JobConfig& config, distributed::Mesh* mesh,
   optimizer_ = std::make_unique<AdamW>(AdamW::from_config(parameters_, config));
   peak_tflops_ = peak_tflops_for(config, device_);
   distributed::Communicator& world = mesh_->world();
+  metrics::RunInfo run{world.rank(), world.size(), summary_.flops_per_token, peak_tflops_, {}};
+  run.describe_rank = [shape = mesh_->shape()](int64_t rank) {
+    return distributed::describe_rank(shape, rank);
+  };
   metrics_ = std::make_unique<metrics::MetricsProcessor>(
-      config, metrics::RunInfo{world.rank(), world.size(), summary_.flops_per_token, peak_tflops_},
-      allocator_for(device_), [&world](double value) {
+      config, run, allocator_for(device_),
+      [&world](double value) {
         return distributed::all_reduce_scalar(world, value, distributed::ReduceOp::Max);
+      },
+      [&world](double value) {  // each rank fills its slot of a sum
+        Tensor all = Tensor::zeros({world.size()}, DType::F32);
+        all.mutable_data<float>()[world.rank()] = float(value);
+        world.all_reduce(all).wait();
+        return std::vector<double>(all.data<float>(), all.data<float>() + world.size());
       });
   log_start();
   if (config.checkpoint.enable) {
@@ -461,10 +471,14 @@ void Trainer::inject_test_fault() const {
   int rank = -1;
   long long step = -1;
   TITAN_CHECK(std::sscanf(fault, "%15[a-z]:%d:%lld", kind, &rank, &step) == 3)
-      << "TITAN_TEST_FAULT=" << fault << ": expected <throw|hang|oom|signal>:<rank>:<step>";
+      << "TITAN_TEST_FAULT=" << fault << ": expected <throw|hang|oom|slow|signal>:<rank>:<step>";
   if (rank != mesh_->world().rank() || step != step_) return;
   if (std::string(kind) == "throw") {
     TITAN_FAIL() << "test fault injected at step " << step_;
+  }
+  if (std::string(kind) == "slow") {  // a straggler: this rank computes 0.5 s longer
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    return;
   }
   if (std::string(kind) == "signal") {  // SIGUSR1 to this rank alone, through its handler
     TITAN_CHECK(preemption_handlers_installed())

@@ -198,6 +198,14 @@ TEST(MeshGroups, ClusterLayoutsOf512And1024Ranks) {
   check_groups(shape_1024);
 }
 
+TEST(MeshGroups, DescribeRankNamesTheDimsAboveOne) {
+  MeshShape shape;
+  shape[MeshDim::dp_shard] = 2;
+  shape[MeshDim::tp] = 2;
+  EXPECT_EQ(describe_rank(shape, 3), "rank 3 (dp_shard 1, tp 1)");
+  EXPECT_EQ(describe_rank(MeshShape{}, 0), "rank 0");
+}
+
 TEST(MeshDimNames, MatchTorchtitan) {
   EXPECT_STREQ(mesh_dim_name(MeshDim::pp), "pp");
   EXPECT_STREQ(mesh_dim_name(MeshDim::dp_replicate), "dp_replicate");

@@ -284,5 +284,21 @@ TEST(StepLogExtras, EtaCommAndValidationAppearOnlyWhenSet) {
   }
 }
 
+TEST(StepLogExtras, BusyTimesNameTheSlowestRank) {
+  StepMetrics m;
+  m.step = 4;
+  EXPECT_EQ(step_log_line(m).find("busy:"), std::string::npos);
+  m.busy = StepMetrics::BusyTimes{0.25, 0.5, 1.5, 3, "rank 3 (dp_shard 1, tp 1)"};
+  const std::string line = step_log_line(m);
+  EXPECT_NE(line.find("  busy: 0.25/0.5/1.5s slowest rank 3 (dp_shard 1, tp 1)"),
+            std::string::npos)
+      << line;
+  const std::string json = step_json_line(m);
+  for (const char* key : {"\"busy_s_min\": 0.25", "\"busy_s_median\": 0.5",
+                          "\"busy_s_max\": 1.5", "\"slowest_rank\": 3"}) {
+    EXPECT_NE(json.find(key), std::string::npos) << key << " in " << json;
+  }
+}
+
 }  // namespace
 }  // namespace titan::metrics

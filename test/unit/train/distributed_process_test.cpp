@@ -52,6 +52,20 @@ TEST(DistributedProcess, TwoRanksTrainWithFsdpAndRankZeroSpeaks) {
   EXPECT_NE(all.find("comm: "), std::string::npos) << describe(r);
 }
 
+// Stragglers: a rank made 0.5 s slower at step 2 is named by that step's line (its busy
+// time; the other rank's wait shows as communication), with its mesh coordinates.
+TEST(DistributedProcess, AStragglerIsNamedInTheStepLine) {
+  const ProcessResult r =
+      testing::run_titan_train_mpi(2, tiny_run("straggler"), {"TITAN_TEST_FAULT=slow:1:2"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const std::string all = r.out + r.err;
+  const size_t step_2 = all.find("step: 2 ");
+  ASSERT_NE(step_2, std::string::npos) << describe(r);
+  const std::string line = all.substr(step_2, all.find('\n', step_2) - step_2);
+  EXPECT_NE(line.find("slowest rank 1 (dp_shard 1)"), std::string::npos) << line;
+  EXPECT_NE(line.find("busy: "), std::string::npos) << line;
+}
+
 // Validation steps (step 1 and every validation.freq steps, torchtitan's rule) carry
 // val_loss and val_ppl in the step line and val_loss, val_perplexity = exp(val_loss) in
 // metrics.jsonl.
