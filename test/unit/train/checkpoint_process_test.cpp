@@ -143,6 +143,45 @@ TEST(CheckpointProcess, MpirunForwardsSigusr1AndTheJobStopsAfterSaving) {
   EXPECT_TRUE(fs::exists(dump / "checkpoint" / ("step-" + std::to_string(step) + ".h5")));
 }
 
+// 4D on one machine: 16 ranks as pp 2 x dp_shard 2 x cp 2 x tp 2 train the tiny model and
+// checkpoint at step 5; 8 ranks as pp 2 x dp_shard 2 x tp 2 (sequence parallel off) resume
+// it. Every step's loss equals one rank's within 1e-5 relative.
+TEST(CheckpointProcess, FourDimensionsOnSixteenRanksResumeOnEightInAnotherLayout) {
+  auto four_d = [](const fs::path& dump, int ranks, std::vector<std::string> layout) {
+    std::vector<std::string> args = job(dump, 1, 10, {"--checkpoint.interval", "5"});
+    args.insert(args.end(), {"--training.local_batch_size", "2"});
+    args.insert(args.end(), layout.begin(), layout.end());
+    return train(ranks, args);
+  };
+  const fs::path dump = fresh("four_d");
+  ProcessResult r = four_d(dump, 16,
+                           {"--parallelism.pipeline_parallel_degree", "2",
+                            "--parallelism.data_parallel_shard_degree", "2",
+                            "--parallelism.context_parallel_degree", "2",
+                            "--parallelism.tensor_parallel_degree", "2", "--training.steps", "5"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE((r.out + r.err).find("pp 2 x dp_replicate 1 x dp_shard 2 x cp 2 x tp 2"),
+            std::string::npos)
+      << describe(r);
+  ASSERT_TRUE(fs::exists(dump / "checkpoint" / "step-5.h5"));
+  r = four_d(dump, 8,
+             {"--parallelism.pipeline_parallel_degree", "2",
+              "--parallelism.data_parallel_shard_degree", "2",
+              "--parallelism.tensor_parallel_degree", "2",
+              "--parallelism.no_enable_sequence_parallel"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const fs::path alone = fresh("four_d_alone");
+  r = train(1, job(alone, 1, 10, {"--checkpoint.no_enable"}));
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const std::map<int, std::string> got = losses(dump), want = losses(alone);
+  ASSERT_EQ(want.size(), 10u);
+  for (int step = 1; step <= 10; ++step) {
+    ASSERT_TRUE(got.count(step)) << "step " << step;
+    const double a = std::stod(got.at(step)), b = std::stod(want.at(step));
+    EXPECT_NEAR(a, b, 1e-5 * b) << "step " << step;
+  }
+}
+
 // Saved by 4 FSDP ranks; resumed by 2 FSDP ranks, 1 rank and 2x2 HSDP: each rank reads its
 // own box of every tensor.
 TEST(CheckpointProcess, ACheckpointOfOneMeshResumesOnOthers) {
