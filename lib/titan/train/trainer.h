@@ -142,6 +142,8 @@ class Trainer {
   void maybe_save_checkpoint();
   // Writes step_'s checkpoint; in the background when the writer exists and `background`.
   void save_checkpoint(bool model_only, bool background);
+  void check_free_space(const std::filesystem::path& folder, bool model_only,
+                        DType model_dtype) const;
   // After a step: the stop signal any rank received (max over the world), or 0.
   int agreed_stop_signal();
   void stop_for_signal(int signal);

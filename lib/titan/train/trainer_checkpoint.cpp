@@ -3,8 +3,10 @@
 // save policy (interval, last save, keep_latest_k, async).
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
+#include <sstream>
 
 #include "titan/build_config.h"
 #include "titan/ckpt/checkpoint_folder.h"
@@ -197,7 +199,10 @@ void Trainer::save_checkpoint(bool model_only, bool background) {
   meta.mesh = mesh_->shape().describe();
   meta.world_size = mesh_->world().size();
   const std::filesystem::path folder = std::filesystem::path(config_.job.dump_folder) / c.folder;
-  if (checkpoint_io_->rank() == 0) std::filesystem::create_directories(folder);
+  if (checkpoint_io_->rank() == 0) {
+    std::filesystem::create_directories(folder);
+    check_free_space(folder, model_only, model_dtype);
+  }
   checkpoint_io_->barrier().wait();
   const auto started = std::chrono::steady_clock::now();
   const std::string path = ckpt::checkpoint_path(folder, step_).string();
@@ -225,7 +230,13 @@ void Trainer::save_checkpoint(bool model_only, bool background) {
   };
   if (!async_writer_ || !background) {
     if (async_writer_) async_writer_->wait();  // one save at a time, in step order
-    ckpt::write_checkpoint_file(path, *checkpoint_io_, meta, pieces);
+    try {
+      ckpt::write_checkpoint_file(path, *checkpoint_io_, meta, pieces);
+    } catch (...) {  // a failed save leaves no partial file behind (disk full, I/O error)
+      std::error_code ignored;
+      if (checkpoint_io_->rank() == 0) std::filesystem::remove(path + ".tmp", ignored);
+      throw;
+    }
     finish();
     return;
   }
@@ -240,6 +251,36 @@ void Trainer::save_checkpoint(bool model_only, bool background) {
   }
   async_writer_->start(path, *checkpoint_io_, std::move(meta), std::move(pieces), finish);
   log::info("saving %s in the background (checkpoint.async_mode)", path.c_str());
+}
+
+// The save needs about the checkpoint's size (every parameter's global numel in the model
+// dtype, and the two AdamW moments in f32 unless model-only) on the folder's file system.
+// Checked by rank 0 before anything is written; failing, it names the need, what is free
+// and the newest complete checkpoint, which stays as it is (exit 1: an I/O failure, the
+// other ranks end with the job). TITAN_TEST_FREE_BYTES stands in for the free space
+// (tests: a full disk on demand).
+void Trainer::check_free_space(const std::filesystem::path& folder, bool model_only,
+                               DType model_dtype) const {
+  int64_t elements = 0;
+  for (const models::ParameterShape& p : family_.parameter_shapes(config_)) {
+    elements += shape_numel(p.shape);
+  }
+  const int64_t needed = elements * (dtype_bytes(model_dtype) + (model_only ? 0 : 8)) +
+                         (int64_t(1) << 20);  // attributes, config text, HDF5's own
+  std::error_code error;
+  int64_t free = int64_t(std::filesystem::space(folder, error).available);
+  if (const char* test_free = std::getenv("TITAN_TEST_FREE_BYTES")) free = std::atoll(test_free);
+  if (error || free >= needed) return;
+  const std::vector<int64_t> steps = ckpt::checkpoint_steps(folder);
+  std::ostringstream message;  // a finding, not a failed check: no source location
+  message << "checkpoint: " << folder.string() << " has " << free << " bytes free and the "
+          << "checkpoint of step " << step_ << " needs about " << needed
+          << "; nothing was written, and the last complete checkpoint, "
+          << (steps.empty() ? std::string("none")
+                            : ckpt::checkpoint_path(folder, steps.back()).string())
+          << ", is untouched; free space there, lower checkpoint.keep_latest_k, or point "
+          << "job.dump_folder elsewhere";
+  throw Error(message.str());
 }
 
 void Trainer::stop_for_signal(int signal) {

@@ -114,6 +114,27 @@ TEST(CheckpointProcess, ASignalOnOneRankStopsEveryRankAfterSavingAndTheJobResume
   }
 }
 
+// A disk too full for the next save (TITAN_TEST_FREE_BYTES stands in for the free space):
+// one line names the folder, the bytes needed and free and the last complete checkpoint,
+// which stays; nothing partial is left; exit 1 (an I/O failure).
+TEST(CheckpointProcess, ADiskTooFullForTheSaveIsOneLineAndLeavesTheLastCheckpoint) {
+  const fs::path dump = fresh("full_disk");
+  ProcessResult r = train(2, job(dump, 2, 10));
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const fs::path last = dump / "checkpoint" / "step-10.h5";
+  const auto size = fs::file_size(last);
+  r = testing::run_titan_train_mpi(2, job(dump, 2, 20), {"TITAN_TEST_FREE_BYTES=4096"});
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  for (const std::string& part : std::vector<std::string>{
+           (dump / "checkpoint").string() + " has 4096 bytes free", "step 20 needs about",
+           "last complete checkpoint, " + last.string() + ", is untouched"}) {
+    EXPECT_NE(r.err.find(part), std::string::npos) << part << "\n" << describe(r);
+  }
+  EXPECT_EQ(fs::file_size(last), size);
+  EXPECT_FALSE(fs::exists(dump / "checkpoint" / "step-20.h5"));
+  EXPECT_FALSE(fs::exists(dump / "checkpoint" / "step-20.h5.tmp"));
+}
+
 // The real path: SIGUSR1 sent to mpirun (as a user or a batch script's trap does) reaches
 // the ranks, which stop after a step with a checkpoint and exit 0.
 TEST(CheckpointProcess, MpirunForwardsSigusr1AndTheJobStopsAfterSaving) {
