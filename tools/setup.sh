@@ -50,6 +50,7 @@ packages=(
   libopenblas-dev libopenblas-openmp-dev     # CPU GEMM; the OpenMP flavour shares our threads
   libgtest-dev googletest                    # tests
   protobuf-compiler                          # tests: protoc --decode_raw reads TensorBoard events
+  shellcheck                                 # tests: the jobscripts/ templates are clean
   python3
 )
 [ "$with_torch" = 1 ] && packages+=(python3-torch)
