@@ -9,6 +9,8 @@
 #                                  so it is not part of the default setup or of the tests)
 #   tools/setup.sh --with-plots    also install Debian's python3-matplotlib (tools/plot_metrics.py,
 #                                  run as /usr/bin/python3; its test is skipped without it)
+#   tools/setup.sh --with-slurm    also install Debian's Slurm and munge (tools/slurm/: the
+#                                  tests' one-node Slurm; its test is skipped without them)
 #   tools/setup.sh --no-build      packages only
 #
 # Environment:
@@ -18,6 +20,7 @@
 #   TITAN_JOBS          parallel compile jobs (default: nproc)
 #   TITAN_WITH_TORCH=1  same as --with-torch
 #   TITAN_WITH_PLOTS=1  same as --with-plots
+#   TITAN_WITH_SLURM=1  same as --with-slurm
 #
 # CUDA is not a Debian package: when /usr/local/cuda/bin/nvcc exists the build finds it
 # (TITAN_CUDA=AUTO); without it the CPU build stands alone.
@@ -26,13 +29,15 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 with_torch=${TITAN_WITH_TORCH:-0}
 with_plots=${TITAN_WITH_PLOTS:-0}
+with_slurm=${TITAN_WITH_SLURM:-0}
 build=1
 for arg in "$@"; do
   case $arg in
     --with-torch) with_torch=1 ;;
     --with-plots) with_plots=1 ;;
+    --with-slurm) with_slurm=1 ;;
     --no-build) build=0 ;;
-    -h|--help) sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "setup: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -55,6 +60,7 @@ packages=(
 )
 [ "$with_torch" = 1 ] && packages+=(python3-torch)
 [ "$with_plots" = 1 ] && packages+=(python3-matplotlib)
+[ "$with_slurm" = 1 ] && packages+=(slurmctld slurmd slurm-client munge)
 
 installed() { [ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null)" = "ii " ]; }
 

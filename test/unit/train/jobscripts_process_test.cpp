@@ -2,7 +2,7 @@
 // node match its config's degrees (the check it runs before launching, and a wrong count is
 // exit 2), shellcheck finds nothing, and the CPU template, run with stand-ins for srun (an
 // mpirun of the same ranks) and scontrol (a recorder), forwards a USR1 to the ranks, which
-// save and stop, and then requeues itself. The real Slurm test is still to come.
+// save and stop, and then requeues itself. On a real Slurm: slurm_process_test.cpp.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -80,7 +80,8 @@ TEST(Jobscripts, ShellcheckFindsNothing) {
   }
   const ProcessResult r = testing::run_process(
       "/bin/sh", {"-c", "cd '" + testing::source_path("") + "' && shellcheck -x "
-                        "jobscripts/*.sbatch jobscripts/titan_job.sh jobscripts/mpirun/launch.sh"});
+                        "jobscripts/*.sbatch jobscripts/titan_job.sh jobscripts/mpirun/launch.sh "
+                        "tools/slurm/local_slurm.sh"});
   EXPECT_EQ(r.exit_code, 0) << describe(r);
 }
 
