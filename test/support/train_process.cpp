@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <sstream>
 #include <stdexcept>
 
@@ -141,6 +142,24 @@ std::string assets_path(const std::string& relative) {
   std::string folder = assets && *assets ? assets : "assets";
   if (folder[0] != '/') folder = source_path(folder);
   return folder + "/" + relative;
+}
+
+std::map<int, std::string> logged_losses(const std::string& dump_folder) {
+  std::map<int, std::string> by_step;
+  std::ifstream in(std::filesystem::path(dump_folder) / "metrics.jsonl");
+  static const std::regex line(R"re(\{"step": (\d+), "loss": ([^,]+),)re");
+  for (std::string text; std::getline(in, text);) {
+    std::smatch m;
+    if (std::regex_search(text, m, line)) by_step[std::stoi(m[1])] = m[2];
+  }
+  return by_step;
+}
+
+std::string read_text_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
 }
 
 }  // namespace titan::testing

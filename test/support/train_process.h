@@ -4,6 +4,7 @@
 // what a user sees.
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -30,6 +31,12 @@ ProcessResult run_titan_data(const std::vector<std::string>& arguments,
 ProcessResult run_titan_plan(const std::vector<std::string>& arguments);
 // titan-ckpt (TITAN_CKPT_EXE): only in builds with HDF5.
 ProcessResult run_titan_ckpt(const std::vector<std::string>& arguments);
+
+// Loss text per step from <dump>/metrics.jsonl (the shortest round-trip form: equal text is
+// equal bits); the last line for a step wins (a resumed run appends).
+std::map<int, std::string> logged_losses(const std::string& dump_folder);
+// A file's whole text ("" when it cannot be read).
+std::string read_text_file(const std::string& path);
 
 // A fresh file under the test's temporary folder holding `text`; returns its path.
 std::string write_temp_file(const std::string& name, const std::string& text);

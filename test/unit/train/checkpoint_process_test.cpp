@@ -53,17 +53,8 @@ std::string describe(const ProcessResult& r) {
   return "exit " + std::to_string(r.exit_code) + "\nstdout:\n" + r.out + "\nstderr:\n" + r.err;
 }
 
-// Loss text per step from metrics.jsonl (the shortest round-trip form: equal text is
-// equal bits); the last line for a step wins.
 std::map<int, std::string> losses(const fs::path& dump) {
-  std::map<int, std::string> by_step;
-  std::ifstream in(dump / "metrics.jsonl");
-  static const std::regex line(R"re(\{"step": (\d+), "loss": ([^,]+),)re");
-  for (std::string text; std::getline(in, text);) {
-    std::smatch m;
-    if (std::regex_search(text, m, line)) by_step[std::stoi(m[1])] = m[2];
-  }
-  return by_step;
+  return testing::logged_losses(dump.string());
 }
 
 const std::map<int, std::string>& straight_run() {

@@ -8,7 +8,6 @@
 #include <filesystem>
 #include <fstream>
 #include <regex>
-#include <sstream>
 
 #include "support/train_process.h"
 #include "titan/build_config.h"
@@ -23,12 +22,7 @@ std::string describe(const ProcessResult& r) {
   return "exit " + std::to_string(r.exit_code) + "\nstdout:\n" + r.out + "\nstderr:\n" + r.err;
 }
 
-std::string read_text(const fs::path& file) {
-  std::ifstream in(file);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
+std::string read_text(const fs::path& file) { return testing::read_text_file(file.string()); }
 
 int sbatch_number(const std::string& text, const std::string& option) {
   std::smatch m;

@@ -8,7 +8,6 @@
 
 #include <chrono>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <regex>
 #include <sstream>
@@ -24,22 +23,10 @@ namespace {
 namespace fs = std::filesystem;
 using testing::ProcessResult;
 
-std::string read_text(const fs::path& file) {
-  std::ifstream in(file);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
+std::string read_text(const fs::path& file) { return testing::read_text_file(file.string()); }
 
 std::map<int, std::string> losses(const fs::path& dump) {
-  std::map<int, std::string> by_step;
-  std::ifstream in(dump / "metrics.jsonl");
-  static const std::regex line(R"re(\{"step": (\d+), "loss": ([^,]+),)re");
-  for (std::string text; std::getline(in, text);) {
-    std::smatch m;
-    if (std::regex_search(text, m, line)) by_step[std::stoi(m[1])] = m[2];
-  }
-  return by_step;
+  return testing::logged_losses(dump.string());
 }
 
 ProcessResult shell(const std::string& script) {
