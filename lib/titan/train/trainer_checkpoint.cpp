@@ -90,7 +90,15 @@ void Trainer::load_at_start() {
         << folder.string() << (steps.empty() ? " (no checkpoints there)" : "");
     load_checkpoint(ckpt::checkpoint_path(folder, c.load_step).string(), false);
   } else if (!steps.empty()) {
-    load_checkpoint(ckpt::checkpoint_path(folder, steps.back()).string(), false);
+    try {
+      load_checkpoint(ckpt::checkpoint_path(folder, steps.back()).string(), false);
+    } catch (const InputError& error) {  // name the way back to the one before it
+      if (steps.size() < 2) throw;
+      const int64_t before = steps[steps.size() - 2];
+      throw InputError(std::string(error.what()) + "; the checkpoint before it is " +
+                       ckpt::checkpoint_path(folder, before).string() +
+                       " (checkpoint.load_step " + std::to_string(before) + ")");
+    }
   } else if (c.initial_load_path && !c.initial_load_path->empty() && c.initial_load_in_hf) {
     load_hf_folder(*c.initial_load_path, folder);
   } else if (c.initial_load_path && !c.initial_load_path->empty()) {

@@ -352,6 +352,12 @@ TEST(CheckpointProcess, BadCheckpointsAreExitTwoAndLeftUntouched) {
   r = train(2, job(dump, 2, 40));
   EXPECT_EQ(r.exit_code, 2) << describe(r);
   EXPECT_NE(r.err.find("step-30.h5"), std::string::npos) << describe(r);
+  // ... and names the fixes: move it away, or load the checkpoint before it.
+  for (const std::string& part : std::vector<std::string>{
+           "move it away", "the checkpoint before it is " + (folder / "step-12.h5").string(),
+           "(checkpoint.load_step 12)"}) {
+    EXPECT_NE(r.err.find(part), std::string::npos) << part << "\n" << describe(r);
+  }
   std::ifstream kept(folder / "step-30.h5");
   EXPECT_EQ(std::string(std::istreambuf_iterator<char>(kept), {}), "not a checkpoint");
   fs::remove(folder / "step-30.h5");
