@@ -159,7 +159,10 @@ void Trainer::load_checkpoint(const std::string& path, bool model_only) {
     pieces.erase(pieces.begin(), pieces.begin() + model_pieces);
     device_targets.erase(device_targets.begin(), device_targets.begin() + model_pieces);
   }
+  const auto started = std::chrono::steady_clock::now();
   ckpt::read_checkpoint_tensors(path, *checkpoint_io_, pieces);
+  const double read_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   for (size_t i = 0; i < pieces.size(); ++i) {
     if (device_targets[i].defined()) copy_tensor(pieces[i].local, device_targets[i]);
   }
@@ -176,8 +179,8 @@ void Trainer::load_checkpoint(const std::string& path, bool model_only) {
         << "local batches x dp = " << per_batch << "; resume with the same global batch";
     data_->seek(meta.data_sequences / per_batch);
   }
-  log::info("loaded %s (step %lld, written on %s)%s", path.c_str(), (long long)meta.step,
-            meta.mesh.c_str(), model_only ? ": model only" : "");
+  log::info("loaded %s (step %lld, written on %s)%s; tensors read in %.2f s", path.c_str(),
+            (long long)meta.step, meta.mesh.c_str(), model_only ? ": model only" : "", read_s);
 }
 
 void Trainer::maybe_save_checkpoint() {
