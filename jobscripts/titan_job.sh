@@ -1,7 +1,11 @@
 # Sourced by the templates in jobscripts/ (not run on its own). What every launch does:
 #   titan_job_setup       the environment a multi-node job needs (OpenBLAS core, Open MPI)
-#   titan_check_world N   the config's parallelism degrees (with the template's overrides)
-#                         must multiply to N ranks; says so and exits 2 before launching
+#   titan_check_world N [cpu]
+#                         the config's parallelism degrees (with the template's overrides)
+#                         must multiply to N ranks, and one rank's memory plan (titan-plan
+#                         memory) must fit a GPU of TITAN_GPU_MEMORY_GIB (default 80), or with
+#                         `cpu` the node's memory shared by its ranks; else exits 2 before
+#                         launching
 #   titan_run_step CMD..  runs the job step in the background and waits, so that the USR1
 #                         trap can run (Slurm's --signal=B:USR1@<s> reaches only this
 #                         script): the trap forwards USR1 to the step, whose ranks stop after
@@ -55,6 +59,17 @@ titan_check_world() {
     exit 2
   fi
   echo "titan_job: $ranks ranks = the degrees of $CONFIG_FILE (dp_shard $shard)"
+  # The trainer makes the same check, but only after every rank has started.
+  local plan_exe verdict
+  local target=(--device-memory-gib "${TITAN_GPU_MEMORY_GIB:-80}")
+  [ "${2:-}" = cpu ] && target=(--device cpu --ranks-per-host "$SLURM_NTASKS_PER_NODE")
+  plan_exe=$(dirname "$TITAN_EXE")/titan-plan
+  verdict=$("$plan_exe" memory --config "$CONFIG_FILE" --world-size "$ranks" "${target[@]}" \
+            "${OVERRIDES[@]}" | tail -n 1) || exit 2
+  echo "titan_job: memory per rank: $verdict"
+  case $verdict in
+    "does not fit"*) echo "titan_job: $verdict" >&2; exit 2 ;;
+  esac
 }
 
 titan_run_step() {

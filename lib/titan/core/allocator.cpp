@@ -126,19 +126,19 @@ void Allocator::set_limit_for_testing(int64_t bytes) {
   limit_ = bytes;
 }
 
+int64_t allocator_block_bytes(Device device, int64_t bytes) {
+  bytes = std::max<int64_t>(bytes, 1);
+  int64_t step = device.is_cpu() ? CpuAllocator::kAlignment : 512;
+  if (bytes > (int64_t(1) << 20)) step = int64_t(1) << (63 - __builtin_clzll(uint64_t(bytes)) - 3);
+  return (bytes + step - 1) / step * step;
+}
+
 // --- CPU --------------------------------------------------------------------------------
 
 CpuAllocator::~CpuAllocator() { release_cache(); }
 
-// Sizes are rounded up so that blocks of nearly equal size can be reused for each other:
-// to 64 bytes below 1 MiB, to 1/8 of the size's power of two above (at most 12.5% waste).
 int64_t CpuAllocator::round_size(int64_t bytes) const {
-  bytes = std::max<int64_t>(bytes, 1);
-  int64_t step = kAlignment;
-  if (bytes > (int64_t(1) << 20)) {
-    step = int64_t(1) << (63 - __builtin_clzll(uint64_t(bytes)) - 3);
-  }
-  return (bytes + step - 1) / step * step;
+  return allocator_block_bytes(Device::cpu(), bytes);
 }
 
 void* CpuAllocator::acquire(int64_t size) {

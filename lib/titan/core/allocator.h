@@ -135,4 +135,10 @@ Allocator& cuda_allocator(int device_index);
 // The process's allocator for a device (one per device, like a device itself).
 Allocator& allocator_for(Device device);
 
+// The block a request of `bytes` takes on `device`'s allocator: rounded up so that blocks of
+// nearly equal size can be reused for each other, to `small_step` bytes (CPU 64, CUDA 512)
+// up to 1 MiB and to 1/8 of the size's power of two above (at most 12.5% waste). Memory
+// plans (train/memory_plan.h) count blocks with it as the allocators do.
+int64_t allocator_block_bytes(Device device, int64_t bytes);
+
 }  // namespace titan

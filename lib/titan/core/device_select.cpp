@@ -75,6 +75,21 @@ std::string device_name(Device device) {
 #endif
 }
 
+int64_t free_device_memory_bytes(Device device) {
+  TITAN_CHECK_INPUT(device.is_cuda()) << "free_device_memory_bytes: " << device << " is no GPU";
+#if TITAN_HAVE_CUDA
+  int previous = 0;
+  CUDA_CHECK(cudaGetDevice(&previous));
+  CUDA_CHECK(cudaSetDevice(device.index));
+  size_t free = 0, total = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free, &total));
+  CUDA_CHECK(cudaSetDevice(previous));
+  return int64_t(free);
+#else
+  TITAN_FAIL() << "this build has no CUDA backend; no memory to ask " << device << " for";
+#endif
+}
+
 double known_bf16_peak_tflops(std::string_view name) {
   auto has = [&](std::string_view part) { return name.find(part) != std::string_view::npos; };
   if (has("H200")) return 989;

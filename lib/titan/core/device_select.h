@@ -13,6 +13,7 @@
 // Tests choose explicitly: train::Trainer takes a Device.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -40,6 +41,9 @@ Device default_training_device();
 
 // The device's name as its driver reports it ("NVIDIA H100 80GB HBM3"); "cpu" for the CPU.
 std::string device_name(Device device);
+
+// The GPU's free memory now (cudaMemGetInfo); InputError on a build without CUDA.
+int64_t free_device_memory_bytes(Device device);
 
 // The dense bf16 peak of a GPU by its name, in TFLOP/s (datasheets: H100 SXM and H200 989,
 // H100 PCIe 756, A100 312), the MFU denominator when metrics.peak_tflops is unset; 0 for a

@@ -59,6 +59,12 @@ void check_slurm_world(int world_size, const std::function<const char*(const cha
       << ": launch with `srun --mpi=pmix` (Debian's Open MPI has no PMI2 support)";
 }
 
+namespace {
+int host_ranks = 1;  // the topology's local_size, once a Runtime found it
+}  // namespace
+
+int ranks_on_this_host() { return host_ranks; }
+
 bool& threads_may_communicate() {
   static bool allowed = true;  // one rank without MPI: nothing to coordinate
   return allowed;
@@ -88,6 +94,7 @@ Runtime::Runtime(int* argc, char*** argv) {
       topology_.ranks_per_host = {1};
     }
     log::set_rank(topology_.rank);
+    host_ranks = topology_.local_size;
     check_slurm_world(topology_.world_size);
     const int threads = configure_threads(topology_.local_size);
     const int device = select_cuda_device(topology_.local_rank);

@@ -43,6 +43,10 @@ struct Topology {
 void check_slurm_world(int world_size,
                        const std::function<const char*(const char*)>& getenv = nullptr);
 
+// The ranks on this process's host: the topology of the process's Runtime; 1 before one
+// exists (a test building trainers alone).
+int ranks_on_this_host();
+
 // Whether a second thread may use its own communicator while the main thread uses another
 // (MPI granted MPI_THREAD_MULTIPLE, or no MPI at all); set by Runtime.
 bool& threads_may_communicate();

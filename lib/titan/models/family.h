@@ -37,6 +37,32 @@ struct ModelSummary {
   double flops_per_token = 0;   // training FLOPs per token at training.seq_len
 };
 
+// One microbatch's activations on one rank, for memory plans (train/memory_plan.h). Each
+// list holds what the modules allocate, one entry per tensor (its bytes), so a plan can
+// round every block as the allocator does.
+struct ActivationShape {
+  int64_t batch = 1;    // sequences in the microbatch
+  int64_t seq_len = 1;  // training.seq_len: the whole sequence, before context parallelism
+  int64_t tp = 1, cp = 1;
+  bool sequence_parallel = false;
+  DType dtype = DType::F32;  // the compute dtype (statistics stay f32)
+};
+struct ActivationMemory {
+  // What a block's forward keeps for its backward, by nn::Recompute (None, Full, CheapOps);
+  // its output included (the next block's input).
+  std::vector<int64_t> block_kept[3];
+  // What a block's backward adds while it runs, at its most (the gradient at its output
+  // included); a recomputing block also remakes what it dropped.
+  std::vector<int64_t> block_backward;
+  // What a split backward (zero-bubble schedules) keeps from a block's input gradients
+  // until its weight gradients run.
+  std::vector<int64_t> block_weight_inputs;
+  std::vector<int64_t> embedding_kept;  // the embedding's output
+  std::vector<int64_t> head_kept;       // the final norm's and the loss's, for the backward
+  std::vector<int64_t> head_backward;   // the loss's backward at its most (logits chunks)
+  std::vector<int64_t> buffers;         // model state that is no parameter (a RoPE table)
+};
+
 // A family's state dict against Hugging Face's (torchtitan's StateDictAdapter): tensor
 // names, value layouts that differ, and config.json.
 class HfStateDictAdapter {
@@ -95,6 +121,13 @@ class ModelFamily {
                                        const nn::ParameterLayout& layout,
                                        const std::vector<StageModules>& stages = {}) const = 0;
   virtual const HfStateDictAdapter& hf_adapter() const = 0;
+
+  // Memory plans (train/memory_plan.h): the FSDP unit a parameter belongs to ("layers.3"),
+  // as the model's units() groups them, and a microbatch's activations.
+  virtual std::string fsdp_unit_of(const config::JobConfig& config,
+                                   const std::string& parameter) const = 0;
+  virtual ActivationMemory activation_memory(const config::JobConfig& config,
+                                             const ActivationShape& shape) const = 0;
 };
 
 }  // namespace titan::models

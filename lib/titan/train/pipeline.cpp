@@ -207,6 +207,9 @@ void PipelineExecutor::data_parallel_action(const distributed::Action& a) {
 }
 
 void PipelineExecutor::send(const Tensor& t, int peer, int tag) {
+  // Sends that completed let go of their tensors now: kept to the step's end, every
+  // microbatch's stage output and input gradient would stay alive for the whole step.
+  std::erase_if(sends_, [](std::pair<Tensor, distributed::Work>& s) { return s.second.done(); });
   sends_.emplace_back(t, pp_group_.send(t, peer, tag));
 }
 

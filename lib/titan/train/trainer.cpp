@@ -18,20 +18,11 @@
 #include "titan/models/registry.h"
 #include "titan/ops/cross_entropy.h"
 #include "titan/ops/float8_gemm.h"
+#include "titan/train/memory_plan.h"
 #include "titan/train/preemption.h"
 
 namespace titan::train {
 namespace {
-
-// The dtype the model computes in (the one place that decides it):
-// training.mixed_precision_param on a GPU; f32 on the CPU, whose ops take f32 only
-// (log_start says that the setting is ignored there). Master weights, gradients, their
-// reduction and the optimizer state are f32 everywhere.
-DType compute_dtype_for(const config::JobConfig& config, Device device) {
-  if (device.is_cpu()) return DType::F32;
-  return config.training.mixed_precision_param == config::Precision::Bfloat16 ? DType::BF16
-                                                                             : DType::F32;
-}
 
 // Without metrics.peak_tflops: on a GPU its datasheet bf16 peak when known, on the CPU the
 // measured sgemm rate (the CPU's rate says nothing about a GPU).
@@ -51,6 +42,12 @@ const config::JobConfig& validated(const config::JobConfig& config) {
 }
 
 }  // namespace
+
+DType compute_dtype_for(const config::JobConfig& config, Device device) {
+  if (device.is_cpu()) return DType::F32;
+  return config.training.mixed_precision_param == config::Precision::Bfloat16 ? DType::BF16
+                                                                             : DType::F32;
+}
 
 std::optional<nn::Float8Training> float8_training_for(const config::JobConfig& config,
                                                       Device device) {
@@ -178,6 +175,11 @@ Trainer::Trainer(const config::JobConfig& config, distributed::Mesh* mesh,
     const std::vector<models::StageModules> all = family_.pipeline_stages(config, schedule->stages);
     for (const int s : schedule->stages_of(pp_rank)) stages.push_back(all[size_t(s)]);
   }
+  // The plan's need against the device's (or this host's share of) memory, before the
+  // model allocates anything: exit 2 with a layout that fits rather than the kernel's kill.
+  check_memory_fits(config, mesh_->world().size(),
+                    memory_target_for(device_, device_.is_cpu() ? distributed::ranks_on_this_host()
+                                                                : 1));
   model_ = family_.build(config, layout, stages);
   if (document_end) model_->set_document_end(*document_end);
   model_->initialize(config.debug.effective_seed());

@@ -61,6 +61,12 @@ namespace titan::train {
 // microbatch on every dp rank.
 int64_t accumulation_steps_for(const config::JobConfig& config, int64_t dp_degree = 1);
 
+// The dtype the model computes in (the one place that decides it):
+// training.mixed_precision_param on a GPU; f32 on the CPU, whose ops take f32 only (the
+// start-up log says that the setting is ignored there). Master weights, gradients, their
+// reduction and the optimizer state are f32 everywhere.
+DType compute_dtype_for(const config::JobConfig& config, Device device);
+
 // quantize.linear.float8 as the model's linears apply it (nn::ParameterLayout::float8), when
 // model.converters names it; none otherwise. CPU ranks always emulate the fp8 GEMMs (exactly:
 // ops/float8.h); a GPU multiplies on its fp8 tensor cores (cuBLASLt), or emulates when

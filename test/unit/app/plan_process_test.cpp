@@ -1,5 +1,7 @@
-// titan-plan schedule as a user runs it: the schedule's rows, bubbles and stages on stdout,
-// the SVG picture, and bad requests as one line with exit 2.
+// titan-plan as a user runs it. schedule: the schedule's rows, bubbles and stages on stdout,
+// the SVG picture. memory: one rank's memory by tag and the verdict, for GPU and CPU ranks,
+// and titan-train's refusal to start a job whose plan does not fit. Bad requests are one
+// line with exit 2.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -10,6 +12,8 @@
 
 namespace titan {
 namespace {
+
+using testing::ProcessResult;
 
 std::vector<std::string> debug_job(std::vector<std::string> extra) {
   std::vector<std::string> args = {"schedule", "--config",
@@ -62,6 +66,61 @@ TEST(PlanProcess, BadRequestsAreOneLineAndExitTwo) {
     EXPECT_EQ(r.err_lines().size(), 1u) << r.err;
     EXPECT_NE(r.err.find(c.expected), std::string::npos) << r.err;
   }
+}
+
+TEST(PlanProcess, MemoryListsOneRanksPeakAndWhetherItFits) {
+  // The 405B template's layout on 512 H100s.
+  ProcessResult r = testing::run_titan_plan(
+      {"memory", "--config", testing::source_path("configs/llama3_405b_512gpu.yaml"),
+       "--world-size", "512"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("layout: pp 8 x dp_replicate 1 x dp_shard 8 x cp 1 x tp 8 (512 ranks)"),
+            std::string::npos) << r.out;
+  for (const char* tag : {"parameters ", "gradients ", "optimizer ", "parameters.unsharded ",
+                          "gradients.unsharded ", "activations ", "communication ", "runtime "}) {
+    EXPECT_NE(r.out.find("\n  " + std::string(tag)), std::string::npos) << tag << "\n" << r.out;
+  }
+  EXPECT_NE(r.out.find("\nfits: "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("of 80.00 GiB per GPU"), std::string::npos) << r.out;
+
+  // 8B on one GPU: the verdict names the layout that fits.
+  r = testing::run_titan_plan({"memory", "--config", testing::source_path("configs/llama3_8b.yaml"),
+                               "--world-size", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("\ndoes not fit: "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(" ranks (dp_shard "), std::string::npos) << r.out;
+
+  // CPU ranks share the host: 2 of them on 1 GiB have 512 MiB each.
+  r = testing::run_titan_plan(
+      {"memory", "--config", testing::source_path("configs/llama3_debug.yaml"), "--world-size",
+       "2", "--device", "cpu", "--host-memory-gib", "1", "--ranks-per-host", "2"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("CPU ranks"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("1.00 GiB on the host / 2 ranks"), std::string::npos) << r.out;
+
+  r = testing::run_titan_plan({"memory", "--config",
+                               testing::source_path("configs/llama3_debug.yaml"), "--world-size",
+                               "1", "--device", "tpu"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err_lines().size(), 1u) << r.err;
+  EXPECT_NE(r.err.find("--device takes cpu or gpu"), std::string::npos) << r.err;
+}
+
+// The 8B model on 20 GiB (the test's stand-in for this machine's memory): one line naming
+// the need and the fix, exit 2, before the model allocates (today's alternative: the kernel's
+// kill, exit 137, no message).
+TEST(PlanProcess, TrainingAModelThatCannotFitStopsBeforeAllocating) {
+  setenv("TITAN_TEST_AVAILABLE_MEMORY", "21474836480", 1);
+  const ProcessResult r = testing::run_titan_train(
+      {"--config", testing::source_path("configs/llama3_debug.yaml"), "--model.flavor", "8B",
+       "--training.dataset", "synthetic", "--training.seq_len", "1024", "--metrics.peak_tflops",
+       "1"});
+  unsetenv("TITAN_TEST_AVAILABLE_MEMORY");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  ASSERT_EQ(r.err_lines().size(), 1u) << r.err;
+  EXPECT_NE(r.err.find("out of memory before starting: each rank needs "), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("20.00 GiB per rank is available"), std::string::npos) << r.err;
 }
 
 }  // namespace

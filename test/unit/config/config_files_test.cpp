@@ -54,7 +54,8 @@ TEST(ShippedConfigs, Llama8bLoadsAsTorchtitansPreset) {
   EXPECT_EQ(cli.config.validation.steps, 1200);
 }
 
-// The 70B and 405B presets use TP 8: on one rank the mesh says how many ranks they need.
+// The 70B and 405B presets use TP 8 (the 512-GPU one PP 8 and FSDP 8 too): on one rank the
+// mesh says how many ranks they need.
 TEST(ShippedConfigs, Llama70bAnd405bAskForTheirTensorParallelRanks) {
   struct Preset {
     const char* file;
@@ -68,6 +69,7 @@ TEST(ShippedConfigs, Llama70bAnd405bAskForTheirTensorParallelRanks) {
        {"tensor_parallel_degree 8", "world of 1 rank", "multiple of 8 ranks"}},
       {"configs/llama3_405b.yaml", "405B", 8e-5, 2, 3000, 600,
        {"tensor_parallel_degree 8", "world of 1 rank", "multiple of 8 ranks"}},
+      {"configs/llama3_405b_512gpu.yaml", "405B", 8e-5, 16, 3000, 600, {"512", "1 rank"}},
   };
   for (const Preset& preset : presets) {
     SCOPED_TRACE(preset.file);

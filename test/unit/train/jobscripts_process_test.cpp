@@ -1,6 +1,6 @@
 // The launch templates in jobscripts/ (docs/clusters.md): each template's nodes x ranks per
-// node match its config's degrees (the check it runs before launching, and a wrong count is
-// exit 2), shellcheck finds nothing, and the CPU template, run with stand-ins for srun (an
+// node match its config's degrees and its memory plan fits (the checks it runs before
+// launching; a wrong count or a plan that does not fit is exit 2), shellcheck finds nothing, and the CPU template, run with stand-ins for srun (an
 // mpirun of the same ranks) and scontrol (a recorder), forwards a USR1 to the ranks, which
 // save and stop, and then requeues itself. On a real Slurm: slurm_process_test.cpp.
 #include <gtest/gtest.h>
@@ -53,15 +53,20 @@ TEST(Jobscripts, EachTemplatesNodesMatchItsConfigsDegrees) {
     EXPECT_NE(r.out.find(std::to_string(nodes * per_node) + " ranks = the degrees"),
               std::string::npos)
         << describe(r);
+    EXPECT_NE(r.out.find("memory per rank: fits: "), std::string::npos) << describe(r);
     EXPECT_NE(r.out.find("would run: srun --mpi=pmix"), std::string::npos) << describe(r);
     for (const char* needed : {"--requeue", "--signal=B:USR1@", "--open-mode=append",
                                "CHANGE_ME", "--checkpoint.enable"}) {
       EXPECT_NE(text.find(needed), std::string::npos) << needed;
     }
   }
-  // 405B: 512 ranks are tp 8 x pp 8 x dp_shard 8; 70B's tp 8 does not fit 4 ranks.
+  // 405B: 512 ranks are tp 8 x pp 8 x dp_shard 8; 70B's tp 8 does not fit 4 ranks, and the
+  // 8B model's weights, gradients and AdamW state (120 GiB) do not fit one 80 GiB GPU.
   EXPECT_NE(check_template("llama3_405b.sbatch", 64, 8).out.find("(dp_shard 8)"),
             std::string::npos);
+  const ProcessResult alone = check_template("llama3_8b.sbatch", 1, 1);
+  EXPECT_EQ(alone.exit_code, 2) << describe(alone);
+  EXPECT_NE(alone.err.find("does not fit: "), std::string::npos) << describe(alone);
   const ProcessResult wrong = check_template("llama3_70b.sbatch", 1, 4);
   EXPECT_EQ(wrong.exit_code, 2) << describe(wrong);
   EXPECT_NE(wrong.err.find("change the nodes or the degrees"), std::string::npos)

@@ -71,9 +71,6 @@ class CurrentDevice {
 
 class CudaAllocator final : public Allocator {
  public:
-  static constexpr int64_t kSmallStep = 512;
-  static constexpr int64_t kSmallLimit = int64_t(1) << 20;
-
   explicit CudaAllocator(int index) : index_(index) {}
   // Cached blocks and events are left to the driver, which frees them with the context at
   // exit: CUDA calls from static destructors can run after the runtime is gone.
@@ -96,10 +93,7 @@ class CudaAllocator final : public Allocator {
 
  protected:
   int64_t round_size(int64_t bytes) const override {
-    bytes = std::max<int64_t>(bytes, 1);
-    int64_t step = kSmallStep;
-    if (bytes > kSmallLimit) step = int64_t(1) << (63 - __builtin_clzll(uint64_t(bytes)) - 3);
-    return (bytes + step - 1) / step * step;
+    return allocator_block_bytes(Device::cuda(index_), bytes);
   }
 
   void* acquire(int64_t size) override {

@@ -4,6 +4,7 @@
 
 #include "titan/models/llama3/args.h"
 #include "titan/models/llama3/hf_adapter.h"
+#include "titan/models/llama3/memory.h"
 #include "titan/models/llama3/model.h"
 #include "titan/models/llama3/parallelize.h"
 
@@ -81,6 +82,17 @@ class Llama3Family final : public ModelFamily {
   }
 
   const HfStateDictAdapter& hf_adapter() const override { return adapter_; }
+
+  std::string fsdp_unit_of(const config::JobConfig& config,
+                           const std::string& parameter) const override {
+    return llama3::fsdp_unit_of(model_args_from_config(config), parameter);
+  }
+
+  ActivationMemory activation_memory(const config::JobConfig& config,
+                                     const ActivationShape& shape) const override {
+    return llama3::activation_memory(model_args_from_config(config), shape,
+                                     !config.parallelism.disable_loss_parallel);
+  }
 
  private:
   HfAdapter adapter_;
