@@ -337,8 +337,13 @@ std::string advice_for(const config::JobConfig& config, int64_t world_size,
       overrides.resize(batch_override + 1);
       const distributed::MeshShape shape =
           distributed::mesh_shape_from_config(changed.parallelism, world);
-      overrides.push_back("on " + std::to_string(world) + " ranks (dp_shard " +
-                          std::to_string(shape[MeshDim::dp_shard]) + ")");
+      std::string ranks = "on " + std::to_string(world) + " ranks (dp_shard " +
+                          std::to_string(shape[MeshDim::dp_shard]) + ")";
+      if (target.device.is_cpu()) {  // the ranks of one host share its memory
+        const int64_t hosts = (world + target.ranks_per_host - 1) / target.ranks_per_host;
+        ranks += " over " + std::to_string(hosts) + " hosts like this one";
+      }
+      overrides.push_back(ranks);
       if (std::string v = verdict(world); !v.empty()) return v;
     }
   } catch (const InputError&) {
@@ -350,12 +355,12 @@ std::string advice_for(const config::JobConfig& config, int64_t world_size,
 }  // namespace
 
 MemoryTarget MemoryTarget::gpu(double bytes) {
-  return {Device::cuda(), int64_t(bytes), gib(bytes) + " per GPU"};
+  return {Device::cuda(), int64_t(bytes), 1, gib(bytes) + " per GPU"};
 }
 
 MemoryTarget MemoryTarget::cpu(double host_bytes, int64_t ranks_per_host) {
   ranks_per_host = std::max<int64_t>(1, ranks_per_host);
-  return {Device::cpu(), int64_t(host_bytes / double(ranks_per_host)),
+  return {Device::cpu(), int64_t(host_bytes / double(ranks_per_host)), ranks_per_host,
           gib(host_bytes) + " on the host / " + std::to_string(ranks_per_host) + " rank" +
               (ranks_per_host > 1 ? "s" : "")};
 }

@@ -52,7 +52,8 @@ inline constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 struct MemoryTarget {
   Device device = Device::cuda();
   int64_t available_bytes = 0;  // per rank
-  std::string available;        // how it was found: "80 GiB per GPU", "23.1 GiB on this host / 4 ranks"
+  int64_t ranks_per_host = 1;   // CPU ranks sharing a host's memory
+  std::string available;        // how it was found: "80.00 GiB per GPU", "23.10 GiB on the host / 4 ranks"
 
   static MemoryTarget gpu(double bytes);
   // CPU ranks share a host: `host_bytes` split evenly over `ranks_per_host`.
@@ -75,7 +76,8 @@ struct MemoryPlan {
   bool fits() const { return total_bytes <= target.available_bytes; }
   // When it does not fit: the first change that makes it fit (the override, and the plan's
   // total then), tried in order: full activation checkpointing, a smaller local batch, more
-  // ranks for FSDP; "" when it fits or none of them does.
+  // ranks for FSDP (CPU ranks: more hosts like this one, each with as many ranks); "" when
+  // it fits or none of them does.
   std::string advice;
 };
 

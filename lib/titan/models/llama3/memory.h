@@ -1,8 +1,8 @@
 // The llama3 family's part of memory plans (models/family.h, train/memory_plan.h): which FSDP
 // unit holds a parameter and what one microbatch's activations allocate, tensor by tensor, in
 // the order the modules allocate them (nn/transformer_block.cpp, nn/attention.cpp,
-// nn/feed_forward.cpp, model.cpp, nn/vocab_parallel.cpp). A test holds these lists to the
-// bytes the modules' records report.
+// nn/feed_forward.cpp, model.cpp, nn/vocab_parallel.cpp). A change there changes the peaks
+// that test/unit/train/memory_plan_test.cpp holds the plans to.
 #pragma once
 
 #include <string>
