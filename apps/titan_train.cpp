@@ -12,6 +12,7 @@
 #include "titan/distributed/job.h"
 #include "titan/distributed/mesh.h"
 #include "titan/distributed/runtime.h"
+#include "titan/train/dry_run.h"
 #include "titan/train/preemption.h"
 #include "titan/train/trainer.h"
 
@@ -38,6 +39,19 @@ int run(titan::distributed::Runtime& runtime, int argc, char** argv) {
       break;
   }
   const JobConfig& config = cli.config;
+  if (config.comm.mode == CommMode::FakeBackend) {  // a dry run: one process, one rank
+    train::DryRunReport report;
+    if (!job.setup([&] {
+          TITAN_CHECK_INPUT(runtime.world_size() == 1)
+              << "comm.mode fake_backend: one process plays one rank of "
+                 "comm.fake_world_size; start one process, not " << runtime.world_size();
+          report = train::dry_run(config);
+        })) {
+      return job.exit_code();
+    }
+    std::fputs(train::describe_dry_run(report).c_str(), stdout);
+    return 0;
+  }
   train::install_preemption_handlers();  // SIGUSR1, SIGTERM: stop after a step and save
   distributed::MeshShape shape;
   if (!job.setup([&] {

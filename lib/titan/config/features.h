@@ -31,10 +31,9 @@ enum class Feature {
   Profiling,
   MemorySnapshot,
   FaultTolerance,
-  MemoryEstimation,
   CpuOffload,
   OptimizerInBackward,
-  CommunicationModes,
+  LocalTensorMode,
   ReducedPrecisionReduction,
   ActivationCheckpointing,
 };

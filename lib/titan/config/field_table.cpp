@@ -345,12 +345,16 @@ std::vector<Field> build_table() {
   t.push_back(FIELD(comm.trace_buf_size, "flight-recorder entries; 0: off").at_least(0));
   t.push_back(FIELD(comm.save_traces_folder, "flight-recorder dump folder"));
   t.push_back(FIELD(comm.save_traces_file_prefix, "flight-recorder file prefix"));
-  t.push_back(FIELD(comm.mode, "real, fake or one-process simulated communication")
-                  .needs(Feature::CommunicationModes));
+  t.push_back(FIELD(comm.mode, "real, fake (a dry run of one rank) or one-process simulated "
+                               "communication")
+                  .needs_for(Feature::LocalTensorMode, std::string("local_tensor"),
+                             "default or fake_backend"));
+  t.push_back(FIELD(comm.fake_world_size, "fake_backend: the world one process plays a rank of")
+                  .at_least(1));
+  t.push_back(FIELD(comm.fake_rank, "fake_backend: the rank it plays").at_least(0));
   // memory_estimation
-  t.push_back(FIELD(memory_estimation.enable, "estimate FSDP memory before training")
-                  .needs(Feature::MemoryEstimation));
-  t.push_back(FIELD(memory_estimation.disable_fake_mode, "estimate with real tensors"));
+  t.push_back(FIELD(memory_estimation.enable, "log one rank's memory plan before training"));
+  t.push_back(FIELD(memory_estimation.disable_fake_mode, "ignored: the plan uses no tensors"));
   // fault_tolerance
   t.push_back(FIELD(fault_tolerance.enable, "torchft-style fault tolerance")
                   .needs(Feature::FaultTolerance));

@@ -213,6 +213,15 @@ Field& Field::needs_unless(Feature needed, FieldValue off_value) {
   return *this;
 }
 
+Field& Field::needs_for(Feature needed, FieldValue on_value, std::string off_text) {
+  feature = needed;
+  feature_off = std::move(off_text);
+  switches_on = [on = std::move(on_value)](const FieldValue& value, const FieldValue&) {
+    return value == on;
+  };
+  return *this;
+}
+
 // --- lookup ---------------------------------------------------------------------------
 
 const Field* find_field(const std::string& name) {

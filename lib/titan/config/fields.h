@@ -78,6 +78,8 @@ struct Field {
   Field& needs(Feature needed);  // when the value differs from the default
   Field& needs_above_one(Feature needed);
   Field& needs_unless(Feature needed, FieldValue off_value);
+  // Only `on_value` switches the feature on; `off_text` names the values that do not.
+  Field& needs_for(Feature needed, FieldValue on_value, std::string off_text);
   // A list whose elements other than `built` switch the feature on.
   Field& needs_beyond(Feature needed, std::vector<std::string> built);
   Field& from_command_line_only();

@@ -303,6 +303,10 @@ struct CommSection {
   std::string save_traces_folder = "comm_traces";
   std::string save_traces_file_prefix = "rank_";
   CommMode mode = CommMode::Default;
+  // fake_backend (a dry run, train/dry_run.h): the world one process plays a rank of, and
+  // which rank (titan.cpp's keys; torchtitan reads them from its launcher).
+  int64_t fake_world_size = 1;
+  int64_t fake_rank = 0;
 };
 
 struct MemoryEstimationSection {

@@ -108,6 +108,11 @@ void validate(const JobConfig& config, const KeyOrigins* origins) {
     const std::string problem = check_value(field, field.get(config));
     TITAN_CHECK_INPUT(problem.empty()) << label(field) << ": " << problem;
   }
+  const CommSection& comm = config.comm;
+  TITAN_CHECK_INPUT(comm.fake_rank < comm.fake_world_size)
+      << label(*find_field("comm.fake_rank")) << ": " << comm.fake_rank
+      << " is not a rank of comm.fake_world_size " << comm.fake_world_size << "; use 0 to "
+      << comm.fake_world_size - 1;
   // One line for all of them, the first named in full: a user fixing a big preset learns
   // every key to turn off in one run.
   std::vector<const Field*> refused;

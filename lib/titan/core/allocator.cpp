@@ -1,6 +1,9 @@
 #include "titan/core/allocator.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 
 namespace titan {
@@ -126,6 +129,40 @@ void Allocator::set_limit_for_testing(int64_t bytes) {
   limit_ = bytes;
 }
 
+namespace {
+
+// Counting mode's address space: reserved once, handed out by a bump pointer, never
+// returned (freed blocks go to the allocator's cache, as all blocks do).
+struct CountingRegion {
+  static constexpr size_t kBytes = size_t(16) << 40;  // 16 TiB of addresses, no memory
+  char* base = nullptr;
+  size_t used = 0;
+  bool contains(const void* p) const {
+    return base != nullptr && p >= base && p < base + kBytes;
+  }
+};
+CountingRegion& counting_region() {
+  static CountingRegion region;
+  return region;
+}
+std::atomic<bool> counting{false};
+
+}  // namespace
+
+void enter_counting_mode() {
+  CountingRegion& region = counting_region();
+  if (region.base == nullptr) {
+    void* p = mmap(nullptr, CountingRegion::kBytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    TITAN_CHECK(p != MAP_FAILED) << "counting mode: cannot reserve "
+                                 << (CountingRegion::kBytes >> 40) << " TiB of address space";
+    region.base = static_cast<char*>(p);
+  }
+  counting = true;
+}
+
+bool counting_mode() { return counting.load(std::memory_order_relaxed); }
+
 int64_t allocator_block_bytes(Device device, int64_t bytes) {
   bytes = std::max<int64_t>(bytes, 1);
   int64_t step = device.is_cpu() ? CpuAllocator::kAlignment : 512;
@@ -150,6 +187,14 @@ void* CpuAllocator::acquire(int64_t size) {
     stats_.cached_bytes -= size;
     return ptr;
   }
+  if (counting_mode()) {  // address space only: nothing backs it until written
+    CountingRegion& region = counting_region();
+    if (region.used + size_t(size) > CountingRegion::kBytes) return nullptr;
+    void* ptr = region.base + region.used;
+    region.used += size_t(size);
+    ++stats_.system_allocations;
+    return ptr;
+  }
   void* ptr = std::aligned_alloc(kAlignment, size_t(size));
   if (ptr == nullptr) {  // give the cache back to the system and try once more
     release_cache();
@@ -165,7 +210,9 @@ void CpuAllocator::release(void* ptr, int64_t size) {
 }
 
 void CpuAllocator::release_cache() {
-  for (auto& [size, ptr] : free_blocks_) std::free(ptr);
+  for (auto& [size, ptr] : free_blocks_) {
+    if (!counting_region().contains(ptr)) std::free(ptr);
+  }
   free_blocks_.clear();
   stats_.cached_bytes = 0;
 }

@@ -135,6 +135,21 @@ Allocator& cuda_allocator(int device_index);
 // The process's allocator for a device (one per device, like a device itself).
 Allocator& allocator_for(Device device);
 
+// Counting mode, for dry runs (comm.mode fake_backend, train/dry_run.h): memory is counted,
+// not used. From enter_counting_mode() on, for the rest of the process, new CPU blocks are
+// address space that no memory backs until written (one region reserved with
+// MAP_NORESERVE), ops return without running (ops/dispatch.h), and zeroing or copying a
+// tensor of kCountingModeWriteLimit bytes or more does nothing; smaller ones (token ids,
+// scalars: what control flow reads) are still written. The allocator's counters, tags and
+// peaks stay exact; the values of big tensors mean nothing. There is no way back.
+void enter_counting_mode();
+bool counting_mode();
+inline constexpr int64_t kCountingModeWriteLimit = int64_t(1) << 20;
+// Whether a write of `bytes` is done (always, outside counting mode).
+inline bool writes_memory(int64_t bytes) {
+  return !counting_mode() || bytes < kCountingModeWriteLimit;
+}
+
 // The block a request of `bytes` takes on `device`'s allocator: rounded up so that blocks of
 // nearly equal size can be reused for each other, to `small_step` bytes (CPU 64, CUDA 512)
 // up to 1 MiB and to 1/8 of the size's power of two above (at most 12.5% waste). Memory

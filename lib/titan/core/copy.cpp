@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "titan/core/allocator.h"
+
 namespace titan {
 
 void copy_tensor(const Tensor& src, Tensor& dst) {
@@ -11,7 +13,7 @@ void copy_tensor(const Tensor& src, Tensor& dst) {
       << "; copies do not convert";
   TITAN_CHECK(src.shape() == dst.shape()) << "copy_tensor: shape " << shape_string(src.shape())
                                           << " into " << shape_string(dst.shape());
-  if (src.bytes() == 0) return;
+  if (src.bytes() == 0 || !writes_memory(src.bytes())) return;
   if (src.device().is_cpu() && dst.device().is_cpu()) {
     std::memmove(dst.raw_mutable_data(), src.raw_data(), size_t(src.bytes()));
     return;

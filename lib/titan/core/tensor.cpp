@@ -1,9 +1,10 @@
 #include "titan/core/tensor.h"
 
-#include "titan/core/copy.h"
-
 #include <cstring>
 #include <sstream>
+
+#include "titan/core/allocator.h"
+#include "titan/core/copy.h"
 
 namespace titan {
 
@@ -99,7 +100,7 @@ Tensor Tensor::flatten_to_2d() const {
 }
 
 void Tensor::zero_() {
-  if (numel() == 0) return;
+  if (numel() == 0 || !writes_memory(bytes())) return;
   if (device().is_cuda()) {
 #if TITAN_HAVE_CUDA
     detail::zero_bytes_cuda(raw_mutable_data(), device(), bytes());

@@ -363,6 +363,21 @@ std::unique_ptr<PendingOperation> SelfCommunicator::start_recv(Tensor&, int, int
 
 std::unique_ptr<PendingOperation> SelfCommunicator::start_barrier() { return nullptr; }
 
+// ---- FakeCommunicator ----------------------------------------------------------------------
+
+std::unique_ptr<Communicator> FakeCommunicator::split(int color, int key, std::string name) {
+  return split_known(color, key, size(), rank(), std::move(name));
+}
+
+std::unique_ptr<Communicator> FakeCommunicator::split_known(int color, int /*key*/,
+                                                            int group_size, int group_rank,
+                                                            std::string name) {
+  TITAN_CHECK(color >= 0 && group_rank >= 0 && group_rank < group_size)
+      << "split of " << this->name() << ": rank " << group_rank << " of " << group_size
+      << ", color " << color;
+  return std::make_unique<FakeCommunicator>(group_rank, group_size, std::move(name));
+}
+
 // ---- scalars ------------------------------------------------------------------------------
 
 double all_reduce_scalar(Communicator& comm, double value, ReduceOp op) {

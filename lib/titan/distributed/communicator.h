@@ -7,8 +7,9 @@
 //
 // Every call is asynchronous and returns a Work handle; `.wait()` right away makes it
 // blocking. Implementations: SelfCommunicator (one rank: copies), MpiCommunicator (host
-// tensors, distributed/mpi/), NcclCommunicator (device tensors, distributed/nccl/). Parallel
-// code never calls MPI or NCCL itself.
+// tensors, distributed/mpi/), NcclCommunicator (device tensors, distributed/nccl/),
+// FakeCommunicator (dry runs: a world that is not there). Parallel code never calls MPI or
+// NCCL itself.
 //
 // Buffers are flat: only numel and dtype matter, not shape.
 //   all_reduce(data)              data <- op over ranks of data                (in place)
@@ -140,6 +141,12 @@ class Communicator {
   // The sub-group of the ranks that pass the same color, ordered by key (MPI_Comm_split).
   // Collective over this communicator.
   virtual std::unique_ptr<Communicator> split(int color, int key, std::string name) = 0;
+  // split() by a caller that knows the group already (the mesh: its size and this rank's
+  // place in it), which a communicator without peers (FakeCommunicator) needs.
+  virtual std::unique_ptr<Communicator> split_known(int color, int key, int /*group_size*/,
+                                                    int /*group_rank*/, std::string name) {
+    return split(color, key, std::move(name));
+  }
 
   const CommStats& stats() const { return stats_; }
   void reset_stats() { stats_ = CommStats{}; }
@@ -182,6 +189,32 @@ class SelfCommunicator final : public Communicator {
   std::unique_ptr<PendingOperation> start_send(const Tensor& data, int peer, int tag) override;
   std::unique_ptr<PendingOperation> start_recv(Tensor& data, int peer, int tag) override;
   std::unique_ptr<PendingOperation> start_barrier() override;
+};
+
+// One rank of a world of `size` that is not there (comm.mode fake_backend, train/dry_run.h):
+// every collective completes at once and moves no data, and is counted as the real one
+// would be (calls and bytes), so a dry run reports each group's volume. split() without
+// the group's size gives a communicator of the same size and rank (every rank's color
+// alike: the whole world); the mesh calls split_known.
+class FakeCommunicator final : public Communicator {
+ public:
+  FakeCommunicator(int rank, int size, std::string name) : Communicator(rank, size, std::move(name)) {}
+  std::unique_ptr<Communicator> split(int color, int key, std::string name) override;
+  std::unique_ptr<Communicator> split_known(int color, int key, int group_size, int group_rank,
+                                            std::string name) override;
+
+ protected:
+  std::unique_ptr<PendingOperation> start_all_reduce(Tensor&, ReduceOp) override { return nullptr; }
+  std::unique_ptr<PendingOperation> start_reduce_scatter(const Tensor&, Tensor&) override {
+    return nullptr;
+  }
+  std::unique_ptr<PendingOperation> start_all_gather(const Tensor&, Tensor&) override {
+    return nullptr;
+  }
+  std::unique_ptr<PendingOperation> start_broadcast(Tensor&, int) override { return nullptr; }
+  std::unique_ptr<PendingOperation> start_send(const Tensor&, int, int) override { return nullptr; }
+  std::unique_ptr<PendingOperation> start_recv(Tensor&, int, int) override { return nullptr; }
+  std::unique_ptr<PendingOperation> start_barrier() override { return nullptr; }
 };
 
 // Scalar helpers over host tensors: the sum (or max, min) of one value over the group.

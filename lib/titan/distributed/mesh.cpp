@@ -57,7 +57,10 @@ std::unique_ptr<Communicator> split_over(Communicator& world, const MeshShape& s
                                          const std::vector<MeshDim>& group_dims,
                                          std::string name) {
   const int64_t color = mesh_group_color(shape, world.rank(), group_dims);
-  return world.split(int(color), world.rank(), std::move(name));
+  const std::vector<int64_t> ranks = mesh_group_ranks(shape, world.rank(), group_dims);
+  const int64_t index = std::find(ranks.begin(), ranks.end(), world.rank()) - ranks.begin();
+  return world.split_known(int(color), world.rank(), int(ranks.size()), int(index),
+                           std::move(name));
 }
 
 void add_stats(CommStats& total, const CommStats& stats) {

@@ -149,7 +149,9 @@ void MetricsProcessor::log_step(const StepValues& v) {
   m.tflops = achieved_tflops(run_.flops_per_token, m.tokens_per_second);
   m.mfu_percent = mfu_percent(m.tflops, run_.peak_tflops);
   // Every rank takes part: the line shows the largest memory and communication share.
-  m.memory_gib = max_over_ranks_(double(allocator_.stats().peak_bytes)) / double(int64_t(1) << 30);
+  last_peak_bytes_ = allocator_.stats().peak_bytes;
+  last_peak_usage_ = allocator_.usage_at_peak();
+  m.memory_gib = max_over_ranks_(double(last_peak_bytes_)) / double(int64_t(1) << 30);
   allocator_.reset_peak();
   if (run_.world_size > 1) {
     m.comm_percent = max_over_ranks_(100.0 * (v.comm_wait_s - last_log_comm_wait_s_) / interval);

@@ -98,6 +98,10 @@ class MetricsProcessor {
 
   bool step_line_due(int64_t step, bool validated) const;
   bool profiled(int64_t step) const;  // whether profiling.* records this step
+  // The allocator's peak of the last step line's window and what it was made of (the step
+  // line starts a new window).
+  int64_t last_peak_bytes() const { return last_peak_bytes_; }
+  const std::vector<TagUsage>& last_peak_usage() const { return last_peak_usage_; }
 
  private:
   void write_memory_snapshot(int64_t step, const std::string& iteration,
@@ -105,6 +109,8 @@ class MetricsProcessor {
   void log_step(const StepValues& values);
 
   const config::JobConfig config_;
+  int64_t last_peak_bytes_ = 0;
+  std::vector<TagUsage> last_peak_usage_;
   RunInfo run_;
   Allocator& allocator_;
   MaxOverRanks max_over_ranks_;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "titan/core/allocator.h"
 #include "titan/core/copy.h"
 #include "titan/core/philox.h"
 #include "titan/ops/cast.h"
@@ -85,6 +86,7 @@ void Parameter::release_full() {
 void Parameter::initialize(uint64_t seed) {
   const Box box = local_box();
   if (shard_.numel() == 0) return;  // an empty shard (more ranks than rows): no compute copy
+  if (counting_mode()) return;       // a dry run: values mean nothing
   // Philox fills host memory; a device parameter is filled in a host copy, then copied over.
   Tensor host = shard_;
   if (!device().is_cpu()) {

@@ -17,6 +17,9 @@
 // that a bad call fails with the same message on every device, and any thin wrapper that
 // is the same on every device (linear, clip_grads_with_norm, rope_table).
 //
+// In counting mode (core/allocator.h: dry runs) an op returns at once, checks and all, with
+// a value-initialized result.
+//
 // Each dispatch is also a trace span named after the op (`matmul`, `rmsnorm_forward`, ...)
 // when profiling.* records the step (core/trace.h; a flag test otherwise). A CUDA op's
 // span covers its launch, not its run on the device: the GPU's own timeline is the
@@ -24,13 +27,17 @@
 #pragma once
 
 #include "titan/build_config.h"
+#include "titan/core/allocator.h"
 #include "titan/core/error.h"
 #include "titan/core/tensor.h"
 #include "titan/core/trace.h"
 
 #define TITAN_DISPATCH_CPU(tensor, fn, ...)                                            \
   do {                                                                                 \
-    const ::titan::TraceSpan titan_op_span_(#fn);                             \
+    if (::titan::counting_mode()) {                                                    \
+      return decltype(::titan::ops::cpu::fn(__VA_ARGS__))();                           \
+    }                                                                                  \
+    const ::titan::TraceSpan titan_op_span_(#fn);                                      \
     if ((tensor).device().is_cpu()) return ::titan::ops::cpu::fn(__VA_ARGS__);         \
     TITAN_FAIL() << #fn << " has no kernel for " << (tensor).device();                 \
   } while (0)
@@ -38,7 +45,10 @@
 #if TITAN_HAVE_CUDA
 #define TITAN_DISPATCH_CPU_CUDA(tensor, fn, ...)                                       \
   do {                                                                                 \
-    const ::titan::TraceSpan titan_op_span_(#fn);                             \
+    if (::titan::counting_mode()) {                                                    \
+      return decltype(::titan::ops::cpu::fn(__VA_ARGS__))();                           \
+    }                                                                                  \
+    const ::titan::TraceSpan titan_op_span_(#fn);                                      \
     if ((tensor).device().is_cpu()) return ::titan::ops::cpu::fn(__VA_ARGS__);         \
     if ((tensor).device().is_cuda()) return ::titan::ops::cuda::fn(__VA_ARGS__);       \
     TITAN_FAIL() << #fn << " has no kernel for " << (tensor).device();                 \

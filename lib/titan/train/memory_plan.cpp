@@ -278,16 +278,19 @@ StagePlan plan_stage_rank(const config::JobConfig& config, const distributed::Me
   return plan;
 }
 
-// The plan without advice: the largest stage rank's items, and the runtime's share.
+// The plan without advice: the stage rank's items (the largest one's when pp_rank < 0),
+// and the runtime's share.
 MemoryPlan plan_layout(const config::JobConfig& config, int64_t world_size,
-                       const MemoryTarget& target) {
+                       const MemoryTarget& target, int pp_rank = -1) {
   config::validate(config);
   MemoryPlan plan;
   plan.shape = distributed::mesh_shape_from_config(config.parallelism, world_size);
   plan.target = target;
+  TITAN_CHECK(pp_rank < plan.shape[MeshDim::pp]) << "plan_memory: no pipeline rank " << pp_rank;
   for (int r = 0; r < int(plan.shape[MeshDim::pp]); ++r) {
+    if (pp_rank >= 0 && r != pp_rank) continue;
     StagePlan stage = plan_stage_rank(config, plan.shape, target, r);
-    if (r > 0 && stage.allocator_bytes <= plan.allocator_bytes) continue;
+    if (pp_rank < 0 && r > 0 && stage.allocator_bytes <= plan.allocator_bytes) continue;
     plan.pp_rank = r;
     plan.items = std::move(stage.items);
     plan.allocator_bytes = stage.allocator_bytes;
@@ -366,8 +369,8 @@ MemoryTarget MemoryTarget::cpu(double host_bytes, int64_t ranks_per_host) {
 }
 
 MemoryPlan plan_memory(const config::JobConfig& config, int64_t world_size,
-                       const MemoryTarget& target) {
-  MemoryPlan plan = plan_layout(config, world_size, target);
+                       const MemoryTarget& target, int pp_rank) {
+  MemoryPlan plan = plan_layout(config, world_size, target, pp_rank);
   if (!plan.fits()) plan.advice = advice_for(config, world_size, target);
   return plan;
 }

@@ -69,7 +69,7 @@ struct MemoryItem {
 struct MemoryPlan {
   distributed::MeshShape shape;
   MemoryTarget target;
-  int64_t pp_rank = 0;  // the stage rank planned (the largest)
+  int64_t pp_rank = 0;  // the stage rank planned (the largest, unless one was asked for)
   std::vector<MemoryItem> items;
   int64_t total_bytes = 0;      // the items' sum
   int64_t allocator_bytes = 0;  // the same without runtime: what the allocator's peak would be
@@ -82,9 +82,10 @@ struct MemoryPlan {
 };
 
 // The plan of `config` on `world_size` ranks (InputError for a config or layout the job
-// would reject). Advice is searched for when the plan does not fit.
+// would reject): the largest pipeline rank's, or `pp_rank`'s. Advice is searched for when
+// the plan does not fit.
 MemoryPlan plan_memory(const config::JobConfig& config, int64_t world_size,
-                       const MemoryTarget& target);
+                       const MemoryTarget& target, int pp_rank = -1);
 
 // The plan as a table by tag with a last line of verdict:
 //   "fits: 61.2 GiB of 80 GiB per GPU" or "does not fit: ... ; fits with --key value ...".

@@ -44,7 +44,7 @@ const config::JobConfig& validated(const config::JobConfig& config) {
 }  // namespace
 
 DType compute_dtype_for(const config::JobConfig& config, Device device) {
-  if (device.is_cpu()) return DType::F32;
+  if (device.is_cpu() && !counting_mode()) return DType::F32;
   return config.training.mixed_precision_param == config::Precision::Bfloat16 ? DType::BF16
                                                                              : DType::F32;
 }
@@ -177,9 +177,15 @@ Trainer::Trainer(const config::JobConfig& config, distributed::Mesh* mesh,
   }
   // The plan's need against the device's (or this host's share of) memory, before the
   // model allocates anything: exit 2 with a layout that fits rather than the kernel's kill.
-  check_memory_fits(config, mesh_->world().size(),
-                    memory_target_for(device_, device_.is_cpu() ? distributed::ranks_on_this_host()
-                                                                : 1));
+  // A dry run (counting mode) reports its rank's memory instead. memory_estimation.enable
+  // logs the plan (torchtitan's estimate before training).
+  const MemoryTarget target = memory_target_for(
+      device_, device_.is_cpu() ? distributed::ranks_on_this_host() : 1);
+  if (config.memory_estimation.enable && mesh_->world().rank() == 0) {
+    log::info("memory plan (memory_estimation.enable):\n%s",
+              describe_memory_plan(plan_memory(config, mesh_->world().size(), target)).c_str());
+  }
+  if (!counting_mode()) check_memory_fits(config, mesh_->world().size(), target);
   model_ = family_.build(config, layout, stages);
   if (document_end) model_->set_document_end(*document_end);
   model_->initialize(config.debug.effective_seed());

@@ -63,8 +63,9 @@ int64_t accumulation_steps_for(const config::JobConfig& config, int64_t dp_degre
 
 // The dtype the model computes in (the one place that decides it):
 // training.mixed_precision_param on a GPU; f32 on the CPU, whose ops take f32 only (the
-// start-up log says that the setting is ignored there). Master weights, gradients, their
-// reduction and the optimizer state are f32 everywhere.
+// start-up log says that the setting is ignored there), except in a dry run (counting
+// mode, train/dry_run.h), which counts what a GPU would hold. Master weights, gradients,
+// their reduction and the optimizer state are f32 everywhere.
 DType compute_dtype_for(const config::JobConfig& config, Device device);
 
 // quantize.linear.float8 as the model's linears apply it (nn::ParameterLayout::float8), when
@@ -119,6 +120,7 @@ class Trainer {
   models::Model& model() { return *model_; }
   distributed::Mesh& mesh() { return *mesh_; }
   AdamW& optimizer() { return *optimizer_; }
+  const metrics::MetricsProcessor& metrics() const { return *metrics_; }
   int64_t step() const { return step_; }
   Device device() const { return device_; }
   int64_t accumulation_steps() const { return accumulation_steps_; }

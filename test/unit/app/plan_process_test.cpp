@@ -106,6 +106,19 @@ TEST(PlanProcess, MemoryListsOneRanksPeakAndWhetherItFits) {
   EXPECT_NE(r.err.find("--device takes cpu or gpu"), std::string::npos) << r.err;
 }
 
+// torchtitan's memory_estimation.enable: the plan in the start-up log, then training.
+TEST(PlanProcess, MemoryEstimationLogsThePlanBeforeTraining) {
+  const ProcessResult r = testing::run_titan_train(
+      {"--config", testing::source_path("configs/llama3_debug.yaml"), "--training.dataset",
+       "synthetic", "--training.steps", "1", "--metrics.peak_tflops", "1",
+       "--memory_estimation.enable", "true"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  const size_t plan = r.err.find("memory plan (memory_estimation.enable):");
+  EXPECT_NE(plan, std::string::npos) << r.err;
+  EXPECT_LT(plan, r.err.find("step: 1")) << r.err;
+  EXPECT_NE(r.err.find("\nfits: "), std::string::npos) << r.err;
+}
+
 // The 8B model on 20 GiB (the test's stand-in for this machine's memory): one line naming
 // the need and the fix, exit 2, before the model allocates (today's alternative: the kernel's
 // kill, exit 137, no message).
