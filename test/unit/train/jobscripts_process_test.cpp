@@ -94,7 +94,8 @@ TEST(Jobscripts, TheCpuTemplateForwardsUsr1ToTheRanksAndRequeues) {
   fs::create_directories(dir / "bin");
   std::ofstream(dir / "bin" / "srun")
       << "#!/bin/sh\n"
-      << "for a; do shift; case $a in --mpi=*) ;; *) set -- \"$@\" \"$a\";; esac; done\n"
+      << "for a; do shift; case $a in --mpi=*|--kill-on-bad-exit=*) ;;\n"
+      << "  *) set -- \"$@\" \"$a\";; esac; done\n"
       << "exec " << TITAN_MPIEXEC << " --oversubscribe --allow-run-as-root "
       << "-np $((SLURM_NNODES * SLURM_NTASKS_PER_NODE)) -x OMP_NUM_THREADS \"$@\"\n";
   std::ofstream(dir / "bin" / "scontrol")

@@ -1,7 +1,8 @@
 // A real one-node Slurm (tools/slurm/local_slurm.sh, Debian's packages): the CPU template
 // submitted with 2 tasks of the tiny model trains, is signalled as Slurm does before a time
 // limit (scancel --signal=USR1 --batch), saves, requeues itself, restarts, resumes and
-// finishes with the losses of an uninterrupted run. The ranks start with srun --mpi=pmix.
+// finishes with the losses of an uninterrupted run; and a rank killed with SIGKILL ends the
+// job at once. The ranks start with srun --mpi=pmix.
 // Without Slurm (tools/setup.sh --with-slurm installs it; CI does) the test is skipped,
 // saying so. The daemons are started and stopped by the test, by their process ids.
 #include <gtest/gtest.h>
@@ -58,50 +59,79 @@ class LocalSlurm {
   std::string log_;
 };
 
-TEST(SlurmProcess, TheCpuTemplateIsSignalledRequeuedAndResumesExactly) {
-  if (!fs::exists("/usr/sbin/slurmctld") || !fs::exists("/usr/sbin/slurmd") ||
-      !fs::exists("/usr/sbin/munged")) {
-    GTEST_SKIP() << "Slurm is not installed here: tools/setup.sh --with-slurm installs it "
-                    "(CI does, through .ci/run)";
+bool slurm_installed() {
+  return fs::exists("/usr/sbin/slurmctld") && fs::exists("/usr/sbin/slurmd") &&
+         fs::exists("/usr/sbin/munged");
+}
+constexpr const char* kWithoutSlurm =
+    "Slurm is not installed here: tools/setup.sh --with-slurm installs it (CI does, through "
+    ".ci/run)";
+
+// The CPU template submitted with 2 tasks of the tiny model training `steps` steps into
+// work/dump, the ranks' output in work/step.log; returns the job id.
+std::string submit_cpu_template(const LocalSlurm& slurm, const fs::path& work,
+                                const std::string& args) {
+  const std::string submit =
+      slurm.env() + "export TITAN_ROOT='" + testing::source_path("") + "' TITAN_EXE='" +
+      TITAN_TRAIN_EXE + "' DUMP='" + (work / "dump").string() + "' TITAN_STEP_LOG='" +
+      (work / "step.log").string() + "' TITAN_ARGS='" + args + "'\n"
+      "sbatch --parsable --partition=debug --account=test --chdir='" + work.string() +
+      "' --output='" + (work / "batch.out").string() + "' --ntasks-per-node=2 '" +
+      testing::source_path("jobscripts/cpu_cluster.sbatch") + "'\n";
+  const ProcessResult submitted = shell(submit);
+  EXPECT_EQ(submitted.exit_code, 0) << submitted.out << submitted.err;
+  return std::regex_replace(submitted.out, std::regex(R"(\s+)"), "");
+}
+
+// Waits (the shell's loop) until the step log shows `step`.
+ProcessResult wait_for_step(const fs::path& log, int step) {
+  return shell("for i in $(seq 600); do grep -q 'step: " + std::to_string(step) + " ' '" +
+               log.string() + "' 2>/dev/null && break; sleep 0.1; done\n");
+}
+
+// The job's state (COMPLETED, FAILED, ...), polled each second until it is one of `final`
+// or `seconds` have passed; "JobState ExitCode" as scontrol shows them.
+std::string wait_for_job(const LocalSlurm& slurm, const std::string& job, int seconds) {
+  std::string state;
+  for (int i = 0; i < seconds; ++i) {
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    const ProcessResult shown = shell(slurm.env() + "scontrol show job " + job);
+    std::smatch job_state, exit_code;
+    if (std::regex_search(shown.out, job_state, std::regex(R"(JobState=([A-Z_]+))")) &&
+        std::regex_search(shown.out, exit_code, std::regex(R"( ExitCode=([0-9:]+))"))) {
+      state = std::string(job_state[1]) + " " + std::string(exit_code[1]);
+    }
+    if (state.rfind("COMPLETED", 0) == 0 || state.rfind("FAILED", 0) == 0) break;
   }
+  return state;
+}
+
+constexpr const char* kTinyArgs =
+    "--model.flavor tiny --training.seq_len 64 --metrics.log_freq 1 --metrics.peak_tflops 1 "
+    "--training.local_batch_size 2 --checkpoint.no_last_save_model_only";
+
+TEST(SlurmProcess, TheCpuTemplateIsSignalledRequeuedAndResumesExactly) {
+  if (!slurm_installed()) GTEST_SKIP() << kWithoutSlurm;
   const fs::path work = fs::temp_directory_path() / "titan_slurm_process";
   fs::remove_all(work);
   fs::create_directories(work);
   const LocalSlurm slurm(work / "slurm");
   ASSERT_TRUE(slurm.started()) << slurm.log();
 
-  const std::string args = "--model.flavor tiny --training.dataset_path " +
-                           testing::assets_path("data/sotu") +
-                           " --training.seq_len 64 --training.steps 60 --metrics.log_freq 1 "
-                           "--metrics.peak_tflops 1 --training.local_batch_size 2 "
-                           "--checkpoint.no_last_save_model_only";
+  const std::string args = std::string(kTinyArgs) + " --training.dataset_path " +
+                           testing::assets_path("data/sotu") + " --training.steps 60";
   const fs::path dump = work / "dump", log = work / "step.log";
-  const std::string submit =
-      slurm.env() + "export TITAN_ROOT='" + testing::source_path("") + "' TITAN_EXE='" +
-      TITAN_TRAIN_EXE + "' DUMP='" + dump.string() + "' TITAN_STEP_LOG='" + log.string() +
-      "' TITAN_ARGS='" + args + "'\n"
-      "sbatch --parsable --partition=debug --account=test --chdir='" + work.string() +
-      "' --output='" + (work / "batch.out").string() + "' --ntasks-per-node=2 '" +
-      testing::source_path("jobscripts/cpu_cluster.sbatch") + "'\n";
-  const ProcessResult submitted = shell(submit);
-  ASSERT_EQ(submitted.exit_code, 0) << submitted.out << submitted.err;
-  const std::string job = std::regex_replace(submitted.out, std::regex(R"(\s+)"), "");
+  const std::string job = submit_cpu_template(slurm, work, args);
+  ASSERT_FALSE(job.empty());
 
   // Signal once step 3 is logged, as --signal=B:USR1 would.
-  const ProcessResult signalled = shell(
-      slurm.env() + "for i in $(seq 600); do grep -q 'step: 3 ' '" + log.string() +
-      "' 2>/dev/null && break; sleep 0.1; done\nscancel --signal=USR1 --batch " + job + "\n");
+  wait_for_step(log, 3);
+  const ProcessResult signalled = shell(slurm.env() + "scancel --signal=USR1 --batch " + job);
   ASSERT_EQ(signalled.exit_code, 0) << signalled.out << signalled.err;
   // The job stops, requeues itself, restarts after about 11 s, resumes and completes.
-  std::string state;
-  for (int i = 0; i < 120 && state != "COMPLETED" && state != "FAILED"; ++i) {
-    std::this_thread::sleep_for(std::chrono::seconds(1));
-    const ProcessResult shown = shell(slurm.env() + "scontrol show job " + job);
-    std::smatch m;
-    if (std::regex_search(shown.out, m, std::regex(R"(JobState=([A-Z_]+))"))) state = m[1];
-  }
+  const std::string state = wait_for_job(slurm, job, 120);
   const std::string step_log = read_text(log), batch = read_text(work / "batch.out");
-  ASSERT_EQ(state, "COMPLETED") << batch << step_log;
+  ASSERT_EQ(state, "COMPLETED 0:0") << batch << step_log;
   EXPECT_NE(batch.find("requeueing job " + job), std::string::npos) << batch;
   std::smatch m;
   ASSERT_TRUE(std::regex_search(step_log, m, std::regex(R"(stopped on SIGUSR1 at step (\d+))")))
@@ -127,6 +157,38 @@ TEST(SlurmProcess, TheCpuTemplateIsSignalledRequeuedAndResumesExactly) {
     ASSERT_TRUE(got.count(step)) << "step " << step;
     EXPECT_EQ(got.at(step), want.at(step)) << "step " << step;
   }
+}
+
+// A rank killed with SIGKILL (as the kernel's out-of-memory killer or a lost node does):
+// the template's srun (--kill-on-bad-exit=1) ends the other rank and the step at once, the
+// job fails with the rank's 137, and it is not requeued (a crash is no preemption). Without
+// it the others would wait for comm.train_timeout_seconds (100 s) in their next collective.
+TEST(SlurmProcess, ARankKilledWithSigkillEndsTheJobAtOnce) {
+  if (!slurm_installed()) GTEST_SKIP() << kWithoutSlurm;
+  const fs::path work = fs::temp_directory_path() / "titan_slurm_kill";
+  fs::remove_all(work);
+  fs::create_directories(work);
+  const LocalSlurm slurm(work / "slurm");
+  ASSERT_TRUE(slurm.started()) << slurm.log();
+  const std::string args =
+      std::string(kTinyArgs) + " --training.dataset synthetic --training.steps 100000";
+  const std::string job = submit_cpu_template(slurm, work, args);
+  ASSERT_FALSE(job.empty());
+  const fs::path log = work / "step.log";
+  wait_for_step(log, 3);
+  const auto killed_at = std::chrono::steady_clock::now();
+  // A rank: a child of slurmstepd (srun's own command line has the same arguments).
+  const ProcessResult killed = shell("kill -9 $(pgrep -P \"$(pgrep -d, -x slurmstepd)\" -f -- "
+                                     "'--job.dump_folder " + (work / "dump").string() +
+                                     "' | tail -1)");
+  ASSERT_EQ(killed.exit_code, 0) << killed.err;
+  const std::string state = wait_for_job(slurm, job, 60);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - killed_at).count();
+  const std::string batch = read_text(work / "batch.out");
+  EXPECT_EQ(state, "FAILED 137:0") << batch << read_text(log);
+  EXPECT_LT(seconds, 30.0) << batch;
+  EXPECT_EQ(batch.find("requeueing"), std::string::npos) << batch;
 }
 #endif
 
