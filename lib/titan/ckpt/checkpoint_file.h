@@ -60,7 +60,8 @@ CheckpointIoCounters& checkpoint_io_counters();
 // HDF5 says that it has no checkpoints.
 std::string checkpoint_library_version();
 
-// Writes <path>.tmp, sets `complete` last, closes, then renames it to <path> (rank 0).
+// Writes <path>.tmp, sets `complete` last, closes, then renames it to <path> (rank 0). A
+// write that fails removes <path>.tmp (rank 0) before the error goes on.
 void write_checkpoint_file(const std::string& path, distributed::Communicator& io,
                            const CheckpointMeta& meta, const std::vector<TensorPiece>& pieces);
 

@@ -236,18 +236,13 @@ void Trainer::save_checkpoint(bool model_only, bool background) {
     (void)in_hf, (void)model_dtype, (void)step;
 #endif
     if (prunes) ckpt::prune_checkpoints(folder, keep);
-    log::info("saved %s in %.2f s%s", path.c_str(), std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(),
-              model_only ? " (model only)" : "");
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    log::info("saved %s in %.2f s%s", path.c_str(), seconds, model_only ? " (model only)" : "");
   };
   if (!async_writer_ || !background) {
     if (async_writer_) async_writer_->wait();  // one save at a time, in step order
-    try {
-      ckpt::write_checkpoint_file(path, *checkpoint_io_, meta, pieces);
-    } catch (...) {  // a failed save leaves no partial file behind (disk full, I/O error)
-      std::error_code ignored;
-      if (checkpoint_io_->rank() == 0) std::filesystem::remove(path + ".tmp", ignored);
-      throw;
-    }
+    ckpt::write_checkpoint_file(path, *checkpoint_io_, meta, pieces);
     finish();
     return;
   }

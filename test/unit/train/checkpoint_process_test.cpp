@@ -126,6 +126,24 @@ TEST(CheckpointProcess, ADiskTooFullForTheSaveIsOneLineAndLeavesTheLastCheckpoin
   EXPECT_FALSE(fs::exists(dump / "checkpoint" / "step-20.h5.tmp"));
 }
 
+// A write that fails once its file exists (TITAN_TEST_CHECKPOINT_WRITE_FAILS stands in for
+// an I/O error): the job ends with exit 1 and the error, and no partial file is left, from
+// a synchronous save and from an asynchronous one (whose error arrives at the next wait).
+TEST(CheckpointProcess, AFailedWriteLeavesNoPartialFileSyncOrAsync) {
+  for (const char* mode : {"disabled", "async"}) {
+    SCOPED_TRACE(mode);
+    const fs::path dump = fresh(std::string("failed_write_") + mode);
+    const ProcessResult r = testing::run_titan_train_mpi(
+        2, job(dump, 2, 10, {"--checkpoint.interval", "5", "--checkpoint.async_mode", mode}),
+        {"TITAN_TEST_CHECKPOINT_WRITE_FAILS=1"});
+    EXPECT_EQ(r.exit_code, 1) << describe(r);
+    EXPECT_NE(r.err.find("step-5.h5.tmp: write failed"), std::string::npos) << describe(r);
+    for (const auto& entry : fs::directory_iterator(dump / "checkpoint")) {
+      ADD_FAILURE() << "left behind: " << entry.path();
+    }
+  }
+}
+
 // The real path: SIGUSR1 sent to mpirun (as a user or a batch script's trap does) reaches
 // the ranks, which stop after a step with a checkpoint and exit 0.
 TEST(CheckpointProcess, MpirunForwardsSigusr1AndTheJobStopsAfterSaving) {

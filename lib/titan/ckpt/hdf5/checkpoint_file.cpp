@@ -5,6 +5,7 @@
 #include "titan/ckpt/checkpoint_file.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 
 #include "titan/build_config.h"
@@ -127,17 +128,21 @@ CheckpointIoCounters& checkpoint_io_counters() {
   return counters;
 }
 
-void write_checkpoint_file(const std::string& path, distributed::Communicator& io,
-                           const CheckpointMeta& meta, const std::vector<TensorPiece>& pieces) {
-  h5::silence_error_stack();
-  TraceSpan span("checkpoint.write " + path);
-  const std::string temporary = path + ".tmp";
+namespace {
+
+// write_checkpoint_file without the clean-up of a failed write.
+void write_and_publish(const std::string& path, const std::string& temporary,
+                       distributed::Communicator& io, const CheckpointMeta& meta,
+                       const std::vector<TensorPiece>& pieces) {
   {
     H5Object fapl = file_access(io);
     const hid_t file_id = H5Fcreate(temporary.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.id());
     TITAN_CHECK(file_id >= 0) << "cannot create checkpoint " << temporary
                               << " (is the folder writable?)";
     H5Object file(file_id);
+    // Tests: a write that fails once the file exists, as a full disk or an I/O error does.
+    TITAN_CHECK(std::getenv("TITAN_TEST_CHECKPOINT_WRITE_FAILS") == nullptr)
+        << "checkpoint " << temporary << ": write failed (TITAN_TEST_CHECKPOINT_WRITE_FAILS)";
     H5Object lcpl(H5_CHECK(H5Pcreate(H5P_LINK_CREATE)));
     H5_CHECK(H5Pset_create_intermediate_group(lcpl.id(), 1));
     H5Object dcpl(H5_CHECK(H5Pcreate(H5P_DATASET_CREATE)));
@@ -177,6 +182,22 @@ void write_checkpoint_file(const std::string& path, distributed::Communicator& i
   io.barrier().wait();
   if (io.rank() == 0) publish_file(temporary, path, "checkpoint");
   io.barrier().wait();
+}
+
+}  // namespace
+
+void write_checkpoint_file(const std::string& path, distributed::Communicator& io,
+                           const CheckpointMeta& meta, const std::vector<TensorPiece>& pieces) {
+  h5::silence_error_stack();
+  TraceSpan span("checkpoint.write " + path);
+  const std::string temporary = path + ".tmp";
+  try {
+    write_and_publish(path, temporary, io, meta, pieces);
+  } catch (...) {  // a failed save leaves no partial file behind (disk full, I/O error)
+    std::error_code ignored;
+    if (io.rank() == 0) std::filesystem::remove(temporary, ignored);
+    throw;
+  }
 }
 
 CheckpointMeta read_checkpoint_meta(const std::string& path, distributed::Communicator& io) {
