@@ -56,14 +56,15 @@ echo "model:     llama3 dim $dim, $layers layers, $heads heads, $kv_heads kv hea
 echo "steps:     $steps per side, median of steps $((warmup + 1))..$steps"
 
 # run_side NAME RANKS ARGS...: one side, titan-train with the model's flags and ARGS on
-# RANKS ranks x 1 thread (1 rank: x np threads), its log in $work/NAME.log and its metrics
-# in $work/NAME/; its mesh and step lines echoed.
+# RANKS ranks x 1 thread (1 rank: x np threads, or SIDE_THREADS), its log in $work/NAME.log
+# and its metrics in $work/NAME/; its mesh and step lines echoed.
 run_side() {
   local name=$1 ranks=$2
   shift 2
   echo "-- $name"
   if [ "$ranks" = 1 ]; then
-    OMP_NUM_THREADS=$np OPENBLAS_NUM_THREADS=$np "$exe" "${model_args[@]}" "$@" \
+    local threads=${SIDE_THREADS:-$np}  # a script may leave cores free
+    OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads "$exe" "${model_args[@]}" "$@" \
       --job.dump_folder "$work/$name" > "$work/$name.log" 2>&1 ||
       { cat "$work/$name.log" >&2; echo "$bench: $name failed" >&2; exit 1; }
   else

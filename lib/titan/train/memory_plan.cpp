@@ -153,6 +153,12 @@ StagePlan plan_stage_rank(const config::JobConfig& config, const distributed::Me
   add("gradients", blocks(device, stored), of_pieces);
   add("optimizer", 2 * blocks(device, stored), "AdamW's two moments");
   add("parameters.compute", blocks(device, compute_copies), "bf16 copies");
+  // An asynchronous save writes from copies of the state, kept for the run (host memory:
+  // CPU ranks only).
+  const config::CheckpointSection& c = config.checkpoint;
+  if (device.is_cpu() && c.enable && c.async_mode != config::AsyncMode::Disabled) {
+    add("checkpoint", 3 * blocks(device, stored), "an asynchronous save's copy of the state");
+  }
 
   const bool pipelined = shape[MeshDim::pp] > 1;
   // Under PP the reductions run after a stage's last backward, when its activations are

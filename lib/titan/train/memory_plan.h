@@ -26,6 +26,8 @@
 //                            activations, B frees them, I keeps the weights' inputs until
 //                            W), plus the largest backward's temporaries on top
 //   data, buffers            the microbatch's token ids and labels; the RoPE table
+//   checkpoint               CPU ranks with asynchronous saves: the copy of the parameters
+//                            and AdamW moments a save writes from
 // plus `runtime`, which the allocator does not see: the process itself, MPI's or NCCL's
 // buffers, the CUDA context and cuBLAS workspaces (estimates: 0.25 GiB on CPU ranks, 2 GiB on
 // a GPU). Float8's scales, context parallelism's rotating key/value chunks and tensor

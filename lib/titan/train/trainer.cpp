@@ -232,6 +232,11 @@ Trainer::Trainer(const config::JobConfig& config, distributed::Mesh* mesh,
           << "checkpoint.async_mode: " << config::choice_name(config.checkpoint.async_mode)
           << " needs MPI_THREAD_MULTIPLE, which this MPI does not grant; use disabled";
       async_writer_ = std::make_unique<ckpt::AsyncCheckpointWriter>();
+      const MemoryTagScope tag("checkpoint");
+      for (const ckpt::TensorPiece& piece : checkpoint_pieces(true, DType::F32)) {
+        if (!device_.is_cpu()) break;  // a device's pieces are host copies already
+        checkpoint_staging_.push_back(Tensor::zeros(piece.local.shape(), DType::F32));
+      }
     }
   }
 }

@@ -181,6 +181,9 @@ class Trainer {
   std::unique_ptr<metrics::MetricsProcessor> metrics_;
   std::unique_ptr<distributed::Communicator> checkpoint_io_;  // a split of the world, for HDF5
   std::unique_ptr<ckpt::AsyncCheckpointWriter> async_writer_;  // checkpoint.async_mode: async
+  // The state's copies an asynchronous save writes from, on CPU ranks: made (and their pages
+  // touched) at start, so that no save pays for that, then reused.
+  std::vector<Tensor> checkpoint_staging_;
   int64_t last_saved_step_ = -1;  // the step of the newest checkpoint this run started
   int stopped_on_signal_ = 0;
   int64_t accumulation_steps_ = 1;

@@ -247,16 +247,24 @@ void Trainer::save_checkpoint(bool model_only, bool background) {
     return;
   }
   // The I/O thread gets copies: training changes the parameters while it writes (pieces of
-  // a device run are host copies already).
+  // a device run are host copies already). The staging copies are the previous save's
+  // until it is written.
+  async_writer_->wait();
   const MemoryTagScope tag("checkpoint");
-  for (ckpt::TensorPiece& piece : pieces) {
-    if (!device_.is_cpu()) break;
-    Tensor copy = Tensor::empty(piece.local.shape(), DType::F32);
+  for (size_t i = 0; i < pieces.size() && device_.is_cpu(); ++i) {
+    ckpt::TensorPiece& piece = pieces[i];
+    const bool staged =
+        i < checkpoint_staging_.size() && checkpoint_staging_[i].shape() == piece.local.shape();
+    Tensor copy = staged ? checkpoint_staging_[i] : Tensor::empty(piece.local.shape(), DType::F32);
     copy_tensor(piece.local, copy);
     piece.local = copy;
   }
   async_writer_->start(path, *checkpoint_io_, std::move(meta), std::move(pieces), finish);
-  log::info("saving %s in the background (checkpoint.async_mode)", path.c_str());
+  // What the step paid: the copy, and the wait for the previous save if still in flight.
+  const double paid_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  log::info("saving %s in the background (checkpoint.async_mode; the step waited %.2f s)",
+            path.c_str(), paid_s);
 }
 
 // The save needs about the checkpoint's size (every parameter's global numel in the model

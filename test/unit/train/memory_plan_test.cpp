@@ -91,6 +91,23 @@ TEST(MemoryPlan, TheModesOrderAsTheirSavedActivations) {
   EXPECT_LT(planned(ActivationCheckpointMode::Selective), planned(ActivationCheckpointMode::None));
 }
 
+// CPU ranks saving asynchronously keep a copy of the parameters and both AdamW moments for
+// the I/O thread (train/trainer.h); a GPU's copies are host memory, outside its plan.
+TEST(MemoryPlan, AsynchronousSavesOnCpuRanksHoldACopyOfTheState) {
+  config::JobConfig c = debug_job("staging");
+  c.checkpoint.enable = true;
+  c.checkpoint.async_mode = config::AsyncMode::Async;
+  auto item = [](const MemoryPlan& plan, const std::string& tag) {
+    for (const MemoryItem& i : plan.items) {
+      if (i.tag == tag) return i.bytes;
+    }
+    return int64_t(0);
+  };
+  const MemoryPlan cpu = plan_memory(c, 1, kRoomy);
+  EXPECT_EQ(item(cpu, "checkpoint"), 3 * item(cpu, "parameters"));
+  EXPECT_EQ(item(plan_memory(c, 1, MemoryTarget::gpu(80 * kGiB)), "checkpoint"), 0);
+}
+
 TEST(MemoryPlan, APlanThatDoesNotFitNamesTheFirstChangeThatDoes) {
   config::JobConfig c = debug_job("advice");
   c.activation_checkpoint.mode = config::ActivationCheckpointMode::None;
