@@ -198,7 +198,8 @@ class SelfCommunicator final : public Communicator {
 // alike: the whole world); the mesh calls split_known.
 class FakeCommunicator final : public Communicator {
  public:
-  FakeCommunicator(int rank, int size, std::string name) : Communicator(rank, size, std::move(name)) {}
+  FakeCommunicator(int rank, int size, std::string name)
+      : Communicator(rank, size, std::move(name)) {}
   std::unique_ptr<Communicator> split(int color, int key, std::string name) override;
   std::unique_ptr<Communicator> split_known(int color, int key, int group_size, int group_rank,
                                             std::string name) override;

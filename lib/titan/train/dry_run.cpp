@@ -94,9 +94,10 @@ std::string describe_dry_run(const DryRunReport& r) {
     text << line;
   }
   const double planned = double(r.plan.allocator_bytes);
+  const double counted = double(std::max<int64_t>(1, r.peak_bytes));
   std::snprintf(line, sizeof line, "  %-30s %11s  (the memory plan: %s, %+.1f%%)\n", "total",
-                bytes_text(double(r.peak_bytes)).c_str(), bytes_text(planned).c_str(),
-                100.0 * (planned - double(r.peak_bytes)) / double(std::max<int64_t>(1, r.peak_bytes)));
+                bytes_text(counted).c_str(), bytes_text(planned).c_str(),
+                100.0 * (planned - counted) / counted);
   text << line;
   text << "collectives in the step, by group (bytes as counted: all_gather's output, "
           "reduce_scatter's input, the data of the others):\n";

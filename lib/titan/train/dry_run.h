@@ -2,7 +2,7 @@
 // that is not there and reports what that rank would hold and send, for layouts far beyond
 // this machine (the 405B layout at 512 or 1024 ranks):
 //
-//   titan-train --config configs/llama3_405b_512gpu.yaml --comm.mode fake_backend \
+//   titan-train --config configs/llama3_405b_512gpu.yaml --comm.mode fake_backend
 //               --comm.fake_world_size 512 --comm.fake_rank 8
 //
 // The rank (comm.fake_rank of comm.fake_world_size) builds the mesh (every group a

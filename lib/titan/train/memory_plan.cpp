@@ -42,7 +42,6 @@ int64_t blocks(Device device, const std::vector<int64_t>& tensors) {
 // One FSDP unit of the rank's stages: its parameters' bytes as the rank stores them (f32) and
 // as they compute (the compute dtype, gathered whole).
 struct UnitBytes {
-  std::string name;
   int64_t shard_f32 = 0;     // padded rows: the flat shard buffer
   int64_t compute = 0;       // the gathered buffer
   int64_t whole_f32 = 0;     // the whole gradient
@@ -94,6 +93,95 @@ int layer_index(const std::string& module) {
   return std::atoi(module.c_str() + 7);
 }
 
+// One microbatch's activations on a local stage: what it keeps from its forward to its
+// backward, the most its backward adds while it runs, and what a split backward keeps from
+// I to W.
+struct StageActivations {
+  int64_t kept = 0, backward = 0, split = 0;
+};
+
+std::vector<StageActivations> stage_activations(const config::JobConfig& config,
+                                                const RankStages& rank,
+                                                const models::ActivationMemory& m,
+                                                Device device) {
+  std::vector<int> layer_ids;
+  for (const models::StageModules& modules : rank.modules) {
+    for (const std::string& module : modules) {
+      if (const int i = layer_index(module); i >= 0) layer_ids.push_back(i);
+    }
+  }
+  const std::vector<nn::Recompute> recompute =
+      models::activation_checkpoint_plan(config.activation_checkpoint, layer_ids);
+  const int64_t residual = blocks(device, m.embedding_kept);
+  const int64_t kept_none = blocks(device, m.block_kept[0]);
+  const int64_t weight_inputs = blocks(device, m.block_weight_inputs);
+  std::vector<StageActivations> stages;
+  size_t block = 0;
+  for (const models::StageModules& modules : rank.modules) {
+    StageActivations a;
+    // The stage's input: the embedding's output, or the activation received from the
+    // stage before (a communication buffer each microbatch keeps until its backward).
+    a.kept = residual;
+    for (const std::string& module : modules) {
+      if (layer_index(module) < 0) continue;
+      const int64_t mode_kept = blocks(device, m.block_kept[int(recompute[block++])]);
+      a.kept += mode_kept;
+      a.split += weight_inputs;
+      // A recomputing block remakes what it dropped before its backward runs.
+      a.backward = std::max(a.backward, blocks(device, m.block_backward) + kept_none - mode_kept);
+    }
+    const bool head = in_modules(modules, "output") || in_modules(modules, "norm");
+    if (head) {  // the loss's backward, or a block's with the head's dhn still held
+      a.kept += blocks(device, m.head_kept);
+      a.backward = std::max(a.backward + blocks(device, {m.head_backward.front()}),
+                            blocks(device, m.head_backward));
+    }
+    // The embedding's weight gradient reads the gradient at its output; the final norm's,
+    // the one at its own.
+    if (head || in_modules(modules, "tok_embeddings")) a.split += residual;
+    stages.push_back(a);
+  }
+  return stages;
+}
+
+// The most the rank's microbatches in flight hold at once, walking its compute actions: F
+// keeps a microbatch's activations, B frees them, I keeps the weights' inputs until W frees
+// everything; a backward's temporaries sit on top while it runs. `most_in_flight` gets the
+// most microbatches between their F and their last backward.
+int64_t walk_schedule(const std::vector<distributed::Action>& actions,
+                      const std::map<int, size_t>& local,
+                      const std::vector<StageActivations>& stages, int64_t& most_in_flight) {
+  int64_t live = 0, peak = 0, in_flight = 0;
+  most_in_flight = 0;
+  for (const distributed::Action& a : actions) {
+    if (!distributed::is_compute(a.kind)) continue;
+    const StageActivations& stage = stages[local.at(a.stage)];
+    switch (a.kind) {
+      case distributed::ActionKind::Forward:
+        live += stage.kept;
+        most_in_flight = std::max(most_in_flight, ++in_flight);
+        peak = std::max(peak, live);
+        break;
+      case distributed::ActionKind::Backward:
+        peak = std::max(peak, live + stage.backward);
+        live -= stage.kept;
+        --in_flight;
+        break;
+      case distributed::ActionKind::BackwardInput:
+        peak = std::max(peak, live + stage.backward);
+        live += stage.split;
+        break;
+      case distributed::ActionKind::BackwardWeight:
+        live -= stage.kept + stage.split;
+        --in_flight;
+        break;
+      default:
+        break;
+    }
+  }
+  return peak;
+}
+
 struct StagePlan {
   std::vector<MemoryItem> items;
   int64_t allocator_bytes = 0;
@@ -122,7 +210,9 @@ StagePlan plan_stage_rank(const config::JobConfig& config, const distributed::Me
   bool sharded = false;
   for (const models::ParameterShape& param : family.parameter_shapes(config)) {
     bool mine = false;
-    for (const models::StageModules& modules : rank.modules) mine |= in_modules(modules, param.name);
+    for (const models::StageModules& modules : rank.modules) {
+      mine |= in_modules(modules, param.name);
+    }
     if (!mine) continue;
     const nn::Placement placement = nn::place_parameter(layout, parallel_plan(param.name));
     const int64_t piece = shape_numel(nn::placement_box(param.shape, placement).extent);
@@ -191,7 +281,7 @@ StagePlan plan_stage_rank(const config::JobConfig& config, const distributed::Me
     }
   }
 
-  // Activations: each local stage's lists for one microbatch.
+  // Activations: each local stage's lists for one microbatch, then the rank's schedule.
   const int64_t rows = pipelined ? p.pipeline_parallel_microbatch_size
                                  : config.training.local_batch_size;
   models::ActivationShape as;
@@ -203,75 +293,11 @@ StagePlan plan_stage_rank(const config::JobConfig& config, const distributed::Me
   as.dtype = compute;
   const models::ActivationMemory m = family.activation_memory(config, as);
   const int64_t residual = m.embedding_kept.empty() ? 0 : blocks(device, m.embedding_kept);
-  std::vector<int> layer_ids;
-  for (const models::StageModules& modules : rank.modules) {
-    for (const std::string& module : modules) {
-      if (const int i = layer_index(module); i >= 0) layer_ids.push_back(i);
-    }
-  }
-  const std::vector<nn::Recompute> recompute =
-      models::activation_checkpoint_plan(config.activation_checkpoint, layer_ids);
-  const int64_t kept_none = blocks(device, m.block_kept[0]);
-  // Per local stage: what a microbatch keeps from its forward to its backward, the most its
-  // backward adds while it runs, and what a split backward keeps from I to W.
-  std::vector<int64_t> stage_kept, stage_backward, stage_split;
-  const int64_t weight_inputs = blocks(device, m.block_weight_inputs);
-  size_t block = 0;
-  for (const models::StageModules& modules : rank.modules) {
-    int64_t kept = 0, backward = 0, split = 0;
-    const bool head = in_modules(modules, "output") || in_modules(modules, "norm");
-    // The stage's input: the embedding's output, or the activation received from the
-    // stage before (a communication buffer each microbatch keeps until its backward).
-    kept += residual;
-    for (const std::string& module : modules) {
-      if (layer_index(module) < 0) continue;
-      const int64_t mode_kept = blocks(device, m.block_kept[int(recompute[block++])]);
-      kept += mode_kept;
-      split += weight_inputs;
-      // A recomputing block remakes what it dropped before its backward runs.
-      backward = std::max(backward, blocks(device, m.block_backward) + kept_none - mode_kept);
-    }
-    if (head) {
-      kept += blocks(device, m.head_kept);
-      backward = std::max(backward + blocks(device, {m.head_backward.front()}),
-                          blocks(device, m.head_backward));
-    }
-    // The embedding's weight gradient reads the gradient at its output; the final norm's,
-    // the one at its own.
-    if (head || in_modules(modules, "tok_embeddings")) split += residual;
-    stage_kept.push_back(kept);
-    stage_backward.push_back(backward);
-    stage_split.push_back(split);
-  }
+  const std::vector<StageActivations> stages = stage_activations(config, rank, m, device);
   std::map<int, size_t> local;  // global stage -> local index
   for (size_t s = 0; s < rank.global_stage.size(); ++s) local[rank.global_stage[s]] = s;
-  int64_t live = 0, peak = 0, in_flight = 0, most_in_flight = 0;
-  for (const distributed::Action& a : rank.actions) {
-    if (!distributed::is_compute(a.kind)) continue;
-    const size_t s = local.at(a.stage);
-    switch (a.kind) {
-      case distributed::ActionKind::Forward:
-        live += stage_kept[s];
-        most_in_flight = std::max(most_in_flight, ++in_flight);
-        peak = std::max(peak, live);
-        break;
-      case distributed::ActionKind::Backward:
-        peak = std::max(peak, live + stage_backward[s]);
-        live -= stage_kept[s];
-        --in_flight;
-        break;
-      case distributed::ActionKind::BackwardInput:
-        peak = std::max(peak, live + stage_backward[s]);
-        live += stage_split[s];
-        break;
-      case distributed::ActionKind::BackwardWeight:
-        live -= stage_kept[s] + stage_split[s];
-        --in_flight;
-        break;
-      default:
-        break;
-    }
-  }
+  int64_t most_in_flight = 0;
+  const int64_t peak = walk_schedule(rank.actions, local, stages, most_in_flight);
   add("activations", peak,
       rank.schedule + (pipelined ? ", at most " + std::to_string(most_in_flight) + " in flight"
                                  : std::string()) +
@@ -395,7 +421,8 @@ std::string describe_memory_plan(const MemoryPlan& plan) {
     text << line;
   }
   char line[200];
-  std::snprintf(line, sizeof line, "  %-22s %11s\n", "total", gib(double(plan.total_bytes)).c_str());
+  const std::string total = gib(double(plan.total_bytes));
+  std::snprintf(line, sizeof line, "  %-22s %11s\n", "total", total.c_str());
   text << line;
   if (plan.fits()) {
     text << "fits: " << gib(double(plan.total_bytes)) << " of " << plan.target.available << "\n";

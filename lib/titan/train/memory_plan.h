@@ -55,7 +55,8 @@ struct MemoryTarget {
   Device device = Device::cuda();
   int64_t available_bytes = 0;  // per rank
   int64_t ranks_per_host = 1;   // CPU ranks sharing a host's memory
-  std::string available;        // how it was found: "80.00 GiB per GPU", "23.10 GiB on the host / 4 ranks"
+  // How it was found: "80.00 GiB per GPU", "23.10 GiB on the host / 4 ranks".
+  std::string available;
 
   static MemoryTarget gpu(double bytes);
   // CPU ranks share a host: `host_bytes` split evenly over `ranks_per_host`.

@@ -1,8 +1,9 @@
 // The launch templates in jobscripts/ (docs/clusters.md): each template's nodes x ranks per
 // node match its config's degrees and its memory plan fits (the checks it runs before
-// launching; a wrong count or a plan that does not fit is exit 2), shellcheck finds nothing, and the CPU template, run with stand-ins for srun (an
-// mpirun of the same ranks) and scontrol (a recorder), forwards a USR1 to the ranks, which
-// save and stop, and then requeues itself. On a real Slurm: slurm_process_test.cpp.
+// launching; a wrong count or a plan that does not fit is exit 2), shellcheck finds
+// nothing, and the CPU template, run with stand-ins for srun (an mpirun of the same ranks)
+// and scontrol (a recorder), forwards a USR1 to the ranks, which save and stop, and then
+// requeues itself. On a real Slurm: slurm_process_test.cpp.
 #include <gtest/gtest.h>
 
 #include <filesystem>
