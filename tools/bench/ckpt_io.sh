@@ -10,12 +10,13 @@
 #   3. the step-time cost of an asynchronous save: the same run with a save every 4 steps,
 #      synchronous and asynchronous, against no saves (1 rank training on all cores but one:
 #      the I/O thread's core, as a GPU node's spare cores are; the kernel's copy of the file
-#      into the page cache is a core's work), and what the saving step waited for.
+#      into the page cache is a core's work), ROUNDS (3) rounds of the three, the median
+#      round's cost reported; and what the saving steps waited for.
 #
 #   tools/bench/ckpt_io.sh      the files go under ${CKPT_BENCH_DIR:-/tmp} (the disk measured)
 #
 # Environment: CKPT_BENCH_DIR (a folder on the disk to measure), TITAN_BUILD_DIR (build),
-# KEEP=1 keeps the files. About 2 minutes on the 2-core machine.
+# KEEP=1 keeps the files, ROUNDS. About 5 minutes on the 2-core machine.
 set -euo pipefail
 bench=ckpt_io np=4 STEPS=${STEPS:-6} WARMUP=${WARMUP:-1}
 SEQ=${SEQ:-128} BATCH=${BATCH:-4}
@@ -47,13 +48,19 @@ cores=$(nproc)
 export SIDE_THREADS=$((cores > 1 ? cores - 1 : 1))
 every=(--training.steps 13 --training.local_batch_size "$batch" --checkpoint.interval 4
        --checkpoint.no_last_save_model_only)
-run_side async_none 1 "${every[@]}"
-run_side async_sync 1 "${every[@]}" --checkpoint.enable --checkpoint.folder "$target/sync"
-run_side async_async 1 "${every[@]}" --checkpoint.enable --checkpoint.async_mode async \
-  --checkpoint.folder "$target/async"
+# The three sides in turn, ROUNDS times (this machine's step times drift between runs):
+# each ratio is taken within a round, and the median round's is reported.
+rounds=${ROUNDS:-3}
+for round in $(seq "$rounds"); do
+  run_side "async_none_$round" 1 "${every[@]}"
+  run_side "async_sync_$round" 1 "${every[@]}" --checkpoint.enable \
+    --checkpoint.folder "$target/sync_$round"
+  run_side "async_async_$round" 1 "${every[@]}" --checkpoint.enable --checkpoint.async_mode async \
+    --checkpoint.folder "$target/async_$round"
+done
 unset SIDE_THREADS
 
-python3 - "$work" "$warmup" "$cold" "$((cores > 1 ? cores - 1 : 1))" <<'PY'
+python3 - "$work" "$warmup" "$cold" "$((cores > 1 ? cores - 1 : 1))" "$rounds" <<'PY'
 import json, re, sys
 work, warmup, cold, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
 def dd_rate(name):  # "1073741824 bytes (1.1 GB, 1.0 GiB) copied, 1.05 s, 1.0 GB/s"
@@ -76,14 +83,22 @@ def step_s(name):  # mean seconds per step over the steps after the warmup
     rows = [json.loads(l) for l in open(f"{work}/{name}/metrics.jsonl") if l.strip()]
     rows = [r for r in rows if r["step"] >= warmup]
     return (rows[-1]["elapsed_s"] - rows[0]["elapsed_s"]) / (rows[-1]["step"] - rows[0]["step"])
-base = step_s("async_none")
-waited = [float(x) for x in re.findall(r"the step waited ([\d.]+) s",
-                                        open(f"{work}/async_async.log").read())]
-print(f"== 1 rank on {threads} thread(s), a save every 4 steps: mean step time against no saves")
-for name, label in (("async_sync", "synchronous"), ("async_async", "asynchronous")):
-    t = step_s(name)
-    print(f"{label:14s} {t:7.3f} s/step  +{t / base - 1:5.1%}")
-print(f"asynchronous: the saving step waited {', '.join(f'{w:.2f}' for w in waited)} s "
-      f"(copying the state; the first copy also faults its pages in), against "
-      f"{base:.2f} s per step")
+rounds = int(sys.argv[5])
+print(f"== 1 rank on {threads} thread(s), a save every 4 steps: mean step time against no "
+      f"saves in the same round, {rounds} rounds")
+costs = {"sync": [], "async": []}
+for r in range(1, rounds + 1):
+    base = step_s(f"async_none_{r}")
+    row = f"round {r}: no saves {base:.3f} s/step"
+    for side in ("sync", "async"):
+        t = step_s(f"async_{side}_{r}")
+        costs[side].append(t / base - 1)
+        row += f", {side} {t:.3f} ({t / base - 1:+.1%})"
+    print(row)
+for side, label in (("sync", "synchronous"), ("async", "asynchronous")):
+    print(f"{label:14s} median {sorted(costs[side])[rounds // 2]:+.1%}")
+waited = [float(x) for r in range(1, rounds + 1) for x in re.findall(
+    r"the step waited ([\d.]+) s", open(f"{work}/async_async_{r}.log").read())]
+print(f"asynchronous: the saving steps waited {min(waited):.2f} to {max(waited):.2f} s "
+      f"(copying the state into the staging made at start)")
 PY

@@ -59,6 +59,14 @@ class LocalSlurm {
   std::string log_;
 };
 
+// An empty folder of the test's own under the temporary folder.
+fs::path fresh_folder(const std::string& name) {
+  const fs::path folder = fs::temp_directory_path() / name;
+  fs::remove_all(folder);
+  fs::create_directories(folder);
+  return folder;
+}
+
 bool slurm_installed() {
   return fs::exists("/usr/sbin/slurmctld") && fs::exists("/usr/sbin/slurmd") &&
          fs::exists("/usr/sbin/munged");
@@ -112,9 +120,7 @@ constexpr const char* kTinyArgs =
 
 TEST(SlurmProcess, TheCpuTemplateIsSignalledRequeuedAndResumesExactly) {
   if (!slurm_installed()) GTEST_SKIP() << kWithoutSlurm;
-  const fs::path work = fs::temp_directory_path() / "titan_slurm_process";
-  fs::remove_all(work);
-  fs::create_directories(work);
+  const fs::path work = fresh_folder("titan_slurm_process");
   const LocalSlurm slurm(work / "slurm");
   ASSERT_TRUE(slurm.started()) << slurm.log();
 
@@ -165,9 +171,7 @@ TEST(SlurmProcess, TheCpuTemplateIsSignalledRequeuedAndResumesExactly) {
 // it the others would wait for comm.train_timeout_seconds (100 s) in their next collective.
 TEST(SlurmProcess, ARankKilledWithSigkillEndsTheJobAtOnce) {
   if (!slurm_installed()) GTEST_SKIP() << kWithoutSlurm;
-  const fs::path work = fs::temp_directory_path() / "titan_slurm_kill";
-  fs::remove_all(work);
-  fs::create_directories(work);
+  const fs::path work = fresh_folder("titan_slurm_kill");
   const LocalSlurm slurm(work / "slurm");
   ASSERT_TRUE(slurm.started()) << slurm.log();
   const std::string args =
