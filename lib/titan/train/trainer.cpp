@@ -232,9 +232,12 @@ Trainer::Trainer(const config::JobConfig& config, distributed::Mesh* mesh,
           << "checkpoint.async_mode: " << config::choice_name(config.checkpoint.async_mode)
           << " needs MPI_THREAD_MULTIPLE, which this MPI does not grant; use disabled";
       async_writer_ = std::make_unique<ckpt::AsyncCheckpointWriter>();
+      // A device's pieces are host copies already: staging is for CPU ranks (asking for the
+      // pieces there would copy the whole state to the host at start).
       const MemoryTagScope tag("checkpoint");
-      for (const ckpt::TensorPiece& piece : checkpoint_pieces(true, DType::F32)) {
-        if (!device_.is_cpu()) break;  // a device's pieces are host copies already
+      for (const ckpt::TensorPiece& piece :
+           device_.is_cpu() ? checkpoint_pieces(true, DType::F32)
+                            : std::vector<ckpt::TensorPiece>{}) {
         checkpoint_staging_.push_back(Tensor::zeros(piece.local.shape(), DType::F32));
       }
     }
