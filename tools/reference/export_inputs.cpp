@@ -19,31 +19,19 @@
 #include "titan/config/load.h"
 #include "titan/core/copy.h"
 #include "titan/data/sources.h"
-#include "titan/models/llama3/model.h"
+#include "titan/models/deepseek_v3/args.h"
+#include "titan/models/family.h"
+#include "titan/models/llama3/args.h"
+#include "titan/models/registry.h"
 #include "titan/train/trainer.h"
 
 using namespace titan;
 
 namespace {
 
-nlohmann::json reference_config(const config::JobConfig& c, const models::llama3::ModelArgs& a,
-                                int64_t accumulation_steps, std::optional<int32_t> eos_id) {
+// The training keys every reference reads.
+void add_training(nlohmann::json& j, const config::JobConfig& c, int64_t accumulation_steps) {
   const config::LrSchedulerSection& lr = c.lr_scheduler;
-  nlohmann::json j;
-  j["dim"] = a.dim;
-  j["n_layers"] = a.n_layers;
-  j["n_heads"] = a.n_heads;
-  j["n_kv_heads"] = a.n_kv_heads;
-  j["vocab_size"] = a.vocab_size;
-  j["ffn_dim"] = a.hidden_dim();
-  j["norm_eps"] = a.norm_eps;
-  j["rope_theta"] = a.rope_theta;
-  j["rope_scaling"] = {{"enabled", a.rope_scaling.enabled},
-                       {"factor", a.rope_scaling.factor},
-                       {"low_freq_factor", a.rope_scaling.low_freq_factor},
-                       {"high_freq_factor", a.rope_scaling.high_freq_factor},
-                       {"original_max_positions", a.rope_scaling.original_max_positions}};
-  j["weight_tying"] = a.weight_tying;
   j["batch_size"] = c.training.local_batch_size;
   j["seq_len"] = c.training.seq_len;
   j["accumulation_steps"] = accumulation_steps;
@@ -59,6 +47,67 @@ nlohmann::json reference_config(const config::JobConfig& c, const models::llama3
   j["min_lr_factor"] = lr.min_lr_factor;
   j["max_norm"] = c.training.max_norm;
   j["flavor"] = c.model.flavor;
+  j["seed"] = c.debug.effective_seed();
+  j["source"] = "titan.cpp tools/reference/export_inputs.cpp";
+}
+
+// deepseek_v3_reference.py's config.json (tools/reference/README.md, "DeepSeek V3").
+nlohmann::json deepseek_v3_config(const config::JobConfig& c, int64_t accumulation_steps) {
+  const models::deepseek_v3::ModelArgs a = models::deepseek_v3::model_args_from_config(c);
+  nlohmann::json j;
+  j["dim"] = a.dim;
+  j["n_layers"] = a.n_layers;
+  j["n_dense_layers"] = a.n_dense_layers;
+  j["n_heads"] = a.n_heads;
+  j["vocab_size"] = a.vocab_size;
+  j["inter_dim"] = a.inter_dim;
+  j["moe_inter_dim"] = a.moe_inter_dim;
+  j["q_lora_rank"] = a.q_lora_rank;
+  j["kv_lora_rank"] = a.kv_lora_rank;
+  j["qk_nope_head_dim"] = a.qk_nope_head_dim;
+  j["qk_rope_head_dim"] = a.qk_rope_head_dim;
+  j["v_head_dim"] = a.v_head_dim;
+  j["norm_eps"] = a.norm_eps;
+  j["rope_theta"] = a.rope_theta;
+  j["rope_factor"] = a.rope_factor;
+  j["beta_fast"] = a.beta_fast;
+  j["beta_slow"] = a.beta_slow;
+  j["original_seq_len"] = a.original_seq_len;
+  j["mscale"] = a.mscale;
+  j["num_experts"] = a.num_experts;
+  j["num_shared_experts"] = a.num_shared_experts;
+  j["top_k"] = a.top_k;
+  j["score_func"] = a.score_func == ops::RouterScore::Sigmoid ? "sigmoid" : "softmax";
+  j["route_norm"] = a.route_norm;
+  j["route_scale"] = a.route_scale;
+  j["score_before_experts"] = a.score_before_experts;
+  j["n_expert_groups"] = a.n_expert_groups;
+  j["n_limited_groups"] = a.n_limited_groups;
+  j["load_balance_coeff"] =
+      a.load_balance_coeff ? nlohmann::json(*a.load_balance_coeff) : nlohmann::json();
+  add_training(j, c, accumulation_steps);
+  return j;
+}
+
+nlohmann::json llama3_config(const config::JobConfig& c, int64_t accumulation_steps,
+                             std::optional<int32_t> eos_id) {
+  const models::llama3::ModelArgs a = models::llama3::model_args_from_config(c);
+  nlohmann::json j;
+  j["dim"] = a.dim;
+  j["n_layers"] = a.n_layers;
+  j["n_heads"] = a.n_heads;
+  j["n_kv_heads"] = a.n_kv_heads;
+  j["vocab_size"] = a.vocab_size;
+  j["ffn_dim"] = a.hidden_dim();
+  j["norm_eps"] = a.norm_eps;
+  j["rope_theta"] = a.rope_theta;
+  j["rope_scaling"] = {{"enabled", a.rope_scaling.enabled},
+                       {"factor", a.rope_scaling.factor},
+                       {"low_freq_factor", a.rope_scaling.low_freq_factor},
+                       {"high_freq_factor", a.rope_scaling.high_freq_factor},
+                       {"original_max_positions", a.rope_scaling.original_max_positions}};
+  j["weight_tying"] = a.weight_tying;
+  add_training(j, c, accumulation_steps);
   j["attn_mask_type"] = std::string(config::choice_name(a.attn_mask_type));
   if (a.attn_mask_type == config::AttentionMaskType::BlockCausal) {
     TITAN_CHECK_INPUT(eos_id) << "model.attn_mask_type block_causal: the data has no EOS id; "
@@ -77,8 +126,6 @@ nlohmann::json reference_config(const config::JobConfig& c, const models::llama3
     j["float8_recipe"] = nullptr;
   }
   j["float8_filter_fqns"] = float8.filter_fqns;
-  j["seed"] = c.debug.effective_seed();
-  j["source"] = "titan.cpp tools/reference/export_inputs.cpp";
   return j;
 }
 
@@ -86,19 +133,20 @@ int run(int argc, char** argv) {
   const config::CommandLine cli = config::parse_command_line(argc, argv);
   const config::JobConfig& c = cli.config;
   const int64_t accumulation = train::accumulation_steps_for(c);
-  const models::llama3::ModelArgs args = models::llama3::model_args_from_config(c);
-  models::llama3::Llama3Model model(args);
-  model.initialize(c.debug.effective_seed());
+  const models::ModelFamily& family = models::model_family(c.model.name);
+  const int64_t vocab_size = family.summarize(c).vocab_size;
+  const std::unique_ptr<models::Model> model = family.build(c, nn::ParameterLayout{});
+  model->initialize(c.debug.effective_seed());
 
   const std::filesystem::path out = c.job.dump_folder;
   std::filesystem::create_directories(out);
   std::vector<std::pair<std::string, Tensor>> init;
-  for (nn::Parameter* p : model.parameters()) init.emplace_back(p->name(), p->value());
+  for (nn::Parameter* p : model->parameters()) init.emplace_back(p->name(), p->value());
   ckpt::write_safetensors((out / "init.safetensors").string(), init);
 
   // The batches, in the order the trainer reads them: step-major, then microbatch.
   const int64_t S = c.training.steps, B = c.training.local_batch_size, T = c.training.seq_len;
-  std::unique_ptr<data::BatchSource> source = data::make_batch_source(c, args.vocab_size);
+  std::unique_ptr<data::BatchSource> source = data::make_batch_source(c, vocab_size);
   Tensor tokens = Tensor::empty({S, accumulation, B, T}, DType::I64);
   Tensor labels = Tensor::empty({S, accumulation, B, T}, DType::I64);
   for (int64_t i = 0; i < S * accumulation; ++i) {
@@ -110,8 +158,10 @@ int run(int argc, char** argv) {
   }
   ckpt::write_safetensors((out / "batch.safetensors").string(), {{"tokens", tokens}, {"labels", labels}});
 
-  std::ofstream((out / "config.json"))
-      << reference_config(c, args, accumulation, source->document_end()).dump(2) << "\n";
+  const nlohmann::json reference = c.model.name == "deepseek_v3"
+                                       ? deepseek_v3_config(c, accumulation)
+                                       : llama3_config(c, accumulation, source->document_end());
+  std::ofstream((out / "config.json")) << reference.dump(2) << "\n";
   std::ofstream((out / "job.yaml")) << config::to_yaml(c);
   std::fprintf(stderr, "export_reference_inputs: wrote %s\n", out.c_str());
   return 0;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Regenerates the golden data of the Llama 3 tests (test/golden/llama3/<variant>/) from
+# Regenerates the golden data of the model tests (test/golden/<family>/<variant>/) from
 # titan.cpp's own initialization and batches (export_reference_inputs) and the independent
-# PyTorch reference (llama3_reference.py, Debian's torch: tools/setup.sh --with-torch).
+# PyTorch references (llama3_reference.py, deepseek_v3_reference.py; Debian's torch:
+# tools/setup.sh --with-torch).
 #   tools/reference/regenerate_golden.sh            all variants
 # Environment: TITAN_BUILD_DIR (default build).
 set -euo pipefail
@@ -49,14 +50,25 @@ PY
 rm -rf "$documents"
 "$build/apps/titan-data" tokenize --tokenizer assets/tokenizer/sotu-2k --out "$documents" \
     --validation-fraction 0 "$work/documents.jsonl" >/dev/null
+# golden FAMILY VARIANT ARGS...: exports the inputs, runs the family's reference, commits
+# config.json, the batch, the merged job config and the golden files.
+golden() {
+  local family=$1 variant=$2
+  shift 2
+  "$build/tools/reference/export_reference_inputs" "$@" --job.dump_folder "$work/$family/$variant/in"
+  /usr/bin/python3 "tools/reference/${family}_reference.py" golden "$work/$family/$variant/in" \
+      "$work/$family/$variant/out"
+  local dest=test/golden/$family/$variant
+  rm -rf "$dest" && mkdir -p "$dest"
+  cp "$work/$family/$variant/in/"{config.json,batch.safetensors,job.yaml} "$dest/"
+  cp "$work/$family/$variant/out/"golden*.safetensors "$dest/"
+  echo "regenerate_golden: $dest ($(du -sh "$dest" | cut -f1))"
+}
 for variant in "${!variants[@]}"; do
   read -r -a extra <<<"$(echo ${variants[$variant]})"
-  "$build/tools/reference/export_reference_inputs" "${common[@]}" "${extra[@]}" \
-      --job.dump_folder "$work/$variant/in"
-  /usr/bin/python3 tools/reference/llama3_reference.py golden "$work/$variant/in" "$work/$variant/out"
-  dest=test/golden/llama3/$variant
-  rm -rf "$dest" && mkdir -p "$dest"
-  cp "$work/$variant/in/config.json" "$work/$variant/in/batch.safetensors" "$work/$variant/in/job.yaml" "$dest/"
-  cp "$work/$variant/out/"golden*.safetensors "$dest/"
-  echo "regenerate_golden: $dest ($(du -sh "$dest" | cut -f1))"
+  golden llama3 "$variant" "${common[@]}" "${extra[@]}"
 done
+# DeepSeek V3's tiny flavor (a query rank, sigmoid scores routed within 2 of 4 expert groups
+# with route_norm, YaRN active at seq_len 64): the same 5 steps, clipping acting.
+golden deepseek_v3 tiny --config configs/deepseek_v3_debug.yaml --model.flavor tiny \
+    "${common[@]:4}" --training.max_norm 0.5

@@ -31,6 +31,9 @@ void write_tensorboard(TensorBoardWriter& tensorboard, const StepMetrics& m) {
   if (m.comm_mib_per_step) {
     tensorboard.add_scalar("comm/mib_per_step", *m.comm_mib_per_step, m.step);
   }
+  if (m.moe_load_imbalance) {
+    tensorboard.add_scalar("moe/load_imbalance", *m.moe_load_imbalance, m.step);
+  }
   if (m.val_loss) tensorboard.add_scalar("validation_metrics/loss", *m.val_loss, m.step);
   if (m.val_perplexity) {
     tensorboard.add_scalar("validation_metrics/perplexity", *m.val_perplexity, m.step);
@@ -143,6 +146,8 @@ void MetricsProcessor::log_step(const StepValues& v) {
   m.lr = v.lr;
   m.val_loss = v.val_loss;
   m.val_perplexity = v.val_perplexity;
+  m.moe_load_imbalance = v.moe_load_imbalance;
+  m.moe_worst_layer = v.moe_worst_layer;
   const double interval = std::max(now - last_log_s_, 1e-9);
   m.tokens_per_second =
       double(v.tokens_seen - last_log_tokens_) / double(run_.world_size) / interval;

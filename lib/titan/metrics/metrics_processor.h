@@ -70,6 +70,10 @@ struct StepValues {
   double comm_wait_s = 0;    // this rank's total seconds blocked on communication so far
   int64_t comm_bytes = 0;    // the bytes its communicators counted so far (communicator.h)
   std::optional<double> val_loss, val_perplexity;  // at validation steps
+  // Mixture-of-experts models: the worst layer's most-loaded expert over the mean, and the
+  // layer (train/trainer.h, StepResult).
+  std::optional<double> moe_load_imbalance;
+  int64_t moe_worst_layer = -1;
 };
 
 class MetricsProcessor {

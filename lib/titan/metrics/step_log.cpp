@@ -66,6 +66,11 @@ std::string step_log_line(const StepMetrics& m) {
                   m.busy->median_s, m.busy->max_s, m.busy->slowest.c_str());
     text += line;
   }
+  if (m.moe_load_imbalance) {
+    std::snprintf(line, sizeof line, "  moe_load: %.2fx (layer %lld)", *m.moe_load_imbalance,
+                  (long long)m.moe_worst_layer);
+    text += line;
+  }
   if (m.eta_s) text += "  eta: " + progress_duration_text(*m.eta_s);
   if (m.val_loss && m.val_perplexity) {
     std::snprintf(line, sizeof line, "  val_loss: %.4f  val_ppl: %.1f", *m.val_loss, *m.val_perplexity);
@@ -97,6 +102,10 @@ std::string step_json_line(const StepMetrics& m) {
   if (m.eta_s) add("eta_s", json_number(*m.eta_s));
   if (m.val_loss) add("val_loss", json_number(*m.val_loss));
   if (m.val_perplexity) add("val_perplexity", json_number(*m.val_perplexity));
+  if (m.moe_load_imbalance) {
+    add("moe_load_imbalance", json_number(*m.moe_load_imbalance));
+    add("moe_worst_layer", std::to_string(m.moe_worst_layer));
+  }
   add("tokens", std::to_string(m.tokens));
   add("elapsed_s", json_number(m.elapsed_s));
   json += "}";

@@ -58,6 +58,10 @@ struct StepMetrics {
   std::optional<double> eta_s;
   // Validation loss and perplexity, at validation steps only.
   std::optional<double> val_loss, val_perplexity;
+  // Mixture-of-experts models: the step's worst layer, its most-loaded expert's picks over
+  // the mean (1 is perfect balance), and that layer's index.
+  std::optional<double> moe_load_imbalance;
+  int64_t moe_worst_layer = -1;
   int64_t tokens = 0;              // tokens trained on so far, all ranks
   double elapsed_s = 0.0;          // wall time since training started
 };

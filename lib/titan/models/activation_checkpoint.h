@@ -1,5 +1,5 @@
 // Activation checkpointing (torchtitan's activation_checkpoint section): which of a model's
-// blocks recompute what before their backward (nn::Recompute, nn/transformer_block.h).
+// blocks recompute what before their backward (nn::Recompute, nn/decoder_block.h).
 //
 //   none           no block
 //   full           every block keeps only its input
@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "titan/config/job_config.h"
-#include "titan/nn/transformer_block.h"
+#include "titan/nn/decoder_block.h"
 
 namespace titan::models {
 

@@ -114,6 +114,16 @@ class Model {
   virtual void backward_input(ActivationRecord& record, float grad_scale) = 0;
   virtual void backward_weight(ActivationRecord& record, float grad_scale) = 0;
 
+  // Mixture-of-experts routing state (DeepSeek V3's load balancing, nn/moe.h): the picks
+  // each expert of each MoE layer the model holds received since the last step, [layers,
+  // experts] f32 on the host; undefined for a model without experts. Once per optimizer
+  // step the trainer sums it over every data-parallel rank (so that every layout routes the
+  // same) and hands the sum to update_routing, which moves the routing biases and clears
+  // the counts.
+  virtual Tensor expert_load() const { return {}; }
+  virtual std::vector<int> expert_layer_ids() const { return {}; }  // of expert_load's rows
+  virtual void update_routing(const Tensor& load) { (void)load; }
+
   // Over parameters(): each fills its box from Philox under `seed` (the same model on every
   // mesh); gradients to zero; compute copies refreshed from the master shards (after an
   // optimizer step or a checkpoint load; nothing to do in f32).

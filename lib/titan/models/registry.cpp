@@ -1,6 +1,7 @@
 #include "titan/models/registry.h"
 
 #include "titan/core/error.h"
+#include "titan/models/deepseek_v3/family.h"
 #include "titan/models/llama3/family.h"
 
 namespace titan::models {
@@ -8,6 +9,7 @@ namespace titan::models {
 const std::vector<const ModelFamily*>& model_families() {
   static const std::vector<const ModelFamily*> families = {
       &llama3::family(),
+      &deepseek_v3::family(),
   };
   return families;
 }

@@ -25,6 +25,10 @@ TransformerBlock::TransformerBlock(int layer_id, const BlockDims& d, InitRule in
       feed_forward_("layers." + std::to_string(layer_id) + ".feed_forward", d.dim, d.hidden_dim,
                     init, output_init, placer) {}
 
+std::unique_ptr<DecoderBlockRecord> TransformerBlock::new_record() const {
+  return std::make_unique<BlockRecord>();
+}
+
 std::vector<Parameter*> TransformerBlock::parameters() {
   std::vector<Parameter*> params = attention_.parameters();
   for (Parameter* p : feed_forward_.parameters()) params.push_back(p);
@@ -34,7 +38,8 @@ std::vector<Parameter*> TransformerBlock::parameters() {
 }
 
 void TransformerBlock::forward(const Tensor& x, const SequenceLayout& seq, Tensor& out,
-                               BlockRecord& r) const {
+                               DecoderBlockRecord& record) const {
+  BlockRecord& r = block_record_as<BlockRecord>(record);
   const int64_t n = x.size(0), D = x.size(1);
   const Device dev = x.device();
   const DType act = x.dtype();  // activations: the input's dtype; statistics f32
@@ -64,7 +69,8 @@ void TransformerBlock::forward(const Tensor& x, const SequenceLayout& seq, Tenso
   ops::accumulate(r.h, out);  // residual
 }
 
-void TransformerBlock::release_for_recompute(BlockRecord& r, Recompute mode) {
+void TransformerBlock::release_for_recompute(DecoderBlockRecord& record, Recompute mode) const {
+  BlockRecord& r = block_record_as<BlockRecord>(record);
   switch (mode) {
     case Recompute::None:
       return;
@@ -87,7 +93,8 @@ void TransformerBlock::release_for_recompute(BlockRecord& r, Recompute mode) {
   r.dropped = mode;
 }
 
-void TransformerBlock::recompute(BlockRecord& r, const SequenceLayout& seq) const {
+void TransformerBlock::recompute(DecoderBlockRecord& record, const SequenceLayout& seq) const {
+  BlockRecord& r = block_record_as<BlockRecord>(record);
   const Recompute dropped = r.dropped;
   r.dropped = Recompute::None;
   if (dropped == Recompute::None) return;
@@ -116,7 +123,8 @@ void TransformerBlock::recompute(BlockRecord& r, const SequenceLayout& seq) cons
 }
 
 void TransformerBlock::backward_input(const Tensor& dout, const SequenceLayout& seq,
-                                      BlockRecord& r, Tensor& dx) const {
+                                      DecoderBlockRecord& record, Tensor& dx) const {
+  BlockRecord& r = block_record_as<BlockRecord>(record);
   TITAN_CHECK(r.dropped == Recompute::None) << "backward_input of a block record to recompute";
   const int64_t n = r.x.size(0), D = r.x.size(1);  // this rank's rows
   const Device dev = dout.device();
@@ -136,7 +144,8 @@ void TransformerBlock::backward_input(const Tensor& dout, const SequenceLayout& 
   attention_norm_.backward_input(r.dxn, r.x, r.rstd_attention, dx2, ops::Accumulate::Yes);
 }
 
-void TransformerBlock::backward_weight(BlockRecord& r) {
+void TransformerBlock::backward_weight(DecoderBlockRecord& record) {
+  BlockRecord& r = block_record_as<BlockRecord>(record);
   feed_forward_.backward_weight(r.feed_forward);
   ffn_norm_.backward_weight(r.dhn, r.h, r.rstd_ffn);
   attention_.backward_weight(r.attention);

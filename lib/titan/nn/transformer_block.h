@@ -8,20 +8,14 @@
 #pragma once
 
 #include "titan/nn/attention.h"
+#include "titan/nn/decoder_block.h"
 #include "titan/nn/feed_forward.h"
 
 namespace titan::nn {
 
-// Activation checkpointing: what a block recomputes before its backward instead of keeping
-// it from forward.
-enum class Recompute {
-  None,      // keeps its whole record
-  Full,      // keeps only its input x; reruns its forward
-  CheapOps,  // keeps the matmul and attention outputs; recomputes the two norms' outputs and
-             // the SwiGLU product (what torchtitan's per-op policy recomputes)
-};
-
-struct BlockRecord {
+// Activation checkpointing (nn/decoder_block.h): CheapOps recomputes the two norms' outputs
+// and the SwiGLU product.
+struct BlockRecord final : DecoderBlockRecord {
   Tensor x;             // the block's input (the previous block's output; shared, not copied)
   Tensor xn, rstd_attention;
   AttentionRecord attention;
@@ -30,7 +24,7 @@ struct BlockRecord {
   // Set by backward_input for backward_weight: gradients at the two norms' outputs.
   Tensor dxn, dhn;
   Recompute dropped = Recompute::None;  // what release_for_recompute took out
-  int64_t bytes() const;
+  int64_t bytes() const override;
 };
 
 struct BlockDims {
@@ -38,28 +32,23 @@ struct BlockDims {
   double norm_eps;
 };
 
-class TransformerBlock {
+class TransformerBlock final : public DecoderBlock {
  public:
   // `init` for wq, wk, wv, w1; `output_init` for wo, w2, w3.
   TransformerBlock(int layer_id, const BlockDims& dims, InitRule init, InitRule output_init,
                    const Placer& placer = {});
 
-  std::vector<Parameter*> parameters();
+  std::vector<Parameter*> parameters() override;
+  std::unique_ptr<DecoderBlockRecord> new_record() const override;
 
-  // seq: the microbatch's batch size, RoPE rows and mask (nn/context_parallel.h).
-  void forward(const Tensor& x, const SequenceLayout& seq, Tensor& out, BlockRecord& record) const;
-  // Activation checkpointing: after forward, drops what `mode` recomputes; before backward,
-  // recompute() restores it, bitwise as forward made it (the same ops on the same inputs; on
-  // a tensor-parallel group, with the same collectives, so every tp rank must call it).
-  static void release_for_recompute(BlockRecord& record, Recompute mode);
-  void recompute(BlockRecord& record, const SequenceLayout& seq) const;
-
-  // dx = d(out)/dx^T dout (written); keeps the norms' output gradients for backward_weight.
-  // The record must be whole (recompute() first).
-  void backward_input(const Tensor& dout, const SequenceLayout& seq, BlockRecord& record,
-                      Tensor& dx) const;
-  // Every parameter gradient of the block (+=); releases the record.
-  void backward_weight(BlockRecord& record);
+  void forward(const Tensor& x, const SequenceLayout& seq, Tensor& out,
+               DecoderBlockRecord& record) const override;
+  void release_for_recompute(DecoderBlockRecord& record, Recompute mode) const override;
+  void recompute(DecoderBlockRecord& record, const SequenceLayout& seq) const override;
+  // Keeps the norms' output gradients for backward_weight.
+  void backward_input(const Tensor& dout, const SequenceLayout& seq, DecoderBlockRecord& record,
+                      Tensor& dx) const override;
+  void backward_weight(DecoderBlockRecord& record) override;
 
  private:
   RmsNorm attention_norm_;

@@ -35,6 +35,21 @@ struct RopeScaling {
 void rope_table(int64_t head_dim, double theta, const RopeScaling& scaling,
                 int64_t first_position, Tensor& freqs);
 
+// DeepSeek V3's YaRN scaling of the same table (torchtitan's deepseek_v3 precompute), for
+// sequences longer than the original ones: with d the rotated dims and
+//   cd(r) = d ln(L / (2 pi r)) / (2 ln theta),  low = max(floor(cd(beta_fast)), 0),
+//   high = min(ceil(cd(beta_slow)), d - 1)  (high += 0.001 when equal),
+//   ramp_i = clamp((i - low) / (high - low), 0, 1),  f_i -> f_i / factor * ramp_i +
+//   f_i (1 - ramp_i); enabled only when the training sequence exceeds L.
+struct YarnScaling {
+  bool enabled = false;
+  double factor = 40.0;
+  double beta_fast = 32.0, beta_slow = 1.0;
+  double original_seq_len = 4096;  // L
+};
+void yarn_rope_table(int64_t rope_dim, double theta, const YarnScaling& scaling,
+                     int64_t first_position, Tensor& freqs);
+
 // The checks both backends make first (ops/rope.cpp), for rope_forward (x, y) and
 // rope_backward (dy, dx; named x and y in errors): x [B, T, H, hd] in one of the backend's
 // float dtypes with hd even, freqs [T, hd/2, 2] f32, y like x.

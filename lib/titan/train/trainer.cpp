@@ -5,6 +5,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdlib>
+#include <limits>
 #include <sstream>
 #include <thread>
 
@@ -404,6 +405,7 @@ StepResult Trainer::run_step() {
     zero_grads(parameters_);
   } else {
     TraceSpan span("optimizer");
+    update_routing(result);
     clip_grads(parameters_, config_.training.max_norm, result.grad_norm);
     optimizer_->step(result.lr);
     model_->update_compute_copies();
@@ -412,6 +414,8 @@ StepResult Trainer::run_step() {
   const metrics::CommTotals comm = comm_totals(*mesh_);
   metrics::StepValues report{step_,        result.loss, result.grad_norm, result.lr,
                              tokens_seen_, comm.wait_s, comm.bytes};
+  report.moe_load_imbalance = result.moe_load_imbalance;
+  report.moe_worst_layer = result.moe_worst_layer;
   // torchtitan's should_validate: step 1 and every validation.freq steps.
   if (config_.validation.enable && (step_ == 1 || step_ % config_.validation.freq == 0)) {
     const ValidationResult validation = validate();
@@ -423,6 +427,51 @@ StepResult Trainer::run_step() {
   // Start-up collectives (the first gathers, NCCL's connections) had the longer timeout.
   if (first_of_run) distributed::set_comm_timeout(double(config_.comm.train_timeout_seconds));
   return result;
+}
+
+void Trainer::update_routing(StepResult& result) {
+  Tensor load = model_->expert_load();
+  const bool has_experts = load.defined();
+  // Every pipeline stage takes part in the metric's reductions, with or without experts.
+  double worst = 0;
+  int64_t worst_layer = -1;
+  if (has_experts) {
+    // Each dp rank saw other sequences and each cp rank other tokens of them.
+    mesh_->dp().all_reduce(load).wait();
+    if (context_parallel_) mesh_->group(distributed::MeshDim::cp).all_reduce(load).wait();
+    const std::vector<int> layer_ids = model_->expert_layer_ids();
+    const int64_t layers = load.size(0), experts = load.size(1);
+    const float* counts = load.data<float>();
+    for (int64_t l = 0; l < layers; ++l) {
+      double sum = 0, most = 0;
+      for (int64_t e = 0; e < experts; ++e) {
+        sum += counts[l * experts + e];
+        most = std::max(most, double(counts[l * experts + e]));
+      }
+      const double imbalance = sum > 0 ? most / (sum / double(experts)) : 0;
+      if (imbalance > worst) {
+        worst = imbalance;
+        worst_layer = layer_ids.at(size_t(l));
+      }
+    }
+    model_->update_routing(load);
+  }
+  if (pipeline_) {
+    auto& pp = mesh_->group(distributed::MeshDim::pp);
+    const double most = distributed::all_reduce_scalar(pp, worst, distributed::ReduceOp::Max);
+    // The lowest layer of those at the most, as one rank picks (a rank without experts
+    // proposes none).
+    const int64_t none = std::numeric_limits<int64_t>::max();
+    const int64_t proposed = most == worst && worst_layer >= 0 ? worst_layer : none;
+    worst_layer = distributed::all_reduce_scalar(pp, proposed, distributed::ReduceOp::Min);
+    if (worst_layer == none) worst_layer = -1;
+    worst = most;
+  } else if (!has_experts) {
+    return;
+  }
+  if (worst_layer < 0) return;  // a model without experts on any stage
+  result.moe_load_imbalance = worst;
+  result.moe_worst_layer = worst_layer;
 }
 
 // Replicas hold equal shards, and so do the tp ranks that share a piece: each piece counts

@@ -82,6 +82,10 @@ struct StepResult {
   double lr = 0;
   bool skipped = false;  // non-finite and training.skip_nonfinite_steps
   std::optional<double> val_loss;  // at validation steps
+  // Mixture-of-experts models: the most picks an expert received over the mean, in the
+  // worst MoE layer of the step (1 is perfect balance), and that layer's global index.
+  std::optional<double> moe_load_imbalance;
+  int64_t moe_worst_layer = -1;
 };
 
 struct ValidationResult {
@@ -130,6 +134,9 @@ class Trainer {
   void inject_test_fault() const;
   StepResult run_step();  // train_step without the per-step reporting around it
   double global_grad_norm() const;  // of the reduced shard gradients, every piece once
+  // Mixture-of-experts load balancing (models/model.h): the step's expert load summed over
+  // the data-parallel and context-parallel ranks, the routing update, the imbalance metric.
+  void update_routing(StepResult& result);
   // The total of every pipeline stage's part of a sum (the loss is the last stage's alone).
   double sum_over_stages(double value) const;
   // A batch's loss sum: the last stage's, over every cp rank's tokens.

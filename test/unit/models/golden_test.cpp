@@ -1,12 +1,15 @@
-// The whole model against an independent PyTorch run (tools/reference/): logits, loss,
-// every parameter gradient, then the losses of 5 optimizer steps with clipping, warmup and
-// decay. Golden data: test/golden/llama3/<variant>/, made by
-// tools/reference/regenerate_golden.sh from titan.cpp's own initialization and batches;
-// tiny_block_causal masks attention per document, its documents the sentences of one
+// Each family's whole model against an independent PyTorch run (tools/reference/): logits,
+// loss, every parameter gradient, then the losses of 5 optimizer steps with clipping, warmup
+// and decay. Golden data: test/golden/<family>/<variant>/, made by
+// tools/reference/regenerate_golden.sh from titan.cpp's own initialization and batches.
+// llama3: tiny_block_causal masks attention per document, its documents the sentences of one
 // address (test/golden/llama3/documents); tiny_float8 and tiny_float8_rowwise train with
 // Float8 linears (tensorwise and rowwise recipes), the reference simulating fp8 rounding.
+// deepseek_v3: tiny (latent attention with a query rank, grouped sigmoid routing, YaRN),
+// also the experts' load of step 1 and the load-balancing biases after step 5.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -16,23 +19,27 @@
 #include "support/gradient_check.h"
 #include "titan/ckpt/safetensors.h"
 #include "titan/config/load.h"
-#include "titan/models/llama3/model.h"
+#include "titan/models/deepseek_v3/model.h"
+#include "titan/models/registry.h"
 #include "titan/ops/cross_entropy.h"
 #include "titan/train/trainer.h"
 
-namespace titan::models::llama3 {
+namespace titan::models {
 namespace {
 
 namespace fs = std::filesystem;
 using testing::Values;
 using testing::to_values;
 
-class Llama3Golden : public ::testing::TestWithParam<std::string> {
+// "<family>/<variant>": a folder of test/golden.
+class ModelGolden : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    dir_ = fs::path(TITAN_SOURCE_DIR) / "test/golden/llama3" / GetParam();
+    dir_ = fs::path(TITAN_SOURCE_DIR) / "test/golden" / GetParam();
     config_ = config::load_job_config((dir_ / "job.yaml").string());
-    config_.job.dump_folder = (fs::temp_directory_path() / ("titan_golden_" + GetParam())).string();
+    std::string name = GetParam();
+    std::replace(name.begin(), name.end(), '/', '_');
+    config_.job.dump_folder = (fs::temp_directory_path() / ("titan_golden_" + name)).string();
     config_.metrics.peak_tflops = 1.0;
     // A variant's token shards are committed beside it, named from the source tree.
     std::optional<std::string>& data = config_.training.dataset_path;
@@ -56,10 +63,10 @@ class Llama3Golden : public ::testing::TestWithParam<std::string> {
   Values golden(const std::string& name) const { return to_values(golden_->tensor(name)); }
 
   // The model of the variant's config, initialized, its documents cut at config.json's EOS.
-  std::unique_ptr<Llama3Model> model() const {
+  std::unique_ptr<Model> model() const {
     nn::ParameterLayout layout;
     if (float8_) layout.float8 = &*float8_;
-    auto model = std::make_unique<Llama3Model>(model_args_from_config(config_), layout);
+    std::unique_ptr<Model> model = model_family(config_.model.name).build(config_, layout);
     model->initialize(config_.debug.effective_seed());
     std::ifstream file(dir_ / "config.json");
     const nlohmann::json reference = nlohmann::json::parse(file);
@@ -74,12 +81,11 @@ class Llama3Golden : public ::testing::TestWithParam<std::string> {
 };
 
 // The golden data was made from this initialization; a change in init must regenerate it.
-TEST_P(Llama3Golden, InitializationIsTheOneTheGoldenDataWasMadeFrom) {
-  Llama3Model model(model_args_from_config(config_));
-  model.initialize(config_.debug.effective_seed());
+TEST_P(ModelGolden, InitializationIsTheOneTheGoldenDataWasMadeFrom) {
+  const std::unique_ptr<Model> model = this->model();
   const nlohmann::json fingerprint = nlohmann::json::parse(golden_->metadata().at("init_fingerprint"));
-  ASSERT_EQ(fingerprint.size(), model.parameters().size());
-  for (nn::Parameter* p : model.parameters()) {
+  ASSERT_EQ(fingerprint.size(), model->parameters().size());
+  for (nn::Parameter* p : model->parameters()) {
     const Values v = to_values(p->value());
     double sum = 0, abs_sum = 0;
     for (double x : v) {
@@ -94,15 +100,19 @@ TEST_P(Llama3Golden, InitializationIsTheOneTheGoldenDataWasMadeFrom) {
   }
 }
 
-TEST_P(Llama3Golden, LogitsLossAndEveryGradientMatchPyTorch) {
-  const std::unique_ptr<Llama3Model> owned = model();
-  Llama3Model& model = *owned;
+TEST_P(ModelGolden, LogitsLossAndEveryGradientMatchPyTorch) {
+  {
+    const std::unique_ptr<Model> model = this->model();
+    const std::unique_ptr<ActivationRecord> record = model->new_record();
+    const auto [tokens, labels] = microbatch(0, 0);
+    model->forward(tokens, labels, *record);
+    testing::expect_close(to_values(model->logits(*record)), golden("logits"), 1e-5, "logits");
+  }
+  const std::unique_ptr<Model> owned = model();
+  Model& model = *owned;
   const int64_t accumulation = batch_->shape("tokens")[1];
-
-  ModelRecord record;
-  const auto [tokens, labels] = microbatch(0, 0);
-  model.forward(tokens, labels, record);
-  testing::expect_close(to_values(model.logits(record)), golden("logits"), 1e-5, "logits");
+  const std::unique_ptr<ActivationRecord> owned_record = model.new_record();
+  ActivationRecord& record = *owned_record;
 
   // Step 1's loss and gradients over all of its microbatches, as the trainer computes them.
   int64_t valid = 0;
@@ -116,6 +126,10 @@ TEST_P(Llama3Golden, LogitsLossAndEveryGradientMatchPyTorch) {
   }
   const double loss = loss_sum / double(valid);
   EXPECT_NEAR(loss, golden("loss")[0], 1e-5 * golden("loss")[0]);
+  // A mixture of experts: the picks each expert received, exactly (the same routing).
+  if (golden_->contains("tokens_per_expert")) {
+    EXPECT_EQ(to_values(model.expert_load()), golden("tokens_per_expert"));
+  }
 
   std::map<std::string, Values> reference;
   std::stringstream files(golden_->metadata().at("grad_files"));
@@ -138,7 +152,7 @@ TEST_P(Llama3Golden, LogitsLossAndEveryGradientMatchPyTorch) {
   }
 }
 
-TEST_P(Llama3Golden, FiveTrainingStepsMatchPyTorch) {
+TEST_P(ModelGolden, FiveTrainingStepsMatchPyTorch) {
   train::Trainer trainer(config_);
   const std::vector<train::StepResult> steps = trainer.train();
   const Values losses = golden("losses"), norms = golden("grad_norms"), lrs = golden("lrs");
@@ -148,11 +162,26 @@ TEST_P(Llama3Golden, FiveTrainingStepsMatchPyTorch) {
     EXPECT_NEAR(steps[s].grad_norm, norms[s], 1e-4 * norms[s]) << "step " << s + 1;
     EXPECT_NEAR(steps[s].lr, lrs[s], 1e-7 * lrs[s]) << "step " << s + 1;
   }
+  // Load balancing: the biases after the last step's update (steps of +-coeff, recentred).
+  if (golden_->contains("expert_bias")) {
+    const auto& model = dynamic_cast<deepseek_v3::DeepSeekV3Model&>(trainer.model());
+    Values biases;
+    for (const nn::Moe* moe : model.moe_layers()) {
+      for (const double b : to_values(moe->bias())) biases.push_back(b);
+    }
+    testing::expect_close(biases, golden("expert_bias"), 1e-6, "expert_bias");
+  }
 }
 
-INSTANTIATE_TEST_SUITE_P(Variants, Llama3Golden,
-                         ::testing::Values("tiny", "tiny_tied", "tiny_block_causal", "tiny_float8",
-                                           "tiny_float8_rowwise"));
+INSTANTIATE_TEST_SUITE_P(Variants, ModelGolden,
+                         ::testing::Values("llama3/tiny", "llama3/tiny_tied",
+                                           "llama3/tiny_block_causal", "llama3/tiny_float8",
+                                           "llama3/tiny_float8_rowwise", "deepseek_v3/tiny"),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           std::string name = info.param;
+                           std::replace(name.begin(), name.end(), '/', '_');
+                           return name;
+                         });
 
 }  // namespace
-}  // namespace titan::models::llama3
+}  // namespace titan::models

@@ -1,0 +1,147 @@
+#include "titan/models/deepseek_v3/family.h"
+
+#include <cstdio>
+
+#include "titan/models/deepseek_v3/args.h"
+#include "titan/models/deepseek_v3/memory.h"
+#include "titan/models/deepseek_v3/model.h"
+
+namespace titan::models::deepseek_v3 {
+namespace {
+
+// The Hugging Face mapping is not built: DeepSeek V3's HF checkpoints hold each expert as
+// its own tensors (and FP8 blocks), which a one-name-to-one-name adapter cannot express.
+class NoHfAdapter final : public HfStateDictAdapter {
+ public:
+  std::string hf_model_type() const override { return "deepseek_v3"; }
+  std::optional<std::string> to_hf_name(const std::string&) const override { refuse(); }
+  std::optional<std::string> from_hf_name(const std::string&) const override { refuse(); }
+  bool skipped_on_import(const std::string&, const config::JobConfig&) const override {
+    refuse();
+  }
+  Tensor to_hf(const std::string&, const Tensor&, const config::JobConfig&) const override {
+    refuse();
+  }
+  Tensor from_hf(const std::string&, const Tensor&, const config::JobConfig&) const override {
+    refuse();
+  }
+  nlohmann::ordered_json hf_config(const config::JobConfig&, const std::string&) const override {
+    refuse();
+  }
+  config::JobConfig job_config_from_hf(const nlohmann::json&, const std::string& origin,
+                                       const std::optional<std::string>&) const override {
+    TITAN_FAIL_INPUT() << origin << ": importing a Hugging Face deepseek_v3 checkpoint is not "
+                       << "built yet; train from titan.cpp's own initialization";
+  }
+
+ private:
+  [[noreturn]] static void refuse() {
+    TITAN_FAIL_INPUT() << "model.name deepseek_v3: the Hugging Face mapping (import and export) "
+                       << "is not built yet; use titan.cpp's HDF5 checkpoints";
+  }
+};
+
+void check_layout(const config::JobConfig& config) {
+  const config::ParallelismSection& p = config.parallelism;
+  TITAN_CHECK_INPUT(p.tensor_parallel_degree == 1)
+      << "parallelism.tensor_parallel_degree " << p.tensor_parallel_degree
+      << ": deepseek_v3 has no tensor-parallel plan yet (its latent attention and experts run "
+      << "whole on each rank); use data_parallel_shard_degree instead";
+}
+
+class DeepSeekV3Family final : public ModelFamily {
+ public:
+  std::string name() const override { return "deepseek_v3"; }
+
+  std::vector<std::string> flavors() const override {
+    std::vector<std::string> names;
+    for (const Flavor& f : deepseek_v3_flavors()) names.push_back(f.name);
+    return names;
+  }
+
+  ModelSummary summarize(const config::JobConfig& config) const override {
+    const ModelArgs a = model_args_from_config(config);
+    check_layout(config);
+    const ParameterCounts counts = count_parameters(a);
+    char text[320];
+    std::snprintf(text, sizeof text,
+                  "deepseek_v3 %s, %lld parameters, %lld active (dim %lld, %lld layers of which "
+                  "%lld dense, %lld heads, %lld routed experts top %lld + %lld shared, vocab "
+                  "%lld%s)",
+                  config.model.flavor.c_str(), (long long)counts.total, (long long)counts.active,
+                  (long long)a.dim, (long long)a.n_layers,
+                  (long long)(a.n_layers - a.moe_layers()), (long long)a.n_heads,
+                  (long long)a.num_experts, (long long)a.top_k, (long long)a.num_shared_experts,
+                  (long long)a.vocab_size,
+                  a.attn_mask_type == config::AttentionMaskType::BlockCausal
+                      ? ", attention within documents"
+                      : "");
+    ModelSummary summary;
+    summary.description = text;
+    summary.parameters = counts.total;
+    summary.vocab_size = a.vocab_size;
+    summary.layers = a.n_layers;
+    summary.masks_documents = a.attn_mask_type == config::AttentionMaskType::BlockCausal;
+    summary.flops_per_token = flops_per_token(a, config.training.seq_len);
+    return summary;
+  }
+
+  std::vector<ParameterShape> parameter_shapes(const config::JobConfig& config) const override {
+    return deepseek_v3::parameter_shapes(model_args_from_config(config));
+  }
+
+  nn::ParallelPlan parallel_plan(const config::JobConfig& config,
+                                 const nn::ParameterLayout&) const override {
+    check_layout(config);
+    return deepseek_v3::parallel_plan();
+  }
+
+  std::vector<StageModules> pipeline_stages(const config::JobConfig& config,
+                                            int stages) const override {
+    const ModelArgs a = model_args_from_config(config);
+    const config::ParallelismSection& p = config.parallelism;
+    if (p.module_fqns_per_model_part) {
+      std::vector<StageModules> split(p.module_fqns_per_model_part->begin(),
+                                      p.module_fqns_per_model_part->end());
+      check_decoder_stages(split, int(a.n_layers), stages);
+      return split;
+    }
+    return split_decoder_stages(int(a.n_layers), stages,
+                                int(p.pipeline_parallel_first_stage_less_layers),
+                                int(p.pipeline_parallel_last_stage_less_layers));
+  }
+
+  std::unique_ptr<Model> build(const config::JobConfig& config, const nn::ParameterLayout& layout,
+                               const std::vector<StageModules>& stages) const override {
+    check_layout(config);
+    TITAN_CHECK_INPUT(layout.device.is_cpu())
+        << "model.name deepseek_v3: runs on CPU ranks only so far (its latent-attention and "
+        << "mixture-of-experts kernels have no GPU versions yet); run without a GPU";
+    auto model = std::make_unique<DeepSeekV3Model>(model_args_from_config(config), layout, stages);
+    model->set_activation_checkpointing(config.activation_checkpoint);
+    return model;
+  }
+
+  const HfStateDictAdapter& hf_adapter() const override { return adapter_; }
+
+  std::string fsdp_unit_of(const config::JobConfig&, const std::string& parameter) const override {
+    return deepseek_v3::fsdp_unit_of(parameter);
+  }
+
+  ActivationMemory activation_memory(const config::JobConfig& config,
+                                     const ActivationShape& shape) const override {
+    return deepseek_v3::activation_memory(model_args_from_config(config), shape);
+  }
+
+ private:
+  NoHfAdapter adapter_;
+};
+
+}  // namespace
+
+const ModelFamily& family() {
+  static const DeepSeekV3Family deepseek_v3;
+  return deepseek_v3;
+}
+
+}  // namespace titan::models::deepseek_v3

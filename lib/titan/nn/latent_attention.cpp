@@ -1,0 +1,197 @@
+#include "titan/nn/latent_attention.h"
+
+#include "titan/ops/columns.h"
+#include "titan/ops/elementwise.h"
+#include "titan/ops/rope.h"
+
+namespace titan::nn {
+
+int64_t LatentAttentionRecord::bytes() const {
+  int64_t total = 0;
+  for (const Tensor* t : {&qa, &qn, &rstd_q, &c, &cn, &rstd_kv, &q, &k, &v, &out, &lse, &o, &dq,
+                          &dqn, &dqa, &dkvb, &dcn, &dkva}) {
+    if (t->defined()) total += t->bytes();
+  }
+  return total;  // x and dy are the caller's
+}
+
+namespace {
+
+std::optional<Linear> linear_if(bool wanted, const std::string& name, int64_t in, int64_t out,
+                                InitRule init, const Placer& placer) {
+  if (!wanted) return std::nullopt;
+  return Linear(name, in, out, init, placer);
+}
+
+// RoPE on the last `rope` of each head's `head_dim` columns of t [B, T, H, head_dim], in
+// place: forward, or its backward (the inverse rotation) on a gradient.
+void rotate_tail(Tensor& t, int64_t rope, const Tensor& freqs, bool backward) {
+  const int64_t B = t.size(0), T = t.size(1), H = t.size(2), hd = t.size(3);
+  Tensor rows = t.reshape({B * T * H, hd});
+  Tensor part = Tensor::empty({B, T, H, rope}, t.dtype(), t.device());
+  Tensor part_rows = part.reshape({B * T * H, rope});
+  ops::copy_columns(rows, hd - rope, part_rows, 0, rope);
+  if (backward) {
+    ops::rope_backward(part, freqs, part);
+  } else {
+    ops::rope_forward(part, freqs, part);
+  }
+  ops::copy_columns(part_rows, 0, rows, hd - rope, rope);
+}
+
+}  // namespace
+
+LatentAttention::LatentAttention(const std::string& prefix, const LatentAttentionDims& d,
+                                 InitRule init, InitRule output_init, const Placer& placer)
+    : dims_(d),
+      cp_(placer.cp_group()),
+      wq_(linear_if(d.q_lora_rank == 0, prefix + ".wq", d.dim, d.n_heads * d.qk_head_dim(), init,
+                    placer)),
+      wq_a_(linear_if(d.q_lora_rank > 0, prefix + ".wq_a", d.dim, d.q_lora_rank, init, placer)),
+      wq_b_(linear_if(d.q_lora_rank > 0, prefix + ".wq_b", d.q_lora_rank,
+                      d.n_heads * d.qk_head_dim(), init, placer)),
+      wkv_a_(prefix + ".wkv_a", d.dim, d.kv_lora_rank + d.qk_rope_head_dim, init, placer),
+      kv_norm_(prefix + ".kv_norm", d.kv_lora_rank, d.norm_eps, placer),
+      wkv_b_(prefix + ".wkv_b", d.kv_lora_rank, d.n_heads * (d.qk_nope_head_dim + d.v_head_dim),
+             init, placer),
+      wo_(prefix + ".wo", d.n_heads * d.v_head_dim, d.dim, output_init, placer) {
+  if (d.q_lora_rank > 0) q_norm_.emplace(prefix + ".q_norm", d.q_lora_rank, d.norm_eps, placer);
+  TITAN_CHECK(placer.tp_group().size() == 1)
+      << prefix << ": multi-head latent attention runs on one tensor-parallel rank";
+  TITAN_CHECK(d.v_head_dim <= d.qk_head_dim())
+      << prefix << ": v_head_dim " << d.v_head_dim << " exceeds the query-key head dim "
+      << d.qk_head_dim();
+}
+
+std::vector<Parameter*> LatentAttention::parameters() {
+  std::vector<Parameter*> params;
+  if (wq_) {
+    params.push_back(&wq_->weight());
+  } else {
+    params.insert(params.end(), {&wq_a_->weight(), &q_norm_->weight(), &wq_b_->weight()});
+  }
+  params.insert(params.end(),
+                {&wkv_a_.weight(), &kv_norm_.weight(), &wkv_b_.weight(), &wo_.weight()});
+  return params;
+}
+
+void LatentAttention::forward(const Tensor& x, const SequenceLayout& seq, Tensor& y,
+                              LatentAttentionRecord& r) const {
+  const int64_t N = x.size(0), B = seq.batch, T = N / B, H = dims_.n_heads;
+  const int64_t qk = dims_.qk_head_dim(), nope = dims_.qk_nope_head_dim;
+  const int64_t rope = dims_.qk_rope_head_dim, vd = dims_.v_head_dim, kvl = dims_.kv_lora_rank;
+  const Device dev = x.device();
+  const DType act = x.dtype();
+  r.x = x;
+  // Queries, RoPE on their last dims.
+  r.q = Tensor::empty({B, T, H, qk}, act, dev);
+  Tensor q2 = r.q.reshape({N, H * qk});
+  if (wq_) {
+    wq_->forward(x, q2);
+  } else {
+    r.qa = Tensor::empty({N, dims_.q_lora_rank}, act, dev);
+    wq_a_->forward(x, r.qa);
+    r.qn = Tensor::empty(r.qa.shape(), act, dev);
+    r.rstd_q = Tensor::empty({N}, DType::F32, dev);
+    q_norm_->forward(r.qa, r.qn, r.rstd_q);
+    wq_b_->forward(r.qn, q2);
+  }
+  rotate_tail(r.q, rope, seq.freqs, false);
+  // The latent and the shared rotary key.
+  Tensor kva = Tensor::empty({N, kvl + rope}, act, dev);
+  wkv_a_.forward(x, kva);
+  r.c = Tensor::empty({N, kvl}, act, dev);
+  ops::copy_columns(kva, 0, r.c, 0, kvl);
+  Tensor k_pe = Tensor::empty({B, T, 1, rope}, act, dev);
+  Tensor k_pe_rows = k_pe.reshape({N, rope});
+  ops::copy_columns(kva, kvl, k_pe_rows, 0, rope);
+  ops::rope_forward(k_pe, seq.freqs, k_pe);
+  r.cn = Tensor::empty({N, kvl}, act, dev);
+  r.rstd_kv = Tensor::empty({N}, DType::F32, dev);
+  kv_norm_.forward(r.c, r.cn, r.rstd_kv);
+  Tensor kvb = Tensor::empty({N * H, nope + vd}, act, dev);
+  Tensor kvb2 = kvb.reshape({N, H * (nope + vd)});
+  wkv_b_.forward(r.cn, kvb2);
+  // Keys [k_nope, k_pe] and values padded to the same head dim.
+  r.k = Tensor::empty({B, T, H, qk}, act, dev);
+  Tensor k_rows = r.k.reshape({N * H, qk});
+  ops::copy_columns(kvb, 0, k_rows, 0, nope);
+  ops::broadcast_columns(k_pe_rows, k_rows, nope);
+  r.v = Tensor::empty({B, T, H, qk}, act, dev);
+  Tensor v_rows = r.v.reshape({N * H, qk});
+  if (vd < qk) ops::fill(r.v, 0.0f);
+  ops::copy_columns(kvb, nope, v_rows, 0, vd);
+  r.out = Tensor::empty({B, T, H, qk}, act, dev);
+  r.lse = Tensor::empty({B, H, T}, DType::F32, dev);
+  cp_.attention_forward(r.q, r.k, r.v, dims_.softmax_scale, seq, r.out, r.lse);
+  r.o = Tensor::empty({N, H * vd}, act, dev);
+  Tensor o_rows = r.o.reshape({N * H, vd});
+  ops::copy_columns(r.out.reshape({N * H, qk}), 0, o_rows, 0, vd);
+  wo_.forward(r.o, y);
+}
+
+void LatentAttention::backward_input(const Tensor& dy, const SequenceLayout& seq,
+                                     LatentAttentionRecord& r, Tensor& dx,
+                                     ops::Accumulate accumulate) const {
+  const int64_t B = r.q.size(0), T = r.q.size(1), N = B * T, H = dims_.n_heads;
+  const int64_t qk = dims_.qk_head_dim(), nope = dims_.qk_nope_head_dim;
+  const int64_t rope = dims_.qk_rope_head_dim, vd = dims_.v_head_dim, kvl = dims_.kv_lora_rank;
+  const Device dev = dy.device();
+  const DType act = dy.dtype();
+  r.dy = dy;
+  Tensor d_o = Tensor::empty({N * H, vd}, act, dev);
+  Tensor d_o2 = d_o.reshape({N, H * vd});
+  wo_.backward_input(dy, d_o2, ops::Accumulate::No);
+  Tensor dout = Tensor::empty(r.out.shape(), act, dev);
+  Tensor dout_rows = dout.reshape({N * H, qk});
+  if (vd < qk) ops::fill(dout, 0.0f);
+  ops::copy_columns(d_o, 0, dout_rows, 0, vd);
+  Tensor dq = Tensor::empty(r.q.shape(), act, dev);
+  Tensor dk = Tensor::empty(r.k.shape(), act, dev), dv = Tensor::empty(r.v.shape(), act, dev);
+  cp_.attention_backward(dout, r.q, r.k, r.v, r.out, r.lse, dims_.softmax_scale, seq, dq, dk, dv);
+  rotate_tail(dq, rope, seq.freqs, true);
+  r.dq = dq.reshape({N, H * qk});
+  // Back through the keys and values to the latent and the rotary key.
+  r.dkvb = Tensor::empty({N, H * (nope + vd)}, act, dev);
+  Tensor dkvb_rows = r.dkvb.reshape({N * H, nope + vd});
+  ops::copy_columns(dk.reshape({N * H, qk}), 0, dkvb_rows, 0, nope);
+  ops::copy_columns(dv.reshape({N * H, qk}), 0, dkvb_rows, nope, vd);
+  Tensor dk_pe = Tensor::empty({B, T, 1, rope}, act, dev);
+  Tensor dk_pe_rows = dk_pe.reshape({N, rope});
+  ops::sum_column_groups(dk.reshape({N * H, qk}), nope, dk_pe_rows);
+  ops::rope_backward(dk_pe, seq.freqs, dk_pe);
+  r.dcn = Tensor::empty({N, kvl}, act, dev);
+  wkv_b_.backward_input(r.dkvb, r.dcn, ops::Accumulate::No);
+  Tensor dc = Tensor::empty({N, kvl}, act, dev);
+  kv_norm_.backward_input(r.dcn, r.c, r.rstd_kv, dc, ops::Accumulate::No);
+  r.dkva = Tensor::empty({N, kvl + rope}, act, dev);
+  ops::copy_columns(dc, 0, r.dkva, 0, kvl);
+  ops::copy_columns(dk_pe_rows, 0, r.dkva, kvl, rope);
+  wkv_a_.backward_input(r.dkva, dx, accumulate);
+  if (wq_) {
+    wq_->backward_input(r.dq, dx, ops::Accumulate::Yes);
+    return;
+  }
+  r.dqn = Tensor::empty(r.qn.shape(), act, dev);
+  wq_b_->backward_input(r.dq, r.dqn, ops::Accumulate::No);
+  r.dqa = Tensor::empty(r.qa.shape(), act, dev);
+  q_norm_->backward_input(r.dqn, r.qa, r.rstd_q, r.dqa, ops::Accumulate::No);
+  wq_a_->backward_input(r.dqa, dx, ops::Accumulate::Yes);
+}
+
+void LatentAttention::backward_weight(LatentAttentionRecord& r) {
+  wo_.backward_weight(r.dy, r.o);
+  wkv_b_.backward_weight(r.dkvb, r.cn);
+  kv_norm_.backward_weight(r.dcn, r.c, r.rstd_kv);
+  wkv_a_.backward_weight(r.dkva, r.x);
+  if (wq_) {
+    wq_->backward_weight(r.dq, r.x);
+  } else {
+    wq_b_->backward_weight(r.dq, r.qn);
+    q_norm_->backward_weight(r.dqn, r.qa, r.rstd_q);
+    wq_a_->backward_weight(r.dqa, r.x);
+  }
+  r = LatentAttentionRecord{};
+}
+
+}  // namespace titan::nn

@@ -1,0 +1,83 @@
+// Mixture of experts, DeepSeek V3's feed-forward (torchtitan's MoE): shared experts that
+// every token passes, and E routed experts of which the router picks top_k per token.
+//   out = shared_experts(x) + sum over token n's picks k of  w[n,k] expert_e(x[n])
+//         (score_before_experts: expert_e(w[n,k] x[n]) instead)
+//   expert_e(x) = w2[e] (silu(w1[e] x) * w3[e] x)            (a SwiGLU, hidden dim F)
+// The router (ops/moe.h): gate logits x gate^T [N, E], sigmoid or softmax scores, the
+// load-balancing bias added for the choice only, group-limited top-k, route_norm and
+// route_scale. Dropless: every pick is computed. The routed experts run as one GEMM per
+// expert over its rows of the picks sorted by expert (ops::grouped_linear_*).
+//
+// Auxiliary-loss-free load balancing (DeepSeek V3): forward counts the picks each expert
+// received (not when it recomputes); once per optimizer step the model sums the counts
+// over every data-parallel rank and calls update_bias, which moves each expert's bias by
+// coeff * sign(mean count - its count), minus the mean of those moves, so that under-used
+// experts are chosen more.
+//
+// Parameters under <prefix>.: experts.w1 [E, F, D], experts.w2 [E, D, F], experts.w3
+// [E, F, D], router.gate.weight [E, D], shared_experts.{w1,w2,w3}.weight (hidden F S), in
+// torchtitan's order. Init: experts.w1 and shared_experts.w1 `init`, everything else
+// `output_init` (torchtitan's depth-scaled std). The bias [E] is a buffer, zero at start.
+//
+// One tensor-parallel rank and no expert parallelism yet (checked).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "titan/nn/feed_forward.h"
+#include "titan/ops/moe.h"
+
+namespace titan::nn {
+
+struct MoeDims {
+  int64_t dim = 0, hidden_dim = 0;  // D and each expert's F
+  int64_t experts = 0, shared_experts = 0;
+  ops::RouterOptions router;
+  bool score_before_experts = false;
+  std::optional<double> load_balance_coeff;  // none: no bias
+};
+
+struct MoeRecord {
+  Tensor x;                          // the input (the caller's)
+  Tensor scores, selected, weights;  // the router's [N, E], [N, K] i32, [N, K]
+  Tensor order;                      // picks sorted by expert [N K] i32 (host)
+  std::vector<int64_t> offsets;      // each expert's rows of the sorted picks
+  Tensor xs, a, b, g, ys;            // the routed rows [M, D], [M, F] x 3, [M, D]
+  FeedForwardRecord shared;
+  // Set by backward_input for backward_weight:
+  Tensor dys, da, db, dlogits;
+  int64_t bytes() const;
+};
+
+class Moe {
+ public:
+  Moe(const std::string& prefix, const MoeDims& dims, InitRule init, InitRule output_init,
+      const Placer& placer = {});
+
+  std::vector<Parameter*> parameters();
+
+  // x, y [N, D]. count_load: add the picks to the expert load (false when recomputing).
+  void forward(const Tensor& x, Tensor& y, MoeRecord& record, bool count_load) const;
+  void backward_input(const Tensor& dy, MoeRecord& record, Tensor& dx,
+                      ops::Accumulate accumulate) const;
+  void backward_weight(MoeRecord& record);
+
+  int64_t experts() const { return dims_.experts; }
+  // Picks per expert since the last update_bias [E] (f32, host).
+  const Tensor& load() const { return load_; }
+  const Tensor& bias() const { return bias_; }  // [E] f32, undefined without balancing
+  // The step's update from `load` [E], the counts summed over the data-parallel ranks;
+  // clears load().
+  void update_bias(const float* load);
+
+ private:
+  MoeDims dims_;
+  Parameter w1_, w2_, w3_;
+  Linear gate_;
+  std::optional<FeedForward> shared_;
+  mutable Tensor load_;
+  Tensor bias_;
+};
+
+}  // namespace titan::nn

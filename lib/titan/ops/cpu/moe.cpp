@@ -1,0 +1,245 @@
+// Mixture-of-experts routing and token movement on the CPU: tokens split over threads for
+// the router; the rows' movement splits columns, so that each output row adds its picks
+// in the order of the sorted rows whatever the thread count.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "titan/ops/moe.h"
+
+namespace titan::ops::cpu {
+namespace {
+
+// One token's choice: the top_k experts of largest c among the kept groups' (ties: lower
+// index), written to sel in order.
+void choose(const float* c, int64_t E, const RouterOptions& o, int32_t* sel) {
+  const int64_t per_group = E / o.groups;
+  std::vector<char> kept(size_t(E), 1);
+  if (o.groups > 1) {
+    std::vector<float> group_score(size_t(o.groups));
+    for (int64_t g = 0; g < o.groups; ++g) {
+      const float* cg = c + g * per_group;
+      int64_t best = 0;
+      for (int64_t j = 1; j < per_group; ++j) best = cg[j] > cg[best] ? j : best;
+      int64_t second = best == 0 ? 1 : 0;
+      for (int64_t j = 0; j < per_group; ++j) {
+        if (j != best && cg[j] > cg[second]) second = j;
+      }
+      group_score[size_t(g)] = cg[best] + cg[second];
+    }
+    std::vector<char> group_kept(size_t(o.groups), 0);
+    for (int64_t round = 0; round < o.limited_groups; ++round) {
+      int64_t best = -1;
+      for (int64_t g = 0; g < o.groups; ++g) {
+        if (!group_kept[size_t(g)] &&
+            (best < 0 || group_score[size_t(g)] > group_score[size_t(best)])) {
+          best = g;
+        }
+      }
+      group_kept[size_t(best)] = 1;
+    }
+    for (int64_t e = 0; e < E; ++e) kept[size_t(e)] = group_kept[size_t(e / per_group)];
+  }
+  for (int64_t k = 0; k < o.top_k; ++k) {
+    int64_t best = -1;
+    for (int64_t e = 0; e < E; ++e) {
+      if (kept[size_t(e)] && (best < 0 || c[e] > c[best])) best = e;
+    }
+    sel[k] = int32_t(best);
+    kept[size_t(best)] = 0;
+  }
+}
+
+}  // namespace
+
+void router_forward(const Tensor& logits, const Tensor& bias, const RouterOptions& o,
+                    Tensor& scores, Tensor& selected, Tensor& weights) {
+  check_router(logits, bias, o, scores, selected, weights);
+  const int64_t N = logits.size(0), E = logits.size(1), K = o.top_k;
+  const float* lp = logits.data<float>();
+  const float* bp = bias.defined() ? bias.data<float>() : nullptr;
+  float* sp = scores.mutable_data<float>();
+  int32_t* selp = selected.mutable_data<int32_t>();
+  float* wp = weights.mutable_data<float>();
+#pragma omp parallel for schedule(static) if (N * E > 16384)
+  for (int64_t n = 0; n < N; ++n) {
+    const float* l = lp + n * E;
+    float* s = sp + n * E;
+    if (o.score == RouterScore::Sigmoid) {
+      for (int64_t e = 0; e < E; ++e) s[e] = 1.0f / (1.0f + std::exp(-l[e]));
+    } else {
+      const float m = *std::max_element(l, l + E);
+      float sum = 0.0f;
+      for (int64_t e = 0; e < E; ++e) sum += (s[e] = std::exp(l[e] - m));
+      for (int64_t e = 0; e < E; ++e) s[e] /= sum;
+    }
+    std::vector<float> c(s, s + E);
+    if (bp) {
+      for (int64_t e = 0; e < E; ++e) c[size_t(e)] += bp[e];
+    }
+    int32_t* sel = selp + n * K;
+    choose(c.data(), E, o, sel);
+    float* w = wp + n * K;
+    float total = 0.0f;
+    for (int64_t k = 0; k < K; ++k) total += (w[k] = s[sel[k]]);
+    for (int64_t k = 0; k < K; ++k) {
+      w[k] = (o.route_norm ? w[k] / (total + 1e-20f) : w[k]) * o.route_scale;
+    }
+  }
+}
+
+void router_backward(const Tensor& dweights, const Tensor& scores, const Tensor& selected,
+                     const RouterOptions& o, Tensor& dlogits) {
+  const int64_t N = scores.size(0), E = scores.size(1), K = o.top_k;
+  check_shape(dweights, {N, K}, "router_backward", "dweights");
+  check_shape(dlogits, {N, E}, "router_backward", "dlogits");
+  check_dtype(dlogits, DType::F32, "router_backward", "dlogits");
+  const float* dwp = dweights.data<float>();
+  const float* sp = scores.data<float>();
+  const int32_t* selp = selected.data<int32_t>();
+  float* dlp = dlogits.mutable_data<float>();
+#pragma omp parallel for schedule(static) if (N * E > 16384)
+  for (int64_t n = 0; n < N; ++n) {
+    const float* s = sp + n * E;
+    const int32_t* sel = selp + n * K;
+    const float* dw = dwp + n * K;
+    std::vector<float> ds(size_t(E), 0.0f);
+    if (o.route_norm) {
+      // w_k = scale t_k / S, S = sum t + 1e-20: dt_j = scale (dw_j - sum_k dw_k t_k / S) / S
+      float total = 0.0f, weighted = 0.0f;
+      for (int64_t k = 0; k < K; ++k) total += s[sel[k]];
+      total += 1e-20f;
+      for (int64_t k = 0; k < K; ++k) weighted += dw[k] * s[sel[k]];
+      for (int64_t k = 0; k < K; ++k) {
+        ds[size_t(sel[k])] = o.route_scale * (dw[k] - weighted / total) / total;
+      }
+    } else {
+      for (int64_t k = 0; k < K; ++k) ds[size_t(sel[k])] = o.route_scale * dw[k];
+    }
+    float* dl = dlp + n * E;
+    if (o.score == RouterScore::Sigmoid) {
+      for (int64_t e = 0; e < E; ++e) dl[e] = ds[size_t(e)] * s[e] * (1.0f - s[e]);
+    } else {
+      float dot = 0.0f;
+      for (int64_t e = 0; e < E; ++e) dot += ds[size_t(e)] * s[e];
+      for (int64_t e = 0; e < E; ++e) dl[e] = s[e] * (ds[size_t(e)] - dot);
+    }
+  }
+}
+
+namespace {
+
+struct Rows {
+  int64_t M, D;
+};
+
+Rows check_rows(const Tensor& rows, const Tensor& tokens, const Tensor& order, int64_t K,
+                const Tensor& weights, const char* op) {
+  check_dtype(rows, DType::F32, op, "rows");
+  check_dtype(tokens, DType::F32, op, "tokens");
+  check_dtype(order, DType::I32, op, "order");
+  const int64_t D = rows.size(rows.dim() - 1), M = rows.numel() / D;
+  TITAN_CHECK(order.numel() == M && tokens.size(tokens.dim() - 1) == D &&
+              tokens.numel() / D * K == M)
+      << op << ": " << M << " picked rows of " << D << " for " << tokens.numel() / D
+      << " tokens of " << K << " picks";
+  if (weights.defined()) {
+    TITAN_CHECK(weights.numel() == M && weights.dtype() == DType::F32)
+        << op << ": weights must be f32 [" << M << "]";
+  }
+  return {M, D};
+}
+
+}  // namespace
+
+void moe_dispatch(const Tensor& x, const Tensor& order, int64_t K, const Tensor& weights,
+                  Tensor& xs) {
+  const auto [M, D] = check_rows(xs, x, order, K, weights, "moe_dispatch");
+  const float* xp = x.data<float>();
+  const int32_t* op = order.data<int32_t>();
+  const float* wp = weights.defined() ? weights.data<float>() : nullptr;
+  float* out = xs.mutable_data<float>();
+#pragma omp parallel for schedule(static) if (M * D > 65536)
+  for (int64_t m = 0; m < M; ++m) {
+    const float* from = xp + int64_t(op[m] / K) * D;
+    float* to = out + m * D;
+    const float w = wp ? wp[op[m]] : 1.0f;
+    for (int64_t d = 0; d < D; ++d) to[d] = wp ? from[d] * w : from[d];
+  }
+}
+
+void moe_dispatch_backward(const Tensor& dxs, const Tensor& x, const Tensor& order, int64_t K,
+                           const Tensor& weights, Tensor& dx, Tensor& dweights) {
+  const auto [M, D] = check_rows(dxs, dx, order, K, weights, "moe_dispatch_backward");
+  const float* gp = dxs.data<float>();
+  const float* xp = x.data<float>();
+  const int32_t* op = order.data<int32_t>();
+  const float* wp = weights.defined() ? weights.data<float>() : nullptr;
+  float* dxp = dx.mutable_data<float>();
+  std::fill(dxp, dxp + dx.numel(), 0.0f);
+  if (wp) {
+    float* dwp = dweights.mutable_data<float>();
+#pragma omp parallel for schedule(static) if (M * D > 65536)
+    for (int64_t m = 0; m < M; ++m) {
+      const float* g = gp + m * D;
+      const float* xr = xp + int64_t(op[m] / K) * D;
+      float dot = 0.0f;
+      for (int64_t d = 0; d < D; ++d) dot += g[d] * xr[d];
+      dwp[op[m]] = dot;
+    }
+  }
+  // Columns over threads: each token row adds its picks in the order of m.
+#pragma omp parallel for schedule(static) if (M * D > 65536)
+  for (int64_t d = 0; d < D; ++d) {
+    for (int64_t m = 0; m < M; ++m) {
+      const float g = gp[m * D + d];
+      dxp[int64_t(op[m] / K) * D + d] += wp ? g * wp[op[m]] : g;
+    }
+  }
+}
+
+void moe_combine(const Tensor& ys, const Tensor& order, int64_t K, const Tensor& weights,
+                 Tensor& out) {
+  const auto [M, D] = check_rows(ys, out, order, K, weights, "moe_combine");
+  const float* yp = ys.data<float>();
+  const int32_t* op = order.data<int32_t>();
+  const float* wp = weights.defined() ? weights.data<float>() : nullptr;
+  float* outp = out.mutable_data<float>();
+#pragma omp parallel for schedule(static) if (M * D > 65536)
+  for (int64_t d = 0; d < D; ++d) {
+    for (int64_t m = 0; m < M; ++m) {
+      const float y = yp[m * D + d];
+      outp[int64_t(op[m] / K) * D + d] += wp ? y * wp[op[m]] : y;
+    }
+  }
+}
+
+void moe_combine_backward(const Tensor& dout, const Tensor& ys, const Tensor& order, int64_t K,
+                          const Tensor& weights, Tensor& dys, Tensor& dweights) {
+  const auto [M, D] = check_rows(dys, dout, order, K, weights, "moe_combine_backward");
+  const float* gp = dout.data<float>();
+  const float* yp = ys.data<float>();
+  const int32_t* op = order.data<int32_t>();
+  const float* wp = weights.defined() ? weights.data<float>() : nullptr;
+  float* dyp = dys.mutable_data<float>();
+  float* dwp = wp ? dweights.mutable_data<float>() : nullptr;
+#pragma omp parallel for schedule(static) if (M * D > 65536)
+  for (int64_t m = 0; m < M; ++m) {
+    const float* g = gp + int64_t(op[m] / K) * D;
+    float* to = dyp + m * D;
+    if (!wp) {
+      std::copy(g, g + D, to);
+      continue;
+    }
+    const float* y = yp + m * D;
+    const float w = wp[op[m]];
+    float dot = 0.0f;
+    for (int64_t d = 0; d < D; ++d) {
+      dot += g[d] * y[d];
+      to[d] = g[d] * w;
+    }
+    dwp[op[m]] = dot;
+  }
+}
+
+}  // namespace titan::ops::cpu
