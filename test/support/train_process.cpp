@@ -155,6 +155,21 @@ std::map<int, std::string> logged_losses(const std::string& dump_folder) {
   return by_step;
 }
 
+std::map<int, std::string> logged_metric(const std::string& dump_folder,
+                                         const std::string& key) {
+  std::map<int, std::string> by_step;
+  std::ifstream in(std::filesystem::path(dump_folder) / "metrics.jsonl");
+  static const std::regex step(R"re(\{"step": (\d+),)re");
+  const std::regex value("\"" + key + "\": ([^,}]+)");
+  for (std::string text; std::getline(in, text);) {
+    std::smatch s, v;
+    if (std::regex_search(text, s, step) && std::regex_search(text, v, value)) {
+      by_step[std::stoi(s[1])] = v[1];
+    }
+  }
+  return by_step;
+}
+
 std::string read_text_file(const std::string& path) {
   std::ifstream in(path);
   std::stringstream text;

@@ -34,6 +34,9 @@ ProcessResult run_titan_ckpt(const std::vector<std::string>& arguments);
 
 // Loss text per step from <dump>/metrics.jsonl (the shortest round-trip form: equal text is
 // equal bits); the last line for a step wins (a resumed run appends).
+// Another key's value of every step line in metrics.jsonl, as written; steps without it
+// are left out.
+std::map<int, std::string> logged_metric(const std::string& dump_folder, const std::string& key);
 std::map<int, std::string> logged_losses(const std::string& dump_folder);
 // A file's whole text ("" when it cannot be read).
 std::string read_text_file(const std::string& path);

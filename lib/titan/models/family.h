@@ -105,6 +105,12 @@ class ModelFamily {
   // Every parameter with its global shape, in Model::parameters() order: what a checkpoint
   // of this model holds under model/, and what an HF export writes.
   virtual std::vector<ParameterShape> parameter_shapes(const config::JobConfig& config) const = 0;
+  // Every persistent buffer of the whole model with its shape (Model::buffers()): none for
+  // most families; DeepSeek V3's routing biases.
+  virtual std::vector<ParameterShape> buffer_shapes(const config::JobConfig& config) const {
+    (void)config;
+    return {};
+  }
   // The parallelization plan: each parameter's placement rule (nn/placement.h).
   virtual nn::ParallelPlan parallel_plan(const config::JobConfig& config,
                                          const nn::ParameterLayout& layout) const = 0;

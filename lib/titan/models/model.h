@@ -38,6 +38,13 @@ struct ParameterShape {
   bool operator==(const ParameterShape&) const = default;
 };
 
+// Model state that is no parameter (torchtitan's persistent buffers), by name: f32 host
+// tensors, whole and equal on every rank that holds its layer.
+struct NamedBuffer {
+  std::string name;  // "layers.3.moe.expert_bias"
+  Tensor value;      // the model's own tensor: a checkpoint load writes into it
+};
+
 // What passes in and out of one pipeline stage's forward and backward (train/pipeline.h).
 // A whole model reads tokens and ends with the loss, so it uses none of them but `stage`.
 struct StageTensors {
@@ -123,6 +130,9 @@ class Model {
   virtual Tensor expert_load() const { return {}; }
   virtual std::vector<int> expert_layer_ids() const { return {}; }  // of expert_load's rows
   virtual void update_routing(const Tensor& load) { (void)load; }
+  // The buffers this model holds (of its stages), in ModelFamily::buffer_shapes order;
+  // checkpoints save and load them under model/ beside the parameters.
+  virtual std::vector<NamedBuffer> buffers() { return {}; }
 
   // Over parameters(): each fills its box from Philox under `seed` (the same model on every
   // mesh); gradients to zero; compute copies refreshed from the master shards (after an

@@ -54,10 +54,31 @@ std::vector<ckpt::TensorPiece> Trainer::checkpoint_pieces(bool with_optimizer, D
     }
   };
   add_each("model/", model_dtype, [&](size_t i) { return parameters_[i]->shard(); });
-  if (!with_optimizer) return pieces;
-  add_each("optimizer/exp_avg/", DType::F32, [&](size_t i) { return optimizer_->exp_avg(i); });
-  add_each("optimizer/exp_avg_sq/", DType::F32,
-           [&](size_t i) { return optimizer_->exp_avg_sq(i); });
+  if (with_optimizer) {
+    add_each("optimizer/exp_avg/", DType::F32, [&](size_t i) { return optimizer_->exp_avg(i); });
+    add_each("optimizer/exp_avg_sq/", DType::F32,
+             [&](size_t i) { return optimizer_->exp_avg_sq(i); });
+  }
+  // The model's buffers last (model/ too): whole on every rank of their stage, written by
+  // the one at the origin of the other mesh dims.
+  std::map<std::string, Tensor> buffers;
+  for (const models::NamedBuffer& b : model_->buffers()) buffers[b.name] = b.value;
+  bool origin = true;
+  for (const distributed::MeshDim dim : {distributed::MeshDim::dp_replicate,
+                                         distributed::MeshDim::dp_shard, distributed::MeshDim::cp,
+                                         distributed::MeshDim::tp}) {
+    origin = origin && mesh_->coordinate(dim) == 0;
+  }
+  for (const models::ParameterShape& shape : family_.buffer_shapes(config_)) {
+    const auto at = buffers.find(shape.name);
+    const bool held = at != buffers.end();
+    const Shape none(shape.shape.size(), 0);
+    pieces.push_back({"model/" + shape.name, shape.shape,
+                      held ? nn::Box{none, shape.shape} : nn::Box{none, none},
+                      held ? at->second : Tensor::empty(none, DType::F32), held && origin,
+                      DType::F32});
+    if (device_targets) device_targets->push_back(Tensor());
+  }
   return pieces;
 }
 
@@ -154,8 +175,11 @@ void Trainer::load_checkpoint(const std::string& path, bool model_only) {
   std::vector<Tensor> device_targets;
   std::vector<ckpt::TensorPiece> pieces =
       checkpoint_pieces(with_optimizer, DType::F32, &device_targets);
-  if (excluded(config_, "model")) {
+  if (excluded(config_, "model")) {  // the parameters first, the buffers last
     const long model_pieces = long(family_.parameter_shapes(config_).size());
+    const long buffer_pieces = long(family_.buffer_shapes(config_).size());
+    pieces.erase(pieces.end() - buffer_pieces, pieces.end());
+    device_targets.erase(device_targets.end() - buffer_pieces, device_targets.end());
     pieces.erase(pieces.begin(), pieces.begin() + model_pieces);
     device_targets.erase(device_targets.begin(), device_targets.begin() + model_pieces);
   }

@@ -83,6 +83,42 @@ TEST(CheckpointProcess, ResumeOnTheSameMeshIsBitwiseIdentical) {
   }
 }
 
+// DeepSeek V3: the routing biases are model state (model/layers.<i>.moe.expert_bias), so a
+// run resumed from a checkpoint routes as the uninterrupted one: on the same mesh bitwise
+// (losses and each step's expert load imbalance, which the biases decide), and on one rank
+// from the 2-rank FSDP checkpoint within the one-rank tolerance. A resume that lost the
+// biases routes from zero biases and its imbalances part at once.
+TEST(CheckpointProcess, ADeepSeekV3RunResumesWithItsRoutingBiases) {
+  const std::vector<std::string> deepseek = {"--model.name", "deepseek_v3",
+                                             "--checkpoint.interval", "4"};
+  auto run = [&](const fs::path& dump, int ranks, int steps, std::vector<std::string> extra) {
+    std::vector<std::string> args = job(dump, ranks, steps, deepseek);
+    args.insert(args.end(), extra.begin(), extra.end());
+    const ProcessResult r = train(ranks, args);
+    EXPECT_EQ(r.exit_code, 0) << describe(r);
+  };
+  const fs::path straight = fresh("deepseek_straight"), resumed = fresh("deepseek_resumed");
+  run(straight, 2, 8, {"--checkpoint.no_enable"});
+  run(resumed, 2, 4, {});
+  const fs::path saved = fresh("deepseek_saved");
+  fs::copy(resumed, saved, fs::copy_options::recursive);
+  run(resumed, 2, 8, {});
+  const auto want_loss = losses(straight);
+  const auto want_load = testing::logged_metric(straight.string(), "moe_load_imbalance");
+  ASSERT_EQ(want_load.size(), 8u);
+  for (int step = 5; step <= 8; ++step) {
+    EXPECT_EQ(losses(resumed).at(step), want_loss.at(step)) << "step " << step;
+    EXPECT_EQ(testing::logged_metric(resumed.string(), "moe_load_imbalance").at(step),
+              want_load.at(step)) << "step " << step;
+  }
+  run(saved, 1, 8, {});
+  const auto one_rank = losses(saved);
+  for (int step = 5; step <= 8; ++step) {
+    EXPECT_NEAR(std::stod(one_rank.at(step)), std::stod(want_loss.at(step)), 1e-5)
+        << "step " << step;
+  }
+}
+
 // Preemption (train/preemption.h): SIGUSR1 reaching one rank alone (the test hook raises it
 // on rank 1 at step 7) stops every rank after that step, with a checkpoint of it and exit 0;
 // running the job again resumes there and gives the uninterrupted run's losses.

@@ -90,6 +90,10 @@ class DeepSeekV3Family final : public ModelFamily {
     return deepseek_v3::parameter_shapes(model_args_from_config(config));
   }
 
+  std::vector<ParameterShape> buffer_shapes(const config::JobConfig& config) const override {
+    return deepseek_v3::buffer_shapes(model_args_from_config(config));
+  }
+
   nn::ParallelPlan parallel_plan(const config::JobConfig& config,
                                  const nn::ParameterLayout&) const override {
     check_layout(config);

@@ -86,6 +86,17 @@ std::vector<ParameterShape> parameter_shapes(const ModelArgs& a) {
   return shapes;
 }
 
+std::vector<ParameterShape> buffer_shapes(const ModelArgs& a) {
+  std::vector<ParameterShape> shapes;
+  if (!a.load_balance_coeff) return shapes;
+  for (int64_t i = 0; i < a.n_layers; ++i) {
+    if (a.is_moe_layer(i)) {
+      shapes.push_back({"layers." + std::to_string(i) + ".moe.expert_bias", {a.num_experts}});
+    }
+  }
+  return shapes;
+}
+
 DeepSeekV3Model::DeepSeekV3Model(const ModelArgs& args, const nn::ParameterLayout& layout,
                                  const std::vector<StageModules>& stages)
     : DecoderModel(decoder_spec(args), layout, stages), args_(args) {
@@ -106,6 +117,17 @@ Tensor DeepSeekV3Model::expert_load() const {
     copy_tensor(moe_[i]->load(), row);
   }
   return load;
+}
+
+std::vector<NamedBuffer> DeepSeekV3Model::buffers() {
+  std::vector<NamedBuffer> named;
+  for (size_t i = 0; i < moe_.size(); ++i) {
+    if (moe_[i]->bias().defined()) {
+      named.push_back({"layers." + std::to_string(moe_ids_[i]) + ".moe.expert_bias",
+                       moe_[i]->bias()});
+    }
+  }
+  return named;
 }
 
 void DeepSeekV3Model::update_routing(const Tensor& load) {

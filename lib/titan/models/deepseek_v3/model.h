@@ -21,6 +21,9 @@ nn::ParallelPlan parallel_plan();
 
 // Every parameter with its global shape, in DeepSeekV3Model::parameters() order.
 std::vector<ParameterShape> parameter_shapes(const ModelArgs& args);
+// The routing biases "layers.<i>.moe.expert_bias" [E] of the MoE layers (none without load
+// balancing), in DeepSeekV3Model::buffers() order.
+std::vector<ParameterShape> buffer_shapes(const ModelArgs& args);
 
 class DeepSeekV3Model final : public DecoderModel {
  public:
@@ -31,6 +34,7 @@ class DeepSeekV3Model final : public DecoderModel {
   Tensor expert_load() const override;
   std::vector<int> expert_layer_ids() const override { return moe_ids_; }
   void update_routing(const Tensor& load) override;
+  std::vector<NamedBuffer> buffers() override;
   // The held MoE layers, in order (the rows of expert_load()).
   const std::vector<nn::Moe*>& moe_layers() const { return moe_; }
 
