@@ -164,6 +164,39 @@ TEST(Collectives, SendAndRecvAroundARing) {
   }
 }
 
+// Rank s sends rank r a chunk of (s + 2 r) % 4 elements (some empty) whose values name
+// both; each rank receives its chunks in rank order. Counted as one all_to_all of the input.
+TEST(Collectives, AllToAllMovesEachRanksChunkToItsPeer) {
+  Communicator& world = test_world();
+  const int size = world.size(), me = world.rank();
+  const auto count = [](int from, int to) { return int64_t((from + 2 * to) % 4); };
+  std::vector<int64_t> send(static_cast<size_t>(size)), recv(static_cast<size_t>(size));
+  int64_t sent = 0, received = 0;
+  for (int r = 0; r < size; ++r) {
+    sent += send[size_t(r)] = count(me, r);
+    received += recv[size_t(r)] = count(r, me);
+  }
+  Tensor input = Tensor::empty({sent}, DType::I64);
+  int64_t* in = input.mutable_data<int64_t>();
+  for (int r = 0, at = 0; r < size; ++r) {
+    for (int64_t i = 0; i < count(me, r); ++i) in[at++] = 1000 * me + 10 * r + i;
+  }
+  Tensor output = Tensor::empty({received}, DType::I64);
+  const int64_t calls = world.stats()[Collective::AllToAll].calls;
+  world.all_to_all(input, send, output, recv).wait();
+  EXPECT_EQ(world.stats()[Collective::AllToAll].calls, calls + 1);
+  const int64_t* out = output.data<int64_t>();
+  for (int r = 0, at = 0; r < size; ++r) {
+    for (int64_t i = 0; i < count(r, me); ++i, ++at) {
+      EXPECT_EQ(out[at], 1000 * r + 10 * me + i) << "from rank " << r << ", element " << i;
+    }
+  }
+  // Counts that do not add up to the buffers are refused before anything moves.
+  std::vector<int64_t> wrong = send;
+  wrong[0] += 1;
+  EXPECT_THROW(world.all_to_all(input, wrong, output, recv), Error);
+}
+
 int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::steady_clock::now().time_since_epoch())

@@ -123,6 +123,7 @@ const char* collective_name(Collective collective) {
     case Collective::Broadcast: return "broadcast";
     case Collective::Send: return "send";
     case Collective::Recv: return "recv";
+    case Collective::AllToAll: return "all_to_all";
     case Collective::Barrier: return "barrier";
   }
   return "?";
@@ -326,6 +327,30 @@ Work Communicator::recv(Tensor& data, int peer, int tag) {
                    "from rank " + std::to_string(peer));
 }
 
+Work Communicator::all_to_all(const Tensor& input, const std::vector<int64_t>& send_counts,
+                              Tensor& output, const std::vector<int64_t>& recv_counts) {
+  check_defined(input, "all_to_all", "input");
+  check_defined(output, "all_to_all", "output");
+  TITAN_CHECK(input.dtype() == output.dtype() && input.device() == output.device())
+      << "all_to_all on " << name_ << ": input and output differ in dtype or device";
+  TITAN_CHECK(int64_t(send_counts.size()) == size_ && int64_t(recv_counts.size()) == size_)
+      << "all_to_all on " << name_ << " (" << size_ << " ranks): " << send_counts.size()
+      << " send and " << recv_counts.size() << " receive counts";
+  int64_t sent = 0, received = 0;
+  for (int r = 0; r < size_; ++r) {
+    TITAN_CHECK(send_counts[size_t(r)] >= 0 && recv_counts[size_t(r)] >= 0)
+        << "all_to_all on " << name_ << ": negative count";
+    sent += send_counts[size_t(r)];
+    received += recv_counts[size_t(r)];
+  }
+  TITAN_CHECK(sent == input.numel() && received == output.numel())
+      << "all_to_all on " << name_ << ": counts of " << sent << " and " << received
+      << " elements for an input of " << input.numel() << " and an output of "
+      << output.numel();
+  return make_work(Collective::AllToAll, input.bytes(),
+                   start_all_to_all(input, send_counts, output, recv_counts));
+}
+
 Work Communicator::barrier() { return make_work(Collective::Barrier, 0, start_barrier()); }
 
 // ---- SelfCommunicator: one rank, so every collective is the identity or a copy ------------
@@ -333,6 +358,16 @@ Work Communicator::barrier() { return make_work(Collective::Barrier, 0, start_ba
 std::unique_ptr<Communicator> SelfCommunicator::split(int color, int /*key*/, std::string name) {
   TITAN_CHECK(color >= 0) << "split of " << this->name() << ": color must be >= 0, got " << color;
   return std::make_unique<SelfCommunicator>(std::move(name));
+}
+
+std::unique_ptr<PendingOperation> SelfCommunicator::start_all_to_all(
+    const Tensor& input, const std::vector<int64_t>&, Tensor& output,
+    const std::vector<int64_t>&) {
+  if (input.numel() > 0 && input.raw_data() != output.raw_data()) {
+    Tensor flat = output.reshape({output.numel()});
+    copy_tensor(input.reshape({input.numel()}), flat);
+  }
+  return nullptr;
 }
 
 std::unique_ptr<PendingOperation> SelfCommunicator::start_all_reduce(Tensor&, ReduceOp) {

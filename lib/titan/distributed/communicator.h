@@ -17,6 +17,10 @@
 //   all_gather(in, out)           out[r*n .. +n) <- in of rank r,           n = in.numel()
 //   broadcast(data, root)         data <- root's data
 //   send(data, peer, tag) / recv(data, peer, tag)
+//   all_to_all(in, send_counts, out, recv_counts)   in holds size() consecutive chunks,
+//                                 chunk r (send_counts[r] elements) for rank r; out gets
+//                                 size() chunks, chunk r (recv_counts[r]) from rank r
+//                                 (MPI_Alltoallv without gaps; expert parallelism's moves)
 //   barrier()
 // Reductions take F32, BF16, F16, I32 and I64 where the backend can (MPI: F32, I32, I64;
 // DType has no F64, so a double goes through all_reduce_scalar); the others move any
@@ -27,7 +31,8 @@
 // reduce_scatter with `output` being this rank's slot of `input`, both work (as in NCCL).
 //
 // Each communicator counts calls and bytes per collective (bytes: all_reduce, broadcast,
-// send, recv: the data; reduce_scatter: the input; all_gather: the output; barrier: 0) and
+// send, recv: the data; reduce_scatter, all_to_all: the input; all_gather: the output;
+// barrier: 0) and
 // the seconds its Works spent blocked in wait(). Tests assert on these counters.
 //
 // Timeouts. A wait that does not complete within comm_timeout() seconds throws titan::Error
@@ -45,13 +50,16 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "titan/core/tensor.h"
 
 namespace titan::distributed {
 
-enum class Collective : int { AllReduce, ReduceScatter, AllGather, Broadcast, Send, Recv, Barrier };
-inline constexpr int kCollectiveCount = 7;
+enum class Collective : int {
+  AllReduce, ReduceScatter, AllGather, Broadcast, Send, Recv, AllToAll, Barrier
+};
+inline constexpr int kCollectiveCount = 8;
 const char* collective_name(Collective collective);  // "all_reduce", ...
 
 enum class ReduceOp { Sum, Max, Min };
@@ -136,6 +144,9 @@ class Communicator {
   Work broadcast(Tensor& data, int root);
   Work send(const Tensor& data, int peer, int tag = 0);
   Work recv(Tensor& data, int peer, int tag = 0);
+  // Rank s's send_counts[r] must equal rank r's recv_counts[s] (in elements).
+  Work all_to_all(const Tensor& input, const std::vector<int64_t>& send_counts, Tensor& output,
+                  const std::vector<int64_t>& recv_counts);
   Work barrier();
 
   // The sub-group of the ranks that pass the same color, ordered by key (MPI_Comm_split).
@@ -163,6 +174,9 @@ class Communicator {
   virtual std::unique_ptr<PendingOperation> start_broadcast(Tensor& data, int root) = 0;
   virtual std::unique_ptr<PendingOperation> start_send(const Tensor& data, int peer, int tag) = 0;
   virtual std::unique_ptr<PendingOperation> start_recv(Tensor& data, int peer, int tag) = 0;
+  virtual std::unique_ptr<PendingOperation> start_all_to_all(
+      const Tensor& input, const std::vector<int64_t>& send_counts, Tensor& output,
+      const std::vector<int64_t>& recv_counts) = 0;
   virtual std::unique_ptr<PendingOperation> start_barrier() = 0;
 
  private:
@@ -188,6 +202,11 @@ class SelfCommunicator final : public Communicator {
   std::unique_ptr<PendingOperation> start_broadcast(Tensor& data, int root) override;
   std::unique_ptr<PendingOperation> start_send(const Tensor& data, int peer, int tag) override;
   std::unique_ptr<PendingOperation> start_recv(Tensor& data, int peer, int tag) override;
+  std::unique_ptr<PendingOperation> start_all_to_all(const Tensor& input,
+                                                     const std::vector<int64_t>& send_counts,
+                                                     Tensor& output,
+                                                     const std::vector<int64_t>& recv_counts)
+      override;
   std::unique_ptr<PendingOperation> start_barrier() override;
 };
 
@@ -215,6 +234,10 @@ class FakeCommunicator final : public Communicator {
   std::unique_ptr<PendingOperation> start_broadcast(Tensor&, int) override { return nullptr; }
   std::unique_ptr<PendingOperation> start_send(const Tensor&, int, int) override { return nullptr; }
   std::unique_ptr<PendingOperation> start_recv(Tensor&, int, int) override { return nullptr; }
+  std::unique_ptr<PendingOperation> start_all_to_all(const Tensor&, const std::vector<int64_t>&,
+                                                     Tensor&, const std::vector<int64_t>&) override {
+    return nullptr;
+  }
   std::unique_ptr<PendingOperation> start_barrier() override { return nullptr; }
 };
 

@@ -58,6 +58,7 @@ LatentAttention::LatentAttention(const std::string& prefix, const LatentAttentio
   if (d.q_lora_rank > 0) q_norm_.emplace(prefix + ".q_norm", d.q_lora_rank, d.norm_eps, placer);
   TITAN_CHECK(placer.tp_group().size() == 1)
       << prefix << ": multi-head latent attention runs on one tensor-parallel rank";
+  TITAN_CHECK(d.softmax_scale > 0) << prefix << ": softmax_scale is not set";
   TITAN_CHECK(d.v_head_dim <= d.qk_head_dim())
       << prefix << ": v_head_dim " << d.v_head_dim << " exceeds the query-key head dim "
       << d.qk_head_dim();
@@ -68,10 +69,13 @@ std::vector<Parameter*> LatentAttention::parameters() {
   if (wq_) {
     params.push_back(&wq_->weight());
   } else {
-    params.insert(params.end(), {&wq_a_->weight(), &q_norm_->weight(), &wq_b_->weight()});
+    params.push_back(&wq_a_->weight());
+    params.push_back(&q_norm_->weight());
+    params.push_back(&wq_b_->weight());
   }
-  params.insert(params.end(),
-                {&wkv_a_.weight(), &kv_norm_.weight(), &wkv_b_.weight(), &wo_.weight()});
+  for (Parameter* p : {&wkv_a_.weight(), &kv_norm_.weight(), &wkv_b_.weight(), &wo_.weight()}) {
+    params.push_back(p);
+  }
   return params;
 }
 

@@ -33,7 +33,7 @@ struct LatentAttentionDims {
   int64_t kv_lora_rank = 0;
   int64_t qk_nope_head_dim = 0, qk_rope_head_dim = 0, v_head_dim = 0;
   double norm_eps = 1e-5;   // q_norm's and kv_norm's
-  float softmax_scale = 1;
+  float softmax_scale = 0;  // required: qk_head_dim^-1/2 (times mscale^2 with YaRN)
   int64_t qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
 };
 

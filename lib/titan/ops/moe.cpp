@@ -98,6 +98,9 @@ void grouped_linear_backward_input(const Tensor& dy, const Tensor& weight,
 void grouped_linear_backward_weight(const Tensor& dy, const Tensor& x,
                                     const std::vector<int64_t>& offsets, Tensor& dweight) {
   check_grouped(x, dweight, offsets, "grouped_linear_backward_weight");
+  TITAN_CHECK(dy.size(0) == x.size(0))
+      << "grouped_linear_backward_weight: " << dy.size(0) << " gradient rows for " << x.size(0)
+      << " input rows";
   for (int64_t e = 0; e + 1 < int64_t(offsets.size()); ++e) {
     const int64_t first = offsets[size_t(e)], n = offsets[size_t(e) + 1] - first;
     if (n == 0) continue;

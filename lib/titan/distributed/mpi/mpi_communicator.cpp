@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstring>
+#include <deque>
 #include <vector>
 
 #include "titan/distributed/mpi/mpi_check.h"
@@ -29,6 +30,11 @@ class MpiOperation final : public PendingOperation {
  public:
   explicit MpiOperation(std::vector<Tensor> buffers) : buffers_(std::move(buffers)) {}
   void add(MPI_Request request) { requests_.push_back(request); }
+  // An array a non-blocking call reads until it completes (MPI_Ialltoallv's counts).
+  const int* keep(std::vector<int> values) {
+    arrays_.push_back(std::move(values));
+    return arrays_.back().data();
+  }
   bool test() override {
     if (requests_.empty()) return true;
     int complete = 0;
@@ -39,6 +45,7 @@ class MpiOperation final : public PendingOperation {
  private:
   std::vector<MPI_Request> requests_;
   std::vector<Tensor> buffers_;
+  std::deque<std::vector<int>> arrays_;  // a deque: kept arrays never move
 };
 
 MPI_Datatype reduce_type(DType dtype) {
@@ -235,6 +242,37 @@ std::unique_ptr<PendingOperation> MpiCommunicator::start_broadcast(Tensor& data,
 
 // Pieces of one send match the receiver's pieces in order: MPI does not let messages with
 // the same source, tag and communicator overtake each other.
+std::unique_ptr<PendingOperation> MpiCommunicator::start_all_to_all(
+    const Tensor& input, const std::vector<int64_t>& send_counts, Tensor& output,
+    const std::vector<int64_t>& recv_counts) {
+  check_on_cpu(input, "all_to_all");
+  check_on_cpu(output, "all_to_all");
+  // One MPI_Ialltoallv: counts and displacements are ints, so the chunks must end below
+  // max_count_per_call_ elements (2^31: 8 GiB of f32 rows, far beyond an expert exchange).
+  TITAN_CHECK(std::max(input.numel(), output.numel()) <= max_count_per_call_)
+      << "all_to_all on " << name() << ": " << std::max(input.numel(), output.numel())
+      << " elements exceed one MPI call's " << max_count_per_call_;
+  const Tensor in = overlaps(input, output) ? flat_copy(input) : input;
+  auto operation = std::make_unique<MpiOperation>(std::vector<Tensor>{in, output});
+  const auto ints = [](const std::vector<int64_t>& counts, bool displacements) {
+    std::vector<int> out(counts.size());
+    int64_t offset = 0;
+    for (size_t r = 0; r < counts.size(); ++r) {
+      out[r] = int(displacements ? offset : counts[r]);
+      offset += counts[r];
+    }
+    return out;
+  };
+  const MPI_Datatype type = move_type(input.dtype());
+  MPI_Request request;
+  MPI_CHECK(MPI_Ialltoallv(bytes_of(in), operation->keep(ints(send_counts, false)),
+                           operation->keep(ints(send_counts, true)), type, bytes_of(output),
+                           operation->keep(ints(recv_counts, false)),
+                           operation->keep(ints(recv_counts, true)), type, comm_, &request));
+  operation->add(request);
+  return operation;
+}
+
 std::unique_ptr<PendingOperation> MpiCommunicator::start_send(const Tensor& data, int peer, int tag) {
   check_on_cpu(data, "send");
   auto operation = std::make_unique<MpiOperation>(std::vector<Tensor>{data});

@@ -46,6 +46,11 @@ class MpiCommunicator final : public Communicator {
   std::unique_ptr<PendingOperation> start_broadcast(Tensor& data, int root) override;
   std::unique_ptr<PendingOperation> start_send(const Tensor& data, int peer, int tag) override;
   std::unique_ptr<PendingOperation> start_recv(Tensor& data, int peer, int tag) override;
+  std::unique_ptr<PendingOperation> start_all_to_all(const Tensor& input,
+                                                     const std::vector<int64_t>& send_counts,
+                                                     Tensor& output,
+                                                     const std::vector<int64_t>& recv_counts)
+      override;
   std::unique_ptr<PendingOperation> start_barrier() override;
 
  private:

@@ -559,6 +559,38 @@ std::unique_ptr<PendingOperation> NcclCommunicator::start_recv(Tensor& data, int
   return finish_start(result, "ncclRecv", {data});
 }
 
+// NCCL has no all-to-all: one send and one receive per peer with a chunk, in one group.
+std::unique_ptr<PendingOperation> NcclCommunicator::start_all_to_all(
+    const Tensor& input, const std::vector<int64_t>& send_counts, Tensor& output,
+    const std::vector<int64_t>& recv_counts) {
+  begin("all_to_all");
+  check_device_tensor(input, "all_to_all", "input");
+  check_device_tensor(output, "all_to_all", "output");
+  detail::DeviceGuard guard(state_->device);
+  const int64_t element = dtype_bytes(input.dtype());
+  const char* from = static_cast<const char*>(input.raw_data());
+  char* to = static_cast<char*>(output.raw_mutable_data());
+  NCCL_CHECK(ncclGroupStart());
+  ncclResult_t result = ncclSuccess;
+  int64_t sent = 0, received = 0;
+  for (int peer = 0; peer < size() && (result == ncclSuccess || result == ncclInProgress);
+       ++peer) {
+    const int64_t out = send_counts[size_t(peer)] * element;
+    const int64_t in = recv_counts[size_t(peer)] * element;
+    if (out > 0) {
+      result = ncclSend(from + sent, size_t(out), ncclUint8, peer, state_->comm, state_->stream);
+    }
+    if (in > 0 && (result == ncclSuccess || result == ncclInProgress)) {
+      result = ncclRecv(to + received, size_t(in), ncclUint8, peer, state_->comm, state_->stream);
+    }
+    sent += out;
+    received += in;
+  }
+  const ncclResult_t ended = ncclGroupEnd();
+  if (result == ncclSuccess) result = ended;
+  return finish_start(result, "ncclSend/ncclRecv (all_to_all)", {input, output});
+}
+
 // A one-element all-reduce: complete on a rank only once every rank has started it.
 std::unique_ptr<PendingOperation> NcclCommunicator::start_barrier() {
   begin("barrier");

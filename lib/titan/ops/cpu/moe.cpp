@@ -91,7 +91,11 @@ void router_forward(const Tensor& logits, const Tensor& bias, const RouterOption
 void router_backward(const Tensor& dweights, const Tensor& scores, const Tensor& selected,
                      const RouterOptions& o, Tensor& dlogits) {
   const int64_t N = scores.size(0), E = scores.size(1), K = o.top_k;
+  check_dtype(scores, DType::F32, "router_backward", "scores");
+  check_shape(selected, {N, K}, "router_backward", "selected");
+  check_dtype(selected, DType::I32, "router_backward", "selected");
   check_shape(dweights, {N, K}, "router_backward", "dweights");
+  check_dtype(dweights, DType::F32, "router_backward", "dweights");
   check_shape(dlogits, {N, E}, "router_backward", "dlogits");
   check_dtype(dlogits, DType::F32, "router_backward", "dlogits");
   const float* dwp = dweights.data<float>();
@@ -171,6 +175,9 @@ void moe_dispatch(const Tensor& x, const Tensor& order, int64_t K, const Tensor&
 void moe_dispatch_backward(const Tensor& dxs, const Tensor& x, const Tensor& order, int64_t K,
                            const Tensor& weights, Tensor& dx, Tensor& dweights) {
   const auto [M, D] = check_rows(dxs, dx, order, K, weights, "moe_dispatch_backward");
+  check_shape(x, dx.shape(), "moe_dispatch_backward", "x");
+  check_dtype(x, DType::F32, "moe_dispatch_backward", "x");
+  if (weights.defined()) check_shape(dweights, {M}, "moe_dispatch_backward", "dweights");
   const float* gp = dxs.data<float>();
   const float* xp = x.data<float>();
   const int32_t* op = order.data<int32_t>();
@@ -217,6 +224,9 @@ void moe_combine(const Tensor& ys, const Tensor& order, int64_t K, const Tensor&
 void moe_combine_backward(const Tensor& dout, const Tensor& ys, const Tensor& order, int64_t K,
                           const Tensor& weights, Tensor& dys, Tensor& dweights) {
   const auto [M, D] = check_rows(dys, dout, order, K, weights, "moe_combine_backward");
+  check_shape(ys, dys.shape(), "moe_combine_backward", "ys");
+  check_dtype(ys, DType::F32, "moe_combine_backward", "ys");
+  if (weights.defined()) check_shape(dweights, {M}, "moe_combine_backward", "dweights");
   const float* gp = dout.data<float>();
   const float* yp = ys.data<float>();
   const int32_t* op = order.data<int32_t>();
