@@ -11,8 +11,8 @@ namespace titan::nn {
 
 int64_t MoeRecord::bytes() const {
   int64_t total = shared.bytes();
-  for (const Tensor* t : {&scores, &selected, &weights, &order, &xs, &a, &b, &g, &ys, &dys, &da,
-                          &db, &dlogits}) {
+  for (const Tensor* t : {&scores, &selected, &weights, &order, &to_local, &from_local, &xl, &a,
+                          &b, &g, &ys, &dyl, &da, &db, &dlogits}) {
     if (t->defined()) total += t->bytes();
   }
   return total;  // x is the caller's
@@ -21,6 +21,7 @@ int64_t MoeRecord::bytes() const {
 Moe::Moe(const std::string& prefix, const MoeDims& d, InitRule init, InitRule output_init,
          const Placer& placer)
     : dims_(d),
+      ep_(placer.layout().ep_group()),
       w1_(prefix + ".experts.w1", {d.experts, d.hidden_dim, d.dim}, init,
           placer(prefix + ".experts.w1")),
       w2_(prefix + ".experts.w2", {d.experts, d.dim, d.hidden_dim}, output_init,
@@ -28,8 +29,11 @@ Moe::Moe(const std::string& prefix, const MoeDims& d, InitRule init, InitRule ou
       w3_(prefix + ".experts.w3", {d.experts, d.hidden_dim, d.dim}, output_init,
           placer(prefix + ".experts.w3")),
       gate_(prefix + ".router.gate", d.dim, d.experts, output_init, placer) {
-  TITAN_CHECK(placer.tp_group().size() == 1 && placer.layout().ep.size == 1)
-      << prefix << ": the mixture of experts runs on one tensor- and expert-parallel rank";
+  TITAN_CHECK(placer.tp_group().size() == 1)
+      << prefix << ": the mixture of experts runs on one tensor-parallel rank";
+  TITAN_CHECK(ep_.size() == placer.layout().ep.size && d.experts % ep_.size() == 0)
+      << prefix << ": " << d.experts << " experts over " << placer.layout().ep.size
+      << " expert-parallel ranks (an exchange of " << ep_.size() << ")";
   if (d.shared_experts > 0) {
     shared_.emplace(prefix + ".shared_experts", d.dim, d.hidden_dim * d.shared_experts, init,
                     output_init, placer);
@@ -67,18 +71,22 @@ void Moe::forward(const Tensor& x, Tensor& y, MoeRecord& r, bool count_load) con
       load[e] += float(r.offsets[size_t(e) + 1] - r.offsets[size_t(e)]);
     }
   }
-  // The routed experts on the sorted picks.
+  // The routed experts on the sorted picks (on the ranks that hold them).
   const Tensor pick_weights = r.weights.reshape({M});
-  r.xs = Tensor::empty({M, D}, act, dev);
-  ops::moe_dispatch(x, r.order, K, dims_.score_before_experts ? pick_weights : Tensor(), r.xs);
-  r.a = Tensor::empty({M, F}, act, dev);
-  r.b = Tensor::empty({M, F}, act, dev);
-  ops::grouped_linear_forward(r.xs, w1_.value(), r.offsets, r.a);
-  ops::grouped_linear_forward(r.xs, w3_.value(), r.offsets, r.b);
-  r.g = Tensor::empty({M, F}, act, dev);
+  Tensor xs = Tensor::empty({M, D}, act, dev);
+  ops::moe_dispatch(x, r.order, K, dims_.score_before_experts ? pick_weights : Tensor(), xs);
+  plan_exchange(r);
+  r.xl = to_local_experts(xs, r);
+  const int64_t R = r.xl.size(0);
+  r.a = Tensor::empty({R, F}, act, dev);
+  r.b = Tensor::empty({R, F}, act, dev);
+  ops::grouped_linear_forward(r.xl, w1_.value(), r.local_offsets, r.a);
+  ops::grouped_linear_forward(r.xl, w3_.value(), r.local_offsets, r.b);
+  r.g = Tensor::empty({R, F}, act, dev);
   ops::swiglu_forward(r.a, r.b, r.g);
-  r.ys = Tensor::empty({M, D}, act, dev);
-  ops::grouped_linear_forward(r.g, w2_.value(), r.offsets, r.ys);
+  Tensor yl = Tensor::empty({R, D}, act, dev);
+  ops::grouped_linear_forward(r.g, w2_.value(), r.local_offsets, yl);
+  r.ys = from_local_experts(yl, r);
   // The shared experts, then each token's picks added in.
   if (shared_) {
     shared_->forward(x, y, r.shared);
@@ -95,17 +103,22 @@ void Moe::backward_input(const Tensor& dy, MoeRecord& r, Tensor& dx,
   const DType act = dy.dtype();
   const Tensor pick_weights = r.weights.reshape({M});
   Tensor dweights = Tensor::empty({M}, DType::F32, dev);
-  r.dys = Tensor::empty(r.ys.shape(), act, dev);
+  Tensor dys = Tensor::empty(r.ys.shape(), act, dev);
   ops::moe_combine_backward(dy, r.ys, r.order, K,
-                            dims_.score_before_experts ? Tensor() : pick_weights, r.dys, dweights);
+                            dims_.score_before_experts ? Tensor() : pick_weights, dys, dweights);
+  r.dyl = to_local_experts(dys, r);
   Tensor dg = Tensor::empty(r.g.shape(), act, dev);
-  ops::grouped_linear_backward_input(r.dys, w2_.value(), r.offsets, dg, ops::Accumulate::No);
+  ops::grouped_linear_backward_input(r.dyl, w2_.value(), r.local_offsets, dg,
+                                     ops::Accumulate::No);
   r.da = Tensor::empty(r.a.shape(), act, dev);
   r.db = Tensor::empty(r.b.shape(), act, dev);
   ops::swiglu_backward(dg, r.a, r.b, r.da, r.db);
-  Tensor dxs = Tensor::empty(r.xs.shape(), act, dev);
-  ops::grouped_linear_backward_input(r.da, w1_.value(), r.offsets, dxs, ops::Accumulate::No);
-  ops::grouped_linear_backward_input(r.db, w3_.value(), r.offsets, dxs, ops::Accumulate::Yes);
+  Tensor dxl = Tensor::empty(r.xl.shape(), act, dev);
+  ops::grouped_linear_backward_input(r.da, w1_.value(), r.local_offsets, dxl,
+                                     ops::Accumulate::No);
+  ops::grouped_linear_backward_input(r.db, w3_.value(), r.local_offsets, dxl,
+                                     ops::Accumulate::Yes);
+  const Tensor dxs = from_local_experts(dxl, r);
   Tensor dx_routed = Tensor::empty(r.x.shape(), act, dev);
   ops::moe_dispatch_backward(dxs, r.x, r.order, K,
                              dims_.score_before_experts ? pick_weights : Tensor(), dx_routed,
@@ -124,12 +137,78 @@ void Moe::backward_input(const Tensor& dy, MoeRecord& r, Tensor& dx,
 }
 
 void Moe::backward_weight(MoeRecord& r) {
-  ops::grouped_linear_backward_weight(r.dys, r.g, r.offsets, w2_.grad());
-  ops::grouped_linear_backward_weight(r.da, r.xs, r.offsets, w1_.grad());
-  ops::grouped_linear_backward_weight(r.db, r.xs, r.offsets, w3_.grad());
+  ops::grouped_linear_backward_weight(r.dyl, r.g, r.local_offsets, w2_.grad());
+  ops::grouped_linear_backward_weight(r.da, r.xl, r.local_offsets, w1_.grad());
+  ops::grouped_linear_backward_weight(r.db, r.xl, r.local_offsets, w3_.grad());
   gate_.backward_weight(r.dlogits, r.x);
   if (shared_) shared_->backward_weight(r.shared);
   r = MoeRecord{};
+}
+
+void Moe::plan_exchange(MoeRecord& r) const {
+  const int64_t P = ep_.size(), E = dims_.experts, local = E / P;
+  if (P == 1) {
+    r.local_offsets = r.offsets;
+    return;
+  }
+  // Every rank tells each other how many rows it sends each of its experts.
+  Tensor counts = Tensor::empty({E, 1}, DType::I64);
+  for (int64_t e = 0; e < E; ++e) {
+    counts.mutable_data<int64_t>()[e] = r.offsets[size_t(e) + 1] - r.offsets[size_t(e)];
+  }
+  Tensor got = Tensor::empty({P * local, 1}, DType::I64);
+  const std::vector<int64_t> per_rank(size_t(P), local);
+  ep_.exchange(counts, per_rank, got, per_rank);
+  const int64_t* n = got.data<int64_t>();  // n[p * local + j]: rows from rank p for expert j
+  r.send_rows.assign(size_t(P), 0);
+  r.recv_rows.assign(size_t(P), 0);
+  std::vector<int64_t> start(size_t(P * local));  // of block (p, j) in the received order
+  int64_t received = 0;
+  for (int64_t p = 0; p < P; ++p) {
+    r.send_rows[size_t(p)] = r.offsets[size_t((p + 1) * local)] - r.offsets[size_t(p * local)];
+    for (int64_t j = 0; j < local; ++j) {
+      start[size_t(p * local + j)] = received;
+      received += n[p * local + j];
+      r.recv_rows[size_t(p)] += n[p * local + j];
+    }
+  }
+  // The local order: by expert, then by source rank (the rows of one source in its order).
+  r.to_local = Tensor::empty({received}, DType::I32);
+  r.from_local = Tensor::empty({received}, DType::I32);
+  int32_t* to = r.to_local.mutable_data<int32_t>();
+  int32_t* from = r.from_local.mutable_data<int32_t>();
+  r.local_offsets.assign(size_t(local) + 1, 0);
+  int64_t m = 0;
+  for (int64_t j = 0; j < local; ++j) {
+    for (int64_t p = 0; p < P; ++p) {
+      for (int64_t i = 0; i < n[p * local + j]; ++i, ++m) {
+        to[m] = int32_t(start[size_t(p * local + j)] + i);
+        from[to[m]] = int32_t(m);
+      }
+    }
+    r.local_offsets[size_t(j) + 1] = m;
+  }
+}
+
+Tensor Moe::to_local_experts(const Tensor& picked, const MoeRecord& r) const {
+  if (ep_.size() == 1) return picked;
+  const int64_t width = picked.size(1), R = r.to_local.numel();
+  Tensor received = Tensor::empty({R, width}, picked.dtype(), picked.device());
+  ep_.exchange(picked, r.send_rows, received, r.recv_rows);
+  Tensor local = Tensor::empty({R, width}, picked.dtype(), picked.device());
+  ops::moe_dispatch(received, r.to_local, 1, Tensor(), local);
+  return local;
+}
+
+Tensor Moe::from_local_experts(const Tensor& local, const MoeRecord& r) const {
+  if (ep_.size() == 1) return local;
+  const int64_t width = local.size(1), R = r.from_local.numel();
+  Tensor received = Tensor::empty({R, width}, local.dtype(), local.device());
+  ops::moe_dispatch(local, r.from_local, 1, Tensor(), received);
+  const int64_t M = r.order.numel();
+  Tensor picked = Tensor::empty({M, width}, local.dtype(), local.device());
+  ep_.exchange(received, r.recv_rows, picked, r.send_rows);
+  return picked;
 }
 
 void Moe::update_bias(const float* load) {

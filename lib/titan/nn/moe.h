@@ -19,12 +19,22 @@
 // torchtitan's order. Init: experts.w1 and shared_experts.w1 `init`, everything else
 // `output_init` (torchtitan's depth-scaled std). The bias [E] is a buffer, zero at start.
 //
-// One tensor-parallel rank and no expert parallelism yet (checked).
+// Expert parallelism (nn/expert_parallel.h): with an ep group of P ranks this rank holds
+// experts [r E / P, (r + 1) E / P) (the experts' weights are placed so, their value() the
+// local [E / P, ...] piece). After the router, the picks' rows sorted by expert go to the
+// ranks of their experts (one exchange of the per-expert counts, one of the rows), are
+// regrouped by local expert, pass the local experts' GEMMs and come back the same way; the
+// backward moves the gradients along the same paths. Each expert's weight gradient sums the
+// rows every rank of the group sent it. The router, the shared experts and the combine stay
+// on the token's rank.
+//
+// One tensor-parallel rank (checked).
 #pragma once
 
 #include <string>
 #include <vector>
 
+#include "titan/nn/expert_parallel.h"
 #include "titan/nn/feed_forward.h"
 #include "titan/ops/moe.h"
 
@@ -43,10 +53,18 @@ struct MoeRecord {
   Tensor scores, selected, weights;  // the router's [N, E], [N, K] i32, [N, K]
   Tensor order;                      // picks sorted by expert [N K] i32 (host)
   std::vector<int64_t> offsets;      // each expert's rows of the sorted picks
-  Tensor xs, a, b, g, ys;            // the routed rows [M, D], [M, F] x 3, [M, D]
+  // Expert parallelism: rows sent to and received from each rank, and the permutations
+  // between the received order (by source, then local expert) and the local experts' order
+  // (by local expert, then source), as row indices [R] i32.
+  std::vector<int64_t> send_rows, recv_rows;
+  Tensor to_local, from_local;
+  std::vector<int64_t> local_offsets;  // each local expert's rows (= offsets on one rank)
+  // The local experts' rows [R, D] (the sorted picks on one rank), their a, b, g [R, F], and
+  // the experts' outputs back at the sorted picks [M, D].
+  Tensor xl, a, b, g, ys;
   FeedForwardRecord shared;
   // Set by backward_input for backward_weight:
-  Tensor dys, da, db, dlogits;
+  Tensor dyl, da, db, dlogits;  // dyl: the gradient at the local experts' outputs
   int64_t bytes() const;
 };
 
@@ -72,7 +90,13 @@ class Moe {
   void update_bias(const float* load);
 
  private:
+  // Expert parallelism's moves (above): the exchange plan from the sorted picks; rows
+  // [M, w] of the sorted picks to the local experts' rows [R, w], and back.
+  void plan_exchange(MoeRecord& record) const;
+  Tensor to_local_experts(const Tensor& picked, const MoeRecord& record) const;
+  Tensor from_local_experts(const Tensor& local, const MoeRecord& record) const;
   MoeDims dims_;
+  const ExpertParallel& ep_;
   Parameter w1_, w2_, w3_;
   Linear gate_;
   std::optional<FeedForward> shared_;

@@ -46,6 +46,7 @@
 
 #include "titan/core/tensor.h"
 #include "titan/nn/context_parallel.h"
+#include "titan/nn/expert_parallel.h"
 #include "titan/nn/float8.h"
 #include "titan/nn/tensor_parallel.h"
 
@@ -136,6 +137,9 @@ struct ParameterLayout {
   // How attention reaches the other ranks' keys over cp (the trainer's, which outlives the
   // model); null: one rank. No parameter is placed over cp beyond FSDP's dp_shard x cp.
   const ContextParallel* context_parallel = nullptr;
+  // How the mixture-of-experts layers move tokens to the ranks of ep (the mesh's); null: one
+  // rank. Its size is ep.size.
+  const ExpertParallel* expert_parallel = nullptr;
   // quantize.linear.float8 (the model's, which outlives its modules): the linears it converts
   // cast their GEMMs to float8, as torchtitan converts them before it parallelizes. Null: off.
   const Float8Training* float8 = nullptr;
@@ -145,6 +149,9 @@ struct ParameterLayout {
   }
   const ContextParallel& cp_group() const {
     return context_parallel ? *context_parallel : no_context_parallel();
+  }
+  const ExpertParallel& ep_group() const {
+    return expert_parallel ? *expert_parallel : no_expert_parallel();
   }
 
   // FSDP alone: shard `index` of `count`.
