@@ -1,12 +1,14 @@
 // DeepSeek V3 (latent attention, a mixture of experts with load balancing) on a mesh against
-// one rank: FSDP 2 (the experts' weights sharded by expert), DDP 2, context parallel 2 and
-// pipeline parallel 2 train the tiny flavor as one rank does, every step's loss and grad
-// norm and every parameter within 1e-5 (expect_same_run), and route the same: each step's
-// expert load imbalance and worst layer equal one rank's, which needs the experts' counts
-// summed over the data-parallel and context-parallel ranks before the biases move (without
-// it each rank's biases follow its own tokens and the runs part from step 2). Every layout
-// sees the same 4 sequences a step. At 4 ranks: PP 2 x FSDP 2. Tensor parallelism is not
-// built for this model: exit 2 naming the key.
+// one rank: FSDP 2 (the experts' weights sharded by expert), DDP 2, context parallel 2,
+// pipeline parallel 2 and expert parallel 2 train the tiny flavor as one rank does, every
+// step's loss and grad norm and every parameter within 1e-5 (expect_same_run), and route
+// the same: each step's expert load imbalance and worst layer equal one rank's, which needs
+// the experts' counts summed over the data-parallel and context-parallel ranks before the
+// biases move (without it each rank's biases follow its own tokens and the runs part from
+// step 2). Every layout sees the same 4 sequences a step. At 4 ranks: PP 2 x FSDP 2, EP 2 on
+// dp_shard 4 (the experts' FSDP over 2), EP 4 over dp_shard 2 x CP 2, PP 2 x EP 2. Tensor
+// parallelism is not built for this model, and experts that do not split over EP: exit 2
+// naming the key.
 #include <gtest/gtest.h>
 
 #include "distributed_test_main.h"
@@ -22,7 +24,7 @@ constexpr int64_t kGlobalBatch = 4;
 
 struct Layout {
   std::string name;
-  int64_t dp_shard = 1, dp_replicate = 1, cp = 1, pp = 1;
+  int64_t dp_shard = 1, dp_replicate = 1, cp = 1, pp = 1, ep = 1;
   int64_t world() const { return dp_shard * dp_replicate * cp * pp; }
 };
 
@@ -35,6 +37,7 @@ config::JobConfig deepseek_job(const Layout& layout) {
   c.parallelism.data_parallel_replicate_degree = layout.dp_replicate;
   c.parallelism.context_parallel_degree = layout.cp;
   c.parallelism.pipeline_parallel_degree = layout.pp;
+  c.parallelism.expert_parallel_degree = layout.ep;
   c.parallelism.pipeline_parallel_microbatch_size = 1;
   c.parallelism.pipeline_parallel_schedule = config::PipelineSchedule::OneForwardOneBackward;
   return c;
@@ -52,6 +55,11 @@ void check_layout(const Layout& layout) {
   const TrainingRun run = train_run(config, &mesh);
   const TrainingRun& reference = alone();
   expect_same_run(run, reference);
+  if (layout.ep > 1) {  // the tokens did travel: 5 exchanges per MoE layer and microbatch
+    EXPECT_EQ(mesh.ep().size(), layout.ep);
+    EXPECT_EQ(mesh.efsdp().size(), layout.dp_shard * layout.cp / layout.ep);
+    EXPECT_GT(mesh.ep().stats()[Collective::AllToAll].calls, 0);
+  }
   ASSERT_EQ(run.steps.size(), reference.steps.size());
   for (size_t s = 0; s < run.steps.size(); ++s) {
     ASSERT_TRUE(run.steps[s].moe_load_imbalance.has_value()) << "step " << s + 1;
@@ -80,6 +88,32 @@ TEST(DeepSeekV3, ContextAndPipelineParallelTrainAsOneRank) {
 TEST(DeepSeekV3, PipelineTimesFsdpTrainsAsOneRank) {
   NEEDS_RANKS(4);
   check_layout({"pp2_fsdp2", 2, 1, 1, 2});
+}
+
+TEST(DeepSeekV3, ExpertParallelTrainsAsOneRank) {
+  NEEDS_RANKS(2);
+  check_layout({"ep2", 2, 1, 1, 1, 2});
+}
+
+TEST(DeepSeekV3, ExpertParallelWithTheExpertsFsdpContextAndPipeline) {
+  NEEDS_RANKS(4);
+  check_layout({"ep2_efsdp2", 4, 1, 1, 1, 2});
+  check_layout({"ep4_cp2", 2, 1, 2, 1, 4});
+  check_layout({"pp2_ep2", 2, 1, 1, 2, 2});
+}
+
+TEST(DeepSeekV3, ExpertsThatDoNotSplitOverExpertParallelismAreRefused) {
+  NEEDS_RANKS(2);
+  config::JobConfig config = deepseek_job({"ep3", 2});
+  config.parallelism.expert_parallel_degree = 3;
+  Mesh mesh(mesh_shape_from_config(config.parallelism, 2), test_world());
+  try {
+    train::Trainer trainer(config, &mesh);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("parallelism.expert_parallel_degree 3"),
+              std::string::npos) << e.what();
+  }
 }
 
 TEST(DeepSeekV3, TensorParallelIsRefusedNamingTheKey) {

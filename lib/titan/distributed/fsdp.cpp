@@ -112,7 +112,8 @@ FullyShardedDataParallel::FullyShardedDataParallel(std::vector<nn::ParameterUnit
 FullyShardedDataParallel::~FullyShardedDataParallel() = default;
 
 int64_t FullyShardedDataParallel::shard_buffer_bytes(int unit) const {
-  return units_.at(size_t(unit)).segment_numel * int64_t(sizeof(float));
+  return units_.at(size_t(unit)).segment_numel * int64_t(sizeof(float)) +
+         (experts_ ? experts_->shard_buffer_bytes(unit) : 0);
 }
 
 void FullyShardedDataParallel::record(std::vector<int>& order, int unit) {
@@ -292,6 +293,41 @@ void FullyShardedDataParallel::prefetch_after(const std::vector<int>& order, int
 }
 
 void FullyShardedDataParallel::before_forward(int u) {
+  if (!units_.at(size_t(u)).spec.parameters.empty()) own_before_forward(u);
+  if (experts_) experts_->before_forward(u);
+}
+
+void FullyShardedDataParallel::after_forward(int u) {
+  if (!units_.at(size_t(u)).spec.parameters.empty()) own_after_forward(u);
+  if (experts_) experts_->after_forward(u);
+}
+
+void FullyShardedDataParallel::before_backward(int u) {
+  if (!units_.at(size_t(u)).spec.parameters.empty()) own_before_backward(u);
+  if (experts_) experts_->before_backward(u);
+}
+
+void FullyShardedDataParallel::after_backward(int u) {
+  if (!units_.at(size_t(u)).spec.parameters.empty()) own_after_backward(u);
+  if (experts_) experts_->after_backward(u);
+}
+
+void FullyShardedDataParallel::unshard(int u) {
+  if (!units_.at(size_t(u)).spec.parameters.empty()) own_unshard(u);
+  if (experts_) experts_->unshard(u);
+}
+
+void FullyShardedDataParallel::reduce_and_reshard(int u) {
+  if (!units_.at(size_t(u)).spec.parameters.empty()) own_reduce_and_reshard(u);
+  if (experts_) experts_->reduce_and_reshard(u);
+}
+
+void FullyShardedDataParallel::reshard(int u) {
+  if (!units_.at(size_t(u)).spec.parameters.empty()) own_reshard(u);
+  if (experts_) experts_->reshard(u);
+}
+
+void FullyShardedDataParallel::own_before_forward(int u) {
   if (!sharded()) return;
   Unit& unit = units_.at(size_t(u));
   record(forward_order_, u);
@@ -300,7 +336,7 @@ void FullyShardedDataParallel::before_forward(int u) {
   if (!schedule_driven_) prefetch_after(forward_order_, u, false);
 }
 
-void FullyShardedDataParallel::after_forward(int u) {
+void FullyShardedDataParallel::own_after_forward(int u) {
   if (!sharded()) return;
   Unit& unit = units_.at(size_t(u));
   if (schedule_driven_) {
@@ -310,7 +346,7 @@ void FullyShardedDataParallel::after_forward(int u) {
   }
 }
 
-void FullyShardedDataParallel::before_backward(int u) {
+void FullyShardedDataParallel::own_before_backward(int u) {
   if (!sharded()) return;
   Unit& unit = units_.at(size_t(u));
   record(backward_order_, u);
@@ -324,19 +360,19 @@ void FullyShardedDataParallel::before_backward(int u) {
   if (!schedule_driven_) prefetch_after(backward_order_, u, true);
 }
 
-void FullyShardedDataParallel::after_backward(int u) {
+void FullyShardedDataParallel::own_after_backward(int u) {
   if (!sharded()) return;
   --units_.at(size_t(u)).backwards_open;
   if (!schedule_driven_) reduce_scatter_and_release(u);
 }
 
-void FullyShardedDataParallel::unshard(int u) {
+void FullyShardedDataParallel::own_unshard(int u) {
   if (!sharded()) return;
   Unit& unit = units_.at(size_t(u));
   if (unit.status == Status::Sharded) start_gather(unit);
 }
 
-void FullyShardedDataParallel::reduce_and_reshard(int u) {
+void FullyShardedDataParallel::own_reduce_and_reshard(int u) {
   if (!sharded()) return;
   if (units_.at(size_t(u)).full_grad.defined()) {
     reduce_scatter_and_release(u);
@@ -345,7 +381,7 @@ void FullyShardedDataParallel::reduce_and_reshard(int u) {
   }
 }
 
-void FullyShardedDataParallel::reshard(int u) {
+void FullyShardedDataParallel::own_reshard(int u) {
   if (sharded()) release_values(units_.at(size_t(u)));
 }
 
@@ -395,6 +431,7 @@ void FullyShardedDataParallel::complete_reduction(Reduction& reduction) {
 }
 
 void FullyShardedDataParallel::reduce_gradients() {
+  if (experts_) experts_->reduce_gradients();
   while (!reductions_.empty()) {
     complete_reduction(reductions_.front());
     reductions_.pop_front();
@@ -405,6 +442,7 @@ void FullyShardedDataParallel::reduce_gradients() {
   std::vector<Tensor> packed(units_.size());
   std::vector<Work> works(units_.size());
   for (size_t u = 0; u < units_.size(); ++u) {
+    if (units_[u].spec.parameters.empty()) continue;
     int64_t numel = 0;
     for (const nn::Parameter* p : units_[u].spec.parameters) numel += p->shard_grad().numel();
     packed[u] = Tensor::empty({numel}, DType::F32, device_);

@@ -40,6 +40,7 @@
 #pragma once
 
 #include <deque>
+#include <memory>
 #include <vector>
 
 #include "titan/config/job_config.h"
@@ -69,7 +70,10 @@ class FullyShardedDataParallel final : public nn::UnitHooks {
   // PP), unless the policy is `always`: then after_forward frees them as reshard does. No
   // prefetching by the hooks (a unit gathered ahead could outlive the optimizer step): the
   // schedule's unshard starts a stage's gathers early instead.
-  void set_schedule_driven() { schedule_driven_ = true; }
+  void set_schedule_driven() {
+    schedule_driven_ = true;
+    if (experts_) experts_->set_schedule_driven();
+  }
   void unshard(int unit);             // starts the unit's gather; its first use waits for it
   void reduce_and_reshard(int unit);  // reduce-scatters the whole gradient, frees both
   void reshard(int unit);             // frees the values, keeps the whole gradient
@@ -89,6 +93,14 @@ class FullyShardedDataParallel final : public nn::UnitHooks {
   void use_float8_all_gather(bool precompute_scales, Communicator* tp_group = nullptr);
   void precompute_float8_scales();
   int64_t float8_weight_count() const;
+
+  // Expert parallelism: the experts' weights are sharded over a group of their own (efsdp),
+  // so they are a second FSDP over the same unit indices, each of its units holding the
+  // unit's expert weights only (none for most). Every hook, schedule action and step call
+  // here passes on to it after this one's; a unit without parameters does nothing.
+  void set_experts(std::unique_ptr<FullyShardedDataParallel> experts) {
+    experts_ = std::move(experts);
+  }
 
   bool sharded() const { return shard_group_.size() > 1; }
   Device device() const { return device_; }
@@ -132,6 +144,14 @@ class FullyShardedDataParallel final : public nn::UnitHooks {
     Work work;
   };
 
+  // The hooks and actions above for this FSDP's own parameters.
+  void own_before_forward(int unit);
+  void own_after_forward(int unit);
+  void own_before_backward(int unit);
+  void own_after_backward(int unit);
+  void own_unshard(int unit);
+  void own_reduce_and_reshard(int unit);
+  void own_reshard(int unit);
   void start_gather(Unit& unit);
   void finish_gather(Unit& unit);
   void ensure_gathered(Unit& unit);
@@ -157,6 +177,7 @@ class FullyShardedDataParallel final : public nn::UnitHooks {
   bool precompute_float8_scales_ = false;
   Communicator* float8_tp_group_ = nullptr;
   config::ReshardAfterForward policy_;
+  std::unique_ptr<FullyShardedDataParallel> experts_;
 };
 
 // The whole value of a parameter sharded over `shard_group` (collective over the group), on

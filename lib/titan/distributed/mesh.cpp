@@ -269,6 +269,17 @@ void Mesh::make_tensor_groups(bool nccl_for_one_rank_groups) {
 
 Mesh::~Mesh() = default;
 
+void Mesh::make_expert_groups(int64_t ep) {
+  Communicator& group = *dp_shard_cp_;
+  TITAN_CHECK(ep >= 1 && group.size() % ep == 0)
+      << "expert parallelism of " << ep << " over " << group.size() << " dp_shard x cp ranks";
+  if (ep == 1) return;
+  const int index = group.rank();
+  ep_ = group.split_known(int(index / ep), index, int(ep), int(index % ep), "ep");
+  efsdp_ = group.split_known(int(index % ep), index, int(group.size() / ep), int(index / ep),
+                             "efsdp");
+}
+
 nn::ParameterLayout Mesh::parameter_layout(Device device, DType compute_dtype) const {
   nn::ParameterLayout layout;
   const auto place = [](const Communicator& group) {
@@ -277,6 +288,10 @@ nn::ParameterLayout Mesh::parameter_layout(Device device, DType compute_dtype) c
   layout.tp = place(*groups_[size_t(MeshDim::tp)]);
   layout.fsdp = place(*dp_shard_cp_);
   layout.dp_replicate = place(*groups_[size_t(MeshDim::dp_replicate)]);
+  if (ep_) {
+    layout.ep = place(*ep_);
+    layout.efsdp = place(*efsdp_);
+  }
   layout.device = device;
   layout.compute_dtype = compute_dtype;
   return layout;
@@ -292,6 +307,10 @@ CommStats Mesh::total_stats() const {
   for (const auto& group : groups_) add_stats(total, group->stats());
   add_stats(total, dp_->stats());
   add_stats(total, dp_shard_cp_->stats());
+  if (ep_) {
+    add_stats(total, ep_->stats());
+    add_stats(total, efsdp_->stats());
+  }
   for (const auto& group : own_tensor_groups_) add_stats(total, group->stats());
   return total;
 }
@@ -301,6 +320,10 @@ void Mesh::reset_stats() {
   for (auto& group : groups_) group->reset_stats();
   dp_->reset_stats();
   dp_shard_cp_->reset_stats();
+  if (ep_) {
+    ep_->reset_stats();
+    efsdp_->reset_stats();
+  }
   for (auto& group : own_tensor_groups_) group->reset_stats();
 }
 

@@ -113,8 +113,17 @@ class Mesh {
   Communicator& tensor_dp() { return *tensor_dp_; }
   Communicator& tensor_dp_shard_cp() { return *tensor_dp_shard_cp_; }
 
+  // Expert parallelism (parallelism.expert_parallel_degree, which does not multiply into
+  // the world size): the dp_shard x cp ranks in blocks of `ep` consecutive ones are the ep
+  // groups; the ranks at the same place of each block, dp_shard x cp / ep of them, are the
+  // experts' FSDP group (efsdp). Collective over dp_shard_cp; ep must divide its size (the
+  // config's check). Without it both are this rank alone. Host communicators only so far.
+  void make_expert_groups(int64_t ep);
+  Communicator& ep() { return ep_ ? *ep_ : *self_ep_; }
+  Communicator& efsdp() { return efsdp_ ? *efsdp_ : *self_efsdp_; }
+
   // This rank's place in each group that places parameters (nn/placement.h): tp, FSDP's
-  // dp_shard x cp, dp_replicate; the expert groups are one rank until expert parallelism.
+  // dp_shard x cp, dp_replicate, and the expert groups above.
   nn::ParameterLayout parameter_layout(Device device, DType compute_dtype) const;
 
   // This rank's place among the data-parallel ranks (which slice of each global batch).
@@ -133,6 +142,9 @@ class Mesh {
   Communicator& world_;
   std::array<std::unique_ptr<Communicator>, kMeshDims> groups_;
   std::unique_ptr<Communicator> dp_, dp_shard_cp_;
+  std::unique_ptr<Communicator> ep_, efsdp_;  // make_expert_groups's
+  std::unique_ptr<Communicator> self_ep_ = std::make_unique<SelfCommunicator>("ep");
+  std::unique_ptr<Communicator> self_efsdp_ = std::make_unique<SelfCommunicator>("efsdp");
   Device device_;
   // The tensor groups made for this mesh (NCCL, or SelfCommunicator for a one-rank group
   // on a CUDA device), each once; destroyed before the host groups.

@@ -132,7 +132,21 @@ Trainer::Trainer(const config::JobConfig& config, distributed::Mesh* mesh,
         << ") has none; train on a tokenized dataset (training.dataset_path) or set "
         << "model.attn_mask_type causal";
   }
+  // Expert parallelism borrows the dp_shard x cp ranks (it does not multiply into the world).
+  if (const int64_t ep = config.parallelism.expert_parallel_degree; ep > 1) {
+    const int64_t ranks = mesh_->dp_shard_cp().size();
+    TITAN_CHECK_INPUT(ranks % ep == 0)
+        << "parallelism.expert_parallel_degree " << ep << ": the expert-parallel groups are "
+        << "formed from the " << ranks << " dp_shard x context_parallel ranks, which " << ep
+        << " does not divide; use a divisor of " << ranks;
+    TITAN_CHECK_INPUT(device_.is_cpu())
+        << "parallelism.expert_parallel_degree " << ep << ": expert parallelism runs on CPU "
+        << "ranks so far (its token exchange has no NCCL group yet); set it to 1";
+    mesh_->make_expert_groups(ep);
+    expert_parallel_ = std::make_unique<distributed::ExpertParallelGroup>(mesh_->ep());
+  }
   nn::ParameterLayout layout = mesh_->parameter_layout(device_, compute_dtype_for(config, device_));
+  if (expert_parallel_) layout.expert_parallel = expert_parallel_.get();
   if (const int64_t cp = mesh_->shape()[distributed::MeshDim::cp]; cp > 1) {
     TITAN_CHECK_INPUT(device_.is_cpu())
         << "parallelism.context_parallel_degree " << cp << ": context parallelism runs on CPU "
@@ -190,9 +204,30 @@ Trainer::Trainer(const config::JobConfig& config, distributed::Mesh* mesh,
   model_ = family_.build(config, layout, stages);
   if (document_end) model_->set_document_end(*document_end);
   model_->initialize(config.debug.effective_seed());
+  // Under expert parallelism the experts' weights are sharded over efsdp: a second FSDP
+  // over the same units, holding those weights (placed over "ep") only.
+  std::vector<nn::ParameterUnit> units = model_->units(), expert_units = units;
+  for (size_t u = 0; u < units.size(); ++u) {
+    auto is_expert = [](const nn::Parameter* p) {
+      const std::vector<nn::MeshDimPlacement>& dims = p->placement().dims;
+      return std::any_of(dims.begin(), dims.end(),
+                         [](const nn::MeshDimPlacement& d) { return d.mesh_dim == "ep"; });
+    };
+    std::vector<nn::Parameter*>& dense = units[u].parameters;
+    std::vector<nn::Parameter*>& experts = expert_units[u].parameters;
+    dense.erase(std::remove_if(dense.begin(), dense.end(), is_expert), dense.end());
+    experts.erase(std::remove_if(experts.begin(), experts.end(),
+                                 [&](const nn::Parameter* p) { return !is_expert(p); }),
+                  experts.end());
+  }
   fsdp_ = std::make_unique<distributed::FullyShardedDataParallel>(
-      model_->units(), mesh_->tensor_dp_shard_cp(), mesh_->tensor_dp_replicate(),
+      units, mesh_->tensor_dp_shard_cp(), mesh_->tensor_dp_replicate(),
       config.parallelism.fsdp_reshard_after_forward);
+  if (expert_parallel_) {
+    fsdp_->set_experts(std::make_unique<distributed::FullyShardedDataParallel>(
+        expert_units, mesh_->efsdp(), mesh_->tensor_dp_replicate(),
+        config.parallelism.fsdp_reshard_after_forward));
+  }
   if (const config::LinearFloat8Section& f = config.quantize.linear.float8;
       float8_ && f.enable_fsdp_float8_all_gather) {
     fsdp_->use_float8_all_gather(f.precompute_float8_dynamic_scale_for_fsdp,

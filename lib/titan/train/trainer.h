@@ -45,6 +45,7 @@
 #include "titan/config/job_config.h"
 #include "titan/data/batch_source.h"
 #include "titan/distributed/context_parallel.h"
+#include "titan/distributed/expert_parallel.h"
 #include "titan/distributed/fsdp.h"
 #include "titan/distributed/mesh.h"
 #include "titan/distributed/tensor_parallel.h"
@@ -174,6 +175,7 @@ class Trainer {
   std::unique_ptr<distributed::TensorParallelGroup> tensor_parallel_;
   // Context parallelism's attention (cp > 1), which the model's attention modules use.
   std::unique_ptr<distributed::ContextParallelGroup> context_parallel_;
+  std::unique_ptr<distributed::ExpertParallelGroup> expert_parallel_;
   // quantize.linear.float8 when model.converters names it, which the model's linears read.
   std::optional<nn::Float8Training> float8_;
   std::unique_ptr<models::Model> model_;

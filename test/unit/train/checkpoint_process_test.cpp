@@ -83,16 +83,18 @@ TEST(CheckpointProcess, ResumeOnTheSameMeshIsBitwiseIdentical) {
   }
 }
 
-// DeepSeek V3: the routing biases are model state (model/layers.<i>.moe.expert_bias), so a
-// run resumed from a checkpoint routes as the uninterrupted one: on the same mesh bitwise
-// (losses and each step's expert load imbalance, which the biases decide), and on one rank
-// from the 2-rank FSDP checkpoint within the one-rank tolerance. A resume that lost the
-// biases routes from zero biases and its imbalances part at once.
+// DeepSeek V3 with expert parallelism 2 (each rank saves its experts' box): the routing
+// biases are model state (model/layers.<i>.moe.expert_bias), so a run resumed from a
+// checkpoint routes as the uninterrupted one: on the same mesh bitwise (losses and each
+// step's expert load imbalance, which the biases decide), and on one rank without expert
+// parallelism within the one-rank tolerance. A resume that lost the biases routes from zero
+// biases and its imbalances part at once.
 TEST(CheckpointProcess, ADeepSeekV3RunResumesWithItsRoutingBiases) {
-  const std::vector<std::string> deepseek = {"--model.name", "deepseek_v3",
-                                             "--checkpoint.interval", "4"};
   auto run = [&](const fs::path& dump, int ranks, int steps, std::vector<std::string> extra) {
-    std::vector<std::string> args = job(dump, ranks, steps, deepseek);
+    std::vector<std::string> args =
+        job(dump, ranks, steps,
+            {"--model.name", "deepseek_v3", "--checkpoint.interval", "4",
+             "--parallelism.expert_parallel_degree", std::to_string(ranks)});
     args.insert(args.end(), extra.begin(), extra.end());
     const ProcessResult r = train(ranks, args);
     EXPECT_EQ(r.exit_code, 0) << describe(r);

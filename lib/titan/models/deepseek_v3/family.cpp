@@ -43,6 +43,11 @@ class NoHfAdapter final : public HfStateDictAdapter {
 
 void check_layout(const config::JobConfig& config) {
   const config::ParallelismSection& p = config.parallelism;
+  const ModelArgs a = model_args_from_config(config);
+  TITAN_CHECK_INPUT(a.num_experts % p.expert_parallel_degree == 0)
+      << "parallelism.expert_parallel_degree " << p.expert_parallel_degree << ": the "
+      << a.num_experts << " experts of flavor " << config.model.flavor
+      << " do not split evenly over it; use a divisor of " << a.num_experts;
   TITAN_CHECK_INPUT(p.tensor_parallel_degree == 1)
       << "parallelism.tensor_parallel_degree " << p.tensor_parallel_degree
       << ": deepseek_v3 has no tensor-parallel plan yet (its latent attention and experts run "
@@ -95,9 +100,9 @@ class DeepSeekV3Family final : public ModelFamily {
   }
 
   nn::ParallelPlan parallel_plan(const config::JobConfig& config,
-                                 const nn::ParameterLayout&) const override {
+                                 const nn::ParameterLayout& layout) const override {
     check_layout(config);
-    return deepseek_v3::parallel_plan();
+    return deepseek_v3::parallel_plan(layout.ep.size > 1);
   }
 
   std::vector<StageModules> pipeline_stages(const config::JobConfig& config,

@@ -10,7 +10,7 @@
 namespace titan::models::deepseek_v3 {
 namespace {
 
-DecoderSpec decoder_spec(const ModelArgs& args) {
+DecoderSpec decoder_spec(const ModelArgs& args, bool expert_parallel) {
   DecoderSpec spec;
   spec.family = "deepseek_v3";
   spec.dim = args.dim;
@@ -28,7 +28,7 @@ DecoderSpec decoder_spec(const ModelArgs& args) {
   yarn.beta_slow = args.beta_slow;
   yarn.original_seq_len = double(args.original_seq_len);
   ops::yarn_rope_table(args.qk_rope_head_dim, args.rope_theta, yarn, 0, spec.rope);
-  spec.plan = parallel_plan();
+  spec.plan = parallel_plan(expert_parallel);
   spec.make_block = [args](int layer, const nn::Placer& placer) {
     return std::make_unique<Block>(layer, args, placer);
   };
@@ -37,10 +37,14 @@ DecoderSpec decoder_spec(const ModelArgs& args) {
 
 }  // namespace
 
-nn::ParallelPlan parallel_plan() {
-  // Until expert parallelism runs, the experts' weights [E, ...] are sharded by FSDP over
-  // their first dim like every other weight (FSDP2's placement of experts without EP).
-  return [](const std::string&) { return nn::ParameterPlan{}; };
+nn::ParallelPlan parallel_plan(bool expert_parallel) {
+  // Without expert parallelism the experts' weights [E, ...] are sharded by FSDP over their
+  // first dim like every other weight (FSDP2's placement of experts without EP).
+  return [expert_parallel](const std::string& name) {
+    nn::ParameterPlan plan;
+    plan.expert = expert_parallel && name.find(".moe.experts.") != std::string::npos;
+    return plan;
+  };
 }
 
 std::vector<ParameterShape> parameter_shapes(const ModelArgs& a) {
@@ -99,7 +103,7 @@ std::vector<ParameterShape> buffer_shapes(const ModelArgs& a) {
 
 DeepSeekV3Model::DeepSeekV3Model(const ModelArgs& args, const nn::ParameterLayout& layout,
                                  const std::vector<StageModules>& stages)
-    : DecoderModel(decoder_spec(args), layout, stages), args_(args) {
+    : DecoderModel(decoder_spec(args, layout.ep.size > 1), layout, stages), args_(args) {
   for (size_t k = 0; k < blocks().size(); ++k) {
     if (nn::Moe* moe = static_cast<Block&>(*blocks()[k]).moe()) {
       moe_.push_back(moe);

@@ -24,6 +24,9 @@ class Llama3Family final : public ModelFamily {
   ModelSummary summarize(const config::JobConfig& config) const override {
     const ModelArgs a = model_args_from_config(config);
     check_tensor_parallel(a, config.parallelism.tensor_parallel_degree);
+    TITAN_CHECK_INPUT(config.parallelism.expert_parallel_degree == 1)
+        << "parallelism.expert_parallel_degree " << config.parallelism.expert_parallel_degree
+        << ": llama3 has no experts to split; set it to 1";
     const ParameterCounts counts = count_parameters(a);
     char text[256];
     std::snprintf(text, sizeof text,
