@@ -70,9 +70,17 @@ class HfStateDictAdapter {
   virtual ~HfStateDictAdapter() = default;
   // config.json's model_type this family reads and writes ("llama").
   virtual std::string hf_model_type() const = 0;
-  // The HF name of a parameter, and back; nullopt for a name that is not one.
+  // The HF name of a parameter (or buffer), and back; nullopt for a name that is not one.
   virtual std::optional<std::string> to_hf_name(const std::string& name) const = 0;
   virtual std::optional<std::string> from_hf_name(const std::string& hf_name) const = 0;
+  // The HF tensors a parameter (or buffer) is stored as: its one name, or, for a tensor HF
+  // keeps as one tensor per row of its first dim (DeepSeek V3's experts [E, ...]), one name
+  // per row, in order; the rows are stacked on import and split on export.
+  virtual std::vector<std::string> to_hf_names(const std::string& name,
+                                               const config::JobConfig& config) const {
+    (void)config;
+    return {to_hf_name(name).value()};
+  }
   // An HF tensor that is no parameter of `config`'s model and that an import may skip
   // (buffers some exports carry, a tied model's lm_head).
   virtual bool skipped_on_import(const std::string& hf_name,

@@ -75,19 +75,17 @@ TEST(ModelFamily, DescribesTheModelItBuilds) {
         EXPECT_GT(summary.flops_per_token, 6.0 * double(count - summary.vocab_size * 64));
       }
       EXPECT_NE(summary.description.find(family->name() + " tiny"), std::string::npos);
-      // Every parameter has a rule in the plan, and an HF name that maps back (deepseek_v3:
-      // the mapping is not built, and says so as bad input).
+      // Every parameter has a rule in the plan, and HF names (one, or one per row of a
+      // stacked tensor) that map back, as every buffer's do.
       const nn::ParallelPlan plan = family->parallel_plan(config, nn::ParameterLayout{});
       const HfStateDictAdapter& hf = family->hf_adapter();
-      for (const ParameterShape& p : shapes) {
+      std::vector<ParameterShape> state = shapes;
+      for (const ParameterShape& b : family->buffer_shapes(config)) state.push_back(b);
+      for (const ParameterShape& p : state) {
         EXPECT_NO_THROW(plan(p.name)) << p.name;
-        if (family->name() == "deepseek_v3") {
-          EXPECT_THROW(hf.to_hf_name(p.name), InputError);
-          continue;
-        }
-        const std::optional<std::string> hf_name = hf.to_hf_name(p.name);
-        ASSERT_TRUE(hf_name.has_value()) << p.name;
-        EXPECT_EQ(hf.from_hf_name(*hf_name), p.name);
+        const std::vector<std::string> hf_names = hf.to_hf_names(p.name, config);
+        ASSERT_TRUE(hf_names.size() == 1 || int64_t(hf_names.size()) == p.shape[0]) << p.name;
+        for (const std::string& hf_name : hf_names) EXPECT_EQ(hf.from_hf_name(hf_name), p.name);
       }
     }
   }

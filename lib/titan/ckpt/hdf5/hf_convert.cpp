@@ -1,5 +1,6 @@
 #include "titan/ckpt/hdf5/hf_convert.h"
 
+#include <array>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -15,6 +16,7 @@
 #include "titan/ckpt/hdf5/open_checkpoint.h"
 #include "titan/ckpt/safetensors.h"
 #include "titan/config/load.h"
+#include "titan/core/copy.h"
 #include "titan/models/registry.h"
 #include "titan/ops/cast.h"
 
@@ -84,8 +86,46 @@ config::JobConfig config_of_checkpoint(const CheckpointInfo& info) {
   }
 }
 
-// Every model/ dataset is a parameter of the model with its shape, and every parameter is
-// there.
+// What the model stores under model/: its parameters, then its buffers (DeepSeek V3's
+// routing biases).
+std::vector<models::ParameterShape> model_state(const models::ModelFamily& family,
+                                                const config::JobConfig& config) {
+  std::vector<models::ParameterShape> state = family.parameter_shapes(config);
+  for (models::ParameterShape& buffer : family.buffer_shapes(config)) {
+    state.push_back(std::move(buffer));
+  }
+  return state;
+}
+
+// Shape without its first dim: one HF tensor of a stacked one.
+Shape row_shape(const Shape& shape) { return Shape(shape.begin() + 1, shape.end()); }
+
+// DeepSeek's published FP8 weights: e4m3 values whose b0 x b1 blocks (the edge ones
+// smaller) each scale by their entry of <name>_scale_inv [ceil(rows / b0), ceil(cols / b1)].
+Tensor dequantize_fp8_blocks(const Tensor& weight, const Tensor& scale_inv,
+                             const std::array<int64_t, 2>& block, const std::string& what) {
+  TITAN_CHECK_INPUT(weight.dim() == 2)
+      << what << ": an F8_E4M3 tensor must be a 2-D weight, got " << shape_string(weight.shape());
+  const int64_t rows = weight.size(0), cols = weight.size(1);
+  const Shape blocks{(rows + block[0] - 1) / block[0], (cols + block[1] - 1) / block[1]};
+  TITAN_CHECK_INPUT(scale_inv.shape() == blocks)
+      << what << "_scale_inv is " << shape_string(scale_inv.shape()) << ", the "
+      << block[0] << " x " << block[1] << " blocks of " << shape_string(weight.shape())
+      << " need " << shape_string(blocks);
+  Tensor out = Tensor::empty(weight.shape(), DType::F32);
+  ops::cast(weight, out);
+  const Tensor scales = converted(scale_inv, DType::F32);
+  float* o = out.mutable_data<float>();
+  const float* s = scales.data<float>();
+  for (int64_t i = 0; i < rows; ++i) {
+    const float* row_scales = s + (i / block[0]) * blocks[1];
+    for (int64_t j = 0; j < cols; ++j) o[i * cols + j] *= row_scales[j / block[1]];
+  }
+  return out;
+}
+
+// Every model/ dataset is a parameter (or buffer) of the model with its shape, and every
+// one is there.
 void check_model_tensors(const CheckpointInfo& info,
                          const std::vector<models::ParameterShape>& parameters) {
   std::set<std::string> expected;
@@ -102,7 +142,7 @@ void check_model_tensors(const CheckpointInfo& info,
   for (const DatasetInfo& d : info.datasets) {
     TITAN_CHECK_INPUT(d.path.rfind("model/", 0) != 0 || expected.count(d.path) > 0)
         << "checkpoint " << info.path << ": " << d.path
-        << " is not a parameter of the model its config_yaml describes";
+        << " is not part of the model its config_yaml describes";
   }
 }
 
@@ -175,7 +215,7 @@ HfExportReport export_hf_safetensors(const std::string& checkpoint_path, const H
   const config::JobConfig config = config_of_checkpoint(info);
   const models::ModelFamily& family = models::model_family(config.model.name);
   const models::HfStateDictAdapter& adapter = family.hf_adapter();
-  const std::vector<models::ParameterShape> parameters = family.parameter_shapes(config);
+  const std::vector<models::ParameterShape> parameters = model_state(family, config);
   check_model_tensors(info, parameters);
 
   std::vector<int64_t> bytes;
@@ -199,9 +239,14 @@ HfExportReport export_hf_safetensors(const std::string& checkpoint_path, const H
       const std::string& fqn = parameters[i].name;
       const Tensor stored = read_whole_dataset(file.id(), checkpoint_path, "model/" + fqn);
       const Tensor value = adapter.to_hf(fqn, stored, config);
-      const std::string hf_name = *adapter.to_hf_name(fqn);
-      tensors.emplace_back(hf_name, converted(value, options.dtype));
-      weight_map[hf_name] = name;
+      const std::vector<std::string> hf_names = adapter.to_hf_names(fqn, config);
+      for (size_t row = 0; row < hf_names.size(); ++row) {  // one name, or one per row
+        const Tensor piece = hf_names.size() == 1
+                                 ? value
+                                 : value.narrow(int64_t(row), 1).reshape(row_shape(value.shape()));
+        tensors.emplace_back(hf_names[row], converted(piece, options.dtype));
+        weight_map[hf_names[row]] = name;
+      }
       // done == total is the last call, made once every file is written.
       ++converted_count;
       if (options.progress && converted_count < tensor_count) options.progress(converted_count, tensor_count);
@@ -242,23 +287,49 @@ HfImportReport import_hf_safetensors(const HfImportOptions& options) {
   const models::HfStateDictAdapter& adapter = family.hf_adapter();
   HfImportReport report;
   report.config = adapter.job_config_from_hf(config_json, config_path.string(), options.flavor);
-  const std::vector<models::ParameterShape> parameters = family.parameter_shapes(report.config);
+  const std::vector<models::ParameterShape> parameters = model_state(family, report.config);
+  // FP8 weights (DeepSeek's published checkpoints): quantization_config's block size.
+  std::array<int64_t, 2> block{128, 128};
+  if (config_json.contains("quantization_config") &&
+      config_json["quantization_config"].contains("weight_block_size")) {
+    const nlohmann::json& size = config_json["quantization_config"]["weight_block_size"];
+    TITAN_CHECK_INPUT(size.is_array() && size.size() == 2 && size[0].is_number_integer() &&
+                      size[1].is_number_integer() && size[0].get<int64_t>() > 0 &&
+                      size[1].get<int64_t>() > 0)
+        << config_path.string() << ": quantization_config.weight_block_size must be two "
+        << "positive integers";
+    block = {size[0].get<int64_t>(), size[1].get<int64_t>()};
+  }
 
   const HfFolder folder = open_hf_folder(dir);
   std::set<std::string> expected;
   for (const auto& [name, shape] : parameters) {
-    const std::string hf_name = *adapter.to_hf_name(name);
-    expected.insert(hf_name);
-    const auto it = folder.tensors.find(hf_name);
-    TITAN_CHECK_INPUT(it != folder.tensors.end())
-        << dir.string() << ": lacks " << hf_name << " (" << name << ")";
-    const SafetensorsEntry& entry = it->second->entry(hf_name);
-    TITAN_CHECK_INPUT(entry.shape == shape)
-        << it->second->path() << ": " << hf_name << " is " << shape_string(entry.shape)
-        << ", config.json's model has " << shape_string(shape);
-    TITAN_CHECK_INPUT(entry.dtype == DType::F32 || entry.dtype == DType::BF16 || entry.dtype == DType::F16)
-        << it->second->path() << ": " << hf_name << " is " << safetensors_dtype_name(entry.dtype)
-        << "; import reads F32, BF16 or F16";
+    const std::vector<std::string> hf_names = adapter.to_hf_names(name, report.config);
+    const Shape piece_shape = hf_names.size() == 1 ? shape : row_shape(shape);
+    TITAN_CHECK(hf_names.size() == 1 || int64_t(hf_names.size()) == shape[0])
+        << name << ": " << hf_names.size() << " HF tensors for " << shape_string(shape);
+    for (const std::string& hf_name : hf_names) {
+      expected.insert(hf_name);
+      const auto it = folder.tensors.find(hf_name);
+      TITAN_CHECK_INPUT(it != folder.tensors.end())
+          << dir.string() << ": lacks " << hf_name << " (" << name << ")";
+      const SafetensorsEntry& entry = it->second->entry(hf_name);
+      TITAN_CHECK_INPUT(entry.shape == piece_shape)
+          << it->second->path() << ": " << hf_name << " is " << shape_string(entry.shape)
+          << ", config.json's model has " << shape_string(piece_shape);
+      if (entry.dtype == DType::F8E4M3) {  // its scales come with it
+        const std::string scales = hf_name + "_scale_inv";
+        TITAN_CHECK_INPUT(folder.tensors.count(scales) > 0)
+            << it->second->path() << ": " << hf_name << " is F8_E4M3 without " << scales;
+        expected.insert(scales);
+        continue;
+      }
+      TITAN_CHECK_INPUT(entry.dtype == DType::F32 || entry.dtype == DType::BF16 ||
+                        entry.dtype == DType::F16)
+          << it->second->path() << ": " << hf_name << " is "
+          << safetensors_dtype_name(entry.dtype) << "; import reads F32, BF16, F16 or F8_E4M3 "
+          << "with its _scale_inv blocks";
+    }
   }
   for (const auto& [hf_name, file] : folder.tensors) {
     TITAN_CHECK_INPUT(expected.count(hf_name) > 0 ||
@@ -271,11 +342,28 @@ HfImportReport import_hf_safetensors(const HfImportOptions& options) {
   attributes.config_yaml = config::to_yaml(report.config);
   attributes.seed = int64_t(report.config.debug.effective_seed());
   ModelFileWriter writer(options.out, attributes);
+  // One HF tensor in float32, dequantized when it is FP8.
+  auto read = [&](const std::string& hf_name) {
+    const SafetensorsFile& file = *folder.tensors.at(hf_name);
+    const Tensor stored = file.tensor(hf_name);
+    if (stored.dtype() != DType::F8E4M3) return converted(stored, DType::F32);
+    const std::string scales = hf_name + "_scale_inv";
+    return dequantize_fp8_blocks(stored, folder.tensors.at(scales)->tensor(scales), block,
+                                 file.path() + ": " + hf_name);
+  };
   for (const auto& [name, shape] : parameters) {
-    const std::string hf_name = *adapter.to_hf_name(name);
-    const Tensor value = adapter.from_hf(
-        name, converted(folder.tensors.at(hf_name)->tensor(hf_name), DType::F32), report.config);
-    writer.add(name, value);
+    const std::vector<std::string> hf_names = adapter.to_hf_names(name, report.config);
+    Tensor whole;
+    if (hf_names.size() == 1) {
+      whole = read(hf_names[0]);
+    } else {  // stacked rows
+      whole = Tensor::empty(shape, DType::F32);
+      for (size_t row = 0; row < hf_names.size(); ++row) {
+        Tensor slot = whole.narrow(int64_t(row), 1).reshape(row_shape(shape));
+        copy_tensor(read(hf_names[row]), slot);
+      }
+    }
+    writer.add(name, adapter.from_hf(name, whole, report.config));
     ++report.tensors;
     if (options.progress && report.tensors < int64_t(parameters.size())) {
       options.progress(report.tensors, int64_t(parameters.size()));

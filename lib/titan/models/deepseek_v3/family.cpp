@@ -3,43 +3,12 @@
 #include <cstdio>
 
 #include "titan/models/deepseek_v3/args.h"
+#include "titan/models/deepseek_v3/hf_adapter.h"
 #include "titan/models/deepseek_v3/memory.h"
 #include "titan/models/deepseek_v3/model.h"
 
 namespace titan::models::deepseek_v3 {
 namespace {
-
-// The Hugging Face mapping is not built: DeepSeek V3's HF checkpoints hold each expert as
-// its own tensors (and FP8 blocks), which a one-name-to-one-name adapter cannot express.
-class NoHfAdapter final : public HfStateDictAdapter {
- public:
-  std::string hf_model_type() const override { return "deepseek_v3"; }
-  std::optional<std::string> to_hf_name(const std::string&) const override { refuse(); }
-  std::optional<std::string> from_hf_name(const std::string&) const override { refuse(); }
-  bool skipped_on_import(const std::string&, const config::JobConfig&) const override {
-    refuse();
-  }
-  Tensor to_hf(const std::string&, const Tensor&, const config::JobConfig&) const override {
-    refuse();
-  }
-  Tensor from_hf(const std::string&, const Tensor&, const config::JobConfig&) const override {
-    refuse();
-  }
-  nlohmann::ordered_json hf_config(const config::JobConfig&, const std::string&) const override {
-    refuse();
-  }
-  config::JobConfig job_config_from_hf(const nlohmann::json&, const std::string& origin,
-                                       const std::optional<std::string>&) const override {
-    TITAN_FAIL_INPUT() << origin << ": importing a Hugging Face deepseek_v3 checkpoint is not "
-                       << "built yet; train from titan.cpp's own initialization";
-  }
-
- private:
-  [[noreturn]] static void refuse() {
-    TITAN_FAIL_INPUT() << "model.name deepseek_v3: the Hugging Face mapping (import and export) "
-                       << "is not built yet; use titan.cpp's HDF5 checkpoints";
-  }
-};
 
 void check_layout(const config::JobConfig& config) {
   const config::ParallelismSection& p = config.parallelism;
@@ -131,7 +100,7 @@ class DeepSeekV3Family final : public ModelFamily {
     return model;
   }
 
-  const HfStateDictAdapter& hf_adapter() const override { return adapter_; }
+  const HfStateDictAdapter& hf_adapter() const override { return *adapter_; }
 
   std::string fsdp_unit_of(const config::JobConfig&, const std::string& parameter) const override {
     return deepseek_v3::fsdp_unit_of(parameter);
@@ -143,7 +112,7 @@ class DeepSeekV3Family final : public ModelFamily {
   }
 
  private:
-  NoHfAdapter adapter_;
+  std::unique_ptr<HfStateDictAdapter> adapter_ = make_hf_adapter();
 };
 
 }  // namespace

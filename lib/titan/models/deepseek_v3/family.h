@@ -2,9 +2,9 @@
 // (args.h), its model (model.h) and memory plan (memory.h) behind models/family.h.
 //
 // What runs today: CPU ranks, one tensor-parallel rank, FSDP / HSDP / DDP, context
-// parallel, pipeline stages and activation checkpointing (the frame's, models/decoder_model.h);
-// tensor and expert parallelism, GPU devices and the Hugging Face mapping are refused with
-// exit 2 naming what is missing.
+// parallel, pipeline stages and activation checkpointing (the frame's, models/decoder_model.h),
+// expert parallelism (nn/moe.h), the Hugging Face mapping (hf_adapter.h); tensor
+// parallelism and GPU devices are refused with exit 2 naming what is missing.
 #pragma once
 
 #include "titan/models/family.h"

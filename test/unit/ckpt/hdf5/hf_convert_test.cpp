@@ -197,6 +197,43 @@ TEST_F(HfConvert, ImportOfExportIsTheSameCheckpoint) {
   }
 }
 
+// DeepSeek V3: one HF tensor per routed expert (stacked back on import), the routing bias as
+// HF's e_score_correction_bias, DeepSeek's config.json; import(export(x)) == x, flavor found.
+TEST_F(HfConvert, DeepSeekV3ExpertsTravelOneTensorPerExpertAndComeBackStacked) {
+  config::JobConfig job;
+  job.model.name = "deepseek_v3";
+  job.model.flavor = "tiny";
+  job.training.seq_len = 32;  // the flavor's original length: what an import records
+  const std::string original = file("dsv3.h5"), hf = file("dsv3_hf"), back = file("back.h5");
+  const TensorMap written = write_tiny_checkpoint(original, job, 3);
+  ASSERT_EQ(export_to(original, hf).exit_code, 0);
+  const SafetensorsFile exported = read_safetensors(hf + "/model.safetensors");
+  const Tensor w2 = written.at("layers.2.moe.experts.w2");  // [8, 64, 32]
+  for (const int64_t expert : {0, 7}) {
+    const std::string name = "model.layers.2.mlp.experts." + std::to_string(expert) +
+                             ".down_proj.weight";
+    ASSERT_TRUE(exported.contains(name)) << name;
+    EXPECT_TRUE(same_floats(exported.tensor(name), w2.narrow(expert, 1).reshape({64, 32})))
+        << name;
+  }
+  EXPECT_TRUE(same_floats(exported.tensor("model.layers.1.mlp.gate.e_score_correction_bias"),
+                          written.at("layers.1.moe.expert_bias")));
+  EXPECT_TRUE(exported.contains("model.layers.1.self_attn.kv_a_proj_with_mqa.weight"));
+  EXPECT_FALSE(exported.contains("model.layers.0.mlp.gate.weight"));  // a dense layer
+  const nlohmann::json config = read_json(hf + "/config.json");
+  EXPECT_EQ(config["model_type"], "deepseek_v3");
+  EXPECT_EQ(config["n_routed_experts"], 8);
+  EXPECT_EQ(config["scoring_func"], "sigmoid");
+
+  const ProcessResult imported = run_titan_ckpt({"import", hf, "--out", back});
+  ASSERT_EQ(imported.exit_code, 0) << imported.err;
+  EXPECT_NE(imported.out.find("flavor tiny"), std::string::npos) << imported.out;
+  const ProcessResult diff = run_titan_ckpt({"diff", original, back});
+  ASSERT_EQ(diff.exit_code, 0) << diff.err;
+  EXPECT_EQ(max_abs_diff(diff.out), 0.0) << diff.out;
+  EXPECT_EQ(diff.out.find("only in"), std::string::npos) << diff.out;
+}
+
 // Progress per tensor, ending once the files are written; titan-ckpt shows it (in a test its
 // stderr is no terminal: one end line each).
 TEST_F(HfConvert, ProgressCountsTensorsAndEndsOnceTheFilesAreWritten) {

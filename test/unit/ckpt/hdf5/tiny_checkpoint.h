@@ -16,8 +16,7 @@
 #include "titan/ckpt/hdf5/model_file.h"
 #include "titan/config/load.h"
 #include "titan/core/float_formats.h"
-#include "titan/models/llama3/args.h"
-#include "titan/models/llama3/model.h"
+#include "titan/models/registry.h"
 
 namespace titan::ckpt::testing {
 
@@ -49,9 +48,9 @@ inline config::JobConfig tiny_job(bool tied = false) {
 
 using TensorMap = std::map<std::string, Tensor>;
 
-// Writes a model-only checkpoint of `job`'s model at `path` whose values are normal(0, 1)
-// draws seeded by (seed, parameter index), stored as `dtype`; `edit` may change any tensor
-// before it is written. Returns the tensors as written.
+// Writes a model-only checkpoint of `job`'s model (its parameters, then its buffers) at
+// `path` whose values are normal(0, 1) draws seeded by (seed, tensor index), stored as
+// `dtype`; `edit` may change any tensor before it is written. Returns the tensors as written.
 inline TensorMap write_tiny_checkpoint(const std::string& path, const config::JobConfig& job,
                                        int64_t seed = 1, DType dtype = DType::F32,
                                        const std::function<void(const std::string&, Tensor&)>& edit = {}) {
@@ -62,7 +61,9 @@ inline TensorMap write_tiny_checkpoint(const std::string& path, const config::Jo
   attributes.config_yaml = config::to_yaml(job);
   ModelFileWriter writer(path, attributes);
   TensorMap written;
-  const auto shapes = models::llama3::parameter_shapes(models::llama3::model_args_from_config(job));
+  const models::ModelFamily& family = models::model_family(job.model.name);
+  std::vector<models::ParameterShape> shapes = family.parameter_shapes(job);
+  for (const models::ParameterShape& buffer : family.buffer_shapes(job)) shapes.push_back(buffer);
   for (size_t i = 0; i < shapes.size(); ++i) {
     std::mt19937 rng(uint32_t(seed * 1000 + int64_t(i)));
     std::normal_distribution<float> normal;
