@@ -11,6 +11,8 @@ contract is in README.md, section "DeepSeek V3".
 
   deepseek_v3_reference.py golden INPUT_DIR OUTPUT_DIR   init/batch/config -> golden*.safetensors
   deepseek_v3_reference.py make-inputs DIR [options]     random inputs with torchtitan's init rules
+  deepseek_v3_reference.py make-hf OUT_DIR [options]     a Hugging Face folder (--fp8: DeepSeek's
+                                                         float8 blocks) + reference logits
   deepseek_v3_reference.py check                         self-test of this file's pieces
 """
 
@@ -18,6 +20,9 @@ import argparse
 import json
 import math
 import os
+import re
+import shutil
+import struct
 import sys
 import tempfile
 import time
@@ -633,6 +638,370 @@ def command_make_inputs(args):
 
 
 # ------------------------------------------------------------------------------------------
+# A Hugging Face checkpoint (make-hf): the model in DeepSeek's published format (HF names,
+# config.json; with --fp8 DeepSeek's block-wise float8 e4m3 weights), and the logits that
+# titan.cpp's import must reproduce from it.
+
+F8_E4M3 = "F8_E4M3"  # safetensors' dtype name of float8 e4m3fn: one byte per element
+E4M3_MAX = 448.0
+HF_DEFAULT_BLOCK = 128  # DeepSeek V3's published weight_block_size [128, 128]
+HF_BIAS_RANGE = 0.05  # make-hf's e_score_correction_bias: uniform in [-0.05, 0.05)
+
+# titan.cpp name -> HF name (torchtitan's deepseek_v3 state-dict adapter): the whole-model
+# names, and per layer (after "layers.{i}." <-> "model.layers.{i}."); the routed experts'
+# [E, ...] tensors become one 2-D tensor per expert, mlp.experts.{j}.<proj>.weight.
+HF_MODEL_NAMES = {"tok_embeddings.weight": "model.embed_tokens.weight",
+                  "norm.weight": "model.norm.weight", "output.weight": "lm_head.weight"}
+HF_LAYER_NAMES = {
+    "attention.wq.weight": "self_attn.q_proj.weight",
+    "attention.wq_a.weight": "self_attn.q_a_proj.weight",
+    "attention.q_norm.weight": "self_attn.q_a_layernorm.weight",
+    "attention.wq_b.weight": "self_attn.q_b_proj.weight",
+    "attention.wkv_a.weight": "self_attn.kv_a_proj_with_mqa.weight",
+    "attention.kv_norm.weight": "self_attn.kv_a_layernorm.weight",
+    "attention.wkv_b.weight": "self_attn.kv_b_proj.weight",
+    "attention.wo.weight": "self_attn.o_proj.weight",
+    "attention_norm.weight": "input_layernorm.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+    "feed_forward.w1.weight": "mlp.gate_proj.weight",
+    "feed_forward.w3.weight": "mlp.up_proj.weight",
+    "feed_forward.w2.weight": "mlp.down_proj.weight",
+    "moe.router.gate.weight": "mlp.gate.weight",
+    "moe.expert_bias": "mlp.gate.e_score_correction_bias",
+    "moe.shared_experts.w1.weight": "mlp.shared_experts.gate_proj.weight",
+    "moe.shared_experts.w3.weight": "mlp.shared_experts.up_proj.weight",
+    "moe.shared_experts.w2.weight": "mlp.shared_experts.down_proj.weight",
+}
+HF_EXPERT_NAMES = {"moe.experts.w1": "gate_proj", "moe.experts.w3": "up_proj", "moe.experts.w2": "down_proj"}
+HF_LAYER_RE = re.compile(r"model\.layers\.(\d+)\.(.+)")
+HF_EXPERT_RE = re.compile(r"mlp\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight")
+
+
+def titan_names(cfg):
+    """The titan.cpp-side state: every parameter, then each MoE layer's expert_bias buffer."""
+    return parameter_names(cfg) + [f"layers.{i}.moe.expert_bias"
+                                   for i in range(cfg["n_dense_layers"], cfg["n_layers"])]
+
+
+def hf_state(cfg, state):
+    """titan.cpp-side state (name -> tensor, titan_names) -> [(HF name, tensor)], in the
+    titan order (each layer's experts j = 0 .. E-1 by projection, as the stack splits)."""
+    out = []
+    for name in titan_names(cfg):
+        t = state[name]
+        if name in HF_MODEL_NAMES:
+            out.append((HF_MODEL_NAMES[name], t))
+            continue
+        _, i, rest = name.split(".", 2)
+        if rest in HF_EXPERT_NAMES:
+            out += [(f"model.layers.{i}.mlp.experts.{j}.{HF_EXPERT_NAMES[rest]}.weight", t[j])
+                    for j in range(t.shape[0])]
+        else:
+            out.append((f"model.layers.{i}.{HF_LAYER_NAMES[rest]}", t))
+    return out
+
+
+def titan_state_from_hf(cfg, hf):
+    """The mapping back: HF name -> tensor (no _scale_inv) -> the titan.cpp-side state,
+    the experts stacked. Refuses unknown, missing and misshapen names."""
+    model_back = {v: k for k, v in HF_MODEL_NAMES.items()}
+    layer_back = {v: k for k, v in HF_LAYER_NAMES.items()}
+    expert_back = {v: k for k, v in HF_EXPERT_NAMES.items()}
+    state, experts = {}, {}
+    for name, t in hf.items():
+        m = HF_LAYER_RE.fullmatch(name)
+        if name in model_back:
+            state[model_back[name]] = t
+        elif m and HF_EXPERT_RE.fullmatch(m.group(2)):
+            j, proj = HF_EXPERT_RE.fullmatch(m.group(2)).groups()
+            experts.setdefault(f"layers.{m.group(1)}.{expert_back[proj]}", {})[int(j)] = t
+        elif m and m.group(2) in layer_back:
+            state[f"layers.{m.group(1)}.{layer_back[m.group(2)]}"] = t
+        else:
+            raise ValueError(f"HF tensor {name}: not a DeepSeek V3 name this model has")
+    for name, per_expert in experts.items():
+        if sorted(per_expert) != list(range(cfg["num_experts"])):
+            raise ValueError(f"{name}: experts {sorted(per_expert)}, expected 0 .. {cfg['num_experts'] - 1}")
+        state[name] = torch.stack([per_expert[j] for j in range(cfg["num_experts"])])
+    names = titan_names(cfg)
+    if set(state) != set(names):
+        raise ValueError(f"HF tensors: missing {sorted(set(names) - set(state))}, "
+                         f"unexpected {sorted(set(state) - set(names))}")
+    return state
+
+
+def hf_config(cfg, fp8, block):
+    """The model's config.json as HF's DeepseekV3Config (DeepSeek's published keys)."""
+    c = {
+        "architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3",
+        "vocab_size": cfg["vocab_size"], "hidden_size": cfg["dim"],
+        "intermediate_size": cfg["inter_dim"], "moe_intermediate_size": cfg["moe_inter_dim"],
+        "num_hidden_layers": cfg["n_layers"], "num_attention_heads": cfg["n_heads"],
+        "num_key_value_heads": cfg["n_heads"], "n_shared_experts": cfg["num_shared_experts"],
+        "n_routed_experts": cfg["num_experts"], "routed_scaling_factor": cfg["route_scale"],
+        "kv_lora_rank": cfg["kv_lora_rank"], "q_lora_rank": cfg["q_lora_rank"] or None,
+        "qk_rope_head_dim": cfg["qk_rope_head_dim"], "v_head_dim": cfg["v_head_dim"],
+        "qk_nope_head_dim": cfg["qk_nope_head_dim"], "topk_method": "noaux_tc",
+        "n_group": cfg["n_expert_groups"], "topk_group": cfg["n_limited_groups"],
+        "num_experts_per_tok": cfg["top_k"], "first_k_dense_replace": cfg["n_dense_layers"],
+        "moe_layer_freq": 1, "norm_topk_prob": cfg["route_norm"], "scoring_func": cfg["score_func"],
+        "hidden_act": "silu", "attention_bias": False, "num_nextn_predict_layers": 0,
+        "rms_norm_eps": cfg["norm_eps"], "rope_theta": cfg["rope_theta"],
+        "max_position_embeddings": int(round(cfg["original_seq_len"] * cfg["rope_factor"])),
+        "rope_scaling": {"type": "yarn", "factor": cfg["rope_factor"],
+                         "original_max_position_embeddings": cfg["original_seq_len"],
+                         "beta_fast": cfg["beta_fast"], "beta_slow": cfg["beta_slow"],
+                         "mscale": cfg["mscale"], "mscale_all_dim": cfg["mscale"]},
+        "tie_word_embeddings": False, "torch_dtype": "bfloat16" if fp8 else "float32",
+    }
+    if fp8:
+        c["quantization_config"] = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
+                                    "weight_block_size": [block, block]}
+    return c
+
+
+def titan_config_from_hf(c, seq_len, load_balance_coeff):
+    """config.json -> the titan.cpp-side model keys (the import's reading; HF has no
+    score_before_experts (false) nor a training coefficient for the bias)."""
+    rs = c["rope_scaling"]
+    if c["model_type"] != "deepseek_v3" or rs["type"] != "yarn" or rs["mscale"] != rs["mscale_all_dim"]:
+        raise ValueError("config.json: not a deepseek_v3 with yarn rope_scaling and mscale == mscale_all_dim")
+    cfg = dict(dim=c["hidden_size"], n_layers=c["num_hidden_layers"], n_dense_layers=c["first_k_dense_replace"],
+               n_heads=c["num_attention_heads"], vocab_size=c["vocab_size"], inter_dim=c["intermediate_size"],
+               moe_inter_dim=c["moe_intermediate_size"], q_lora_rank=c["q_lora_rank"] or 0,
+               kv_lora_rank=c["kv_lora_rank"], qk_nope_head_dim=c["qk_nope_head_dim"],
+               qk_rope_head_dim=c["qk_rope_head_dim"], v_head_dim=c["v_head_dim"], norm_eps=c["rms_norm_eps"],
+               rope_theta=c["rope_theta"], rope_factor=rs["factor"], beta_fast=rs["beta_fast"],
+               beta_slow=rs["beta_slow"], original_seq_len=rs["original_max_position_embeddings"],
+               mscale=rs["mscale"], num_experts=c["n_routed_experts"], num_shared_experts=c["n_shared_experts"],
+               top_k=c["num_experts_per_tok"], score_func=c["scoring_func"], route_norm=c["norm_topk_prob"],
+               route_scale=c["routed_scaling_factor"], score_before_experts=False,
+               n_expert_groups=c["n_group"], n_limited_groups=c["topk_group"],
+               load_balance_coeff=load_balance_coeff, seq_len=seq_len)
+    check_model_config(cfg, "config.json")
+    return cfg
+
+
+# float8 e4m3fn bit patterns: sign, 4 exponent bits (bias 7), 3 mantissa bits; exponent field
+# 0 is subnormal (mantissa * 2^-9); no infinities; S.1111.111 (0x7F, 0xFF) is NaN.
+
+
+def e4m3_decode_table():
+    """float64 [256]: the value of each bit pattern, decoded field by field (NaN: 0x7F, 0xFF)."""
+    values = []
+    for code in range(256):
+        sign = -1.0 if code & 0x80 else 1.0
+        field, mant = (code >> 3) & 0xF, code & 0x7
+        if field == 0xF and mant == 0x7:
+            values.append(float("nan"))
+        elif field == 0:
+            values.append(sign * mant * 2.0 ** -9)
+        else:
+            values.append(sign * (1 + mant / 8) * 2.0 ** (field - 7))
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def e4m3_encode(q):
+    """Values of e4m3fn (any float dtype; round_to_fp8's results) -> their bit patterns, uint8;
+    -0 keeps its sign bit. Refuses a value the format does not hold."""
+    q = q.double()
+    a = q.abs()
+    _, e = torch.frexp(a)
+    e = e.long() - 1  # a = 1.m 2^e for a normal
+    normal = a >= 2.0 ** -6
+    field = torch.where(normal, e + 7, torch.zeros_like(e))
+    mant = torch.where(normal, a * L.exp2_exact(3 - e) - 8, a * 2.0 ** 9)
+    ok = ((mant == mant.round()) & (mant >= 0) & (mant < 8) & (field <= 15)
+          & ~((field == 15) & (mant == 7)))
+    if not bool(ok.all()):
+        raise ValueError(f"e4m3_encode: {q[~ok][:4].tolist()} are not e4m3fn values")
+    return ((torch.signbit(q).long() << 7) | (field << 3) | mant.long()).to(torch.uint8)
+
+
+def expand_blocks(s, block, rows, cols):
+    """Block scales [ceil(rows/B), ceil(cols/B)] -> one per element [rows, cols]."""
+    r = torch.div(torch.arange(rows), block, rounding_mode="floor")
+    c = torch.div(torch.arange(cols), block, rounding_mode="floor")
+    return s.index_select(0, r).index_select(1, c)
+
+
+def fp8_block_quantize(w, block):
+    """DeepSeek's block-wise weight quantization of w [rows, cols] (float32): per BxB block
+    (edge blocks smaller), s = amax |block| / 448 in float32 (1 when amax is 0), q =
+    round_to_fp8(float32(w / s)) (nearest, ties to even). -> (q float64 [rows, cols],
+    codes uint8 [rows, cols], scale_inv = s float32 [ceil(rows/B), ceil(cols/B)])."""
+    rows, cols = w.shape
+    nr, nc = -(-rows // block), -(-cols // block)
+    padded = torch.zeros(nr * block, nc * block)
+    padded[:rows, :cols] = w.abs()
+    amax = padded.view(nr, block, nc, block).amax(dim=(1, 3))
+    s = torch.where(amax > 0, amax / E4M3_MAX, torch.ones_like(amax))
+    q = L.round_to_fp8(w.float() / expand_blocks(s, block, rows, cols), L.E4M3)
+    return q, e4m3_encode(q), s
+
+
+def hf_fp8_quantized(name, t):
+    """Whether DeepSeek stores this HF tensor in float8: the 2-D linear weights inside the
+    layers, except the router (mlp.gate.weight). Embeddings, lm_head, norms stay BF16."""
+    return name.startswith("model.layers.") and t.dim() == 2 and not name.endswith(".mlp.gate.weight")
+
+
+def save_safetensors_typed(path, items, metadata=None):
+    """items: [(name, tensor, dtype name)]; as L.save_safetensors, plus F8_E4M3 (uint8 bytes)."""
+    header = {"__metadata__": {"format": "pt", **(metadata or {})}}
+    blobs, offset = [], 0
+    for name, t, dtype in items:
+        t = t.detach().contiguous()
+        want = torch.uint8 if dtype == F8_E4M3 else L.DTYPES[dtype]
+        if t.dtype != want:
+            raise ValueError(f"{path}: {name} is {t.dtype}, {dtype} needs {want}")
+        raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        header[name] = {"dtype": dtype, "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    with open(path + ".tmp", "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text)
+        for raw in blobs:
+            f.write(raw)
+    os.replace(path + ".tmp", path)
+
+
+def load_safetensors_typed(path):
+    """-> ({name: tensor}, {name: dtype name}, metadata); F8_E4M3 comes back as uint8 bytes."""
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n].decode("utf-8"))
+    metadata = header.pop("__metadata__", {})
+    body = memoryview(data)[8 + n:]
+    tensors, dtypes, spans = {}, {}, []
+    for name, e in header.items():
+        dtype = torch.uint8 if e["dtype"] == F8_E4M3 else L.DTYPES[e["dtype"]]
+        begin, end = e["data_offsets"]
+        if end - begin != math.prod(e["shape"]) * torch.tensor([], dtype=dtype).element_size():
+            raise ValueError(f"{path}: tensor {name}: data_offsets do not match its shape")
+        tensors[name] = (torch.frombuffer(bytearray(body[begin:end]), dtype=dtype).reshape(e["shape"])
+                         if end > begin else torch.empty(e["shape"], dtype=dtype))
+        dtypes[name] = e["dtype"]
+        spans.append((begin, end))
+    expected = 0
+    for begin, end in sorted(spans):
+        if begin != expected:
+            raise ValueError(f"{path}: a tensor starts at {begin}, expected {expected}")
+        expected = end
+    if expected != len(body):
+        raise ValueError(f"{path}: tensors end at {expected}, data holds {len(body)} bytes")
+    return tensors, dtypes, metadata
+
+
+def make_hf_config(flavor, q_lora_rank, batch_size, seq_len, seed):
+    """The titan.cpp-side config of make-hf's model: the flavor's model keys (with its
+    load_balance_coeff, so that the model has an expert_bias) plus B and T."""
+    cfg = {"flavor": flavor, "seed": seed, "source": "deepseek_v3_reference.py make-hf",
+           **FLAVORS[flavor], "batch_size": batch_size, "seq_len": seq_len}
+    if q_lora_rank is not None:
+        cfg["q_lora_rank"] = q_lora_rank
+    check_model_config(cfg, "make-hf")
+    return cfg
+
+
+def make_hf_weights(cfg):
+    """The float32 model as drawn: torch.manual_seed(seed), make-inputs' init, then each MoE
+    layer's expert_bias uniform in +-HF_BIAS_RANGE, then tokens [B, T] in [0, V)."""
+    torch.manual_seed(cfg["seed"])
+    model = DeepSeekV3(cfg)
+    init_weights(model, cfg)
+    state = {name: p.detach().clone() for name, p in model.named_parameters()}
+    for i in range(cfg["n_dense_layers"], cfg["n_layers"]):
+        state[f"layers.{i}.moe.expert_bias"] = (torch.rand(cfg["num_experts"]) * 2 - 1) * HF_BIAS_RANGE
+    tokens = torch.randint(0, cfg["vocab_size"], (cfg["batch_size"], cfg["seq_len"]), dtype=torch.int64)
+    return state, tokens
+
+
+def reference_logits(cfg, state, tokens):
+    """The golden mode's forward in float32 on a titan.cpp-side state (parameters and the
+    expert_bias buffers). -> (logits [B, T, V], routing margin: the smallest gap between a
+    kept and a dropped group or expert choice over tokens and MoE layers)."""
+    model = DeepSeekV3(cfg)
+    with torch.no_grad():
+        for name, t in list(model.named_parameters()) + [
+                (f"layers.{i}.moe.expert_bias", m.expert_bias)
+                for i, m in zip(range(cfg["n_dense_layers"], cfg["n_layers"]), model.moe_layers())]:
+            if tuple(state[name].shape) != tuple(t.shape) or state[name].dtype != torch.float32:
+                raise ValueError(f"{name}: must be F32 {list(t.shape)}, got {state[name].dtype} "
+                                 f"{list(state[name].shape)}")
+            t.copy_(state[name])
+        logits = model(tokens)
+    return logits, min(moe.last_margin for moe in model.moe_layers())
+
+
+def command_make_hf(args):
+    L.setup_torch()
+    started = time.time()
+    out_dir = os.path.abspath(args.out_dir)
+    reference = os.path.abspath(args.reference or os.path.join(os.path.dirname(out_dir), "reference.safetensors"))
+    if os.path.dirname(reference) == out_dir or reference.startswith(out_dir + os.sep):
+        raise SystemExit(f"make-hf: --reference {reference} lies inside OUT_DIR (the HF folder holds the model only)")
+    if args.block is not None and not args.fp8:
+        raise SystemExit("make-hf: --block is the fp8 block size: it needs --fp8")
+    block = args.block or HF_DEFAULT_BLOCK
+    if block < 1:
+        raise SystemExit("make-hf: --block must be >= 1")
+    cfg = make_hf_config(args.flavor, args.q_lora_rank, args.batch_size, args.seq_len, args.seed)
+    state, tokens = make_hf_weights(cfg)
+
+    # What the import sees: the dequantized fp8 values (q * scale_inv in float32), bf16
+    # widened to float32, the F32 bias; without --fp8 the float32 weights themselves.
+    items, seen = [], {}
+    counts = {}
+    for name, w in hf_state(cfg, state):
+        if not args.fp8:
+            items.append((name, w, "F32"))
+            seen[name] = w
+        elif hf_fp8_quantized(name, w):
+            q, codes, s = fp8_block_quantize(w, block)
+            items += [(name, codes, F8_E4M3), (name + "_scale_inv", s, "F32")]
+            seen[name] = q.float() * expand_blocks(s, block, *w.shape)
+        elif name.endswith(".e_score_correction_bias"):
+            items.append((name, w, "F32"))
+            seen[name] = w
+        else:
+            items.append((name, w.bfloat16(), "BF16"))
+            seen[name] = w.bfloat16().float()
+    for _, _, dtype in items:
+        counts[dtype] = counts.get(dtype, 0) + 1
+    logits, margin = reference_logits(cfg, titan_state_from_hf(cfg, seen), tokens)
+
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(hf_config(cfg, args.fp8, block), f, indent=2)
+        f.write("\n")
+    model_path = os.path.join(out_dir, "model.safetensors")
+    save_safetensors_typed(model_path, items)
+    os.makedirs(os.path.dirname(reference), exist_ok=True)
+    max_abs = float(logits.abs().max())
+    metadata = {
+        "generator": "tools/reference/deepseek_v3_reference.py make-hf",
+        "torch_version": torch.__version__,
+        "config": json.dumps(cfg, sort_keys=True),
+        "fp8": json.dumps(args.fp8),
+        "weight_block_size": json.dumps([block, block] if args.fp8 else None),
+        "max_abs_logit": repr(max_abs),
+        "routing_margin": repr(margin),
+        "model_sha256": L.sha256(model_path),
+    }
+    L.save_safetensors(reference, [("tokens", tokens), ("logits", logits)], metadata)
+    elapsed = time.time() - started
+    print(f"make-hf: {out_dir}/config.json, model.safetensors ({len(items)} tensors: "
+          + ", ".join(f"{n} {d}" for d, n in sorted(counts.items()))
+          + f"{f', block {block}' if args.fp8 else ''}); {reference}: tokens {list(tokens.shape)}, "
+          f"logits {list(logits.shape)}, max |logit| {max_abs:.4f}, routing margin {margin:.3g}; "
+          f"{elapsed:.2f} s")
+
+
+# ------------------------------------------------------------------------------------------
 # Self-test: each piece against a naive version of itself
 
 
@@ -1013,6 +1382,143 @@ def command_check(args):
         report(shapes_ok, f"make-inputs + golden end to end ({time.time() - started:.1f} s): keys, "
                           f"shapes, loss = losses[0], counts sum to B T K, every gradient")
 
+    # make-hf: the e4m3 bit patterns, DeepSeek's block-wise quantization, and a folder read
+    # back as the import reads it.
+    table = e4m3_decode_table()
+    finite = [c for c in range(256) if c not in (0x7F, 0xFF)]
+    spots = {0x00: 0.0, 0x01: 2.0 ** -9, 0x07: 7 * 2.0 ** -9, 0x08: 2.0 ** -6, 0x38: 1.0, 0x3B: 1.375,
+             0x7E: 448.0, 0xFE: -448.0, 0xB8: -1.0}
+    report(bool(torch.isnan(table[[0x7F, 0xFF]]).all()) and not bool(torch.isnan(table[finite]).any())
+           and set(table[finite].tolist()) == set(L.fp8_table(L.E4M3))
+           and all(table[c].item() == v for c, v in spots.items())
+           and math.copysign(1.0, table[0x80].item()) == -1.0,
+           "e4m3 decoder table: the 254 finite patterns are llama3_reference's e4m3fn values, "
+           "0x7F/0xFF NaN, 0x7E = 448, 0x01 = 2^-9, 0x08 = 2^-6, 0x38 = 1, 0x80 = -0")
+    report(e4m3_encode(table[finite]).long().tolist() == finite,
+           "e4m3 encoder: decode then encode gives each of the 254 finite patterns back")
+    w = torch.randn(37, 21) * torch.logspace(-4, 1, 21)  # ragged blocks, subnormals, a zero block
+    w[:8, 8:16] = 0
+    q, codes, s = fp8_block_quantize(w, 8)
+    bad, full = 0, True
+    for bi in range(0, 37, 8):
+        for bj in range(0, 21, 8):
+            blk = w[bi:bi + 8, bj:bj + 8]
+            amax = blk.abs().max()
+            sb = amax / 448.0 if amax > 0 else torch.tensor(1.0)
+            qb = L.round_to_fp8(blk / sb, L.E4M3)
+            bad += int(not torch.equal(s[bi // 8, bj // 8], sb) or not torch.equal(q[bi:bi + 8, bj:bj + 8], qb)
+                       or not torch.equal(table[codes[bi:bi + 8, bj:bj + 8].long()], qb))
+            full &= bool(qb.abs().max() == (448.0 if amax > 0 else 0.0))
+    report(bad == 0 and full and list(s.shape) == [5, 3] and torch.equal(s[0, 1], torch.tensor(1.0)),
+           f"fp8 block quantization of [37, 21], block 8, vs a loop over its 5 x 3 blocks (edge blocks "
+           f"5 x 8, 8 x 5, 5 x 5; a zero block scale 1; each block's largest |q| = 448; {bad} differ)")
+
+    started = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        parser = build_parser()
+        for flags in (["--fp8", "--block", "16"], ["--q-lora-rank", "0", "--batch-size", "1", "--seq-len", "40"]):
+            fp8 = "--fp8" in flags
+            hf_dir, ref_path = os.path.join(tmp, "hf"), os.path.join(tmp, "reference.safetensors")
+            command_make_hf(parser.parse_args(["make-hf", hf_dir] + flags))
+            ref, meta = L.load_safetensors(ref_path)
+            made = json.loads(meta["config"])
+            with open(os.path.join(hf_dir, "config.json")) as f:
+                hc = json.load(f)
+            raw, dtypes, _ = load_safetensors_typed(os.path.join(hf_dir, "model.safetensors"))
+            what = f"make-hf {' '.join(flags)}"
+            report(sorted(os.listdir(hf_dir)) == ["config.json", "model.safetensors"]
+                   and sorted(ref) == ["logits", "tokens"],
+                   f"{what}: OUT_DIR holds config.json and model.safetensors only; tokens + logits beside it")
+
+            # The import: e4m3 bytes decoded by the table, times the block's scale_inv (float32),
+            # BF16 widened, F32 as stored; then the HF names mapped back.
+            block = hc["quantization_config"]["weight_block_size"][0] if fp8 else None
+            seen = {}
+            for name, t in raw.items():
+                if name.endswith("_scale_inv"):
+                    continue
+                if dtypes[name] == F8_E4M3:
+                    seen[name] = table[t.long()].float() * expand_blocks(raw[name + "_scale_inv"], block, *t.shape)
+                else:
+                    seen[name] = t.float()
+            cfg = titan_config_from_hf(hc, ref["tokens"].shape[1], made["load_balance_coeff"])
+            report(all(cfg[k] == made[k] for k in MODEL_KEYS) and list(ref["tokens"].shape) ==
+                   [made["batch_size"], made["seq_len"]],
+                   f"{what}: config.json read back gives the model keys it was made from")
+            state = titan_state_from_hf(cfg, seen)
+            logits, _ = reference_logits(cfg, state, ref["tokens"])
+            report(torch.equal(logits, ref["logits"]) and float(meta["max_abs_logit"]) == float(logits.abs().max()),
+                   f"{what}: the logits of the model rebuilt from the HF folder equal reference.safetensors' "
+                   f"exactly (max |logit| {float(meta['max_abs_logit']):.4f})")
+
+            # Against the float32 weights as drawn: fp8 within half an e4m3 step of the value
+            # (2^-4 relative; 2^-10 s among the subnormals), BF16 within half a bf16 step.
+            original, tokens = make_hf_weights(made)
+            report(torch.equal(tokens, ref["tokens"]), f"{what}: the tokens are the seed's")
+            worst_fp8, worst_bf16, n_fp8, exact = 0.0, 0.0, 0, True
+            expected_dtypes = {}
+            for name, w in hf_state(cfg, original):
+                got = seen[name]
+                if not fp8 or name.endswith("e_score_correction_bias"):
+                    expected_dtypes[name] = "F32"
+                    exact &= torch.equal(got, w)
+                elif hf_fp8_quantized(name, w):
+                    expected_dtypes[name], expected_dtypes[name + "_scale_inv"] = F8_E4M3, "F32"
+                    n_fp8 += 1
+                    sc = expand_blocks(raw[name + "_scale_inv"], block, *w.shape).double()
+                    step = torch.maximum(w.double().abs() * 2.0 ** -4, sc * 2.0 ** -10)
+                    err = (got.double() - w.double()).abs() / step
+                    worst_fp8 = max(worst_fp8, float(err.max()))
+                    rows, cols = w.shape
+                    exact &= list(raw[name + "_scale_inv"].shape) == [-(-rows // block), -(-cols // block)]
+                else:
+                    expected_dtypes[name] = "BF16"
+                    err = (got.double() - w.double()).abs() / (w.double().abs() * 2.0 ** -8).clamp(min=1e-30)
+                    worst_bf16 = max(worst_bf16, float(err.max()))
+            report(exact and dtypes == expected_dtypes and worst_fp8 <= 1 + 1e-6 and worst_bf16 <= 1,
+                   f"{what}: dtypes as DeepSeek's ({n_fp8} F8_E4M3 with _scale_inv; embeddings, lm_head, norms, "
+                   f"router BF16; bias F32), scale_inv [ceil(rows/B), ceil(cols/B)]; dequantized fp8 within "
+                   f"{worst_fp8:.3f} of half an e4m3 step (2^-4 |w|, 2^-10 s subnormal), BF16 within "
+                   f"{worst_bf16:.3f} of half a bf16 step (2^-8 |w|)" if fp8 else
+                   f"{what}: every tensor F32 and equal to the float32 weights as drawn")
+            if fp8:
+                shapes = {n: (dtypes[n], list(t.shape)) for n, t in raw.items()}
+                want = {"model.layers.1.mlp.experts.3.up_proj.weight": (F8_E4M3, [32, 64]),
+                        "model.layers.1.mlp.experts.3.up_proj.weight_scale_inv": ("F32", [2, 4]),
+                        "model.layers.0.self_attn.kv_a_proj_with_mqa.weight": (F8_E4M3, [40, 64]),
+                        "model.layers.0.self_attn.kv_a_proj_with_mqa.weight_scale_inv": ("F32", [3, 4]),
+                        "model.layers.0.self_attn.q_b_proj.weight": (F8_E4M3, [96, 32]),
+                        "model.layers.0.mlp.down_proj.weight_scale_inv": ("F32", [4, 8]),
+                        "model.layers.2.mlp.shared_experts.down_proj.weight": (F8_E4M3, [64, 32]),
+                        "model.layers.2.mlp.gate.weight": ("BF16", [8, 64]),
+                        "model.layers.2.mlp.gate.e_score_correction_bias": ("F32", [8]),
+                        "model.layers.1.self_attn.q_a_layernorm.weight": ("BF16", [32]),
+                        "model.embed_tokens.weight": ("BF16", [2048, 64]),
+                        "lm_head.weight": ("BF16", [2048, 64]), "model.norm.weight": ("BF16", [64])}
+                report(all(shapes.get(n) == v for n, v in want.items()) and hc["torch_dtype"] == "bfloat16"
+                       and hc["quantization_config"] == {"quant_method": "fp8", "fmt": "e4m3",
+                                                         "activation_scheme": "dynamic", "weight_block_size": [16, 16]}
+                       and "model.layers.0.mlp.gate.weight" not in raw
+                       and "model.layers.1.mlp.gate_proj.weight" not in raw,
+                       f"{what}: names, dtypes and shapes by hand (experts.3.up_proj + scale_inv [2, 4], kv_a [40, 64] "
+                       f"in 3 x 4 blocks, router BF16, bias F32 [8]), quantization_config")
+                bias_state = dict(state)
+                for key in bias_state:
+                    if key.endswith("expert_bias"):
+                        bias_state[key] = torch.zeros_like(bias_state[key])
+                no_bias, _ = reference_logits(cfg, bias_state, ref["tokens"])
+                f32, _ = reference_logits(cfg, original, ref["tokens"])
+                report(not torch.equal(no_bias, logits) and not torch.equal(f32, logits),
+                       f"{what}: the routing bias counts (logits without it differ by up to "
+                       f"{float((no_bias - logits).abs().max()):.3g}); fp8 + bf16 vs the float32 weights: "
+                       f"up to {float((f32 - logits).abs().max()):.3g} (informational)")
+            else:
+                report(hc["torch_dtype"] == "float32" and "quantization_config" not in hc and hc["q_lora_rank"] is None
+                       and list(raw["model.layers.0.self_attn.q_proj.weight"].shape) == [96, 64],
+                       f"{what}: F32 throughout, no quantization_config, q_lora_rank null, q_proj [96, 64]")
+            shutil.rmtree(hf_dir)
+        print(f"  (make-hf round trips: {time.time() - started:.1f} s)")
+
     if failures:
         print(f"check: {len(failures)} FAILED: {', '.join(failures)}")
         sys.exit(1)
@@ -1044,6 +1550,19 @@ def build_parser():
     m.add_argument("--accumulation-steps", type=int, default=1)
     m.add_argument("--seed", type=int, default=0)
     m.set_defaults(func=command_make_inputs)
+    h = sub.add_parser("make-hf", help="a Hugging Face DeepSeek V3 folder (optionally DeepSeek's fp8) "
+                                       "and the logits its import must give")
+    h.add_argument("out_dir")
+    h.add_argument("--flavor", choices=sorted(FLAVORS), default="tiny")
+    h.add_argument("--q-lora-rank", type=int, default=None, help="the flavor's (tiny: 32); 0: q_proj")
+    h.add_argument("--fp8", action="store_true", help="DeepSeek's block-wise float8 e4m3 weights, BF16 the rest")
+    h.add_argument("--block", type=int, default=None, help=f"fp8 block size (default {HF_DEFAULT_BLOCK})")
+    h.add_argument("--seed", type=int, default=0)
+    h.add_argument("--batch-size", type=int, default=2)
+    h.add_argument("--seq-len", type=int, default=64)
+    h.add_argument("--reference", default=None,
+                   help="tokens + logits file (default: OUT_DIR/../reference.safetensors)")
+    h.set_defaults(func=command_make_hf)
     c = sub.add_parser("check", help="self-test of the reference's pieces")
     c.set_defaults(func=command_check)
     return parser

@@ -72,3 +72,10 @@ done
 # with route_norm, YaRN active at seq_len 64): the same 5 steps, clipping acting.
 golden deepseek_v3 tiny --config configs/deepseek_v3_debug.yaml --model.flavor tiny \
     "${common[@]:4}" --training.max_norm 0.5
+# DeepSeek's published format: the tiny DeepSeek V3 in Hugging Face's layout with FP8 weights
+# in 16 x 16 blocks (some ragged) and a routing bias, and the reference's logits of it
+# (test/unit/train/deepseek_v3_hf_import_test.cpp imports and compares).
+rm -rf test/golden/deepseek_v3/hf_fp8
+/usr/bin/python3 tools/reference/deepseek_v3_reference.py make-hf test/golden/deepseek_v3/hf_fp8 \
+    --fp8 --block 16 --batch-size 1 --seq-len 40 \
+    --reference test/golden/deepseek_v3/hf_fp8_reference.safetensors
