@@ -142,8 +142,9 @@ std::vector<Field> build_table() {
                     "or measured sgemm on CPU")
                   .above(0));
   // model
-  t.push_back(FIELD(model.name, "model family"));
-  t.push_back(FIELD(model.flavor, "size within the family (debugmodel, 8B, 70B, 405B, ...)"));
+  t.push_back(FIELD(model.name, "model family: llama3 or deepseek_v3"));
+  t.push_back(FIELD(model.flavor, "size within the family (llama3: debugmodel, 8B, 70B, 405B, "
+                                  "...; deepseek_v3: debugmodel, 16B, 236B, 671B, ...)"));
   t.push_back(FIELD(model.hf_assets_path,
                     "folder with tokenizer.json and optionally HF config and safetensors"));
   t.push_back(FIELD(model.tokenizer_path, "deprecated alias of hf_assets_path"));
@@ -386,7 +387,8 @@ std::vector<Field> build_table() {
   t.push_back(FIELD(debug.seed, "base seed; unset means 0").at_least(0));
   t.push_back(FIELD(debug.deterministic, "deterministic algorithms only"));
   t.push_back(FIELD(debug.deterministic_warn_only, "warn, not fail, on non-deterministic ops"));
-  t.push_back(FIELD(debug.moe_force_load_balance, "round-robin tokens to experts (MoE debug)"));
+  t.push_back(FIELD(debug.moe_force_load_balance,
+                    "round-robin tokens to experts (MoE debug; deepseek_v3's router)"));
   return t;
 }
 

@@ -43,6 +43,9 @@ struct RouterOptions {
   int64_t limited_groups = 1;  // the groups a token may choose from (with groups > 1)
   bool route_norm = false;
   float route_scale = 1.0f;
+  // debug.moe_force_load_balance (torchtitan's): pick p = n K + k goes to expert p mod E
+  // whatever the scores, which still weigh it.
+  bool force_balance = false;
 };
 
 // The checks every backend makes first (ops/moe.cpp).

@@ -254,6 +254,19 @@ TEST(MoeRouter, MatchesAFloat64RouterOnRandomLogits) {
   }
 }
 
+// debug.moe_force_load_balance: pick n K + k goes to expert (n K + k) mod E whatever the
+// scores (3 tokens, top 2 of 4: 0 1, 2 3, 0 1), each still weighed by its own score.
+TEST(MoeRouter, ForcedBalanceRoundRobinsThePicksAndKeepsTheirScores) {
+  RouterOptions o = options(RouterScore::Sigmoid, 2);
+  o.force_balance = true;
+  const Values logits = {5, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 5};  // would pick 0, 0 and 3
+  const Routed r = route(logits, 4, {}, o);
+  EXPECT_EQ(r.selected, (std::vector<int32_t>{0, 1, 2, 3, 0, 1}));
+  for (size_t p = 0; p < r.selected.size(); ++p) {
+    EXPECT_NEAR(r.weights[p], sigmoid(logits[(p / 2) * 4 + size_t(r.selected[p])]), 1e-6) << p;
+  }
+}
+
 TEST(MoeRouter, RejectsChoicesThatCannotBeMade) {
   const Values logits(8, 0.0);
   EXPECT_THROW(route(logits, 8, {}, options(RouterScore::Sigmoid, 5, 4, 2)), Error);  // 4 kept

@@ -119,6 +119,7 @@ ops::RouterOptions ModelArgs::router() const {
   o.limited_groups = n_limited_groups;
   o.route_norm = route_norm;
   o.route_scale = float(route_scale);
+  o.force_balance = force_load_balance;
   return o;
 }
 
@@ -161,6 +162,7 @@ ModelArgs model_args_from_config(const config::JobConfig& config) {
   if (m.rope_theta) a.rope_theta = *m.rope_theta;
   if (m.norm_eps) a.norm_eps = *m.norm_eps;
   if (m.attn_mask_type) a.attn_mask_type = *m.attn_mask_type;
+  a.force_load_balance = config.debug.moe_force_load_balance;
   a.max_seq_len = config.training.seq_len;
 
   TITAN_CHECK_INPUT(a.dim > 0) << "model.dim: must be positive, got " << a.dim;

@@ -49,6 +49,7 @@ struct ModelArgs {
   bool score_before_experts = false;
   int64_t n_expert_groups = 1, n_limited_groups = 1;
   std::optional<double> load_balance_coeff = 1e-3;
+  bool force_load_balance = false;  // debug.moe_force_load_balance: round-robin routing
   int64_t max_seq_len = 4096 * 4;  // training.seq_len overwrites it, as in torchtitan
   config::AttentionMaskType attn_mask_type = config::AttentionMaskType::Causal;
 

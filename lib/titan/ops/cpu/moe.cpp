@@ -78,7 +78,11 @@ void router_forward(const Tensor& logits, const Tensor& bias, const RouterOption
       for (int64_t e = 0; e < E; ++e) c[size_t(e)] += bp[e];
     }
     int32_t* sel = selp + n * K;
-    choose(c.data(), E, o, sel);
+    if (o.force_balance) {
+      for (int64_t k = 0; k < K; ++k) sel[k] = int32_t((n * K + k) % E);
+    } else {
+      choose(c.data(), E, o, sel);
+    }
     float* w = wp + n * K;
     float total = 0.0f;
     for (int64_t k = 0; k < K; ++k) total += (w[k] = s[sel[k]]);
