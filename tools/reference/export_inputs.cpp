@@ -1,7 +1,8 @@
-// export_reference_inputs: writes the input folder of the PyTorch reference
-// (tools/reference/README.md, "Input folder") from a titan.cpp job config: the model's own
-// Philox initialization, the batches the trainer would read, and the settings, so that the
-// golden data describes exactly what titan-train does.
+// export_reference_inputs: writes the input folder of the PyTorch reference of the job's
+// model family (tools/reference/README.md, "Input folder"; llama3_reference.py or
+// deepseek_v3_reference.py) from a titan.cpp job config: the model's own Philox
+// initialization, the batches the trainer would read, and the settings, so that the golden
+// data describes exactly what titan-train does.
 //
 //   export_reference_inputs --config job.yaml --job.dump_folder OUT [--section.key value ...]
 //
