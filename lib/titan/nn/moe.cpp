@@ -151,6 +151,19 @@ void Moe::plan_exchange(MoeRecord& r) const {
     r.local_offsets = r.offsets;
     return;
   }
+  if (counting_mode()) {  // a dry run moves nothing: count as many rows back as sent
+    r.send_rows.assign(size_t(P), 0);
+    for (int64_t p = 0; p < P; ++p) {
+      r.send_rows[size_t(p)] = r.offsets[size_t((p + 1) * local)] - r.offsets[size_t(p * local)];
+    }
+    r.recv_rows = r.send_rows;
+    const int64_t R = r.order.numel();
+    r.to_local = Tensor::empty({R}, DType::I32);
+    r.from_local = Tensor::empty({R}, DType::I32);
+    r.local_offsets.assign(size_t(local) + 1, 0);
+    for (int64_t j = 0; j <= local; ++j) r.local_offsets[size_t(j)] = R * j / local;
+    return;
+  }
   // Every rank tells each other how many rows it sends each of its experts.
   Tensor counts = Tensor::empty({E, 1}, DType::I64);
   for (int64_t e = 0; e < E; ++e) {

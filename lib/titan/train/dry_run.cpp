@@ -73,6 +73,8 @@ DryRunReport dry_run(const config::JobConfig& config) {
       add(mesh.group(dim));
     }
     add(mesh.dp());
+    add(mesh.ep());
+    add(mesh.efsdp());
     add(mesh.dp_shard_cp());
     add(mesh.world());
   }

@@ -191,7 +191,8 @@ TEST(Trainer, UnknownModelNameIsInputErrorListingTheKnownOnes) {
     Trainer trainer(c);
     FAIL() << "no error";
   } catch (const InputError& e) {
-    EXPECT_EQ(std::string(e.what()), "model.name: 'gpt2' is not a known model; known: llama3");
+    EXPECT_EQ(std::string(e.what()),
+              "model.name: 'gpt2' is not a known model; known: llama3, deepseek_v3");
   }
 }
 
