@@ -312,6 +312,11 @@ void Trainer::log_start() const {
                    ? "ring (alltoall)"
                    : "allgather");
     }
+    if (expert_parallel_) {
+      mode += std::string(mode.empty() ? "" : " x ") + "EP " +
+              std::to_string(mesh_->ep().size()) + " (the experts' FSDP over " +
+              std::to_string(mesh_->efsdp().size()) + ")";
+    }
     int64_t shard_bytes = 0;
     for (int u = 0; u < fsdp_->unit_count(); ++u) shard_bytes += fsdp_->shard_buffer_bytes(u);
     log::info("mesh: %s (%s); %d units, %.1f MiB of parameters per rank, reshard after forward: %s",
