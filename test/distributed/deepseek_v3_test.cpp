@@ -102,17 +102,23 @@ TEST(DeepSeekV3, ExpertParallelWithTheExpertsFsdpContextAndPipeline) {
   check_layout({"pp2_ep2", 2, 1, 1, 2, 2});
 }
 
-TEST(DeepSeekV3, ExpertsThatDoNotSplitOverExpertParallelismAreRefused) {
+TEST(DeepSeekV3, ExpertParallelismThatDoesNotSplitIsRefusedNamingTheKey) {
   NEEDS_RANKS(2);
-  config::JobConfig config = deepseek_job({"ep3", 2});
-  config.parallelism.expert_parallel_degree = 3;
-  Mesh mesh(mesh_shape_from_config(config.parallelism, 2), test_world());
-  try {
-    train::Trainer trainer(config, &mesh);
-    FAIL() << "no error";
-  } catch (const InputError& e) {
-    EXPECT_NE(std::string(e.what()).find("parallelism.expert_parallel_degree 3"),
-              std::string::npos) << e.what();
+  // 8 experts over 3; then 4 expert-parallel ranks out of 2 dp_shard ranks.
+  for (const auto& [ep, what] : {std::pair<int64_t, const char*>{3, "experts of flavor tiny"},
+                                 std::pair<int64_t, const char*>{4, "dp_shard x context"}}) {
+    config::JobConfig config = deepseek_job({"ep_bad", 2});
+    config.parallelism.expert_parallel_degree = ep;
+    Mesh mesh(mesh_shape_from_config(config.parallelism, 2), test_world());
+    try {
+      train::Trainer trainer(config, &mesh);
+      ADD_FAILURE() << "no error for ep " << ep;
+    } catch (const InputError& e) {
+      const std::string message = e.what();
+      EXPECT_NE(message.find("parallelism.expert_parallel_degree " + std::to_string(ep)),
+                std::string::npos) << message;
+      EXPECT_NE(message.find(what), std::string::npos) << message;
+    }
   }
 }
 
