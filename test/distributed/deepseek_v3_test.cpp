@@ -6,9 +6,9 @@
 // the experts' counts summed over the data-parallel and context-parallel ranks before the
 // biases move (without it each rank's biases follow its own tokens and the runs part from
 // step 2). Every layout sees the same 4 sequences a step. At 4 ranks: PP 2 x FSDP 2, EP 2 on
-// dp_shard 4 (the experts' FSDP over 2), EP 4 over dp_shard 2 x CP 2, PP 2 x EP 2. Tensor
-// parallelism is not built for this model, and experts that do not split over EP: exit 2
-// naming the key.
+// dp_shard 4 (the experts' FSDP over 2), EP 4 over dp_shard 2 x CP 2, PP 2 x EP 2. TP 2
+// with and without sequence parallelism (the latent attention's heads split, the MoE on the
+// rank's rows). Expert parallelism that does not split: exit 2 naming the key.
 #include <gtest/gtest.h>
 
 #include "distributed_test_main.h"
@@ -24,8 +24,9 @@ constexpr int64_t kGlobalBatch = 4;
 
 struct Layout {
   std::string name;
-  int64_t dp_shard = 1, dp_replicate = 1, cp = 1, pp = 1, ep = 1;
-  int64_t world() const { return dp_shard * dp_replicate * cp * pp; }
+  int64_t dp_shard = 1, dp_replicate = 1, cp = 1, pp = 1, ep = 1, tp = 1;
+  bool sequence_parallel = true;
+  int64_t world() const { return dp_shard * dp_replicate * cp * pp * tp; }
 };
 
 config::JobConfig deepseek_job(const Layout& layout) {
@@ -38,6 +39,8 @@ config::JobConfig deepseek_job(const Layout& layout) {
   c.parallelism.context_parallel_degree = layout.cp;
   c.parallelism.pipeline_parallel_degree = layout.pp;
   c.parallelism.expert_parallel_degree = layout.ep;
+  c.parallelism.tensor_parallel_degree = layout.tp;
+  c.parallelism.enable_sequence_parallel = layout.sequence_parallel;
   c.parallelism.pipeline_parallel_microbatch_size = 1;
   c.parallelism.pipeline_parallel_schedule = config::PipelineSchedule::OneForwardOneBackward;
   return c;
@@ -122,18 +125,10 @@ TEST(DeepSeekV3, ExpertParallelismThatDoesNotSplitIsRefusedNamingTheKey) {
   }
 }
 
-TEST(DeepSeekV3, TensorParallelIsRefusedNamingTheKey) {
+TEST(DeepSeekV3, TensorParallelTrainsAsOneRank) {
   NEEDS_RANKS(2);
-  config::JobConfig config = deepseek_job({"tp2"});
-  config.parallelism.tensor_parallel_degree = 2;
-  Mesh mesh(mesh_shape_from_config(config.parallelism, 2), test_world());
-  try {
-    train::Trainer trainer(config, &mesh);
-    FAIL() << "no error";
-  } catch (const InputError& e) {
-    EXPECT_NE(std::string(e.what()).find("parallelism.tensor_parallel_degree"),
-              std::string::npos) << e.what();
-  }
+  check_layout({"tp2_sp", 1, 1, 1, 1, 1, 2});
+  check_layout({"tp2", 1, 1, 1, 1, 1, 2, false});
 }
 
 }  // namespace

@@ -15,8 +15,13 @@
 // torchtitan's order of definition; linears trunc_normal(0, 0.02), wo the output rule
 // given, norms 1.
 //
-// One tensor-parallel rank (checked); context parallel through the cp group's attention,
-// as Llama's (nn/attention.h).
+// Tensor parallel (nn/tensor_parallel.h; torchtitan's plan): wq, wq_b and wkv_b
+// column-parallel (a rank computes its n_heads / tp heads), wo row-parallel; wq_a, q_norm,
+// wkv_a and kv_norm replicated, computing on the rank's rows of the residual stream (all
+// N without sequence parallelism). The query rank's output, the latent and the rotary key
+// are gathered before the heads' projections, and the heads' partial gradients of them are
+// summed over the tp ranks into the rank's rows. Context parallel through the cp group's
+// attention, as Llama's (nn/attention.h).
 #pragma once
 
 #include <string>
@@ -38,7 +43,8 @@ struct LatentAttentionDims {
 };
 
 struct LatentAttentionRecord {
-  Tensor x;                  // the input (the caller's)
+  Tensor x;                  // the input: this rank's rows (the caller's)
+  Tensor x_all, qn_all, cn_all;  // x, qn and cn of all N rows (the same tensors without SP)
   Tensor qa, qn, rstd_q;     // with a query rank: x wq_a^T, q_norm's output and rstd
   Tensor c, cn, rstd_kv;     // the latent, kv_norm's output and rstd
   Tensor q, k, v;            // the attention's inputs [B, T, H, nope + rope] (v padded)
@@ -56,7 +62,7 @@ class LatentAttention {
 
   std::vector<Parameter*> parameters();
 
-  // x, y [N, D]: the N = seq.batch x T token rows.
+  // x, y: this rank's rows of the [N, D] residual stream, N = seq.batch x T.
   void forward(const Tensor& x, const SequenceLayout& seq, Tensor& y,
                LatentAttentionRecord& record) const;
   // dx (= or += per accumulate) from dy; keeps what backward_weight needs.
@@ -66,6 +72,7 @@ class LatentAttention {
 
  private:
   LatentAttentionDims dims_;
+  const TensorParallel& tp_;
   const ContextParallel& cp_;
   std::optional<Linear> wq_, wq_a_, wq_b_;
   std::optional<RmsNorm> q_norm_;

@@ -29,14 +29,12 @@ Moe::Moe(const std::string& prefix, const MoeDims& d, InitRule init, InitRule ou
       w3_(prefix + ".experts.w3", {d.experts, d.hidden_dim, d.dim}, output_init,
           placer(prefix + ".experts.w3")),
       gate_(prefix + ".router.gate", d.dim, d.experts, output_init, placer) {
-  TITAN_CHECK(placer.tp_group().size() == 1)
-      << prefix << ": the mixture of experts runs on one tensor-parallel rank";
   TITAN_CHECK(ep_.size() == placer.layout().ep.size && d.experts % ep_.size() == 0)
       << prefix << ": " << d.experts << " experts over " << placer.layout().ep.size
       << " expert-parallel ranks (an exchange of " << ep_.size() << ")";
   if (d.shared_experts > 0) {
     shared_.emplace(prefix + ".shared_experts", d.dim, d.hidden_dim * d.shared_experts, init,
-                    output_init, placer);
+                    output_init, placer.without_tensor_parallel());
   }
   load_ = Tensor::zeros({d.experts}, DType::F32);
   if (d.load_balance_coeff) bias_ = Tensor::zeros({d.experts}, DType::F32);

@@ -28,7 +28,9 @@
 // rows every rank of the group sent it. The router, the shared experts and the combine stay
 // on the token's rank.
 //
-// One tensor-parallel rank (checked).
+// Tensor parallel: the layer takes whatever rows it is given (a rank's rows of the residual
+// stream under sequence parallelism, all of them without) with its weights replicated over
+// tp, as torchtitan's MoE without expert tensor parallelism.
 #pragma once
 
 #include <string>

@@ -188,6 +188,14 @@ class Placer {
       : layout_(std::move(layout)), plan_(std::move(plan)) {}
   Placement operator()(const std::string& name) const;
   const ParameterLayout& layout() const { return layout_; }
+  // The same placements for modules that take no part in tensor parallelism's exchanges:
+  // they compute on the rows they are given with replicated weights (a mixture of experts'
+  // shared experts), so their tp_group() is one rank.
+  Placer without_tensor_parallel() const {
+    Placer placer = *this;
+    placer.layout_.tensor_parallel = nullptr;
+    return placer;
+  }
   const TensorParallel& tp_group() const { return layout_.tp_group(); }
   const ContextParallel& cp_group() const { return layout_.cp_group(); }
 

@@ -476,9 +476,13 @@ void Trainer::update_routing(StepResult& result) {
   double worst = 0;
   int64_t worst_layer = -1;
   if (has_experts) {
-    // Each dp rank saw other sequences and each cp rank other tokens of them.
+    // Each dp rank saw other sequences, each cp rank other tokens of them, and under
+    // sequence parallelism each tp rank other rows.
     mesh_->dp().all_reduce(load).wait();
     if (context_parallel_) mesh_->group(distributed::MeshDim::cp).all_reduce(load).wait();
+    if (tensor_parallel_ && tensor_parallel_->sequence_parallel()) {
+      mesh_->group(distributed::MeshDim::tp).all_reduce(load).wait();
+    }
     const std::vector<int> layer_ids = model_->expert_layer_ids();
     const int64_t layers = load.size(0), experts = load.size(1);
     const float* counts = load.data<float>();

@@ -103,14 +103,15 @@ TEST(ModelFamily, BadModelKeysAreInputErrorsNamingTheKey) {
   } catch (const InputError& e) {
     EXPECT_NE(std::string(e.what()).find("model.n_kv_heads"), std::string::npos) << e.what();
   }
-  // deepseek_v3: Llama's keys that mean nothing there, tensor parallelism (not built).
+  // deepseek_v3: Llama's keys that mean nothing there, a tensor-parallel degree that does
+  // not split its 4 heads.
   config = job("tiny", false, "deepseek_v3");
   config.model.n_kv_heads = 2;
   EXPECT_THROW(model_family("deepseek_v3").summarize(config), InputError);
   config = job("tiny", true, "deepseek_v3");
   EXPECT_THROW(model_family("deepseek_v3").summarize(config), InputError);
   config = job("tiny", false, "deepseek_v3");
-  config.parallelism.tensor_parallel_degree = 2;
+  config.parallelism.tensor_parallel_degree = 3;
   try {
     model_family("deepseek_v3").summarize(config);
     FAIL() << "no error";

@@ -17,10 +17,15 @@ void check_layout(const config::JobConfig& config) {
       << "parallelism.expert_parallel_degree " << p.expert_parallel_degree << ": the "
       << a.num_experts << " experts of flavor " << config.model.flavor
       << " do not split evenly over it; use a divisor of " << a.num_experts;
-  TITAN_CHECK_INPUT(p.tensor_parallel_degree == 1)
-      << "parallelism.tensor_parallel_degree " << p.tensor_parallel_degree
-      << ": deepseek_v3 has no tensor-parallel plan yet (its latent attention and experts run "
-      << "whole on each rank); use data_parallel_shard_degree instead";
+  const int64_t tp = p.tensor_parallel_degree;
+  TITAN_CHECK_INPUT(a.n_heads % tp == 0)
+      << "parallelism.tensor_parallel_degree " << tp << ": the " << a.n_heads << " heads of "
+      << "flavor " << config.model.flavor << " do not split over it; use a divisor of "
+      << a.n_heads;
+  TITAN_CHECK_INPUT(tp == 1 || p.expert_parallel_degree == 1)
+      << "parallelism.expert_parallel_degree " << p.expert_parallel_degree << " with "
+      << "tensor_parallel_degree " << tp << ": expert parallelism over tensor-parallel ranks "
+      << "is not built yet; use one of the two";
 }
 
 class DeepSeekV3Family final : public ModelFamily {

@@ -41,8 +41,24 @@ nn::ParallelPlan parallel_plan(bool expert_parallel) {
   // Without expert parallelism the experts' weights [E, ...] are sharded by FSDP over their
   // first dim like every other weight (FSDP2's placement of experts without EP).
   return [expert_parallel](const std::string& name) {
+    auto ends_with = [&](const std::string& tail) {
+      return name.size() >= tail.size() && name.compare(name.size() - tail.size(), tail.size(),
+                                                        tail) == 0;
+    };
     nn::ParameterPlan plan;
     plan.expert = expert_parallel && name.find(".moe.experts.") != std::string::npos;
+    // torchtitan's tensor-parallel plan: vocab-parallel embedding and output, the heads'
+    // projections column-parallel and wo row-parallel, the dense feed-forward as Llama's;
+    // the query rank's and the latent's projections and norms, the router and the experts
+    // replicated.
+    for (const char* column : {"tok_embeddings.weight", "output.weight", "attention.wq.weight",
+                               "attention.wq_b.weight", "attention.wkv_b.weight",
+                               "feed_forward.w1.weight", "feed_forward.w3.weight"}) {
+      if (ends_with(column)) plan.tp_shard_dim = 0;
+    }
+    if (ends_with("attention.wo.weight") || ends_with("feed_forward.w2.weight")) {
+      plan.tp_shard_dim = 1;
+    }
     return plan;
   };
 }

@@ -16,8 +16,9 @@
 
 namespace titan::models::deepseek_v3 {
 
-// The parallelization plan: every parameter replicated over tp (one rank), FSDP's rows;
-// under expert parallelism the experts' weights split over ep and their own FSDP (efsdp).
+// The parallelization plan: torchtitan's tensor-parallel layout (nn/latent_attention.h,
+// nn/moe.h), FSDP's rows; under expert parallelism the experts' weights split over ep and
+// their own FSDP (efsdp).
 nn::ParallelPlan parallel_plan(bool expert_parallel);
 
 // Every parameter with its global shape, in DeepSeekV3Model::parameters() order.
