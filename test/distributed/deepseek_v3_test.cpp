@@ -8,7 +8,8 @@
 // step 2). Every layout sees the same 4 sequences a step. At 4 ranks: PP 2 x FSDP 2, EP 2 on
 // dp_shard 4 (the experts' FSDP over 2), EP 4 over dp_shard 2 x CP 2, PP 2 x EP 2. TP 2
 // with and without sequence parallelism (the latent attention's heads split, the MoE on the
-// rank's rows). Expert parallelism that does not split: exit 2 naming the key.
+// rank's rows), EP over the tp ranks (EP 2 x TP 2 on 2 ranks, EP 4 over FSDP 2 x TP 2).
+// Expert parallelism that does not split: exit 2 naming the key.
 #include <gtest/gtest.h>
 
 #include "distributed_test_main.h"
@@ -60,7 +61,7 @@ void check_layout(const Layout& layout) {
   expect_same_run(run, reference);
   if (layout.ep > 1) {  // the tokens did travel: 5 exchanges per MoE layer and microbatch
     EXPECT_EQ(mesh.ep().size(), layout.ep);
-    EXPECT_EQ(mesh.efsdp().size(), layout.dp_shard * layout.cp / layout.ep);
+    EXPECT_EQ(mesh.efsdp().size(), layout.dp_shard * layout.cp * layout.tp / layout.ep);
     EXPECT_GT(mesh.ep().stats()[Collective::AllToAll].calls, 0);
   }
   ASSERT_EQ(run.steps.size(), reference.steps.size());
@@ -129,6 +130,13 @@ TEST(DeepSeekV3, TensorParallelTrainsAsOneRank) {
   NEEDS_RANKS(2);
   check_layout({"tp2_sp", 1, 1, 1, 1, 1, 2});
   check_layout({"tp2", 1, 1, 1, 1, 1, 2, false});
+  check_layout({"tp2_ep2", 1, 1, 1, 1, 2, 2});  // EP over the tp ranks
+}
+
+// torchtitan's EP without expert tensor parallelism: the ep groups span tp.
+TEST(DeepSeekV3, ExpertParallelOverTensorParallelRanks) {
+  NEEDS_RANKS(4);
+  check_layout({"fsdp2_tp2_ep4", 2, 1, 1, 1, 4, 2});
 }
 
 }  // namespace

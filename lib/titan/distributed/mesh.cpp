@@ -269,10 +269,14 @@ void Mesh::make_tensor_groups(bool nccl_for_one_rank_groups) {
 
 Mesh::~Mesh() = default;
 
-void Mesh::make_expert_groups(int64_t ep) {
-  Communicator& group = *dp_shard_cp_;
+void Mesh::make_expert_groups(int64_t ep, bool over_tp) {
+  if (over_tp) {
+    expert_base_ = split_over(world_, shape_, {MeshDim::dp_shard, MeshDim::cp, MeshDim::tp},
+                              "dp_shard_cp_tp");
+  }
+  Communicator& group = over_tp ? *expert_base_ : *dp_shard_cp_;
   TITAN_CHECK(ep >= 1 && group.size() % ep == 0)
-      << "expert parallelism of " << ep << " over " << group.size() << " dp_shard x cp ranks";
+      << "expert parallelism of " << ep << " over " << group.size() << " ranks";
   if (ep == 1) return;
   const int index = group.rank();
   ep_ = group.split_known(int(index / ep), index, int(ep), int(index % ep), "ep");

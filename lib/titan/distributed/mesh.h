@@ -114,11 +114,12 @@ class Mesh {
   Communicator& tensor_dp_shard_cp() { return *tensor_dp_shard_cp_; }
 
   // Expert parallelism (parallelism.expert_parallel_degree, which does not multiply into
-  // the world size): the dp_shard x cp ranks in blocks of `ep` consecutive ones are the ep
-  // groups; the ranks at the same place of each block, dp_shard x cp / ep of them, are the
-  // experts' FSDP group (efsdp). Collective over dp_shard_cp; ep must divide its size (the
-  // config's check). Without it both are this rank alone. Host communicators only so far.
-  void make_expert_groups(int64_t ep);
+  // the world size): the dp_shard x cp ranks (x tp with `over_tp`, torchtitan's EP without
+  // expert tensor parallelism) in blocks of `ep` consecutive ones are the ep groups; the
+  // ranks at the same place of each block are the experts' FSDP group (efsdp). Collective
+  // over the world; ep must divide the ranks (the config's check). Without it both are this
+  // rank alone. Host communicators only so far.
+  void make_expert_groups(int64_t ep, bool over_tp = false);
   Communicator& ep() { return ep_ ? *ep_ : *self_ep_; }
   Communicator& efsdp() { return efsdp_ ? *efsdp_ : *self_efsdp_; }
 
@@ -143,6 +144,7 @@ class Mesh {
   std::array<std::unique_ptr<Communicator>, kMeshDims> groups_;
   std::unique_ptr<Communicator> dp_, dp_shard_cp_;
   std::unique_ptr<Communicator> ep_, efsdp_;  // make_expert_groups's
+  std::unique_ptr<Communicator> expert_base_;  // dp_shard x cp x tp, when EP spans tp
   std::unique_ptr<Communicator> self_ep_ = std::make_unique<SelfCommunicator>("ep");
   std::unique_ptr<Communicator> self_efsdp_ = std::make_unique<SelfCommunicator>("efsdp");
   Device device_;

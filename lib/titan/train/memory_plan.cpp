@@ -203,12 +203,13 @@ StagePlan plan_stage_rank(const config::JobConfig& config, const distributed::Me
   layout.fsdp = {shape[MeshDim::dp_shard] * shape[MeshDim::cp], 0};
   layout.dp_replicate = {shape[MeshDim::dp_replicate], 0};
   if (const int64_t ep = p.expert_parallel_degree; ep > 1) {  // the experts' own groups
-    TITAN_CHECK_INPUT(layout.fsdp.size % ep == 0)
+    const int64_t ranks = layout.fsdp.size * layout.tp.size;  // EP spans tp
+    TITAN_CHECK_INPUT(ranks % ep == 0)
         << "parallelism.expert_parallel_degree " << ep << ": the expert-parallel groups are "
-        << "formed from the " << layout.fsdp.size << " dp_shard x context_parallel ranks, which "
-        << ep << " does not divide";
+        << "formed from the " << ranks << " dp_shard x context_parallel x tensor_parallel "
+        << "ranks, which " << ep << " does not divide";
     layout.ep = {ep, 0};
-    layout.efsdp = {layout.fsdp.size / ep, 0};
+    layout.efsdp = {ranks / ep, 0};
   }
   layout.device = device;
   layout.compute_dtype = compute;

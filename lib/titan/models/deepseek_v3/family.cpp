@@ -22,10 +22,10 @@ void check_layout(const config::JobConfig& config) {
       << "parallelism.tensor_parallel_degree " << tp << ": the " << a.n_heads << " heads of "
       << "flavor " << config.model.flavor << " do not split over it; use a divisor of "
       << a.n_heads;
-  TITAN_CHECK_INPUT(tp == 1 || p.expert_parallel_degree == 1)
+  TITAN_CHECK_INPUT(tp == 1 || p.expert_parallel_degree == 1 || p.enable_sequence_parallel)
       << "parallelism.expert_parallel_degree " << p.expert_parallel_degree << " with "
-      << "tensor_parallel_degree " << tp << ": expert parallelism over tensor-parallel ranks "
-      << "is not built yet; use one of the two";
+      << "tensor_parallel_degree " << tp << " needs parallelism.enable_sequence_parallel: "
+      << "each tp rank routes its own rows of the sequence";
 }
 
 class DeepSeekV3Family final : public ModelFamily {

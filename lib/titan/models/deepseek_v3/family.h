@@ -3,8 +3,9 @@
 //
 // What runs today: CPU ranks with FSDP / HSDP / DDP, tensor parallelism (with or without
 // sequence parallel), context parallel, pipeline stages and activation checkpointing (the
-// frame's, models/decoder_model.h), expert parallelism (nn/moe.h; not with TP yet), the
-// Hugging Face mapping (hf_adapter.h); GPU devices are refused with exit 2.
+// frame's, models/decoder_model.h), expert parallelism (nn/moe.h; over the tp ranks too
+// with sequence parallel), the Hugging Face mapping (hf_adapter.h); GPU devices are
+// refused with exit 2.
 #pragma once
 
 #include "titan/models/family.h"
