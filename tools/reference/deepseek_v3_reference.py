@@ -450,26 +450,8 @@ def init_weights(model, cfg):
 
 
 def load_inputs(input_dir):
-    cfg = load_config(os.path.join(input_dir, "config.json"))
-    init, _ = L.load_safetensors(os.path.join(input_dir, "init.safetensors"))
-    batch, _ = L.load_safetensors(os.path.join(input_dir, "batch.safetensors"))
-    names = parameter_names(cfg)
-    if set(init) != set(names):
-        raise ValueError(f"init.safetensors: missing {sorted(set(names) - set(init))}, "
-                         f"unexpected {sorted(set(init) - set(names))}")
-    shape = (cfg["steps"], cfg["accumulation_steps"], cfg["batch_size"], cfg["seq_len"])
-    for key in ("tokens", "labels"):
-        if key not in batch or tuple(batch[key].shape) != shape or batch[key].dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"batch.safetensors: {key} must be I64 (or I32) of shape {list(shape)}")
-    tokens, labels = batch["tokens"].long(), batch["labels"].long()
-    if tokens.min() < 0 or tokens.max() >= cfg["vocab_size"]:
-        raise ValueError("batch.safetensors: tokens outside [0, vocab_size)")
-    valid = labels != IGNORE_INDEX
-    if (labels[valid] < 0).any() or (labels[valid] >= cfg["vocab_size"]).any():
-        raise ValueError("batch.safetensors: labels outside [0, vocab_size) and not -100")
-    if (valid.flatten(1).sum(1) == 0).any():
-        raise ValueError("batch.safetensors: a step has no valid label (the mean loss is 0/0)")
-    return cfg, init, tokens, labels
+    # Llama's checks of the folder, with this model's config keys and parameter names.
+    return L.load_inputs(input_dir, load_config, parameter_names)
 
 
 def build_model(cfg, init):

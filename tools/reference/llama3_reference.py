@@ -575,11 +575,13 @@ def lr_lambda_factory(cfg):
     return lr_lambda
 
 
-def load_inputs(input_dir):
-    cfg = load_config(os.path.join(input_dir, "config.json"))
+def load_inputs(input_dir, read_config=None, names_of=None):
+    """config.json, init and batch of an input folder, checked; another model's reference
+    passes its own config reader and parameter names."""
+    cfg = (read_config or load_config)(os.path.join(input_dir, "config.json"))
     init, _ = load_safetensors(os.path.join(input_dir, "init.safetensors"))
     batch, _ = load_safetensors(os.path.join(input_dir, "batch.safetensors"))
-    names = parameter_names(cfg)
+    names = (names_of or parameter_names)(cfg)
     if set(init) != set(names):
         raise ValueError(f"init.safetensors: missing {sorted(set(names) - set(init))}, "
                          f"unexpected {sorted(set(init) - set(names))}")

@@ -85,4 +85,16 @@ void check_decoder_stages(const std::vector<StageModules>& split, int n_layers, 
       << kKey << ": " << modules[next] << " is in no stage; list every module once";
 }
 
+std::vector<StageModules> decoder_stages_for_job(const config::ParallelismSection& p,
+                                                 int n_layers, int stages) {
+  if (p.module_fqns_per_model_part) {
+    std::vector<StageModules> split(p.module_fqns_per_model_part->begin(),
+                                    p.module_fqns_per_model_part->end());
+    check_decoder_stages(split, n_layers, stages);
+    return split;
+  }
+  return split_decoder_stages(n_layers, stages, int(p.pipeline_parallel_first_stage_less_layers),
+                              int(p.pipeline_parallel_last_stage_less_layers));
+}
+
 }  // namespace titan::models

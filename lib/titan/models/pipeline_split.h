@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "titan/config/job_config.h"
+
 namespace titan::models {
 
 using StageModules = std::vector<std::string>;
@@ -25,6 +27,11 @@ std::vector<StageModules> split_decoder_stages(int n_layers, int stages, int fir
 // the lists are `stages` long, know every name, and hold each module once in model order.
 // The final norm and the output must share a stage (they are one parameter unit).
 void check_decoder_stages(const std::vector<StageModules>& split, int n_layers, int stages);
+
+// A job's split: parallelism.module_fqns_per_model_part when set (checked), else the
+// default split with parallelism.pipeline_parallel_first/last_stage_less_layers.
+std::vector<StageModules> decoder_stages_for_job(const config::ParallelismSection& parallelism,
+                                                 int n_layers, int stages);
 
 // "tok_embeddings, layers.0, layers.1": a stage's modules for messages and logs.
 std::string describe_stage(const StageModules& modules);

@@ -81,17 +81,8 @@ class DeepSeekV3Family final : public ModelFamily {
 
   std::vector<StageModules> pipeline_stages(const config::JobConfig& config,
                                             int stages) const override {
-    const ModelArgs a = model_args_from_config(config);
-    const config::ParallelismSection& p = config.parallelism;
-    if (p.module_fqns_per_model_part) {
-      std::vector<StageModules> split(p.module_fqns_per_model_part->begin(),
-                                      p.module_fqns_per_model_part->end());
-      check_decoder_stages(split, int(a.n_layers), stages);
-      return split;
-    }
-    return split_decoder_stages(int(a.n_layers), stages,
-                                int(p.pipeline_parallel_first_stage_less_layers),
-                                int(p.pipeline_parallel_last_stage_less_layers));
+    return decoder_stages_for_job(config.parallelism,
+                                  int(model_args_from_config(config).n_layers), stages);
   }
 
   std::unique_ptr<Model> build(const config::JobConfig& config, const nn::ParameterLayout& layout,

@@ -66,15 +66,7 @@ class Llama3Family final : public ModelFamily {
         << "parallelism.pipeline_parallel_degree: flavor " << config.model.flavor
         << " ties the output to the embedding, which pipeline stages would split; use a "
         << "flavor without tied weights or pipeline_parallel_degree 1";
-    if (p.module_fqns_per_model_part) {
-      std::vector<StageModules> split(p.module_fqns_per_model_part->begin(),
-                                      p.module_fqns_per_model_part->end());
-      check_decoder_stages(split, int(a.n_layers), stages);
-      return split;
-    }
-    return split_decoder_stages(int(a.n_layers), stages,
-                                int(p.pipeline_parallel_first_stage_less_layers),
-                                int(p.pipeline_parallel_last_stage_less_layers));
+    return decoder_stages_for_job(p, int(a.n_layers), stages);
   }
 
   std::unique_ptr<Model> build(const config::JobConfig& config, const nn::ParameterLayout& layout,
