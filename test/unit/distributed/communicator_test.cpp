@@ -214,7 +214,8 @@ class FakeCommunicator final : public Communicator {
   std::unique_ptr<PendingOperation> start_send(const Tensor&, int, int) override { return op(); }
   std::unique_ptr<PendingOperation> start_recv(Tensor&, int, int) override { return op(); }
   std::unique_ptr<PendingOperation> start_all_to_all(const Tensor&, const std::vector<int64_t>&,
-                                                     Tensor&, const std::vector<int64_t>&) override {
+                                                     Tensor&,
+                                                     const std::vector<int64_t>&) override {
     return op();
   }
   std::unique_ptr<PendingOperation> start_barrier() override { return op(); }

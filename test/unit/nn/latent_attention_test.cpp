@@ -41,7 +41,9 @@ Values matmul_t(const Values& a, const Values& w, int64_t rows, int64_t in, int6
   Values y(static_cast<size_t>(rows * out), 0.0);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t o = 0; o < out; ++o)
-      for (int64_t i = 0; i < in; ++i) y[size_t(r * out + o)] += a[size_t(r * in + i)] * w[size_t(o * in + i)];
+      for (int64_t i = 0; i < in; ++i) {
+        y[size_t(r * out + o)] += a[size_t(r * in + i)] * w[size_t(o * in + i)];
+      }
   return y;
 }
 
@@ -51,7 +53,9 @@ Values rmsnorm(const Values& a, const Values& w, int64_t rows, int64_t dim, doub
     double ms = 0;
     for (int64_t i = 0; i < dim; ++i) ms += a[size_t(r * dim + i)] * a[size_t(r * dim + i)];
     const double rstd = 1 / std::sqrt(ms / double(dim) + eps);
-    for (int64_t i = 0; i < dim; ++i) y[size_t(r * dim + i)] = a[size_t(r * dim + i)] * rstd * w[size_t(i)];
+    for (int64_t i = 0; i < dim; ++i) {
+      y[size_t(r * dim + i)] = a[size_t(r * dim + i)] * rstd * w[size_t(i)];
+    }
   }
   return y;
 }
@@ -92,7 +96,9 @@ Values reference_mla(const LatentAttentionDims& d, int64_t B, int64_t T, const V
   Values c(static_cast<size_t>(N * kvl)), k_pe(static_cast<size_t>(N * rope));
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t i = 0; i < kvl; ++i) c[size_t(n * kvl + i)] = kva[size_t(n * (kvl + rope) + i)];
-    for (int64_t i = 0; i < rope; ++i) k_pe[size_t(n * rope + i)] = kva[size_t(n * (kvl + rope) + kvl + i)];
+    for (int64_t i = 0; i < rope; ++i) {
+      k_pe[size_t(n * rope + i)] = kva[size_t(n * (kvl + rope) + kvl + i)];
+    }
     rotate(&k_pe[size_t(n * rope)], rope, freqs, n % T);
   }
   const Values kvb = matmul_t(rmsnorm(c, kv_norm, N, kvl, d.norm_eps), wkv_b, N, kvl, H * kv);
@@ -208,7 +214,9 @@ TEST(LatentAttention, OneQueryProjectionMatchesReferenceAndDifferences) {
 TEST(LatentAttention, ParametersInTorchtitansOrder) {
   const auto names_of = [](LatentAttention& a) {
     std::vector<std::string> names;
-    for (Parameter* p : a.parameters()) names.push_back(p->name() + " " + shape_string(p->global_shape()));
+    for (Parameter* p : a.parameters()) {
+      names.push_back(p->name() + " " + shape_string(p->global_shape()));
+    }
     return names;
   };
   LatentAttention ranked("attn", small_dims(5), kInit, kInit);

@@ -262,7 +262,8 @@ TEST(Moe, ParametersInTorchtitansOrder) {
                        "layers.1.moe.shared_experts.w1.weight",
                        "layers.1.moe.shared_experts.w2.weight",
                        "layers.1.moe.shared_experts.w3.weight"}));
-  EXPECT_EQ(shapes, (std::vector<Shape>{{8, 6, 8}, {8, 8, 6}, {8, 6, 8}, {8, 8}, {6, 8}, {8, 6}, {6, 8}}));
+  EXPECT_EQ(shapes, (std::vector<Shape>{
+                        {8, 6, 8}, {8, 8, 6}, {8, 6, 8}, {8, 8}, {6, 8}, {8, 6}, {6, 8}}));
   Moe without("moe", softmax_before_experts_dims(), kInit, kInit);
   EXPECT_EQ(without.parameters().size(), 4u);
   EXPECT_FALSE(without.bias().defined());

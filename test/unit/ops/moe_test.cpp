@@ -81,7 +81,8 @@ std::vector<int32_t> reference_choice(const double* c, int64_t E, const RouterOp
   for (int64_t e = 0; e < E; ++e) {
     if (allowed[size_t(e)]) experts.push_back(int32_t(e));
   }
-  std::stable_sort(experts.begin(), experts.end(), [&](int32_t a, int32_t b) { return c[a] > c[b]; });
+  std::stable_sort(experts.begin(), experts.end(),
+                   [&](int32_t a, int32_t b) { return c[a] > c[b]; });
   experts.resize(size_t(o.top_k));
   return experts;
 }
@@ -189,7 +190,9 @@ TEST(MoeRouter, BiasChoosesButTheUnbiasedScoresWeigh) {
   EXPECT_EQ(with.selected, (std::vector<int32_t>{1}));
   EXPECT_NEAR(with.weights[0], sigmoid(0.5), 1e-6);
   // The scores are the unbiased ones too.
-  for (int64_t e = 0; e < 4; ++e) EXPECT_NEAR(with.scores[size_t(e)], sigmoid(logits[size_t(e)]), 1e-6);
+  for (int64_t e = 0; e < 4; ++e) {
+    EXPECT_NEAR(with.scores[size_t(e)], sigmoid(logits[size_t(e)]), 1e-6);
+  }
   // Top 2 with route_norm: [1, 0], normalized over the unbiased scores of 1 and 0.
   const Routed normed = route(logits, 4, bias, options(RouterScore::Sigmoid, 2, 1, 1, true, 2.5f));
   EXPECT_EQ(normed.selected, (std::vector<int32_t>{1, 0}));
@@ -283,7 +286,8 @@ TEST(MoeRouter, BackwardMatchesCentralDifferencesOfTheWeights) {
   const Values jitter = random_values(N * E, 21, 0.05);
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t e = 0; e < E; ++e) {
-      logits[size_t(n * E + e)] = -1.5 + 0.4 * double((e * 3 + n * 5) % E) + jitter[size_t(n * E + e)];
+      logits[size_t(n * E + e)] =
+          -1.5 + 0.4 * double((e * 3 + n * 5) % E) + jitter[size_t(n * E + e)];
     }
   }
   for (const RouterScore score : {RouterScore::Sigmoid, RouterScore::Softmax}) {
@@ -408,7 +412,8 @@ Values reference_combine(const Picks& p, const Values& out0, const Values& ys,
   for (int64_t m = 0; m < p.N * p.K; ++m) {
     const int64_t pick = p.ord[size_t(m)], n = pick / p.K;
     for (int64_t d = 0; d < p.D; ++d) {
-      out[size_t(n * p.D + d)] += ys[size_t(m * p.D + d)] * (weights ? (*weights)[size_t(pick)] : 1.0);
+      const double w = weights ? (*weights)[size_t(pick)] : 1.0;
+      out[size_t(n * p.D + d)] += ys[size_t(m * p.D + d)] * w;
     }
   }
   return out;
@@ -598,7 +603,9 @@ TEST(Columns, BroadcastAndSumColumnGroupsMatchNaiveLoops) {
   std::vector<float> want(dst0.begin(), dst0.end());
   for (int64_t r = 0; r < R; ++r)
     for (int64_t g = 0; g < G; ++g)
-      for (int64_t j = 0; j < w; ++j) want[size_t((r * G + g) * C + 1 + j)] = float(src[size_t(r * w + j)]);
+      for (int64_t j = 0; j < w; ++j) {
+        want[size_t((r * G + g) * C + 1 + j)] = float(src[size_t(r * w + j)]);
+      }
   EXPECT_EQ(std::vector<float>(dst.data<float>(), dst.data<float>() + dst.numel()), want);
 
   // sum_column_groups: dst[r, j] = sum over g of src[r G + g, 2 + j], in order of g.
