@@ -1,6 +1,6 @@
-// Mixture-of-experts routing and token movement on the CPU: tokens split over threads for
-// the router; the rows' movement splits columns, so that each output row adds its picks
-// in the order of the sorted rows whatever the thread count.
+// Mixture-of-experts routing and token movement on the CPU: tokens split over threads. A
+// token's row adds its picks in the order of the sorted rows (ascending m), found through
+// the inverse of `order`, whatever the thread count.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -141,6 +141,14 @@ struct Rows {
   int64_t M, D;
 };
 
+// Each token's K sorted rows in ascending order: rows[n K + j], from the inverse of order.
+std::vector<int32_t> rows_by_token(const int32_t* order, int64_t M, int64_t K) {
+  std::vector<int32_t> rows(static_cast<size_t>(M));
+  for (int64_t m = 0; m < M; ++m) rows[size_t(order[m])] = int32_t(m);
+  for (int64_t n = 0; n < M / K; ++n) std::sort(rows.begin() + n * K, rows.begin() + (n + 1) * K);
+  return rows;
+}
+
 Rows check_rows(const Tensor& rows, const Tensor& tokens, const Tensor& order, int64_t K,
                 const Tensor& weights, const char* op) {
   check_dtype(rows, DType::F32, op, "rows");
@@ -199,12 +207,15 @@ void moe_dispatch_backward(const Tensor& dxs, const Tensor& x, const Tensor& ord
       dwp[op[m]] = dot;
     }
   }
-  // Columns over threads: each token row adds its picks in the order of m.
+  const std::vector<int32_t> rows = rows_by_token(op, M, K);
 #pragma omp parallel for schedule(static) if (M * D > 65536)
-  for (int64_t d = 0; d < D; ++d) {
-    for (int64_t m = 0; m < M; ++m) {
-      const float g = gp[m * D + d];
-      dxp[int64_t(op[m] / K) * D + d] += wp ? g * wp[op[m]] : g;
+  for (int64_t n = 0; n < M / K; ++n) {
+    float* to = dxp + n * D;
+    for (int64_t j = 0; j < K; ++j) {
+      const int64_t m = rows[size_t(n * K + j)];
+      const float* g = gp + m * D;
+      const float w = wp ? wp[op[m]] : 1.0f;
+      for (int64_t d = 0; d < D; ++d) to[d] += wp ? g[d] * w : g[d];
     }
   }
 }
@@ -216,11 +227,15 @@ void moe_combine(const Tensor& ys, const Tensor& order, int64_t K, const Tensor&
   const int32_t* op = order.data<int32_t>();
   const float* wp = weights.defined() ? weights.data<float>() : nullptr;
   float* outp = out.mutable_data<float>();
+  const std::vector<int32_t> rows = rows_by_token(op, M, K);
 #pragma omp parallel for schedule(static) if (M * D > 65536)
-  for (int64_t d = 0; d < D; ++d) {
-    for (int64_t m = 0; m < M; ++m) {
-      const float y = yp[m * D + d];
-      outp[int64_t(op[m] / K) * D + d] += wp ? y * wp[op[m]] : y;
+  for (int64_t n = 0; n < M / K; ++n) {
+    float* to = outp + n * D;
+    for (int64_t j = 0; j < K; ++j) {
+      const int64_t m = rows[size_t(n * K + j)];
+      const float* y = yp + m * D;
+      const float w = wp ? wp[op[m]] : 1.0f;
+      for (int64_t d = 0; d < D; ++d) to[d] += wp ? y[d] * w : y[d];
     }
   }
 }
