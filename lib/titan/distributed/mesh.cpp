@@ -270,6 +270,9 @@ void Mesh::make_tensor_groups(bool nccl_for_one_rank_groups) {
 Mesh::~Mesh() = default;
 
 void Mesh::make_expert_groups(int64_t ep, bool over_tp) {
+  if (ep_ && ep_->size() == ep && (expert_base_ != nullptr) == over_tp) return;  // made already
+  TITAN_CHECK(!ep_) << "expert groups of " << ep_->size() << " ranks exist; a mesh holds one "
+                    << "expert-parallel layout";
   if (over_tp) {
     expert_base_ = split_over(world_, shape_, {MeshDim::dp_shard, MeshDim::cp, MeshDim::tp},
                               "dp_shard_cp_tp");

@@ -118,7 +118,8 @@ class Mesh {
   // expert tensor parallelism) in blocks of `ep` consecutive ones are the ep groups; the
   // ranks at the same place of each block are the experts' FSDP group (efsdp). Collective
   // over the world; ep must divide the ranks (the config's check). Without it both are this
-  // rank alone. Host communicators only so far.
+  // rank alone. Host communicators only so far. Made once per mesh (a second call with the
+  // same layout does nothing).
   void make_expert_groups(int64_t ep, bool over_tp = false);
   Communicator& ep() { return ep_ ? *ep_ : *self_ep_; }
   Communicator& efsdp() { return efsdp_ ? *efsdp_ : *self_efsdp_; }

@@ -35,6 +35,7 @@ struct ModelSummary {
   int64_t layers = 0;           // transformer blocks: what pipeline stages split
   bool masks_documents = false; // attention within documents: needs Model::set_document_end
   double flops_per_token = 0;   // training FLOPs per token at training.seq_len
+  int64_t routed_experts = 0;   // per MoE layer (Model::expert_load's columns); 0: none
 };
 
 // One microbatch's activations on one rank, for memory plans (train/memory_plan.h). Each

@@ -473,6 +473,7 @@ StepResult Trainer::run_step() {
 }
 
 void Trainer::update_routing(StepResult& result) {
+  if (summary_.routed_experts == 0) return;  // a dense model: nothing to route
   Tensor load = model_->expert_load();
   const bool has_experts = load.defined();
   // Every pipeline stage takes part in the metric's reductions, with or without experts.

@@ -62,6 +62,7 @@ class DeepSeekV3Family final : public ModelFamily {
     summary.layers = a.n_layers;
     summary.masks_documents = a.attn_mask_type == config::AttentionMaskType::BlockCausal;
     summary.flops_per_token = flops_per_token(a, config.training.seq_len);
+    summary.routed_experts = a.moe_layers() > 0 ? a.num_experts : 0;
     return summary;
   }
 
