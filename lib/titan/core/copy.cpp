@@ -34,4 +34,8 @@ Tensor to_device(const Tensor& src, Device device) {
   return dst;
 }
 
+Tensor on_device(const Tensor& t, Device device) {
+  return !t.defined() || t.device() == device ? t : to_device(t, device);
+}
+
 }  // namespace titan

@@ -22,6 +22,9 @@ void copy_tensor(const Tensor& src, Tensor& dst);
 // A new tensor on `device` holding src's values (a copy even when src is already there).
 Tensor to_device(const Tensor& src, Device device);
 
+// `t` on `device`: t itself when it is there already (or undefined), else a copy.
+Tensor on_device(const Tensor& t, Device device);
+
 #if TITAN_HAVE_CUDA
 namespace detail {
 // Byte copy where at least one side is a CUDA device (core/cuda/copy.cu).

@@ -15,11 +15,6 @@ nn::InitRule output_rule(int64_t dim) {
   return nn::InitRule{nn::InitKind::TruncatedNormal, std, 3 * std};
 }
 
-// `t` on `device`: itself when it is there already, else a copy.
-Tensor on_device(const Tensor& t, Device device) {
-  return t.device() == device ? t : to_device(t, device);
-}
-
 // Memory allocated while a module runs (its output, what it keeps for backward, its
 // backward's temporaries) is tagged with the module, so a memory snapshot shows the
 // activations of each layer.

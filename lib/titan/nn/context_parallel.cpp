@@ -59,7 +59,7 @@ void copy_run(const Tensor& src, const Run& run, Tensor& dst, int64_t at) {
 Tensor int32_tensor(const std::vector<int32_t>& values, Device device) {
   Tensor t = Tensor::empty({int64_t(values.size())}, DType::I32);
   std::copy(values.begin(), values.end(), t.mutable_data<int32_t>());
-  return device.is_cpu() ? t : to_device(t, device);
+  return on_device(t, device);
 }
 
 }  // namespace

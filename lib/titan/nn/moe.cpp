@@ -54,15 +54,19 @@ void Moe::forward(const Tensor& x, Tensor& y, MoeRecord& r, bool count_load) con
   const Device dev = x.device();
   const DType act = x.dtype();
   r.x = x;
-  // Route.
-  Tensor logits = Tensor::empty({N, E}, DType::F32, dev);
+  // Route: the logits in the activations' dtype (the gate is a linear like any other), the
+  // scores and weights in f32. The picks are sorted on the host (the exchange plan and the
+  // grouped GEMMs' row ranges are host values); a GPU gets the order back.
+  Tensor logits = Tensor::empty({N, E}, act, dev);
   gate_.forward(x, logits);
   r.scores = Tensor::empty({N, E}, DType::F32, dev);
   r.selected = Tensor::empty({N, K}, DType::I32, dev);
   r.weights = Tensor::empty({N, K}, DType::F32, dev);
-  ops::router_forward(logits, bias_, dims_.router, r.scores, r.selected, r.weights);
-  r.order = Tensor::empty({M}, DType::I32);
-  r.offsets = ops::sort_picks(r.selected, E, r.order);
+  ops::router_forward(logits, on_device(bias_, dev), dims_.router, r.scores, r.selected,
+                      r.weights);
+  Tensor order = Tensor::empty({M}, DType::I32);
+  r.offsets = ops::sort_picks(on_device(r.selected, Device::cpu()), E, order);
+  r.order = on_device(order, dev);
   if (count_load && !counting_mode()) {
     float* load = load_.mutable_data<float>();
     for (int64_t e = 0; e < E; ++e) {
@@ -121,7 +125,7 @@ void Moe::backward_input(const Tensor& dy, MoeRecord& r, Tensor& dx,
   ops::moe_dispatch_backward(dxs, r.x, r.order, K,
                              dims_.score_before_experts ? pick_weights : Tensor(), dx_routed,
                              dweights);
-  r.dlogits = Tensor::empty({N, E}, DType::F32, dev);
+  r.dlogits = Tensor::empty({N, E}, act, dev);
   ops::router_backward(dweights.reshape({N, K}), r.scores, r.selected, dims_.router, r.dlogits);
   if (shared_) {
     shared_->backward_input(dy, r.shared, dx, accumulate);
@@ -167,9 +171,11 @@ void Moe::plan_exchange(MoeRecord& r) const {
   for (int64_t e = 0; e < E; ++e) {
     counts.mutable_data<int64_t>()[e] = r.offsets[size_t(e) + 1] - r.offsets[size_t(e)];
   }
-  Tensor got = Tensor::empty({P * local, 1}, DType::I64);
+  const Device dev = r.order.device();  // where the group's communicator moves data
+  Tensor got_here = Tensor::empty({P * local, 1}, DType::I64, dev);
   const std::vector<int64_t> per_rank(size_t(P), local);
-  ep_.exchange(counts, per_rank, got, per_rank);
+  ep_.exchange(on_device(counts, dev), per_rank, got_here, per_rank);
+  const Tensor got = on_device(got_here, Device::cpu());
   const int64_t* n = got.data<int64_t>();  // n[p * local + j]: rows from rank p for expert j
   r.send_rows.assign(size_t(P), 0);
   r.recv_rows.assign(size_t(P), 0);
@@ -199,6 +205,8 @@ void Moe::plan_exchange(MoeRecord& r) const {
     }
     r.local_offsets[size_t(j) + 1] = m;
   }
+  r.to_local = on_device(r.to_local, dev);
+  r.from_local = on_device(r.from_local, dev);
 }
 
 Tensor Moe::to_local_experts(const Tensor& picked, const MoeRecord& r) const {

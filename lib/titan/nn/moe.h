@@ -53,11 +53,11 @@ struct MoeDims {
 struct MoeRecord {
   Tensor x;                          // the input (the caller's)
   Tensor scores, selected, weights;  // the router's [N, E], [N, K] i32, [N, K]
-  Tensor order;                      // picks sorted by expert [N K] i32 (host)
+  Tensor order;                      // picks sorted by expert [N K] i32 (x's device)
   std::vector<int64_t> offsets;      // each expert's rows of the sorted picks
   // Expert parallelism: rows sent to and received from each rank, and the permutations
   // between the received order (by source, then local expert) and the local experts' order
-  // (by local expert, then source), as row indices [R] i32.
+  // (by local expert, then source), as row indices [R] i32 on x's device.
   std::vector<int64_t> send_rows, recv_rows;
   Tensor to_local, from_local;
   std::vector<int64_t> local_offsets;  // each local expert's rows (= offsets on one rank)
@@ -86,7 +86,8 @@ class Moe {
   int64_t experts() const { return dims_.experts; }
   // Picks per expert since the last update_bias [E] (f32, host).
   const Tensor& load() const { return load_; }
-  const Tensor& bias() const { return bias_; }  // [E] f32, undefined without balancing
+  // [E] f32 on the host (each forward copies it to x's device), undefined without balancing.
+  const Tensor& bias() const { return bias_; }
   // The step's update from `load` [E], the counts summed over the data-parallel ranks;
   // clears load().
   void update_bias(const float* load);

@@ -7,7 +7,7 @@
 //                                         dst [R G, C]: one row of src to G rows of dst)
 //   sum_column_groups(src, s, dst)        dst[r, j] = sum over g < G, in order, of
 //                                         src[r G + g, s + j]   (broadcast_columns' backward)
-// f32 on the CPU; no kernel on the GPU yet.
+// f32 on the CPU; f32 or bf16 on the GPU (src and dst of one dtype).
 #pragma once
 
 #include "titan/ops/checks.h"
@@ -27,16 +27,24 @@ void copy_columns(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_c
 void broadcast_columns(const Tensor& src, Tensor& dst, int64_t dst_col);
 void sum_column_groups(const Tensor& src, int64_t src_col, Tensor& dst);
 }  // namespace cpu
+#if TITAN_HAVE_CUDA
+namespace cuda {
+void copy_columns(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_col,
+                  int64_t width, Accumulate accumulate);
+void broadcast_columns(const Tensor& src, Tensor& dst, int64_t dst_col);
+void sum_column_groups(const Tensor& src, int64_t src_col, Tensor& dst);
+}  // namespace cuda
+#endif
 
 inline void copy_columns(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_col,
                          int64_t width, Accumulate accumulate = Accumulate::No) {
-  TITAN_DISPATCH_CPU(src, copy_columns, src, src_col, dst, dst_col, width, accumulate);
+  TITAN_DISPATCH_CPU_CUDA(src, copy_columns, src, src_col, dst, dst_col, width, accumulate);
 }
 inline void broadcast_columns(const Tensor& src, Tensor& dst, int64_t dst_col) {
-  TITAN_DISPATCH_CPU(src, broadcast_columns, src, dst, dst_col);
+  TITAN_DISPATCH_CPU_CUDA(src, broadcast_columns, src, dst, dst_col);
 }
 inline void sum_column_groups(const Tensor& src, int64_t src_col, Tensor& dst) {
-  TITAN_DISPATCH_CPU(src, sum_column_groups, src, src_col, dst);
+  TITAN_DISPATCH_CPU_CUDA(src, sum_column_groups, src, src_col, dst);
 }
 
 }  // namespace titan::ops

@@ -7,9 +7,10 @@
 namespace titan::ops {
 
 void check_router(const Tensor& logits, const Tensor& bias, const RouterOptions& o,
-                  const Tensor& scores, const Tensor& selected, const Tensor& weights) {
+                  const Tensor& scores, const Tensor& selected, const Tensor& weights,
+                  FloatDTypes accepted) {
   const char* op = "router_forward";
-  check_dtype(logits, DType::F32, op, "logits");
+  check_float_dtype(logits, accepted, op, "logits");
   TITAN_CHECK(logits.dim() == 2) << op << ": logits must be [N, E], got "
                                  << shape_string(logits.shape());
   const int64_t N = logits.size(0), E = logits.size(1);
@@ -29,6 +30,89 @@ void check_router(const Tensor& logits, const Tensor& bias, const RouterOptions&
   check_dtype(selected, DType::I32, op, "selected");
   check_shape(weights, {N, o.top_k}, op, "weights");
   check_dtype(weights, DType::F32, op, "weights");
+}
+
+void check_router_backward(const Tensor& dweights, const Tensor& scores, const Tensor& selected,
+                           const RouterOptions& o, const Tensor& dlogits, FloatDTypes accepted) {
+  const char* op = "router_backward";
+  check_dtype(scores, DType::F32, op, "scores");
+  TITAN_CHECK(scores.dim() == 2) << op << ": scores must be [N, E], got "
+                                 << shape_string(scores.shape());
+  const int64_t N = scores.size(0), E = scores.size(1);
+  check_shape(selected, {N, o.top_k}, op, "selected");
+  check_dtype(selected, DType::I32, op, "selected");
+  check_shape(dweights, {N, o.top_k}, op, "dweights");
+  check_dtype(dweights, DType::F32, op, "dweights");
+  check_shape(dlogits, {N, E}, op, "dlogits");
+  check_float_dtype(dlogits, accepted, op, "dlogits");
+}
+
+namespace {
+
+// picks [M, D] against tokens [N, D], N K = M, of one accepted dtype; weights and dweights.
+MoeRows check_rows(const Tensor& picks, const Tensor& tokens, const Tensor& order, int64_t K,
+                   const Tensor& weights, const Tensor* dweights, FloatDTypes accepted,
+                   const char* op) {
+  check_float_dtype(picks, accepted, op, "rows");
+  check_float_dtype(tokens, accepted, op, "tokens");
+  TITAN_CHECK(picks.dtype() == tokens.dtype())
+      << op << ": rows are " << dtype_name(picks.dtype()) << ", tokens "
+      << dtype_name(tokens.dtype());
+  check_dtype(order, DType::I32, op, "order");
+  const int64_t D = picks.dim() == 0 ? 0 : picks.size(picks.dim() - 1);
+  const int64_t M = D == 0 ? 0 : picks.numel() / D;
+  const int64_t N = D == 0 ? 0 : tokens.numel() / D;
+  TITAN_CHECK(D > 0 && K >= 1 && order.numel() == M && tokens.dim() > 0 &&
+              tokens.size(tokens.dim() - 1) == D && N * K == M)
+      << op << ": " << M << " picked rows of " << D << " for " << N << " tokens of " << K
+      << " picks";
+  if (weights.defined()) {
+    TITAN_CHECK(weights.numel() == M && weights.dtype() == DType::F32)
+        << op << ": weights must be f32 [" << M << "]";
+    if (dweights) {
+      check_shape(*dweights, {M}, op, "dweights");
+      check_dtype(*dweights, DType::F32, op, "dweights");
+    }
+  }
+  return {M, D};
+}
+
+// A backward's saved input, shaped and typed as the gradient beside it.
+void check_saved(const Tensor& saved, const Tensor& like, const char* op, const char* arg) {
+  check_shape(saved, like.shape(), op, arg);
+  TITAN_CHECK(saved.dtype() == like.dtype())
+      << op << ": " << arg << " is " << dtype_name(saved.dtype()) << ", its gradient "
+      << dtype_name(like.dtype());
+}
+
+}  // namespace
+
+MoeRows check_moe_dispatch(const Tensor& x, const Tensor& order, int64_t K,
+                           const Tensor& weights, const Tensor& xs, FloatDTypes accepted) {
+  return check_rows(xs, x, order, K, weights, nullptr, accepted, "moe_dispatch");
+}
+
+MoeRows check_moe_dispatch_backward(const Tensor& dxs, const Tensor& x, const Tensor& order,
+                                    int64_t K, const Tensor& weights, const Tensor& dx,
+                                    const Tensor& dweights, FloatDTypes accepted) {
+  const char* op = "moe_dispatch_backward";
+  const MoeRows rows = check_rows(dxs, dx, order, K, weights, &dweights, accepted, op);
+  check_saved(x, dx, op, "x");
+  return rows;
+}
+
+MoeRows check_moe_combine(const Tensor& ys, const Tensor& order, int64_t K,
+                          const Tensor& weights, const Tensor& out, FloatDTypes accepted) {
+  return check_rows(ys, out, order, K, weights, nullptr, accepted, "moe_combine");
+}
+
+MoeRows check_moe_combine_backward(const Tensor& dout, const Tensor& ys, const Tensor& order,
+                                   int64_t K, const Tensor& weights, const Tensor& dys,
+                                   const Tensor& dweights, FloatDTypes accepted) {
+  const char* op = "moe_combine_backward";
+  const MoeRows rows = check_rows(dys, dout, order, K, weights, &dweights, accepted, op);
+  check_saved(ys, dys, op, "ys");
+  return rows;
 }
 
 std::vector<int64_t> sort_picks(const Tensor& selected, int64_t experts, Tensor& order) {

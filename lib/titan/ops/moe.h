@@ -22,8 +22,10 @@
 //               added in the order of m, so each token sums its picks in a fixed order
 // and their backwards (the gradients of x or ys (=), and of the weights (=) when given).
 //
-// f32 on the CPU (logits, scores, weights and the rows); `selected` and `order` i32. No GPU
-// kernels yet.
+// Dtypes: scores, weights and their gradients f32; logits, dlogits and the rows f32 on the
+// CPU, f32 or bf16 on the GPU (the rows of one call share one dtype; the GPU computes in
+// f32); `selected` and `order` i32. Every tensor of a call on one device: order too, though
+// sort_picks makes it on the host (the GPU's caller copies it over).
 #pragma once
 
 #include <cstdint>
@@ -48,9 +50,28 @@ struct RouterOptions {
   bool force_balance = false;
 };
 
-// The checks every backend makes first (ops/moe.cpp).
+// The checks every backend makes first (ops/moe.cpp), given its float dtypes.
 void check_router(const Tensor& logits, const Tensor& bias, const RouterOptions& options,
-                  const Tensor& scores, const Tensor& selected, const Tensor& weights);
+                  const Tensor& scores, const Tensor& selected, const Tensor& weights,
+                  FloatDTypes accepted);
+void check_router_backward(const Tensor& dweights, const Tensor& scores, const Tensor& selected,
+                           const RouterOptions& options, const Tensor& dlogits,
+                           FloatDTypes accepted);
+// The token-movement ops' checks (the rows of x and xs, ys and out, and their gradients, of
+// one dtype; weights [M] f32 or undefined, dweights [M] f32 with weights). Return {M, D}.
+struct MoeRows {
+  int64_t M, D;
+};
+MoeRows check_moe_dispatch(const Tensor& x, const Tensor& order, int64_t top_k,
+                           const Tensor& weights, const Tensor& xs, FloatDTypes accepted);
+MoeRows check_moe_dispatch_backward(const Tensor& dxs, const Tensor& x, const Tensor& order,
+                                    int64_t top_k, const Tensor& weights, const Tensor& dx,
+                                    const Tensor& dweights, FloatDTypes accepted);
+MoeRows check_moe_combine(const Tensor& ys, const Tensor& order, int64_t top_k,
+                          const Tensor& weights, const Tensor& out, FloatDTypes accepted);
+MoeRows check_moe_combine_backward(const Tensor& dout, const Tensor& ys, const Tensor& order,
+                                   int64_t top_k, const Tensor& weights, const Tensor& dys,
+                                   const Tensor& dweights, FloatDTypes accepted);
 
 namespace cpu {
 void router_forward(const Tensor& logits, const Tensor& bias, const RouterOptions& options,
@@ -66,15 +87,31 @@ void moe_combine(const Tensor& ys, const Tensor& order, int64_t top_k, const Ten
 void moe_combine_backward(const Tensor& dout, const Tensor& ys, const Tensor& order,
                           int64_t top_k, const Tensor& weights, Tensor& dys, Tensor& dweights);
 }  // namespace cpu
+#if TITAN_HAVE_CUDA
+namespace cuda {
+void router_forward(const Tensor& logits, const Tensor& bias, const RouterOptions& options,
+                    Tensor& scores, Tensor& selected, Tensor& weights);
+void router_backward(const Tensor& dweights, const Tensor& scores, const Tensor& selected,
+                     const RouterOptions& options, Tensor& dlogits);
+void moe_dispatch(const Tensor& x, const Tensor& order, int64_t top_k, const Tensor& weights,
+                  Tensor& xs);
+void moe_dispatch_backward(const Tensor& dxs, const Tensor& x, const Tensor& order,
+                           int64_t top_k, const Tensor& weights, Tensor& dx, Tensor& dweights);
+void moe_combine(const Tensor& ys, const Tensor& order, int64_t top_k, const Tensor& weights,
+                 Tensor& out);
+void moe_combine_backward(const Tensor& dout, const Tensor& ys, const Tensor& order,
+                          int64_t top_k, const Tensor& weights, Tensor& dys, Tensor& dweights);
+}  // namespace cuda
+#endif  // TITAN_HAVE_CUDA
 
 // scores [N, E], selected i32 [N, K] and weights [N, K] from logits [N, E].
 inline void router_forward(const Tensor& logits, const Tensor& bias, const RouterOptions& options,
                            Tensor& scores, Tensor& selected, Tensor& weights) {
-  TITAN_DISPATCH_CPU(logits, router_forward, logits, bias, options, scores, selected, weights);
+  TITAN_DISPATCH_CPU_CUDA(logits, router_forward, logits, bias, options, scores, selected, weights);
 }
 inline void router_backward(const Tensor& dweights, const Tensor& scores, const Tensor& selected,
                             const RouterOptions& options, Tensor& dlogits) {
-  TITAN_DISPATCH_CPU(dweights, router_backward, dweights, scores, selected, options, dlogits);
+  TITAN_DISPATCH_CPU_CUDA(dweights, router_backward, dweights, scores, selected, options, dlogits);
 }
 
 // Picks per expert of selected i32 [N, K] (host): order i32 [N K] (written) and the
@@ -84,24 +121,25 @@ std::vector<int64_t> sort_picks(const Tensor& selected, int64_t experts, Tensor&
 // x [N, D], xs [M, D] (M = order's length), weights [N K] or undefined (no scaling).
 inline void moe_dispatch(const Tensor& x, const Tensor& order, int64_t top_k,
                          const Tensor& weights, Tensor& xs) {
-  TITAN_DISPATCH_CPU(x, moe_dispatch, x, order, top_k, weights, xs);
+  TITAN_DISPATCH_CPU_CUDA(x, moe_dispatch, x, order, top_k, weights, xs);
 }
 // dx (=) from dxs; with weights, dweights[p] = dxs[m] . x[p / K] (=) for p = order[m].
 inline void moe_dispatch_backward(const Tensor& dxs, const Tensor& x, const Tensor& order,
                                   int64_t top_k, const Tensor& weights, Tensor& dx,
                                   Tensor& dweights) {
-  TITAN_DISPATCH_CPU(dxs, moe_dispatch_backward, dxs, x, order, top_k, weights, dx, dweights);
+  TITAN_DISPATCH_CPU_CUDA(dxs, moe_dispatch_backward, dxs, x, order, top_k, weights, dx, dweights);
 }
 // out [N, D] += the picks' rows of ys [M, D].
 inline void moe_combine(const Tensor& ys, const Tensor& order, int64_t top_k,
                         const Tensor& weights, Tensor& out) {
-  TITAN_DISPATCH_CPU(ys, moe_combine, ys, order, top_k, weights, out);
+  TITAN_DISPATCH_CPU_CUDA(ys, moe_combine, ys, order, top_k, weights, out);
 }
 // dys (=) from dout; with weights, dweights[p] = dout[p / K] . ys[m] (=).
 inline void moe_combine_backward(const Tensor& dout, const Tensor& ys, const Tensor& order,
                                  int64_t top_k, const Tensor& weights, Tensor& dys,
                                  Tensor& dweights) {
-  TITAN_DISPATCH_CPU(dout, moe_combine_backward, dout, ys, order, top_k, weights, dys, dweights);
+  TITAN_DISPATCH_CPU_CUDA(dout, moe_combine_backward, dout, ys, order, top_k, weights, dys,
+                          dweights);
 }
 
 // Routed experts as one GEMM per expert over its contiguous rows of the sorted picks

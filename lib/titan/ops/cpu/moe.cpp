@@ -54,7 +54,7 @@ void choose(const float* c, int64_t E, const RouterOptions& o, int32_t* sel) {
 
 void router_forward(const Tensor& logits, const Tensor& bias, const RouterOptions& o,
                     Tensor& scores, Tensor& selected, Tensor& weights) {
-  check_router(logits, bias, o, scores, selected, weights);
+  check_router(logits, bias, o, scores, selected, weights, kFloatDTypes);
   const int64_t N = logits.size(0), E = logits.size(1), K = o.top_k;
   const float* lp = logits.data<float>();
   const float* bp = bias.defined() ? bias.data<float>() : nullptr;
@@ -94,14 +94,8 @@ void router_forward(const Tensor& logits, const Tensor& bias, const RouterOption
 
 void router_backward(const Tensor& dweights, const Tensor& scores, const Tensor& selected,
                      const RouterOptions& o, Tensor& dlogits) {
+  check_router_backward(dweights, scores, selected, o, dlogits, kFloatDTypes);
   const int64_t N = scores.size(0), E = scores.size(1), K = o.top_k;
-  check_dtype(scores, DType::F32, "router_backward", "scores");
-  check_shape(selected, {N, K}, "router_backward", "selected");
-  check_dtype(selected, DType::I32, "router_backward", "selected");
-  check_shape(dweights, {N, K}, "router_backward", "dweights");
-  check_dtype(dweights, DType::F32, "router_backward", "dweights");
-  check_shape(dlogits, {N, E}, "router_backward", "dlogits");
-  check_dtype(dlogits, DType::F32, "router_backward", "dlogits");
   const float* dwp = dweights.data<float>();
   const float* sp = scores.data<float>();
   const int32_t* selp = selected.data<int32_t>();
@@ -137,10 +131,6 @@ void router_backward(const Tensor& dweights, const Tensor& scores, const Tensor&
 
 namespace {
 
-struct Rows {
-  int64_t M, D;
-};
-
 // Each token's K sorted rows in ascending order: rows[n K + j], from the inverse of order.
 std::vector<int32_t> rows_by_token(const int32_t* order, int64_t M, int64_t K) {
   std::vector<int32_t> rows(static_cast<size_t>(M));
@@ -149,28 +139,11 @@ std::vector<int32_t> rows_by_token(const int32_t* order, int64_t M, int64_t K) {
   return rows;
 }
 
-Rows check_rows(const Tensor& rows, const Tensor& tokens, const Tensor& order, int64_t K,
-                const Tensor& weights, const char* op) {
-  check_dtype(rows, DType::F32, op, "rows");
-  check_dtype(tokens, DType::F32, op, "tokens");
-  check_dtype(order, DType::I32, op, "order");
-  const int64_t D = rows.size(rows.dim() - 1), M = rows.numel() / D;
-  TITAN_CHECK(order.numel() == M && tokens.size(tokens.dim() - 1) == D &&
-              tokens.numel() / D * K == M)
-      << op << ": " << M << " picked rows of " << D << " for " << tokens.numel() / D
-      << " tokens of " << K << " picks";
-  if (weights.defined()) {
-    TITAN_CHECK(weights.numel() == M && weights.dtype() == DType::F32)
-        << op << ": weights must be f32 [" << M << "]";
-  }
-  return {M, D};
-}
-
 }  // namespace
 
 void moe_dispatch(const Tensor& x, const Tensor& order, int64_t K, const Tensor& weights,
                   Tensor& xs) {
-  const auto [M, D] = check_rows(xs, x, order, K, weights, "moe_dispatch");
+  const auto [M, D] = check_moe_dispatch(x, order, K, weights, xs, kFloatDTypes);
   const float* xp = x.data<float>();
   const int32_t* op = order.data<int32_t>();
   const float* wp = weights.defined() ? weights.data<float>() : nullptr;
@@ -186,10 +159,8 @@ void moe_dispatch(const Tensor& x, const Tensor& order, int64_t K, const Tensor&
 
 void moe_dispatch_backward(const Tensor& dxs, const Tensor& x, const Tensor& order, int64_t K,
                            const Tensor& weights, Tensor& dx, Tensor& dweights) {
-  const auto [M, D] = check_rows(dxs, dx, order, K, weights, "moe_dispatch_backward");
-  check_shape(x, dx.shape(), "moe_dispatch_backward", "x");
-  check_dtype(x, DType::F32, "moe_dispatch_backward", "x");
-  if (weights.defined()) check_shape(dweights, {M}, "moe_dispatch_backward", "dweights");
+  const auto [M, D] =
+      check_moe_dispatch_backward(dxs, x, order, K, weights, dx, dweights, kFloatDTypes);
   const float* gp = dxs.data<float>();
   const float* xp = x.data<float>();
   const int32_t* op = order.data<int32_t>();
@@ -222,7 +193,7 @@ void moe_dispatch_backward(const Tensor& dxs, const Tensor& x, const Tensor& ord
 
 void moe_combine(const Tensor& ys, const Tensor& order, int64_t K, const Tensor& weights,
                  Tensor& out) {
-  const auto [M, D] = check_rows(ys, out, order, K, weights, "moe_combine");
+  const auto [M, D] = check_moe_combine(ys, order, K, weights, out, kFloatDTypes);
   const float* yp = ys.data<float>();
   const int32_t* op = order.data<int32_t>();
   const float* wp = weights.defined() ? weights.data<float>() : nullptr;
@@ -242,10 +213,8 @@ void moe_combine(const Tensor& ys, const Tensor& order, int64_t K, const Tensor&
 
 void moe_combine_backward(const Tensor& dout, const Tensor& ys, const Tensor& order, int64_t K,
                           const Tensor& weights, Tensor& dys, Tensor& dweights) {
-  const auto [M, D] = check_rows(dys, dout, order, K, weights, "moe_combine_backward");
-  check_shape(ys, dys.shape(), "moe_combine_backward", "ys");
-  check_dtype(ys, DType::F32, "moe_combine_backward", "ys");
-  if (weights.defined()) check_shape(dweights, {M}, "moe_combine_backward", "dweights");
+  const auto [M, D] =
+      check_moe_combine_backward(dout, ys, order, K, weights, dys, dweights, kFloatDTypes);
   const float* gp = dout.data<float>();
   const float* yp = ys.data<float>();
   const int32_t* op = order.data<int32_t>();

@@ -7,6 +7,7 @@
 // Also: everything the trainer allocates for the model lives on the device (parameters,
 // gradients, optimizer state, the RoPE table), the step line reads the device allocator,
 // and the split backward on the device gives the gradients of the whole backward.
+// DeepSeek V3's tiny flavor the same way, in f32 and in bf16.
 // Mixed precision (training.mixed_precision_param bfloat16): the bf16 run on the GPU against
 // the CPU's f32 run, losses within 2e-2 absolute (issue 18's bound) and grad norms within 5%,
 // with bf16 compute copies over f32 master weights, gradients and optimizer state.
@@ -154,6 +155,30 @@ TEST(CudaModel, TiedTinyModelTrainsInBf16AsOnTheCpuInF32) {
 TEST(CudaModel, DebugModelTrainsInBf16AsOnTheCpuInF32) {
   SKIP_WITHOUT_CUDA_DEVICE();
   const config::JobConfig c = job("debugmodel_bf16", "debugmodel");
+  const std::vector<StepResult> cpu = train_on(c, Device::cpu());
+  const std::vector<StepResult> gpu = train_on(bf16(c), Device::cuda(0));
+  expect_bf16_run_near(cpu, gpu);
+}
+
+// DeepSeek V3 (latent attention, the MoE router and token movement, grouped expert GEMMs,
+// the load-balancing bias) in f32: the router must choose as on the CPU for the runs to
+// agree, so a loss within 1e-4 also says the choices were the same.
+config::JobConfig deepseek_v3(config::JobConfig c) {
+  c.model.name = "deepseek_v3";
+  return c;
+}
+
+TEST(CudaModel, DeepSeekV3TinyTrainsAsOnTheCpuInF32) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  const config::JobConfig c = deepseek_v3(job("deepseek_v3_tiny", "tiny"));
+  const std::vector<StepResult> cpu = train_on(c, Device::cpu());
+  const std::vector<StepResult> gpu = train_on(c, Device::cuda(0));
+  expect_same_run(cpu, gpu, 1e-4);
+}
+
+TEST(CudaModel, DeepSeekV3TinyTrainsInBf16AsOnTheCpuInF32) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  const config::JobConfig c = deepseek_v3(job("deepseek_v3_tiny_bf16", "tiny"));
   const std::vector<StepResult> cpu = train_on(c, Device::cpu());
   const std::vector<StepResult> gpu = train_on(bf16(c), Device::cuda(0));
   expect_bf16_run_near(cpu, gpu);
