@@ -8,7 +8,8 @@
 // step 2). Every layout sees the same 4 sequences a step. At 4 ranks: PP 2 x FSDP 2, EP 2 on
 // dp_shard 4 (the experts' FSDP over 2), EP 4 over dp_shard 2 x CP 2, PP 2 x EP 2. TP 2
 // with and without sequence parallelism (the latent attention's heads split, the MoE on the
-// rank's rows), EP over the tp ranks (EP 2 x TP 2 on 2 ranks, EP 4 over FSDP 2 x TP 2).
+// rank's rows), EP over the tp ranks (EP 2 x TP 2 on 2 ranks, EP 4 over FSDP 2 x TP 2),
+// expert tensor parallelism (TP 2 with and without SP; EP 2 x ETP 2 over FSDP 2 x TP 2).
 // Expert parallelism that does not split: exit 2 naming the key.
 #include <gtest/gtest.h>
 
@@ -27,6 +28,7 @@ struct Layout {
   std::string name;
   int64_t dp_shard = 1, dp_replicate = 1, cp = 1, pp = 1, ep = 1, tp = 1;
   bool sequence_parallel = true;
+  int64_t etp = 1;  // expert_tensor_parallel_degree
   int64_t world() const { return dp_shard * dp_replicate * cp * pp * tp; }
 };
 
@@ -42,6 +44,7 @@ config::JobConfig deepseek_job(const Layout& layout) {
   c.parallelism.expert_parallel_degree = layout.ep;
   c.parallelism.tensor_parallel_degree = layout.tp;
   c.parallelism.enable_sequence_parallel = layout.sequence_parallel;
+  c.parallelism.expert_tensor_parallel_degree = layout.etp;
   c.parallelism.pipeline_parallel_microbatch_size = 1;
   c.parallelism.pipeline_parallel_schedule = config::PipelineSchedule::OneForwardOneBackward;
   return c;
@@ -61,7 +64,8 @@ void check_layout(const Layout& layout) {
   expect_same_run(run, reference);
   if (layout.ep > 1) {  // the tokens did travel: 5 exchanges per MoE layer and microbatch
     EXPECT_EQ(mesh.ep().size(), layout.ep);
-    EXPECT_EQ(mesh.efsdp().size(), layout.dp_shard * layout.cp * layout.tp / layout.ep);
+    const int64_t spanned = layout.dp_shard * layout.cp * (layout.etp > 1 ? 1 : layout.tp);
+    EXPECT_EQ(mesh.efsdp().size(), spanned / layout.ep);
     EXPECT_GT(mesh.ep().stats()[Collective::AllToAll].calls, 0);
   }
   ASSERT_EQ(run.steps.size(), reference.steps.size());
@@ -133,10 +137,24 @@ TEST(DeepSeekV3, TensorParallelTrainsAsOneRank) {
   check_layout({"tp2_ep2", 1, 1, 1, 1, 2, 2});  // EP over the tp ranks
 }
 
+// Expert tensor parallelism: the experts' hidden dim split over tp, every tp rank routing
+// all the tokens; with and without sequence parallelism.
+TEST(DeepSeekV3, ExpertTensorParallelTrainsAsOneRank) {
+  NEEDS_RANKS(2);
+  check_layout({"tp2_sp_etp2", 1, 1, 1, 1, 1, 2, true, 2});
+  check_layout({"tp2_etp2", 1, 1, 1, 1, 1, 2, false, 2});
+}
+
 // torchtitan's EP without expert tensor parallelism: the ep groups span tp.
 TEST(DeepSeekV3, ExpertParallelOverTensorParallelRanks) {
   NEEDS_RANKS(4);
   check_layout({"fsdp2_tp2_ep4", 2, 1, 1, 1, 4, 2});
+}
+
+// With expert tensor parallelism ep leaves tp out: EP 2 over dp_shard 2, experts split by TP 2.
+TEST(DeepSeekV3, ExpertParallelTimesExpertTensorParallel) {
+  NEEDS_RANKS(4);
+  check_layout({"fsdp2_tp2_ep2_etp2", 2, 1, 1, 1, 2, 2, true, 2});
 }
 
 }  // namespace

@@ -26,7 +26,7 @@ const std::vector<FeatureInfo>& all_features() {
       {Feature::PipelineParallel, "pipeline parallelism", true, WhenMissing::Reject, ""},
       {Feature::ContextParallel, "context parallelism", true, WhenMissing::Reject, ""},
       {Feature::ExpertParallel, "expert parallelism", true, WhenMissing::Reject, ""},
-      {Feature::ExpertTensorParallel, "expert tensor parallelism", false, WhenMissing::Reject,
+      {Feature::ExpertTensorParallel, "expert tensor parallelism", true, WhenMissing::Reject,
        ""},
       {Feature::ModelConverters, "the MX and grouped-GEMM converters (MXFP8, Float8 MoE)", false,
        WhenMissing::Reject, ""},

@@ -15,6 +15,7 @@ int64_t MoeRecord::bytes() const {
                           &b, &g, &ys, &dyl, &da, &db, &dlogits}) {
     if (t->defined()) total += t->bytes();
   }
+  if (!tokens.shares_storage_with(x)) total += tokens.bytes();
   return total;  // x is the caller's
 }
 
@@ -22,6 +23,8 @@ Moe::Moe(const std::string& prefix, const MoeDims& d, InitRule init, InitRule ou
          const Placer& placer)
     : dims_(d),
       ep_(placer.layout().ep_group()),
+      tp_(placer.layout().tp_group()),
+      expert_tp_(placer.layout().expert_tensor_parallel && tp_.size() > 1),
       w1_(prefix + ".experts.w1", {d.experts, d.hidden_dim, d.dim}, init,
           placer(prefix + ".experts.w1")),
       w2_(prefix + ".experts.w2", {d.experts, d.dim, d.hidden_dim}, output_init,
@@ -49,34 +52,44 @@ std::vector<Parameter*> Moe::parameters() {
 }
 
 void Moe::forward(const Tensor& x, Tensor& y, MoeRecord& r, bool count_load) const {
-  const int64_t N = x.size(0), D = dims_.dim, E = dims_.experts, K = dims_.router.top_k;
-  const int64_t F = dims_.hidden_dim, M = N * K;
   const Device dev = x.device();
   const DType act = x.dtype();
+  const int64_t D = dims_.dim, E = dims_.experts, K = dims_.router.top_k;
+  const int64_t F = w1_.value().size(1);  // F, or F / tp under expert tensor parallelism
   r.x = x;
   // Route: the logits in the activations' dtype (the gate is a linear like any other), the
   // scores and weights in f32. The picks are sorted on the host (the exchange plan and the
-  // grouped GEMMs' row ranges are host values); a GPU gets the order back.
-  Tensor logits = Tensor::empty({N, E}, act, dev);
+  // grouped GEMMs' row ranges are host values); a GPU gets the order back. Under expert
+  // TP the gate runs on the rank's rows and the router on all of them.
+  Tensor logits = Tensor::empty({x.size(0), E}, act, dev);
   gate_.forward(x, logits);
+  r.tokens = x;
+  if (expert_tp_) {
+    const UseRows whole = [](const Tensor&, int64_t) {};
+    tp_.gather_rows(x, r.tokens, whole);
+    Tensor own_logits = logits;
+    tp_.gather_rows(own_logits, logits, whole);
+  }
+  const int64_t N = r.tokens.size(0), M = N * K;
   r.scores = Tensor::empty({N, E}, DType::F32, dev);
   r.selected = Tensor::empty({N, K}, DType::I32, dev);
   r.weights = Tensor::empty({N, K}, DType::F32, dev);
   ops::router_forward(logits, on_device(bias_, dev), dims_.router, r.scores, r.selected,
                       r.weights);
+  const Tensor selected = on_device(r.selected, Device::cpu());
   Tensor order = Tensor::empty({M}, DType::I32);
-  r.offsets = ops::sort_picks(on_device(r.selected, Device::cpu()), E, order);
+  r.offsets = ops::sort_picks(selected, E, order);
   r.order = on_device(order, dev);
-  if (count_load && !counting_mode()) {
+  if (count_load && !counting_mode()) {  // the picks of the rank's own rows
     float* load = load_.mutable_data<float>();
-    for (int64_t e = 0; e < E; ++e) {
-      load[e] += float(r.offsets[size_t(e) + 1] - r.offsets[size_t(e)]);
-    }
+    const int32_t* picks = selected.data<int32_t>() + own_first(x, r.tokens) * K;
+    for (int64_t p = 0; p < x.size(0) * K; ++p) load[picks[p]] += 1.0f;
   }
   // The routed experts on the sorted picks (on the ranks that hold them).
   const Tensor pick_weights = r.weights.reshape({M});
   Tensor xs = Tensor::empty({M, D}, act, dev);
-  ops::moe_dispatch(x, r.order, K, dims_.score_before_experts ? pick_weights : Tensor(), xs);
+  ops::moe_dispatch(r.tokens, r.order, K, dims_.score_before_experts ? pick_weights : Tensor(),
+                    xs);
   plan_exchange(r);
   r.xl = to_local_experts(xs, r);
   const int64_t R = r.xl.size(0);
@@ -89,24 +102,41 @@ void Moe::forward(const Tensor& x, Tensor& y, MoeRecord& r, bool count_load) con
   Tensor yl = Tensor::empty({R, D}, act, dev);
   ops::grouped_linear_forward(r.g, w2_.value(), r.local_offsets, yl);
   r.ys = from_local_experts(yl, r);
-  // The shared experts, then each token's picks added in.
+  // The shared experts, then each token's picks added in (under expert TP: the partial sums
+  // of all N rows, reduced over tp to the rank's rows).
   if (shared_) {
     shared_->forward(x, y, r.shared);
   } else {
     ops::fill(y, 0.0f);
   }
-  ops::moe_combine(r.ys, r.order, K, dims_.score_before_experts ? Tensor() : pick_weights, y);
+  const Tensor combine_weights = dims_.score_before_experts ? Tensor() : pick_weights;
+  if (!expert_tp_) {
+    ops::moe_combine(r.ys, r.order, K, combine_weights, y);
+    return;
+  }
+  Tensor partial = Tensor::zeros({N, D}, act, dev);
+  ops::moe_combine(r.ys, r.order, K, combine_weights, partial);
+  reduce_rows_into(tp_, y, N, ops::Accumulate::Yes,
+                   [&](int64_t first, int64_t count, Tensor& out) {
+                     copy_tensor(partial.narrow(first, count), out);
+                   });
+}
+
+int64_t Moe::own_first(const Tensor& x, const Tensor& tokens) const {
+  return tokens.size(0) == x.size(0) ? 0 : tp_.rank() * x.size(0);
 }
 
 void Moe::backward_input(const Tensor& dy, MoeRecord& r, Tensor& dx,
                          ops::Accumulate accumulate) const {
-  const int64_t N = r.x.size(0), E = dims_.experts, K = dims_.router.top_k, M = N * K;
+  const int64_t N = r.tokens.size(0), E = dims_.experts, K = dims_.router.top_k, M = N * K;
   const Device dev = dy.device();
   const DType act = dy.dtype();
   const Tensor pick_weights = r.weights.reshape({M});
   Tensor dweights = Tensor::empty({M}, DType::F32, dev);
   Tensor dys = Tensor::empty(r.ys.shape(), act, dev);
-  ops::moe_combine_backward(dy, r.ys, r.order, K,
+  Tensor dy_tokens = dy;  // the gradient at the routed rows (reduce_rows' backward)
+  if (expert_tp_) tp_.gather_rows(dy, dy_tokens, [](const Tensor&, int64_t) {});
+  ops::moe_combine_backward(dy_tokens, r.ys, r.order, K,
                             dims_.score_before_experts ? Tensor() : pick_weights, dys, dweights);
   r.dyl = to_local_experts(dys, r);
   Tensor dg = Tensor::empty(r.g.shape(), act, dev);
@@ -121,12 +151,24 @@ void Moe::backward_input(const Tensor& dy, MoeRecord& r, Tensor& dx,
   ops::grouped_linear_backward_input(r.db, w3_.value(), r.local_offsets, dxl,
                                      ops::Accumulate::Yes);
   const Tensor dxs = from_local_experts(dxl, r);
-  Tensor dx_routed = Tensor::empty(r.x.shape(), act, dev);
-  ops::moe_dispatch_backward(dxs, r.x, r.order, K,
+  Tensor dx_routed = Tensor::empty(r.tokens.shape(), act, dev);
+  ops::moe_dispatch_backward(dxs, r.tokens, r.order, K,
                              dims_.score_before_experts ? pick_weights : Tensor(), dx_routed,
                              dweights);
-  r.dlogits = Tensor::empty({N, E}, act, dev);
-  ops::router_backward(dweights.reshape({N, K}), r.scores, r.selected, dims_.router, r.dlogits);
+  if (expert_tp_) {
+    // Partial over the experts' hidden slices: dweights summed over tp, and the rows'
+    // gradient reduced to the rank's rows (gather_rows' backward).
+    tp_.all_reduce(dweights, RowReduce::Sum);
+    Tensor partial = dx_routed;
+    dx_routed = Tensor::empty(r.x.shape(), act, dev);
+    reduce_rows_into(tp_, dx_routed, N, ops::Accumulate::No,
+                     [&](int64_t first, int64_t count, Tensor& out) {
+                       copy_tensor(partial.narrow(first, count), out);
+                     });
+  }
+  Tensor dlogits = Tensor::empty({N, E}, act, dev);
+  ops::router_backward(dweights.reshape({N, K}), r.scores, r.selected, dims_.router, dlogits);
+  r.dlogits = dlogits.narrow(own_first(r.x, r.tokens), r.x.size(0));  // the gate's rows
   if (shared_) {
     shared_->backward_input(dy, r.shared, dx, accumulate);
     ops::accumulate(dx_routed, dx);

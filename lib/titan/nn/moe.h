@@ -30,7 +30,13 @@
 //
 // Tensor parallel: the layer takes whatever rows it is given (a rank's rows of the residual
 // stream under sequence parallelism, all of them without) with its weights replicated over
-// tp, as torchtitan's MoE without expert tensor parallelism.
+// tp, as torchtitan's MoE without expert tensor parallelism. With expert tensor parallelism
+// (ParameterLayout::expert_tensor_parallel) each tp rank holds the experts' hidden slice
+// F / tp (w1, w3 Shard(1), w2 Shard(2)); the routed part then runs on all N rows
+// (gather_rows), every tp rank routing the same tokens, and its partial sums leave by
+// reduce_rows; the pick weights' gradient, partial over the slices, is summed over tp before
+// the router's backward. The router's gate, the shared experts and the load counts stay on
+// the rank's own rows.
 #pragma once
 
 #include <string>
@@ -38,6 +44,7 @@
 
 #include "titan/nn/expert_parallel.h"
 #include "titan/nn/feed_forward.h"
+#include "titan/nn/tensor_parallel.h"
 #include "titan/ops/moe.h"
 
 namespace titan::nn {
@@ -52,6 +59,7 @@ struct MoeDims {
 
 struct MoeRecord {
   Tensor x;                          // the input (the caller's)
+  Tensor tokens;                     // the routed rows: x, or all N rows under expert TP
   Tensor scores, selected, weights;  // the router's [N, E], [N, K] i32, [N, K]
   Tensor order;                      // picks sorted by expert [N K] i32 (x's device)
   std::vector<int64_t> offsets;      // each expert's rows of the sorted picks
@@ -84,6 +92,7 @@ class Moe {
   void backward_weight(MoeRecord& record);
 
   int64_t experts() const { return dims_.experts; }
+  bool expert_tensor_parallel() const { return expert_tp_; }
   // Picks per expert since the last update_bias [E] (f32, host).
   const Tensor& load() const { return load_; }
   // [E] f32 on the host (each forward copies it to x's device), undefined without balancing.
@@ -98,8 +107,12 @@ class Moe {
   void plan_exchange(MoeRecord& record) const;
   Tensor to_local_experts(const Tensor& picked, const MoeRecord& record) const;
   Tensor from_local_experts(const Tensor& local, const MoeRecord& record) const;
+  // Rows [first, first + x rows) of the routed tokens are this rank's own.
+  int64_t own_first(const Tensor& x, const Tensor& tokens) const;
   MoeDims dims_;
   const ExpertParallel& ep_;
+  const TensorParallel& tp_;
+  bool expert_tp_;  // the experts' hidden dim split over tp
   Parameter w1_, w2_, w3_;
   Linear gate_;
   std::optional<FeedForward> shared_;

@@ -135,9 +135,9 @@ Placement place_parameter(const ParameterLayout& layout, const ParameterPlan& pl
     p.dims.push_back(MeshDimPlacement::shard("ep", layout.ep.size, layout.ep.index, 0,
                                              SplitUse::Compute));
   }
-  // Experts take no tensor-parallel split: the tp ranks are among expert parallel's
-  // (torchtitan without expert tensor parallelism).
-  if (!plan.expert && layout.tp.size > 1) {
+  // Experts under EP take a tensor-parallel split only with expert tensor parallelism;
+  // without it the tp ranks are among expert parallel's.
+  if (layout.tp.size > 1 && !(plan.expert && !plan.tp_shard_dim)) {
     p.dims.push_back(plan.tp_shard_dim
                          ? MeshDimPlacement::shard("tp", layout.tp.size, layout.tp.index,
                                                    *plan.tp_shard_dim, SplitUse::Compute,

@@ -129,6 +129,9 @@ struct ParameterLayout {
   GroupPlace dp_replicate;  // HSDP / DDP replicas
   GroupPlace ep;            // expert parallel (mixture-of-experts weights)
   GroupPlace efsdp;         // FSDP of the experts' pieces
+  // parallelism.expert_tensor_parallel_degree = tp > 1: the experts' hidden dim is split over
+  // tp (and ep leaves tp out); else experts are whole on the tp ranks (or ep spans them).
+  bool expert_tensor_parallel = false;
   Device device = Device::cpu();
   DType compute_dtype = DType::F32;
   // How the modules exchange activations over tp (the mesh's, which outlives the model);
@@ -165,9 +168,10 @@ struct ParameterPlan {
   // embedding, Shard(1) for a row-parallel one; none (Replicate) for norms.
   std::optional<int> tp_shard_dim;
   int64_t tp_replicas = 1;  // tp ranks holding the same part (GQA: tp / kv heads)
-  // An experts' weight [E, ...]: expert parallel splits dim 0, and the FSDP of experts
-  // (efsdp) stores the piece split instead of fsdp; no tensor-parallel split (the tp ranks
-  // are among ep's, as torchtitan places experts without expert tensor parallelism).
+  // An experts' weight [E, ...] under expert parallelism: ep splits dim 0, and the FSDP of
+  // experts (efsdp) stores the piece split instead of fsdp. It takes a tensor-parallel split
+  // only when tp_shard_dim is given (expert tensor parallelism); else the tp ranks are among
+  // ep's, as torchtitan places experts without expert tensor parallelism.
   bool expert = false;
   int fsdp_dim = 0;         // the dim FSDP splits (FSDP2: 0)
 };

@@ -202,12 +202,16 @@ StagePlan plan_stage_rank(const config::JobConfig& config, const distributed::Me
   layout.tp = {shape[MeshDim::tp], 0};
   layout.fsdp = {shape[MeshDim::dp_shard] * shape[MeshDim::cp], 0};
   layout.dp_replicate = {shape[MeshDim::dp_replicate], 0};
+  layout.expert_tensor_parallel =
+      layout.tp.size > 1 && p.expert_tensor_parallel_degree == layout.tp.size;
   if (const int64_t ep = p.expert_parallel_degree; ep > 1) {  // the experts' own groups
-    const int64_t ranks = layout.fsdp.size * layout.tp.size;  // EP spans tp
+    // EP spans tp unless the experts split over it.
+    const int64_t ranks = layout.fsdp.size * (layout.expert_tensor_parallel ? 1 : layout.tp.size);
     TITAN_CHECK_INPUT(ranks % ep == 0)
         << "parallelism.expert_parallel_degree " << ep << ": the expert-parallel groups are "
-        << "formed from the " << ranks << " dp_shard x context_parallel x tensor_parallel "
-        << "ranks, which " << ep << " does not divide";
+        << "formed from the " << ranks << " dp_shard x context_parallel"
+        << (layout.expert_tensor_parallel ? "" : " x tensor_parallel") << " ranks, which " << ep
+        << " does not divide";
     layout.ep = {ep, 0};
     layout.efsdp = {ranks / ep, 0};
   }

@@ -133,23 +133,23 @@ Trainer::Trainer(const config::JobConfig& config, distributed::Mesh* mesh,
         << "model.attn_mask_type causal";
   }
   // Expert parallelism borrows the dp_shard x cp ranks (it does not multiply into the world).
+  const int64_t tp = mesh_->shape()[distributed::MeshDim::tp];
+  const bool expert_tensor_parallel =
+      tp > 1 && config.parallelism.expert_tensor_parallel_degree == tp;
   if (const int64_t ep = config.parallelism.expert_parallel_degree; ep > 1) {
     // torchtitan's EP without expert tensor parallelism spans the tp ranks too.
-    const int64_t tp = mesh_->shape()[distributed::MeshDim::tp];
-    const int64_t ranks = mesh_->dp_shard_cp().size() * tp;
+    const int64_t ranks = mesh_->dp_shard_cp().size() * (expert_tensor_parallel ? 1 : tp);
     TITAN_CHECK_INPUT(ranks % ep == 0)
         << "parallelism.expert_parallel_degree " << ep << ": the expert-parallel groups are "
         << "formed from the " << ranks << " dp_shard x context_parallel"
-        << (tp > 1 ? " x tensor_parallel" : "") << " ranks, which " << ep
-        << " does not divide; use a divisor of " << ranks;
-    TITAN_CHECK_INPUT(device_.is_cpu())
-        << "parallelism.expert_parallel_degree " << ep << ": expert parallelism runs on CPU "
-        << "ranks so far (its token exchange has no NCCL group yet); set it to 1";
-    mesh_->make_expert_groups(ep, tp > 1);
+        << (tp > 1 && !expert_tensor_parallel ? " x tensor_parallel" : "") << " ranks, which "
+        << ep << " does not divide; use a divisor of " << ranks;
+    mesh_->make_expert_groups(ep, tp > 1 && !expert_tensor_parallel);
     expert_parallel_ = std::make_unique<distributed::ExpertParallelGroup>(mesh_->ep());
   }
   nn::ParameterLayout layout = mesh_->parameter_layout(device_, compute_dtype_for(config, device_));
   if (expert_parallel_) layout.expert_parallel = expert_parallel_.get();
+  layout.expert_tensor_parallel = expert_tensor_parallel;
   if (const int64_t cp = mesh_->shape()[distributed::MeshDim::cp]; cp > 1) {
     TITAN_CHECK_INPUT(device_.is_cpu())
         << "parallelism.context_parallel_degree " << cp << ": context parallelism runs on CPU "

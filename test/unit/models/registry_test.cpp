@@ -7,6 +7,7 @@
 
 #include "titan/models/llama3/args.h"
 #include "titan/models/registry.h"
+#include "titan/nn/placement.h"
 
 namespace titan::models {
 namespace {
@@ -103,12 +104,19 @@ TEST(ModelFamily, BadModelKeysAreInputErrorsNamingTheKey) {
   } catch (const InputError& e) {
     EXPECT_NE(std::string(e.what()).find("model.n_kv_heads"), std::string::npos) << e.what();
   }
+  config = job("tiny");
+  config.parallelism.expert_tensor_parallel_degree = 2;
+  EXPECT_THROW(model_family("llama3").summarize(config), InputError);
   // deepseek_v3: Llama's keys that mean nothing there, a tensor-parallel degree that does
   // not split its 4 heads.
   config = job("tiny", false, "deepseek_v3");
   config.model.n_kv_heads = 2;
   EXPECT_THROW(model_family("deepseek_v3").summarize(config), InputError);
   config = job("tiny", true, "deepseek_v3");
+  EXPECT_THROW(model_family("deepseek_v3").summarize(config), InputError);
+  config = job("tiny", false, "deepseek_v3");
+  config.parallelism.tensor_parallel_degree = 2;
+  config.parallelism.expert_tensor_parallel_degree = 4;  // neither 1 nor tp
   EXPECT_THROW(model_family("deepseek_v3").summarize(config), InputError);
   config = job("tiny", false, "deepseek_v3");
   config.parallelism.tensor_parallel_degree = 3;
@@ -119,6 +127,26 @@ TEST(ModelFamily, BadModelKeysAreInputErrorsNamingTheKey) {
     EXPECT_NE(std::string(e.what()).find("parallelism.tensor_parallel_degree"),
               std::string::npos) << e.what();
   }
+}
+
+// DeepSeek V3's experts under EP 2 x TP 2: whole on the tp ranks without expert tensor
+// parallelism (ep spans tp), their hidden dim split over tp with it; the router replicated.
+TEST(ModelFamily, DeepSeekV3PlacesExpertsByExpertTensorParallelism) {
+  const config::JobConfig config = job("tiny", false, "deepseek_v3");
+  nn::ParameterLayout layout;
+  layout.tp = {2, 1};
+  layout.ep = {2, 0};
+  const ModelFamily& family = model_family("deepseek_v3");
+  const auto placed = [&](const std::string& name) {
+    return nn::place_parameter(layout, family.parallel_plan(config, layout)(name)).describe();
+  };
+  EXPECT_EQ(placed("layers.1.moe.experts.w1"), "ep Shard(0)");
+  EXPECT_EQ(placed("layers.1.moe.router.gate.weight"), "tp Replicate");
+  layout.expert_tensor_parallel = true;
+  EXPECT_EQ(placed("layers.1.moe.experts.w1"), "ep Shard(0), tp Shard(1)");
+  EXPECT_EQ(placed("layers.1.moe.experts.w3"), "ep Shard(0), tp Shard(1)");
+  EXPECT_EQ(placed("layers.1.moe.experts.w2"), "ep Shard(0), tp Shard(2)");
+  EXPECT_EQ(placed("layers.1.moe.router.gate.weight"), "tp Replicate");
 }
 
 // Expert parallelism on GPUs needs NCCL expert groups, which are not built: refused before

@@ -22,10 +22,16 @@ void check_layout(const config::JobConfig& config) {
       << "parallelism.tensor_parallel_degree " << tp << ": the " << a.n_heads << " heads of "
       << "flavor " << config.model.flavor << " do not split over it; use a divisor of "
       << a.n_heads;
-  TITAN_CHECK_INPUT(tp == 1 || p.expert_parallel_degree == 1 || p.enable_sequence_parallel)
+  const int64_t etp = p.expert_tensor_parallel_degree;
+  TITAN_CHECK_INPUT(etp == 1 || etp == tp)
+      << "parallelism.expert_tensor_parallel_degree " << etp << ": experts split over the "
+      << "tensor-parallel ranks or none; set it to 1 or to tensor_parallel_degree " << tp;
+  TITAN_CHECK_INPUT(tp == 1 || etp == tp || p.expert_parallel_degree == 1 ||
+                    p.enable_sequence_parallel)
       << "parallelism.expert_parallel_degree " << p.expert_parallel_degree << " with "
-      << "tensor_parallel_degree " << tp << " needs parallelism.enable_sequence_parallel: "
-      << "each tp rank routes its own rows of the sequence";
+      << "tensor_parallel_degree " << tp << " needs parallelism.enable_sequence_parallel "
+      << "(each tp rank routes its own rows of the sequence) or "
+      << "expert_tensor_parallel_degree " << tp;
 }
 
 class DeepSeekV3Family final : public ModelFamily {
@@ -77,7 +83,7 @@ class DeepSeekV3Family final : public ModelFamily {
   nn::ParallelPlan parallel_plan(const config::JobConfig& config,
                                  const nn::ParameterLayout& layout) const override {
     check_layout(config);
-    return deepseek_v3::parallel_plan(layout.ep.size > 1);
+    return deepseek_v3::parallel_plan(layout);
   }
 
   std::vector<StageModules> pipeline_stages(const config::JobConfig& config,

@@ -10,7 +10,7 @@
 namespace titan::models::deepseek_v3 {
 namespace {
 
-DecoderSpec decoder_spec(const ModelArgs& args, bool expert_parallel) {
+DecoderSpec decoder_spec(const ModelArgs& args, const nn::ParameterLayout& layout) {
   DecoderSpec spec;
   spec.family = "deepseek_v3";
   spec.dim = args.dim;
@@ -28,7 +28,7 @@ DecoderSpec decoder_spec(const ModelArgs& args, bool expert_parallel) {
   yarn.beta_slow = args.beta_slow;
   yarn.original_seq_len = double(args.original_seq_len);
   ops::yarn_rope_table(args.qk_rope_head_dim, args.rope_theta, yarn, 0, spec.rope);
-  spec.plan = parallel_plan(expert_parallel);
+  spec.plan = parallel_plan(layout);
   spec.make_block = [args](int layer, const nn::Placer& placer) {
     return std::make_unique<Block>(layer, args, placer);
   };
@@ -37,10 +37,12 @@ DecoderSpec decoder_spec(const ModelArgs& args, bool expert_parallel) {
 
 }  // namespace
 
-nn::ParallelPlan parallel_plan(bool expert_parallel) {
+nn::ParallelPlan parallel_plan(const nn::ParameterLayout& layout) {
   // Without expert parallelism the experts' weights [E, ...] are sharded by FSDP over their
   // first dim like every other weight (FSDP2's placement of experts without EP).
-  return [expert_parallel](const std::string& name) {
+  const bool expert_parallel = layout.ep.size > 1;
+  const bool expert_tensor_parallel = layout.expert_tensor_parallel && layout.tp.size > 1;
+  return [expert_parallel, expert_tensor_parallel](const std::string& name) {
     auto ends_with = [&](const std::string& tail) {
       return name.size() >= tail.size() && name.compare(name.size() - tail.size(), tail.size(),
                                                         tail) == 0;
@@ -49,8 +51,8 @@ nn::ParallelPlan parallel_plan(bool expert_parallel) {
     plan.expert = expert_parallel && name.find(".moe.experts.") != std::string::npos;
     // torchtitan's tensor-parallel plan: vocab-parallel embedding and output, the heads'
     // projections column-parallel and wo row-parallel, the dense feed-forward as Llama's;
-    // the query rank's and the latent's projections and norms, the router and the experts
-    // replicated.
+    // the query rank's and the latent's projections and norms, the router and the shared
+    // experts replicated, the routed experts too unless split by expert tensor parallelism.
     for (const char* column : {"tok_embeddings.weight", "output.weight", "attention.wq.weight",
                                "attention.wq_b.weight", "attention.wkv_b.weight",
                                "feed_forward.w1.weight", "feed_forward.w3.weight"}) {
@@ -58,6 +60,9 @@ nn::ParallelPlan parallel_plan(bool expert_parallel) {
     }
     if (ends_with("attention.wo.weight") || ends_with("feed_forward.w2.weight")) {
       plan.tp_shard_dim = 1;
+    }
+    if (expert_tensor_parallel && name.find(".moe.experts.") != std::string::npos) {
+      plan.tp_shard_dim = ends_with(".w2") ? 2 : 1;  // the hidden dim F
     }
     return plan;
   };
@@ -119,7 +124,7 @@ std::vector<ParameterShape> buffer_shapes(const ModelArgs& a) {
 
 DeepSeekV3Model::DeepSeekV3Model(const ModelArgs& args, const nn::ParameterLayout& layout,
                                  const std::vector<StageModules>& stages)
-    : DecoderModel(decoder_spec(args, layout.ep.size > 1), layout, stages), args_(args) {
+    : DecoderModel(decoder_spec(args, layout), layout, stages), args_(args) {
   for (size_t k = 0; k < blocks().size(); ++k) {
     if (nn::Moe* moe = static_cast<Block&>(*blocks()[k]).moe()) {
       moe_.push_back(moe);

@@ -16,10 +16,11 @@
 
 namespace titan::models::deepseek_v3 {
 
-// The parallelization plan: torchtitan's tensor-parallel layout (nn/latent_attention.h,
-// nn/moe.h), FSDP's rows; under expert parallelism the experts' weights split over ep and
-// their own FSDP (efsdp).
-nn::ParallelPlan parallel_plan(bool expert_parallel);
+// The parallelization plan on `layout`: torchtitan's tensor-parallel layout
+// (nn/latent_attention.h, nn/moe.h), FSDP's rows; under expert parallelism the experts'
+// weights split over ep and their own FSDP (efsdp); under expert tensor parallelism their
+// hidden dim over tp (w1, w3 [E, F, D] Shard(1), w2 [E, D, F] Shard(2)).
+nn::ParallelPlan parallel_plan(const nn::ParameterLayout& layout);
 
 // Every parameter with its global shape, in DeepSeekV3Model::parameters() order.
 std::vector<ParameterShape> parameter_shapes(const ModelArgs& args);

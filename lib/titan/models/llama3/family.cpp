@@ -27,6 +27,10 @@ class Llama3Family final : public ModelFamily {
     TITAN_CHECK_INPUT(config.parallelism.expert_parallel_degree == 1)
         << "parallelism.expert_parallel_degree " << config.parallelism.expert_parallel_degree
         << ": llama3 has no experts to split; set it to 1";
+    TITAN_CHECK_INPUT(config.parallelism.expert_tensor_parallel_degree == 1)
+        << "parallelism.expert_tensor_parallel_degree "
+        << config.parallelism.expert_tensor_parallel_degree
+        << ": llama3 has no experts to split; set it to 1";
     const ParameterCounts counts = count_parameters(a);
     char text[256];
     std::snprintf(text, sizeof text,
