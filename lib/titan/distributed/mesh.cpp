@@ -185,7 +185,10 @@ std::array<int64_t, kMeshDims> mesh_coordinates(const MeshShape& shape, int64_t 
 }
 
 Mesh::Mesh(const MeshShape& shape, Communicator& world, Device device, bool nccl_for_one_rank_groups)
-    : shape_(shape), world_(world), device_(device) {
+    : shape_(shape),
+      world_(world),
+      device_(device),
+      nccl_for_one_rank_groups_(nccl_for_one_rank_groups && TITAN_HAVE_NCCL) {
   TITAN_CHECK(shape.world_size() == world.size())
       << "mesh " << shape.describe() << " has " << shape.world_size() << " ranks, but the world "
       << "communicator has " << world.size();
@@ -202,10 +205,29 @@ Mesh::Mesh(const MeshShape& shape, Communicator& world, Device device, bool nccl
   }
   dp_ = split_over(world, shape_, {MeshDim::dp_replicate, MeshDim::dp_shard}, "dp");
   dp_shard_cp_ = split_over(world, shape_, {MeshDim::dp_shard, MeshDim::cp}, "dp_shard_cp");
-  make_tensor_groups(nccl_for_one_rank_groups);
+  make_tensor_groups();
 }
 
-void Mesh::make_tensor_groups(bool nccl_for_one_rank_groups) {
+Communicator* Mesh::make_tensor_group(Communicator& host) {
+  if (device_.is_cpu()) return &host;
+  if (host.size() == 1 && !nccl_for_one_rank_groups_) {
+    if (auto* self = dynamic_cast<SelfCommunicator*>(&host)) return self;
+    // A one-rank MPI group: MPI takes no device tensors.
+    own_tensor_groups_.push_back(std::make_unique<SelfCommunicator>(host.name()));
+    return own_tensor_groups_.back().get();
+  }
+#if TITAN_HAVE_NCCL
+  use_device(device_);  // NcclCommunicator takes the current device
+  own_tensor_groups_.push_back(nccl::make_communicator(host, host.name()));
+  return own_tensor_groups_.back().get();
+#else
+  // The constructor's InputError covers this: without NCCL, a CUDA mesh has one rank.
+  TITAN_FAIL() << "mesh group " << host.name() << " has " << host.size() << " ranks on "
+               << device_ << " without NCCL";
+#endif
+}
+
+void Mesh::make_tensor_groups() {
   // The dims of a group with a degree above 1, as bits: two groups with the same bits hold
   // the same ranks in the same order (the other dims are 1, every rank's coordinate 0).
   auto ranks_of = [&](std::initializer_list<MeshDim> dims) {
@@ -233,37 +255,17 @@ void Mesh::make_tensor_groups(bool nccl_for_one_rank_groups) {
       dim_slot(MeshDim::cp),
       dim_slot(MeshDim::tp),
   };
-  const bool nccl_for_one_rank = nccl_for_one_rank_groups && TITAN_HAVE_NCCL;
+  // Groups of the same ranks share one NCCL communicator.
   std::map<unsigned, Communicator*> nccl_by_ranks;
   for (const Slot& slot : slots) {
-    if (device_.is_cpu()) {
-      *slot.tensor_group = slot.host_group;
-      continue;
-    }
-    if (slot.host_group->size() == 1 && !nccl_for_one_rank) {
-      if (auto* self = dynamic_cast<SelfCommunicator*>(slot.host_group)) {
-        *slot.tensor_group = self;
-      } else {  // a one-rank MPI group: MPI takes no device tensors
-        own_tensor_groups_.push_back(std::make_unique<SelfCommunicator>(slot.host_group->name()));
-        *slot.tensor_group = own_tensor_groups_.back().get();
-      }
-      continue;
-    }
-    if (auto made = nccl_by_ranks.find(slot.ranks); made != nccl_by_ranks.end()) {
+    const bool nccl = device_.is_cuda() &&
+                      (slot.host_group->size() > 1 || nccl_for_one_rank_groups_);
+    if (auto made = nccl_by_ranks.find(slot.ranks); nccl && made != nccl_by_ranks.end()) {
       *slot.tensor_group = made->second;
       continue;
     }
-#if TITAN_HAVE_NCCL
-    if (nccl_by_ranks.empty()) use_device(device_);  // NcclCommunicator takes the current device
-    own_tensor_groups_.push_back(
-        nccl::make_communicator(*slot.host_group, slot.host_group->name()));
-    *slot.tensor_group = own_tensor_groups_.back().get();
-    nccl_by_ranks[slot.ranks] = *slot.tensor_group;
-#else
-    // The constructor's InputError covers this: without NCCL, a CUDA mesh has one rank.
-    TITAN_FAIL() << "mesh group " << slot.host_group->name() << " has "
-                 << slot.host_group->size() << " ranks on " << device_ << " without NCCL";
-#endif
+    *slot.tensor_group = make_tensor_group(*slot.host_group);
+    if (nccl) nccl_by_ranks[slot.ranks] = *slot.tensor_group;
   }
 }
 
@@ -285,6 +287,8 @@ void Mesh::make_expert_groups(int64_t ep, bool over_tp) {
   ep_ = group.split_known(int(index / ep), index, int(ep), int(index % ep), "ep");
   efsdp_ = group.split_known(int(index % ep), index, int(group.size() / ep), int(index / ep),
                              "efsdp");
+  tensor_ep_ = make_tensor_group(*ep_);
+  tensor_efsdp_ = make_tensor_group(*efsdp_);
 }
 
 nn::ParameterLayout Mesh::parameter_layout(Device device, DType compute_dtype) const {

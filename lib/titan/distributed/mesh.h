@@ -18,6 +18,7 @@
 // all-reduces) go through the tensor groups, one rule for all of them:
 //   mesh.tensor_dp_shard_cp()  mesh.tensor_dp_shard()  mesh.tensor_dp_replicate()
 //   mesh.tensor_dp()           mesh.tensor_group(dim)
+//   mesh.tensor_ep()           mesh.tensor_efsdp()    (after make_expert_groups)
 //   - CPU device (the default): the host group itself (the same object).
 //   - CUDA device, a group of one rank: the host group when it is a SelfCommunicator (a
 //     world of one), else a SelfCommunicator of the group's name (MPI takes no device
@@ -28,8 +29,9 @@
 //     is dp_shard's while cp is 1, dp is dp_shard's while dp_replicate is 1 (and
 //     dp_replicate's while dp_shard is 1), so a world of N ranks with one data-parallel
 //     dim makes one NCCL communicator, not three. A shared one keeps the name of the group
-//     it was made for first (dp_shard, dp_replicate, dp, dp_shard_cp, then pp, cp, tp).
-//     Every rank makes them in that order: each construction is collective over its group.
+//     it was made for first (dp_shard, dp_replicate, dp, dp_shard_cp, then pp, cp, tp; the
+//     expert groups ep, then efsdp, when made). Every rank makes them in that order: each
+//     construction is collective over its group.
 // A CUDA device on a world of more than one rank in a build without NCCL (TITAN_HAVE_NCCL
 // 0) is an InputError (exit 2), thrown before any collective. total_stats() and
 // reset_stats() cover the host groups and the tensor groups the mesh made (each once).
@@ -118,11 +120,13 @@ class Mesh {
   // expert tensor parallelism) in blocks of `ep` consecutive ones are the ep groups; the
   // ranks at the same place of each block are the experts' FSDP group (efsdp). Collective
   // over the world; ep must divide the ranks (the config's check). Without it both are this
-  // rank alone. Host communicators only so far. Made once per mesh (a second call with the
-  // same layout does nothing).
+  // rank alone. Made once per mesh (a second call with the same layout does nothing), with
+  // their tensor groups.
   void make_expert_groups(int64_t ep, bool over_tp = false);
   Communicator& ep() { return ep_ ? *ep_ : *self_ep_; }
   Communicator& efsdp() { return efsdp_ ? *efsdp_ : *self_efsdp_; }
+  Communicator& tensor_ep() { return tensor_ep_ ? *tensor_ep_ : ep(); }
+  Communicator& tensor_efsdp() { return tensor_efsdp_ ? *tensor_efsdp_ : efsdp(); }
 
   // This rank's place in each group that places parameters (nn/placement.h): tp, FSDP's
   // dp_shard x cp, dp_replicate, and the expert groups above.
@@ -137,7 +141,11 @@ class Mesh {
   void reset_stats();
 
  private:
-  void make_tensor_groups(bool nccl_for_one_rank_groups);
+  void make_tensor_groups();
+  // The tensor group of `host` (see the top): host itself on the CPU; on a GPU a
+  // SelfCommunicator for one rank (unless nccl_for_one_rank_groups_) or a new NCCL
+  // communicator over host's ranks. Collective over host.
+  Communicator* make_tensor_group(Communicator& host);
 
   MeshShape shape_;
   std::array<int64_t, kMeshDims> coordinates_{};
@@ -149,12 +157,15 @@ class Mesh {
   std::unique_ptr<Communicator> self_ep_ = std::make_unique<SelfCommunicator>("ep");
   std::unique_ptr<Communicator> self_efsdp_ = std::make_unique<SelfCommunicator>("efsdp");
   Device device_;
+  bool nccl_for_one_rank_groups_;
   // The tensor groups made for this mesh (NCCL, or SelfCommunicator for a one-rank group
   // on a CUDA device), each once; destroyed before the host groups.
   std::vector<std::unique_ptr<Communicator>> own_tensor_groups_;
   std::array<Communicator*, kMeshDims> tensor_groups_{};
   Communicator* tensor_dp_ = nullptr;
   Communicator* tensor_dp_shard_cp_ = nullptr;
+  Communicator* tensor_ep_ = nullptr;
+  Communicator* tensor_efsdp_ = nullptr;
 };
 
 }  // namespace titan::distributed

@@ -145,7 +145,7 @@ Trainer::Trainer(const config::JobConfig& config, distributed::Mesh* mesh,
         << (tp > 1 && !expert_tensor_parallel ? " x tensor_parallel" : "") << " ranks, which "
         << ep << " does not divide; use a divisor of " << ranks;
     mesh_->make_expert_groups(ep, tp > 1 && !expert_tensor_parallel);
-    expert_parallel_ = std::make_unique<distributed::ExpertParallelGroup>(mesh_->ep());
+    expert_parallel_ = std::make_unique<distributed::ExpertParallelGroup>(mesh_->tensor_ep());
   }
   nn::ParameterLayout layout = mesh_->parameter_layout(device_, compute_dtype_for(config, device_));
   if (expert_parallel_) layout.expert_parallel = expert_parallel_.get();
@@ -228,7 +228,7 @@ Trainer::Trainer(const config::JobConfig& config, distributed::Mesh* mesh,
       config.parallelism.fsdp_reshard_after_forward);
   if (expert_parallel_) {
     fsdp_->set_experts(std::make_unique<distributed::FullyShardedDataParallel>(
-        expert_units, mesh_->efsdp(), mesh_->tensor_dp_replicate(),
+        expert_units, mesh_->tensor_efsdp(), mesh_->tensor_dp_replicate(),
         config.parallelism.fsdp_reshard_after_forward));
   }
   if (const config::LinearFloat8Section& f = config.quantize.linear.float8;

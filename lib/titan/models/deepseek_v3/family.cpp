@@ -95,10 +95,6 @@ class DeepSeekV3Family final : public ModelFamily {
   std::unique_ptr<Model> build(const config::JobConfig& config, const nn::ParameterLayout& layout,
                                const std::vector<StageModules>& stages) const override {
     check_layout(config);
-    TITAN_CHECK_INPUT(layout.device.is_cpu() || layout.ep.size == 1)
-        << "parallelism.expert_parallel_degree " << layout.ep.size
-        << " on GPUs: the expert-parallel groups have no NCCL communicators yet; set it to 1 "
-        << "(every rank holds the experts, FSDP shards them) or train on CPU ranks";
     auto model = std::make_unique<DeepSeekV3Model>(model_args_from_config(config), layout, stages);
     model->set_activation_checkpointing(config.activation_checkpoint);
     return model;
