@@ -24,6 +24,26 @@ else()
   target_link_libraries(titan_openblas INTERFACE PkgConfig::OPENBLAS_PTHREAD)
   set(TITAN_OPENBLAS_FLAVOUR pthread)
 endif()
+# oneDNN (Debian's libdnnl-dev, the CPU library PyTorch uses): the CPU GEMM when found
+# (ops/cpu/matmul.cpp), OpenBLAS otherwise. It picks its kernels by the CPU's ISA itself, and
+# runs on the engine's OpenMP threads. TITAN_DNNL=OFF leaves it out: the GPU-check bundle
+# does, whose 64 MiB carry its 40 MB library would break.
+set(TITAN_DNNL AUTO CACHE STRING "oneDNN for the CPU GEMMs: AUTO, ON or OFF")
+set_property(CACHE TITAN_DNNL PROPERTY STRINGS AUTO ON OFF)
+set(TITAN_HAVE_DNNL 0)
+set(TITAN_DNNL_VERSION "")
+add_library(titan_dnnl INTERFACE)
+if(NOT TITAN_DNNL STREQUAL "OFF")
+  find_package(dnnl CONFIG QUIET)
+  if(dnnl_FOUND)
+    set(TITAN_HAVE_DNNL 1)
+    set(TITAN_DNNL_VERSION ${dnnl_VERSION})
+    target_link_libraries(titan_dnnl INTERFACE DNNL::dnnl)
+  elseif(TITAN_DNNL STREQUAL "ON")
+    message(FATAL_ERROR "TITAN_DNNL=ON, but CMake found no oneDNN (apt-get install libdnnl-dev; "
+                        "tools/setup.sh installs it)")
+  endif()
+endif()
 # TITAN_STATIC_DEPS links the small Debian libraries from their static archives, so the
 # GPU-check build's binaries run on a machine without them (tools/device/, notes in
 # docs/building.md). OpenBLAS stays shared: the bundle script carries its .so.

@@ -52,7 +52,8 @@ packages=(
   libhdf5-openmpi-dev hdf5-tools             # parallel HDF5 checkpoints, h5ls/h5dump
   libyaml-cpp-dev libboost-program-options-dev libpcre2-dev   # config, CLI, tokenizer
   nlohmann-json3-dev                         # JSON: safetensors headers
-  libopenblas-dev libopenblas-openmp-dev     # CPU GEMM; the OpenMP flavour shares our threads
+  libopenblas-dev libopenblas-openmp-dev     # BLAS; the OpenMP flavour shares our threads
+  libdnnl-dev                                # oneDNN: the CPU GEMMs
   libgtest-dev googletest                    # tests
   protobuf-compiler                          # tests: protoc --decode_raw reads TensorBoard events
   shellcheck                                 # tests: the jobscripts/ templates are clean

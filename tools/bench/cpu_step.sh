@@ -11,7 +11,8 @@
 # of the rest is reported. titan.cpp's figure is its own metrics.jsonl (tokens/s between
 # step lines); PyTorch's is tools/reference/llama3_reference.py bench (Debian's
 # python3-torch, run as /usr/bin/python3). MFU = torchtitan's FLOPs per token x tokens/s
-# divided by the sgemm rate OpenBLAS reaches on this machine with the same threads.
+# divided by the sgemm rate titan.cpp's CPU GEMM library (oneDNN, or OpenBLAS in builds
+# without it) reaches on this machine with the same threads.
 #
 # Environment: STEPS (6), WARMUP (2), THREADS (2), TITAN_BUILD_DIR (build), TORCH_PYTHON
 # (/usr/bin/python3), KEEP=1 keeps the logs; DIM, LAYERS, HEADS, KV_HEADS, FFN, VOCAB, SEQ,
@@ -73,11 +74,14 @@ if awk -v l="$load_before" 'BEGIN { exit !(l > 1.0) }'; then
        "the figures will be low and noisy"
 fi
 
-# The sgemm rate (1024^3, best of 3) and the core OpenBLAS chose, as titan-train reports them.
+# The GEMM library and its sgemm rate (1024^3, best of 3), and the core OpenBLAS chose, as
+# titan-train reports them.
 "$exe" --version > "$work/version.txt"
-blas_line=$(grep '^BLAS:' "$work/version.txt" || true)
-sgemm=$(sed -n 's/.*sgemm \([0-9.]*\) GFLOP\/s.*/\1/p' <<< "$blas_line")
-echo "titan BLAS: ${blas_line#BLAS: }"
+gemm_line=$(grep '^GEMM:' "$work/version.txt" || true)
+sgemm=$(sed -n 's/.*sgemm \([0-9.]*\) GFLOP\/s.*/\1/p' <<< "$gemm_line")
+gemm_library=$(sed -n 's/^GEMM: \([^,]*\),.*/\1/p' <<< "$gemm_line")
+echo "titan $(grep '^BLAS:' "$work/version.txt" || true)"
+echo "titan GEMM: ${gemm_line#GEMM: }"
 if [ -z "$sgemm" ]; then
   echo "cpu_step: no sgemm rate in '$exe --version'" >&2
   exit 1
@@ -103,10 +107,11 @@ echo "   load average $(cut -d' ' -f1-3 /proc/loadavg)"
 # Summary. FLOPs per token are torchtitan's: 6 x (parameters - embedding) + 12 L H hd T
 # (the output projection counts, the embedding lookup does not).
 "$python" - "$work/titan/metrics.jsonl" "$work/torch.json" "$warmup" "$sgemm" \
-  "$dim" "$layers" "$heads" "$kv_heads" "$ffn" "$vocab" "$seq" <<'EOF'
+  "$dim" "$layers" "$heads" "$kv_heads" "$ffn" "$vocab" "$seq" "$gemm_library" <<'EOF'
 import json, statistics, sys
 metrics, torch_json, warmup, sgemm = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 D, L, H, Hkv, F, V, T = map(int, sys.argv[5:12])
+gemm_library = sys.argv[12]
 hd = D // H
 rows = [json.loads(line) for line in open(metrics) if line.strip()]
 titan = statistics.median(r["tps"] for r in rows if r["step"] > warmup)
@@ -117,7 +122,8 @@ flops_per_token = 6 * (L * layer + D + V * D) + 12 * L * H * hd * T
 def mfu(tps):
     return flops_per_token * tps / (sgemm * 1e9)
 print("== summary")
-print(f"sgemm rate:        {sgemm:.1f} GFLOP/s (OpenBLAS, {peer['threads']} threads; the MFU peak)")
+print(f"sgemm rate:        {sgemm:.1f} GFLOP/s ({gemm_library}, {peer['threads']} threads; "
+      "the MFU peak)")
 print(f"FLOPs per token:   {flops_per_token:.4g} (torchtitan's count)")
 print(f"titan.cpp:         {titan:8.1f} tokens/s  {flops_per_token * titan / 1e9:6.1f} GFLOP/s  "
       f"MFU {100 * mfu(titan):.1f}%")

@@ -536,7 +536,7 @@ void bench_layer(const LayerShape& s, int repeat) {
       runs[v]();
       best[v] = std::min(best[v], seconds_since(t0));
     }
-    sgemm_rate = std::max(sgemm_rate, measure_sgemm_gflops(1024));
+    sgemm_rate = std::max(sgemm_rate, ops::measure_sgemm_gflops(1024));
   }
 
   const double flops = 18.0 * double(s.D) * double(s.F) * double(M);
@@ -581,11 +581,12 @@ int main(int argc, char** argv) {
   }
   const int threads = configure_threads(1);
   const char* coretype = std::getenv("OPENBLAS_CORETYPE");
-  sgemm_rate = measure_sgemm_gflops(1024);
-  std::printf("threads %d, OpenBLAS core %s (OPENBLAS_CORETYPE=%s), sgemm 1024^3: %.1f GFLOP/s "
-              "(measured again each round; the best is the reference)\n",
-              threads, blas_core_name().c_str(), coretype ? coretype : "unset", sgemm_rate);
-  if (const std::string warning = blas_core_warning(); !warning.empty()) {
+  sgemm_rate = ops::measure_sgemm_gflops(1024);
+  std::printf("threads %d, GEMMs %s, OpenBLAS core %s (OPENBLAS_CORETYPE=%s), sgemm 1024^3: "
+              "%.1f GFLOP/s (measured again each round; the best is the reference)\n",
+              threads, ops::cpu::gemm_library_name(), blas_core_name().c_str(),
+              coretype ? coretype : "unset", sgemm_rate);
+  if (const std::string warning = ops::cpu_gemm_warning(); !warning.empty()) {
     std::printf("warning: %s\n", warning.c_str());
   }
   std::printf("speedup = the peer's time / the grouped path's time; best of %d rounds (debug "

@@ -9,7 +9,9 @@
 //                                  the backward's recompute of the scores is not counted)
 //   cross-entropy 6 N D V                        (the output projection, its dx and dW;
 //                                  the backward's recompute of the logits is not counted)
-// so "vs sgemm" is the fraction of the BLAS rate the op achieves on work that must be done.
+// so "vs sgemm" is the fraction of the CPU GEMMs' rate (the library ops/matmul.h chose) the
+// op achieves on work that must be done. A last table runs the linear GEMMs on both CPU
+// GEMM libraries (oneDNN, OpenBLAS) in alternating rounds.
 //
 //   usage: bench_ops [--repeat R]
 #include <algorithm>
@@ -85,6 +87,34 @@ void bench_linear(const char* name, int64_t in, int64_t out, int repeat) {
          6.0 * N * in * out, s);
 }
 
+// The linear layer's three GEMMs on OpenBLAS and on oneDNN, alternating rounds in the same
+// run: what each library gives on this CPU (ops/matmul.h picks one per CPU).
+void bench_gemm_libraries(int64_t in, int64_t out, int repeat) {
+  const Tensor x = random({N, in}, "x", 1.0f), w = random({out, in}, "w", 0.02f);
+  const Tensor dy = random({N, out}, "dy", 1.0f);
+  Tensor y = Tensor::empty({N, out}, DType::F32), dx = Tensor::empty({N, in}, DType::F32);
+  Tensor dw = Tensor::zeros({out, in}, DType::F32);
+  const auto gemms = [&] {
+    ops::linear_forward(x, w, y);
+    ops::linear_backward(dy, x, w, dx, dw, ops::Accumulate::No);
+  };
+  using ops::cpu::GemmLibrary;
+  const GemmLibrary chosen = ops::cpu::gemm_library();
+  double best_openblas = 1e30, best_onednn = 1e30;
+  for (int round = 0; round < repeat; ++round) {
+    ops::cpu::set_gemm_library(GemmLibrary::OpenBlas);
+    best_openblas = std::min(best_openblas, best_seconds(1, gemms));
+    ops::cpu::set_gemm_library(GemmLibrary::OneDnn);
+    best_onednn = std::min(best_onednn, best_seconds(1, gemms));
+  }
+  ops::cpu::set_gemm_library(chosen);
+  const double flops = 6.0 * double(N) * double(in) * double(out);
+  std::printf("%-18s %-16s %9.1f %9.1f %8.2f\n",
+              (std::to_string(N) + "x" + std::to_string(in) + "->" + std::to_string(out)).c_str(),
+              "linear fwd+bwd", flops / best_openblas / 1e9, flops / best_onednn / 1e9,
+              best_openblas / best_onednn);
+}
+
 void bench_attention(int repeat) {
   const int threads = thread_count();
   const Tensor q = random({B, T, Hq, hd}, "q", 1.0f), k = random({B, T, Hkv, hd}, "k", 1.0f);
@@ -139,15 +169,26 @@ int main(int argc, char** argv) {
   }
   const int threads = configure_threads(1);
   const char* coretype = std::getenv("OPENBLAS_CORETYPE");
-  sgemm_rate = measure_sgemm_gflops(1024);
-  std::printf("threads %d, OpenBLAS core %s (OPENBLAS_CORETYPE=%s), sgemm 1024^3: %.1f GFLOP/s\n",
-              threads, blas_core_name().c_str(), coretype ? coretype : "unset", sgemm_rate);
-  if (const std::string warning = blas_core_warning(); !warning.empty()) std::printf("warning: %s\n", warning.c_str());
+  sgemm_rate = ops::measure_sgemm_gflops(1024);
+  std::printf("threads %d, GEMMs %s, OpenBLAS core %s (OPENBLAS_CORETYPE=%s), sgemm 1024^3: "
+              "%.1f GFLOP/s\n",
+              threads, ops::cpu::gemm_library_name(), blas_core_name().c_str(),
+              coretype ? coretype : "unset", sgemm_rate);
+  if (const std::string warning = ops::cpu_gemm_warning(); !warning.empty()) {
+    std::printf("warning: %s\n", warning.c_str());
+  }
   std::printf("%-14s %-34s %9s %9s %8s\n", "op (fwd+bwd)", "shape", "ms", "GFLOP/s", "vs sgemm");
   bench_linear("linear wq", D, D, repeat);
   bench_linear("linear w1", D, F, repeat);
   bench_linear("linear w2", F, D, repeat);
   bench_attention(repeat);
   bench_cross_entropy(repeat);
+#if TITAN_HAVE_DNNL
+  std::printf("\nGEMM libraries, same run (GFLOP/s; ratio: OpenBLAS's time / oneDNN's)\n");
+  std::printf("%-18s %-16s %9s %9s %8s\n", "shape", "GEMMs", "OpenBLAS", "oneDNN", "ratio");
+  bench_gemm_libraries(D, D, repeat);
+  bench_gemm_libraries(D, F, repeat);
+  bench_gemm_libraries(F, D, repeat);
+#endif
   return 0;
 }

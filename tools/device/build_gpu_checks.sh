@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the GPU checks here and bundles them for the GPU machine (notes in docs/building.md,
 # "The GPU-check build"). That machine has the CUDA driver and toolkit but none of Debian's
-# libraries, so this build has no MPI and no HDF5 (a one-rank world, no checkpoints), links
+# libraries, so this build has no MPI and no HDF5 (a one-rank world, no checkpoints) and no
+# oneDNN (its 40 MB library would not fit the carry; CPU GEMMs run on OpenBLAS), links
 # yaml-cpp, Boost.Program_options and PCRE2 statically, and the bundle carries the few
 # shared libraries left (OpenBLAS, libgomp, libgfortran). CUDA libraries are never carried.
 #
@@ -24,7 +25,7 @@ started=$SECONDS
 mkdir -p "$build_dir"
 log=$build_dir/configure.log
 cmake -S "$root" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-      -DTITAN_CUDA=ON -DTITAN_MPI=OFF -DTITAN_HDF5=OFF -DTITAN_STATIC_DEPS=ON \
+      -DTITAN_CUDA=ON -DTITAN_MPI=OFF -DTITAN_HDF5=OFF -DTITAN_DNNL=OFF -DTITAN_STATIC_DEPS=ON \
       -DTITAN_BUILD_BENCH=ON "${extra[@]}" >"$log" 2>&1 \
   || { cat "$log" >&2; echo "build_gpu_checks: configure failed (log: $log)" >&2; exit 1; }
 grep '^-- titan' "$log" | sed 's/^-- /build_gpu_checks: /'

@@ -12,6 +12,7 @@
 #endif
 #if TITAN_HAVE_NCCL
 #include "titan/distributed/nccl/nccl_backend.h"
+#include "titan/ops/matmul.h"
 #endif
 
 namespace titan::app {
@@ -20,7 +21,7 @@ namespace titan::app {
 std::string build_info_text() {
   std::ostringstream out;
   char gflops[32];
-  std::snprintf(gflops, sizeof gflops, "%.1f", measure_sgemm_gflops());
+  std::snprintf(gflops, sizeof gflops, "%.1f", ops::measure_sgemm_gflops());
 #if TITAN_HAVE_NCCL
   const std::string nccl = distributed::nccl::library_version();
 #else
@@ -37,10 +38,10 @@ std::string build_info_text() {
       << "MPI: " << mpi << "\n"
       << "HDF5: " << ckpt::checkpoint_library_version() << "\n"
       << "BLAS: OpenBLAS " << TITAN_OPENBLAS_VERSION << " (" << TITAN_OPENBLAS_FLAVOUR
-      << " threads), core " << blas_core_name()
-      << ", sgemm " << gflops << " GFLOP/s\n";
-  if (const std::string warning = blas_core_warning(); !warning.empty()) {
-    out << "BLAS warning: " << warning << "\n";
+      << " threads), core " << blas_core_name() << "\n"
+      << "GEMM: " << ops::cpu::gemm_library_name() << ", sgemm " << gflops << " GFLOP/s\n";
+  if (const std::string warning = ops::cpu_gemm_warning(); !warning.empty()) {
+    out << "GEMM warning: " << warning << "\n";
   }
   out << "threads: " << thread_count() << "\n";
   return out.str();

@@ -5,10 +5,8 @@
 
 #include <algorithm>
 #include <cctype>
-#include <chrono>
 #include <cstdlib>
 #include <thread>
-#include <vector>
 
 namespace titan {
 
@@ -48,19 +46,6 @@ std::string blas_core_warning() {
   return "OpenBLAS chose its " + core +
          " kernels on an AVX-512 CPU (about 6x slower sgemm); set OPENBLAS_CORETYPE=SKYLAKEX "
          "before starting (run_train.sh does this)";
-}
-
-double measure_sgemm_gflops(int n) {
-  std::vector<float> a(size_t(n) * n, 0.5f), b(size_t(n) * n, 0.25f), c(size_t(n) * n);
-  double best_s = 1e30;
-  for (int rep = 0; rep < 4; ++rep) {
-    const auto t0 = std::chrono::steady_clock::now();
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
-                0.0f, c.data(), n);
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (rep > 0) best_s = std::min(best_s, s);  // the first run warms caches and threads
-  }
-  return 2.0 * double(n) * n * n / best_s / 1e9;
 }
 
 }  // namespace titan

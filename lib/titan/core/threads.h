@@ -20,8 +20,5 @@ bool cpu_has_avx512();
 // A one-line warning with the fix when OpenBLAS runs a generic core on an AVX-512 CPU;
 // empty when all is well.
 std::string blas_core_warning();
-// Measured single-precision GEMM rate with the current thread count (square n x n, best of
-// a few runs). Used as the CPU "peak" for MFU and beside every benchmark figure.
-double measure_sgemm_gflops(int n = 1024);
 
 }  // namespace titan

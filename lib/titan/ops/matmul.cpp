@@ -2,6 +2,11 @@
 // layer (three matmuls on any device).
 #include "titan/ops/matmul.h"
 
+#include <algorithm>
+#include <chrono>
+
+#include "titan/core/threads.h"
+
 namespace titan::ops {
 
 GemmShape gemm_shape(const Tensor& a, Transpose transpose_a, const Tensor& b,
@@ -53,6 +58,25 @@ void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, Te
                      Tensor& dweight, Accumulate accumulate_dx) {
   linear_backward_input(dy, weight, dx, accumulate_dx);
   linear_backward_weight(dy, x, dweight);
+}
+
+double measure_sgemm_gflops(int n) {
+  Tensor a = Tensor::empty({n, n}, DType::F32), b = Tensor::empty({n, n}, DType::F32);
+  Tensor c = Tensor::empty({n, n}, DType::F32);
+  std::fill_n(a.mutable_data<float>(), a.numel(), 0.5f);
+  std::fill_n(b.mutable_data<float>(), b.numel(), 0.25f);
+  double best_s = 1e30;
+  for (int rep = 0; rep < 4; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    cpu::matmul(a, Transpose::No, b, Transpose::No, c, 1.0f, 0.0f);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (rep > 0) best_s = std::min(best_s, s);  // the first run warms caches and threads
+  }
+  return 2.0 * double(n) * n * n / best_s / 1e9;
+}
+
+std::string cpu_gemm_warning() {
+  return cpu::gemm_library() == cpu::GemmLibrary::OpenBlas ? blas_core_warning() : "";
 }
 
 }  // namespace titan::ops

@@ -6,8 +6,11 @@
 //     backward_input:   dx[N, in]   = dy * W     (= or += per Accumulate)
 //     backward_weight:  dW[out, in] += dy^T * x  (always +=, so microbatches accumulate)
 // Tensors with more than two dims are viewed as [rows, last dim]. f32 everywhere on the
-// CPU; the CUDA backend also takes bf16 A and B with f32 accumulation.
+// CPU (oneDNN's matmul, or OpenBLAS's sgemm in builds without oneDNN); the CUDA backend
+// (cuBLASLt) also takes bf16 A and B with f32 accumulation.
 #pragma once
+
+#include <string>
 
 #include "titan/ops/checks.h"
 #include "titan/ops/dispatch.h"
@@ -19,6 +22,17 @@ enum class Transpose { No, Yes };
 namespace cpu {
 void matmul(const Tensor& a, Transpose transpose_a, const Tensor& b, Transpose transpose_b,
             Tensor& c, float alpha, float beta);
+// The library the CPU GEMMs run on. oneDNN (builds with TITAN_HAVE_DNNL) where the CPU has
+// AVX-512, where it is the faster and OpenBLAS may not know the core; OpenBLAS elsewhere
+// (on AVX2 it was as fast or faster: docs/performance.md). TITAN_CPU_GEMM=onednn|openblas
+// overrides (InputError for another value, or onednn without it). Chosen once per process,
+// so a run's bits do not depend on timing.
+enum class GemmLibrary { OpenBlas, OneDnn };
+GemmLibrary gemm_library();
+// Tests and benchmarks: run the GEMMs on `library` from now on (InputError without it).
+void set_gemm_library(GemmLibrary library);
+// "oneDNN 2.6.3", "OpenBLAS 0.3.21": as the logs name it.
+const char* gemm_library_name(GemmLibrary library = gemm_library());
 }  // namespace cpu
 #if TITAN_HAVE_CUDA
 namespace cuda {
@@ -53,5 +67,12 @@ void linear_backward_weight(const Tensor& dy, const Tensor& x, Tensor& dweight);
 // Both halves; a zero-bubble pipeline calls them apart.
 void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, Tensor& dx,
                      Tensor& dweight, Accumulate accumulate_dx);
+
+// The CPU GEMMs' f32 rate with the current thread count (n x n x n, best of three after a
+// warm-up), GFLOP/s: the CPU's peak for MFU and the peer beside every CPU benchmark figure.
+double measure_sgemm_gflops(int n = 1024);
+// A one-line warning with the fix when the CPU GEMMs run below the CPU's speed (OpenBLAS's
+// generic kernels on an AVX-512 CPU, where the GEMMs are OpenBLAS's); empty when all is well.
+std::string cpu_gemm_warning();
 
 }  // namespace titan::ops

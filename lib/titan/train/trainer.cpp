@@ -19,6 +19,7 @@
 #include "titan/models/registry.h"
 #include "titan/ops/cross_entropy.h"
 #include "titan/ops/float8_gemm.h"
+#include "titan/ops/matmul.h"
 #include "titan/train/memory_plan.h"
 #include "titan/train/preemption.h"
 
@@ -29,7 +30,7 @@ namespace {
 // measured sgemm rate (the CPU's rate says nothing about a GPU).
 double peak_tflops_for(const config::JobConfig& config, Device device) {
   if (config.metrics.peak_tflops) return *config.metrics.peak_tflops;
-  if (!device.is_cuda()) return measure_sgemm_gflops() / 1000.0;
+  if (!device.is_cuda()) return ops::measure_sgemm_gflops() / 1000.0;
   const double peak = known_bf16_peak_tflops(device_name(device));
   TITAN_CHECK_INPUT(peak > 0) << "metrics.peak_tflops: no known bf16 peak for "
                               << device_name(device)
@@ -327,13 +328,15 @@ void Trainer::log_start() const {
               double(shard_bytes) / double(1 << 20),
               std::string(config::choice_name(config_.parallelism.fsdp_reshard_after_forward)).c_str());
   }
-  log::info("threads %d, OpenBLAS core %s, peak for MFU %.3f TFLOP/s (%s), %.4g FLOPs per token",
-            thread_count(), blas_core_name().c_str(), peak_tflops_,
+  log::info("threads %d, CPU GEMMs %s, peak for MFU %.3f TFLOP/s (%s), %.4g FLOPs per token",
+            thread_count(), ops::cpu::gemm_library_name(), peak_tflops_,
             config_.metrics.peak_tflops ? "metrics.peak_tflops"
             : device_.is_cuda()         ? "the GPU's datasheet"
                                         : "measured sgemm",
             summary_.flops_per_token);
-  if (const std::string warning = blas_core_warning(); !warning.empty()) log::warn("%s", warning.c_str());
+  if (const std::string warning = ops::cpu_gemm_warning(); !warning.empty()) {
+    log::warn("%s", warning.c_str());
+  }
   {
     std::ostringstream where;
     where << device_;

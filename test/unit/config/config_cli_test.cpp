@@ -312,9 +312,15 @@ TEST(ConfigCommandLine, VersionNamesTheBuild) {
   const ProcessResult result = run_titan_train({"--version"});
   EXPECT_EQ(result.exit_code, 0) << result.err;
   for (const char* piece : {"titan.cpp ", "CUDA: ", "NCCL: ", "MPI: ", "HDF5: ",
-                            "BLAS: OpenBLAS ", "GFLOP/s", "threads: "}) {
+                            "BLAS: OpenBLAS ", "GEMM: ", "GFLOP/s", "threads: "}) {
     EXPECT_NE(result.out.find(piece), std::string::npos) << piece << " not in:\n" << result.out;
   }
+  // A CPU GEMM library that does not exist: exit 2 naming the variable.
+  setenv("TITAN_CPU_GEMM", "mkl", 1);
+  const ProcessResult misnamed = run_titan_train({"--version"});
+  unsetenv("TITAN_CPU_GEMM");
+  EXPECT_EQ(misnamed.exit_code, 2) << misnamed.err;
+  EXPECT_NE(misnamed.err.find("TITAN_CPU_GEMM=mkl"), std::string::npos) << misnamed.err;
 }
 
 TEST(ConfigCommandLine, HelpListsEveryKey) {

@@ -38,9 +38,8 @@ TEST_F(ThreadRule, OmpNumThreadsWins) {
   EXPECT_EQ(omp_get_max_threads(), 3);
 }
 
-TEST(Blas, ReportsItsCoreAndAPositiveSgemmRate) {
+TEST(Blas, ReportsItsCore) {
   EXPECT_FALSE(blas_core_name().empty());
-  EXPECT_GT(measure_sgemm_gflops(256), 0.1);
   if (!cpu_has_avx512()) {
     EXPECT_EQ(blas_core_warning(), "");
   }

@@ -1,5 +1,9 @@
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <tuple>
+#include <vector>
+
 #include "op_harness.h"
 #include "titan/ops/matmul.h"
 
@@ -41,9 +45,9 @@ const bool registered = register_op_harness("linear", OpHarness{
     .cuda_bf16_tolerance = 1e-2,
 });
 
-// Every transpose combination and beta, against a float64 triple loop.
-TEST(Matmul, AllTransposesAndBetaMatchReference) {
-  const int64_t M = 5, N = 3, K = 7;
+// op(A) op(B) for every transpose, alpha 2 and three betas against a float64 triple loop;
+// beta 0 never reads C (a NaN there stays out).
+void expect_matmuls_match_reference(int64_t M, int64_t N, int64_t K) {
   for (auto ta : {ops::Transpose::No, ops::Transpose::Yes}) {
     for (auto tb : {ops::Transpose::No, ops::Transpose::Yes}) {
       for (float beta : {0.0f, 1.0f, 0.5f}) {
@@ -52,19 +56,42 @@ TEST(Matmul, AllTransposesAndBetaMatchReference) {
         const Tensor b = random_tensor(trb ? Shape{N, K} : Shape{K, N}, 2);
         Tensor c = random_tensor({M, N}, 3);
         const Values c0 = to_values(c), av = to_values(a), bv = to_values(b);
+        if (beta == 0.0f) c.mutable_data<float>()[0] = std::nanf("");
         ops::matmul(a, ta, b, tb, c, 2.0f, beta);
         Values expected(size_t(M * N));
-        for (int64_t i = 0; i < M; ++i)
+        for (int64_t i = 0; i < M; ++i) {
           for (int64_t j = 0; j < N; ++j) {
             double s = 0;
-            for (int64_t k = 0; k < K; ++k)
+            for (int64_t k = 0; k < K; ++k) {
               s += av[tra ? k * M + i : i * K + k] * bv[trb ? j * K + k : k * N + j];
-            expected[i * N + j] = 2.0 * s + beta * c0[i * N + j];
+            }
+            expected[i * N + j] = 2.0 * s + (beta == 0.0f ? 0.0 : beta * c0[i * N + j]);
           }
+        }
         expect_close(to_values(c), expected, 1e-5, "matmul");
       }
     }
   }
+}
+
+// The CPU GEMM libraries this build has (ops/matmul.h picks one per CPU; tests run both).
+std::vector<ops::cpu::GemmLibrary> gemm_libraries() {
+  std::vector<ops::cpu::GemmLibrary> libraries = {ops::cpu::GemmLibrary::OpenBlas};
+  if (TITAN_HAVE_DNNL) libraries.push_back(ops::cpu::GemmLibrary::OneDnn);
+  return libraries;
+}
+
+// Each CPU GEMM library, a small and a larger shape.
+TEST(Matmul, AllTransposesAndBetaMatchReference) {
+  const ops::cpu::GemmLibrary chosen = ops::cpu::gemm_library();
+  for (const ops::cpu::GemmLibrary library : gemm_libraries()) {
+    SCOPED_TRACE(ops::cpu::gemm_library_name(library));
+    ops::cpu::set_gemm_library(library);
+    for (const auto [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{5, 3, 7}, {67, 45, 129}}) {
+      expect_matmuls_match_reference(M, N, K);
+    }
+  }
+  ops::cpu::set_gemm_library(chosen);
 }
 
 TEST(Linear, SplitBackwardEqualsWholeAndWeightGradientAccumulates) {

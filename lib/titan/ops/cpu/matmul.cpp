@@ -1,10 +1,133 @@
-// GEMM on the CPU: OpenBLAS's cblas_sgemm, row-major. OpenBLAS runs its own threads (the
-// count set by configure_threads), so this is never called from inside an OpenMP region.
-#include <cblas.h>
-
+// GEMM on the CPU, row-major: oneDNN's matmul primitive or OpenBLAS's cblas_sgemm, as
+// gemm_library() chose (ops/matmul.h). Both run their own threads (OpenMP, the count set by
+// configure_threads), so this is never called from inside an OpenMP region.
+//
+// oneDNN: one primitive per GEMM shape (sizes, transposes as strides, leading dims, and
+// whether C is added to), made on first use and kept; alpha is a run-time output scale and
+// beta a sum post-op, so C = alpha op(A) op(B) + beta C as BLAS defines it (beta 0 never
+// reads C). oneDNN chooses its kernels by the CPU's ISA at run time.
 #include "titan/ops/matmul.h"
 
+#include <cblas.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <string>
+
+#include "titan/core/threads.h"
+
+#if TITAN_HAVE_DNNL
+#include <map>
+#include <mutex>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <tuple>
+#endif
+
 namespace titan::ops::cpu {
+namespace {
+
+#if TITAN_HAVE_DNNL
+
+struct GemmKey {
+  int64_t m, n, k, lda, ldb, ldc;
+  bool transpose_a, transpose_b;
+  float beta;
+  auto tie() const { return std::tie(m, n, k, lda, ldb, ldc, transpose_a, transpose_b, beta); }
+  bool operator<(const GemmKey& other) const { return tie() < other.tie(); }
+};
+
+class DnnlGemms {
+ public:
+  static DnnlGemms& instance() {
+    static DnnlGemms gemms;
+    return gemms;
+  }
+
+  void run(const GemmKey& key, const float* a, const float* b, float* c, float alpha) {
+    using dnnl::memory;
+    const dnnl::matmul& primitive = primitive_for(key);
+    const memory::desc a_desc = matrix(key.m, key.k, key.lda, key.transpose_a);
+    const memory::desc b_desc = matrix(key.k, key.n, key.ldb, key.transpose_b);
+    const memory::desc c_desc = matrix(key.m, key.n, key.ldc, false);
+    memory a_mem(a_desc, engine_, const_cast<float*>(a));
+    memory b_mem(b_desc, engine_, const_cast<float*>(b));
+    memory c_mem(c_desc, engine_, c);
+    memory scale({{1}, memory::data_type::f32, {1}}, engine_, &alpha);
+    thread_local dnnl::stream stream(engine_);
+    primitive.execute(stream, {{DNNL_ARG_SRC, a_mem},
+                               {DNNL_ARG_WEIGHTS, b_mem},
+                               {DNNL_ARG_DST, c_mem},
+                               {DNNL_ARG_ATTR_OUTPUT_SCALES, scale}});
+    stream.wait();
+  }
+
+ private:
+  DnnlGemms() : engine_(dnnl::engine::kind::cpu, 0) {}
+
+  // A row-major [rows, cols] operand with leading dim ld, or the transpose of a row-major
+  // [cols, rows] one.
+  static dnnl::memory::desc matrix(int64_t rows, int64_t cols, int64_t ld, bool transposed) {
+    return dnnl::memory::desc({rows, cols}, dnnl::memory::data_type::f32,
+                              transposed ? dnnl::memory::dims{1, ld} : dnnl::memory::dims{ld, 1});
+  }
+
+  const dnnl::matmul& primitive_for(const GemmKey& key) {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    auto found = primitives_.find(key);
+    if (found != primitives_.end()) return found->second;
+    dnnl::primitive_attr attr;
+    attr.set_output_scales(0, {DNNL_RUNTIME_F32_VAL});
+    if (key.beta != 0.0f) {
+      dnnl::post_ops sum;
+      sum.append_sum(key.beta);
+      attr.set_post_ops(sum);
+    }
+    const dnnl::matmul::desc desc(matrix(key.m, key.k, key.lda, key.transpose_a),
+                                  matrix(key.k, key.n, key.ldb, key.transpose_b),
+                                  matrix(key.m, key.n, key.ldc, false));
+    return primitives_.emplace(key, dnnl::matmul(dnnl::matmul::primitive_desc(desc, attr, engine_)))
+        .first->second;
+  }
+
+  dnnl::engine engine_;
+  std::mutex mutex_;
+  std::map<GemmKey, dnnl::matmul> primitives_;  // std::map: references stay valid
+};
+
+#endif  // TITAN_HAVE_DNNL
+
+GemmLibrary default_gemm_library() {
+  if (const char* env = std::getenv("TITAN_CPU_GEMM"); env && *env) {
+    const std::string name = env;
+    TITAN_CHECK_INPUT(name == "onednn" || name == "openblas")
+        << "TITAN_CPU_GEMM=" << name << ": the CPU GEMM library is onednn or openblas";
+    TITAN_CHECK_INPUT(name == "openblas" || TITAN_HAVE_DNNL)
+        << "TITAN_CPU_GEMM=onednn: this build has no oneDNN (TITAN_DNNL=OFF, or libdnnl-dev "
+        << "missing at configure time); unset it or rebuild with oneDNN";
+    return name == "onednn" ? GemmLibrary::OneDnn : GemmLibrary::OpenBlas;
+  }
+  return TITAN_HAVE_DNNL && cpu_has_avx512() ? GemmLibrary::OneDnn : GemmLibrary::OpenBlas;
+}
+
+std::atomic<GemmLibrary>& chosen_library() {
+  static std::atomic<GemmLibrary> library{default_gemm_library()};
+  return library;
+}
+
+}  // namespace
+
+GemmLibrary gemm_library() { return chosen_library().load(std::memory_order_relaxed); }
+
+void set_gemm_library(GemmLibrary library) {
+  TITAN_CHECK_INPUT(library == GemmLibrary::OpenBlas || TITAN_HAVE_DNNL)
+      << "set_gemm_library: this build has no oneDNN";
+  chosen_library().store(library, std::memory_order_relaxed);
+}
+
+const char* gemm_library_name(GemmLibrary library) {
+  if (library == GemmLibrary::OneDnn) return "oneDNN " TITAN_DNNL_VERSION;
+  return "OpenBLAS " TITAN_OPENBLAS_VERSION;
+}
 
 void matmul(const Tensor& a, Transpose transpose_a, const Tensor& b, Transpose transpose_b,
             Tensor& c, float alpha, float beta) {
@@ -15,6 +138,16 @@ void matmul(const Tensor& a, Transpose transpose_a, const Tensor& b, Transpose t
     for (int64_t i = 0; i < s.m * s.n; ++i) cp[i] = beta == 0.0f ? 0.0f : beta * cp[i];
     return;
   }
+#if TITAN_HAVE_DNNL
+  if (gemm_library() == GemmLibrary::OneDnn) {
+    const GemmKey key{s.m,        s.n,        s.k,
+                      a.size(1),  b.size(1),  c.size(1),
+                      transpose_a == Transpose::Yes, transpose_b == Transpose::Yes, beta};
+    DnnlGemms::instance().run(key, a.data<float>(), b.data<float>(), c.mutable_data<float>(),
+                              alpha);
+    return;
+  }
+#endif
   cblas_sgemm(CblasRowMajor, transpose_a == Transpose::Yes ? CblasTrans : CblasNoTrans,
               transpose_b == Transpose::Yes ? CblasTrans : CblasNoTrans, int(s.m), int(s.n),
               int(s.k), alpha, a.data<float>(), int(a.size(1)), b.data<float>(), int(b.size(1)),
