@@ -7,9 +7,17 @@
 // notice and say so.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace titan {
+
+// Whether a CPU kernel's loop over `work` elements (or element-sized steps) is worth an
+// OpenMP team: below 2^15 waking the threads costs more than the loop, and on a loaded or
+// oversubscribed machine far more, so such loops run on the calling thread. Every kernel's
+// `#pragma omp parallel ... if (worth_threads(work))` asks this one rule. A loop's results
+// never depend on whether it ran threaded (each element is written by one iteration).
+inline bool worth_threads(int64_t work) { return work >= (int64_t(1) << 15); }
 
 // Applies the rule and returns the thread count now in force.
 int configure_threads(int ranks_on_node);

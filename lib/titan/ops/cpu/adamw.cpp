@@ -2,6 +2,7 @@
 // element is independent, so the result does not depend on the thread count.
 #include <cmath>
 
+#include "titan/core/threads.h"
 #include "titan/ops/adamw.h"
 
 namespace titan::ops::cpu {
@@ -25,7 +26,7 @@ void step_tensor(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp
   const float* g = grad.data<float>();
   float* m = exp_avg.mutable_data<float>();
   float* v = exp_avg_sq.mutable_data<float>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(n))
   for (int64_t i = 0; i < n; ++i) {
     const float gi = g[i];
     const float pi = p[i] * decay;

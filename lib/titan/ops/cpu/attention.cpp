@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "titan/core/threads.h"
 #include "titan/ops/attention.h"
 #include "titan/ops/attention_mask.h"
 
@@ -506,7 +507,7 @@ void attention_merge(Tensor& out, Tensor& lse, const Tensor& out_part, const Ten
   const float* pp = out_part.data<float>();
   const float* lpp = lse_part.data<float>();
   const int64_t rows = B * T * Hq;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(rows * hd))
   for (int64_t row = 0; row < rows; ++row) {
     const int64_t h = row % Hq, i = (row / Hq) % T, b = row / (Hq * T);
     float& l = lp[(b * Hq + h) * T + i];

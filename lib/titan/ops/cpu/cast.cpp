@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "titan/core/float_formats.h"
+#include "titan/core/threads.h"
 #include "titan/ops/cast.h"
 
 namespace titan::ops::cpu {
@@ -37,7 +38,7 @@ void convert(const Tensor& src, Tensor& dst) {
   const Source* in = src.data<Source>();
   Destination* out = dst.mutable_data<Destination>();
   const int64_t n = src.numel();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(n))
   for (int64_t i = 0; i < n; ++i) {
     out[i] = Format<Destination>::encode(Format<Source>::decode(in[i]));
   }

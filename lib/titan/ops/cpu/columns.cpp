@@ -1,6 +1,7 @@
 // Column slices on the CPU: rows split over threads, each row copied or summed in order.
 #include <algorithm>
 
+#include "titan/core/threads.h"
 #include "titan/ops/columns.h"
 
 namespace titan::ops::cpu {
@@ -12,7 +13,7 @@ void copy_columns(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_c
   const float* s = src.data<float>();
   float* d = dst.mutable_data<float>();
   const bool add = accumulate == Accumulate::Yes;
-#pragma omp parallel for schedule(static) if (R * width > 65536)
+#pragma omp parallel for schedule(static) if (worth_threads(R * width))
   for (int64_t r = 0; r < R; ++r) {
     const float* from = s + r * cs + src_col;
     float* to = d + r * cd + dst_col;
@@ -30,7 +31,7 @@ void broadcast_columns(const Tensor& src, Tensor& dst, int64_t dst_col) {
   const int64_t cd = dst.size(dst.dim() - 1), G = dst.numel() / cd / R;
   const float* s = src.data<float>();
   float* d = dst.mutable_data<float>();
-#pragma omp parallel for schedule(static) if (R * G * w > 65536)
+#pragma omp parallel for schedule(static) if (worth_threads(R * G * w))
   for (int64_t r = 0; r < R; ++r) {
     for (int64_t g = 0; g < G; ++g) {
       std::copy(s + r * w, s + r * w + w, d + (r * G + g) * cd + dst_col);
@@ -44,7 +45,7 @@ void sum_column_groups(const Tensor& src, int64_t src_col, Tensor& dst) {
   const int64_t cs = src.size(src.dim() - 1), G = src.numel() / cs / R;
   const float* s = src.data<float>();
   float* d = dst.mutable_data<float>();
-#pragma omp parallel for schedule(static) if (R * G * w > 65536)
+#pragma omp parallel for schedule(static) if (worth_threads(R * G * w))
   for (int64_t r = 0; r < R; ++r) {
     float* to = d + r * w;
     std::fill(to, to + w, 0.0f);

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 
+#include "titan/core/threads.h"
 #include "titan/ops/cross_entropy.h"
 #include "titan/ops/matmul.h"
 
@@ -34,7 +35,7 @@ LabelReader read_labels(const Tensor& labels, int64_t vocab, const char* op) {
 
 // lse[r] = max + log(sum exp(logits[r, v] - max)) for each row of a chunk.
 void rows_log_sum_exp(const float* logits, int64_t rows, int64_t vocab, float* lse) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(rows * vocab))
   for (int64_t r = 0; r < rows; ++r) {
     const float* z = logits + r * vocab;
     float max = -std::numeric_limits<float>::infinity();
@@ -64,7 +65,7 @@ double rows_loss(const float* logits, int64_t rows, int64_t vocab, const LabelRe
 void rows_dlogits(const float* logits, int64_t rows, int64_t vocab, const LabelReader& labels,
                   int64_t first, const float* lse, float scale, float* dlogits, bool add,
                   int64_t vocab_first = 0) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(rows * vocab))
   for (int64_t r = 0; r < rows; ++r) {
     const float* z = logits + r * vocab;
     float* dz = dlogits + r * vocab;
@@ -203,7 +204,7 @@ void cross_entropy_slice_forward(const Tensor& h, const Tensor& weight, const Te
   float* label_data = label_logit.mutable_data<float>();
   for_each_logits_chunk(h, weight, workspace, [&](int64_t first, Tensor& logits) {
     const float* z = logits.data<float>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(logits.size(0) * vocab))
     for (int64_t r = 0; r < logits.size(0); ++r) {
       const float* row = z + r * vocab;
       float max = -std::numeric_limits<float>::infinity();

@@ -1,4 +1,5 @@
 // Elementwise arithmetic on the CPU: one OpenMP loop each over contiguous elements.
+#include "titan/core/threads.h"
 #include "titan/ops/elementwise.h"
 
 namespace titan::ops::cpu {
@@ -7,7 +8,7 @@ void fill(Tensor& y, float value) {
   check_elementwise_output(y, kFloatDTypes, "fill");
   const int64_t n = y.numel();
   float* yp = y.mutable_data<float>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(n))
   for (int64_t i = 0; i < n; ++i) yp[i] = value;
 }
 
@@ -15,7 +16,7 @@ void scale(Tensor& y, float factor) {
   check_elementwise_output(y, kFloatDTypes, "scale");
   const int64_t n = y.numel();
   float* yp = y.mutable_data<float>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(n))
   for (int64_t i = 0; i < n; ++i) yp[i] *= factor;
 }
 
@@ -27,7 +28,7 @@ void add(const Tensor& a, const Tensor& b, Tensor& y) {
   const float* ap = a.data<float>();
   const float* bp = b.data<float>();
   float* yp = y.mutable_data<float>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(n))
   for (int64_t i = 0; i < n; ++i) yp[i] = ap[i] + bp[i];
 }
 
@@ -37,7 +38,7 @@ void accumulate(const Tensor& x, Tensor& y) {
   const int64_t n = y.numel();
   const float* xp = x.data<float>();
   float* yp = y.mutable_data<float>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(n))
   for (int64_t i = 0; i < n; ++i) yp[i] += xp[i];
 }
 
@@ -47,7 +48,7 @@ void axpy(float alpha, const Tensor& x, Tensor& y) {
   const int64_t n = y.numel();
   const float* xp = x.data<float>();
   float* yp = y.mutable_data<float>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(n))
   for (int64_t i = 0; i < n; ++i) yp[i] += alpha * xp[i];
 }
 

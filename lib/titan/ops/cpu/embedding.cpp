@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "titan/core/threads.h"
 #include "titan/ops/embedding.h"
 
 namespace titan::ops::cpu {
@@ -34,7 +35,7 @@ void slice_forward(const Tensor& ids, const Tensor& table, TableSlice slice, Ten
   const int64_t N = ids.numel(), D = table.size(1);
   const float* tp = table.data<float>();
   float* op = out.mutable_data<float>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(N * D))
   for (int64_t n = 0; n < N; ++n) {
     const int64_t id = id_at(ids, n);
     if (slice.holds(id)) {
@@ -51,7 +52,7 @@ void slice_backward_weight(const Tensor& ids, const Tensor& dout, TableSlice sli
   const float* gp = dout.data<float>();
   float* dp = dtable.mutable_data<float>();
   constexpr int64_t kBlock = 64;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(N * D))
   for (int64_t d0 = 0; d0 < D; d0 += kBlock) {
     const int64_t d1 = std::min(D, d0 + kBlock);
     for (int64_t n = 0; n < N; ++n) {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "titan/core/float_formats.h"
+#include "titan/core/threads.h"
 #include "titan/ops/checks.h"
 #include "titan/ops/float8.h"
 
@@ -41,7 +42,7 @@ void for_each_scaled(const Tensor& x, const Tensor& scale, Float8Axis axis, Fn f
   const View2d v = view_2d(x);
   const float* in = x.data<float>();
   const float* s = scale.data<float>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(v.rows * v.cols))
   for (int64_t i = 0; i < v.rows; ++i) {
     for (int64_t j = 0; j < v.cols; ++j) {
       const int64_t at = i * v.cols + j;
@@ -84,7 +85,7 @@ void round_trip(const Tensor& x, const Tensor& scale, Float8Axis axis, Tensor& y
   const float* in = x.data<float>();
   const float* s = scale.data<float>();
   float* out = y.mutable_data<float>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(v.rows * v.cols))
   for (int64_t i = 0; i < v.rows; ++i) {
     for (int64_t j = 0; j < v.cols; ++j) {
       const int64_t at = i * v.cols + j;
@@ -105,7 +106,7 @@ void float8_amax(const Tensor& x, Float8Axis axis, Tensor& amax) {
   const float* in = x.data<float>();
   float* out = amax.mutable_data<float>();
   if (axis == Float8Axis::Rows) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(v.rows * v.cols))
     for (int64_t i = 0; i < v.rows; ++i) {
       float m = 0.0f;
       for (int64_t j = 0; j < v.cols; ++j) m = std::max(m, std::fabs(in[i * v.cols + j]));
@@ -115,7 +116,7 @@ void float8_amax(const Tensor& x, Float8Axis axis, Tensor& amax) {
   }
   // Tensor and Columns: a max per column, folded to one for Tensor.
   std::vector<float> columns(size_t(v.cols), 0.0f);
-#pragma omp parallel
+#pragma omp parallel if (worth_threads(v.rows * v.cols))
   {
     std::vector<float> mine(size_t(v.cols), 0.0f);
 #pragma omp for schedule(static) nowait
@@ -179,7 +180,7 @@ void float8_dequantize(const Tensor& q, const Tensor& scale, Float8Axis axis, Te
   const bool e4m3 = q.dtype() == DType::F8E4M3;
   TITAN_CHECK(e4m3 || q.dtype() == DType::F8E5M2)
       << "float8_dequantize: q is " << dtype_name(q.dtype()) << ", not float8";
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(v.rows * v.cols))
   for (int64_t i = 0; i < v.rows; ++i) {
     for (int64_t j = 0; j < v.cols; ++j) {
       const int64_t at = i * v.cols + j;

@@ -5,13 +5,13 @@
 // decides the clip factor, which touches every weight).
 #include <cmath>
 
+#include "titan/core/threads.h"
 #include "titan/ops/grad_norm.h"
 
 namespace titan::ops::cpu {
 namespace {
 
 constexpr int64_t kBlocks = 64;             // enough to balance any thread count we run
-constexpr int64_t kParallelMin = int64_t(1) << 15;  // below this, threads cost more
 
 // Sum of squares of x[begin, end) in double. Four running sums break the chain of
 // dependent adds (the loop is latency-bound otherwise) in a fixed pattern.
@@ -35,7 +35,7 @@ double sum_of_squares(const Tensor& x) {
   const int64_t n = x.numel();
   const float* xp = x.data<float>();
   double block_sums[kBlocks];
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+#pragma omp parallel for schedule(static) if (worth_threads(n))
   for (int64_t b = 0; b < kBlocks; ++b) {
     block_sums[b] = block_sum_of_squares(xp, b * n / kBlocks, (b + 1) * n / kBlocks);
   }

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <vector>
 
+#include "titan/core/threads.h"
 #include "titan/ops/moe.h"
 
 namespace titan::ops::cpu {
@@ -61,7 +62,7 @@ void router_forward(const Tensor& logits, const Tensor& bias, const RouterOption
   float* sp = scores.mutable_data<float>();
   int32_t* selp = selected.mutable_data<int32_t>();
   float* wp = weights.mutable_data<float>();
-#pragma omp parallel for schedule(static) if (N * E > 16384)
+#pragma omp parallel for schedule(static) if (worth_threads(N * E))
   for (int64_t n = 0; n < N; ++n) {
     const float* l = lp + n * E;
     float* s = sp + n * E;
@@ -100,7 +101,7 @@ void router_backward(const Tensor& dweights, const Tensor& scores, const Tensor&
   const float* sp = scores.data<float>();
   const int32_t* selp = selected.data<int32_t>();
   float* dlp = dlogits.mutable_data<float>();
-#pragma omp parallel for schedule(static) if (N * E > 16384)
+#pragma omp parallel for schedule(static) if (worth_threads(N * E))
   for (int64_t n = 0; n < N; ++n) {
     const float* s = sp + n * E;
     const int32_t* sel = selp + n * K;
@@ -148,7 +149,7 @@ void moe_dispatch(const Tensor& x, const Tensor& order, int64_t K, const Tensor&
   const int32_t* op = order.data<int32_t>();
   const float* wp = weights.defined() ? weights.data<float>() : nullptr;
   float* out = xs.mutable_data<float>();
-#pragma omp parallel for schedule(static) if (M * D > 65536)
+#pragma omp parallel for schedule(static) if (worth_threads(M * D))
   for (int64_t m = 0; m < M; ++m) {
     const float* from = xp + int64_t(op[m] / K) * D;
     float* to = out + m * D;
@@ -169,7 +170,7 @@ void moe_dispatch_backward(const Tensor& dxs, const Tensor& x, const Tensor& ord
   std::fill(dxp, dxp + dx.numel(), 0.0f);
   if (wp) {
     float* dwp = dweights.mutable_data<float>();
-#pragma omp parallel for schedule(static) if (M * D > 65536)
+#pragma omp parallel for schedule(static) if (worth_threads(M * D))
     for (int64_t m = 0; m < M; ++m) {
       const float* g = gp + m * D;
       const float* xr = xp + int64_t(op[m] / K) * D;
@@ -179,7 +180,7 @@ void moe_dispatch_backward(const Tensor& dxs, const Tensor& x, const Tensor& ord
     }
   }
   const std::vector<int32_t> rows = rows_by_token(op, M, K);
-#pragma omp parallel for schedule(static) if (M * D > 65536)
+#pragma omp parallel for schedule(static) if (worth_threads(M * D))
   for (int64_t n = 0; n < M / K; ++n) {
     float* to = dxp + n * D;
     for (int64_t j = 0; j < K; ++j) {
@@ -199,7 +200,7 @@ void moe_combine(const Tensor& ys, const Tensor& order, int64_t K, const Tensor&
   const float* wp = weights.defined() ? weights.data<float>() : nullptr;
   float* outp = out.mutable_data<float>();
   const std::vector<int32_t> rows = rows_by_token(op, M, K);
-#pragma omp parallel for schedule(static) if (M * D > 65536)
+#pragma omp parallel for schedule(static) if (worth_threads(M * D))
   for (int64_t n = 0; n < M / K; ++n) {
     float* to = outp + n * D;
     for (int64_t j = 0; j < K; ++j) {
@@ -221,7 +222,7 @@ void moe_combine_backward(const Tensor& dout, const Tensor& ys, const Tensor& or
   const float* wp = weights.defined() ? weights.data<float>() : nullptr;
   float* dyp = dys.mutable_data<float>();
   float* dwp = wp ? dweights.mutable_data<float>() : nullptr;
-#pragma omp parallel for schedule(static) if (M * D > 65536)
+#pragma omp parallel for schedule(static) if (worth_threads(M * D))
   for (int64_t m = 0; m < M; ++m) {
     const float* g = gp + int64_t(op[m] / K) * D;
     float* to = dyp + m * D;

@@ -3,6 +3,7 @@
 // blocks (dweight), so results do not depend on the thread count.
 #include <cmath>
 
+#include "titan/core/threads.h"
 #include "titan/ops/rmsnorm.h"
 
 namespace titan::ops::cpu {
@@ -14,7 +15,7 @@ void rmsnorm_forward(const Tensor& x, const Tensor& weight, float eps, Tensor& y
   const float* wp = weight.data<float>();
   float* yp = y.mutable_data<float>();
   float* rp = rstd.mutable_data<float>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(N * D))
   for (int64_t n = 0; n < N; ++n) {
     const float* xr = xp + n * D;
     double sum_sq = 0;
@@ -36,7 +37,7 @@ void rmsnorm_backward_input(const Tensor& dy, const Tensor& x, const Tensor& wei
   const float* rp = rstd.data<float>();
   float* dxp = dx.mutable_data<float>();
   const bool add = accumulate == Accumulate::Yes;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(N * D))
   for (int64_t n = 0; n < N; ++n) {
     const float* xr = xp + n * D;
     const float* gr = gp + n * D;
@@ -61,7 +62,7 @@ void rmsnorm_backward_weight(const Tensor& dy, const Tensor& x, const Tensor& rs
   const float* gp = dy.data<float>();
   const float* rp = rstd.data<float>();
   float* dwp = dweight.mutable_data<float>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(N * D))
   for (int64_t i0 = 0; i0 < D; i0 += kBlock) {
     const int64_t i1 = std::min(D, i0 + kBlock);
     double acc[kBlock] = {};

@@ -1,4 +1,5 @@
 // RoPE on the CPU: threads split (batch, position); each rotates the pairs of every head.
+#include "titan/core/threads.h"
 #include "titan/ops/rope.h"
 
 namespace titan::ops::cpu {
@@ -14,7 +15,7 @@ void rope_rotate(const Tensor& x, const Tensor& freqs, Tensor& y, Direction dire
   const float* xp = x.data<float>();
   const float* fp = freqs.data<float>();
   float* yp = y.mutable_data<float>();
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (worth_threads(B * T * H * hd))
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t t = 0; t < T; ++t) {
       const float* cs = fp + t * hd;  // (cos, sin) pairs of position t

@@ -1,6 +1,7 @@
 // SwiGLU on the CPU: one OpenMP loop over the elements, the formulas of ops/swiglu.h in f32.
 #include <cmath>
 
+#include "titan/core/threads.h"
 #include "titan/ops/swiglu.h"
 
 namespace titan::ops::cpu {
@@ -11,7 +12,7 @@ void swiglu_forward(const Tensor& a, const Tensor& b, Tensor& y) {
   const float* ap = a.data<float>();
   const float* bp = b.data<float>();
   float* yp = y.mutable_data<float>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(n))
   for (int64_t i = 0; i < n; ++i) {
     const float sigmoid = 1.0f / (1.0f + std::exp(-ap[i]));
     yp[i] = ap[i] * sigmoid * bp[i];
@@ -26,7 +27,7 @@ void swiglu_backward(const Tensor& dy, const Tensor& a, const Tensor& b, Tensor&
   const float* gp = dy.data<float>();
   float* dap = da.mutable_data<float>();
   float* dbp = db.mutable_data<float>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(n))
   for (int64_t i = 0; i < n; ++i) {
     const float x = ap[i];
     const float sigmoid = 1.0f / (1.0f + std::exp(-x));
