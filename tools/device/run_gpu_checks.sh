@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the bundled GPU checks on the GPU machine (made here by build_gpu_checks.sh and
 # carried as build-gpu/bundle) and writes logs and results to OUT_DIR. Finishes within
-# 5 minutes: every step has its own timeout. Without a GPU (no nvidia-smi) it says so,
+# 7 minutes: every step has its own timeout (tests: groups start until 300 s, each within
+# 90 s). Without a GPU (no nvidia-smi) it says so,
 # runs what it can (the CUDA tests then skip, saying why) and does not fail for that.
 #
 #   tools/device/run_gpu_checks.sh MODE OUT_DIR
@@ -46,7 +47,17 @@ if [ -z "$nccl_lib" ] || [ ! -e "$nccl_lib/libnccl.so.2" ]; then  # any other co
   nccl_so=$(timeout 30 find /usr /opt /root -name libnccl.so.2 2>/dev/null | head -n 1 || true)
   nccl_lib=${nccl_so:+$(dirname "$nccl_so")}
 fi
-export LD_LIBRARY_PATH=$bundle/lib:/usr/local/cuda/lib64${nccl_lib:+:$nccl_lib}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# PyTorch's bundled CUDA libraries (the nvidia.* wheels) come after the toolkit's, for a
+# library /usr/local/cuda/lib64 lacks (cuBLASLt or the runtime of another minor version).
+wheel_libs=$(timeout 20 python3 -c '
+import importlib
+for name in ("cublas", "cuda_runtime", "cuda_nvrtc"):
+    try:
+        module = importlib.import_module("nvidia." + name)
+        print(list(module.__path__)[0] + "/lib")
+    except Exception:
+        pass' 2>/dev/null | paste -sd: || true)
+export LD_LIBRARY_PATH=$bundle/lib:/usr/local/cuda/lib64${nccl_lib:+:$nccl_lib}${wheel_libs:+:$wheel_libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 # The bundled OpenBLAS is Debian 12's, which may not know the host's AVX-512 CPU.
 if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -qw avx512f /proc/cpuinfo 2>/dev/null; then
   export OPENBLAS_CORETYPE=SKYLAKEX
@@ -121,6 +132,10 @@ run_tests() {  # name, timeout_s
         done
         groups+=("Rows/CudaOpCase.*/${op}_*${negative:+-$negative}")
       done
+    elif [[ $suite == *Input ]]; then
+      # The input checks need no GPU and take milliseconds: one process for all of them
+      # (each process pays the CUDA libraries' loading), so the budget goes to the GPU work.
+      [[ " ${groups[*]} " == *" Cuda*Input.*:Nccl*Input.* "* ]] || groups+=("Cuda*Input.*:Nccl*Input.*")
     else
       groups+=("$suite.*")
     fi
@@ -165,7 +180,7 @@ run_tests() {  # name, timeout_s
 }
 
 case $mode in
-  tests) run_tests cuda_tests 200 ;;
+  tests) run_tests cuda_tests 300 ;;
   bench)
     if [ "$gpu" = 1 ]; then
       # The Float8 GEMMs first (under a minute on an H100), then the training step in what

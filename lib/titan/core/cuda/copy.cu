@@ -2,11 +2,14 @@
 // from the pointers; the copy runs with the CUDA side's device current.
 //
 // Ordering: a copy is queued on that device's compute stream (launch.h), after the kernels
-// queued there before it, and the host waits for it, so a tensor copied back holds the
-// results of the ops that wrote it and a host buffer may be reused at once. (cudaMemcpy on
-// the legacy stream would order the same way, the compute stream being a blocking stream;
-// naming the stream keeps that true under --default-stream per-thread too.) A copy between
-// two devices uses cudaMemcpyPeer, which is ordered after all work queued on either device.
+// queued there before it. When one side is the host, the host waits for it, so a tensor
+// copied back holds the results of the ops that wrote it and a host buffer may be reused at
+// once. A copy within one device does not wait: it is ordered like a kernel, before the
+// ops queued after it, and the caching allocator reuses its blocks in the same stream order
+// (blocks another stream reads are marked with record_stream). (cudaMemcpy on the legacy
+// stream would order the same way, the compute stream being a blocking stream; naming the
+// stream keeps that true under --default-stream per-thread too.) A copy between two devices
+// uses cudaMemcpyPeer, which is ordered after all work queued on either device.
 #include "titan/core/copy.h"
 #include "titan/core/cuda/cuda_check.h"
 #include "titan/core/cuda/launch.h"
@@ -27,7 +30,8 @@ void copy_bytes_cuda(const void* src, Device src_device, void* dst, Device dst_d
     status = cudaMemcpyPeer(dst, dst_device.index, src, src_device.index, size_t(bytes));
   } else {
     status = cudaMemcpyAsync(dst, src, size_t(bytes), cudaMemcpyDefault, stream);
-    if (status == cudaSuccess) status = cudaStreamSynchronize(stream);
+    const bool host_side = !src_device.is_cuda() || !dst_device.is_cuda();
+    if (status == cudaSuccess && host_side) status = cudaStreamSynchronize(stream);
   }
   if (index != previous) cudaSetDevice(previous);
   CUDA_CHECK(status);

@@ -175,9 +175,7 @@ class CudaAllocator final : public Allocator {
   void collect_finished() {
     for (size_t i = 0; i < waiting_.size();) {
       WaitingBlock& block = waiting_[i];
-      const bool done = std::all_of(block.events.begin(), block.events.end(), [](cudaEvent_t e) {
-        return cudaEventQuery(e) == cudaSuccess;
-      });
+      const bool done = std::all_of(block.events.begin(), block.events.end(), cuda::event_done);
       if (!done) {
         ++i;
         continue;

@@ -74,6 +74,18 @@ class DeviceGuard {
   int previous_ = 0;
 };
 
+// The status of a polling query (cudaEventQuery, cudaStreamQuery). Its "not yet" answer,
+// cudaErrorNotReady, is also left in the runtime's last-error slot, where the next
+// check_launch (cudaGetLastError) would report it as that kernel's failure: it is cleared
+// here, and nothing else is.
+inline cudaError_t polled(cudaError_t status) {
+  if (status == cudaErrorNotReady && cudaPeekAtLastError() == cudaErrorNotReady) {
+    cudaGetLastError();
+  }
+  return status;
+}
+inline bool event_done(cudaEvent_t event) { return polled(cudaEventQuery(event)) == cudaSuccess; }
+
 // Throws naming the kernel when its launch failed (bad configuration, no device).
 inline void check_launch(const char* kernel) {
   const cudaError_t status = cudaGetLastError();

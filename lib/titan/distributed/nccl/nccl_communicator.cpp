@@ -73,7 +73,7 @@ bool drain(cudaStream_t stream, double timeout_s) noexcept {
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
   for (;;) {
-    const cudaError_t status = cudaStreamQuery(stream);
+    const cudaError_t status = titan::cuda::polled(cudaStreamQuery(stream));
     if (status == cudaSuccess) return true;
     if (status != cudaErrorNotReady) return false;
     if (std::chrono::duration<double>(Clock::now() - start).count() > timeout_s) return false;
@@ -161,7 +161,7 @@ struct NcclState {
                           cudaSetDevice(device) == cudaSuccess;
     if (comm != nullptr) {
       bool quiet = !broken && std::uncaught_exceptions() == 0 &&
-                   cudaStreamQuery(stream) == cudaSuccess;
+                   titan::cuda::polled(cudaStreamQuery(stream)) == cudaSuccess;
       if (quiet) {
         ncclResult_t state = ncclSuccess;
         quiet = ncclCommGetAsyncError(comm, &state) == ncclSuccess && state == ncclSuccess;
@@ -240,7 +240,7 @@ class NcclOperation final : public PendingOperation {
     TITAN_CHECK(completion_->recorded)
         << what_ << " was waited on inside group_start()/group_end(): NCCL launches a group "
         << "at group_end(), so call group_end() first";
-    const cudaError_t status = cudaEventQuery(completion_->event);
+    const cudaError_t status = titan::cuda::polled(cudaEventQuery(completion_->event));
     if (status == cudaSuccess) return true;
     if (status != cudaErrorNotReady) {
       state_->broken = true;

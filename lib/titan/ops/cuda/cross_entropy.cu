@@ -25,8 +25,8 @@
 
 #include <algorithm>
 #include <initializer_list>
-#include <vector>
 
+#include "titan/core/copy.h"
 #include "titan/ops/cross_entropy.h"
 #include "titan/ops/cuda/common.cuh"
 #include "titan/ops/cuda/gemm.h"
@@ -128,23 +128,19 @@ void check_on(const Tensor& t, Device device, const char* op, const char* arg) {
 }
 
 // Labels on the device, each a vocabulary index or kIgnoreIndex: copied to the host to
-// check the ids, as the CPU does.
+// check the ids, as the CPU does. The copy is core/copy.h's, ordered after the compute
+// stream's work (which waits for the communication stream where it received them).
 void check_label_ids(const Tensor& labels, int64_t tokens, int64_t vocab, Device device,
                      const char* op) {
   TITAN_CHECK(labels.defined()) << op << ": labels is undefined";
   check_on(labels, device, op, "labels");
   if (tokens == 0) return;
-  std::vector<int64_t> ids(static_cast<size_t>(tokens));
-  if (labels.dtype() == DType::I64) {
-    CUDA_CHECK(cudaMemcpy(ids.data(), labels.raw_data(), size_t(labels.bytes()),
-                          cudaMemcpyDeviceToHost));
-  } else {
-    std::vector<int32_t> narrow(static_cast<size_t>(tokens));
-    CUDA_CHECK(cudaMemcpy(narrow.data(), labels.raw_data(), size_t(labels.bytes()),
-                          cudaMemcpyDeviceToHost));
-    for (int64_t n = 0; n < tokens; ++n) ids[size_t(n)] = narrow[size_t(n)];
+  const Tensor ids = to_device(labels, Device::cpu());
+  for (int64_t n = 0; n < tokens; ++n) {
+    const int64_t id = labels.dtype() == DType::I64 ? ids.data<int64_t>()[n]
+                                                     : int64_t(ids.data<int32_t>()[n]);
+    check_cross_entropy_label(id, n, vocab, op);
   }
-  for (int64_t n = 0; n < tokens; ++n) check_cross_entropy_label(ids[size_t(n)], n, vocab, op);
 }
 
 // Last of the checks, so that dtype and shape errors read the same on a machine without a

@@ -265,6 +265,22 @@ TEST_F(CudaAllocatorTest, RecordStreamRejectsHostTensors) {
   EXPECT_THROW(cuda::record_stream(host, cuda::communication_stream(0)), Error);
 }
 
+// The allocator and NCCL's test() poll events between kernels: a "not ready" answer must not
+// stay in the runtime's last-error slot for the next kernel's launch check to report.
+TEST_F(CudaAllocatorTest, APolledNotReadyEventIsNoLaunchFailure) {
+  cudaEvent_t event = nullptr;
+  ASSERT_EQ(cudaEventCreateWithFlags(&event, cudaEventDisableTiming), cudaSuccess);
+  StreamGate gate(cuda::compute_stream(0));
+  ASSERT_EQ(cudaEventRecord(event, cuda::compute_stream(0)), cudaSuccess);
+  EXPECT_FALSE(cuda::event_done(event));
+  EXPECT_EQ(cudaPeekAtLastError(), cudaSuccess);
+  EXPECT_NO_THROW(cuda::check_launch("the kernel after a poll"));
+  gate.open();
+  ASSERT_EQ(cudaEventSynchronize(event), cudaSuccess);
+  EXPECT_TRUE(cuda::event_done(event));
+  cudaEventDestroy(event);
+}
+
 // --- stream ordering ---------------------------------------------------------------------
 
 // core/copy.h reads back after work queued on the compute stream before it.
