@@ -8,7 +8,9 @@
 
 #include "distributed_test_main.h"
 #include "distributed_test_util.h"
+#include "titan/core/comm_poll.h"
 #include "titan/distributed/mpi/mpi_communicator.h"
+#include "titan/ops/elementwise.h"
 
 namespace titan::distributed {
 namespace {
@@ -107,6 +109,25 @@ TEST(Collectives, AllGatherConcatenatesInRankOrderForEveryDtypeWidth) {
       check_all_gather(world, input, output);
     }
   }
+}
+
+// A started collective installs the thread's poll of pending communication, which every op
+// dispatch runs (core/comm_poll.h: MPI advances it only inside MPI calls); the poll goes
+// with the last pending operation, and the result is the same.
+TEST(Collectives, PendingCollectivesArePolledBetweenOps) {
+  Communicator& world = test_world();
+  EXPECT_EQ(installed_comm_poll(), nullptr);
+  Tensor input = Tensor::empty({int64_t(1) << 18}, DType::F32);
+  fill_pattern(input, world.rank());
+  Tensor output = Tensor::zeros({input.numel() * world.size()}, DType::F32);
+  Work gather = world.all_gather(input, output);
+  EXPECT_NE(installed_comm_poll(), nullptr);
+  Tensor scratch = Tensor::zeros({16}, DType::F32);
+  for (int i = 0; i < 100; ++i) ops::fill(scratch, 1.0f);  // each one polls the gather
+  gather.wait();
+  gather = Work();
+  check_all_gather(world, input, output);
+  EXPECT_EQ(installed_comm_poll(), nullptr);
 }
 
 TEST(Collectives, InPlaceAllGatherAndReduceScatterUseTheRanksSlot) {

@@ -18,7 +18,8 @@
 // is the same on every device (linear, clip_grads_with_norm, rope_table).
 //
 // In counting mode (core/allocator.h: dry runs) an op returns at once, checks and all, with
-// a value-initialized result.
+// a value-initialized result. Otherwise each dispatch first polls pending communication
+// (core/comm_poll.h), so that MPI's non-blocking collectives advance between ops.
 //
 // Each dispatch is also a trace span named after the op (`matmul`, `rmsnorm_forward`, ...)
 // when profiling.* records the step (core/trace.h; a flag test otherwise). A CUDA op's
@@ -28,6 +29,7 @@
 
 #include "titan/build_config.h"
 #include "titan/core/allocator.h"
+#include "titan/core/comm_poll.h"
 #include "titan/core/error.h"
 #include "titan/core/tensor.h"
 #include "titan/core/trace.h"
@@ -37,6 +39,7 @@
     if (::titan::counting_mode()) {                                                    \
       return decltype(::titan::ops::cpu::fn(__VA_ARGS__))();                           \
     }                                                                                  \
+    ::titan::poll_communication();                                                     \
     const ::titan::TraceSpan titan_op_span_(#fn);                                      \
     if ((tensor).device().is_cpu()) return ::titan::ops::cpu::fn(__VA_ARGS__);         \
     TITAN_FAIL() << #fn << " has no kernel for " << (tensor).device();                 \
@@ -48,6 +51,7 @@
     if (::titan::counting_mode()) {                                                    \
       return decltype(::titan::ops::cpu::fn(__VA_ARGS__))();                           \
     }                                                                                  \
+    ::titan::poll_communication();                                                     \
     const ::titan::TraceSpan titan_op_span_(#fn);                                      \
     if ((tensor).device().is_cpu()) return ::titan::ops::cpu::fn(__VA_ARGS__);         \
     if ((tensor).device().is_cuda()) return ::titan::ops::cuda::fn(__VA_ARGS__);       \

@@ -1,6 +1,9 @@
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "support/gradient_check.h"
+#include "titan/core/comm_poll.h"
 #include "titan/ops/elementwise.h"
 
 namespace titan::testing {
@@ -9,6 +12,28 @@ namespace {
 // Odd sizes across the OpenMP split; each result element is one float operation, so the
 // checks compare exactly.
 const Shape kShape{33, 7};
+
+int polls = 0;
+void count_poll() { ++polls; }
+
+// Every op dispatch runs the calling thread's poll of pending communication
+// (core/comm_poll.h), and only that thread's.
+TEST(OpDispatch, PollsTheCallingThreadsPendingCommunication) {
+  Tensor y = Tensor::zeros({8}, DType::F32);
+  polls = 0;
+  set_comm_poll(count_poll);
+  ops::fill(y, 1.0f);
+  ops::scale(y, 2.0f);
+  EXPECT_EQ(polls, 2);
+  std::thread([&] {
+    Tensor z = Tensor::zeros({8}, DType::F32);
+    ops::fill(z, 1.0f);  // another thread: its own (no) poll
+  }).join();
+  EXPECT_EQ(polls, 2);
+  set_comm_poll(nullptr);
+  ops::fill(y, 1.0f);
+  EXPECT_EQ(polls, 2);
+}
 
 TEST(Elementwise, FillSetsEveryElement) {
   Tensor y = random_tensor(kShape, 1);

@@ -4,8 +4,12 @@
 #include <climits>
 #include <cstring>
 #include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
 #include <vector>
 
+#include "titan/core/comm_poll.h"
 #include "titan/distributed/mpi/mpi_check.h"
 
 namespace titan::distributed {
@@ -26,9 +30,43 @@ int comm_size(MPI_Comm comm) {
 // The requests of one started operation, and the tensors whose buffers they read or write:
 // holding those keeps the memory alive even when a timed-out operation is abandoned and a
 // late peer completes it.
+class MpiOperation;
+
+// The operations in flight by starting thread, which that thread's op dispatches poll while
+// it has any (core/comm_poll.h): MPI advances a non-blocking collective only inside MPI
+// calls. Per thread, so that no request is tested by two threads (an asynchronous
+// checkpoint's I/O thread has its own: MPI_THREAD_MULTIPLE). Never destroyed: an abandoned
+// operation may outlive every other static.
+struct InFlight {
+  std::mutex mutex;
+  std::map<std::thread::id, std::vector<MpiOperation*>> by_thread;
+};
+InFlight& in_flight() {
+  static InFlight* registry = new InFlight;
+  return *registry;
+}
+void poll_in_flight();
+
 class MpiOperation final : public PendingOperation {
  public:
-  explicit MpiOperation(std::vector<Tensor> buffers) : buffers_(std::move(buffers)) {}
+  explicit MpiOperation(std::vector<Tensor> buffers)
+      : buffers_(std::move(buffers)), thread_(std::this_thread::get_id()) {
+    InFlight& registry = in_flight();
+    const std::lock_guard<std::mutex> lock(registry.mutex);
+    std::vector<MpiOperation*>& mine = registry.by_thread[thread_];
+    if (mine.empty()) set_comm_poll(poll_in_flight);
+    mine.push_back(this);
+  }
+  ~MpiOperation() override {
+    InFlight& registry = in_flight();
+    const std::lock_guard<std::mutex> lock(registry.mutex);
+    std::vector<MpiOperation*>& mine = registry.by_thread[thread_];
+    mine.erase(std::find(mine.begin(), mine.end(), this));
+    // The poll is the starting thread's; elsewhere it stays and finds nothing.
+    if (mine.empty() && thread_ == std::this_thread::get_id()) set_comm_poll(nullptr);
+  }
+  MpiOperation(const MpiOperation&) = delete;
+  MpiOperation& operator=(const MpiOperation&) = delete;
   void add(MPI_Request request) { requests_.push_back(request); }
   // An array a non-blocking call reads until it completes (MPI_Ialltoallv's counts).
   const int* keep(std::vector<int> values) {
@@ -46,7 +84,16 @@ class MpiOperation final : public PendingOperation {
   std::vector<MPI_Request> requests_;
   std::vector<Tensor> buffers_;
   std::deque<std::vector<int>> arrays_;  // a deque: kept arrays never move
+  std::thread::id thread_;  // that started it
 };
+
+void poll_in_flight() {
+  InFlight& registry = in_flight();
+  const std::lock_guard<std::mutex> lock(registry.mutex);
+  for (MpiOperation* operation : registry.by_thread[std::this_thread::get_id()]) {
+    operation->test();
+  }
+}
 
 MPI_Datatype reduce_type(DType dtype) {
   switch (dtype) {
