@@ -7,51 +7,9 @@
 
 #include "titan/core/threads.h"
 #include "titan/ops/moe.h"
+#include "titan/ops/moe_choice.h"
 
 namespace titan::ops::cpu {
-namespace {
-
-// One token's choice: the top_k experts of largest c among the kept groups' (ties: lower
-// index), written to sel in order.
-void choose(const float* c, int64_t E, const RouterOptions& o, int32_t* sel) {
-  const int64_t per_group = E / o.groups;
-  std::vector<char> kept(size_t(E), 1);
-  if (o.groups > 1) {
-    std::vector<float> group_score(size_t(o.groups));
-    for (int64_t g = 0; g < o.groups; ++g) {
-      const float* cg = c + g * per_group;
-      int64_t best = 0;
-      for (int64_t j = 1; j < per_group; ++j) best = cg[j] > cg[best] ? j : best;
-      int64_t second = best == 0 ? 1 : 0;
-      for (int64_t j = 0; j < per_group; ++j) {
-        if (j != best && cg[j] > cg[second]) second = j;
-      }
-      group_score[size_t(g)] = cg[best] + cg[second];
-    }
-    std::vector<char> group_kept(size_t(o.groups), 0);
-    for (int64_t round = 0; round < o.limited_groups; ++round) {
-      int64_t best = -1;
-      for (int64_t g = 0; g < o.groups; ++g) {
-        if (!group_kept[size_t(g)] &&
-            (best < 0 || group_score[size_t(g)] > group_score[size_t(best)])) {
-          best = g;
-        }
-      }
-      group_kept[size_t(best)] = 1;
-    }
-    for (int64_t e = 0; e < E; ++e) kept[size_t(e)] = group_kept[size_t(e / per_group)];
-  }
-  for (int64_t k = 0; k < o.top_k; ++k) {
-    int64_t best = -1;
-    for (int64_t e = 0; e < E; ++e) {
-      if (kept[size_t(e)] && (best < 0 || c[e] > c[best])) best = e;
-    }
-    sel[k] = int32_t(best);
-    kept[size_t(best)] = 0;
-  }
-}
-
-}  // namespace
 
 void router_forward(const Tensor& logits, const Tensor& bias, const RouterOptions& o,
                     Tensor& scores, Tensor& selected, Tensor& weights) {
@@ -75,6 +33,7 @@ void router_forward(const Tensor& logits, const Tensor& bias, const RouterOption
       for (int64_t e = 0; e < E; ++e) s[e] /= sum;
     }
     std::vector<float> c(s, s + E);
+    std::vector<char> kept(static_cast<size_t>(E)), group_kept(static_cast<size_t>(o.groups));
     if (bp) {
       for (int64_t e = 0; e < E; ++e) c[size_t(e)] += bp[e];
     }
@@ -82,7 +41,8 @@ void router_forward(const Tensor& logits, const Tensor& bias, const RouterOption
     if (o.force_balance) {
       for (int64_t k = 0; k < K; ++k) sel[k] = int32_t((n * K + k) % E);
     } else {
-      choose(c.data(), E, o, sel);
+      choose_experts(c.data(), E, o.groups, o.limited_groups, K, kept.data(),
+                     group_kept.data(), sel);
     }
     float* w = wp + n * K;
     float total = 0.0f;

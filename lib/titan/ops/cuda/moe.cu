@@ -1,8 +1,8 @@
 // Mixture-of-experts routing and token movement on the GPU (contract in ops/moe.h), the CPU
 // kernels' formulas in f32:
 //   router    one block per token: the scores in parallel, then one thread makes the
-//             choice exactly as the CPU does (the same comparisons in the same order, so
-//             equal scores choose alike); E is at most a few hundred, K a handful.
+//             choice with the CPU's own definition (ops/moe_choice.h); E is at most a few
+//             hundred, K a handful.
 //   dispatch  one thread per element of the sorted rows.
 //   combine   one block per token, which adds its K rows in ascending m (the sorted rows
 //             of its picks, from the inverse of `order`), as the CPU does; the backward of
@@ -14,6 +14,7 @@
 #include "titan/core/allocator.h"
 #include "titan/ops/cuda/common.cuh"
 #include "titan/ops/moe.h"
+#include "titan/ops/moe_choice.h"
 
 namespace titan::ops::cuda {
 namespace {
@@ -26,46 +27,6 @@ struct RouterParams {
   bool sigmoid, route_norm, force_balance;
   float route_scale;
 };
-
-// The choice of ops/cpu/moe.cpp's choose(), on one thread: c [E] in shared memory, kept [E]
-// scratch, group_kept [groups] scratch.
-__device__ void choose(const float* c, const RouterParams& p, char* kept, char* group_kept,
-                       int32_t* sel) {
-  const int64_t E = p.E, per_group = E / p.groups;
-  for (int64_t e = 0; e < E; ++e) kept[e] = 1;
-  if (p.groups > 1) {
-    for (int64_t g = 0; g < p.groups; ++g) group_kept[g] = 0;
-    for (int64_t round = 0; round < p.limited_groups; ++round) {
-      int64_t best = -1;
-      float best_score = 0.0f;
-      for (int64_t g = 0; g < p.groups; ++g) {
-        if (group_kept[g]) continue;
-        const float* cg = c + g * per_group;
-        int64_t first = 0;
-        for (int64_t j = 1; j < per_group; ++j) first = cg[j] > cg[first] ? j : first;
-        int64_t second = first == 0 ? 1 : 0;
-        for (int64_t j = 0; j < per_group; ++j) {
-          if (j != first && cg[j] > cg[second]) second = j;
-        }
-        const float score = cg[first] + cg[second];
-        if (best < 0 || score > best_score) {
-          best = g;
-          best_score = score;
-        }
-      }
-      group_kept[best] = 1;
-    }
-    for (int64_t e = 0; e < E; ++e) kept[e] = group_kept[e / per_group];
-  }
-  for (int64_t k = 0; k < p.K; ++k) {
-    int64_t best = -1;
-    for (int64_t e = 0; e < E; ++e) {
-      if (kept[e] && (best < 0 || c[e] > c[best])) best = e;
-    }
-    sel[k] = int32_t(best);
-    kept[best] = 0;
-  }
-}
 
 // Shared memory: reduction slots [blockDim] doubles, s [E] and c [E] floats, then kept [E]
 // and group_kept [groups] bytes.
@@ -107,7 +68,7 @@ __global__ void router_forward_kernel(const T* logits, const float* bias, Router
   if (p.force_balance) {
     for (int64_t k = 0; k < K; ++k) sel[k] = int32_t((n * K + k) % E);
   } else {
-    choose(c, p, kept, group_kept, sel);
+    choose_experts(c, E, p.groups, p.limited_groups, K, kept, group_kept, sel);
   }
   float* w = weights + n * K;
   float total = 0.0f;
