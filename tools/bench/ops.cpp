@@ -8,7 +8,9 @@
 //   attention     6 B Hq T^2 hd  (causal: half of the 12 B Hq T^2 hd of full attention;
 //                                  the backward's recompute of the scores is not counted)
 //   cross-entropy 6 N D V                        (the output projection, its dx and dW;
-//                                  the backward's recompute of the logits is not counted)
+//                                  the backward's recompute of the logits is not counted;
+//                                  "fused" is forward_backward, the training step's call,
+//                                  which has no recompute)
 // so "vs sgemm" is the fraction of the CPU GEMMs' rate (the library ops/matmul.h chose) the
 // op achieves on work that must be done. A last table runs the linear GEMMs on both CPU
 // GEMM libraries (oneDNN, OpenBLAS) in alternating rounds.
@@ -23,6 +25,7 @@
 #include <functional>
 #include <string>
 
+#include "titan/core/copy.h"
 #include "titan/core/philox.h"
 #include "titan/core/tensor.h"
 #include "titan/core/threads.h"
@@ -156,8 +159,16 @@ void bench_cross_entropy(int repeat) {
     ops::cross_entropy_backward(h, w, labels, lse, 1.0f / float(N), dh, dw, ops::Accumulate::No,
                                 workspace);
   });
-  report("cross-entropy", std::to_string(N) + "x" + std::to_string(D) + " vocab " + std::to_string(V),
-         6.0 * N * D * V, s);
+  const std::string shape = std::to_string(N) + "x" + std::to_string(D) + " vocab " + std::to_string(V);
+  report("cross-entropy", shape, 6.0 * N * D * V, s);
+  const Tensor apart_dh = to_device(dh, Device::cpu());
+  const double fused = best_seconds(repeat, [&] {
+    ops::cross_entropy_forward_backward(h, w, labels, 1.0f / float(N), loss, lse, dh, dw,
+                                        ops::Accumulate::No, workspace);
+  });
+  check(std::memcmp(dh.raw_data(), apart_dh.raw_data(), size_t(dh.bytes())) == 0,
+        "fused cross-entropy dh = forward then backward's");
+  report("  fused", shape, 6.0 * N * D * V, fused);
 }
 
 }  // namespace

@@ -120,6 +120,12 @@ class Model {
   virtual void backward(ActivationRecord& record, float grad_scale) = 0;
   virtual void backward_input(ActivationRecord& record, float grad_scale) = 0;
   virtual void backward_weight(ActivationRecord& record, float grad_scale) = 0;
+  // forward then backward of one microbatch, for a caller that knows grad_scale before the
+  // forward (a training step; a pipeline schedule runs the two apart): the loss sum and the
+  // gradients, bit for bit those of forward + backward, with the loss's two halves fused
+  // (one logits GEMM per chunk fewer).
+  virtual double forward_backward(const Tensor& tokens, const Tensor& labels,
+                                  float grad_scale) = 0;
 
   // Mixture-of-experts routing state (DeepSeek V3's load balancing, nn/moe.h): the picks
   // each expert of each MoE layer the model holds received since the last step, [layers,

@@ -183,4 +183,23 @@ void vocab_parallel_loss_backward(const TensorParallel& tp, const VocabParallelL
   });
 }
 
+double vocab_parallel_loss_forward_backward(const TensorParallel& tp, const Tensor& h,
+                                            const Tensor& weight, ops::VocabSlice slice,
+                                            const Tensor& labels, float grad_scale, Tensor& dh,
+                                            Tensor& dweight) {
+  if (tp.size() > 1) {
+    VocabParallelLossRecord record;
+    const double loss = vocab_parallel_loss_forward(tp, h, weight, slice, labels, record);
+    vocab_parallel_loss_backward(tp, record, weight, slice, labels, grad_scale, &dh, &dweight);
+    return loss;
+  }
+  const int64_t N = h.size(0);
+  Tensor lse = Tensor::empty({N}, DType::F32, h.device());
+  Tensor loss_sum = Tensor::empty({1}, DType::F32, h.device());
+  Tensor workspace = workspace_for(N, slice.vocab, h.device());
+  ops::cross_entropy_forward_backward(h, weight, labels, grad_scale, loss_sum, lse, dh, dweight,
+                                      ops::Accumulate::No, workspace);
+  return double(to_device(loss_sum, Device::cpu()).data<float>()[0]);  // waits for the device
+}
+
 }  // namespace titan::nn

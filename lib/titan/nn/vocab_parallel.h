@@ -56,4 +56,14 @@ void vocab_parallel_loss_backward(const TensorParallel& tp, const VocabParallelL
                                   const Tensor& labels, float grad_scale, Tensor* dh,
                                   Tensor* dweight);
 
+// Forward then backward at once, for a caller that knows grad_scale before the forward
+// (a training step): the loss sum, as the forward returns it, and the backward's dh and
+// dweight (both required). Without tensor parallelism one logits GEMM per chunk serves
+// both halves (ops::cross_entropy_forward_backward); over tp ranks the loss needs the
+// whole vocabulary's lse before any dlogits, so it is the forward then the backward.
+double vocab_parallel_loss_forward_backward(const TensorParallel& tp, const Tensor& h,
+                                            const Tensor& weight, ops::VocabSlice slice,
+                                            const Tensor& labels, float grad_scale, Tensor& dh,
+                                            Tensor& dweight);
+
 }  // namespace titan::nn

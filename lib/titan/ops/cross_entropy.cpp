@@ -82,8 +82,8 @@ void check_gradient(const Tensor& g, const Tensor& input, FloatDTypes accepted, 
 
 void check_cross_entropy_forward(const Tensor& h, const Tensor& weight, const Tensor& labels,
                                  const Tensor& loss_sum, const Tensor& lse,
-                                 const Tensor& workspace, FloatDTypes accepted) {
-  const char* op = "cross_entropy_forward";
+                                 const Tensor& workspace, FloatDTypes accepted,
+                                 const char* op) {
   const Dims d = check_fused(h, weight, workspace, accepted, op);
   check_labels(labels, d.tokens, op);
   check_f32_vector(loss_sum, {1}, op, "loss_sum");

@@ -21,6 +21,10 @@
 //   dweight += dlogits^T * h         [V, D]   (always +=, so microbatches accumulate)
 // backward_input and backward_weight each recompute the logits (two GEMMs per chunk);
 // backward does both from one recompute (three GEMMs per chunk).
+// forward_backward is forward then backward for a caller that knows grad_scale before the
+// forward (a training step): one logits GEMM per chunk serves both, so three GEMMs per
+// chunk instead of four. Its loss_sum, lse, dh and dweight are bit for bit those of
+// forward then backward (the same GEMMs on the same chunks, the same row arithmetic).
 //
 // Workspace: the ops never allocate. The caller allocates cross_entropy_workspace_bytes()
 // through the counted allocator, as Tensor::empty(cross_entropy_workspace_shape(), F32),
@@ -91,7 +95,8 @@ int64_t cross_entropy_valid_tokens(const Tensor& labels);
 // or bf16 for bf16 inputs. The backward checks name `op`, and skip a null dh or dweight.
 void check_cross_entropy_forward(const Tensor& h, const Tensor& weight, const Tensor& labels,
                                  const Tensor& loss_sum, const Tensor& lse,
-                                 const Tensor& workspace, FloatDTypes accepted);
+                                 const Tensor& workspace, FloatDTypes accepted,
+                                 const char* op = "cross_entropy_forward");
 void check_cross_entropy_backward(const Tensor& h, const Tensor& weight, const Tensor& labels,
                                   const Tensor& lse, const Tensor* dh, const Tensor* dweight,
                                   const Tensor& workspace, FloatDTypes accepted, const char* op);
@@ -133,6 +138,10 @@ void cross_entropy_backward_weight(const Tensor& h, const Tensor& weight, const 
 void cross_entropy_backward(const Tensor& h, const Tensor& weight, const Tensor& labels,
                             const Tensor& lse, float grad_scale, Tensor& dh, Tensor& dweight,
                             Accumulate accumulate_dh, Tensor& workspace);
+void cross_entropy_forward_backward(const Tensor& h, const Tensor& weight, const Tensor& labels,
+                                    float grad_scale, Tensor& loss_sum, Tensor& lse, Tensor& dh,
+                                    Tensor& dweight, Accumulate accumulate_dh,
+                                    Tensor& workspace);
 void cross_entropy_logits_forward(const Tensor& logits, const Tensor& labels, Tensor& loss_sum,
                                   Tensor& lse);
 void cross_entropy_logits_backward(const Tensor& logits, const Tensor& labels, const Tensor& lse,
@@ -158,6 +167,10 @@ void cross_entropy_backward_weight(const Tensor& h, const Tensor& weight, const 
 void cross_entropy_backward(const Tensor& h, const Tensor& weight, const Tensor& labels,
                             const Tensor& lse, float grad_scale, Tensor& dh, Tensor& dweight,
                             Accumulate accumulate_dh, Tensor& workspace);
+void cross_entropy_forward_backward(const Tensor& h, const Tensor& weight, const Tensor& labels,
+                                    float grad_scale, Tensor& loss_sum, Tensor& lse, Tensor& dh,
+                                    Tensor& dweight, Accumulate accumulate_dh,
+                                    Tensor& workspace);
 void cross_entropy_logits_forward(const Tensor& logits, const Tensor& labels, Tensor& loss_sum,
                                   Tensor& lse);
 void cross_entropy_logits_backward(const Tensor& logits, const Tensor& labels, const Tensor& lse,
@@ -188,6 +201,14 @@ inline void cross_entropy_backward(const Tensor& h, const Tensor& weight, const 
                                    Tensor& dweight, Accumulate accumulate_dh, Tensor& workspace) {
   TITAN_DISPATCH_CPU_CUDA(h, cross_entropy_backward, h, weight, labels, lse, grad_scale, dh,
                           dweight, accumulate_dh, workspace);
+}
+inline void cross_entropy_forward_backward(const Tensor& h, const Tensor& weight,
+                                           const Tensor& labels, float grad_scale,
+                                           Tensor& loss_sum, Tensor& lse, Tensor& dh,
+                                           Tensor& dweight, Accumulate accumulate_dh,
+                                           Tensor& workspace) {
+  TITAN_DISPATCH_CPU_CUDA(h, cross_entropy_forward_backward, h, weight, labels, grad_scale,
+                          loss_sum, lse, dh, dweight, accumulate_dh, workspace);
 }
 inline void cross_entropy_logits_forward(const Tensor& logits, const Tensor& labels,
                                          Tensor& loss_sum, Tensor& lse) {

@@ -418,15 +418,7 @@ StepResult Trainer::run_step() {
       loss_sum += pipeline_->train(pipeline_microbatches(batch), grad_scale);
       continue;
     }
-    std::unique_ptr<models::ActivationRecord> record = model_->new_record();
-    {
-      TraceSpan span("forward");
-      loss_sum += model_->forward(batch.inputs, batch.labels, *record);
-    }
-    {
-      TraceSpan span("backward");
-      model_->backward(*record, grad_scale);
-    }
+    loss_sum += model_->forward_backward(batch.inputs, batch.labels, grad_scale);
   }
   {
     TraceSpan span("reduce_gradients");

@@ -286,6 +286,35 @@ TEST(CrossEntropy, BackwardHalvesMatchCombinedBackward) {
   EXPECT_TRUE(same_bits(dweight, p.dweight));
 }
 
+// The training step's call: one logits GEMM per chunk for the loss and its gradients, the
+// same bits as the forward then the backward (several chunks, a short last one, ignored
+// tokens, dh accumulated into what it held).
+TEST(CrossEntropy, ForwardBackwardIsForwardThenBackward) {
+  constexpr int64_t N = 11, D = 6, V = 37;
+  for (const Accumulate accumulate : {Accumulate::No, Accumulate::Yes}) {
+    Problem apart(N, D, V, kSomeIgnored | kLabelsI64), fused(N, D, V, kSomeIgnored | kLabelsI64);
+    apart.dh = random_tensor({N, D}, 9);
+    fused.dh = random_tensor({N, D}, 9);
+    Tensor workspace = Tensor::empty({4, V}, DType::F32);
+    ops::cross_entropy_forward(apart.h, apart.weight, apart.labels, apart.loss, apart.lse,
+                               workspace);
+    ops::cross_entropy_backward(apart.h, apart.weight, apart.labels, apart.lse, 0.125f, apart.dh,
+                                apart.dweight, accumulate, workspace);
+    ops::cross_entropy_forward_backward(fused.h, fused.weight, fused.labels, 0.125f, fused.loss,
+                                        fused.lse, fused.dh, fused.dweight, accumulate,
+                                        workspace);
+    EXPECT_TRUE(same_bits(fused.loss, apart.loss));
+    EXPECT_TRUE(same_bits(fused.lse, apart.lse));
+    EXPECT_TRUE(same_bits(fused.dh, apart.dh));
+    EXPECT_TRUE(same_bits(fused.dweight, apart.dweight));
+  }
+  Problem p(N, D, V, 0);
+  Tensor workspace = Tensor::empty({4, V}, DType::F32), wrong = Tensor::empty({N}, DType::F32);
+  EXPECT_THROW(ops::cross_entropy_forward_backward(p.h, p.weight, p.labels, 1.0f, p.loss, p.lse,
+                                                   wrong, p.dweight, Accumulate::No, workspace),
+               Error);
+}
+
 TEST(CrossEntropy, GradientsAccumulateWhenAsked) {
   constexpr int64_t N = 6, D = 4, V = 13;
   Problem p(N, D, V, 0);

@@ -6,6 +6,7 @@
 // row by row in token order, so it does not depend on the thread count or the chunk size.
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "titan/core/threads.h"
 #include "titan/ops/cross_entropy.h"
@@ -33,18 +34,23 @@ LabelReader read_labels(const Tensor& labels, int64_t vocab, const char* op) {
   return reader;
 }
 
-// lse[r] = max + log(sum exp(logits[r, v] - max)) for each row of a chunk.
+// max + log(sum exp(z[v] - max)) of one row.
+float row_log_sum_exp(const float* z, int64_t vocab) {
+  float max = -std::numeric_limits<float>::infinity();
+  for (int64_t v = 0; v < vocab; ++v) max = std::max(max, z[v]);
+  double sum = 0;
+  for (int64_t v = 0; v < vocab; ++v) sum += std::exp(z[v] - max);
+  return float(double(max) + std::log(sum));
+}
+
+// lse[r] for each row of a chunk.
 void rows_log_sum_exp(const float* logits, int64_t rows, int64_t vocab, float* lse) {
 #pragma omp parallel for schedule(static) if (worth_threads(rows * vocab))
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* z = logits + r * vocab;
-    float max = -std::numeric_limits<float>::infinity();
-    for (int64_t v = 0; v < vocab; ++v) max = std::max(max, z[v]);
-    double sum = 0;
-    for (int64_t v = 0; v < vocab; ++v) sum += std::exp(z[v] - max);
-    lse[r] = float(double(max) + std::log(sum));
-  }
+  for (int64_t r = 0; r < rows; ++r) lse[r] = row_log_sum_exp(logits + r * vocab, vocab);
 }
+
+// One token's loss: lse - its label's logit.
+double token_loss(float lse, float label_logit) { return double(lse) - double(label_logit); }
 
 // sum over the chunk's valid rows of lse - logit[label], in token order.
 double rows_loss(const float* logits, int64_t rows, int64_t vocab, const LabelReader& labels,
@@ -53,34 +59,57 @@ double rows_loss(const float* logits, int64_t rows, int64_t vocab, const LabelRe
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t label = labels[first + r];
     if (label == kIgnoreIndex) continue;
-    loss += double(lse[r]) - double(logits[r * vocab + label]);
+    loss += token_loss(lse[r], logits[r * vocab + label]);
   }
   return loss;
 }
 
-// dlogits[r, v] = (exp(logits[r, v] - lse[r]) - [v == label]) * scale, = or +=; ignored
-// rows get 0 (or keep their value). dlogits may be logits itself (the fused backward).
-// The columns are the slice of the vocabulary from id `vocab_first` (0: all of it): a label
+// dz[v] = (exp(z[v] - lse) - [v == label]) * scale, = or +=, for one valid row (dz may be
+// z itself). The columns are the slice of the vocabulary from id `vocab_first`: a label
 // outside them has no one-hot entry here.
+void row_dlogits(const float* z, int64_t vocab, int64_t label, float lse, float scale, float* dz,
+                 bool add, int64_t vocab_first) {
+  for (int64_t v = 0; v < vocab; ++v) {
+    const float g = std::exp(z[v] - lse) * scale;
+    dz[v] = add ? dz[v] + g : g;
+  }
+  const int64_t column = label - vocab_first;
+  if (column >= 0 && column < vocab) dz[column] -= scale;
+}
+
+// row_dlogits for each row of a chunk; ignored rows get 0 (or keep their value).
 void rows_dlogits(const float* logits, int64_t rows, int64_t vocab, const LabelReader& labels,
                   int64_t first, const float* lse, float scale, float* dlogits, bool add,
                   int64_t vocab_first = 0) {
 #pragma omp parallel for schedule(static) if (worth_threads(rows * vocab))
   for (int64_t r = 0; r < rows; ++r) {
-    const float* z = logits + r * vocab;
     float* dz = dlogits + r * vocab;
     const int64_t label = labels[first + r];
     if (label == kIgnoreIndex) {
       if (!add) std::fill(dz, dz + vocab, 0.0f);
       continue;
     }
-    const float row_lse = lse[r];
-    for (int64_t v = 0; v < vocab; ++v) {
-      const float g = std::exp(z[v] - row_lse) * scale;
-      dz[v] = add ? dz[v] + g : g;
+    row_dlogits(logits + r * vocab, vocab, label, lse[r], scale, dz, add, vocab_first);
+  }
+}
+
+// The forward + backward's pass over a chunk, each row while it is in cache: its lse, its
+// loss (kept in row_loss[r]; 0 for ignored rows) and then its dlogits, in place. The same
+// arithmetic as rows_log_sum_exp, rows_loss and rows_dlogits.
+void rows_lse_loss_dlogits(float* logits, int64_t rows, int64_t vocab, const LabelReader& labels,
+                           int64_t first, float* lse, float scale, double* row_loss) {
+#pragma omp parallel for schedule(static) if (worth_threads(rows * vocab))
+  for (int64_t r = 0; r < rows; ++r) {
+    float* z = logits + r * vocab;
+    const int64_t label = labels[first + r];
+    lse[r] = row_log_sum_exp(z, vocab);
+    if (label == kIgnoreIndex) {
+      row_loss[r] = 0;
+      std::fill(z, z + vocab, 0.0f);
+      continue;
     }
-    const int64_t column = label - vocab_first;
-    if (column >= 0 && column < vocab) dz[column] -= scale;
+    row_loss[r] = token_loss(lse[r], z[label]);
+    row_dlogits(z, vocab, label, lse[r], scale, z, false, 0);
   }
 }
 
@@ -98,20 +127,37 @@ void for_each_logits_chunk(const Tensor& h, const Tensor& weight, Tensor& worksp
   }
 }
 
-// The three backward entries: per chunk, recompute the logits, turn them into dlogits in
-// place, then the dh GEMM and/or the dweight GEMM (a null output skips its GEMM).
-// `slice`: the weight's rows in the whole vocabulary (already checked).
-void fused_backward(const Tensor& h, const Tensor& weight, const Tensor& labels, const Tensor& lse,
-                    float grad_scale, Tensor* dh, Tensor* dweight, Accumulate accumulate_dh,
-                    Tensor& workspace, VocabSlice slice, const char* op) {
+// The loss half of a forward + backward call: its outputs, and the rows' losses of a chunk.
+struct LossOutputs {
+  double sum = 0;
+  float* lse;
+  std::vector<double> row_loss;
+};
+
+// The backward entries (and forward_backward, given `loss`): per chunk, the logits (a
+// recompute, or the forward's), turned into dlogits in place, then the dh GEMM and/or the
+// dweight GEMM (a null output skips its GEMM). `slice`: the weight's rows in the whole
+// vocabulary (already checked). Without `loss` the lse comes from the forward.
+void chunked_gradients(const Tensor& h, const Tensor& weight, const Tensor& labels,
+                       const float* lse, float grad_scale, Tensor* dh, Tensor* dweight,
+                       Accumulate accumulate_dh, Tensor& workspace, VocabSlice slice,
+                       LossOutputs* loss, const char* op) {
   const int64_t vocab = weight.size(0);
   const LabelReader label_reader = read_labels(labels, slice.vocab, op);
-  const float* lse_data = lse.data<float>();
+  if (loss != nullptr) loss->row_loss.resize(size_t(workspace.size(0)));
   for_each_logits_chunk(h, weight, workspace, [&](int64_t first, Tensor& logits) {
     const int64_t rows = logits.size(0);
     float* z = logits.mutable_data<float>();
-    rows_dlogits(z, rows, vocab, label_reader, first, lse_data + first, grad_scale, z, false,
-                 slice.first);
+    if (loss != nullptr) {
+      rows_lse_loss_dlogits(z, rows, vocab, label_reader, first, loss->lse + first, grad_scale,
+                            loss->row_loss.data());
+      for (int64_t r = 0; r < rows; ++r) {  // in token order, as the forward's rows_loss
+        if (label_reader[first + r] != kIgnoreIndex) loss->sum += loss->row_loss[size_t(r)];
+      }
+    } else {
+      rows_dlogits(z, rows, vocab, label_reader, first, lse + first, grad_scale, z, false,
+                   slice.first);
+    }
     const Tensor h_chunk = h.narrow(first, rows);
     if (dh != nullptr) {
       Tensor dh_chunk = dh->narrow(first, rows);
@@ -122,6 +168,14 @@ void fused_backward(const Tensor& h, const Tensor& weight, const Tensor& labels,
       cpu::matmul(logits, Transpose::Yes, h_chunk, Transpose::No, *dweight, 1.0f, 1.0f);
     }
   });
+}
+
+// The backward entries' common call.
+void fused_backward(const Tensor& h, const Tensor& weight, const Tensor& labels, const Tensor& lse,
+                    float grad_scale, Tensor* dh, Tensor* dweight, Accumulate accumulate_dh,
+                    Tensor& workspace, VocabSlice slice, const char* op) {
+  chunked_gradients(h, weight, labels, lse.data<float>(), grad_scale, dh, dweight, accumulate_dh,
+                    workspace, slice, nullptr, op);
 }
 
 VocabSlice whole_vocabulary(const Tensor& weight) { return {0, weight.size(0)}; }
@@ -170,6 +224,19 @@ void cross_entropy_backward(const Tensor& h, const Tensor& weight, const Tensor&
   check_cross_entropy_backward(h, weight, labels, lse, &dh, &dweight, workspace, kFloatDTypes, op);
   fused_backward(h, weight, labels, lse, grad_scale, &dh, &dweight, accumulate_dh, workspace,
                  whole_vocabulary(weight), op);
+}
+
+void cross_entropy_forward_backward(const Tensor& h, const Tensor& weight, const Tensor& labels,
+                                    float grad_scale, Tensor& loss_sum, Tensor& lse, Tensor& dh,
+                                    Tensor& dweight, Accumulate accumulate_dh,
+                                    Tensor& workspace) {
+  const char* op = "cross_entropy_forward_backward";
+  check_cross_entropy_forward(h, weight, labels, loss_sum, lse, workspace, kFloatDTypes, op);
+  check_cross_entropy_backward(h, weight, labels, lse, &dh, &dweight, workspace, kFloatDTypes, op);
+  LossOutputs loss{.lse = lse.mutable_data<float>()};
+  chunked_gradients(h, weight, labels, nullptr, grad_scale, &dh, &dweight, accumulate_dh,
+                    workspace, whole_vocabulary(weight), &loss, op);
+  loss_sum.mutable_data<float>()[0] = float(loss.sum);
 }
 
 void cross_entropy_logits_forward(const Tensor& logits, const Tensor& labels, Tensor& loss_sum,

@@ -200,19 +200,30 @@ struct Dims {
   int64_t tokens, vocab;
 };
 
-// Per chunk: recompute the logits, dlogits over them, then the dh and/or dweight GEMMs (a
-// null output skips its GEMM).
+// forward_backward's loss outputs (lse is also the `lse` the chunks read).
+struct LossOutputs {
+  Tensor& loss_sum;
+  Tensor& lse;
+};
+
+// Per chunk: recompute the logits (or, given `loss`, compute them once for the loss too:
+// lse and the loss sum first), dlogits over them, then the dh and/or dweight GEMMs (a null
+// output skips its GEMM). The checks are the caller's.
 void fused_backward(const Tensor& h, const Tensor& weight, const Tensor& labels, const Tensor& lse,
                     float grad_scale, Tensor* dh, Tensor* dweight, Accumulate accumulate_dh,
-                    Tensor& workspace, const char* op) {
-  check_cross_entropy_backward(h, weight, labels, lse, dh, dweight, workspace, kFloatDTypes, op);
+                    Tensor& workspace, const char* op, LossOutputs* loss = nullptr) {
   const Dims d{h.size(0), weight.size(0)};
   check_devices({{&h, "h"}, {&weight, "weight"}, {&workspace, "workspace"}, {&lse, "lse"},
-                 {&labels, "labels"}, {dh, "dh"}, {dweight, "dweight"}},
+                 {&labels, "labels"}, {dh, "dh"}, {dweight, "dweight"},
+                 {loss ? &loss->loss_sum : nullptr, "loss_sum"}},
                 op);
   const Device device = h.device();
   DeviceGuard guard(device.index);
   check_label_ids(labels, d.tokens, d.vocab, device, op);
+  if (loss != nullptr && d.tokens == 0) {
+    CUDA_CHECK(cudaMemsetAsync(loss->loss_sum.raw_mutable_data(), 0, sizeof(float),
+                               compute_stream()));
+  }
   const bool bf16 = h.dtype() == DType::BF16;
   const int64_t chunk = workspace.size(0), V = d.vocab;
   for (int64_t first = 0; first < d.tokens; first += chunk) {
@@ -220,6 +231,12 @@ void fused_backward(const Tensor& h, const Tensor& weight, const Tensor& labels,
     const Tensor h_chunk = h.narrow(first, rows);
     Tensor logits = workspace.narrow(0, rows);
     ops::cuda::matmul(h_chunk, Transpose::No, weight, Transpose::Yes, logits, 1.0f, 0.0f);
+    if (loss != nullptr) {
+      float* chunk_lse = loss->lse.mutable_data<float>() + first;
+      launch_row_lse<float>(logits, rows, V, chunk_lse);
+      launch_chunk_loss<float>(logits, rows, V, labels, first, chunk_lse, first == 0,
+                               loss->loss_sum);
+    }
     float* z = logits.mutable_data<float>();
     const float* row_lse = lse.data<float>() + first;
     const float dh_beta = accumulate_dh == Accumulate::Yes ? 1.0f : 0.0f;
@@ -283,22 +300,39 @@ void cross_entropy_forward(const Tensor& h, const Tensor& weight, const Tensor& 
 void cross_entropy_backward_input(const Tensor& h, const Tensor& weight, const Tensor& labels,
                                   const Tensor& lse, float grad_scale, Tensor& dh,
                                   Accumulate accumulate, Tensor& workspace) {
-  fused_backward(h, weight, labels, lse, grad_scale, &dh, nullptr, accumulate, workspace,
-                 "cross_entropy_backward_input");
+  const char* op = "cross_entropy_backward_input";
+  check_cross_entropy_backward(h, weight, labels, lse, &dh, nullptr, workspace, kFloatDTypes, op);
+  fused_backward(h, weight, labels, lse, grad_scale, &dh, nullptr, accumulate, workspace, op);
 }
 
 void cross_entropy_backward_weight(const Tensor& h, const Tensor& weight, const Tensor& labels,
                                    const Tensor& lse, float grad_scale, Tensor& dweight,
                                    Tensor& workspace) {
+  const char* op = "cross_entropy_backward_weight";
+  check_cross_entropy_backward(h, weight, labels, lse, nullptr, &dweight, workspace, kFloatDTypes,
+                               op);
   fused_backward(h, weight, labels, lse, grad_scale, nullptr, &dweight, Accumulate::Yes, workspace,
-                 "cross_entropy_backward_weight");
+                 op);
 }
 
 void cross_entropy_backward(const Tensor& h, const Tensor& weight, const Tensor& labels,
                             const Tensor& lse, float grad_scale, Tensor& dh, Tensor& dweight,
                             Accumulate accumulate_dh, Tensor& workspace) {
-  fused_backward(h, weight, labels, lse, grad_scale, &dh, &dweight, accumulate_dh, workspace,
-                 "cross_entropy_backward");
+  const char* op = "cross_entropy_backward";
+  check_cross_entropy_backward(h, weight, labels, lse, &dh, &dweight, workspace, kFloatDTypes, op);
+  fused_backward(h, weight, labels, lse, grad_scale, &dh, &dweight, accumulate_dh, workspace, op);
+}
+
+void cross_entropy_forward_backward(const Tensor& h, const Tensor& weight, const Tensor& labels,
+                                    float grad_scale, Tensor& loss_sum, Tensor& lse, Tensor& dh,
+                                    Tensor& dweight, Accumulate accumulate_dh,
+                                    Tensor& workspace) {
+  const char* op = "cross_entropy_forward_backward";
+  check_cross_entropy_forward(h, weight, labels, loss_sum, lse, workspace, kFloatDTypes, op);
+  check_cross_entropy_backward(h, weight, labels, lse, &dh, &dweight, workspace, kFloatDTypes, op);
+  LossOutputs loss{loss_sum, lse};
+  fused_backward(h, weight, labels, lse, grad_scale, &dh, &dweight, accumulate_dh, workspace, op,
+                 &loss);
 }
 
 void cross_entropy_logits_forward(const Tensor& logits, const Tensor& labels, Tensor& loss_sum,

@@ -186,6 +186,22 @@ TEST_P(CudaCrossEntropy, ForwardAndBackwardMatchTheCpu) {
   ops::cross_entropy_forward(h_gpu, w_gpu, labels_gpu, loss_gpu, lse_gpu, workspace_gpu);
   const Tensor second_loss = to_host(loss_gpu);
   EXPECT_EQ(std::memcmp(first_loss.raw_data(), second_loss.raw_data(), sizeof(float)), 0);
+
+  // forward_backward (the training step's call): the same bits as the two calls apart.
+  Tensor fused_loss = Tensor::empty({1}, DType::F32, kGpu);
+  Tensor fused_lse = Tensor::empty({c.tokens}, DType::F32, kGpu);
+  Tensor fused_dh = device_as(dh0, c.storage), fused_dw = to_device(dw0, kGpu);
+  ops::cross_entropy_forward_backward(h_gpu, w_gpu, labels_gpu, grad_scale, fused_loss,
+                                      fused_lse, fused_dh, fused_dw, c.accumulate_dh,
+                                      workspace_gpu);
+  auto same_bits = [](const Tensor& a, const Tensor& b) {
+    const Tensor x = to_host(a), y = to_host(b);
+    return x.bytes() == y.bytes() && std::memcmp(x.raw_data(), y.raw_data(), size_t(x.bytes())) == 0;
+  };
+  EXPECT_TRUE(same_bits(fused_loss, loss_gpu)) << "loss";
+  EXPECT_TRUE(same_bits(fused_lse, lse_gpu)) << "lse";
+  EXPECT_TRUE(same_bits(fused_dh, dh_gpu)) << "dh";
+  EXPECT_TRUE(same_bits(fused_dw, dw_gpu)) << "dweight";
 }
 
 INSTANTIATE_TEST_SUITE_P(Table, CudaCrossEntropy, ::testing::ValuesIn(fused_cases()),
