@@ -12,7 +12,8 @@
 //                                  "fused" is forward_backward, the training step's call,
 //                                  which has no recompute)
 // so "vs sgemm" is the fraction of the CPU GEMMs' rate (the library ops/matmul.h chose) the
-// op achieves on work that must be done. A last table runs the linear GEMMs on both CPU
+// op achieves on work that must be done; SwiGLU, elementwise, reports the bytes it moves
+// per second instead. A last table runs the linear GEMMs on both CPU
 // GEMM libraries (oneDNN, OpenBLAS) in alternating rounds.
 //
 //   usage: bench_ops [--repeat R]
@@ -32,6 +33,7 @@
 #include "titan/ops/attention.h"
 #include "titan/ops/cross_entropy.h"
 #include "titan/ops/matmul.h"
+#include "titan/ops/swiglu.h"
 
 using namespace titan;
 
@@ -171,6 +173,45 @@ void bench_cross_entropy(int repeat) {
   report("  fused", shape, 6.0 * N * D * V, fused);
 }
 
+// SwiGLU [N, F] forward + backward: elementwise, so reported as memory moved (fwd reads a
+// and b and writes y; bwd reads dy, a and b and writes da and db: 32 bytes per element).
+void bench_swiglu(int repeat) {
+  const Tensor a = random({N, F}, "a", 1.0f), b = random({N, F}, "b", 1.0f);
+  const Tensor dy = random({N, F}, "dy", 1.0f);
+  Tensor y = Tensor::empty({N, F}, DType::F32), da = Tensor::empty({N, F}, DType::F32);
+  Tensor db = Tensor::empty({N, F}, DType::F32);
+  ops::swiglu_forward(a, b, y);
+  const float a0 = a.data<float>()[0], b0 = b.data<float>()[0];
+  check(std::fabs(y.data<float>()[0] - a0 / (1.0f + std::exp(-a0)) * b0) < 1e-5f, "swiglu y[0]");
+  const double s = best_seconds(repeat, [&] {
+    ops::swiglu_forward(a, b, y);
+    ops::swiglu_backward(dy, a, b, da, db);
+  });
+  std::printf("%-14s %-34s %9.2f %9.1f GB/s\n", "swiglu", (std::to_string(N) + "x" +
+              std::to_string(F)).c_str(), s * 1e3, 32.0 * double(N * F) / s / 1e9);
+}
+
+// The fused cross-entropy at other logits budgets (the chunk of tokens per GEMM): each
+// chunk's dweight GEMM reads and writes all of dweight [V, D], so small chunks cost memory
+// traffic.
+void bench_cross_entropy_chunks(int repeat) {
+  const Tensor h = random({N, D}, "h", 1.0f), w = random({V, D}, "output", 0.02f);
+  Tensor labels = Tensor::empty({N}, DType::I64);
+  for (int64_t n = 0; n < N; ++n) labels.mutable_data<int64_t>()[n] = (n * 7919) % V;
+  Tensor loss = Tensor::empty({1}, DType::F32), lse = Tensor::empty({N}, DType::F32);
+  Tensor dh = Tensor::empty({N, D}, DType::F32), dw = Tensor::zeros({V, D}, DType::F32);
+  for (int64_t mib : {16, 32, 64, 128, 256}) {
+    Tensor workspace =
+        Tensor::empty(ops::cross_entropy_workspace_shape(N, V, mib << 20), DType::F32);
+    const double s = best_seconds(repeat, [&] {
+      ops::cross_entropy_forward_backward(h, w, labels, 1.0f / float(N), loss, lse, dh, dw,
+                                          ops::Accumulate::No, workspace);
+    });
+    report("  fused", std::to_string(mib) + " MiB: " + std::to_string(workspace.size(0)) +
+           " tokens per chunk", 6.0 * N * D * V, s);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -194,6 +235,8 @@ int main(int argc, char** argv) {
   bench_linear("linear w2", F, D, repeat);
   bench_attention(repeat);
   bench_cross_entropy(repeat);
+  bench_swiglu(repeat);
+  if (std::getenv("CE_CHUNKS")) bench_cross_entropy_chunks(repeat);
 #if TITAN_HAVE_DNNL
   std::printf("\nGEMM libraries, same run (GFLOP/s; ratio: OpenBLAS's time / oneDNN's)\n");
   std::printf("%-18s %-16s %9s %9s %8s\n", "shape", "GEMMs", "OpenBLAS", "oneDNN", "ratio");

@@ -1,15 +1,17 @@
 // Cross-entropy on the CPU. Each chunk of C tokens is one cblas GEMM into the workspace
 // (OpenBLAS threads; never inside an OpenMP region), then OpenMP rows over the chunk for
 // the softmax arithmetic, then, in the backward, the workspace turns into dlogits in
-// place and feeds the dh and dweight GEMMs. Exponentials are float (as torch's CPU
-// kernel); each row's sum of exponentials and the loss are double. The loss is summed
-// row by row in token order, so it does not depend on the thread count or the chunk size.
+// place and feeds the dh and dweight GEMMs. Exponentials are float, vectorized
+// (ops/cpu/vector_math.h; torch's CPU kernel vectorizes its own too); each row's sum of
+// exponentials and the loss are double. The loss is summed row by row in token order, so
+// it does not depend on the thread count or the chunk size.
 #include <cmath>
 #include <limits>
 #include <vector>
 
 #include "titan/core/threads.h"
 #include "titan/ops/cross_entropy.h"
+#include "titan/ops/cpu/vector_math.h"
 #include "titan/ops/matmul.h"
 
 namespace titan::ops::cpu {
@@ -34,13 +36,33 @@ LabelReader read_labels(const Tensor& labels, int64_t vocab, const char* op) {
   return reader;
 }
 
+// The row loops below are written to vectorize: the max as an OpenMP simd reduction
+// (exact in any order), the exponentials with exp_bounded, the sum of exponentials in
+// eight double lanes added in a fixed order (the same bits at any vector width).
+float max_of(const float* z, int64_t vocab) {
+  float max = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : max)
+  for (int64_t v = 0; v < vocab; ++v) max = std::max(max, z[v]);
+  return max;
+}
+
+// sum over v of exp(z[v] - shift), in double.
+double sum_of_exp(const float* z, int64_t vocab, float shift) {
+  double lanes[8] = {};
+  int64_t v = 0;
+  for (; v + 8 <= vocab; v += 8) {
+    for (int c = 0; c < 8; ++c) lanes[c] += double(exp_bounded(z[v + c] - shift));
+  }
+  double sum = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
+               ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+  for (; v < vocab; ++v) sum += double(exp_bounded(z[v] - shift));
+  return sum;
+}
+
 // max + log(sum exp(z[v] - max)) of one row.
 float row_log_sum_exp(const float* z, int64_t vocab) {
-  float max = -std::numeric_limits<float>::infinity();
-  for (int64_t v = 0; v < vocab; ++v) max = std::max(max, z[v]);
-  double sum = 0;
-  for (int64_t v = 0; v < vocab; ++v) sum += std::exp(z[v] - max);
-  return float(double(max) + std::log(sum));
+  const float max = max_of(z, vocab);
+  return float(double(max) + std::log(sum_of_exp(z, vocab, max)));
 }
 
 // lse[r] for each row of a chunk.
@@ -69,9 +91,10 @@ double rows_loss(const float* logits, int64_t rows, int64_t vocab, const LabelRe
 // outside them has no one-hot entry here.
 void row_dlogits(const float* z, int64_t vocab, int64_t label, float lse, float scale, float* dz,
                  bool add, int64_t vocab_first) {
-  for (int64_t v = 0; v < vocab; ++v) {
-    const float g = std::exp(z[v] - lse) * scale;
-    dz[v] = add ? dz[v] + g : g;
+  if (add) {
+    for (int64_t v = 0; v < vocab; ++v) dz[v] += exp_bounded(z[v] - lse) * scale;
+  } else {
+    for (int64_t v = 0; v < vocab; ++v) dz[v] = exp_bounded(z[v] - lse) * scale;
   }
   const int64_t column = label - vocab_first;
   if (column >= 0 && column < vocab) dz[column] -= scale;
@@ -274,10 +297,8 @@ void cross_entropy_slice_forward(const Tensor& h, const Tensor& weight, const Te
 #pragma omp parallel for schedule(static) if (worth_threads(logits.size(0) * vocab))
     for (int64_t r = 0; r < logits.size(0); ++r) {
       const float* row = z + r * vocab;
-      float max = -std::numeric_limits<float>::infinity();
-      for (int64_t v = 0; v < vocab; ++v) max = std::max(max, row[v]);
-      double sum = 0;
-      for (int64_t v = 0; v < vocab; ++v) sum += std::exp(row[v] - max);
+      const float max = max_of(row, vocab);
+      const double sum = sum_of_exp(row, vocab, max);
       const int64_t column = label_reader[first + r] - slice.first;
       max_data[first + r] = max;
       sum_data[first + r] = float(sum);
