@@ -6,17 +6,20 @@
 // FLOPs are the useful ones, forward + backward (a multiply-add is 2):
 //   linear        6 N K M                        (y = x W^T, dx, dW)
 //   attention     6 B Hq T^2 hd  (causal: half of the 12 B Hq T^2 hd of full attention;
-//                                  the backward's recompute of the scores is not counted)
+//                                  the backward's recompute of the scores is not counted:
+//                                  the tiles do 1.31x this, whole 64 x 64 tiles on the
+//                                  diagonal and seven products for the useful six)
 //   cross-entropy 6 N D V                        (the output projection, its dx and dW;
 //                                  the backward's recompute of the logits is not counted;
 //                                  "fused" is forward_backward, the training step's call,
 //                                  which has no recompute)
 // so "vs sgemm" is the fraction of the CPU GEMMs' rate (the library ops/matmul.h chose) the
 // op achieves on work that must be done; SwiGLU, elementwise, reports the bytes it moves
-// per second instead. A last table runs the linear GEMMs on both CPU
-// GEMM libraries (oneDNN, OpenBLAS) in alternating rounds.
+// per second instead. A last table runs the linear GEMMs on both CPU GEMM libraries
+// (oneDNN, OpenBLAS) in alternating rounds.
 //
-//   usage: bench_ops [--repeat R]
+//   usage: bench_ops [--repeat R] [--only linear|attention|cross-entropy|swiglu|libraries]
+//   CE_CHUNKS=1 adds the fused cross-entropy at other logits budgets.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -142,7 +145,7 @@ void bench_attention(int repeat) {
     ops::attention_backward(dout, q, k, v, out, lse, scale, ops::AttentionMask::Causal, dq, dk, dv,
                             ops::Accumulate::No, workspace);
   });
-  report("attention", "B4 T512 Hq8 Hkv4 hd64 causal", 6.0 * B * Hq * T * T * hd / 2, s);
+  report("attention", "B4 T512 Hq8 Hkv4 hd64 causal", 6.0 * B * Hq * T * T * hd, s);
 }
 
 void bench_cross_entropy(int repeat) {
@@ -216,9 +219,12 @@ void bench_cross_entropy_chunks(int repeat) {
 
 int main(int argc, char** argv) {
   int repeat = 3;
+  std::string only;  // one group: linear, attention, cross-entropy, swiglu, libraries
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--repeat") == 0 && i + 1 < argc) repeat = std::max(1, std::atoi(argv[++i]));
+    if (std::strcmp(argv[i], "--only") == 0 && i + 1 < argc) only = argv[++i];
   }
+  auto wanted = [&](const char* group) { return only.empty() || only == group; };
   const int threads = configure_threads(1);
   const char* coretype = std::getenv("OPENBLAS_CORETYPE");
   sgemm_rate = ops::measure_sgemm_gflops(1024);
@@ -230,14 +236,17 @@ int main(int argc, char** argv) {
     std::printf("warning: %s\n", warning.c_str());
   }
   std::printf("%-14s %-34s %9s %9s %8s\n", "op (fwd+bwd)", "shape", "ms", "GFLOP/s", "vs sgemm");
-  bench_linear("linear wq", D, D, repeat);
-  bench_linear("linear w1", D, F, repeat);
-  bench_linear("linear w2", F, D, repeat);
-  bench_attention(repeat);
-  bench_cross_entropy(repeat);
-  bench_swiglu(repeat);
+  if (wanted("linear")) {
+    bench_linear("linear wq", D, D, repeat);
+    bench_linear("linear w1", D, F, repeat);
+    bench_linear("linear w2", F, D, repeat);
+  }
+  if (wanted("attention")) bench_attention(repeat);
+  if (wanted("cross-entropy")) bench_cross_entropy(repeat);
+  if (wanted("swiglu")) bench_swiglu(repeat);
   if (std::getenv("CE_CHUNKS")) bench_cross_entropy_chunks(repeat);
 #if TITAN_HAVE_DNNL
+  if (!wanted("libraries")) return 0;
   std::printf("\nGEMM libraries, same run (GFLOP/s; ratio: OpenBLAS's time / oneDNN's)\n");
   std::printf("%-18s %-16s %9s %9s %8s\n", "shape", "GEMMs", "OpenBLAS", "oneDNN", "ratio");
   bench_gemm_libraries(D, D, repeat);
