@@ -34,6 +34,7 @@
 #include "titan/core/tensor.h"
 #include "titan/core/threads.h"
 #include "titan/ops/attention.h"
+#include "titan/ops/cpu/kernel_isa.h"
 #include "titan/ops/cross_entropy.h"
 #include "titan/ops/matmul.h"
 #include "titan/ops/swiglu.h"
@@ -140,12 +141,27 @@ void bench_attention(int repeat) {
   for (int64_t d = 0; d < hd; ++d) {
     check(std::fabs(out.data<float>()[d] - v.data<float>()[d]) < 1e-5, "attention row 0 = v row 0");
   }
+  // Each instruction set the tile kernels have here (ops/cpu/kernel_isa.h), the chosen last.
+  const ops::cpu::KernelIsa chosen = ops::cpu::kernel_isa();
+  for (ops::cpu::KernelIsa isa : {ops::cpu::KernelIsa::Built, ops::cpu::KernelIsa::Avx512}) {
+    if (isa == chosen || !ops::cpu::kernel_isa_available(isa)) continue;
+    ops::cpu::set_kernel_isa(isa);
+    const double s = best_seconds(repeat, [&] {
+      ops::attention_forward(q, k, v, scale, ops::AttentionMask::Causal, out, lse, workspace);
+      ops::attention_backward(dout, q, k, v, out, lse, scale, ops::AttentionMask::Causal, dq, dk,
+                              dv, ops::Accumulate::No, workspace);
+    });
+    report(("attention " + std::string(ops::cpu::kernel_isa_name(isa))).c_str(),
+           "B4 T512 Hq8 Hkv4 hd64 causal", 6.0 * B * Hq * T * T * hd, s);
+  }
+  ops::cpu::set_kernel_isa(chosen);
   const double s = best_seconds(repeat, [&] {
     ops::attention_forward(q, k, v, scale, ops::AttentionMask::Causal, out, lse, workspace);
     ops::attention_backward(dout, q, k, v, out, lse, scale, ops::AttentionMask::Causal, dq, dk, dv,
                             ops::Accumulate::No, workspace);
   });
-  report("attention", "B4 T512 Hq8 Hkv4 hd64 causal", 6.0 * B * Hq * T * T * hd, s);
+  report(("attention " + std::string(ops::cpu::kernel_isa_name(chosen))).c_str(),
+         "B4 T512 Hq8 Hkv4 hd64 causal", 6.0 * B * Hq * T * T * hd, s);
 }
 
 void bench_cross_entropy(int repeat) {

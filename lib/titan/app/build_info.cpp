@@ -12,6 +12,7 @@
 #endif
 #if TITAN_HAVE_NCCL
 #include "titan/distributed/nccl/nccl_backend.h"
+#include "titan/ops/cpu/kernel_isa.h"
 #include "titan/ops/matmul.h"
 #endif
 
@@ -43,7 +44,8 @@ std::string build_info_text() {
   if (const std::string warning = ops::cpu_gemm_warning(); !warning.empty()) {
     out << "GEMM warning: " << warning << "\n";
   }
-  out << "threads: " << thread_count() << "\n";
+  out << "CPU kernels: " << ops::cpu::kernel_isa_name() << "\n"
+      << "threads: " << thread_count() << "\n";
   return out.str();
 }
 

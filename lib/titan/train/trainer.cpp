@@ -17,6 +17,7 @@
 #include "titan/data/sources.h"
 #include "titan/distributed/runtime.h"
 #include "titan/models/registry.h"
+#include "titan/ops/cpu/kernel_isa.h"
 #include "titan/ops/cross_entropy.h"
 #include "titan/ops/float8_gemm.h"
 #include "titan/ops/matmul.h"
@@ -328,8 +329,10 @@ void Trainer::log_start() const {
               double(shard_bytes) / double(1 << 20),
               std::string(config::choice_name(config_.parallelism.fsdp_reshard_after_forward)).c_str());
   }
-  log::info("threads %d, CPU GEMMs %s, peak for MFU %.3f TFLOP/s (%s), %.4g FLOPs per token",
-            thread_count(), ops::cpu::gemm_library_name(), peak_tflops_,
+  log::info("threads %d, CPU GEMMs %s, CPU kernels %s, peak for MFU %.3f TFLOP/s (%s), "
+            "%.4g FLOPs per token",
+            thread_count(), ops::cpu::gemm_library_name(), ops::cpu::kernel_isa_name(),
+            peak_tflops_,
             config_.metrics.peak_tflops ? "metrics.peak_tflops"
             : device_.is_cuda()         ? "the GPU's datasheet"
                                         : "measured sgemm",

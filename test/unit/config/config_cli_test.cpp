@@ -312,7 +312,8 @@ TEST(ConfigCommandLine, VersionNamesTheBuild) {
   const ProcessResult result = run_titan_train({"--version"});
   EXPECT_EQ(result.exit_code, 0) << result.err;
   for (const char* piece : {"titan.cpp ", "CUDA: ", "NCCL: ", "MPI: ", "HDF5: ",
-                            "BLAS: OpenBLAS ", "GEMM: ", "GFLOP/s", "threads: "}) {
+                            "BLAS: OpenBLAS ", "GEMM: ", "GFLOP/s", "CPU kernels: ",
+                            "threads: "}) {
     EXPECT_NE(result.out.find(piece), std::string::npos) << piece << " not in:\n" << result.out;
   }
   // A CPU GEMM library that does not exist: exit 2 naming the variable.
@@ -321,6 +322,12 @@ TEST(ConfigCommandLine, VersionNamesTheBuild) {
   unsetenv("TITAN_CPU_GEMM");
   EXPECT_EQ(misnamed.exit_code, 2) << misnamed.err;
   EXPECT_NE(misnamed.err.find("TITAN_CPU_GEMM=mkl"), std::string::npos) << misnamed.err;
+  // Nor an instruction set the kernels do not have.
+  setenv("TITAN_CPU_ISA", "avx10", 1);
+  const ProcessResult no_such_isa = run_titan_train({"--version"});
+  unsetenv("TITAN_CPU_ISA");
+  EXPECT_EQ(no_such_isa.exit_code, 2) << no_such_isa.err;
+  EXPECT_NE(no_such_isa.err.find("TITAN_CPU_ISA=avx10"), std::string::npos) << no_such_isa.err;
 }
 
 TEST(ConfigCommandLine, HelpListsEveryKey) {

@@ -11,6 +11,7 @@
 #include "titan/core/copy.h"
 #include "titan/core/threads.h"
 #include "titan/ops/attention.h"
+#include "titan/ops/cpu/kernel_isa.h"
 
 namespace titan::testing {
 namespace {
@@ -247,6 +248,37 @@ TEST(Attention, ResultsDoNotDependOnThreadCount) {
     for (int i = 0; i < 3; ++i) EXPECT_TRUE(same_bits(g1[i], g2[i])) << "gradient " << i;
   }
   omp_set_num_threads(saved);
+}
+
+// The tile kernels are compiled for the build's target and, where the build carries it,
+// for AVX-512 (ops/cpu/kernel_isa.h): both give the same bits, at hd = 64 (every product on
+// its register-blocked path) and with ragged tiles (T = 130: the edge loops).
+TEST(Attention, KernelsGiveTheSameBitsOnEveryInstructionSet) {
+  using ops::cpu::KernelIsa;
+  EXPECT_TRUE(ops::cpu::kernel_isa_available(KernelIsa::Built));
+  if (!ops::cpu::kernel_isa_available(KernelIsa::Avx512)) {
+    EXPECT_THROW(ops::cpu::set_kernel_isa(KernelIsa::Avx512), InputError);
+    GTEST_SKIP() << "the AVX-512 kernels cannot run here (CPU or build without them); the "
+                 << ops::cpu::kernel_isa_name() << " kernels ran the other tests";
+  }
+  const KernelIsa saved = ops::cpu::kernel_isa();
+  for (const AttentionDims64& s : {AttentionDims64{1, 128, 128, 4, 2, 64},
+                                   AttentionDims64{2, 130, 130, 4, 2, 16}}) {
+    const Inputs in = random_inputs(s, 23);
+    std::vector<Forward> forward;
+    std::vector<std::vector<Tensor>> backward;
+    for (KernelIsa isa : {KernelIsa::Built, KernelIsa::Avx512}) {
+      ops::cpu::set_kernel_isa(isa);
+      forward.push_back(run_forward(s, AttentionMask::Causal, in.q, in.k, in.v));
+      backward.push_back(run_backward(s, AttentionMask::Causal, in.q, in.k, in.v, in.dout));
+    }
+    EXPECT_TRUE(same_bits(forward[0].out, forward[1].out)) << "T " << s.T;
+    EXPECT_TRUE(same_bits(forward[0].lse, forward[1].lse)) << "T " << s.T;
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_TRUE(same_bits(backward[0][i], backward[1][i])) << "gradient " << i << ", T " << s.T;
+    }
+  }
+  ops::cpu::set_kernel_isa(saved);
 }
 
 // Bytes the counted allocator hands out for a workspace of the reported size.
