@@ -4,6 +4,7 @@
 // also trains the one-rank reference on its own, which for the tiny model takes a second.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -70,6 +71,28 @@ Run train_on_mesh(const config::JobConfig& config) {
   return run;
 }
 
+// Parameters after kSteps AdamW steps: element by element within 1e-5 of max(|x|, 1).
+// AdamW divides each gradient by its own running magnitude, so an element whose gradient
+// is as small as the layouts' rounding differences (sums reduced in another order) can
+// take a step of up to lr on one layout and not on the other: one element in a thousand of
+// a tensor (at least one) may stray, to 1e-4 (a twentieth of lr x steps here). A wrong
+// reduction or a stale shard moves many elements by far more.
+void expect_parameters_close(const testing::Values& actual, const testing::Values& expected,
+                             const std::string& name) {
+  ASSERT_EQ(actual.size(), expected.size()) << name;
+  size_t strays = 0;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const double scale = std::max(std::fabs(expected[i]), 1.0);
+    const double diff = std::fabs(actual[i] - expected[i]);
+    if (diff <= 1e-5 * scale) continue;
+    ++strays;
+    EXPECT_LE(diff, 1e-4 * scale) << name << "[" << i << "]: " << actual[i] << " vs "
+                                  << expected[i];
+  }
+  EXPECT_LE(strays, std::max<size_t>(1, expected.size() / 1000))
+      << name << ": " << strays << " of " << expected.size() << " elements beyond 1e-5";
+}
+
 void expect_same_training(const Run& mesh_run, const Run& alone) {
   ASSERT_EQ(mesh_run.steps.size(), size_t(kSteps));
   ASSERT_EQ(alone.steps.size(), size_t(kSteps));
@@ -82,8 +105,8 @@ void expect_same_training(const Run& mesh_run, const Run& alone) {
   }
   ASSERT_EQ(mesh_run.names, alone.names);
   for (size_t i = 0; i < alone.parameters.size(); ++i) {
-    testing::expect_close(testing::to_values(mesh_run.parameters[i]),
-                          testing::to_values(alone.parameters[i]), 1e-5, alone.names[i]);
+    expect_parameters_close(testing::to_values(mesh_run.parameters[i]),
+                            testing::to_values(alone.parameters[i]), alone.names[i]);
   }
 }
 

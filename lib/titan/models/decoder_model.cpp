@@ -158,6 +158,8 @@ void DecoderModel::release(DecoderRecord& record) {
   record = DecoderRecord{};
   record.pipeline.stage = kept.stage;
   record.pipeline.input_grad = std::move(kept.input_grad);
+  record.pipeline.defer_loss = kept.defer_loss;
+  record.pipeline.deferred_loss = kept.deferred_loss;
 }
 
 ops::VocabSlice DecoderModel::vocab_slice(const nn::Parameter& weight) const {
@@ -166,25 +168,7 @@ ops::VocabSlice DecoderModel::vocab_slice(const nn::Parameter& weight) const {
 
 double DecoderModel::forward(const Tensor& tokens, const Tensor& labels,
                             ActivationRecord& record) const {
-  return run_forward(tokens, labels, record_as<DecoderRecord>(record), false);
-}
-
-double DecoderModel::forward_backward(const Tensor& tokens, const Tensor& labels,
-                                      float grad_scale) {
-  DecoderRecord record;
-  TITAN_CHECK(stage_count() == 1) << "forward_backward: a model of " << stage_count()
-                                  << " pipeline stages runs its stages apart";
-  double loss_sum = 0;
-  {
-    TraceSpan span("forward");
-    loss_sum += run_forward(tokens, labels, record, true);
-  }
-  TraceSpan span("backward");
-  return loss_sum + run_backward(record, grad_scale);
-}
-
-double DecoderModel::run_forward(const Tensor& tokens, const Tensor& labels, DecoderRecord& r,
-                                 bool defer_loss) const {
+  DecoderRecord& r = record_as<DecoderRecord>(record);
   TITAN_CHECK(tokens.dim() == 2 && labels.shape() == tokens.shape())
       << "forward: tokens and labels must both be [B, T], got " << shape_string(tokens.shape())
       << " and " << shape_string(labels.shape());
@@ -202,6 +186,7 @@ double DecoderModel::run_forward(const Tensor& tokens, const Tensor& labels, Dec
   StageTensors io = std::move(r.pipeline);
   r = DecoderRecord{};
   r.pipeline.stage = io.stage;
+  r.pipeline.defer_loss = io.defer_loss;
   {
     const MemoryTagScope tag("data");
     // Whole sequences: the mask and this rank's tokens come from the host batch.
@@ -253,12 +238,11 @@ double DecoderModel::run_forward(const Tensor& tokens, const Tensor& labels, Dec
   r.hn = Tensor::empty({n, D}, compute_dtype_, device_);
   r.rstd_norm = Tensor::empty({n}, DType::F32, device_);
   norm_->forward(r.layer_inputs.back(), r.hn, r.rstd_norm);
-  r.loss_deferred = defer_loss;
-  const double loss_sum =
-      defer_loss ? 0.0
-                 : nn::vocab_parallel_loss_forward(tp_, r.hn, output().value(),
-                                                   vocab_slice(output()), r.labels.reshape({N}),
-                                                   r.loss);
+  const double loss_sum =  // with defer_loss, the backward computes it (StageTensors)
+      r.pipeline.defer_loss ? 0.0
+                            : nn::vocab_parallel_loss_forward(tp_, r.hn, output().value(),
+                                                              vocab_slice(output()),
+                                                              r.labels.reshape({N}), r.loss);
   hook(Hook::AfterForward, head_unit());
   return loss_sum;
 }
@@ -300,13 +284,9 @@ Tensor DecoderModel::block_backward_input(DecoderRecord& r, size_t j, const Tens
 }
 
 void DecoderModel::backward(ActivationRecord& record, float grad_scale) {
-  run_backward(record_as<DecoderRecord>(record), grad_scale);
-}
-
-double DecoderModel::run_backward(DecoderRecord& r, float grad_scale) {
+  DecoderRecord& r = record_as<DecoderRecord>(record);
   const Stage& stage = stage_of(r);
   const int64_t n = r.layer_inputs.front().size(0), D = spec_.dim, N = r.tokens.numel();
-  double deferred_loss = 0;
   Tensor dx;
   if (stage.head) {
     nn::Parameter& w = output_weight();
@@ -315,9 +295,9 @@ double DecoderModel::run_backward(DecoderRecord& r, float grad_scale) {
     // deferred loss: its logits serve the loss too).
     const MemoryTagScope tag = activations_of("output");
     r.dhn = Tensor::empty({n, D}, compute_dtype_, device_);
-    if (r.loss_deferred) {
+    if (r.pipeline.defer_loss) {
       TraceSpan span("norm.output.loss.forward_backward");
-      deferred_loss = nn::vocab_parallel_loss_forward_backward(
+      r.pipeline.deferred_loss = nn::vocab_parallel_loss_forward_backward(
           tp_, r.hn, w.value(), vocab_slice(w), r.labels.reshape({N}), grad_scale, r.dhn,
           w.grad());
     } else {
@@ -355,12 +335,12 @@ double DecoderModel::run_backward(DecoderRecord& r, float grad_scale) {
     r.pipeline.input_grad = dx;
   }
   release(r);
-  return deferred_loss;
 }
 
 void DecoderModel::backward_input(ActivationRecord& record, float grad_scale) {
   DecoderRecord& r = record_as<DecoderRecord>(record);
-  TITAN_CHECK(!r.loss_deferred) << "backward_input: the record's loss waits for backward";
+  TITAN_CHECK(!r.pipeline.defer_loss || !stage_of(r).head)
+      << "backward_input: the record's loss waits for backward (defer_loss)";
   const Stage& stage = stage_of(r);
   const int64_t n = r.layer_inputs.front().size(0), D = spec_.dim;
   Tensor dx;

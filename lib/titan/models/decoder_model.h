@@ -95,7 +95,6 @@ struct DecoderRecord final : ActivationRecord {
   std::vector<std::unique_ptr<nn::DecoderBlockRecord>> layers;  // of the stage's blocks
   Tensor hn, rstd_norm;                  // final norm output [n, D] and its rstd
   nn::VocabParallelLossRecord loss;      // all rows of hn, the log-sum-exp per token
-  bool loss_deferred = false;            // forward_backward's: the backward computes the loss
   // Set by backward_input for backward_weight (the layers keep theirs in their records):
   Tensor dhn;                            // gradient at the final norm's output
   Tensor dx0;                            // gradient at the embedding's output
@@ -142,7 +141,6 @@ class DecoderModel : public Model {
   void backward(ActivationRecord& record, float grad_scale) override;
   void backward_input(ActivationRecord& record, float grad_scale) override;
   void backward_weight(ActivationRecord& record, float grad_scale) override;
-  double forward_backward(const Tensor& tokens, const Tensor& labels, float grad_scale) override;
 
  protected:
   // The blocks this model holds, in stage order, and their global indices.
@@ -157,12 +155,6 @@ class DecoderModel : public Model {
     std::vector<size_t> layers;
     bool head = false;
   };
-  // forward's and backward's bodies. With defer_loss the forward stops at the final norm
-  // and the backward computes the loss with its gradients; the backward returns that loss
-  // sum (0 when the forward computed it).
-  double run_forward(const Tensor& tokens, const Tensor& labels, DecoderRecord& record,
-                     bool defer_loss) const;
-  double run_backward(DecoderRecord& record, float grad_scale);
   void output_backward_input(DecoderRecord& record, float grad_scale, Tensor& dh) const;
   // The gradient at the input of the record stage's block j, from `dout` at its output:
   // the block's unit hook, its record restored (activation checkpointing), backward_input.
@@ -179,8 +171,8 @@ class DecoderModel : public Model {
   std::string layer_name(size_t k) const { return "layers." + std::to_string(layer_ids_[k]); }
   // The stage the record runs (record.pipeline.stage, checked).
   const Stage& stage_of(const DecoderRecord& record) const;
-  // Frees everything the record holds but its stage and pipeline.input_grad (the executor
-  // takes that after the backward).
+  // Frees everything the record holds but its stage, pipeline.input_grad (the executor
+  // takes that after the backward) and the deferred loss.
   static void release(DecoderRecord& record);
   enum class Hook { BeforeForward, AfterForward, BeforeBackward, AfterBackward };
   void hook(Hook hook, int unit) const;

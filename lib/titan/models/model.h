@@ -53,6 +53,14 @@ struct StageTensors {
   Tensor output;       // set by forward, when the stage does not end with the loss
   Tensor output_grad;  // backward's: the gradient at `output` (from the next stage)
   Tensor input_grad;   // set by backward(_input): the gradient at `input`
+  // Set before forward by a caller that knows grad_scale then and will run backward (not
+  // the split backward_input + backward_weight) on the record: the loss's forward waits
+  // for the backward, which computes the loss and its gradients from one logits GEMM per
+  // chunk instead of two (ops::cross_entropy_forward_backward; the same bits), so forward
+  // returns 0 and backward leaves the loss sum in deferred_loss. No effect on a stage
+  // without the loss.
+  bool defer_loss = false;
+  double deferred_loss = 0;
 };
 
 // What one microbatch's forward keeps for its backward; each family's record derives from
@@ -120,12 +128,6 @@ class Model {
   virtual void backward(ActivationRecord& record, float grad_scale) = 0;
   virtual void backward_input(ActivationRecord& record, float grad_scale) = 0;
   virtual void backward_weight(ActivationRecord& record, float grad_scale) = 0;
-  // forward then backward of one microbatch, for a caller that knows grad_scale before the
-  // forward (a training step; a pipeline schedule runs the two apart): the loss sum and the
-  // gradients, bit for bit those of forward + backward, with the loss's two halves fused
-  // (one logits GEMM per chunk fewer).
-  virtual double forward_backward(const Tensor& tokens, const Tensor& labels,
-                                  float grad_scale) = 0;
 
   // Mixture-of-experts routing state (DeepSeek V3's load balancing, nn/moe.h): the picks
   // each expert of each MoE layer the model holds received since the last step, [layers,

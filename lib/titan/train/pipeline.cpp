@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "titan/config/load.h"
@@ -226,6 +227,14 @@ double PipelineExecutor::train(const std::vector<data::TokenBatch>& microbatches
   const std::vector<Action>& actions = schedule_.ranks[size_t(rank_)];
   const int last = schedule_.stages - 1;
   std::map<Key, Tensor> outgoing_activations, outgoing_gradients;
+  // The last stage's microbatches whose backward runs whole (not split into input and
+  // weight halves): their loss waits for it (StageTensors::defer_loss, one logits GEMM).
+  std::set<Key> whole_backward;
+  for (const Action& a : actions) {
+    if (a.kind == ActionKind::Backward && a.stage == last) {
+      whole_backward.insert({a.stage, a.microbatch});
+    }
+  }
   double loss_sum = 0;
   posted_ = 0;
   for (size_t i = 0; i < actions.size(); ++i) {
@@ -275,6 +284,7 @@ double PipelineExecutor::train(const std::vector<data::TokenBatch>& microbatches
       std::unique_ptr<models::ActivationRecord> record = model_.new_record();
       record->pipeline.stage = local_stage(a.stage);
       record->pipeline.input = arriving;
+      record->pipeline.defer_loss = whole_backward.count(key) > 0;
       loss_sum += model_.forward(batch.inputs, batch.labels, *record);
       if (a.stage < last) {
         Tensor out = std::move(record->pipeline.output);
@@ -292,6 +302,7 @@ double PipelineExecutor::train(const std::vector<data::TokenBatch>& microbatches
       record.pipeline.output_grad = arriving;
       if (a.kind == ActionKind::Backward) {
         model_.backward(record, grad_scale);
+        loss_sum += record.pipeline.deferred_loss;
       } else {
         model_.backward_input(record, grad_scale);
       }

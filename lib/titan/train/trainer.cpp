@@ -421,7 +421,17 @@ StepResult Trainer::run_step() {
       loss_sum += pipeline_->train(pipeline_microbatches(batch), grad_scale);
       continue;
     }
-    loss_sum += model_->forward_backward(batch.inputs, batch.labels, grad_scale);
+    std::unique_ptr<models::ActivationRecord> record = model_->new_record();
+    record->pipeline.defer_loss = true;  // grad_scale is known: one logits GEMM, not two
+    {
+      TraceSpan span("forward");
+      loss_sum += model_->forward(batch.inputs, batch.labels, *record);  // 0: deferred
+    }
+    {
+      TraceSpan span("backward");
+      model_->backward(*record, grad_scale);
+    }
+    loss_sum += record->pipeline.deferred_loss;
   }
   {
     TraceSpan span("reduce_gradients");

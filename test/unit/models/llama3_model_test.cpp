@@ -130,6 +130,34 @@ TEST(Llama3Model, SplitBackwardEqualsBackwardBitwise) {
   }
 }
 
+// A training step knows grad_scale before its forward and defers the loss to the backward
+// (StageTensors::defer_loss): one logits GEMM per chunk instead of two, the same bits.
+TEST(Llama3Model, DeferredLossEqualsForwardThenBackwardBitwise) {
+  for (bool tied : {false, true}) {
+    Llama3Model model(tiny(16, tied));
+    model.initialize(3);
+    const Tensor tokens = random_tokens(2, 16, 2048, 1), labels = random_tokens(2, 16, 2048, 2);
+    ModelRecord record;
+    const double loss = model.forward(tokens, labels, record);
+    model.backward(record, 1.0f / 32);
+    const auto apart = grads_of(model);
+    model.zero_grads();
+    ModelRecord deferred;
+    deferred.pipeline.defer_loss = true;
+    EXPECT_EQ(model.forward(tokens, labels, deferred), 0.0) << "the loss waits for backward";
+    model.backward(deferred, 1.0f / 32);
+    EXPECT_EQ(deferred.pipeline.deferred_loss, loss) << "tied=" << tied;
+    const auto together = grads_of(model);
+    ASSERT_EQ(together.size(), apart.size());
+    for (size_t i = 0; i < apart.size(); ++i) {
+      EXPECT_EQ(together[i], apart[i]) << model.parameters()[i]->name() << " tied=" << tied;
+    }
+    // The split backward cannot take a deferred loss (its halves would need it twice).
+    model.forward(tokens, labels, deferred);
+    EXPECT_THROW(model.backward_input(deferred, 1.0f / 32), Error);
+  }
+}
+
 TEST(Llama3Model, TwoRunsAreBitwiseIdentical) {
   std::vector<std::vector<testing::Values>> runs;
   std::vector<double> losses;
