@@ -100,6 +100,16 @@ void check_cross_entropy_backward(const Tensor& h, const Tensor& weight, const T
   if (dweight != nullptr) check_gradient(*dweight, weight, accepted, op, "dweight");
 }
 
+void check_cross_entropy_forward_backward(const Tensor& h, const Tensor& weight,
+                                          const Tensor& labels, const Tensor& loss_sum,
+                                          const Tensor& lse, const Tensor& dh,
+                                          const Tensor& dweight, const Tensor& workspace,
+                                          FloatDTypes accepted) {
+  const char* op = "cross_entropy_forward_backward";
+  check_cross_entropy_forward(h, weight, labels, loss_sum, lse, workspace, accepted, op);
+  check_cross_entropy_backward(h, weight, labels, lse, &dh, &dweight, workspace, accepted, op);
+}
+
 void check_cross_entropy_logits_forward(const Tensor& logits, const Tensor& labels,
                                         const Tensor& loss_sum, const Tensor& lse,
                                         FloatDTypes accepted) {

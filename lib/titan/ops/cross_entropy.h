@@ -100,6 +100,12 @@ void check_cross_entropy_forward(const Tensor& h, const Tensor& weight, const Te
 void check_cross_entropy_backward(const Tensor& h, const Tensor& weight, const Tensor& labels,
                                   const Tensor& lse, const Tensor* dh, const Tensor* dweight,
                                   const Tensor& workspace, FloatDTypes accepted, const char* op);
+// forward_backward's: the forward's and the backward's, naming it.
+void check_cross_entropy_forward_backward(const Tensor& h, const Tensor& weight,
+                                          const Tensor& labels, const Tensor& loss_sum,
+                                          const Tensor& lse, const Tensor& dh,
+                                          const Tensor& dweight, const Tensor& workspace,
+                                          FloatDTypes accepted);
 void check_cross_entropy_logits_forward(const Tensor& logits, const Tensor& labels,
                                         const Tensor& loss_sum, const Tensor& lse,
                                         FloatDTypes accepted);

@@ -254,8 +254,8 @@ void cross_entropy_forward_backward(const Tensor& h, const Tensor& weight, const
                                     Tensor& dweight, Accumulate accumulate_dh,
                                     Tensor& workspace) {
   const char* op = "cross_entropy_forward_backward";
-  check_cross_entropy_forward(h, weight, labels, loss_sum, lse, workspace, kFloatDTypes, op);
-  check_cross_entropy_backward(h, weight, labels, lse, &dh, &dweight, workspace, kFloatDTypes, op);
+  check_cross_entropy_forward_backward(h, weight, labels, loss_sum, lse, dh, dweight, workspace,
+                                       kFloatDTypes);
   LossOutputs loss{.lse = lse.mutable_data<float>()};
   chunked_gradients(h, weight, labels, nullptr, grad_scale, &dh, &dweight, accumulate_dh,
                     workspace, whole_vocabulary(weight), &loss, op);

@@ -328,8 +328,8 @@ void cross_entropy_forward_backward(const Tensor& h, const Tensor& weight, const
                                     Tensor& dweight, Accumulate accumulate_dh,
                                     Tensor& workspace) {
   const char* op = "cross_entropy_forward_backward";
-  check_cross_entropy_forward(h, weight, labels, loss_sum, lse, workspace, kFloatDTypes, op);
-  check_cross_entropy_backward(h, weight, labels, lse, &dh, &dweight, workspace, kFloatDTypes, op);
+  check_cross_entropy_forward_backward(h, weight, labels, loss_sum, lse, dh, dweight, workspace,
+                                       kFloatDTypes);
   LossOutputs loss{loss_sum, lse};
   fused_backward(h, weight, labels, lse, grad_scale, &dh, &dweight, accumulate_dh, workspace, op,
                  &loss);
