@@ -180,7 +180,8 @@ void bench_cross_entropy(int repeat) {
     ops::cross_entropy_backward(h, w, labels, lse, 1.0f / float(N), dh, dw, ops::Accumulate::No,
                                 workspace);
   });
-  const std::string shape = std::to_string(N) + "x" + std::to_string(D) + " vocab " + std::to_string(V);
+  const std::string shape =
+      std::to_string(N) + "x" + std::to_string(D) + " vocab " + std::to_string(V);
   report("cross-entropy", shape, 6.0 * N * D * V, s);
   const Tensor apart_dh = to_device(dh, Device::cpu());
   const double fused = best_seconds(repeat, [&] {

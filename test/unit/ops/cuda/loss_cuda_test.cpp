@@ -196,7 +196,8 @@ TEST_P(CudaCrossEntropy, ForwardAndBackwardMatchTheCpu) {
                                       workspace_gpu);
   auto same_bits = [](const Tensor& a, const Tensor& b) {
     const Tensor x = to_host(a), y = to_host(b);
-    return x.bytes() == y.bytes() && std::memcmp(x.raw_data(), y.raw_data(), size_t(x.bytes())) == 0;
+    return x.bytes() == y.bytes() &&
+           std::memcmp(x.raw_data(), y.raw_data(), size_t(x.bytes())) == 0;
   };
   EXPECT_TRUE(same_bits(fused_loss, loss_gpu)) << "loss";
   EXPECT_TRUE(same_bits(fused_lse, lse_gpu)) << "lse";
