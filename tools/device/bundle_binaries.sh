@@ -23,6 +23,9 @@ provided+='|libcuda\.|libnvidia|libcudart|libcublas|libnccl|libnvrtc|libnvJitLin
 for exe in "$@"; do
   [ -x "$exe" ] || { echo "bundle_binaries: $exe is not an executable" >&2; exit 1; }
   cp -L "$exe" "$out/bin/"
+  # The symbol table is a sixth of an executable and nothing here reads it (no backtraces
+  # are symbolized); the dynamic symbols stay.
+  strip "$out/bin/$(basename "$exe")"
   # ldd prints "name => /path (address)" for each library it resolved.
   while read -r name path; do
     [[ $name =~ $provided ]] && continue
