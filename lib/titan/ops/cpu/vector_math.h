@@ -1,7 +1,10 @@
 // Vectorizable exp and sigmoid for the CPU kernels' loops (attention's tiles, the
 // cross-entropy's rows, SwiGLU): libm's expf is a call, which GCC cannot vectorize, and
 // these loops take one per element. Integer bit operations stand in for float compares,
-// which GCC does not vectorize (they may trap on NaN).
+// which GCC does not vectorize (they may trap on NaN). The includers compile these under
+// different rounding rules (FMA contraction or not, lib/CMakeLists.txt) and targets (the
+// AVX-512 tile copy): each call is inlined into its loop (2026-12-07: libtitan holds no
+// out-of-line copy), so no copy is shared across those rules.
 #pragma once
 
 #include <bit>
