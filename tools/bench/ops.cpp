@@ -191,6 +191,19 @@ void bench_cross_entropy(int repeat) {
   check(std::memcmp(dh.raw_data(), apart_dh.raw_data(), size_t(dh.bytes())) == 0,
         "fused cross-entropy dh = forward then backward's");
   report("  fused", shape, 6.0 * N * D * V, fused);
+  if (!std::getenv("CE_CHUNKS")) return;
+  // The fused loss at other logits budgets (the chunk of tokens per GEMM): each chunk's
+  // dweight GEMM reads and writes all of dweight [V, D], so small chunks cost memory traffic.
+  for (int64_t mib : {16, 32, 64, 128, 256}) {
+    Tensor chunk_workspace =
+        Tensor::empty(ops::cross_entropy_workspace_shape(N, V, mib << 20), DType::F32);
+    const double t = best_seconds(repeat, [&] {
+      ops::cross_entropy_forward_backward(h, w, labels, 1.0f / float(N), loss, lse, dh, dw,
+                                          ops::Accumulate::No, chunk_workspace);
+    });
+    report("  fused", std::to_string(mib) + " MiB: " + std::to_string(chunk_workspace.size(0)) +
+           " tokens per chunk", 6.0 * N * D * V, t);
+  }
 }
 
 // SwiGLU [N, F] forward + backward: elementwise, so reported as memory moved (fwd reads a
@@ -211,26 +224,6 @@ void bench_swiglu(int repeat) {
               std::to_string(F)).c_str(), s * 1e3, 32.0 * double(N * F) / s / 1e9);
 }
 
-// The fused cross-entropy at other logits budgets (the chunk of tokens per GEMM): each
-// chunk's dweight GEMM reads and writes all of dweight [V, D], so small chunks cost memory
-// traffic.
-void bench_cross_entropy_chunks(int repeat) {
-  const Tensor h = random({N, D}, "h", 1.0f), w = random({V, D}, "output", 0.02f);
-  Tensor labels = Tensor::empty({N}, DType::I64);
-  for (int64_t n = 0; n < N; ++n) labels.mutable_data<int64_t>()[n] = (n * 7919) % V;
-  Tensor loss = Tensor::empty({1}, DType::F32), lse = Tensor::empty({N}, DType::F32);
-  Tensor dh = Tensor::empty({N, D}, DType::F32), dw = Tensor::zeros({V, D}, DType::F32);
-  for (int64_t mib : {16, 32, 64, 128, 256}) {
-    Tensor workspace =
-        Tensor::empty(ops::cross_entropy_workspace_shape(N, V, mib << 20), DType::F32);
-    const double s = best_seconds(repeat, [&] {
-      ops::cross_entropy_forward_backward(h, w, labels, 1.0f / float(N), loss, lse, dh, dw,
-                                          ops::Accumulate::No, workspace);
-    });
-    report("  fused", std::to_string(mib) + " MiB: " + std::to_string(workspace.size(0)) +
-           " tokens per chunk", 6.0 * N * D * V, s);
-  }
-}
 
 }  // namespace
 
@@ -261,7 +254,6 @@ int main(int argc, char** argv) {
   if (wanted("attention")) bench_attention(repeat);
   if (wanted("cross-entropy")) bench_cross_entropy(repeat);
   if (wanted("swiglu")) bench_swiglu(repeat);
-  if (std::getenv("CE_CHUNKS")) bench_cross_entropy_chunks(repeat);
 #if TITAN_HAVE_DNNL
   if (!wanted("libraries")) return 0;
   std::printf("\nGEMM libraries, same run (GFLOP/s; ratio: OpenBLAS's time / oneDNN's)\n");
