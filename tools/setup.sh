@@ -54,6 +54,8 @@ packages=(
   nlohmann-json3-dev                         # JSON: safetensors headers
   libopenblas-dev libopenblas-openmp-dev     # BLAS; the OpenMP flavour shares our threads
   libdnnl-dev                                # oneDNN: the CPU GEMMs
+  ocl-icd-opencl-dev                         # oneDNN's CMake config asks for OpenCL (a
+                                             # Recommends, which --no-install-recommends skips)
   libgtest-dev googletest                    # tests
   protobuf-compiler                          # tests: protoc --decode_raw reads TensorBoard events
   shellcheck                                 # tests: the jobscripts/ templates are clean
