@@ -4,11 +4,13 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstring>
 #include <thread>
 
 #include "distributed_test_main.h"
 #include "distributed_test_util.h"
 #include "titan/core/comm_poll.h"
+#include "titan/core/float_formats.h"
 #include "titan/distributed/mpi/mpi_communicator.h"
 #include "titan/ops/elementwise.h"
 
@@ -382,16 +384,37 @@ TEST(Collectives, ScalarHelpersAgreeOnEveryRank) {
   EXPECT_EQ(all_reduce_scalar(world, int64_t{rank} - 7, ReduceOp::Min), -7);
 }
 
+// bf16 (mixed precision's activations) reduces as NCCL reduces it: each combination in f32,
+// rounded to bf16. Values exact in bf16 sum exactly; max and min pick.
+TEST(Collectives, Bf16ReducesLikeF32RoundedEachStep) {
+  Communicator& world = test_world();
+  const int rank = world.rank(), size = world.size();
+  Tensor x = Tensor::empty({5}, DType::BF16);
+  for (int i = 0; i < 5; ++i) x.mutable_data<bf16_t>()[i] = bf16_from_f32(float(rank + i) * 0.5f);
+  Tensor sum = x, max = Tensor::empty({5}, DType::BF16), out = Tensor::empty({1}, DType::BF16);
+  std::memcpy(max.raw_mutable_data(), x.raw_data(), size_t(x.bytes()));
+  world.all_reduce(sum).wait();
+  world.all_reduce(max, ReduceOp::Max).wait();
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(f32_from_bf16(sum.data<bf16_t>()[i]), 0.5f * float(size * i + size * (size - 1) / 2));
+    EXPECT_EQ(f32_from_bf16(max.data<bf16_t>()[i]), 0.5f * float(size - 1 + i));
+  }
+  Tensor stacked = Tensor::empty({size}, DType::BF16);
+  for (int r = 0; r < size; ++r) stacked.mutable_data<bf16_t>()[r] = bf16_from_f32(float(r + rank));
+  world.reduce_scatter(stacked, out).wait();
+  EXPECT_EQ(f32_from_bf16(out.data<bf16_t>()[0]), float(size * rank + size * (size - 1) / 2));
+}
+
 TEST(Collectives, BadArgumentsThrowOnEveryRankBeforeAnythingMoves) {
   Communicator& world = test_world();
   const int size = world.size();
   Tensor f = Tensor::zeros({8}, DType::F32);
   Tensor wrong = Tensor::zeros({8 * size + 1}, DType::F32);
   Tensor bytes = Tensor::zeros({8}, DType::U8);
-  Tensor half = Tensor::zeros({8}, DType::BF16);
+  Tensor half = Tensor::zeros({8}, DType::F16);
   EXPECT_THROW(world.all_reduce(bytes), Error);
   if (dynamic_cast<MpiCommunicator*>(&world) != nullptr) {
-    EXPECT_THROW(world.all_reduce(half), Error);  // MPI has no 16-bit float type
+    EXPECT_THROW(world.all_reduce(half), Error);  // f16: no MPI type and no op of ours
   }
   EXPECT_THROW(world.reduce_scatter(wrong, f), Error);
   EXPECT_THROW(world.all_gather(f, wrong), Error);

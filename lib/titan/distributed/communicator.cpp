@@ -93,7 +93,7 @@ std::string format_seconds(double seconds) {
   return text;
 }
 
-// What a backend may reduce; each backend checks what it can (MPI: no 16-bit floats).
+// What a backend may reduce; each backend checks what it can (MPI: no f16).
 bool is_reducible(DType dtype) {
   return dtype == DType::F32 || dtype == DType::BF16 || dtype == DType::F16 ||
          dtype == DType::I32 || dtype == DType::I64;

@@ -1,6 +1,7 @@
 #include "titan/distributed/mpi/mpi_communicator.h"
 
 #include <algorithm>
+#include <array>
 #include <climits>
 #include <cstring>
 #include <deque>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "titan/core/comm_poll.h"
+#include "titan/core/float_formats.h"
 #include "titan/distributed/mpi/mpi_check.h"
 
 namespace titan::distributed {
@@ -98,12 +100,40 @@ void poll_in_flight() {
 MPI_Datatype reduce_type(DType dtype) {
   switch (dtype) {
     case DType::F32: return MPI_FLOAT;
+    case DType::BF16: return MPI_UINT16_T;  // combined by the bf16 ops below
     case DType::I32: return MPI_INT32_T;
     case DType::I64: return MPI_INT64_T;
     default:
-      TITAN_FAIL() << "MpiCommunicator reduces f32, i32 and i64 tensors (MPI has no 16-bit "
-                   << "float type), got " << dtype_name(dtype);
+      TITAN_FAIL() << "MpiCommunicator reduces f32, bf16, i32 and i64 tensors, got "
+                   << dtype_name(dtype);
   }
+}
+
+// MPI has no bf16 type: bf16 travels as 16-bit integers, and these operations combine two
+// elements as a GPU's NCCL does, widened to f32, combined, rounded once to nearest even
+// (mixed precision's tensor-parallel activations on CPU ranks).
+template <ReduceOp kOp>
+void combine_bf16(void* in, void* inout, int* length, MPI_Datatype* /*type*/) {
+  const bf16_t* a = static_cast<const bf16_t*>(in);
+  bf16_t* b = static_cast<bf16_t*>(inout);
+  for (int i = 0; i < *length; ++i) {
+    const float x = f32_from_bf16(a[i]), y = f32_from_bf16(b[i]);
+    const float combined = kOp == ReduceOp::Sum ? x + y
+                           : kOp == ReduceOp::Max ? std::max(x, y)
+                                                  : std::min(x, y);
+    b[i] = bf16_from_f32(combined);
+  }
+}
+
+MPI_Op bf16_op(ReduceOp op) {
+  static const std::array<MPI_Op, 3> ops = [] {  // made once, after MPI_Init; MPI frees them
+    std::array<MPI_Op, 3> made{};
+    MPI_CHECK(MPI_Op_create(&combine_bf16<ReduceOp::Sum>, 1, &made[0]));
+    MPI_CHECK(MPI_Op_create(&combine_bf16<ReduceOp::Max>, 1, &made[1]));
+    MPI_CHECK(MPI_Op_create(&combine_bf16<ReduceOp::Min>, 1, &made[2]));
+    return made;
+  }();
+  return ops[op == ReduceOp::Sum ? 0 : op == ReduceOp::Max ? 1 : 2];
 }
 
 // Collectives that only move data move elements as unsigned integers of the same width:
@@ -118,7 +148,8 @@ MPI_Datatype move_type(DType dtype) {
   }
 }
 
-MPI_Op mpi_op(ReduceOp op) {
+MPI_Op mpi_op(ReduceOp op, DType dtype) {
+  if (dtype == DType::BF16) return bf16_op(op);
   switch (op) {
     case ReduceOp::Sum: return MPI_SUM;
     case ReduceOp::Max: return MPI_MAX;
@@ -201,7 +232,7 @@ std::unique_ptr<PendingOperation> MpiCommunicator::start_all_reduce(Tensor& data
   for_each_piece(data.numel(), max_count_per_call_, [&](int64_t offset, int count) {
     MPI_Request request;
     MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, base + offset * element_bytes, count, type,
-                             mpi_op(op), comm_, &request));
+                             mpi_op(op, data.dtype()), comm_, &request));
     operation->add(request);
   });
   return operation;
@@ -214,6 +245,7 @@ std::unique_ptr<PendingOperation> MpiCommunicator::start_reduce_scatter(const Te
   // MPI's in-place reduce-scatter is not ours (NCCL's: output is this rank's slot of the
   // input); a private copy of the input makes any overlap safe.
   const MPI_Datatype type = reduce_type(output.dtype());
+  const MPI_Op sum = mpi_op(ReduceOp::Sum, output.dtype());
   const Tensor in = overlaps(input, output) ? flat_copy(input) : input;
   auto operation = std::make_unique<MpiOperation>(std::vector<Tensor>{in, output});
   const int64_t n = output.numel();
@@ -223,7 +255,7 @@ std::unique_ptr<PendingOperation> MpiCommunicator::start_reduce_scatter(const Te
   if (n * size() <= max_count_per_call_) {
     if (n == 0) return operation;
     MPI_Request request;
-    MPI_CHECK(MPI_Ireduce_scatter_block(in_bytes, out_bytes, int(n), type, MPI_SUM, comm_, &request));
+    MPI_CHECK(MPI_Ireduce_scatter_block(in_bytes, out_bytes, int(n), type, sum, comm_, &request));
     operation->add(request);
     return operation;
   }
@@ -233,7 +265,7 @@ std::unique_ptr<PendingOperation> MpiCommunicator::start_reduce_scatter(const Te
       MPI_Request request;
       MPI_CHECK(MPI_Ireduce(in_bytes + (root * n + offset) * element_bytes,
                             root == rank() ? out_bytes + offset * element_bytes : nullptr, count,
-                            type, MPI_SUM, root, comm_, &request));
+                            type, sum, root, comm_, &request));
       operation->add(request);
     });
   }
