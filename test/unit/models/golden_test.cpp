@@ -62,6 +62,15 @@ class ModelGolden : public ::testing::TestWithParam<std::string> {
 
   Values golden(const std::string& name) const { return to_values(golden_->tensor(name)); }
 
+  // Each gradient against PyTorch's, relative to its norm. Rowwise float8 scales every row
+  // by its own amax, so the GEMMs' summation order (oneDNN's, OpenBLAS's and PyTorch's
+  // differ) can move an amax by an ulp and flip an fp8 rounding downstream: 1.4e-3 seen in
+  // one layer with oneDNN's f32 GEMMs (1e-4 with OpenBLAS's); a wrong cast is far larger.
+  double gradient_tolerance() const {
+    const bool rowwise = float8_ && std::string(float8_->recipe.name) != "tensorwise";
+    return rowwise ? 5e-3 : 1e-4;
+  }
+
   // The model of the variant's config, initialized, its documents cut at config.json's EOS.
   std::unique_ptr<Model> model() const {
     nn::ParameterLayout layout;
@@ -147,7 +156,7 @@ TEST_P(ModelGolden, LogitsLossAndEveryGradientMatchPyTorch) {
       diff += (actual[i] - expected[i]) * (actual[i] - expected[i]);
       norm += expected[i] * expected[i];
     }
-    EXPECT_LE(std::sqrt(diff), 1e-4 * std::sqrt(norm))
+    EXPECT_LE(std::sqrt(diff), gradient_tolerance() * std::sqrt(norm))
         << p->name() << ": |g - g_ref| / |g_ref| = " << std::sqrt(diff / norm);
   }
 }
