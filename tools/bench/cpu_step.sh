@@ -5,6 +5,9 @@
 #   tools/bench/cpu_step.sh                 dim 512, 8 layers, 8 heads, 4 kv heads, ffn 1536,
 #                                           vocab 32,000, batch 4 x seq 512 (58M parameters)
 #   STEPS=4 WARMUP=1 tools/bench/cpu_step.sh
+#   BF16=1 tools/bench/cpu_step.sh          also titan.cpp in bf16 mixed precision
+#                                           (training.mixed_precision_param bfloat16 given;
+#                                           needs AVX512_BF16), against both fp32 runs
 #
 # Each side trains STEPS steps of synthetic tokens (forward, backward, clipping, AdamW) in
 # fp32 with no activation checkpointing; the first WARMUP steps are left out and the median
@@ -88,15 +91,26 @@ if [ -z "$sgemm" ]; then
   exit 1
 fi
 
+# run_titan NAME [ARGS...]: titan-train on the benchmark model into $work/NAME.
+run_titan() {
+  local name=$1
+  shift
+  "$exe" --model.flavor tiny --model.dim "$dim" --model.n_layers "$layers" \
+    --model.n_heads "$heads" --model.n_kv_heads "$kv_heads" --model.ffn_dim "$ffn" \
+    --model.vocab_size "$vocab" --training.seq_len "$seq" --training.local_batch_size "$batch" \
+    --training.dataset synthetic --activation_checkpoint.mode none --training.steps "$steps" \
+    --metrics.log_freq 1 --job.dump_folder "$work/$name" "$@" > "$work/$name.log" 2>&1 ||
+    { cat "$work/$name.log" >&2; echo "cpu_step: titan-train failed" >&2; exit 1; }
+  grep -E 'step: |FLOPs per token|mixed precision' "$work/$name.log" |
+    sed 's/^\[titan [0-9:]*\] /   /'
+  echo "   load average $(cut -d' ' -f1-3 /proc/loadavg)"
+}
 echo "-- titan.cpp ($exe)"
-"$exe" --model.flavor tiny --model.dim "$dim" --model.n_layers "$layers" \
-  --model.n_heads "$heads" --model.n_kv_heads "$kv_heads" --model.ffn_dim "$ffn" \
-  --model.vocab_size "$vocab" --training.seq_len "$seq" --training.local_batch_size "$batch" \
-  --training.dataset synthetic --activation_checkpoint.mode none --training.steps "$steps" \
-  --metrics.log_freq 1 --job.dump_folder "$work/titan" > "$work/titan.log" 2>&1 ||
-  { cat "$work/titan.log" >&2; echo "cpu_step: titan-train failed" >&2; exit 1; }
-grep -E 'step: |FLOPs per token' "$work/titan.log" | sed 's/^\[titan [0-9:]*\] /   /'
-echo "   load average $(cut -d' ' -f1-3 /proc/loadavg)"
+run_titan titan
+if [ "${BF16:-0}" = 1 ]; then
+  echo "-- titan.cpp, bf16 mixed precision"
+  run_titan titan_bf16 --training.mixed_precision_param bfloat16
+fi
 
 echo "-- PyTorch eager ($python, tools/reference/llama3_reference.py bench)"
 "$python" "$root/tools/reference/llama3_reference.py" bench --dim "$dim" --n-layers "$layers" \
@@ -114,14 +128,18 @@ sgemm=$(awk -v a="$sgemm" -v b="${sgemm_after:-0}" 'BEGIN { print (b > a ? b : a
 # Summary. FLOPs per token are torchtitan's: 6 x (parameters - embedding) + 12 L H hd T
 # (the output projection counts, the embedding lookup does not).
 "$python" - "$work/titan/metrics.jsonl" "$work/torch.json" "$warmup" "$sgemm" \
-  "$dim" "$layers" "$heads" "$kv_heads" "$ffn" "$vocab" "$seq" "$gemm_library" <<'EOF'
-import json, statistics, sys
+  "$dim" "$layers" "$heads" "$kv_heads" "$ffn" "$vocab" "$seq" "$gemm_library" \
+  "$work/titan_bf16/metrics.jsonl" <<'EOF'
+import json, os, statistics, sys
 metrics, torch_json, warmup, sgemm = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 D, L, H, Hkv, F, V, T = map(int, sys.argv[5:12])
 gemm_library = sys.argv[12]
+bf16_metrics = sys.argv[13]
 hd = D // H
-rows = [json.loads(line) for line in open(metrics) if line.strip()]
-titan = statistics.median(r["tps"] for r in rows if r["step"] > warmup)
+def median_tps(path):
+    rows = [json.loads(line) for line in open(path) if line.strip()]
+    return statistics.median(r["tps"] for r in rows if r["step"] > warmup)
+titan = median_tps(metrics)
 peer = json.load(open(torch_json))
 torch_tps = peer["tokens_per_s"]
 layer = D * H * hd + 2 * D * Hkv * hd + H * hd * D + 3 * D * F + 2 * D
@@ -138,4 +156,10 @@ print(f"PyTorch {peer['torch_version']}: {torch_tps:8.1f} tokens/s  "
       f"{flops_per_token * torch_tps / 1e9:6.1f} GFLOP/s  MFU {100 * mfu(torch_tps):.1f}%"
       f"  (BLAS {peer['blas'].split(' (')[0]})")
 print(f"titan / PyTorch:   {titan / torch_tps:.2f}x")
+if os.path.exists(bf16_metrics):
+    bf16 = median_tps(bf16_metrics)
+    print(f"titan.cpp bf16:    {bf16:8.1f} tokens/s  {flops_per_token * bf16 / 1e9:6.1f} GFLOP/s  "
+          f"(MFU against the fp32 sgemm rate {100 * mfu(bf16):.1f}%)")
+    print(f"titan bf16 / PyTorch fp32: {bf16 / torch_tps:.2f}x   "
+          f"titan bf16 / titan fp32: {bf16 / titan:.2f}x")
 EOF

@@ -19,6 +19,8 @@
 // (oneDNN, OpenBLAS) in alternating rounds.
 //
 //   usage: bench_ops [--repeat R] [--only linear|attention|cross-entropy|swiglu|libraries]
+//   (the libraries group ends with the bf16 GEMMs, native and widened, where the CPU has
+//   AVX512_BF16 or AMX)
 //   CE_CHUNKS=1 adds the fused cross-entropy at other logits budgets.
 #include <algorithm>
 #include <chrono>
@@ -34,6 +36,7 @@
 #include "titan/core/tensor.h"
 #include "titan/core/threads.h"
 #include "titan/ops/attention.h"
+#include "titan/ops/cast.h"
 #include "titan/ops/cpu/kernel_isa.h"
 #include "titan/ops/cross_entropy.h"
 #include "titan/ops/matmul.h"
@@ -122,6 +125,45 @@ void bench_gemm_libraries(int64_t in, int64_t out, int repeat) {
               (std::to_string(N) + "x" + std::to_string(in) + "->" + std::to_string(out)).c_str(),
               "linear fwd+bwd", flops / best_openblas / 1e9, flops / best_onednn / 1e9,
               best_openblas / best_onednn);
+}
+
+// The linear layer's three GEMMs on bf16 operands (mixed precision: x, W, dy bf16, dW f32),
+// native (oneDNN's bf16 GEMMs) and widened (f32 GEMMs on exact f32 copies), alternating
+// rounds beside the f32 GEMMs: which bf16_gemm() mode is faster on this CPU (ops/matmul.h).
+void bench_bf16_gemms(int64_t in, int64_t out, int repeat) {
+  const Tensor x32 = random({N, in}, "x", 1.0f), w32 = random({out, in}, "w", 0.02f);
+  const Tensor dy32 = random({N, out}, "dy", 1.0f);
+  const auto bf16 = [](const Tensor& t) {
+    Tensor b = Tensor::empty(t.shape(), DType::BF16);
+    ops::cast(t, b);
+    return b;
+  };
+  const Tensor x16 = bf16(x32), w16 = bf16(w32), dy16 = bf16(dy32);
+  Tensor dw = Tensor::zeros({out, in}, DType::F32);
+  const auto gemms = [&](const Tensor& x, const Tensor& w, const Tensor& dy) {
+    Tensor y = Tensor::empty({N, out}, x.dtype()), dx = Tensor::empty({N, in}, x.dtype());
+    return [&, x, w, dy, y, dx]() mutable {
+      ops::linear_forward(x, w, y);
+      ops::linear_backward(dy, x, w, dx, dw, ops::Accumulate::No);
+    };
+  };
+  auto f32_run = gemms(x32, w32, dy32), bf16_run = gemms(x16, w16, dy16);
+  using ops::cpu::Bf16Gemm;
+  const Bf16Gemm chosen = ops::cpu::bf16_gemm();
+  double best_f32 = 1e30, best_native = 1e30, best_widened = 1e30;
+  for (int round = 0; round < repeat; ++round) {
+    best_f32 = std::min(best_f32, best_seconds(1, f32_run));
+    ops::cpu::set_bf16_gemm(Bf16Gemm::Native);
+    best_native = std::min(best_native, best_seconds(1, bf16_run));
+    ops::cpu::set_bf16_gemm(Bf16Gemm::Widened);
+    best_widened = std::min(best_widened, best_seconds(1, bf16_run));
+  }
+  ops::cpu::set_bf16_gemm(chosen);
+  const double flops = 6.0 * double(N) * double(in) * double(out);
+  std::printf("%-18s %9.1f %9.1f %9.1f %8.2f %8.2f\n",
+              (std::to_string(N) + "x" + std::to_string(in) + "->" + std::to_string(out)).c_str(),
+              flops / best_f32 / 1e9, flops / best_native / 1e9, flops / best_widened / 1e9,
+              best_f32 / best_native, best_f32 / best_widened);
 }
 
 void bench_attention(int repeat) {
@@ -254,13 +296,21 @@ int main(int argc, char** argv) {
   if (wanted("attention")) bench_attention(repeat);
   if (wanted("cross-entropy")) bench_cross_entropy(repeat);
   if (wanted("swiglu")) bench_swiglu(repeat);
-#if TITAN_HAVE_DNNL
   if (!wanted("libraries")) return 0;
+#if TITAN_HAVE_DNNL
   std::printf("\nGEMM libraries, same run (GFLOP/s; ratio: OpenBLAS's time / oneDNN's)\n");
   std::printf("%-18s %-16s %9s %9s %8s\n", "shape", "GEMMs", "OpenBLAS", "oneDNN", "ratio");
   bench_gemm_libraries(D, D, repeat);
   bench_gemm_libraries(D, F, repeat);
   bench_gemm_libraries(F, D, repeat);
 #endif
+  if (!ops::cpu::bf16_gemm_available(ops::cpu::Bf16Gemm::Native)) return 0;
+  std::printf("\nbf16 GEMMs, same run (linear fwd+bwd GFLOP/s; ratios: f32 time / bf16 time); "
+              "this CPU's choice: %s\n", ops::cpu::bf16_gemm_name());
+  std::printf("%-18s %9s %9s %9s %8s %8s\n", "shape", "f32", "native", "widened", "native",
+              "widened");
+  bench_bf16_gemms(D, D, repeat);
+  bench_bf16_gemms(D, F, repeat);
+  bench_bf16_gemms(F, D, repeat);
   return 0;
 }
