@@ -163,7 +163,12 @@ int run(int argc, char** argv) {
                                        ? deepseek_v3_config(c, accumulation)
                                        : llama3_config(c, accumulation, source->document_end());
   std::ofstream((out / "config.json")) << reference.dump(2) << "\n";
-  std::ofstream((out / "job.yaml")) << config::to_yaml(c);
+  // The reference computes in float32, and so must the golden test's trainer: written out,
+  // bfloat16 (the key's default) would be a given choice and compute in bf16 on a CPU with
+  // AVX512_BF16 (train::compute_dtype_for).
+  config::JobConfig written = c;
+  written.training.mixed_precision_param = config::Precision::Float32;
+  std::ofstream((out / "job.yaml")) << config::to_yaml(written);
   std::fprintf(stderr, "export_reference_inputs: wrote %s\n", out.c_str());
   return 0;
 }

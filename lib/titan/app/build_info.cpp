@@ -45,6 +45,11 @@ std::string build_info_text() {
     out << "GEMM warning: " << warning << "\n";
   }
   out << "CPU kernels: " << ops::cpu::kernel_isa_name() << "\n"
+      << "CPU bf16: "
+      << (cpu_has_bf16() ? std::string("AVX512_BF16") + (cpu_has_amx_bf16() ? ", AMX" : "") +
+                               ", bf16 GEMMs " + ops::cpu::bf16_gemm_name()
+                         : std::string("no AVX512_BF16 (mixed precision refused on this CPU)"))
+      << "\n"
       << "threads: " << thread_count() << "\n";
   return out.str();
 }

@@ -257,6 +257,7 @@ CommandLine parse_command_line(const std::vector<std::string>& arguments) {
     if (field.command_line_only || !options.count(field.name)) continue;
     field.set(result.config, parse_override(field, last(field.name)));
     origins[field.name] = "--" + field.name;
+    result.config.given_keys.insert(field.name);
   }
   validate(result.config, &origins);
   return result;

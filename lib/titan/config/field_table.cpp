@@ -209,8 +209,8 @@ std::vector<Field> build_table() {
   t.push_back(FIELD(training.dtype, "dtype of stored parameters, gradients and optimizer state")
                   .only({"bfloat16", "float32"}));
   t.push_back(FIELD(training.mixed_precision_param,
-                    "compute dtype: on a GPU bf16 weight copies and activations over float32 "
-                    "masters; the CPU computes float32 whatever this says")
+                    "compute dtype: bf16 weight copies and activations over float32 masters; "
+                    "a CPU keeps float32 unless the key is given (then it needs AVX512_BF16)")
                   .only({"bfloat16", "float32"}));
   t.push_back(FIELD(training.mixed_precision_reduce, "gradient-reduction dtype")
                   .only({"bfloat16", "float32"})

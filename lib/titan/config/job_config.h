@@ -19,6 +19,7 @@
 #include <array>
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -369,6 +370,13 @@ struct JobConfig {
   ExperimentalSection experimental;
   ValidationSection validation;
   DebugSection debug;
+
+  // The keys a config file or the command line gave, whatever their values: the one rule
+  // that tells a default from a choice reads it (a CPU computes in bf16 only when
+  // training.mixed_precision_param is given, train::compute_dtype_for). Neither printed
+  // nor loaded as a key; code that builds a config sets what it means to have given.
+  std::set<std::string> given_keys;
+  bool given(const std::string& key) const { return given_keys.count(key) != 0; }
 };
 
 }  // namespace titan::config

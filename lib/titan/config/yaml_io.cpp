@@ -85,6 +85,7 @@ void apply_mapping(JobConfig& config, const YAML::Node& mapping, const std::stri
       // A value's own position where it has one; an empty value (null) has only its key's.
       const std::string value_at = value.IsNull() ? at : where(origin, value.Mark());
       field->set(config, read_value(*field, value, value_at + ": " + name));
+      config.given_keys.insert(name);
       if (origins != nullptr) (*origins)[name] = at + ": " + name;
     } else if (is_section(name)) {
       TITAN_CHECK_INPUT(value.IsMap() || value.IsNull())

@@ -25,6 +25,11 @@ int thread_count();
 
 std::string blas_core_name();          // openblas_get_corename()
 bool cpu_has_avx512();
+// AVX512_BF16 (Cooper Lake, Sapphire Rapids and later Xeons; Zen 4 and later): bf16 dot
+// products in hardware, what the CPU's bf16 mixed precision needs to be worth running.
+bool cpu_has_bf16();
+// AMX with its bf16 tile multiplies (Sapphire Rapids and later Xeons), enabled by the OS.
+bool cpu_has_amx_bf16();
 // A one-line warning with the fix when OpenBLAS runs a generic core on an AVX-512 CPU;
 // empty when all is well.
 std::string blas_core_warning();

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "titan/core/copy.h"
+#include "titan/ops/columns.h"
 #include "titan/ops/embedding.h"
 #include "titan/ops/matmul.h"
 
@@ -13,17 +14,6 @@ namespace {
 
 Tensor workspace_for(int64_t tokens, int64_t vocab, Device device) {
   return Tensor::empty(ops::cross_entropy_workspace_shape(tokens, vocab), DType::F32, device);
-}
-
-// Copies the columns [from, from + count) of src's rows to the columns [to, to + count) of
-// dst's (host tensors, f32: the vocabulary slices of the gathered logits).
-void copy_columns(const Tensor& src, int64_t from, Tensor& dst, int64_t to, int64_t count) {
-  const int64_t rows = src.size(0), src_cols = src.size(1), dst_cols = dst.size(1);
-  const float* s = src.data<float>();
-  float* d = dst.mutable_data<float>();
-  for (int64_t r = 0; r < rows; ++r) {
-    std::copy(s + r * src_cols + from, s + r * src_cols + from + count, d + r * dst_cols + to);
-  }
 }
 
 // The loss from the slices' statistics (see the top of the header).
@@ -76,14 +66,14 @@ Tensor vocab_parallel_logits(const TensorParallel& tp, const Tensor& h, const Te
   if (weight.size(0) > 0) {
     Tensor own = Tensor::empty({N, weight.size(0)}, DType::F32, h.device());
     ops::linear_forward(h, weight, own);
-    copy_columns(own, 0, mine, 0, weight.size(0));
+    ops::copy_columns(own, 0, mine, 0, weight.size(0));
   }
   Tensor padded = Tensor::empty({N, width * tp.size()}, DType::F32, h.device());
   tp.gather_columns(mine, padded);
   Tensor logits = Tensor::empty({N, slice.vocab}, DType::F32, h.device());
   for (int64_t r = 0; r < tp.size(); ++r) {
     const int64_t first = r * width, count = std::clamp<int64_t>(slice.vocab - first, 0, width);
-    copy_columns(padded, r * width, logits, first, count);
+    if (count > 0) ops::copy_columns(padded, r * width, logits, first, count);
   }
   return logits;
 }
@@ -151,12 +141,14 @@ void vocab_parallel_loss_backward(const TensorParallel& tp, const VocabParallelL
   // This rank's columns of dlogits, for the rows [first, first + count).
   Tensor slice_dlogits;  // without loss parallel: all rows, from the gathered logits
   if (!tp.loss_parallel()) {
+    // In h's dtype: the GEMMs below take both operands in it, so under mixed precision the
+    // dlogits are rounded to bf16, as the fused loss rounds them.
     Tensor logits = vocab_parallel_logits(tp, r.h, weight, slice);
-    Tensor dlogits = Tensor::empty(logits.shape(), DType::F32, logits.device());
+    Tensor dlogits = Tensor::empty(logits.shape(), r.h.dtype(), logits.device());
     ops::cross_entropy_logits_backward(logits, labels, r.lse, grad_scale, dlogits,
                                        ops::Accumulate::No);
-    slice_dlogits = Tensor::empty({N, weight.size(0)}, DType::F32, logits.device());
-    copy_columns(dlogits, slice.first, slice_dlogits, 0, weight.size(0));
+    slice_dlogits = Tensor::empty({N, weight.size(0)}, r.h.dtype(), logits.device());
+    ops::copy_columns(dlogits, slice.first, slice_dlogits, 0, weight.size(0));
   }
   // The slice's gradients for rows [first, first + count): dh's partial sums (or none) and
   // dweight's rows (+=).

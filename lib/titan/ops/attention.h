@@ -12,8 +12,8 @@
 //   k, v, dk, dv       [B, Tk, Hkv, hd]      Hq % Hkv == 0; Hq == Hkv is plain MHA
 //   lse                [B, Hq, T]  f32       kept for the backward (and for merging)
 // Query head h reads kv head h / (Hq / Hkv): PyTorch's enable_gqa / repeat_interleave.
-// All tensors f32 on the CPU. On a CUDA device q, k, v, out, dout, dq, dk, dv are all f32
-// or all bf16 (computed and accumulated in f32), lse stays f32, hd is 1 to 256, and every
+// q, k, v, out, dout, dq, dk, dv are all f32 or all bf16 (computed and accumulated in f32;
+// the CPU on f32 copies), lse stays f32. On a CUDA device hd is 1 to 256, and every
 // tensor and the workspace sit on q's device. The scale is the caller's (the model passes
 // 1 / sqrt(hd)).
 //

@@ -8,13 +8,13 @@
 
 namespace titan::ops {
 
-// The float dtypes a backend stores an op's tensors in: the CPU computes on f32 only; the
-// GPU stores activations in f32 or bf16 and computes in f32. A check given the backend's
-// set rejects the same calls the backend's kernels cannot run, in the same words.
+// The float dtypes a backend stores an op's tensors in: both store activations in f32 or
+// bf16 and compute in f32 (the CPU's rule: ops/cpu/bf16_storage.h). A check given the
+// backend's set rejects the same calls the backend's kernels cannot run, in the same words.
 enum class FloatDTypes { F32, F32OrBF16 };
 
 namespace cpu {
-inline constexpr FloatDTypes kFloatDTypes = FloatDTypes::F32;
+inline constexpr FloatDTypes kFloatDTypes = FloatDTypes::F32OrBF16;
 }  // namespace cpu
 namespace cuda {
 inline constexpr FloatDTypes kFloatDTypes = FloatDTypes::F32OrBF16;

@@ -7,7 +7,7 @@
 //                                         dst [R G, C]: one row of src to G rows of dst)
 //   sum_column_groups(src, s, dst)        dst[r, j] = sum over g < G, in order, of
 //                                         src[r G + g, s + j]   (broadcast_columns' backward)
-// f32 on the CPU; f32 or bf16 on the GPU (src and dst of one dtype).
+// f32 or bf16 (src and dst of one dtype), on the CPU and the GPU.
 #pragma once
 
 #include "titan/ops/checks.h"

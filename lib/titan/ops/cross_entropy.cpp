@@ -150,9 +150,10 @@ void check_slice(const Tensor& weight, VocabSlice slice, const char* op) {
 void check_cross_entropy_slice_forward(const Tensor& h, const Tensor& weight,
                                        const Tensor& labels, VocabSlice slice,
                                        const Tensor& row_max, const Tensor& row_sum_exp,
-                                       const Tensor& label_logit, const Tensor& workspace) {
+                                       const Tensor& label_logit, const Tensor& workspace,
+                                       FloatDTypes accepted) {
   const char* op = "cross_entropy_slice_forward";
-  const Dims d = check_fused(h, weight, workspace, FloatDTypes::F32, op);
+  const Dims d = check_fused(h, weight, workspace, accepted, op);
   check_labels(labels, d.tokens, op);
   check_slice(weight, slice, op);
   check_f32_vector(row_max, {d.tokens}, op, "row_max");
@@ -163,10 +164,10 @@ void check_cross_entropy_slice_forward(const Tensor& h, const Tensor& weight,
 void check_cross_entropy_slice_backward(const Tensor& h, const Tensor& weight,
                                         const Tensor& labels, VocabSlice slice,
                                         const Tensor& lse, const Tensor* dh,
-                                        const Tensor* dweight, const Tensor& workspace) {
+                                        const Tensor* dweight, const Tensor& workspace,
+                                        FloatDTypes accepted) {
   const char* op = "cross_entropy_slice_backward";
-  check_cross_entropy_backward(h, weight, labels, lse, dh, dweight, workspace, FloatDTypes::F32,
-                               op);
+  check_cross_entropy_backward(h, weight, labels, lse, dh, dweight, workspace, accepted, op);
   check_slice(weight, slice, op);
 }
 

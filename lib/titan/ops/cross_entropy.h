@@ -48,9 +48,9 @@
 // dh (= or +=; summed over the slices it is the whole dh) and dweight (+=) of the slice's
 // rows; a null one is skipped. CPU only so far.
 //
-// CUDA (ops/cuda/cross_entropy.cu): h and weight both f32 or both bf16 (the logits GEMM
-// computes in f32 into the f32 workspace either way), labels on the same device (copied
-// to the host once per call to check the ids), loss_sum and lse f32 on the device. dh and
+// Both backends: h and weight both f32 or both bf16 (the logits GEMM computes in f32 into
+// the f32 workspace either way), loss_sum and lse f32; CUDA (ops/cuda/cross_entropy.cu)
+// takes labels on the same device (copied to the host once per call to check the ids). dh and
 // dweight are f32, or bf16 when h is. With bf16 inputs the backward rounds dlogits to
 // bf16 for its two GEMMs (bf16 tensor-core GEMMs need both operands bf16). The loss is
 // summed as on the CPU: per row in double, rows added in token order. The logits variants
@@ -121,16 +121,18 @@ struct VocabSlice {
   int64_t first = 0;
   int64_t vocab = 0;
 };
-// The slice ops' checks (f32 only so far): the fused checks with weight [V_s, D] inside
-// the vocabulary, and f32 [N] row statistics (forward) or lse (backward).
+// The slice ops' checks: the fused checks with weight [V_s, D] inside the vocabulary, and
+// f32 [N] row statistics (forward) or lse (backward).
 void check_cross_entropy_slice_forward(const Tensor& h, const Tensor& weight,
                                        const Tensor& labels, VocabSlice slice,
                                        const Tensor& row_max, const Tensor& row_sum_exp,
-                                       const Tensor& label_logit, const Tensor& workspace);
+                                       const Tensor& label_logit, const Tensor& workspace,
+                                       FloatDTypes accepted);
 void check_cross_entropy_slice_backward(const Tensor& h, const Tensor& weight,
                                         const Tensor& labels, VocabSlice slice,
                                         const Tensor& lse, const Tensor* dh,
-                                        const Tensor* dweight, const Tensor& workspace);
+                                        const Tensor* dweight, const Tensor& workspace,
+                                        FloatDTypes accepted);
 
 namespace cpu {
 void cross_entropy_forward(const Tensor& h, const Tensor& weight, const Tensor& labels,

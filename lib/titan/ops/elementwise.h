@@ -8,12 +8,12 @@
 //   accumulate(x, y)        y = y + x        (torch's y.add_(x))
 //   axpy(alpha, x, y)       y = y + alpha * x
 //
-// Shapes: any, all operands the same element count; f32. No backward. Copies are
+// Shapes: any, all operands the same element count. No backward. Copies are
 // titan::copy_tensor (core/copy.h), which also crosses devices.
-// The CUDA backend takes f32 or bf16 for each operand independently (a bf16 gradient
-// accumulated into an f32 one, say): it computes in f32, each operation rounded on its
-// own as on the CPU (no fused multiply-add), and rounds once to the output's dtype. All
-// operands on one device. On f32 operands it gives the CPU's bits.
+// Both backends take f32 or bf16 for each operand independently (a bf16 gradient
+// accumulated into an f32 one, say): they compute in f32, each operation rounded on its
+// own (no fused multiply-add), and round once to the output's dtype. All operands on one
+// device. On f32 operands the GPU gives the CPU's bits.
 #pragma once
 
 #include "titan/ops/checks.h"

@@ -3,9 +3,9 @@
 //   backward_weight:  dtable[ids[n], :] += dout[n, :]   (always +=; no input gradient)
 // Shapes: ids [N] (i32 or i64, each in [0, V)); table, dtable [V, D]; out, dout [N, D].
 // Ids out of range are a bug here: the data loader rejects such tokens first.
-// The CPU takes an f32 table and checks every id (throwing on one out of range). The GPU
-// takes table and out both f32 or both bf16, dout f32 or bf16, dtable f32 or bf16 (f32
-// keeps long accumulations exact to f32), ids on the same device. It cannot check ids on
+// Both backends take table and out both f32 or both bf16, dout f32 or bf16, dtable f32 or
+// bf16 (f32 keeps long accumulations exact to f32), ids on the same device. The CPU
+// checks every id (throwing on one out of range). The GPU cannot check ids on
 // the host without copying them back and waiting, so it never reads or writes outside the
 // table instead: an out-of-range id gives a row of NaN in out (the loss then shows it)
 // and adds nothing to dtable. Its backward is deterministic without atomics: each table

@@ -18,7 +18,7 @@
 //   float8_round_trip(x, scale, axis, fmt, y)  y = x' (x's shape; may be x itself)
 //   float8_quantize(x, scale, axis, q)         q = fp8 of q's dtype (f8e4m3 or f8e5m2)
 //   float8_dequantize(q, scale, axis, y)       y = f32(q) / s
-// x and y are f32 (on a GPU also bf16: the cast's product and rounding stay in f32); scale
+// x and y are f32 or bf16 (the cast's product and rounding stay in f32); scale
 // sizes must match the axis. The transposed quantize of the backward's operands is in
 // ops/float8_gemm.h (GPU only: the CPU never needs the bytes laid out for tensor cores).
 #pragma once

@@ -5,9 +5,9 @@
 //   linear:  y[N, out] = x[N, in] * W[out, in]^T           (no bias in Llama)
 //     backward_input:   dx[N, in]   = dy * W     (= or += per Accumulate)
 //     backward_weight:  dW[out, in] += dy^T * x  (always +=, so microbatches accumulate)
-// Tensors with more than two dims are viewed as [rows, last dim]. f32 everywhere on the
-// CPU (oneDNN's matmul, or OpenBLAS's sgemm in builds without oneDNN); the CUDA backend
-// (cuBLASLt) also takes bf16 A and B with f32 accumulation.
+// Tensors with more than two dims are viewed as [rows, last dim]. A and B f32, or both
+// bf16 with f32 accumulation, on the CPU (oneDNN's matmul, or OpenBLAS's sgemm in builds
+// without oneDNN: ops/cpu/matmul.cpp says when bf16 runs as bf16) and the GPU (cuBLASLt).
 #pragma once
 
 #include <string>
@@ -33,6 +33,21 @@ GemmLibrary gemm_library();
 void set_gemm_library(GemmLibrary library);
 // "oneDNN 2.6.3", "OpenBLAS 0.3.21": as the logs name it.
 const char* gemm_library_name(GemmLibrary library = gemm_library());
+
+// How the CPU multiplies bf16 A and B (mixed precision). Native: oneDNN's bf16 GEMMs (f32
+// accumulation). Widened: both operands widen to f32 (exactly) for the f32 GEMM and a bf16
+// C is rounded once. The same products and f32 sums either way; the rate differs by CPU.
+// Native where the CPU has AMX (tile multiplies, several times its f32 FMA rate); widened
+// elsewhere: on the AVX512_BF16 Xeon measured (docs/performance.md) its bf16 dot products
+// ran at half the f32 FMA rate, and the native GEMMs at 0.55 of sgemm. TITAN_CPU_BF16_GEMM
+// =native|widened overrides (native needs oneDNN and AVX512_BF16 or AMX; InputError).
+// Chosen once per process.
+enum class Bf16Gemm { Native, Widened };
+Bf16Gemm bf16_gemm();
+bool bf16_gemm_available(Bf16Gemm mode);
+// Tests and benchmarks: from now on (InputError where unavailable).
+void set_bf16_gemm(Bf16Gemm mode);
+const char* bf16_gemm_name(Bf16Gemm mode = bf16_gemm());  // "native (oneDNN, AMX)", ...
 }  // namespace cpu
 #if TITAN_HAVE_CUDA
 namespace cuda {

@@ -14,8 +14,8 @@
 // Backward rotates by -angle:
 //   dx0 = dy0 cos + dy1 sin   dx1 = -dy0 sin + dy1 cos
 // Shapes: x, y, dy, dx [B, T, H, hd]; y may be x (in place). Keeps nothing.
-// The CPU takes f32. The GPU takes x and y (dy and dx) both f32 or both bf16, and the
-// table in f32 on the same device (rope_table fills a CPU tensor: copy it with to_device).
+// Both backends take x and y (dy and dx) both f32 or both bf16, and the table in f32 on the
+// same device (rope_table fills a CPU tensor: copy it with to_device).
 #pragma once
 
 #include "titan/ops/checks.h"

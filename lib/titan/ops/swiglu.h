@@ -4,7 +4,7 @@
 //   da = dy * b * sigmoid(a) * (1 + a * (1 - sigmoid(a)))      db = dy * silu(a)
 // Shapes: a, b, y, dy, da, db [N, F] (any shape, all the same). Keeps nothing: the
 // backward reads a and b, which the caller keeps. Gradients are written (=).
-// The CPU takes f32; the GPU takes all five tensors f32 or all bf16, computing in f32.
+// Both backends take all five tensors f32 or all bf16, computing in f32.
 #pragma once
 
 #include "titan/ops/checks.h"

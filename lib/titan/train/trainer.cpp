@@ -47,9 +47,16 @@ const config::JobConfig& validated(const config::JobConfig& config) {
 }  // namespace
 
 DType compute_dtype_for(const config::JobConfig& config, Device device) {
-  if (device.is_cpu() && !counting_mode()) return DType::F32;
-  return config.training.mixed_precision_param == config::Precision::Bfloat16 ? DType::BF16
-                                                                             : DType::F32;
+  const bool bf16 = config.training.mixed_precision_param == config::Precision::Bfloat16;
+  if (device.is_cpu() && !counting_mode()) {
+    if (!bf16 || !config.given("training.mixed_precision_param")) return DType::F32;
+    TITAN_CHECK_INPUT(cpu_has_bf16())
+        << "training.mixed_precision_param bfloat16 on the CPU needs AVX512_BF16 (bf16 dot "
+        << "products in hardware), which this CPU lacks; leave the key unset or set it to "
+        << "float32 to train in float32";
+    return DType::BF16;
+  }
+  return bf16 ? DType::BF16 : DType::F32;
 }
 
 std::optional<nn::Float8Training> float8_training_for(const config::JobConfig& config,
@@ -369,11 +376,14 @@ void Trainer::log_start() const {
     }
   }
   if (model_->compute_dtype() != DType::F32) {
+    const std::string gemms =
+        device_.is_cpu() ? std::string("; bf16 GEMMs ") + ops::cpu::bf16_gemm_name() : "";
     log::info("mixed precision: weights and activations in %s, float32 master weights, "
-              "gradients and optimizer state (training.mixed_precision_param)",
-              std::string(dtype_name(model_->compute_dtype())).c_str());
+              "gradients and optimizer state (training.mixed_precision_param)%s",
+              std::string(dtype_name(model_->compute_dtype())).c_str(), gemms.c_str());
   } else if (config_.training.mixed_precision_param != config::Precision::Float32) {
-    log::info("the CPU backend computes in float32 (training.mixed_precision_param is for GPUs)");
+    log::info("the CPU computes in float32 (training.mixed_precision_param's default is for "
+              "GPUs; give it explicitly to compute in bfloat16 on a CPU with AVX512_BF16)");
   }
 }
 

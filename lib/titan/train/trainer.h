@@ -31,8 +31,9 @@
 //
 // Precision: on a GPU the model computes in training.mixed_precision_param (bfloat16: bf16
 // weights and activations) over f32 master weights, gradients and AdamW state, refreshing
-// the bf16 weights after each optimizer step and checkpoint load; the CPU computes in f32
-// whatever it says. Gradients are reduced in f32 (training.mixed_precision_reduce).
+// the bf16 weights after each optimizer step and checkpoint load; a CPU does the same when
+// the key is given explicitly (compute_dtype_for), f32 otherwise. Gradients are reduced in
+// f32 (training.mixed_precision_reduce).
 #pragma once
 
 #include <filesystem>
@@ -63,10 +64,12 @@ namespace titan::train {
 int64_t accumulation_steps_for(const config::JobConfig& config, int64_t dp_degree = 1);
 
 // The dtype the model computes in (the one place that decides it):
-// training.mixed_precision_param on a GPU; f32 on the CPU, whose ops take f32 only (the
-// start-up log says that the setting is ignored there), except in a dry run (counting
-// mode, train/dry_run.h), which counts what a GPU would hold. Master weights, gradients,
-// their reduction and the optimizer state are f32 everywhere.
+// training.mixed_precision_param on a GPU. On a CPU the key's default (bfloat16, torchtitan's,
+// meant for GPUs) leaves it f32, the reference; bfloat16 given in the config file or on the
+// command line (JobConfig::given) computes in bf16 where the CPU has AVX512_BF16, and is an
+// InputError (exit 2) naming the missing ISA where it has not. A dry run (counting mode,
+// train/dry_run.h) counts what a GPU would hold. Master weights, gradients, their reduction
+// and the optimizer state are f32 everywhere.
 DType compute_dtype_for(const config::JobConfig& config, Device device);
 
 // quantize.linear.float8 as the model's linears apply it (nn::ParameterLayout::float8), when

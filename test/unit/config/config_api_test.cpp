@@ -166,6 +166,22 @@ TEST(JobConfigYaml, OverridesLayerOverAFile) {
   EXPECT_EQ(load_job_config(file).training.steps, 7);
 }
 
+// given(): the keys a file or the command line named, whatever the value (a default written
+// out counts: it was chosen); the rest are defaults.
+TEST(JobConfigYaml, KnowsWhichKeysWereGiven) {
+  const std::string file = testing::write_temp_file(
+      "api_given.yaml", "training:\n  steps: 7\n  mixed_precision_param: bfloat16\n");
+  const CommandLine cli = parse_command_line(
+      std::vector<std::string>{"--config", file, "--debug.seed", "4"});
+  EXPECT_TRUE(cli.config.given("training.steps"));
+  EXPECT_TRUE(cli.config.given("training.mixed_precision_param"));  // the default, written
+  EXPECT_TRUE(cli.config.given("debug.seed"));
+  EXPECT_FALSE(cli.config.given("training.seq_len"));
+  EXPECT_FALSE(JobConfig().given("training.mixed_precision_param"));
+  const CommandLine bare = parse_command_line(std::vector<std::string>{"--training.steps", "3"});
+  EXPECT_FALSE(bare.config.given("training.mixed_precision_param"));
+}
+
 TEST(JobConfigYaml, EmptyValueIsNullOnlyForOptionalKeys) {
   JobConfig config;
   apply_yaml_text(config, "debug:\n  seed:\n", "inline");

@@ -111,7 +111,7 @@ const bool registered = register_op_harness("attention", OpHarness{
     // errors are random and average out over the keys (sums of rounded terms grow like
     // sqrt(n) * 2^-9 of the largest term). 2e-2 of max(|cpu|, 1) leaves about 5x room over
     // the 0.4% that two roundings can reach per element.
-    .cuda_bf16_tolerance = 2e-2,
+    .bf16_tolerance = 2e-2,
 });
 
 bool same_bits(const Tensor& a, const Tensor& b) {

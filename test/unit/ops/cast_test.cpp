@@ -197,7 +197,7 @@ const bool registered = register_op_harness("cast", OpHarness{
     // The GPU cast is the CPU's bit for bit (optimizer_cuda_test.cpp checks every pattern);
     // from bf16 inputs it rounds the same values the CPU's f32 copy holds. Any positive
     // tolerance turns the bf16 pass on; this one allows no wrong bit at these magnitudes.
-    .cuda_bf16_tolerance = 1e-30,
+    .bf16_tolerance = 1e-30,
 });
 
 TEST(Cast, RoundingReferenceOfTheTableAgreesWithTheLandmarks) {

@@ -109,7 +109,7 @@ const bool registered = register_op_harness("cross_entropy", OpHarness{
     // dlogits to bf16 (2^-9 relative) before its GEMMs and dh is stored in bf16 (another
     // 2^-9), so dh and dweight move by up to ~2^-8 of sum |dlogits| |W| <= 2 |grad_scale|
     // max |W|, about 1e-2 of max(|value|, 1) at the table's unit-scale inputs.
-    .cuda_bf16_tolerance = 1e-2,
+    .bf16_tolerance = 1e-2,
 });
 
 // Inputs: logits [N, V] (scaled up so that the softmax is not flat), labels.
@@ -142,7 +142,7 @@ const bool registered_logits = register_op_harness("cross_entropy_logits", OpHar
     },
     // bf16 on the GPU: the loss is the CPU's f32 arithmetic on the same (bf16) logits, and
     // dlogits, |dlogits| <= |grad_scale|, is stored in bf16: 2^-9 relative, under 1e-2.
-    .cuda_bf16_tolerance = 1e-2,
+    .bf16_tolerance = 1e-2,
 });
 
 // Everything one fused forward + backward touches, for the tests below.

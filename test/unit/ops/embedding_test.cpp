@@ -44,7 +44,7 @@ const bool registered = register_op_harness("embedding", OpHarness{
     // bf16 on the GPU: the forward copies bits (exact). A bf16 dtable is rounded after each
     // token added to a row: up to 4 tokens per row in these rows, so 3 roundings of partial
     // sums below 4, each off by <= 2^-8 * 4 = 0.016. An indexing bug is off by ~1.
-    .cuda_bf16_tolerance = 5e-2,
+    .bf16_tolerance = 5e-2,
 });
 
 // The vocab-parallel embedding's op: slices of the table (uneven) give lookups that sum to

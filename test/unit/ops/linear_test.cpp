@@ -42,7 +42,7 @@ const bool registered = register_op_harness("linear", OpHarness{
     },
     // bf16 on the GPU (cuBLASLt, f32 accumulation): each output is rounded to bf16 once
     // (<= 2^-8 relative) after an f32 sum; 1e-2 of max(|y|, 1) leaves a 2.5x margin.
-    .cuda_bf16_tolerance = 1e-2,
+    .bf16_tolerance = 1e-2,
 });
 
 // op(A) op(B) for every transpose, alpha 2 and three betas against a float64 triple loop;
@@ -87,11 +87,41 @@ TEST(Matmul, AllTransposesAndBetaMatchReference) {
   for (const ops::cpu::GemmLibrary library : gemm_libraries()) {
     SCOPED_TRACE(ops::cpu::gemm_library_name(library));
     ops::cpu::set_gemm_library(library);
-    for (const auto [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{5, 3, 7}, {67, 45, 129}}) {
+    for (const auto& [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{5, 3, 7}, {67, 45, 129}}) {
       expect_matmuls_match_reference(M, N, K);
     }
   }
   ops::cpu::set_gemm_library(chosen);
+}
+
+// bf16 operands (mixed precision): native oneDNN bf16 GEMMs and widened f32 GEMMs multiply
+// the same exact products and sum them in f32, so they agree to f32 summation order, into
+// an f32 C that is added to (dW) and a bf16 C (rounded once). Where native cannot run,
+// asking for it is an InputError and the widened path is the only one.
+TEST(Matmul, Bf16NativeAndWidenedGemmsAgree) {
+  using ops::cpu::Bf16Gemm;
+  EXPECT_TRUE(ops::cpu::bf16_gemm_available(Bf16Gemm::Widened));
+  if (!ops::cpu::bf16_gemm_available(Bf16Gemm::Native)) {
+    EXPECT_THROW(ops::cpu::set_bf16_gemm(Bf16Gemm::Native), InputError);
+    GTEST_SKIP() << "no native bf16 GEMMs here (oneDNN with AVX512_BF16 or AMX)";
+  }
+  const Tensor a = stored_as(random_tensor({67, 129}, 1), DType::BF16);
+  const Tensor b = stored_as(random_tensor({45, 129}, 2), DType::BF16);
+  const Tensor c0 = random_tensor({67, 45}, 3);
+  const Bf16Gemm chosen = ops::cpu::bf16_gemm();
+  std::vector<Values> f32_c, bf16_c;
+  for (const Bf16Gemm mode : {Bf16Gemm::Native, Bf16Gemm::Widened}) {
+    ops::cpu::set_bf16_gemm(mode);
+    Tensor c = from_values(to_values(c0), c0.shape());  // a copy: the GEMM adds to it
+    Tensor c_bf16 = Tensor::empty({67, 45}, DType::BF16);
+    ops::matmul(a, ops::Transpose::No, b, ops::Transpose::Yes, c, 1.0f, 1.0f);
+    ops::matmul(a, ops::Transpose::No, b, ops::Transpose::Yes, c_bf16, 0.5f, 0.0f);
+    f32_c.push_back(to_values(c));
+    bf16_c.push_back(to_values(c_bf16));
+  }
+  ops::cpu::set_bf16_gemm(chosen);
+  expect_close(f32_c[0], f32_c[1], 1e-5, "f32 C += bf16 A B^T");
+  expect_close(bf16_c[0], bf16_c[1], 1e-2, "bf16 C = bf16 A B^T / 2");
 }
 
 TEST(Linear, SplitBackwardEqualsWholeAndWeightGradientAccumulates) {

@@ -1,4 +1,8 @@
-// Runs every row of the op-case table on the CPU backend (the registry is op_harness.cpp).
+// Runs every row of the op-case table on the CPU backend (the registry is op_harness.cpp):
+// forward against the float64 reference, backward against central differences, and, for
+// ops that take bf16 (a harness's bf16_tolerance), the op on bf16 tensors against itself in
+// f32 on the same rounded values: the CPU's mixed precision (ops/cpu/bf16_storage.h) differs
+// from its f32 path only by the bf16 roundings of its outputs (and of the loss's dlogits).
 #include <gtest/gtest.h>
 
 #include "op_harness.h"
@@ -40,6 +44,29 @@ TEST_P(OpCaseTest, BackwardMatchesCentralDifferences) {
   }
   auto reference = [&](const std::vector<Values>& v) { return h.reference(c, v); };
   expect_gradients_match(reference, x, to_values(dy), analytic, h.input_names, h.grad_check);
+}
+
+TEST_P(OpCaseTest, Bf16MatchesF32OnTheRoundedValues) {
+  const OpCase& c = GetParam();
+  const OpHarness& h = op_harness(c.op);
+  if (h.bf16_tolerance <= 0) GTEST_SKIP() << c.op << " takes no bf16 (no bf16_tolerance)";
+  std::vector<Tensor> bf16, f32;
+  for (const Tensor& t : h.make_inputs(c, 17)) {
+    bf16.push_back(stored_as(t, DType::BF16));
+    f32.push_back(f32_copy(bf16.back()));
+  }
+  const Tensor out = h.forward(c, bf16);
+  expect_close(to_values(out), to_values(h.forward(c, f32)), h.bf16_tolerance,
+               c.label() + " bf16 forward");
+  if (!h.backward) return;
+  const Tensor dy = stored_as(random_tensor(out.shape(), 29), out.dtype());
+  const std::vector<Tensor> grads = h.backward(c, bf16, dy);
+  const std::vector<Tensor> expected = h.backward(c, f32, f32_copy(dy));
+  for (size_t i = 0; i < grads.size(); ++i) {
+    if (!h.differentiable[i]) continue;
+    expect_close(to_values(grads[i]), to_values(expected[i]), h.bf16_tolerance,
+                 c.label() + " bf16 d" + h.input_names[i]);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Cpu, OpCaseTest, ::testing::ValuesIn(op_cases()),

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "op_harness.h"
+#include "titan/core/float_formats.h"
 
 namespace titan::testing {
 
@@ -33,6 +34,19 @@ const OpHarness& op_harness(const std::string& op) {
   auto it = registry().find(op);
   if (it == registry().end()) throw Error("no harness registered for op " + op);
   return it->second;
+}
+
+Tensor stored_as(const Tensor& host, DType dtype) {
+  if (host.dtype() != DType::F32 || dtype != DType::BF16) return host;
+  Tensor rounded = Tensor::empty(host.shape(), DType::BF16);
+  const float* src = host.data<float>();
+  bf16_t* dst = rounded.mutable_data<bf16_t>();
+  for (int64_t i = 0; i < host.numel(); ++i) dst[i] = bf16_from_f32(src[i]);
+  return rounded;
+}
+
+Tensor f32_copy(const Tensor& host) {
+  return host.dtype() == DType::BF16 ? from_values(to_values(host), host.shape()) : host;
 }
 
 }  // namespace titan::testing

@@ -108,12 +108,19 @@ struct OpHarness {
   double forward_tolerance = 1e-5;
   GradCheckOptions grad_check;
   // The CUDA table (test/unit/ops/cuda/op_case_cuda_test.cpp) runs each row on the GPU against
-  // the CPU op: in f32 within cuda_f32_tolerance, and, when cuda_bf16_tolerance > 0, again
-  // with the float inputs rounded to bf16 (the CPU running f32 on the rounded values),
-  // within cuda_bf16_tolerance. Both are relative to max(|cpu|, 1) per element.
+  // the CPU op: in f32 within cuda_f32_tolerance, and, when bf16_tolerance > 0, again with
+  // the float inputs rounded to bf16 (the CPU running f32 on the rounded values), within
+  // bf16_tolerance. The CPU table runs that bf16 pass on the CPU too: the op on bf16
+  // tensors against itself on f32 copies. Both are relative to max(|f32 run|, 1) per element.
   double cuda_f32_tolerance = 1e-5;
-  double cuda_bf16_tolerance = 0;  // 0: the op takes no bf16 on the GPU
+  double bf16_tolerance = 0;  // 0: the op takes no bf16
 };
+
+// The bf16 passes' inputs: a host f32 tensor stored as `dtype` (bf16: rounded to nearest
+// even; others as they are), and what the f32 run takes: f32 copies of bf16 values (exact),
+// everything else as it is.
+Tensor stored_as(const Tensor& host, DType dtype);
+Tensor f32_copy(const Tensor& host);
 
 // Outputs of an op under test live where its inputs live, in their float dtype: the CPU
 // table passes f32 CPU tensors, the CUDA table the same rows as f32 or bf16 GPU tensors.

@@ -73,7 +73,7 @@ const bool registered = register_op_harness("rope", OpHarness{
     // Angles are float32 products, as in torchtitan; at position ~100 that is ~1e-5 off.
     .forward_tolerance = 2e-5,
     // bf16 on the GPU: one rotation in f32, rounded to bf16 once (<= 2^-8 relative).
-    .cuda_bf16_tolerance = 1e-2,
+    .bf16_tolerance = 1e-2,
 });
 
 TEST(Rope, ScalingKeepsHighFrequenciesAndStretchesLowOnes) {

@@ -23,7 +23,8 @@
 // once for AVX-512, chosen at run time (ops/cpu/kernel_isa.h); the softmax loops are plain
 // loops that GCC -O3 vectorizes (with an exp of our own, as libm's is a call). No BLAS: its
 // own threads would fight OpenMP's, and 64 x 64 tiles are too small for it anyway. Sums
-// within a tile are in float; the tests compare against float64.
+// within a tile are in float; the tests compare against float64. bf16 tensors run on f32
+// copies (ops/cpu/bf16_storage.h); lse stays f32.
 #include <omp.h>
 
 #include <algorithm>
@@ -37,6 +38,7 @@
 #include "titan/core/threads.h"
 #include "titan/ops/attention.h"
 #include "titan/ops/attention_mask.h"
+#include "titan/ops/cpu/bf16_storage.h"
 #include "titan/ops/cpu/kernel_isa.h"
 #include "titan/ops/cpu/vector_math.h"
 
@@ -212,6 +214,12 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float 
   const char* op = "attention_forward";
   const Dims d{check_attention_forward(q, k, v, mask, out, lse, kFloatDTypes, positions)};
   check_on_cpu(q, k, v, op);
+  if (any_bf16({&q, &k, &v, &out})) {
+    F32Output out32(out, false);
+    cpu::attention_forward(*F32Input(q), *F32Input(k), *F32Input(v), scale, mask, *out32, lse,
+                           workspace, positions);
+    return out32.store();
+  }
   const AttentionMaskView view = mask_view(mask, positions, d, op);
   const int threads = omp_get_max_threads();
   float* ws = workspace_floats(
@@ -242,6 +250,16 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
   const Dims d{check_attention_backward(dout, q, k, v, out, lse, mask, dq, dk, dv, kFloatDTypes,
                                         positions)};
   check_on_cpu(q, k, v, op);
+  if (any_bf16({&dout, &q, &k, &v, &out, &dq, &dk, &dv})) {
+    const bool add = accumulate == Accumulate::Yes;
+    F32Output dq32(dq, add), dk32(dk, add), dv32(dv, add);
+    cpu::attention_backward(*F32Input(dout), *F32Input(q), *F32Input(k), *F32Input(v),
+                            *F32Input(out), lse, scale, mask, *dq32, *dk32, *dv32, accumulate,
+                            workspace, positions);
+    dq32.store();
+    dk32.store();
+    return dv32.store();
+  }
   const AttentionMaskView view = mask_view(mask, positions, d, op);
   const int threads = omp_get_max_threads();
   float* ws = workspace_floats(
@@ -281,6 +299,11 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
 
 void attention_merge(Tensor& out, Tensor& lse, const Tensor& out_part, const Tensor& lse_part) {
   check_attention_merge(out, lse, out_part, lse_part, kFloatDTypes);
+  if (any_bf16({&out, &out_part})) {
+    F32Output out32(out, true);
+    cpu::attention_merge(*out32, lse, *F32Input(out_part), lse_part);
+    return out32.store();
+  }
   const int64_t B = out.size(0), T = out.size(1), Hq = out.size(2), hd = out.size(3);
   float* op_out = out.mutable_data<float>();
   float* lp = lse.mutable_data<float>();

@@ -4,12 +4,15 @@
 // place and feeds the dh and dweight GEMMs. Exponentials are float, vectorized
 // (ops/cpu/vector_math.h; torch's CPU kernel vectorizes its own too); each row's sum of
 // exponentials and the loss are double. The loss is summed row by row in token order, so
-// it does not depend on the thread count or the chunk size.
+// it does not depend on the thread count or the chunk size. bf16 h and weight: bf16 GEMMs
+// into f32 logits (ops/cpu/bf16_storage.h has the rule); bf16 logits run on f32 copies.
 #include <cmath>
 #include <limits>
 #include <vector>
 
 #include "titan/core/threads.h"
+#include "titan/ops/cast.h"
+#include "titan/ops/cpu/bf16_storage.h"
 #include "titan/ops/cross_entropy.h"
 #include "titan/ops/cpu/vector_math.h"
 #include "titan/ops/matmul.h"
@@ -168,6 +171,12 @@ void chunked_gradients(const Tensor& h, const Tensor& weight, const Tensor& labe
   const int64_t vocab = weight.size(0);
   const LabelReader label_reader = read_labels(labels, slice.vocab, op);
   if (loss != nullptr) loss->row_loss.resize(size_t(workspace.size(0)));
+  // bf16 h and weight: the two GEMMs take the chunk's dlogits rounded to bf16 (both operands
+  // of a bf16 GEMM are bf16), the bf16 path's one extra rounding, as on the GPU.
+  Tensor dlogits_bf16;
+  if (h.dtype() == DType::BF16) {
+    dlogits_bf16 = Tensor::empty({workspace.size(0), vocab}, DType::BF16, h.device());
+  }
   for_each_logits_chunk(h, weight, workspace, [&](int64_t first, Tensor& logits) {
     const int64_t rows = logits.size(0);
     float* z = logits.mutable_data<float>();
@@ -182,13 +191,18 @@ void chunked_gradients(const Tensor& h, const Tensor& weight, const Tensor& labe
                    slice.first);
     }
     const Tensor h_chunk = h.narrow(first, rows);
+    Tensor dlogits = logits;
+    if (dlogits_bf16.defined()) {
+      dlogits = dlogits_bf16.narrow(0, rows);
+      cpu::cast(logits, dlogits);
+    }
     if (dh != nullptr) {
       Tensor dh_chunk = dh->narrow(first, rows);
-      cpu::matmul(logits, Transpose::No, weight, Transpose::No, dh_chunk, 1.0f,
+      cpu::matmul(dlogits, Transpose::No, weight, Transpose::No, dh_chunk, 1.0f,
                   accumulate_dh == Accumulate::Yes ? 1.0f : 0.0f);
     }
     if (dweight != nullptr) {
-      cpu::matmul(logits, Transpose::Yes, h_chunk, Transpose::No, *dweight, 1.0f, 1.0f);
+      cpu::matmul(dlogits, Transpose::Yes, h_chunk, Transpose::No, *dweight, 1.0f, 1.0f);
     }
   });
 }
@@ -265,6 +279,9 @@ void cross_entropy_forward_backward(const Tensor& h, const Tensor& weight, const
 void cross_entropy_logits_forward(const Tensor& logits, const Tensor& labels, Tensor& loss_sum,
                                   Tensor& lse) {
   check_cross_entropy_logits_forward(logits, labels, loss_sum, lse, kFloatDTypes);
+  if (any_bf16({&logits})) {
+    return cpu::cross_entropy_logits_forward(*F32Input(logits), labels, loss_sum, lse);
+  }
   const int64_t tokens = logits.size(0), vocab = logits.size(1);
   const LabelReader label_reader = read_labels(labels, vocab, "cross_entropy_logits_forward");
   float* lse_data = lse.mutable_data<float>();
@@ -276,6 +293,12 @@ void cross_entropy_logits_forward(const Tensor& logits, const Tensor& labels, Te
 void cross_entropy_logits_backward(const Tensor& logits, const Tensor& labels, const Tensor& lse,
                                    float grad_scale, Tensor& dlogits, Accumulate accumulate) {
   check_cross_entropy_logits_backward(logits, labels, lse, dlogits, kFloatDTypes);
+  if (any_bf16({&logits, &dlogits})) {
+    F32Output dlogits32(dlogits, accumulate == Accumulate::Yes);
+    cpu::cross_entropy_logits_backward(*F32Input(logits), labels, lse, grad_scale, *dlogits32,
+                                       accumulate);
+    return dlogits32.store();
+  }
   const int64_t tokens = logits.size(0), vocab = logits.size(1);
   const LabelReader label_reader = read_labels(labels, vocab, "cross_entropy_logits_backward");
   rows_dlogits(logits.data<float>(), tokens, vocab, label_reader, 0, lse.data<float>(), grad_scale,
@@ -286,7 +309,7 @@ void cross_entropy_slice_forward(const Tensor& h, const Tensor& weight, const Te
                                  VocabSlice slice, Tensor& row_max, Tensor& row_sum_exp,
                                  Tensor& label_logit, Tensor& workspace) {
   check_cross_entropy_slice_forward(h, weight, labels, slice, row_max, row_sum_exp, label_logit,
-                                    workspace);
+                                    workspace, kFloatDTypes);
   const int64_t vocab = weight.size(0);
   const LabelReader label_reader = read_labels(labels, slice.vocab, "cross_entropy_slice_forward");
   float* max_data = row_max.mutable_data<float>();
@@ -311,7 +334,8 @@ void cross_entropy_slice_backward(const Tensor& h, const Tensor& weight, const T
                                   VocabSlice slice, const Tensor& lse, float grad_scale,
                                   Tensor* dh, Tensor* dweight, Accumulate accumulate_dh,
                                   Tensor& workspace) {
-  check_cross_entropy_slice_backward(h, weight, labels, slice, lse, dh, dweight, workspace);
+  check_cross_entropy_slice_backward(h, weight, labels, slice, lse, dh, dweight, workspace,
+                                     kFloatDTypes);
   fused_backward(h, weight, labels, lse, grad_scale, dh, dweight, accumulate_dh, workspace, slice,
                  "cross_entropy_slice_backward");
 }

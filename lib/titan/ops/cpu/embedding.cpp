@@ -2,10 +2,11 @@
 // into the table gradient; two tokens with the same id would race if threads split
 // tokens, so threads split the D columns instead: every thread walks all tokens in order
 // over its own columns, which is race-free and gives the same sums for any thread count.
+// Tables, activations and gradients are f32 or bf16 each (ops/cpu/bf16_storage.h).
 #include <algorithm>
-#include <cstring>
 
 #include "titan/core/threads.h"
+#include "titan/ops/cpu/bf16_storage.h"
 #include "titan/ops/embedding.h"
 
 namespace titan::ops::cpu {
@@ -33,36 +34,41 @@ struct TableSlice {
 
 void slice_forward(const Tensor& ids, const Tensor& table, TableSlice slice, Tensor& out) {
   const int64_t N = ids.numel(), D = table.size(1);
-  const float* tp = table.data<float>();
-  float* op = out.mutable_data<float>();
+  visit_storage(table, [&](const auto* tp) {
+    visit_storage(out, [&](auto* op) {
 #pragma omp parallel for schedule(static) if (worth_threads(N * D))
-  for (int64_t n = 0; n < N; ++n) {
-    const int64_t id = id_at(ids, n);
-    if (slice.holds(id)) {
-      std::memcpy(op + n * D, tp + (id - slice.first_id) * D, size_t(D) * sizeof(float));
-    } else {
-      std::fill(op + n * D, op + (n + 1) * D, 0.0f);
-    }
-  }
+      for (int64_t n = 0; n < N; ++n) {
+        const int64_t id = id_at(ids, n);
+        if (slice.holds(id)) {
+          const auto* row = tp + (id - slice.first_id) * D;
+          for (int64_t d = 0; d < D; ++d) store(op, n * D + d, load(row, d));
+        } else {
+          for (int64_t d = 0; d < D; ++d) store(op, n * D + d, 0.0f);
+        }
+      }
+    });
+  });
 }
 
 void slice_backward_weight(const Tensor& ids, const Tensor& dout, TableSlice slice,
                            Tensor& dtable) {
   const int64_t N = ids.numel(), D = dtable.size(1);
-  const float* gp = dout.data<float>();
-  float* dp = dtable.mutable_data<float>();
   constexpr int64_t kBlock = 64;
+  visit_storage(dout, [&](const auto* gp) {
+    visit_storage(dtable, [&](auto* dp) {
 #pragma omp parallel for schedule(static) if (worth_threads(N * D))
-  for (int64_t d0 = 0; d0 < D; d0 += kBlock) {
-    const int64_t d1 = std::min(D, d0 + kBlock);
-    for (int64_t n = 0; n < N; ++n) {
-      const int64_t id = id_at(ids, n);
-      if (!slice.holds(id)) continue;
-      float* row = dp + (id - slice.first_id) * D;
-      const float* g = gp + n * D;
-      for (int64_t d = d0; d < d1; ++d) row[d] += g[d];
-    }
-  }
+      for (int64_t d0 = 0; d0 < D; d0 += kBlock) {
+        const int64_t d1 = std::min(D, d0 + kBlock);
+        for (int64_t n = 0; n < N; ++n) {
+          const int64_t id = id_at(ids, n);
+          if (!slice.holds(id)) continue;
+          auto* row = dp + (id - slice.first_id) * D;
+          const auto* g = gp + n * D;
+          for (int64_t d = d0; d < d1; ++d) store(row, d, load(row, d) + load(g, d));
+        }
+      }
+    });
+  });
 }
 
 void check_first_id(int64_t first_id, const char* op) {

@@ -1,6 +1,7 @@
 // Float8 scaled casts on the CPU (ops/float8.h). Rows are the 2-D view's; threads split
 // rows, except for per-column amaxes, which each thread reduces over a block of rows and
-// combines (max is exact in any order).
+// combines (max is exact in any order). bf16 tensors run on f32 copies
+// (ops/cpu/bf16_storage.h).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -9,6 +10,7 @@
 #include "titan/core/float_formats.h"
 #include "titan/core/threads.h"
 #include "titan/ops/checks.h"
+#include "titan/ops/cpu/bf16_storage.h"
 #include "titan/ops/float8.h"
 
 namespace titan::ops::cpu {
@@ -102,6 +104,7 @@ void round_trip(const Tensor& x, const Tensor& scale, Float8Axis axis, Tensor& y
 void float8_amax(const Tensor& x, Float8Axis axis, Tensor& amax) {
   check_float8_amax(x, axis, amax);
   check_float_dtype(x, kFloatDTypes, "float8_amax", "x");
+  if (any_bf16({&x})) return cpu::float8_amax(*F32Input(x), axis, amax);
   const View2d v = view_2d(x);
   const float* in = x.data<float>();
   float* out = amax.mutable_data<float>();
@@ -151,6 +154,11 @@ void float8_round_trip(const Tensor& x, const Tensor& scale, Float8Axis axis, DT
   check_float8_cast(x, scale, axis, y);
   check_float_dtype(x, kFloatDTypes, "float8_round_trip", "x");
   check_float_dtype(y, kFloatDTypes, "float8_round_trip", "y");
+  if (any_bf16({&x, &y})) {
+    F32Output y32(y, false);
+    cpu::float8_round_trip(*F32Input(x), scale, axis, format, *y32);
+    return y32.store();
+  }
   switch (format) {
     case DType::F8E4M3: return round_trip<E4m3>(x, scale, axis, y, FastGrid{3, -6, 448.0f});
     case DType::F8E5M2: return round_trip<E5m2>(x, scale, axis, y, FastGrid{2, -14, 57344.0f});
@@ -161,6 +169,7 @@ void float8_round_trip(const Tensor& x, const Tensor& scale, Float8Axis axis, DT
 void float8_quantize(const Tensor& x, const Tensor& scale, Float8Axis axis, Tensor& q) {
   check_float8_cast(x, scale, axis, q);
   check_float_dtype(x, kFloatDTypes, "float8_quantize", "x");
+  if (any_bf16({&x})) return cpu::float8_quantize(*F32Input(x), scale, axis, q);
   uint8_t* out = static_cast<uint8_t*>(q.raw_mutable_data());
   auto store = [out](int64_t at, uint8_t bits, float) { out[at] = bits; };
   switch (q.dtype()) {
@@ -173,6 +182,11 @@ void float8_quantize(const Tensor& x, const Tensor& scale, Float8Axis axis, Tens
 void float8_dequantize(const Tensor& q, const Tensor& scale, Float8Axis axis, Tensor& y) {
   check_float8_cast(q, scale, axis, y);
   check_float_dtype(y, kFloatDTypes, "float8_dequantize", "y");
+  if (any_bf16({&y})) {
+    F32Output y32(y, false);
+    cpu::float8_dequantize(q, scale, axis, *y32);
+    return y32.store();
+  }
   const View2d v = view_2d(q);
   const uint8_t* in = static_cast<const uint8_t*>(q.raw_data());
   const float* s = scale.data<float>();

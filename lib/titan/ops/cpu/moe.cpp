@@ -1,11 +1,13 @@
 // Mixture-of-experts routing and token movement on the CPU: tokens split over threads. A
 // token's row adds its picks in the order of the sorted rows (ascending m), found through
-// the inverse of `order`, whatever the thread count.
+// the inverse of `order`, whatever the thread count. bf16 tensors run on f32 copies
+// (ops/cpu/bf16_storage.h).
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "titan/core/threads.h"
+#include "titan/ops/cpu/bf16_storage.h"
 #include "titan/ops/moe.h"
 #include "titan/ops/moe_choice.h"
 
@@ -14,6 +16,12 @@ namespace titan::ops::cpu {
 void router_forward(const Tensor& logits, const Tensor& bias, const RouterOptions& o,
                     Tensor& scores, Tensor& selected, Tensor& weights) {
   check_router(logits, bias, o, scores, selected, weights, kFloatDTypes);
+  if (any_bf16({&logits, &bias, &scores, &weights})) {
+    F32Output scores32(scores, false), weights32(weights, false);
+    cpu::router_forward(*F32Input(logits), *F32Input(bias), o, *scores32, selected, *weights32);
+    scores32.store();
+    return weights32.store();
+  }
   const int64_t N = logits.size(0), E = logits.size(1), K = o.top_k;
   const float* lp = logits.data<float>();
   const float* bp = bias.defined() ? bias.data<float>() : nullptr;
@@ -56,6 +64,11 @@ void router_forward(const Tensor& logits, const Tensor& bias, const RouterOption
 void router_backward(const Tensor& dweights, const Tensor& scores, const Tensor& selected,
                      const RouterOptions& o, Tensor& dlogits) {
   check_router_backward(dweights, scores, selected, o, dlogits, kFloatDTypes);
+  if (any_bf16({&dweights, &scores, &dlogits})) {
+    F32Output dlogits32(dlogits, false);
+    cpu::router_backward(*F32Input(dweights), *F32Input(scores), selected, o, *dlogits32);
+    return dlogits32.store();
+  }
   const int64_t N = scores.size(0), E = scores.size(1), K = o.top_k;
   const float* dwp = dweights.data<float>();
   const float* sp = scores.data<float>();
@@ -105,6 +118,11 @@ std::vector<int32_t> rows_by_token(const int32_t* order, int64_t M, int64_t K) {
 void moe_dispatch(const Tensor& x, const Tensor& order, int64_t K, const Tensor& weights,
                   Tensor& xs) {
   const auto [M, D] = check_moe_dispatch(x, order, K, weights, xs, kFloatDTypes);
+  if (any_bf16({&x, &weights, &xs})) {
+    F32Output xs32(xs, false);
+    cpu::moe_dispatch(*F32Input(x), order, K, *F32Input(weights), *xs32);
+    return xs32.store();
+  }
   const float* xp = x.data<float>();
   const int32_t* op = order.data<int32_t>();
   const float* wp = weights.defined() ? weights.data<float>() : nullptr;
@@ -122,6 +140,13 @@ void moe_dispatch_backward(const Tensor& dxs, const Tensor& x, const Tensor& ord
                            const Tensor& weights, Tensor& dx, Tensor& dweights) {
   const auto [M, D] =
       check_moe_dispatch_backward(dxs, x, order, K, weights, dx, dweights, kFloatDTypes);
+  if (any_bf16({&dxs, &x, &weights, &dx, &dweights})) {
+    F32Output dx32(dx, false), dweights32(dweights, false);
+    cpu::moe_dispatch_backward(*F32Input(dxs), *F32Input(x), order, K, *F32Input(weights), *dx32,
+                               *dweights32);
+    dx32.store();
+    return dweights32.store();
+  }
   const float* gp = dxs.data<float>();
   const float* xp = x.data<float>();
   const int32_t* op = order.data<int32_t>();
@@ -155,6 +180,11 @@ void moe_dispatch_backward(const Tensor& dxs, const Tensor& x, const Tensor& ord
 void moe_combine(const Tensor& ys, const Tensor& order, int64_t K, const Tensor& weights,
                  Tensor& out) {
   const auto [M, D] = check_moe_combine(ys, order, K, weights, out, kFloatDTypes);
+  if (any_bf16({&ys, &weights, &out})) {
+    F32Output out32(out, true);
+    cpu::moe_combine(*F32Input(ys), order, K, *F32Input(weights), *out32);
+    return out32.store();
+  }
   const float* yp = ys.data<float>();
   const int32_t* op = order.data<int32_t>();
   const float* wp = weights.defined() ? weights.data<float>() : nullptr;
@@ -176,6 +206,13 @@ void moe_combine_backward(const Tensor& dout, const Tensor& ys, const Tensor& or
                           const Tensor& weights, Tensor& dys, Tensor& dweights) {
   const auto [M, D] =
       check_moe_combine_backward(dout, ys, order, K, weights, dys, dweights, kFloatDTypes);
+  if (any_bf16({&dout, &ys, &weights, &dys, &dweights})) {
+    F32Output dys32(dys, false), dweights32(dweights, false);
+    cpu::moe_combine_backward(*F32Input(dout), *F32Input(ys), order, K, *F32Input(weights),
+                              *dys32, *dweights32);
+    dys32.store();
+    return dweights32.store();
+  }
   const float* gp = dout.data<float>();
   const float* yp = ys.data<float>();
   const int32_t* op = order.data<int32_t>();

@@ -1,15 +1,22 @@
 // RMSNorm on the CPU: one row per loop iteration, sums in double so that the reference
 // backend does not lose bits on wide rows. Threads split rows (forward, dx) or column
-// blocks (dweight), so results do not depend on the thread count.
+// blocks (dweight), so results do not depend on the thread count. bf16 tensors run on f32
+// copies (ops/cpu/bf16_storage.h).
 #include <cmath>
 
 #include "titan/core/threads.h"
+#include "titan/ops/cpu/bf16_storage.h"
 #include "titan/ops/rmsnorm.h"
 
 namespace titan::ops::cpu {
 
 void rmsnorm_forward(const Tensor& x, const Tensor& weight, float eps, Tensor& y, Tensor& rstd) {
   check_rmsnorm_forward(x, weight, y, rstd, kFloatDTypes);
+  if (any_bf16({&x, &weight, &y})) {
+    F32Output y32(y, false);
+    cpu::rmsnorm_forward(*F32Input(x), *F32Input(weight), eps, *y32, rstd);
+    return y32.store();
+  }
   const int64_t N = x.size(0), D = x.size(1);
   const float* xp = x.data<float>();
   const float* wp = weight.data<float>();
@@ -30,6 +37,12 @@ void rmsnorm_forward(const Tensor& x, const Tensor& weight, float eps, Tensor& y
 void rmsnorm_backward_input(const Tensor& dy, const Tensor& x, const Tensor& weight,
                             const Tensor& rstd, Tensor& dx, Accumulate accumulate) {
   check_rmsnorm_backward_input(dy, x, weight, rstd, dx, kFloatDTypes);
+  if (any_bf16({&dy, &x, &weight, &dx})) {
+    F32Output dx32(dx, accumulate == Accumulate::Yes);
+    cpu::rmsnorm_backward_input(*F32Input(dy), *F32Input(x), *F32Input(weight), rstd, *dx32,
+                                accumulate);
+    return dx32.store();
+  }
   const int64_t N = x.size(0), D = x.size(1);
   const float* xp = x.data<float>();
   const float* wp = weight.data<float>();
@@ -56,6 +69,11 @@ void rmsnorm_backward_input(const Tensor& dy, const Tensor& x, const Tensor& wei
 void rmsnorm_backward_weight(const Tensor& dy, const Tensor& x, const Tensor& rstd,
                              Tensor& dweight) {
   check_rmsnorm_backward_weight(dy, x, rstd, dweight, kFloatDTypes);
+  if (any_bf16({&dy, &x, &dweight})) {
+    F32Output dweight32(dweight, true);
+    cpu::rmsnorm_backward_weight(*F32Input(dy), *F32Input(x), rstd, *dweight32);
+    return dweight32.store();
+  }
   const int64_t N = x.size(0), D = x.size(1);
   constexpr int64_t kBlock = 64;  // columns per task: one cache line of each row, 4 times
   const float* xp = x.data<float>();

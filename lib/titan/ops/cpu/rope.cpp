@@ -1,5 +1,7 @@
 // RoPE on the CPU: threads split (batch, position); each rotates the pairs of every head.
+// bf16 tensors run on f32 copies (ops/cpu/bf16_storage.h).
 #include "titan/core/threads.h"
+#include "titan/ops/cpu/bf16_storage.h"
 #include "titan/ops/rope.h"
 
 namespace titan::ops::cpu {
@@ -10,6 +12,11 @@ enum class Direction { Forward, Backward };
 void rope_rotate(const Tensor& x, const Tensor& freqs, Tensor& y, Direction direction,
                  const char* op) {
   check_rope(x, freqs, y, kFloatDTypes, op);
+  if (any_bf16({&x, &y})) {
+    F32Output y32(y, false);
+    rope_rotate(*F32Input(x), freqs, *y32, direction, op);
+    return y32.store();
+  }
   const int64_t B = x.size(0), T = x.size(1), H = x.size(2), hd = x.size(3);
   const float sign = direction == Direction::Forward ? 1.0f : -1.0f;
   const float* xp = x.data<float>();

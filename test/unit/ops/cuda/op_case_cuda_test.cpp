@@ -6,8 +6,8 @@
 //   bf16: float inputs (and dy, when the output is bf16) are rounded to bf16; the GPU gets
 //         the bf16 tensors and the CPU f32 copies of the rounded values, so what differs
 //         is only the GPU's f32 arithmetic and its rounding of bf16 outputs; within
-//         cuda_bf16_tolerance. Integer inputs (ids, labels) go as they are. An op whose
-//         harness sets no cuda_bf16_tolerance skips this pass.
+//         bf16_tolerance. Integer inputs (ids, labels) go as they are. An op whose
+//         harness sets no bf16_tolerance skips this pass.
 // An op without a CUDA kernel yet skips, naming it, so coverage can be seen growing.
 // Harnesses must be device-agnostic (outputs made with empty_like_input and the like, no
 // host reads of input memory): one that reads a GPU tensor on the host crashes this test.
@@ -33,7 +33,6 @@ TEST(CudaOpCase, NeedsACudaBuild) {
 
 #include "support/cuda_device.h"
 #include "titan/core/copy.h"
-#include "titan/core/float_formats.h"
 #include "unit/ops/op_harness.h"
 
 namespace titan::testing {
@@ -54,21 +53,6 @@ std::vector<CudaOpRow> cuda_rows() {
   return rows;
 }
 
-// A host f32 tensor stored as `dtype` (bf16: rounded to nearest even); others as they are.
-Tensor stored_as(const Tensor& host, DType dtype) {
-  if (host.dtype() != DType::F32 || dtype != DType::BF16) return host;
-  Tensor rounded = Tensor::empty(host.shape(), DType::BF16);
-  const float* src = host.data<float>();
-  bf16_t* dst = rounded.mutable_data<bf16_t>();
-  for (int64_t i = 0; i < host.numel(); ++i) dst[i] = bf16_from_f32(src[i]);
-  return rounded;
-}
-
-// What the CPU op takes: f32 copies of bf16 values (exact), everything else as it is.
-Tensor cpu_copy(const Tensor& host) {
-  return host.dtype() == DType::BF16 ? from_values(to_values(host), host.shape()) : host;
-}
-
 struct Inputs {
   std::vector<Tensor> cpu, gpu;
 };
@@ -76,7 +60,7 @@ Inputs inputs_for(const std::vector<Tensor>& made, DType dtype) {
   Inputs in;
   for (const Tensor& t : made) {
     const Tensor stored = stored_as(t, dtype);
-    in.cpu.push_back(cpu_copy(stored));
+    in.cpu.push_back(f32_copy(stored));
     in.gpu.push_back(to_device(stored, Device::cuda(0)));
   }
   return in;
@@ -101,14 +85,14 @@ class CudaOpCase : public ::testing::TestWithParam<CudaOpRow> {
   void SetUp() override {
     const std::string reason = cuda_unavailable_reason();
     if (!reason.empty()) GTEST_SKIP() << "no CUDA device: " << reason;
-    if (GetParam().dtype == DType::BF16 && harness().cuda_bf16_tolerance <= 0) {
-      GTEST_SKIP() << op_case().op << " takes no bf16 on the GPU (no cuda_bf16_tolerance)";
+    if (GetParam().dtype == DType::BF16 && harness().bf16_tolerance <= 0) {
+      GTEST_SKIP() << op_case().op << " takes no bf16 (no bf16_tolerance)";
     }
   }
   const OpCase& op_case() const { return GetParam().op_case; }
   const OpHarness& harness() const { return op_harness(op_case().op); }
   double tolerance() const {
-    return GetParam().dtype == DType::BF16 ? harness().cuda_bf16_tolerance
+    return GetParam().dtype == DType::BF16 ? harness().bf16_tolerance
                                            : harness().cuda_f32_tolerance;
   }
 };
@@ -136,7 +120,7 @@ TEST_P(CudaOpCase, Backward) {
   missing = missing_kernel(
       [&] { gpu = h.backward(op_case(), in.gpu, to_device(dy, Device::cuda(0))); });
   if (!missing.empty()) GTEST_SKIP() << missing;
-  const std::vector<Tensor> cpu = h.backward(op_case(), in.cpu, cpu_copy(dy));
+  const std::vector<Tensor> cpu = h.backward(op_case(), in.cpu, f32_copy(dy));
   ASSERT_EQ(gpu.size(), in.gpu.size());
   ASSERT_EQ(cpu.size(), in.cpu.size());
   for (size_t i = 0; i < gpu.size(); ++i) {
