@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "op_harness.h"
+#include "titan/ops/matmul.h"
 
 namespace titan::testing {
 
@@ -46,6 +47,8 @@ TEST_P(OpCaseTest, BackwardMatchesCentralDifferences) {
   expect_gradients_match(reference, x, to_values(dy), analytic, h.input_names, h.grad_check);
 }
 
+// Each bf16 GEMM mode this CPU can run (ops/matmul.h: widened everywhere, native with
+// oneDNN on AVX512_BF16 or AMX).
 TEST_P(OpCaseTest, Bf16MatchesF32OnTheRoundedValues) {
   const OpCase& c = GetParam();
   const OpHarness& h = op_harness(c.op);
@@ -55,18 +58,26 @@ TEST_P(OpCaseTest, Bf16MatchesF32OnTheRoundedValues) {
     bf16.push_back(stored_as(t, DType::BF16));
     f32.push_back(f32_copy(bf16.back()));
   }
-  const Tensor out = h.forward(c, bf16);
-  expect_close(to_values(out), to_values(h.forward(c, f32)), h.bf16_tolerance,
-               c.label() + " bf16 forward");
-  if (!h.backward) return;
-  const Tensor dy = stored_as(random_tensor(out.shape(), 29), out.dtype());
-  const std::vector<Tensor> grads = h.backward(c, bf16, dy);
-  const std::vector<Tensor> expected = h.backward(c, f32, f32_copy(dy));
-  for (size_t i = 0; i < grads.size(); ++i) {
-    if (!h.differentiable[i]) continue;
-    expect_close(to_values(grads[i]), to_values(expected[i]), h.bf16_tolerance,
-                 c.label() + " bf16 d" + h.input_names[i]);
+  using ops::cpu::Bf16Gemm;
+  const Bf16Gemm chosen = ops::cpu::bf16_gemm();
+  for (const Bf16Gemm mode : {Bf16Gemm::Widened, Bf16Gemm::Native}) {
+    if (!ops::cpu::bf16_gemm_available(mode)) continue;
+    ops::cpu::set_bf16_gemm(mode);
+    const std::string label = c.label() + " bf16 (GEMMs " + ops::cpu::bf16_gemm_name(mode) + ")";
+    const Tensor out = h.forward(c, bf16);
+    expect_close(to_values(out), to_values(h.forward(c, f32)), h.bf16_tolerance,
+                 label + " forward");
+    if (!h.backward) continue;
+    const Tensor dy = stored_as(random_tensor(out.shape(), 29), out.dtype());
+    const std::vector<Tensor> grads = h.backward(c, bf16, dy);
+    const std::vector<Tensor> expected = h.backward(c, f32, f32_copy(dy));
+    for (size_t i = 0; i < grads.size(); ++i) {
+      if (!h.differentiable[i]) continue;
+      expect_close(to_values(grads[i]), to_values(expected[i]), h.bf16_tolerance,
+                   label + " d" + h.input_names[i]);
+    }
   }
+  ops::cpu::set_bf16_gemm(chosen);
 }
 
 INSTANTIATE_TEST_SUITE_P(Cpu, OpCaseTest, ::testing::ValuesIn(op_cases()),

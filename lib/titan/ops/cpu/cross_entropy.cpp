@@ -8,8 +8,10 @@
 // into f32 logits (ops/cpu/bf16_storage.h has the rule); bf16 logits run on f32 copies.
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <vector>
 
+#include "titan/core/float_formats.h"
 #include "titan/core/threads.h"
 #include "titan/ops/cast.h"
 #include "titan/ops/cpu/bf16_storage.h"
@@ -153,6 +155,20 @@ void for_each_logits_chunk(const Tensor& h, const Tensor& weight, Tensor& worksp
   }
 }
 
+// h or the weight as its GEMMs take it: widened to f32 once per call when the CPU widens bf16
+// GEMMs (ops/matmul.h), rather than once per chunk GEMM; as it is otherwise.
+Tensor gemm_operand(const Tensor& t) {
+  const bool widen = t.dtype() == DType::BF16 && bf16_gemm() == Bf16Gemm::Widened;
+  return widen ? *F32Input(t) : t;
+}
+
+// x = x rounded to bf16 (kept in f32): the widened path's dlogits, so that its GEMMs take the
+// values a native bf16 GEMM would.
+void round_to_bf16(float* x, int64_t n) {
+#pragma omp parallel for schedule(static) if (worth_threads(n))
+  for (int64_t i = 0; i < n; ++i) x[i] = f32_from_bf16(bf16_from_f32(x[i]));
+}
+
 // The loss half of a forward + backward call: its outputs, and the rows' losses of a chunk.
 struct LossOutputs {
   double sum = 0;
@@ -164,19 +180,26 @@ struct LossOutputs {
 // recompute, or the forward's), turned into dlogits in place, then the dh GEMM and/or the
 // dweight GEMM (a null output skips its GEMM). `slice`: the weight's rows in the whole
 // vocabulary (already checked). Without `loss` the lse comes from the forward.
-void chunked_gradients(const Tensor& h, const Tensor& weight, const Tensor& labels,
+void chunked_gradients(const Tensor& h_given, const Tensor& weight_given, const Tensor& labels,
                        const float* lse, float grad_scale, Tensor* dh, Tensor* dweight,
                        Accumulate accumulate_dh, Tensor& workspace, VocabSlice slice,
                        LossOutputs* loss, const char* op) {
+  const Tensor h = gemm_operand(h_given), weight = gemm_operand(weight_given);
   const int64_t vocab = weight.size(0);
   const LabelReader label_reader = read_labels(labels, slice.vocab, op);
   if (loss != nullptr) loss->row_loss.resize(size_t(workspace.size(0)));
   // bf16 h and weight: the two GEMMs take the chunk's dlogits rounded to bf16 (both operands
-  // of a bf16 GEMM are bf16), the bf16 path's one extra rounding, as on the GPU.
+  // of a bf16 GEMM are bf16), the bf16 path's one extra rounding, as on the GPU: a bf16 copy
+  // for native GEMMs, rounded in place for widened ones, whose f32 results dh and a bf16
+  // dweight take through f32 and round once at the end.
+  const bool bf16 = h_given.dtype() == DType::BF16, widened = bf16 && h.dtype() == DType::F32;
   Tensor dlogits_bf16;
-  if (h.dtype() == DType::BF16) {
+  if (bf16 && !widened) {
     dlogits_bf16 = Tensor::empty({workspace.size(0), vocab}, DType::BF16, h.device());
   }
+  std::optional<F32Output> dh32, dweight32;
+  if (widened && dh != nullptr) dh = dh32.emplace(*dh, accumulate_dh == Accumulate::Yes).get();
+  if (widened && dweight != nullptr) dweight = dweight32.emplace(*dweight, true).get();
   for_each_logits_chunk(h, weight, workspace, [&](int64_t first, Tensor& logits) {
     const int64_t rows = logits.size(0);
     float* z = logits.mutable_data<float>();
@@ -195,6 +218,8 @@ void chunked_gradients(const Tensor& h, const Tensor& weight, const Tensor& labe
     if (dlogits_bf16.defined()) {
       dlogits = dlogits_bf16.narrow(0, rows);
       cpu::cast(logits, dlogits);
+    } else if (widened) {
+      round_to_bf16(z, rows * vocab);
     }
     if (dh != nullptr) {
       Tensor dh_chunk = dh->narrow(first, rows);
@@ -205,6 +230,8 @@ void chunked_gradients(const Tensor& h, const Tensor& weight, const Tensor& labe
       cpu::matmul(dlogits, Transpose::Yes, h_chunk, Transpose::No, *dweight, 1.0f, 1.0f);
     }
   });
+  if (dh32) dh32->store();
+  if (dweight32) dweight32->store();
 }
 
 // The backward entries' common call.
@@ -226,7 +253,8 @@ void cross_entropy_forward(const Tensor& h, const Tensor& weight, const Tensor& 
   const LabelReader label_reader = read_labels(labels, vocab, "cross_entropy_forward");
   float* lse_data = lse.mutable_data<float>();
   double loss = 0;
-  for_each_logits_chunk(h, weight, workspace, [&](int64_t first, Tensor& logits) {
+  for_each_logits_chunk(gemm_operand(h), gemm_operand(weight), workspace,
+                        [&](int64_t first, Tensor& logits) {
     const int64_t rows = logits.size(0);
     const float* z = logits.data<float>();
     rows_log_sum_exp(z, rows, vocab, lse_data + first);
@@ -315,7 +343,8 @@ void cross_entropy_slice_forward(const Tensor& h, const Tensor& weight, const Te
   float* max_data = row_max.mutable_data<float>();
   float* sum_data = row_sum_exp.mutable_data<float>();
   float* label_data = label_logit.mutable_data<float>();
-  for_each_logits_chunk(h, weight, workspace, [&](int64_t first, Tensor& logits) {
+  for_each_logits_chunk(gemm_operand(h), gemm_operand(weight), workspace,
+                        [&](int64_t first, Tensor& logits) {
     const float* z = logits.data<float>();
 #pragma omp parallel for schedule(static) if (worth_threads(logits.size(0) * vocab))
     for (int64_t r = 0; r < logits.size(0); ++r) {
