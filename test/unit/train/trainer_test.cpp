@@ -199,6 +199,28 @@ TEST(Trainer, Bf16OnTheCpuTrainsNearF32) {
   }
 }
 
+#if TITAN_HAVE_HDF5
+// A bf16 run resumes bitwise: the checkpoint holds the f32 masters and the load refreshes
+// the bf16 compute copies from them.
+TEST(Trainer, Bf16OnTheCpuResumesBitwise) {
+  if (!cpu_has_bf16()) GTEST_SKIP() << "this CPU has no AVX512_BF16 (bf16 is refused there)";
+  config::JobConfig c = given_bf16(tiny_job("cpu_bf16_resume"));
+  c.training.steps = 4;
+  c.checkpoint.enable = true;
+  c.checkpoint.interval = 2;
+  const std::vector<StepResult> straight = Trainer(c, nullptr, Device::cpu()).train();
+  fs::remove(fs::path(c.job.dump_folder) / c.checkpoint.folder / "step-4.h5");
+  const std::vector<StepResult> resumed = Trainer(c, nullptr, Device::cpu()).train();
+  ASSERT_EQ(straight.size(), 4u);
+  ASSERT_EQ(resumed.size(), 2u);  // steps 3 and 4
+  for (size_t s = 0; s < 2; ++s) {
+    EXPECT_EQ(resumed[s].step, straight[s + 2].step);
+    EXPECT_EQ(resumed[s].loss, straight[s + 2].loss) << "step " << resumed[s].step;
+    EXPECT_EQ(resumed[s].grad_norm, straight[s + 2].grad_norm) << "step " << resumed[s].step;
+  }
+}
+#endif
+
 TEST(Trainer, ReduceInOtherThanFloat32IsInputError) {
   config::JobConfig c = tiny_job("reduce_precision");
   c.training.mixed_precision_reduce = config::Precision::Bfloat16;
