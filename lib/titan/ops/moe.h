@@ -23,8 +23,9 @@
 // and their backwards (the gradients of x or ys (=), and of the weights (=) when given).
 //
 // Dtypes: scores, weights and their gradients f32; logits, dlogits and the rows f32 or bf16
-// (the rows of one call share one dtype; both backends compute in f32); `selected` and `order` i32. Every tensor of a call on one device: order too, though
-// sort_picks makes it on the host (the GPU's caller copies it over).
+// (the rows of one call share one dtype; both backends compute in f32); `selected` and
+// `order` i32. Every tensor of a call on one device: order too, though sort_picks makes it
+// on the host (the GPU's caller copies it over).
 #pragma once
 
 #include <cstdint>
