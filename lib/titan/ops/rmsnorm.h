@@ -6,7 +6,7 @@
 //   dweight += sum over rows of dy * x * rstd                        (always +=)
 // Both backends take x, weight, y, dy, dx all f32 or all bf16 (the storage of activations),
 // rstd f32, and dweight f32 or the activations' dtype; the GPU sums in f32, the CPU in
-// double (bf16 through f32 copies, ops/cpu/bf16_storage.h).
+// double.
 // Its dweight is deterministic: each column is summed over rows in a fixed order, without
 // atomics, so the same inputs give the same bits on every run.
 #pragma once

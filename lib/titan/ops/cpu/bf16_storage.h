@@ -3,13 +3,14 @@
 // on the way in, every operation is an f32 one, and a result is rounded once to nearest
 // even on the way out. Two ways to follow it:
 //
-//   load()/store() and visit_storage(): for loops short enough to write once per storage
-//     type (elementwise, columns), templated on the pointer type.
-//   F32Input / F32Output: for the kernels written on f32 only (attention, norms, RoPE,
-//     SwiGLU, embedding, the loss's row passes, MoE). An op given bf16 tensors runs that
-//     kernel on f32 copies: each bf16 input widened, each bf16 output computed in f32 and
-//     rounded into place by store(). f32 tensors pass through untouched, so the f32 path
-//     (the reference) is the code it always was.
+//   load()/store() and visit_storage(): kernels templated on the pointer type, for the
+//     memory-bound ops of every layer (elementwise, columns, embedding, RMSNorm, RoPE,
+//     SwiGLU), where a copy would cost as much as the op; their f32 instance is the f32
+//     code it always was.
+//   F32Input / F32Output: for the kernels written on f32 only (attention's tiles, the loss
+//     on given logits, MoE, float8 casts). An op given bf16 tensors runs that kernel on f32
+//     copies: each bf16 input widened, each bf16 output computed in f32 and rounded into
+//     place by store(). f32 tensors pass through untouched.
 //
 // The GEMMs stage nothing: oneDNN multiplies bf16 itself with f32 accumulation
 // (ops/cpu/matmul.cpp).
