@@ -17,6 +17,7 @@
 #include "titan/build_config.h"
 #include "titan/ckpt/safetensors.h"
 #include "titan/core/allocator.h"
+#include "titan/core/threads.h"
 #include "titan/distributed/mesh.h"
 #include "titan/models/llama3/args.h"
 #include "titan/models/llama3/parallelize.h"
@@ -111,6 +112,36 @@ TEST(TensorParallel, AsyncTp2MatchesSyncTp2) {
     EXPECT_NEAR(b.steps[s].loss, a.steps[s].loss, 1e-6 * a.steps[s].loss) << "step " << s + 1;
     EXPECT_NEAR(b.steps[s].grad_norm, a.steps[s].grad_norm, 1e-6 * a.steps[s].grad_norm)
         << "step " << s + 1;
+  }
+}
+
+// bf16 mixed precision over tp, where the CPU has AVX512_BF16: the row reductions move bf16
+// (MPI's bf16 sums), and without loss parallel the gathered logits' dlogits round to bf16.
+// Against one rank in bf16, within the bf16 bounds of the GPU's tests (losses 2e-2, grad
+// norms 5%): the ranks round partial sums the one rank never forms.
+TEST(TensorParallel, Tp2InBf16StaysNearOneRankInBf16) {
+  if (test_world().size() != 2) GTEST_SKIP() << "needs 2 ranks";
+  if (!cpu_has_bf16()) GTEST_SKIP() << "no AVX512_BF16: bf16 is refused on this CPU";
+  auto bf16 = [](config::JobConfig c) {
+    c.training.mixed_precision_param = config::Precision::Bfloat16;
+    c.given_keys.insert("training.mixed_precision_param");
+    return c;
+  };
+  Layout one{"alone_bf16"};
+  one.sequence_parallel = false;
+  const TrainingRun reference = train_run(bf16(tiny_job(one)), nullptr);
+  for (const bool loss_parallel : {true, false}) {
+    Layout layout{loss_parallel ? "tp2_bf16" : "tp2_nolp_bf16", 1, 1, 2};
+    layout.loss_parallel = loss_parallel;
+    const config::JobConfig config = bf16(tiny_job(layout));
+    Mesh mesh(mesh_shape_from_config(config.parallelism, 2), test_world());
+    const TrainingRun run = train_run(config, &mesh);
+    ASSERT_EQ(run.steps.size(), reference.steps.size());
+    for (size_t s = 0; s < run.steps.size(); ++s) {
+      const train::StepResult &a = reference.steps[s], &b = run.steps[s];
+      EXPECT_NEAR(b.loss, a.loss, 2e-2) << layout.name << " step " << s + 1;
+      EXPECT_NEAR(b.grad_norm, a.grad_norm, 0.05 * a.grad_norm) << layout.name << " step " << s + 1;
+    }
   }
 }
 
