@@ -192,7 +192,7 @@ StagePlan plan_stage_rank(const config::JobConfig& config, const distributed::Me
   const models::ModelFamily& family = models::model_family(config.model.name);
   const models::ModelSummary summary = family.summarize(config);
   const Device device = target.device;
-  const DType compute = compute_dtype_for(config, device);
+  const DType compute = requested_compute_dtype(config, device);
   const int64_t act_bytes = dtype_bytes(compute);
   const config::ParallelismSection& p = config.parallelism;
   const RankStages rank = stages_of_rank(config, family, shape, summary.layers, pp_rank);

@@ -46,17 +46,21 @@ const config::JobConfig& validated(const config::JobConfig& config) {
 
 }  // namespace
 
-DType compute_dtype_for(const config::JobConfig& config, Device device) {
+DType requested_compute_dtype(const config::JobConfig& config, Device device) {
   const bool bf16 = config.training.mixed_precision_param == config::Precision::Bfloat16;
   if (device.is_cpu() && !counting_mode()) {
-    if (!bf16 || !config.given("training.mixed_precision_param")) return DType::F32;
-    TITAN_CHECK_INPUT(cpu_has_bf16())
-        << "training.mixed_precision_param bfloat16 on the CPU needs AVX512_BF16 (bf16 dot "
-        << "products in hardware), which this CPU lacks; leave the key unset or set it to "
-        << "float32 to train in float32";
-    return DType::BF16;
+    return bf16 && config.given("training.mixed_precision_param") ? DType::BF16 : DType::F32;
   }
   return bf16 ? DType::BF16 : DType::F32;
+}
+
+DType compute_dtype_for(const config::JobConfig& config, Device device) {
+  const DType dtype = requested_compute_dtype(config, device);
+  TITAN_CHECK_INPUT(!device.is_cpu() || dtype != DType::BF16 || cpu_has_bf16())
+      << "training.mixed_precision_param bfloat16 on the CPU needs AVX512_BF16 (bf16 dot "
+      << "products in hardware), which this CPU lacks; leave the key unset or set it to "
+      << "float32 to train in float32";
+  return dtype;
 }
 
 std::optional<nn::Float8Training> float8_training_for(const config::JobConfig& config,

@@ -71,6 +71,9 @@ int64_t accumulation_steps_for(const config::JobConfig& config, int64_t dp_degre
 // train/dry_run.h) counts what a GPU would hold. Master weights, gradients, their reduction
 // and the optimizer state are f32 everywhere.
 DType compute_dtype_for(const config::JobConfig& config, Device device);
+// The same choice without the check of this CPU's ISA: what a memory plan counts, which may
+// be made on another machine than the one that trains.
+DType requested_compute_dtype(const config::JobConfig& config, Device device);
 
 // quantize.linear.float8 as the model's linears apply it (nn::ParameterLayout::float8), when
 // model.converters names it; none otherwise. CPU ranks always emulate the fp8 GEMMs (exactly:

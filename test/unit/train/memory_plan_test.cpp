@@ -4,6 +4,7 @@
 // several ranks are checked in test/distributed/memory_plan_test.cpp.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -11,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "titan/core/allocator.h"
+#include "titan/core/threads.h"
 #include "titan/train/memory_plan.h"
 #include "titan/train/trainer.h"
 
@@ -78,6 +80,26 @@ TEST(MemoryPlan, OneRanksPeakIsThePlansUnderEveryCheckpointingMode) {
     EXPECT_NEAR(double(plan.allocator_bytes), double(peak), 0.02 * double(peak)) << mode;
     EXPECT_TRUE(plan.fits()) << mode;
   }
+}
+
+// Mixed precision on a CPU (bfloat16 given): bf16 compute copies of the weights and bf16
+// activations. The plan counts them on any CPU (it may plan for another machine); where
+// this one trains in bf16, the allocator's peak is within 5% of the plan: the kernels' f32
+// copies of bf16 operands (widened GEMMs, attention: ops/cpu/bf16_storage.h) are transient
+// workspace the plan does not list (measured: the peak 3.1% above the plan).
+TEST(MemoryPlan, Bf16OnCpuRanksIsPlannedAsItRuns) {
+  config::JobConfig c = debug_job("bf16");
+  c.training.mixed_precision_param = config::Precision::Bfloat16;
+  c.given_keys.insert("training.mixed_precision_param");
+  const MemoryPlan plan = plan_memory(c, 1, kRoomy);
+  const auto compute_copies =
+      std::find_if(plan.items.begin(), plan.items.end(),
+                   [](const MemoryItem& i) { return i.tag == "parameters.compute"; });
+  ASSERT_NE(compute_copies, plan.items.end());
+  EXPECT_GT(compute_copies->bytes, 0);
+  if (!cpu_has_bf16()) GTEST_SKIP() << "no AVX512_BF16: this CPU refuses to train in bf16";
+  const int64_t peak = measured_peak(c);
+  EXPECT_NEAR(double(plan.allocator_bytes), double(peak), 0.05 * double(peak));
 }
 
 // DeepSeek V3's debug model in 3 layers (latent attention, 8 experts top 3, the first dense):
