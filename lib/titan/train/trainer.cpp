@@ -56,7 +56,9 @@ DType requested_compute_dtype(const config::JobConfig& config, Device device) {
 
 DType compute_dtype_for(const config::JobConfig& config, Device device) {
   const DType dtype = requested_compute_dtype(config, device);
-  TITAN_CHECK_INPUT(!device.is_cpu() || dtype != DType::BF16 || cpu_has_bf16())
+  // A dry run counts a GPU's bf16 on CPU "devices": only a CPU that trains needs the ISA.
+  const bool trains_on_cpu = device.is_cpu() && !counting_mode();
+  TITAN_CHECK_INPUT(!trains_on_cpu || dtype != DType::BF16 || cpu_has_bf16())
       << "training.mixed_precision_param bfloat16 on the CPU needs AVX512_BF16 (bf16 dot "
       << "products in hardware), which this CPU lacks; leave the key unset or set it to "
       << "float32 to train in float32";
