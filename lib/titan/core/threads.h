@@ -26,7 +26,8 @@ int thread_count();
 std::string blas_core_name();          // openblas_get_corename()
 bool cpu_has_avx512();
 // AVX512_BF16 (Cooper Lake, Sapphire Rapids and later Xeons; Zen 4 and later): bf16 dot
-// products in hardware, what the CPU's bf16 mixed precision needs to be worth running.
+// products in hardware, which the trainer asks of a CPU before it computes in bf16
+// (train::compute_dtype_for; whether its GEMMs use them is ops/matmul.h's bf16_gemm()).
 bool cpu_has_bf16();
 // AMX with its bf16 tile multiplies (Sapphire Rapids and later Xeons), enabled by the OS.
 bool cpu_has_amx_bf16();
