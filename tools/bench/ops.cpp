@@ -99,17 +99,28 @@ void bench_linear(const char* name, int64_t in, int64_t out, int repeat) {
          6.0 * N * in * out, s);
 }
 
-// The linear layer's three GEMMs on OpenBLAS and on oneDNN, alternating rounds in the same
-// run: what each library gives on this CPU (ops/matmul.h picks one per CPU).
-void bench_gemm_libraries(int64_t in, int64_t out, int repeat) {
-  const Tensor x = random({N, in}, "x", 1.0f), w = random({out, in}, "w", 0.02f);
-  const Tensor dy = random({N, out}, "dy", 1.0f);
-  Tensor y = Tensor::empty({N, out}, DType::F32), dx = Tensor::empty({N, in}, DType::F32);
-  Tensor dw = Tensor::zeros({out, in}, DType::F32);
-  const auto gemms = [&] {
+// The linear layer's three GEMMs (y = x W^T, dx, dW +=) on x [N, in], w [out, in] and dy,
+// y and dx in x's dtype, dW f32: the tables' unit of work.
+std::function<void()> linear_gemms(const Tensor& x, const Tensor& w, const Tensor& dy) {
+  Tensor y = Tensor::empty({x.size(0), w.size(0)}, x.dtype());
+  Tensor dx = Tensor::empty(x.shape(), x.dtype());
+  Tensor dw = Tensor::zeros(w.shape(), DType::F32);
+  return [x, w, dy, y, dx, dw]() mutable {
     ops::linear_forward(x, w, y);
     ops::linear_backward(dy, x, w, dx, dw, ops::Accumulate::No);
   };
+}
+
+// "2048x512->1536": a linear shape in the same-run tables' first column.
+std::string linear_shape(int64_t in, int64_t out) {
+  return std::to_string(N) + "x" + std::to_string(in) + "->" + std::to_string(out);
+}
+
+// The linear layer's three GEMMs on OpenBLAS and on oneDNN, alternating rounds in the same
+// run: what each library gives on this CPU (ops/matmul.h picks one per CPU).
+void bench_gemm_libraries(int64_t in, int64_t out, int repeat) {
+  const auto gemms = linear_gemms(random({N, in}, "x", 1.0f), random({out, in}, "w", 0.02f),
+                                  random({N, out}, "dy", 1.0f));
   using ops::cpu::GemmLibrary;
   const GemmLibrary chosen = ops::cpu::gemm_library();
   double best_openblas = 1e30, best_onednn = 1e30;
@@ -121,8 +132,7 @@ void bench_gemm_libraries(int64_t in, int64_t out, int repeat) {
   }
   ops::cpu::set_gemm_library(chosen);
   const double flops = 6.0 * double(N) * double(in) * double(out);
-  std::printf("%-18s %-16s %9.1f %9.1f %8.2f\n",
-              (std::to_string(N) + "x" + std::to_string(in) + "->" + std::to_string(out)).c_str(),
+  std::printf("%-18s %-16s %9.1f %9.1f %8.2f\n", linear_shape(in, out).c_str(),
               "linear fwd+bwd", flops / best_openblas / 1e9, flops / best_onednn / 1e9,
               best_openblas / best_onednn);
 }
@@ -138,16 +148,8 @@ void bench_bf16_gemms(int64_t in, int64_t out, int repeat) {
     ops::cast(t, b);
     return b;
   };
-  const Tensor x16 = bf16(x32), w16 = bf16(w32), dy16 = bf16(dy32);
-  Tensor dw = Tensor::zeros({out, in}, DType::F32);
-  const auto gemms = [&](const Tensor& x, const Tensor& w, const Tensor& dy) {
-    Tensor y = Tensor::empty({N, out}, x.dtype()), dx = Tensor::empty({N, in}, x.dtype());
-    return [&, x, w, dy, y, dx]() mutable {
-      ops::linear_forward(x, w, y);
-      ops::linear_backward(dy, x, w, dx, dw, ops::Accumulate::No);
-    };
-  };
-  auto f32_run = gemms(x32, w32, dy32), bf16_run = gemms(x16, w16, dy16);
+  const auto f32_run = linear_gemms(x32, w32, dy32);
+  const auto bf16_run = linear_gemms(bf16(x32), bf16(w32), bf16(dy32));
   using ops::cpu::Bf16Gemm;
   const Bf16Gemm chosen = ops::cpu::bf16_gemm();
   double best_f32 = 1e30, best_native = 1e30, best_widened = 1e30;
@@ -160,8 +162,7 @@ void bench_bf16_gemms(int64_t in, int64_t out, int repeat) {
   }
   ops::cpu::set_bf16_gemm(chosen);
   const double flops = 6.0 * double(N) * double(in) * double(out);
-  std::printf("%-18s %9.1f %9.1f %9.1f %8.2f %8.2f\n",
-              (std::to_string(N) + "x" + std::to_string(in) + "->" + std::to_string(out)).c_str(),
+  std::printf("%-18s %9.1f %9.1f %9.1f %8.2f %8.2f\n", linear_shape(in, out).c_str(),
               flops / best_f32 / 1e9, flops / best_native / 1e9, flops / best_widened / 1e9,
               best_f32 / best_native, best_f32 / best_widened);
 }

@@ -48,10 +48,10 @@ const config::JobConfig& validated(const config::JobConfig& config) {
 
 DType requested_compute_dtype(const config::JobConfig& config, Device device) {
   const bool bf16 = config.training.mixed_precision_param == config::Precision::Bfloat16;
-  if (device.is_cpu() && !counting_mode()) {
-    return bf16 && config.given("training.mixed_precision_param") ? DType::BF16 : DType::F32;
-  }
-  return bf16 ? DType::BF16 : DType::F32;
+  // The key's default is for GPUs: a CPU that trains takes it only when it was given.
+  const bool cpu_default = device.is_cpu() && !counting_mode() &&
+                           !config.given("training.mixed_precision_param");
+  return bf16 && !cpu_default ? DType::BF16 : DType::F32;
 }
 
 DType compute_dtype_for(const config::JobConfig& config, Device device) {

@@ -12,8 +12,8 @@
 //     copies: each bf16 input widened, each bf16 output computed in f32 and rounded into
 //     place by store(). f32 tensors pass through untouched.
 //
-// The GEMMs stage nothing: oneDNN multiplies bf16 itself with f32 accumulation
-// (ops/cpu/matmul.cpp).
+// The GEMMs choose for themselves (ops/matmul.h's bf16_gemm()): oneDNN's bf16 kernels, or
+// these f32 copies for the f32 GEMM.
 #pragma once
 
 #include <initializer_list>

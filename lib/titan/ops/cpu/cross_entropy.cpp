@@ -4,8 +4,9 @@
 // place and feeds the dh and dweight GEMMs. Exponentials are float, vectorized
 // (ops/cpu/vector_math.h; torch's CPU kernel vectorizes its own too); each row's sum of
 // exponentials and the loss are double. The loss is summed row by row in token order, so
-// it does not depend on the thread count or the chunk size. bf16 h and weight: bf16 GEMMs
-// into f32 logits (ops/cpu/bf16_storage.h has the rule); bf16 logits run on f32 copies.
+// it does not depend on the thread count or the chunk size. bf16 h and weight: GEMMs on
+// bf16 operands (ops/matmul.h) into f32 logits; bf16 logits run on f32 copies
+// (ops/cpu/bf16_storage.h).
 #include <cmath>
 #include <limits>
 #include <optional>
