@@ -7,13 +7,13 @@
 #include "titan/ckpt/checkpoint_file.h"
 #include "titan/core/device_select.h"
 #include "titan/core/threads.h"
+#include "titan/ops/cpu/kernel_isa.h"
+#include "titan/ops/matmul.h"
 #if TITAN_HAVE_MPI
 #include "titan/distributed/mpi/mpi_runtime.h"
 #endif
 #if TITAN_HAVE_NCCL
 #include "titan/distributed/nccl/nccl_backend.h"
-#include "titan/ops/cpu/kernel_isa.h"
-#include "titan/ops/matmul.h"
 #endif
 
 namespace titan::app {
