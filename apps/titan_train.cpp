@@ -56,7 +56,6 @@ int run(titan::distributed::Runtime& runtime, int argc, char** argv) {
     std::fputs(train::describe_dry_run(report).c_str(), stdout);
     return 0;
   }
-  train::install_preemption_handlers();  // SIGUSR1, SIGTERM: stop after a step and save
   distributed::MeshShape shape;
   if (!job.setup([&] {
         shape = distributed::mesh_shape_from_config(config.parallelism, runtime.world_size());
@@ -82,6 +81,9 @@ int run(titan::distributed::Runtime& runtime, int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // SIGUSR1, SIGTERM: stop after a step and save. First, so that every thread inherits the
+  // mask (train/preemption.h).
+  titan::train::hold_stop_signals();
   std::unique_ptr<titan::distributed::Runtime> runtime;
   try {
     runtime = std::make_unique<titan::distributed::Runtime>(&argc, &argv);

@@ -617,9 +617,9 @@ void Trainer::inject_test_fault() const {
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
     return;
   }
-  if (std::string(kind) == "signal") {  // SIGUSR1 to this rank alone, through its handler
-    TITAN_CHECK(preemption_handlers_installed())
-        << "TITAN_TEST_FAULT=signal needs titan-train's preemption handlers";
+  if (std::string(kind) == "signal") {  // SIGUSR1 to this rank alone, held until taken
+    TITAN_CHECK(stop_signals_held())
+        << "TITAN_TEST_FAULT=signal needs titan-train, which holds the stop signals";
     std::raise(SIGUSR1);
     return;
   }
@@ -632,7 +632,7 @@ void Trainer::inject_test_fault() const {
 }
 
 int Trainer::agreed_stop_signal() {
-  if (!preemption_handlers_installed()) return 0;
+  if (!stop_signals_held()) return 0;
   return int(distributed::all_reduce_scalar(mesh_->world(), double(pending_stop_signal()),
                                             distributed::ReduceOp::Max));
 }
