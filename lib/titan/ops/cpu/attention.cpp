@@ -5,8 +5,10 @@
 // keeping, per query row, the running max m, the running sum l of exp(s - m) and the
 // unnormalized output acc = sum_j exp(s_j - m) v_j; when a new block raises the max, l and
 // acc are rescaled by exp(m_old - m_new). At the end out = acc / l and lse = m + log(l)
-// (out = 0, lse = -inf for a row that saw no key). No T x T matrix is ever formed; a
-// task's memory is its tiles.
+// (out = 0, lse = -inf for a row that saw no key). The scores are computed transposed
+// (key by query, against the query block turned once per task), so the softmax runs with
+// the queries in the vector lanes. No T x T matrix is ever formed; a task's memory is its
+// tiles.
 //
 // Backward: one task per (b, kv head). The task owns dk and dv of that kv head and dq of
 // the Hq / Hkv query heads that read it, so every output element is written by one
@@ -21,7 +23,8 @@
 // The tile kernels (ops/cpu/attention_tiles.inc) are register-blocked and written with GCC
 // vector types at the width of the target they are compiled for, once for the build's and
 // once for AVX-512, chosen at run time (ops/cpu/kernel_isa.h); the softmax loops are plain
-// loops that GCC -O3 vectorizes (with an exp of our own, as libm's is a call). No BLAS: its
+// loops that GCC -O3 vectorizes (with an exp of our own, as libm's is a call), but for the
+// forward's running max, written with the same vector types. No BLAS: its
 // own threads would fight OpenMP's, and 64 x 64 tiles are too small for it anyway. Sums
 // within a tile are in float; the tests compare against float64. bf16 tensors run on f32
 // copies (ops/cpu/bf16_storage.h); lse stays f32.
@@ -70,7 +73,7 @@ constexpr int64_t kBlock = 64;  // Bq = Bk: a 64 x 64 f32 score tile is 16 KiB, 
 int64_t padded(int64_t floats) { return (floats + 15) / 16 * 16; }
 
 int64_t forward_tile_floats(int64_t hd) {
-  // transposed key block, scores, output accumulator, running max and sum
+  // transposed query block, scores, output accumulator, running max and sum
   return padded(hd * kBlock) + padded(kBlock * kBlock) + padded(kBlock * hd) + 2 * padded(kBlock);
 }
 
