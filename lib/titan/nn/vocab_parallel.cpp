@@ -16,6 +16,14 @@ Tensor workspace_for(int64_t tokens, int64_t vocab, Device device) {
   return Tensor::empty(ops::cross_entropy_workspace_shape(tokens, vocab), DType::F32, device);
 }
 
+// The loss on the host: waits for the device, and then raises a bad label a GPU's ops
+// recorded (ops::raise_label_error) at no further wait.
+double read_loss(const Tensor& loss_sum) {
+  const double loss = double(to_device(loss_sum, Device::cpu()).data<float>()[0]);
+  ops::raise_label_error(loss_sum.device());
+  return loss;
+}
+
 // The loss from the slices' statistics (see the top of the header).
 double loss_parallel_forward(const TensorParallel& tp, const Tensor& h, const Tensor& weight,
                              ops::VocabSlice slice, const Tensor& labels, Tensor& lse) {
@@ -117,7 +125,7 @@ double vocab_parallel_loss_forward(const TensorParallel& tp, const Tensor& h,
     const Tensor logits = vocab_parallel_logits(tp, r.h, weight, slice);
     ops::cross_entropy_logits_forward(logits, labels, loss_sum, r.lse);
   }
-  return double(to_device(loss_sum, Device::cpu()).data<float>()[0]);  // waits for the device
+  return read_loss(loss_sum);
 }
 
 void vocab_parallel_loss_backward(const TensorParallel& tp, const VocabParallelLossRecord& r,
@@ -191,7 +199,7 @@ double vocab_parallel_loss_forward_backward(const TensorParallel& tp, const Tens
   Tensor workspace = workspace_for(N, slice.vocab, h.device());
   ops::cross_entropy_forward_backward(h, weight, labels, grad_scale, loss_sum, lse, dh, dweight,
                                       ops::Accumulate::No, workspace);
-  return double(to_device(loss_sum, Device::cpu()).data<float>()[0]);  // waits for the device
+  return read_loss(loss_sum);
 }
 
 }  // namespace titan::nn

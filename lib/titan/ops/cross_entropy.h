@@ -113,7 +113,8 @@ void check_cross_entropy_logits_backward(const Tensor& logits, const Tensor& lab
                                          const Tensor& lse, const Tensor& dlogits,
                                          FloatDTypes accepted);
 // Each label is a vocabulary index or kIgnoreIndex (an id outside the vocabulary would read
-// past a logits row). Each backend reads its labels and checks every one with this.
+// past a logits row). The CPU checks every one with this before it computes; the GPU's
+// record of a bad one ends here (raise_label_error, below).
 void check_cross_entropy_label(int64_t label, int64_t token, int64_t vocab, const char* op);
 
 // Rows [first, first + V_s) of a vocabulary of `vocab` ids.
@@ -183,8 +184,23 @@ void cross_entropy_logits_forward(const Tensor& logits, const Tensor& labels, Te
                                   Tensor& lse);
 void cross_entropy_logits_backward(const Tensor& logits, const Tensor& labels, const Tensor& lse,
                                    float grad_scale, Tensor& dlogits, Accumulate accumulate);
+void raise_label_error(Device device);
 }  // namespace cuda
 #endif
+
+// Labels outside the vocabulary on a GPU: the CUDA ops check their labels on the device, in
+// stream order, and record the first bad one there rather than wait for the device in every
+// call; this throws what the CPU's check would have thrown for it (Error) and clears the
+// record. It waits for the device's queued work, so the loss readouts call it (nn/
+// vocab_parallel.h: once per microbatch, where they wait anyway). Nothing on the CPU, whose
+// ops check before they compute.
+inline void raise_label_error(Device device) {
+#if TITAN_HAVE_CUDA
+  if (device.is_cuda()) cuda::raise_label_error(device);
+#else
+  (void)device;
+#endif
+}
 
 inline void cross_entropy_forward(const Tensor& h, const Tensor& weight, const Tensor& labels,
                                   Tensor& loss_sum, Tensor& lse, Tensor& workspace) {

@@ -16,14 +16,17 @@
 // overwrites a logit another has yet to read), and the GEMMs read them with a leading
 // dimension of 2V through the backend's strided gemm (ops/cuda/gemm.h; a Tensor cannot view
 // f32 bytes as bf16). Rounding dlogits to bf16 is the one extra error of the bf16 path.
-// Labels live on the GPU beside h; they are copied to the host once per call to check
-// them before any kernel runs (a wait for the queued work: the check must not be skipped,
-// an id outside the vocabulary would read past a logits row). The running loss total is
+// Labels live on the GPU beside h and are checked there, in stream order, without a wait:
+// check_labels_kernel records the first id it meets that is neither a vocabulary index nor
+// the ignore index in this device's label_error, the kernels read no logit for such an id,
+// and ops::raise_label_error (called where the loss is read, which waits anyway) throws the
+// CPU's message for it. The running loss total is
 // this file's __device__ double (one per device), used in stream order on
 // compute_stream(): like cuBLASLt's workspace, two streams must not run this op at once.
 #include <cuda_bf16.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <initializer_list>
 
 #include "titan/core/copy.h"
@@ -39,6 +42,33 @@ constexpr int kThreads = 256;  // per row; the block reductions need a power of 
 constexpr int64_t kIgnore = kIgnoreIndex;
 
 __device__ double loss_total;  // the forward's running sum, carried across chunks
+
+// The first bad label a check kernel met since the last raise_label_error, one per device.
+// `op` is the host address of the calling op's name (a string literal), kept as a number
+// and never dereferenced on the device.
+constexpr unsigned long long kNoLabelError = ~0ull;
+struct LabelError {
+  unsigned long long token;  // kNoLabelError: none
+  long long label, vocab;
+  unsigned long long op;
+};
+__device__ LabelError label_error = {kNoLabelError, 0, 0, 0};
+
+template <class L>
+__global__ void check_labels_kernel(const L* labels, int64_t tokens, int64_t vocab,
+                                    unsigned long long op) {
+  for (int64_t n = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; n < tokens;
+       n += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t id = int64_t(labels[n]);
+    if ((id >= 0 && id < vocab) || id == kIgnore) continue;
+    if (atomicCAS(&label_error.token, kNoLabelError, static_cast<unsigned long long>(n)) ==
+        kNoLabelError) {
+      label_error.label = id;  // only the thread that claimed the record writes the rest
+      label_error.vocab = vocab;
+      label_error.op = op;
+    }
+  }
+}
 
 // lse[r] = max + log(sum_v exp(z[r, v] - max)) for rows [0, rows) of logits [rows, V].
 template <class T>
@@ -71,7 +101,8 @@ __global__ void chunk_loss_kernel(const T* logits, int64_t rows, int64_t V, cons
     double term = 0;  // ignored rows add nothing (the CPU skips them)
     if (r < rows) {
       const int64_t label = int64_t(labels[r]);
-      if (label != kIgnore) term = double(lse[r]) - double(load(logits, r * V + label));
+      // An id outside the vocabulary reads nothing (check_labels_kernel records it).
+      if (label >= 0 && label < V) term = double(lse[r]) - double(load(logits, r * V + label));
     }
     terms[threadIdx.x] = term;
     __syncthreads();
@@ -127,20 +158,24 @@ void check_on(const Tensor& t, Device device, const char* op, const char* arg) {
       << " (every tensor on one CUDA device)";
 }
 
-// Labels on the device, each a vocabulary index or kIgnoreIndex: copied to the host to
-// check the ids, as the CPU does. The copy is core/copy.h's, ordered after the compute
-// stream's work (which waits for the communication stream where it received them).
+// Labels on the device, each a vocabulary index or kIgnoreIndex: checked on the compute
+// stream (after the communication stream's delivery of them, which it waits for), the first
+// bad one recorded for raise_label_error.
 void check_label_ids(const Tensor& labels, int64_t tokens, int64_t vocab, Device device,
                      const char* op) {
   TITAN_CHECK(labels.defined()) << op << ": labels is undefined";
   check_on(labels, device, op, "labels");
   if (tokens == 0) return;
-  const Tensor ids = to_device(labels, Device::cpu());
-  for (int64_t n = 0; n < tokens; ++n) {
-    const int64_t id = labels.dtype() == DType::I64 ? ids.data<int64_t>()[n]
-                                                     : int64_t(ids.data<int32_t>()[n]);
-    check_cross_entropy_label(id, n, vocab, op);
+  const auto op_address = static_cast<unsigned long long>(reinterpret_cast<uintptr_t>(op));
+  const int blocks = grid_for(tokens, kThreads);
+  if (labels.dtype() == DType::I64) {
+    check_labels_kernel<<<blocks, kThreads, 0, compute_stream()>>>(labels.data<int64_t>(),
+                                                                   tokens, vocab, op_address);
+  } else {
+    check_labels_kernel<<<blocks, kThreads, 0, compute_stream()>>>(labels.data<int32_t>(),
+                                                                   tokens, vocab, op_address);
   }
+  check_launch("check_labels_kernel");
 }
 
 // Last of the checks, so that dtype and shape errors read the same on a machine without a
@@ -389,6 +424,22 @@ void cross_entropy_logits_backward(const Tensor& logits, const Tensor& labels, c
     launch_dlogits(static_cast<const __nv_bfloat16*>(z), V, static_cast<__nv_bfloat16*>(dz), V,
                    tokens, V, labels, 0, row_lse, grad_scale, add);
   }
+}
+
+void raise_label_error(Device device) {
+  TITAN_CHECK(device.is_cuda()) << "raise_label_error (cuda): " << device << " is not a GPU";
+  DeviceGuard guard(device.index);
+  LabelError seen;
+  CUDA_CHECK(cudaMemcpyFromSymbolAsync(&seen, label_error, sizeof seen, 0,
+                                       cudaMemcpyDeviceToHost, compute_stream()));
+  CUDA_CHECK(cudaStreamSynchronize(compute_stream()));
+  if (seen.token == kNoLabelError) return;
+  const LabelError none = {kNoLabelError, 0, 0, 0};
+  CUDA_CHECK(cudaMemcpyToSymbolAsync(label_error, &none, sizeof none, 0, cudaMemcpyHostToDevice,
+                                     compute_stream()));
+  CUDA_CHECK(cudaStreamSynchronize(compute_stream()));
+  check_cross_entropy_label(seen.label, int64_t(seen.token), seen.vocab,
+                            reinterpret_cast<const char*>(static_cast<uintptr_t>(seen.op)));
 }
 
 }  // namespace titan::ops::cuda

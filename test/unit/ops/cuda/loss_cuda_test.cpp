@@ -231,6 +231,9 @@ TEST(CudaCrossEntropyContract, BackwardHalvesMatchTheCombinedBackwardBitwise) {
   }
 }
 
+// A bad label is recorded on the device, with no wait in the op and no read past a logits
+// row, and raise_label_error throws the CPU's message for it once, naming the op, the
+// token and the id; the ignore index is no error.
 TEST(CudaCrossEntropyContract, RejectsLabelsOutsideTheVocabulary) {
   SKIP_WITHOUT_CUDA_DEVICE();
   const int64_t N = 3, D = 2, V = 5;
@@ -238,14 +241,22 @@ TEST(CudaCrossEntropyContract, RejectsLabelsOutsideTheVocabulary) {
   Tensor loss = Tensor::empty({1}, DType::F32, kGpu), lse = Tensor::empty({N}, DType::F32, kGpu);
   Tensor workspace = Tensor::empty({2, V}, DType::F32, kGpu);
   Tensor labels = make_labels(N, V, false, DType::I32, 1);
-  for (int32_t bad : {int32_t(V), -1}) {
+  for (int32_t bad : {int32_t(V), -1, 1 << 30}) {
     labels.mutable_data<int32_t>()[1] = bad;
-    EXPECT_THROW(ops::cross_entropy_forward(h, w, to_device(labels, kGpu), loss, lse, workspace),
-                 Error)
-        << "label " << bad;
+    ops::cross_entropy_forward(h, w, to_device(labels, kGpu), loss, lse, workspace);
+    try {
+      ops::raise_label_error(kGpu);
+      ADD_FAILURE() << "label " << bad << " was not raised";
+    } catch (const Error& e) {
+      const std::string expected = "cross_entropy_forward: label " + std::to_string(bad) +
+                                   " of token 1 is outside the vocabulary [0, 5)";
+      EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
+    }
+    EXPECT_NO_THROW(ops::raise_label_error(kGpu)) << "the record is cleared once raised";
   }
   labels.mutable_data<int32_t>()[1] = int32_t(ops::kIgnoreIndex);
-  EXPECT_NO_THROW(ops::cross_entropy_forward(h, w, to_device(labels, kGpu), loss, lse, workspace));
+  ops::cross_entropy_forward(h, w, to_device(labels, kGpu), loss, lse, workspace);
+  EXPECT_NO_THROW(ops::raise_label_error(kGpu));
 }
 
 TEST(CudaCrossEntropyContract, LogitsVariantMatchesTheCpu) {
