@@ -253,32 +253,46 @@ TEST(Attention, ResultsDoNotDependOnThreadCount) {
 // The tile kernels are compiled for the build's target and, where the build carries it,
 // for AVX-512 (ops/cpu/kernel_isa.h): both give the same bits, at hd = 64 (every product on
 // its register-blocked path) and with ragged tiles (T = 130: the edge loops).
-TEST(Attention, KernelsGiveTheSameBitsOnEveryInstructionSet) {
+// Whether the AVX-512 kernels run here; where they cannot, choosing them is an InputError.
+bool avx512_kernels_run_here() {
   using ops::cpu::KernelIsa;
   EXPECT_TRUE(ops::cpu::kernel_isa_available(KernelIsa::Built));
-  if (!ops::cpu::kernel_isa_available(KernelIsa::Avx512)) {
-    EXPECT_THROW(ops::cpu::set_kernel_isa(KernelIsa::Avx512), InputError);
+  if (ops::cpu::kernel_isa_available(KernelIsa::Avx512)) return true;
+  EXPECT_THROW(ops::cpu::set_kernel_isa(KernelIsa::Avx512), InputError);
+  return false;
+}
+
+// The forward and backward on the build's kernels and on the AVX-512 ones, bit for bit.
+void expect_same_bits_on_every_isa(const AttentionDims64& s, AttentionMask mask,
+                                   const Inputs& in, const AttentionPositions* positions,
+                                   const std::string& what) {
+  using ops::cpu::KernelIsa;
+  const KernelIsa saved = ops::cpu::kernel_isa();
+  std::vector<Forward> forward;
+  std::vector<std::vector<Tensor>> backward;
+  for (KernelIsa isa : {KernelIsa::Built, KernelIsa::Avx512}) {
+    ops::cpu::set_kernel_isa(isa);
+    forward.push_back(run_forward(s, mask, in.q, in.k, in.v, positions));
+    backward.push_back(run_backward(s, mask, in.q, in.k, in.v, in.dout, positions));
+  }
+  ops::cpu::set_kernel_isa(saved);
+  EXPECT_TRUE(same_bits(forward[0].out, forward[1].out)) << what;
+  EXPECT_TRUE(same_bits(forward[0].lse, forward[1].lse)) << what;
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(same_bits(backward[0][i], backward[1][i])) << "gradient " << i << ", " << what;
+  }
+}
+
+TEST(Attention, KernelsGiveTheSameBitsOnEveryInstructionSet) {
+  if (!avx512_kernels_run_here()) {
     GTEST_SKIP() << "the AVX-512 kernels cannot run here (CPU or build without them); the "
                  << ops::cpu::kernel_isa_name() << " kernels ran the other tests";
   }
-  const KernelIsa saved = ops::cpu::kernel_isa();
   for (const AttentionDims64& s : {AttentionDims64{1, 128, 128, 4, 2, 64},
                                    AttentionDims64{2, 130, 130, 4, 2, 16}}) {
-    const Inputs in = random_inputs(s, 23);
-    std::vector<Forward> forward;
-    std::vector<std::vector<Tensor>> backward;
-    for (KernelIsa isa : {KernelIsa::Built, KernelIsa::Avx512}) {
-      ops::cpu::set_kernel_isa(isa);
-      forward.push_back(run_forward(s, AttentionMask::Causal, in.q, in.k, in.v));
-      backward.push_back(run_backward(s, AttentionMask::Causal, in.q, in.k, in.v, in.dout));
-    }
-    EXPECT_TRUE(same_bits(forward[0].out, forward[1].out)) << "T " << s.T;
-    EXPECT_TRUE(same_bits(forward[0].lse, forward[1].lse)) << "T " << s.T;
-    for (int i = 0; i < 3; ++i) {
-      EXPECT_TRUE(same_bits(backward[0][i], backward[1][i])) << "gradient " << i << ", T " << s.T;
-    }
+    expect_same_bits_on_every_isa(s, AttentionMask::Causal, random_inputs(s, 23), nullptr,
+                                  "T " + std::to_string(s.T));
   }
-  ops::cpu::set_kernel_isa(saved);
 }
 
 // Bytes the counted allocator hands out for a workspace of the reported size.
@@ -424,6 +438,20 @@ TEST(Attention, DocumentMaskMatchesFloat64Reference) {
                            reference_masked_attention_backward(s, visible, scale, q, k, v,
                                                                to_values(in.dout)),
                            1e-5, what);
+  }
+}
+
+// Documents mask keys inside tiles at any column, so the forward's softmax selects in
+// different lanes on each width: still the same bits.
+TEST(Attention, DocumentMaskGivesTheSameBitsOnEveryInstructionSet) {
+  if (!avx512_kernels_run_here()) GTEST_SKIP() << "the AVX-512 kernels cannot run here";
+  const AttentionDims64 s{2, 300, 300, 4, 2, 16};
+  AttentionLayout layout;
+  layout.q_document = layout.k_document = documents_of({{64, 1, 100, 135}, {150, 1, 20, 129}});
+  const AttentionPositions positions = layout.tensors(s.B, s.T, s.Tk);
+  for (AttentionMask mask : {AttentionMask::Causal, AttentionMask::None}) {
+    expect_same_bits_on_every_isa(s, mask, random_inputs(s, 31), &positions,
+                                  mask == AttentionMask::Causal ? "block-causal" : "per-document");
   }
 }
 
