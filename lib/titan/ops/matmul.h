@@ -37,7 +37,9 @@ const char* gemm_library_name(GemmLibrary library = gemm_library());
 // How the CPU multiplies bf16 A and B (mixed precision). Native: oneDNN's bf16 GEMMs (f32
 // accumulation). Widened: both operands widen to f32 (exactly) for the f32 GEMM and a bf16
 // C is rounded once. The same products and f32 sums either way; the rate differs by CPU.
-// Native where the CPU has AMX (tile multiplies, several times its f32 FMA rate); widened
+// Native where oneDNN runs AMX on this CPU (tile multiplies, several times its f32 FMA
+// rate; oneDNN's own effective ISA decides, so a kernel or library that withholds the tiles
+// gets widened GEMMs); widened
 // elsewhere: on the AVX512_BF16 Xeon measured (docs/performance.md) its bf16 dot products
 // ran at half the f32 FMA rate, and the native GEMMs at 0.55 of sgemm. TITAN_CPU_BF16_GEMM
 // =native|widened overrides (native needs oneDNN and AVX512_BF16 or AMX; InputError).

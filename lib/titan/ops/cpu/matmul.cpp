@@ -141,6 +141,18 @@ const char* gemm_library_name(GemmLibrary library) {
 
 namespace {
 
+// Whether oneDNN will run AMX tiles: its effective ISA (the CPU's, less what the kernel does
+// not permit or the library does not dispatch by default) contains AVX512_CORE_AMX's bits
+// (ISA values are nested bit sets; later ones, AMX-FP16, contain them too).
+bool onednn_runs_amx() {
+#if TITAN_HAVE_DNNL
+  const auto amx = unsigned(dnnl::cpu_isa::avx512_core_amx);
+  return (unsigned(dnnl::get_effective_cpu_isa()) & amx) == amx;
+#else
+  return false;
+#endif
+}
+
 Bf16Gemm default_bf16_gemm() {
   if (const char* env = std::getenv("TITAN_CPU_BF16_GEMM"); env && *env) {
     const std::string name = env;
@@ -152,8 +164,8 @@ Bf16Gemm default_bf16_gemm() {
         << "or AMX; unset it to widen bf16 to f32";
     return mode;
   }
-  return bf16_gemm_available(Bf16Gemm::Native) && cpu_has_amx_bf16() ? Bf16Gemm::Native
-                                                                      : Bf16Gemm::Widened;
+  return bf16_gemm_available(Bf16Gemm::Native) && onednn_runs_amx() ? Bf16Gemm::Native
+                                                                     : Bf16Gemm::Widened;
 }
 
 std::atomic<Bf16Gemm>& chosen_bf16_gemm() {
@@ -179,7 +191,7 @@ void set_bf16_gemm(Bf16Gemm mode) {
 
 const char* bf16_gemm_name(Bf16Gemm mode) {
   if (mode == Bf16Gemm::Widened) return "widened to f32";
-  return cpu_has_amx_bf16() ? "native (oneDNN, AMX)" : "native (oneDNN, AVX512_BF16)";
+  return onednn_runs_amx() ? "native (oneDNN, AMX)" : "native (oneDNN, AVX512_BF16)";
 }
 
 void matmul(const Tensor& a, Transpose transpose_a, const Tensor& b, Transpose transpose_b,
