@@ -58,8 +58,9 @@ std::string field_description(const Field& field) {
     text += "; allowed: " + allowed;
   }
   if (field.feature && !feature_info(*field.feature).built) {
-    text += "; other than " + field.feature_off + " needs " + feature_info(*field.feature).name +
-            ", not built yet";
+    const FeatureInfo& missing = feature_info(*field.feature);
+    text += "; other than " + field.feature_off + " needs " + missing.name +
+            (missing.missing_from_build.empty() ? ", not built yet" : ", not in this build");
   }
   return text + "]";
 }

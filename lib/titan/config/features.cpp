@@ -11,10 +11,14 @@ namespace titan::config {
 // `built` to true here (and the config tests follow on their own: they derive the
 // rejections they run from this list).
 const std::vector<FeatureInfo>& all_features() {
+  static const std::string no_hdf5 =
+      "this build lacks (no parallel HDF5: TITAN_HDF5=OFF, or libhdf5-openmpi-dev was missing; "
+      "tools/setup.sh installs it, then rebuild)";
   static const std::vector<FeatureInfo> features = {
-      {Feature::Checkpointing, "checkpointing", TITAN_HAVE_HDF5 != 0, WhenMissing::Reject, ""},
+      {Feature::Checkpointing, "checkpointing", TITAN_HAVE_HDF5 != 0, WhenMissing::Reject, "",
+       no_hdf5},
       {Feature::AsyncCheckpointing, "asynchronous checkpointing", TITAN_HAVE_HDF5 != 0,
-       WhenMissing::Reject, ""},
+       WhenMissing::Reject, "", no_hdf5},
       {Feature::SeedCheckpoint, "seed checkpoints", false, WhenMissing::Reject, ""},
       {Feature::ReplicatedDataParallel, "replicated data parallelism (DDP/HSDP)", true,
        WhenMissing::Reject, ""},

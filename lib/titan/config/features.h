@@ -50,6 +50,9 @@ struct FeatureInfo {
   bool built;
   WhenMissing when_missing;
   std::string warning;  // RunWithoutIt only: what the job says once
+  // For a feature titan.cpp has that this build lacks: "this build lacks (why; the fix)",
+  // read after "needs <name>, which". Empty: the feature is not built yet at all.
+  std::string missing_from_build = "";
 };
 
 const std::vector<FeatureInfo>& all_features();

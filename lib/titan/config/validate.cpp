@@ -129,9 +129,12 @@ void validate(const JobConfig& config, const KeyOrigins* origins) {
     others += (i > 1 ? ", " : "") + refused[i]->name + " (" +
               feature_info(*refused[i]->feature).name + ")";
   }
+  const FeatureInfo& missing = feature_info(*first.feature);
   TITAN_FAIL_INPUT() << label(first) << ": " << format_plain(first.get(config)) << " needs "
-                     << feature_info(*first.feature).name
-                     << ", which is not built yet in titan.cpp; allowed: " << first.feature_off
+                     << missing.name << ", which "
+                     << (missing.missing_from_build.empty() ? "is not built yet in titan.cpp"
+                                                            : missing.missing_from_build)
+                     << "; allowed: " << first.feature_off
                      << (others.empty() ? "" : "; also not built yet: " + others);
 }
 
