@@ -43,7 +43,7 @@ ProcessResult check_template(const std::string& name, int nodes, int per_node) {
 }
 
 TEST(Jobscripts, EachTemplatesNodesMatchItsConfigsDegrees) {
-  if (!TITAN_HAVE_HDF5) GTEST_SKIP() << "every template (--checkpoint.enable) needs checkpointing: this build has no HDF5";
+  if (!TITAN_HAVE_HDF5) GTEST_SKIP() << "every template enables checkpoints: no HDF5 here";
   for (const char* name :
        {"llama3_8b.sbatch", "llama3_70b.sbatch", "llama3_405b.sbatch", "cpu_cluster.sbatch"}) {
     SCOPED_TRACE(name);

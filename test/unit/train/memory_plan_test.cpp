@@ -138,7 +138,7 @@ TEST(MemoryPlan, TheModesOrderAsTheirSavedActivations) {
 // CPU ranks saving asynchronously keep a copy of the parameters and both AdamW moments for
 // the I/O thread (train/trainer.h); a GPU's copies are host memory, outside its plan.
 TEST(MemoryPlan, AsynchronousSavesOnCpuRanksHoldACopyOfTheState) {
-  if (!TITAN_HAVE_HDF5) GTEST_SKIP() << "an asynchronous save needs checkpointing: this build has no HDF5";
+  if (!TITAN_HAVE_HDF5) GTEST_SKIP() << "an asynchronous save needs checkpoints: no HDF5 here";
   config::JobConfig c = debug_job("staging");
   c.checkpoint.enable = true;
   c.checkpoint.async_mode = config::AsyncMode::Async;
